@@ -1,0 +1,40 @@
+"""Command-line entry points: thin argparse shells over the Python API.
+
+Each command module defines ``main(argv=None) -> int`` and wraps its body with :func:`run_cli`, so user
+mistakes (:class:`nas.errors.UserError`) print one paragraph on stderr and exit 2, with no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from collections.abc import Callable
+
+from ..errors import UserError
+
+__all__ = ["run_cli", "ArgumentParser", "fail"]
+
+
+def fail(prog: str, message: str) -> int:
+    """Print a user-facing error paragraph and return the exit status 2."""
+    body = textwrap.fill(message, width=100, break_long_words=False, break_on_hyphens=False)
+    print(f"{prog}: error: {body}", file=sys.stderr)
+    return 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one paragraph naming the flag and what it allows."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(fail(self.prog, f"{message}. Run `{self.prog} --help` for the allowed flags."))
+
+
+def run_cli(prog: str, body: Callable[[], int | None]) -> int:
+    """Run ``body``; turn :class:`UserError` into a message and exit status 2, Ctrl-C into 130."""
+    try:
+        return int(body() or 0)
+    except UserError as err:
+        return fail(prog, str(err))
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
