@@ -1,0 +1,172 @@
+"""Model builder: every layout/option builds and trains a step; attention maths; state-dict behaviour."""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from nas import Architecture, BlockOptions, build_model
+from nas.arch import ModelConfig
+from nas.blocks import RelPosAttention, rel_pos_index
+from nas.cost import count_cost
+from nas.presets import PRESETS, get
+
+torch.set_num_threads(1)
+
+LAYOUTS = ["C-C-C-C", "C-C-C-T", "C-C-T-T", "C-T-T-T", "T-T-T-T", "T-C-T-C"]
+OPTIONS = [BlockOptions(), BlockOptions(rel_attn="post"), BlockOptions(rel_attn="none"),
+           BlockOptions(downsample="dwconv"), BlockOptions(se_ratio=0.0), BlockOptions(mbconv_expansion=2.0,
+           ffn_expansion=2.0, head_dim=8)]
+
+
+def tiny(layout: str, options: BlockOptions = BlockOptions()) -> Architecture:
+    return dataclasses.replace(Architecture.parse(f"{layout} L=1,1,2,1,1 D=16,16,32,32,64"), options=options)
+
+
+@pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.parametrize("arch", [tiny(l) for l in LAYOUTS] + [tiny("C-C-T-T", o) for o in OPTIONS]
+                         + [Architecture.parse("ViT_REL L=1,1,1,1,1 D=32,32,32,64,64 patch=8")], ids=str)
+def test_builds_and_trains_a_step(arch, size):
+    model = build_model(arch, num_classes=7, image_size=size, in_chans=1)
+    x = torch.randn(2, 1, size, size)
+    out = model(x)
+    assert out.shape == (2, 7)
+    out.logsumexp(1).mean().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    feats = model.forward_features(x)
+    assert feats.shape[1] == model.num_features == arch.widths[-1]
+    assert model.forward_head(feats, pre_logits=True).shape == (2, arch.widths[-1])
+
+
+def test_state_dict_names():
+    keys = build_model(tiny("C-C-T-T"), num_classes=3, image_size=32).state_dict().keys()
+    for expected in ("stem.conv1.weight", "stem.conv2.weight", "stages.0.blocks.0.conv1.weight",
+                     "stages.2.blocks.0.attn.qkv.weight", "stages.2.blocks.0.attn.rel_bias", "head.fc.weight"):
+        assert expected in keys
+    vit = build_model(Architecture.parse("ViT_REL L=1,1,1,1,1 D=32,32,32,32,32 patch=4"), 3, 32)
+    assert "stem.proj.weight" in vit.state_dict()
+
+
+def test_relative_bias_depends_only_on_offset():
+    attn = RelPosAttention(32, 32, (4, 5), head_dim=8)
+    bias = attn.bias().detach()  # heads, N, N
+    assert bias.shape == (4, 20, 20)
+    pos = list(itertools.product(range(4), range(5)))
+    for h in range(4):
+        for (i, (ai, aj)), (j, (bi, bj)) in itertools.product(enumerate(pos), repeat=2):
+            assert bias[h, i, j] == attn.rel_bias[h, ai - bi + 3, aj - bj + 4]
+    # Heads and layers have their own tables.
+    assert not torch.equal(bias[0], bias[1])
+    other = RelPosAttention(32, 32, (4, 5), head_dim=8)
+    assert not torch.equal(other.rel_bias, attn.rel_bias)
+
+
+def test_translation_property_of_index():
+    idx = rel_pos_index(3, 3)
+    # positions (0,0)->(1,1) and (1,1)->(2,2) share an offset, so share the table entry
+    assert idx[0, 4] == idx[4, 8] and idx[0, 4] != idx[4, 0]
+
+
+def test_rel_attn_variants_differ_for_same_weights():
+    torch.manual_seed(0)
+    base = tiny("C-C-T-T")
+    models = {v: build_model(dataclasses.replace(base, options=BlockOptions(rel_attn=v)), 5, 32).eval()
+              for v in ("pre", "post", "none")}
+    state = models["pre"].state_dict()
+    for v in ("post", "none"):
+        models[v].load_state_dict(state, strict=(v != "none"))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        outs = {v: m(x) for v, m in models.items()}
+    assert not torch.allclose(outs["pre"], outs["post"], atol=1e-5)
+    assert not torch.allclose(outs["pre"], outs["none"], atol=1e-5)
+    # With a zero table, pre and none must agree exactly: the bias is the only difference.
+    with torch.no_grad():
+        for m in models["pre"].modules():
+            if isinstance(m, RelPosAttention):
+                m.rel_bias.zero_()
+        assert torch.allclose(models["pre"](x), models["none"](x), atol=1e-5)
+
+
+def test_pre_bias_matches_explicit_softmax():
+    attn = RelPosAttention(16, 16, (3, 3), head_dim=8)
+    x = torch.randn(2, 9, 16)
+    q, k, v = attn.qkv(x).reshape(2, 9, 3, 2, 8).permute(2, 0, 3, 1, 4)
+    ref = ((q @ k.transpose(-2, -1)) / 8 ** 0.5 + attn.bias()).softmax(-1) @ v
+    ref = attn.proj(ref.transpose(1, 2).reshape(2, 9, 16))
+    assert torch.allclose(attn(x), ref, atol=1e-5)
+
+
+def test_state_dict_from_other_resolution_resizes_tables():
+    arch = tiny("C-C-T-T")
+    small, large = build_model(arch, 5, 32), build_model(arch, 5, 64)
+    key = "stages.2.blocks.0.attn.rel_bias"
+    assert small.state_dict()[key].shape != large.state_dict()[key].shape
+    large.load_state_dict(small.state_dict())
+    table = large.state_dict()[key]
+    assert table.shape == (1, 7, 7)
+    # Bilinear with aligned corners keeps the corner entries of the source table.
+    src = small.state_dict()[key]
+    assert torch.allclose(table[:, 0, 0], src[:, 0, 0]) and torch.allclose(table[:, -1, -1], src[:, -1, -1])
+    assert large(torch.randn(1, 3, 64, 64)).shape == (1, 5)
+
+
+def test_model_config_is_accepted():
+    cfg = ModelConfig(tiny("C-T-T-T"), num_classes=4, image_size=64, in_chans=1)
+    model = build_model(cfg)
+    assert (model.num_classes, model.image_size, model.in_chans) == (4, 64, 1)
+    assert model(torch.randn(1, 1, 64, 64)).shape == (1, 4)
+
+
+def test_too_small_image_is_refused():
+    with pytest.raises(ValueError, match="too small"):
+        build_model(Architecture.parse("ViT_REL L=1,1,1,1,1 D=32,32,32,32,32 patch=16"), 3, 8)
+
+
+@pytest.mark.parametrize("arch", [tiny("C-C-T-T"), tiny("C-T-T-T", BlockOptions(rel_attn="post",
+                         downsample="dwconv", se_ratio=0.0)), tiny("C-C-C-C"),
+                         Architecture.parse("ViT_REL L=1,1,1,1,1 D=32,32,32,64,64 patch=4")], ids=str)
+def test_cost_matches_real_module(arch):
+    model = build_model(arch, num_classes=10, image_size=32, in_chans=1).eval()
+    cost = count_cost(arch, image_size=32, num_classes=10, in_chans=1)
+    assert cost.params == sum(p.numel() for p in model.parameters())
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.randn(1, 1, 32, 32))
+    assert cost.macs == counter.get_total_flops() // 2
+
+
+def test_cost_accepts_model_config_and_grows_with_size():
+    arch = tiny("C-C-T-T")
+    assert count_cost(ModelConfig(arch, 10, 64, 1)) == count_cost(arch, 64, 10, 1)
+    assert count_cost(arch, 64, 10, 1).macs > count_cost(arch, 32, 10, 1).macs
+    assert count_cost(arch, 64, 10, 1).params > count_cost(arch, 32, 10, 1).params  # bigger bias tables
+
+
+# Paper, Table 3 (params M, FLOPs G at 224) - "FLOPs" there are multiply-adds.
+PAPER = {"coatnet-0": (25, 4.2), "coatnet-1": (42, 8.4), "coatnet-2": (75, 15.7), "coatnet-3": (168, 34.7),
+         "coatnet-4": (275, 62.4)}
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_match_the_paper(name):
+    arch = get(name)
+    assert arch.layout == ("C", "C", "T", "T")
+    cost = count_cost(arch, 224, 1000, 3)
+    params, macs = PAPER[name]
+    assert abs(cost.params / 1e6 - params) / params < 0.05
+    assert abs(cost.macs / 1e9 - macs) / macs < 0.06
+    with torch.device("meta"):
+        model = build_model(arch)
+    assert sum(p.numel() for p in model.parameters()) == cost.params
+
+
+def test_round_trip_preserves_id_and_params():
+    arch = tiny("C-T-T-T", BlockOptions(rel_attn="post"))
+    back = Architecture.from_dict(arch.to_dict())
+    assert back.id == arch.id
+    assert count_cost(back, 32, 10).params == sum(p.numel() for p in build_model(back, 10, 32).parameters())
