@@ -251,7 +251,13 @@ class SearchSpace:
             fixed = [_parse_layout(t, f, f"space.rules.layouts[{i}]") for i, t in enumerate(fixed)]
             fixed = list(dict.fromkeys(fixed))
 
-        vit = check_keys(data.get("vit_rel"), ("patch_size",), f, "space.vit_rel")
+        vit = check_keys(data.get("vit_rel"), ("include", "patch_size"), f, "space.vit_rel")
+        include_vit = vit.get("include", False)
+        if not isinstance(include_vit, bool):
+            raise ConfigError(f, "space.vit_rel.include", "must be true or false", "true, false", value=include_vit)
+        if include_vit and fixed is not None:
+            raise ConfigError(f, "space.vit_rel.include", "cannot be used together with space.rules.layouts",
+                              f"list '{VIT_REL}' in space.rules.layouts instead", value=include_vit)
         patch_sizes = _int_choices(vit.get("patch_size", 4), f, "space.vit_rel.patch_size", "pixels")
         for p in patch_sizes:
             if image_size % p:
@@ -277,7 +283,7 @@ class SearchSpace:
 
         # Attention stages need widths divisible by every head_dim choice.
         for s in STAGES:
-            if "T" in stages[s].block or (fixed and VIT_REL in fixed):
+            if "T" in stages[s].block or include_vit or (fixed and VIT_REL in fixed):
                 for hd in options["head_dim"]:
                     for w in stages[s].width:
                         if w % hd:
@@ -285,7 +291,7 @@ class SearchSpace:
                                               f"head_dim {hd}, but a T block is possible in {s}",
                                               f"multiples of every space.blocks.head_dim choice", value=w)
 
-        layouts = _valid_layouts(stages, fixed, flags["monotone"], f)
+        layouts = _valid_layouts(stages, fixed, flags["monotone"], f, include_vit)
         space = cls(image_size=image_size, in_chans=in_chans, stem=stem, stages=stages, layouts=tuple(layouts),
                     patch_sizes=patch_sizes, options=options, monotone=flags["monotone"],
                     non_decreasing_widths=flags["non_decreasing_widths"], budgets=budgets, file=f)
@@ -568,7 +574,7 @@ def _flatten(d: Mapping, prefix: str) -> dict[str, Any]:
 
 
 def _valid_layouts(stages: Mapping[str, _Choices], fixed: list[str] | None, monotone: bool,
-                   file: str | None) -> list[str]:
+                   file: str | None, include_vit: bool = False) -> list[str]:
     """Layouts allowed by the stage block choices and the rules; error when none (or a fixed one) is."""
     def ok(layout: str) -> str | None:
         if layout == VIT_REL:
@@ -591,6 +597,12 @@ def _valid_layouts(stages: Mapping[str, _Choices], fixed: list[str] | None, mono
         return fixed
     out = ["-".join(p) for p in itertools.product(*(stages[s].block for s in STAGES))]
     out = [l for l in out if ok(l) is None]
+    if include_vit:
+        why = ok(VIT_REL)
+        if why:
+            raise ConfigError(file, "space.vit_rel.include", f"cannot be satisfied: {why}",
+                              "T in every stage's block choices, or include: false", value=True)
+        out.append(VIT_REL)
     if not out:
         raise ConfigError(file, "space.rules.monotone", "cannot be satisfied by the stage block choices: every "
                           "combination puts a C stage after a T stage", "block choices that allow C stages "
