@@ -72,8 +72,8 @@ def load_yaml(path_or_name: str | Path) -> tuple[Path, dict]:
         data = {}
     check_keys(data, TOP_LEVEL_KEYS, str(path), "")
     if "space" not in data:
-        raise ConfigError(str(path), "space", "is missing", "a mapping with input, stem, stages, rules, blocks, "
-                          "budgets (see docs/space.md)")
+        raise ConfigError(str(path), "space", "is missing", "a mapping with input, stem, stages, rules, vit_rel, "
+                          "blocks, budgets (see docs/space.md)")
     return path, dict(data)
 
 
@@ -158,9 +158,11 @@ def _option_choices(data: Any, file: str | None, key: str) -> dict[str, tuple]:
                               "a value or a non-empty list of values", value=raw)
         vals = []
         for i, v in enumerate(items):
-            sub = f"{key}.{name}[{i}]" if isinstance(raw, (list, tuple)) else key
-            opts = parse_dataclass(BlockOptions, {name: v}, file, sub if isinstance(raw, (list, tuple)) else key)
-            val = getattr(opts, name)
+            sub = f"{key}.{name}[{i}]" if isinstance(raw, (list, tuple)) else f"{key}.{name}"
+            try:
+                val = getattr(parse_dataclass(BlockOptions, {name: v}, file, key), name)
+            except ConfigError as err:
+                raise ConfigError(file, sub, err.problem, err.allowed, value=err.value) from None
             if val not in vals:
                 vals.append(val)
         out[name] = tuple(vals)
@@ -204,7 +206,7 @@ class SearchSpace:
         """Parse and validate the ``space:`` section (``data`` is its mapping)."""
         f = str(file) if file is not None else None
         if data is None:
-            raise ConfigError(f, "space", "is empty", "a mapping with input, stem, stages, rules, blocks, budgets")
+            raise ConfigError(f, "space", "is empty", "a mapping with input, stem, stages, rules, vit_rel, blocks, budgets")
         data = check_keys(data, ("input", "stem", "stages", "rules", "vit_rel", "blocks", "budgets"), f, "space")
 
         inp = check_keys(data.get("input"), ("image_size", "channels"), f, "space.input")
@@ -579,7 +581,8 @@ def _valid_layouts(stages: Mapping[str, _Choices], fixed: list[str] | None, mono
     def ok(layout: str) -> str | None:
         if layout == VIT_REL:
             bad = [s for s in STAGES if "T" not in stages[s].block]
-            return f"{VIT_REL} needs T allowed in every stage, but {', '.join(bad)} allow(s) only C" if bad else None
+            verb = "allows" if len(bad) == 1 else "allow"
+            return f"{VIT_REL} needs T allowed in every stage, but {', '.join(bad)} {verb} only C" if bad else None
         blocks = layout.split("-")
         for s, b in zip(STAGES, blocks):
             if b not in stages[s].block:
@@ -593,7 +596,9 @@ def _valid_layouts(stages: Mapping[str, _Choices], fixed: list[str] | None, mono
             why = ok(layout)
             if why:
                 raise ConfigError(file, f"space.rules.layouts[{i}]", f"contradicts the stage choices: {why}",
-                                  "layouts whose stages use allowed block letters", value=layout)
+                                  "layouts whose stages use allowed block letters"
+                                  + (" and, with rules.monotone, no C stage after a T stage" if monotone else ""),
+                                  value=layout)
         return fixed
     out = ["-".join(p) for p in itertools.product(*(stages[s].block for s in STAGES))]
     out = [l for l in out if ok(l) is None]
