@@ -47,7 +47,8 @@ class ConfigError(UserError):
         msg = f"{where}`{key}`: {problem}"
         if value is not ConfigError._NO_VALUE:
             msg += f" (got {_short(value)})"
-        msg += "."
+        if not msg.endswith((".", "?", "!")):
+            msg += "."
         if allowed:
             msg += f" Allowed: {allowed}."
         super().__init__(msg)
@@ -69,9 +70,8 @@ def check_keys(data: Any, allowed: typing.Iterable[str], file: str | None, path:
     for key in data:
         if key not in allowed:
             near = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" Did you mean `{near[0]}`?" if near else ""
-            raise ConfigError(file, _join(path, str(key)), "unknown key" + ("." + hint if hint else ""),
-                              ", ".join(allowed))
+            hint = f". Did you mean `{near[0]}`?" if near else ""
+            raise ConfigError(file, _join(path, str(key)), "unknown key" + hint, ", ".join(allowed))
     return data
 
 

@@ -33,7 +33,7 @@ def test_defaults_and_coercion():
 
 
 @pytest.mark.parametrize("data, fragments", [
-    ({"lrr": 1}, ["f.yaml", "`train.lrr`", "unknown key", "Did you mean `lr`?"]),
+    ({"lrr": 1}, ["f.yaml", "`train.lrr`", "unknown key", "unknown key. Did you mean `lr`? Allowed: lr, epochs"]),
     ({"lr": -1}, ["`train.lr`", "out of range", "(got -1", "Allowed: > 0"]),
     ({"lr": "fast"}, ["`train.lr`", "wrong type", "a number"]),
     ({"epochs": 2.5}, ["`train.epochs`", "an integer"]),
