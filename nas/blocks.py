@@ -29,17 +29,28 @@ class LayerNorm2d(nn.LayerNorm):
 
 
 class ConvStem(nn.Module):
-    """S0: two 3x3 convs, the first with stride 2 (BN + GELU between them)."""
+    """S0: ``depth`` 3x3 convs (the paper: two), the first with stride 2, BN + GELU between them.
 
-    def __init__(self, in_chs: int, out_chs: int):
+    Layers are ``conv1``, ``norm1``, ``act1``, ``conv2``, ... so a two-conv stem has the usual
+    ``stem.conv1`` / ``stem.conv2`` keys.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, depth: int = 2):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_chs, out_chs, 3, stride=2, padding=1)
-        self.norm1 = nn.BatchNorm2d(out_chs)
-        self.act1 = nn.GELU()
-        self.conv2 = nn.Conv2d(out_chs, out_chs, 3, stride=1, padding=1)
+        self.depth = depth
+        for k in range(1, depth + 1):
+            self.add_module(f"conv{k}", nn.Conv2d(in_chs if k == 1 else out_chs, out_chs, 3,
+                                                  stride=2 if k == 1 else 1, padding=1))
+            if k < depth:
+                self.add_module(f"norm{k}", nn.BatchNorm2d(out_chs))
+                self.add_module(f"act{k}", nn.GELU())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(self.act1(self.norm1(self.conv1(x))))
+        for k in range(1, self.depth + 1):
+            x = getattr(self, f"conv{k}")(x)
+            if k < self.depth:
+                x = getattr(self, f"act{k}")(getattr(self, f"norm{k}")(x))
+        return x
 
 
 class PatchStem(nn.Module):

@@ -76,7 +76,9 @@ def _count(arch: Architecture, image_size: int, num_classes: int, in_chans: int)
     if arch.is_vit:
         cost = _conv(in_chans, w[0], arch.patch_size, sizes[0] ** 2)
     else:
-        cost = _conv(in_chans, w[0], 3, sizes[0] ** 2) + Cost(2 * w[0], 0) + _conv(w[0], w[0], 3, sizes[0] ** 2)
+        cost = _conv(in_chans, w[0], 3, sizes[0] ** 2)
+        for _ in range(d[0] - 1):
+            cost += Cost(2 * w[0], 0) + _conv(w[0], w[0], 3, sizes[0] ** 2)
     for i, block in enumerate(arch.layout):
         stride = 1 if arch.is_vit else 2
         for j in range(d[i + 1]):

@@ -71,7 +71,10 @@ class CoAtNet(nn.Module):
             raise ValueError(f"image size {image_size} is too small for {arch.layout_name}: the feature map "
                              f"would shrink below 1x1 (sizes {sizes})")
         widths, depths = arch.widths, arch.depths
-        self.stem = PatchStem(in_chans, widths[0], arch.patch_size) if arch.is_vit else ConvStem(in_chans, widths[0])
+        if arch.is_vit:
+            self.stem = PatchStem(in_chans, widths[0], arch.patch_size)
+        else:
+            self.stem = ConvStem(in_chans, widths[0], depths[0])
         total = sum(depths[1:])
         rates = [drop_path_rate * i / max(1, total - 1) for i in range(total)]
         stages, k = [], 0

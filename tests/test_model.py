@@ -23,7 +23,7 @@ OPTIONS = [BlockOptions(), BlockOptions(rel_attn="post"), BlockOptions(rel_attn=
 
 
 def tiny(layout: str, options: BlockOptions = BlockOptions()) -> Architecture:
-    return dataclasses.replace(Architecture.parse(f"{layout} L=1,1,2,1,1 D=16,16,32,32,64"), options=options)
+    return dataclasses.replace(Architecture.parse(f"{layout} L=2,1,2,1,1 D=16,16,32,32,64"), options=options)
 
 
 @pytest.mark.parametrize("size", [32, 64])
@@ -47,6 +47,10 @@ def test_state_dict_names():
     for expected in ("stem.conv1.weight", "stem.conv2.weight", "stages.0.blocks.0.conv1.weight",
                      "stages.2.blocks.0.attn.qkv.weight", "stages.2.blocks.0.attn.rel_bias", "head.fc.weight"):
         assert expected in keys
+    three = build_model(Architecture.parse("C-C-C-T L=3,1,1,1,1 D=8,8,16,16,32"), 3, 32).state_dict()
+    assert "stem.conv3.weight" in three and "stem.norm2.weight" in three
+    one = build_model(Architecture.parse("C-C-C-T L=1,1,1,1,1 D=8,8,16,16,32"), 3, 32).state_dict()
+    assert not any(k.startswith(("stem.conv2", "stem.norm1")) for k in one)
     vit = build_model(Architecture.parse("ViT_REL L=1,1,1,1,1 D=32,32,32,32,32 patch=4"), 3, 32)
     assert "stem.proj.weight" in vit.state_dict()
 
@@ -127,7 +131,9 @@ def test_too_small_image_is_refused():
         build_model(Architecture.parse("ViT_REL L=1,1,1,1,1 D=32,32,32,32,32 patch=16"), 3, 8)
 
 
-@pytest.mark.parametrize("arch", [tiny("C-C-T-T"), tiny("C-T-T-T", BlockOptions(rel_attn="post",
+@pytest.mark.parametrize("arch", [tiny("C-C-T-T"), Architecture.parse("C-C-C-T L=3,1,1,1,1 D=8,8,16,16,32"),
+                         Architecture.parse("C-C-C-T L=1,1,1,1,1 D=8,8,16,16,32"),
+                         tiny("C-T-T-T", BlockOptions(rel_attn="post",
                          downsample="dwconv", se_ratio=0.0)), tiny("C-C-C-C"),
                          Architecture.parse("ViT_REL L=1,1,1,1,1 D=32,32,32,64,64 patch=4")], ids=str)
 def test_cost_matches_real_module(arch):
