@@ -1,0 +1,307 @@
+"""Data sources for proxy training: embedded digits, synthetic, CIFAR pickles, image folders, npz.
+
+Every source ends as in-memory tensors (float32 NCHW normalised with the training split's per-channel
+mean/std, int64 labels) split into train/validation by a deterministic stratified split from a seed.
+Loaded datasets are cached per process: a worker running many trials loads and resizes once.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nas.errors import ConfigError, UserError
+
+__all__ = ["DataConfig", "Dataset", "load_dataset", "stratified_split", "stratified_subset", "SOURCES"]
+
+SOURCES = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder", "npz")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def _in(lo: float, hi: float):
+    return {"check": lambda v: lo <= v <= hi, "allowed": f"a number from {lo} to {hi}"}
+
+
+def _min(lo: int):
+    return {"check": lambda v: v is None or v >= lo, "allowed": f"an integer >= {lo}"}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images come from (the ``train.data`` section).
+
+    Args:
+        name: the source; ``digits`` (scikit-learn's 1,797 handwritten 8x8 digits, offline) is the default.
+        path: folder or file for ``cifar10``/``cifar100``/``imagefolder``/``npz``.
+        val_fraction: share of each class held out for validation.
+        seed: seed of the stratified split (and of the synthetic generator).
+        limit: keep at most this many examples in total (stratified) before splitting; ``null`` keeps all.
+        synthetic_samples: number of generated images (``synthetic``).
+        synthetic_classes: number of generated classes (``synthetic``).
+        synthetic_difficulty: 0 (clean class patterns) to 1 (patterns buried in noise) (``synthetic``).
+    """
+
+    name: Literal["digits", "synthetic", "cifar10", "cifar100", "imagefolder", "npz"] = "digits"
+    path: str | None = None
+    val_fraction: float = field(default=0.2, metadata=_in(0.01, 0.9))
+    seed: int = 0
+    limit: int | None = field(default=None, metadata=_min(2))
+    synthetic_samples: int = field(default=2000, metadata=_min(4))
+    synthetic_classes: int = field(default=10, metadata=_min(2))
+    synthetic_difficulty: float = field(default=0.5, metadata=_in(0.0, 1.0))
+
+
+@dataclass(eq=False)
+class Dataset:
+    """Train/validation tensors of one source at one image size and channel count."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    num_classes: int
+    in_chans: int
+    name: str
+    _copies: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.x_train.shape[-1])
+
+    def to(self, device: str | torch.device) -> "Dataset":
+        """The same data on ``device`` (moved once, then memoised)."""
+        device = torch.device(device)
+        if self.x_train.device == device:
+            return self
+        key = str(device)
+        if key not in self._copies:
+            self._copies[key] = Dataset(self.x_train.to(device), self.y_train.to(device), self.x_val.to(device),
+                                        self.y_val.to(device), self.num_classes, self.in_chans, self.name)
+        return self._copies[key]
+
+
+def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (rest, held) with ``round(fraction * n_c)`` of each class held (at least 1 when n_c >= 2)."""
+    rng = np.random.default_rng(seed)
+    rest, held = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        k = int(round(fraction * len(idx)))
+        if len(idx) >= 2:
+            k = min(max(k, 1), len(idx) - 1)
+        else:
+            k = 0
+        held.append(idx[:k])
+        rest.append(idx[k:])
+    return np.sort(np.concatenate(rest)), np.sort(np.concatenate(held))
+
+
+def stratified_subset(y: torch.Tensor | np.ndarray, fraction: float, seed: int) -> torch.Tensor:
+    """Indices of a stratified ``fraction`` of ``y`` (at least one example per class)."""
+    y = y.cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    if fraction >= 1.0:
+        return torch.arange(len(y))
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        keep.append(idx[: max(1, int(round(fraction * len(idx))))])
+    return torch.from_numpy(np.sort(np.concatenate(keep)))
+
+
+def load_dataset(cfg: DataConfig, image_size: int, in_chans: int, *, file: str | None = None) -> Dataset:
+    """Load ``cfg``'s source at ``image_size`` with ``in_chans`` channels (cached per process).
+
+    ``file`` is the YAML the config came from, for error messages. Grey sources are repeated to 3 channels
+    when ``in_chans == 3``; colour sources become luminance when ``in_chans == 1``.
+    """
+    return _load_cached(cfg, int(image_size), int(in_chans), file)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(cfg: DataConfig, image_size: int, in_chans: int, file: str | None) -> Dataset:
+    x, y, num_classes = _read_source(cfg, image_size, in_chans, file)
+    if cfg.limit is not None and cfg.limit < len(y):
+        _, keep = stratified_split(y, cfg.limit / len(y), cfg.seed + 1)
+        x, y = x[keep], y[keep]
+    tr, va = stratified_split(y, cfg.val_fraction, cfg.seed)
+    if len(tr) == 0 or len(va) == 0:
+        raise ConfigError(file, "train.data", f"too few examples ({len(y)}) to split into train and validation",
+                          "a source with at least 2 examples per class")
+    xt = _to_images(x, image_size, in_chans)
+    dims = (0, 2, 3)
+    mean = xt[torch.from_numpy(tr)].mean(dims, keepdim=True)
+    std = xt[torch.from_numpy(tr)].std(dims, keepdim=True).clamp_min(1e-6)
+    xt = ((xt - mean) / std).contiguous()
+    yt = torch.from_numpy(y.astype(np.int64))
+    tr_t, va_t = torch.from_numpy(tr), torch.from_numpy(va)
+    return Dataset(xt[tr_t], yt[tr_t], xt[va_t], yt[va_t], num_classes, in_chans, cfg.name)
+
+
+def _to_images(x: np.ndarray, image_size: int, in_chans: int) -> torch.Tensor:
+    """uint8/float NCHW numpy -> float32 tensor in [0, 1]-ish, resized and channel-adapted."""
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    t = t.float().div_(255.0) if t.dtype == torch.uint8 else t.float()
+    c = t.shape[1]
+    if c != in_chans:
+        if c == 1:
+            t = t.expand(-1, in_chans, -1, -1)
+        elif c == 3 and in_chans == 1:
+            t = (t * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        else:
+            raise UserError(f"the data has {c} channels but the model wants {in_chans}; only grey<->RGB "
+                            "conversion is automatic. Set `space.input.channels` to match the data.")
+    if t.shape[-2:] != (image_size, image_size):
+        out = []
+        for chunk in t.split(4096):
+            down = chunk.shape[-1] > image_size
+            out.append(F.interpolate(chunk, size=(image_size, image_size), mode="bilinear",
+                                     align_corners=False, antialias=down))
+        t = torch.cat(out)
+    return t.contiguous()
+
+
+def _read_source(cfg: DataConfig, image_size: int, in_chans: int, file: str | None):
+    """(x NCHW numpy, y int numpy, num_classes) of the source."""
+    if cfg.name == "digits":
+        from sklearn.datasets import load_digits
+        d = load_digits()
+        return (d.images[:, None].astype(np.float32) / 16.0), d.target.astype(np.int64), 10
+    if cfg.name == "synthetic":
+        return _synthetic(cfg, image_size, in_chans)
+    if cfg.path is None:
+        raise ConfigError(file, "train.data.path", f"is required for the `{cfg.name}` source",
+                          _EXPECTED[cfg.name])
+    path = Path(os.path.expanduser(cfg.path))
+    if file and not path.is_absolute():
+        path = Path(file).parent / path if not path.exists() else path
+    return {"cifar10": _cifar, "cifar100": _cifar, "imagefolder": _imagefolder, "npz": _npz}[cfg.name](
+        cfg, path, file)
+
+
+_EXPECTED = {
+    "cifar10": "a folder holding the CIFAR-10 python pickles `data_batch_1` ... `data_batch_5` (and "
+               "`test_batch`), as unpacked from cifar-10-python.tar.gz",
+    "cifar100": "a folder holding the CIFAR-100 python pickles `train` (and `test`), as unpacked from "
+                "cifar-100-python.tar.gz",
+    "imagefolder": "a folder with one sub-folder per class holding image files "
+                   f"({', '.join(IMAGE_EXTS)})",
+    "npz": "a .npz file with arrays `x` (N,H,W or N,H,W,C or N,C,H,W; uint8 0-255 or float) and `y` "
+           "(N integer labels 0..K-1)",
+}
+
+
+def _bad(cfg: DataConfig, path: Path, file: str | None, problem: str) -> UserError:
+    where = f"{file}: " if file else ""
+    return UserError(f"{where}`train.data.path` for source `{cfg.name}`: {problem} ({path}). "
+                     f"Expected {_EXPECTED[cfg.name]}.")
+
+
+def _synthetic(cfg: DataConfig, image_size: int, in_chans: int):
+    """Class prototypes (smooth random patterns) shifted by a few pixels and buried in noise."""
+    rng = np.random.default_rng(cfg.seed + 12345)
+    k, n = cfg.synthetic_classes, cfg.synthetic_samples
+    coarse = rng.standard_normal((k, in_chans, 4, 4)).astype(np.float32)
+    protos = F.interpolate(torch.from_numpy(coarse), size=(image_size, image_size), mode="bicubic",
+                           align_corners=False).numpy()
+    protos /= protos.std(axis=(1, 2, 3), keepdims=True) + 1e-6
+    y = np.arange(n) % k
+    rng.shuffle(y)
+    x = protos[y]
+    max_shift = max(1, image_size // 8)
+    shifts = rng.integers(-max_shift, max_shift + 1, size=(n, 2))
+    for s in np.unique(shifts, axis=0):
+        sel = np.all(shifts == s, axis=1)
+        x[sel] = np.roll(x[sel], shift=(int(s[0]), int(s[1])), axis=(2, 3))
+    noise = 0.25 + 2.75 * cfg.synthetic_difficulty
+    x = x + noise * rng.standard_normal(x.shape).astype(np.float32)
+    return x.astype(np.float32), y.astype(np.int64), k
+
+
+def _unpickle(cfg, path: Path, file):
+    try:
+        with open(path, "rb") as fh:
+            d = pickle.load(fh, encoding="bytes")
+        d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
+        label_key = "labels" if cfg.name == "cifar10" else "fine_labels"
+        x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        y = np.asarray(d[label_key], dtype=np.int64)
+    except Exception as err:  # noqa: BLE001 - any failure means a malformed file
+        raise _bad(cfg, path, file, f"could not read this pickle ({type(err).__name__}: {err})") from None
+    if len(x) != len(y):
+        raise _bad(cfg, path, file, f"has {len(x)} images but {len(y)} labels")
+    return x, y
+
+
+def _cifar(cfg: DataConfig, path: Path, file):
+    if not path.is_dir():
+        raise _bad(cfg, path, file, "no such folder")
+    names = [f"data_batch_{i}" for i in range(1, 6)] if cfg.name == "cifar10" else ["train"]
+    for sub in ("cifar-10-batches-py", "cifar-100-python"):
+        if not (path / names[0]).is_file() and (path / sub / names[0]).is_file():
+            path = path / sub
+    missing = [n for n in names if not (path / n).is_file()]
+    if missing:
+        raise _bad(cfg, path, file, f"missing {', '.join(missing)}")
+    parts = [_unpickle(cfg, path / n, file) for n in names]
+    x = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    return x, y, 10 if cfg.name == "cifar10" else 100
+
+
+def _imagefolder(cfg: DataConfig, path: Path, file):
+    from PIL import Image
+    if not path.is_dir():
+        raise _bad(cfg, path, file, "no such folder")
+    classes = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files = {c: sorted(p for p in (path / c).iterdir() if p.suffix.lower() in IMAGE_EXTS) for c in classes}
+    classes = [c for c in classes if files[c]]
+    if len(classes) < 2:
+        raise _bad(cfg, path, file, f"found {len(classes)} class folder(s) with images, need at least 2")
+    xs, ys = [], []
+    for label, c in enumerate(classes):
+        for f in files[c]:
+            try:
+                with Image.open(f) as im:
+                    arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            except Exception as err:  # noqa: BLE001
+                raise _bad(cfg, f, file, f"unreadable image ({err})") from None
+            if arr.shape[:2] != (xs[0].shape[1:] if xs else arr.shape[:2]):
+                arr = np.asarray(Image.fromarray(arr).resize((xs[0].shape[2], xs[0].shape[1]),
+                                                             Image.BILINEAR))
+            xs.append(arr.transpose(2, 0, 1))
+            ys.append(label)
+    return np.stack(xs), np.asarray(ys, dtype=np.int64), len(classes)
+
+
+def _npz(cfg: DataConfig, path: Path, file):
+    if not path.is_file():
+        raise _bad(cfg, path, file, "no such file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "x" not in z or "y" not in z:
+                raise _bad(cfg, path, file, f"has arrays {sorted(z.files)}, not `x` and `y`")
+            x, y = z["x"], z["y"]
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise _bad(cfg, path, file, f"not a readable .npz ({err})") from None
+    if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
+        raise _bad(cfg, path, file, f"`y` must be {len(x)} non-negative integer labels, got shape {y.shape} "
+                   f"dtype {y.dtype}")
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.transpose(0, 3, 1, 2)
+    elif not (x.ndim == 4 and x.shape[1] in (1, 3)):
+        raise _bad(cfg, path, file, f"`x` has shape {x.shape}")
+    if x.dtype != np.uint8:
+        x = x.astype(np.float32)
+    return x, y.astype(np.int64), int(y.max()) + 1
