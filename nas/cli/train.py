@@ -1,0 +1,179 @@
+"""``nas-train``: fully train a preset or an exported model config; write a checkpoint and metrics.
+
+    nas-train coatnet-0 --data digits --epochs 5 --image-size 32
+    nas-train best.yaml --data cifar10 --data-path ~/data/cifar-10-batches-py --epochs 30 --out runs/best
+
+CONFIG is a preset name (``coatnet-0`` .. ``coatnet-4``) or a model config YAML (``nas-export``'s output).
+The protocol starts from the defaults (or the ``train:`` section of ``--protocol FILE``, e.g. a search
+space YAML) and the flags override it. Writes ``model.pt`` (state dict + model config), ``model.yaml``
+and ``metrics.json`` into ``--out``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import yaml
+
+from nas.arch import ModelConfig
+from nas.errors import UserError
+
+from . import ArgumentParser, run_cli
+
+PROG = "nas-train"
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description="Train a preset or an exported model config fully.")
+    p.add_argument("config", metavar="CONFIG", help="preset name (coatnet-0..4) or model config YAML")
+    p.add_argument("--protocol", metavar="FILE", help="YAML whose `train:` section sets the protocol "
+                   "(e.g. the search space file); flags override it")
+    p.add_argument("--data", choices=["digits", "synthetic", "cifar10", "cifar100", "imagefolder", "npz"])
+    p.add_argument("--data-path", metavar="PATH", help="folder/file for cifar10, cifar100, imagefolder, npz")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--augment", action=argparse_bool(), default=None, help="random crop + flip")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
+    p.add_argument("--image-size", type=int, help="input size for presets (model configs bring theirs; "
+                   "default 32)")
+    p.add_argument("--in-chans", type=int, help="input channels for presets (default 3)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default runs/train-<name>)")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    return p
+
+
+def argparse_bool():
+    import argparse
+    return argparse.BooleanOptionalAction
+
+
+def resolve_model(config: str, image_size: int | None, in_chans: int | None) -> tuple[ModelConfig, str]:
+    """(model config, short name) of a preset name or a model config YAML path."""
+    from nas import presets
+    from nas.export import load_model_config
+    if config.endswith((".yaml", ".yml")) or os.path.sep in config or Path(config).is_file():
+        mc = load_model_config(config)
+        if image_size and image_size != mc.image_size:
+            mc = replace(mc, image_size=image_size)
+        if in_chans and in_chans != mc.in_chans:
+            mc = replace(mc, in_chans=in_chans)
+        return mc, Path(config).stem
+    try:
+        arch = presets.get(config)
+    except UserError as err:
+        raise UserError(f"CONFIG {config!r} is neither an existing model config YAML file nor a preset: "
+                        f"{err}") from None
+    return ModelConfig(arch=arch, num_classes=1000, image_size=image_size or 32, in_chans=in_chans or 3,
+                       provenance={"preset": config}), config
+
+
+def load_protocol(path: str | None):
+    from trainers.proxy import parse_train
+    if path is None:
+        return parse_train(None)
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"--protocol {path}: no such file. Pass a YAML with a `train:` section "
+                        "(a search space file works).")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML ({err}).") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping with a `train:` section, got {type(data).__name__}.")
+    return parse_train(data.get("train"), str(p))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli(PROG, lambda: _main(args))
+
+
+def _check_positive(name: str, value) -> None:
+    if value is not None and value < 1:
+        raise UserError(f"{name} must be a positive integer (got {value}).")
+
+
+def _main(args) -> int:
+    import torch
+
+    from nas.cost import count_cost
+    from nas.export import save_model_config
+    from nas.model import build_model
+    from trainers.data import load_dataset
+    from trainers.proxy import fit, resolve_device, seed_everything
+
+    for name in ("epochs", "steps", "batch_size", "threads", "image_size", "in_chans"):
+        _check_positive("--" + name.replace("_", "-"), getattr(args, name))
+    if args.lr is not None and args.lr <= 0:
+        raise UserError(f"--lr must be > 0 (got {args.lr}).")
+    train = load_protocol(args.protocol)
+    data = train.data
+    if args.data:
+        data = replace(data, name=args.data)
+    if args.data_path:
+        data = replace(data, path=args.data_path)
+    over = {k: getattr(args, k) for k in ("epochs", "steps", "batch_size", "lr", "seed", "augment", "device")
+            if getattr(args, k) is not None}
+    train = replace(train, data=data, **over)
+    if args.epochs is not None and args.steps is None:
+        train = replace(train, steps=None)
+    mc, name = resolve_model(args.config, args.image_size, args.in_chans)
+    out = Path(args.out or f"runs/train-{name}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dataset = load_dataset(train.data, mc.image_size, mc.in_chans)
+    if dataset.num_classes != mc.num_classes:
+        if "preset" not in mc.provenance:
+            print(f"{PROG}: note: the model config has {mc.num_classes} classes, the data {dataset.num_classes}; "
+                  "training a new classifier head for the data", file=sys.stderr)
+        mc = replace(mc, num_classes=dataset.num_classes)
+    device = resolve_device(train)
+    cost = count_cost(mc)
+    if not args.quiet:
+        print(f"{PROG}: {mc.arch}  {cost}  data {data.name} ({len(dataset.y_train)} train / "
+              f"{len(dataset.y_val)} val, {mc.image_size}px x{mc.in_chans})  device {device}", flush=True)
+    seed_everything(train.seed)
+    model = build_model(mc, drop_path_rate=train.drop_path)
+    t0 = time.perf_counter()
+    it = fit(model, dataset, train, device=device)
+    while True:
+        try:
+            row = next(it)
+        except StopIteration as stop:
+            res = stop.value
+            break
+        if not args.quiet:
+            epochs = train.epochs if train.steps is None else "?"
+            print(f"epoch {row['epoch']:>3}/{epochs}  loss {row['train_loss']:.4f}  train_acc "
+                  f"{row['train_acc']:.3f}  val_acc {row['val_acc']:.3f}  {time.perf_counter() - t0:6.1f}s",
+                  flush=True)
+    metrics = {**res.metrics, "params": cost.params, "macs": cost.macs, "wall_s": time.perf_counter() - t0}
+    out.mkdir(parents=True, exist_ok=True)
+    mc = replace(mc, provenance={**dict(mc.provenance), "trained": {
+        "data": data.name, "epochs": res.metrics["epochs"], "val_acc": round(metrics["val_acc"], 4)}})
+    state = {k: v.detach().cpu() for k, v in res.model.state_dict().items()}
+    torch.save({"state_dict": state, "model_config": mc.to_dict()}, out / "model.pt")
+    save_model_config(mc, out / "model.yaml")
+    (out / "metrics.json").write_text(json.dumps({"metrics": metrics, "history": res.history,
+                                                  "train": _plain(train)}, indent=2))
+    print(f"{PROG}: val_acc {metrics['val_acc']:.4f}  train_acc {metrics['train_acc']:.4f}  "
+          f"{metrics['images_per_s']:.0f} img/s  -> {out}/model.pt, metrics.json")
+    return 0
+
+
+def _plain(train) -> dict:
+    from dataclasses import asdict
+    return asdict(train)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

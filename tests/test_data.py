@@ -1,0 +1,114 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nas.errors import ConfigError, UserError, parse_dataclass
+from trainers.data import DataConfig, load_dataset, stratified_split, stratified_subset
+
+
+def check_dataset(d, size, chans, classes):
+    assert d.x_train.dtype == torch.float32 and d.y_train.dtype == torch.int64
+    assert d.x_train.shape[1:] == (chans, size, size) and d.x_val.shape[1:] == (chans, size, size)
+    assert d.num_classes == classes and d.in_chans == chans
+    assert set(d.y_val.tolist()) == set(range(classes)) == set(d.y_train.tolist())
+    assert torch.isfinite(d.x_train).all()
+    # normalised with the training split's statistics
+    assert d.x_train.mean().abs() < 0.05 and (d.x_train.std() - 1).abs() < 0.1
+
+
+def test_digits_grey_to_rgb_and_cached():
+    d = load_dataset(DataConfig(), 16, 3)
+    check_dataset(d, 16, 3, 10)
+    assert len(d.y_train) + len(d.y_val) == 1797
+    assert torch.equal(d.x_train[:, 0], d.x_train[:, 2])  # grey repeated into 3 channels
+    assert load_dataset(DataConfig(), 16, 3) is d
+
+
+def test_split_is_stratified_deterministic_and_seeded():
+    y = np.repeat(np.arange(4), [10, 20, 30, 40])
+    tr, va = stratified_split(y, 0.2, seed=3)
+    assert sorted(np.concatenate([tr, va]).tolist()) == list(range(100)) and not set(tr) & set(va)
+    assert np.bincount(y[va]).tolist() == [2, 4, 6, 8]
+    tr2, va2 = stratified_split(y, 0.2, seed=3)
+    assert np.array_equal(va, va2)
+    assert not np.array_equal(va, stratified_split(y, 0.2, seed=4)[1])
+    sub = stratified_subset(torch.from_numpy(y), 0.1, seed=0)
+    assert np.bincount(y[sub.numpy()]).tolist() == [1, 2, 3, 4]
+
+
+def test_synthetic_deterministic_and_limit():
+    cfg = DataConfig(name="synthetic", synthetic_samples=200, synthetic_classes=4, seed=7, limit=100)
+    a = load_dataset(cfg, 12, 1)
+    check_dataset(a, 12, 1, 4)
+    assert len(a.y_train) + len(a.y_val) == 100
+    from trainers.data import _load_cached
+    b = _load_cached.__wrapped__(cfg, 12, 1, None)
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_val, b.y_val)
+
+
+def write_cifar(folder, n_files, key, n=20, classes=10):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    names = [f"data_batch_{i}" for i in range(1, 6)] if n_files == 5 else ["train"]
+    for name in names:
+        with open(folder / name, "wb") as fh:
+            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                         key: [i % classes for i in range(n)]}, fh)
+
+
+def test_cifar10_happy_and_missing_batches(tmp_path):
+    write_cifar(tmp_path / "c10", 5, b"labels")
+    d = load_dataset(DataConfig(name="cifar10", path=str(tmp_path / "c10")), 16, 3)
+    check_dataset(d, 16, 3, 10)
+    assert len(d.y_train) + len(d.y_val) == 100
+    (tmp_path / "c10" / "data_batch_3").unlink()
+    with pytest.raises(UserError, match=r"missing data_batch_3.*data_batch_1` \.\.\. `data_batch_5"):
+        load_dataset(DataConfig(name="cifar10", path=str(tmp_path / "c10"), seed=1), 16, 3)
+
+
+def test_cifar100_happy_and_malformed(tmp_path):
+    write_cifar(tmp_path / "c100", 1, b"fine_labels", n=40, classes=4)
+    d = load_dataset(DataConfig(name="cifar100", path=str(tmp_path / "c100")), 32, 1)
+    assert d.num_classes == 100 and d.x_train.shape[1:] == (1, 32, 32)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "train").write_bytes(b"not a pickle")
+    with pytest.raises(UserError, match=r"could not read this pickle.*CIFAR-100 python pickles `train`"):
+        load_dataset(DataConfig(name="cifar100", path=str(tmp_path / "bad")), 32, 3)
+
+
+def test_imagefolder_happy_and_empty(tmp_path):
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog", "eel"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(tmp_path / "imgs" / c / f"{i}.png")
+    d = load_dataset(DataConfig(name="imagefolder", path=str(tmp_path / "imgs"), val_fraction=0.25), 8, 3)
+    check_dataset(d, 8, 3, 3)
+    assert len(d.y_val) == 3
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"found 0 class folder.*one sub-folder per class"):
+        load_dataset(DataConfig(name="imagefolder", path=str(tmp_path / "empty")), 8, 3)
+
+
+def test_npz_happy_and_bad(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.integers(0, 256, (30, 9, 9, 3), dtype=np.uint8), y=np.arange(30) % 3)
+    d = load_dataset(DataConfig(name="npz", path=str(tmp_path / "d.npz")), 9, 3)
+    check_dataset(d, 9, 3, 3)
+    np.savez(tmp_path / "bad.npz", images=np.zeros((3, 4, 4)))
+    with pytest.raises(UserError, match=r"has arrays \['images'\], not `x` and `y`"):
+        load_dataset(DataConfig(name="npz", path=str(tmp_path / "bad.npz")), 9, 3)
+    with pytest.raises(UserError, match=r"no such file.*missing.npz"):
+        load_dataset(DataConfig(name="npz", path=str(tmp_path / "missing.npz")), 9, 3)
+
+
+def test_data_yaml_errors():
+    with pytest.raises(ConfigError, match=r"`train.data.name`.*'digits'"):
+        parse_dataclass(DataConfig, {"name": "mnist"}, "s.yaml", "train.data")
+    with pytest.raises(ConfigError, match=r"`train.data.val_fraction`.*out of range"):
+        parse_dataclass(DataConfig, {"val_fraction": 1.5}, "s.yaml", "train.data")
+    with pytest.raises(ConfigError, match="train.data.path`: is required"):
+        load_dataset(DataConfig(name="cifar10"), 32, 3, file="s.yaml")

@@ -1,0 +1,107 @@
+import math
+
+import pytest
+import torch
+
+from nas import Architecture
+from nas.errors import ConfigError
+from trainers.data import DataConfig, Dataset, load_dataset
+from trainers.objective import ObjectiveConfig
+from trainers.proxy import TrainConfig, parse_train, train_candidate
+
+ARCH = Architecture.parse("C-C-T-T L=1,1,1,1,1 D=16,16,32,32,64")
+FAST = TrainConfig(epochs=2, batch_size=32, lr=3e-3)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+def digits():
+    return load_dataset(DataConfig(), 16, 1)
+
+
+def check_metrics(r):
+    assert r.status == "ok", r.reason
+    m = r.metrics
+    for key in ("params", "macs", "images_per_s", "wall_s", "val_acc", "train_acc", "gap", "train_loss",
+                "epochs", "gen_val_acc", "gen_train_acc", "gen_gap", "cap_train_acc", "cap_train_loss"):
+        assert key in m and math.isfinite(m[key]), key
+    for key in ("val_acc", "train_acc", "gen_val_acc", "gen_train_acc", "cap_train_acc"):
+        assert 0.0 <= m[key] <= 1.0
+    assert m["gap"] == pytest.approx(m["train_acc"] - m["val_acc"])
+    assert m["gen_gap"] == pytest.approx(m["gen_train_acc"] - m["gen_val_acc"])
+    assert 0 <= r.generalization <= 1 and 0 <= r.capacity <= 1 and 0 <= r.score <= 1
+    assert m["params"] > 0 and m["macs"] > 0 and m["images_per_s"] > 0
+
+
+def test_digits_single_mode_learns_and_reports_each_epoch():
+    seen = []
+    r = train_candidate(ARCH, digits(), FAST, ObjectiveConfig(mode="single"),
+                        on_epoch=lambda e, m: seen.append((e, m)))
+    check_metrics(r)
+    assert r.metrics["val_acc"] > 0.6  # chance is 0.1
+    assert [e for e, _ in seen] == [1, 2] and len(r.history) == 2
+    for _, m in seen:
+        assert {"score", "generalization", "capacity", "train_loss"} <= set(m)
+        assert all(isinstance(v, float) for v in m.values())
+    assert r.metrics["gen_val_acc"] == r.metrics["val_acc"]  # single mode: one training gives both
+
+
+def test_synthetic_both_modes_above_chance_and_deterministic():
+    data = load_dataset(DataConfig(name="synthetic", synthetic_samples=400, synthetic_classes=4,
+                                   synthetic_difficulty=0.3), 16, 3)
+    cfg = TrainConfig(epochs=3, batch_size=32, lr=3e-3, augment=True, seed=5)
+    objective = ObjectiveConfig(mode="both", subset_fraction=0.25)
+    epochs = []
+    a = train_candidate(ARCH, data, cfg, objective, on_epoch=lambda e, m: epochs.append(e))
+    check_metrics(a)
+    assert a.metrics["val_acc"] > 0.5  # chance is 0.25
+    assert a.metrics["gen_train_size"] == 80
+    # both regimes take the same number of optimizer steps (more epochs on the small subset)
+    gen = [h for h in a.history if h["regime"] == "generalization"]
+    full = [h for h in a.history if h["regime"] == "full"]
+    assert len(full) == 3 and len(gen) > 3 and gen[-1]["step"] == full[-1]["step"] == 30
+    assert epochs == list(range(1, len(a.history) + 1))
+    b = train_candidate(ARCH, data, cfg, objective)
+    strip = lambda m: {k: v for k, v in m.items() if k not in ("wall_s", "images_per_s", "train_s")}
+    assert strip(a.metrics) == strip(b.metrics)
+    assert (a.generalization, a.capacity, a.score) == (b.generalization, b.capacity, b.score)
+
+
+def test_huge_lr_diverges_without_raising():
+    r = train_candidate(ARCH, digits(), TrainConfig(epochs=1, batch_size=32, lr=1e8, grad_clip=0.0,
+                                                     warmup=0.0), ObjectiveConfig(mode="single"))
+    assert r.status == "diverged" and "training loss" in r.reason
+    assert r.score == 0.0 and r.generalization == 0.0 and r.metrics["params"] > 0
+
+
+def test_model_error_is_a_result_and_callback_exceptions_propagate():
+    # data with 2 channels for a model built for `in_chans` 1: the model's forward raises
+    d = digits()
+    bad = Dataset(d.x_train.repeat(1, 2, 1, 1), d.y_train, d.x_val.repeat(1, 2, 1, 1), d.y_val, 10, 1, "bad")
+    r = train_candidate(ARCH, bad, FAST, ObjectiveConfig(mode="single"))
+    assert r.status == "error" and "RuntimeError" in r.reason and "channels" in r.reason
+    assert r.score == 0.0 and r.metrics["params"] > 0
+
+    class Stop(Exception):
+        pass
+
+    def stop(epoch, metrics):
+        raise Stop()
+
+    with pytest.raises(Stop):
+        train_candidate(ARCH, digits(), FAST, ObjectiveConfig(mode="single"), on_epoch=stop)
+
+
+def test_steps_budget_and_train_yaml():
+    cfg = parse_train({"steps": 5, "batch_size": 16, "data": {"name": "digits"}}, "s.yaml")
+    r = train_candidate(ARCH, digits(), cfg, ObjectiveConfig(mode="single"))
+    assert r.metrics["steps"] == 5 and r.metrics["epochs"] == 1
+    with pytest.raises(ConfigError, match=r"s.yaml: `train.data.nme`: unknown key.*Did you mean `name`"):
+        parse_train({"data": {"nme": "digits"}}, "s.yaml")
+    with pytest.raises(ConfigError, match=r"`train.precision`.*'auto' \| 'bf16' \| 'fp32'"):
+        parse_train({"precision": "fp16"}, "s.yaml")
+    with pytest.raises(ConfigError, match=r"`train.lr`: is out of range.*> 0"):
+        parse_train({"lr": 0}, "s.yaml")
