@@ -44,10 +44,10 @@ def test_nas_train_protocol_file_and_errors(tmp_path, capsys):
     assert len(hist) == 1
     assert "new classifier head" in capsys.readouterr().err  # 3 classes in the config, 10 in the data
     assert main(["no-such-preset", "--epochs", "1"]) == 2
-    assert "neither an existing model config YAML file nor a preset" in capsys.readouterr().err
+    assert "neither an existing model config YAML file nor a preset" in " ".join(capsys.readouterr().err.split())
     space.write_text("train:\n  epoks: 1\n")
     assert main([str(cfg), "--protocol", str(space)]) == 2
-    err = capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())
     assert "`train.epoks`: unknown key" in err and "Traceback" not in err
     assert main([str(cfg), "--epochs", "0"]) == 2
     assert "--epochs must be a positive integer" in capsys.readouterr().err
