@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .arch import Architecture, ModelConfig
+from .errors import UserError
 from .blocks import ConvStem, MBConvBlock, PatchStem, TransformerBlock, downsampled
 
 __all__ = ["CoAtNet", "build_model", "feature_sizes"]
@@ -68,8 +69,15 @@ class CoAtNet(nn.Module):
         self.arch, self.num_classes, self.image_size, self.in_chans = arch, num_classes, image_size, in_chans
         sizes = feature_sizes(arch, image_size)
         if min(sizes) < 1:
-            raise ValueError(f"image size {image_size} is too small for {arch.layout_name}: the feature map "
-                             f"would shrink below 1x1 (sizes {sizes})")
+            raise UserError(f"image size {image_size} is too small for {arch}: the feature map would shrink "
+                            f"below 1x1 (sizes after S0..S4: {sizes}). Use a larger image_size"
+                            + (" or a smaller patch size." if arch.is_vit else " (at least 16 px)."))
+        for i, block in enumerate(arch.layout):
+            heads = max(1, arch.widths[i + 1] // arch.options.head_dim)
+            if block == "T" and arch.widths[i + 1] % heads:
+                raise UserError(f"architecture {arch}: stage S{i + 1} width {arch.widths[i + 1]} does not split "
+                                f"into {heads} attention heads (width // head_dim {arch.options.head_dim}); "
+                                f"use a width that is a multiple of head_dim or smaller than it.")
         widths, depths = arch.widths, arch.depths
         if arch.is_vit:
             self.stem = PatchStem(in_chans, widths[0], arch.patch_size)

@@ -6,13 +6,11 @@ import itertools
 
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from nas import Architecture, BlockOptions, build_model
 from nas.arch import ModelConfig
 from nas.blocks import RelPosAttention, rel_pos_index
-from nas.cost import count_cost
-from nas.presets import PRESETS, get
+from nas.errors import UserError
 
 torch.set_num_threads(1)
 
@@ -127,52 +125,12 @@ def test_model_config_is_accepted():
 
 
 def test_too_small_image_is_refused():
-    with pytest.raises(ValueError, match="too small"):
+    with pytest.raises(UserError, match="too small"):
         build_model(Architecture.parse("ViT_REL L=1,1,1,1,1 D=32,32,32,32,32 patch=16"), 3, 8)
+    with pytest.raises(UserError, match="attention heads"):
+        build_model(Architecture.parse("C-C-T-T L=1,1,1,1,1 D=16,16,32,100,32"), 3, 32)
 
 
-@pytest.mark.parametrize("arch", [tiny("C-C-T-T"), Architecture.parse("C-C-C-T L=3,1,1,1,1 D=8,8,16,16,32"),
-                         Architecture.parse("C-C-C-T L=1,1,1,1,1 D=8,8,16,16,32"),
-                         tiny("C-T-T-T", BlockOptions(rel_attn="post",
-                         downsample="dwconv", se_ratio=0.0)), tiny("C-C-C-C"),
-                         Architecture.parse("ViT_REL L=1,1,1,1,1 D=32,32,32,64,64 patch=4")], ids=str)
-def test_cost_matches_real_module(arch):
-    model = build_model(arch, num_classes=10, image_size=32, in_chans=1).eval()
-    cost = count_cost(arch, image_size=32, num_classes=10, in_chans=1)
-    assert cost.params == sum(p.numel() for p in model.parameters())
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(torch.randn(1, 1, 32, 32))
-    assert cost.macs == counter.get_total_flops() // 2
-
-
-def test_cost_accepts_model_config_and_grows_with_size():
-    arch = tiny("C-C-T-T")
-    assert count_cost(ModelConfig(arch, 10, 64, 1)) == count_cost(arch, 64, 10, 1)
-    assert count_cost(arch, 64, 10, 1).macs > count_cost(arch, 32, 10, 1).macs
-    assert count_cost(arch, 64, 10, 1).params > count_cost(arch, 32, 10, 1).params  # bigger bias tables
-
-
-# Paper, Table 3 (params M, FLOPs G at 224) - "FLOPs" there are multiply-adds.
-PAPER = {"coatnet-0": (25, 4.2), "coatnet-1": (42, 8.4), "coatnet-2": (75, 15.7), "coatnet-3": (168, 34.7),
-         "coatnet-4": (275, 62.4)}
-
-
-@pytest.mark.parametrize("name", PRESETS)
-def test_presets_match_the_paper(name):
-    arch = get(name)
-    assert arch.layout == ("C", "C", "T", "T")
-    cost = count_cost(arch, 224, 1000, 3)
-    params, macs = PAPER[name]
-    assert abs(cost.params / 1e6 - params) / params < 0.05
-    assert abs(cost.macs / 1e9 - macs) / macs < 0.06
-    with torch.device("meta"):
-        model = build_model(arch)
-    assert sum(p.numel() for p in model.parameters()) == cost.params
-
-
-def test_round_trip_preserves_id_and_params():
-    arch = tiny("C-T-T-T", BlockOptions(rel_attn="post"))
-    back = Architecture.from_dict(arch.to_dict())
-    assert back.id == arch.id
-    assert count_cost(back, 32, 10).params == sum(p.numel() for p in build_model(back, 10, 32).parameters())
+def test_32px_reaches_a_1x1_map():
+    model = build_model(tiny("C-C-T-T"), 3, 32)
+    assert model.forward_features(torch.randn(1, 3, 32, 32)).shape == (1, 64, 1, 1)

@@ -1,0 +1,63 @@
+"""Cost model: exact against the real module and the flop counter; caching; round trips."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from nas import Architecture, BlockOptions, build_model
+from nas.arch import ModelConfig
+from nas.cost import count_cost
+
+torch.set_num_threads(1)
+
+
+def tiny(layout: str, options: BlockOptions = BlockOptions()) -> Architecture:
+    return dataclasses.replace(Architecture.parse(f"{layout} L=2,1,2,1,1 D=16,16,32,32,64"), options=options)
+
+
+@pytest.mark.parametrize("arch", [tiny("C-C-T-T"), Architecture.parse("C-C-C-T L=3,1,1,1,1 D=8,8,16,16,32"),
+                         Architecture.parse("C-C-C-T L=1,1,1,1,1 D=8,8,16,16,32"),
+                         tiny("C-T-T-T", BlockOptions(rel_attn="post",
+                         downsample="dwconv", se_ratio=0.0)), tiny("C-C-C-C"),
+                         Architecture.parse("ViT_REL L=1,1,1,1,1 D=32,32,32,64,64 patch=4")], ids=str)
+def test_cost_matches_real_module(arch):
+    model = build_model(arch, num_classes=10, image_size=32, in_chans=1).eval()
+    cost = count_cost(arch, image_size=32, num_classes=10, in_chans=1)
+    assert cost.params == sum(p.numel() for p in model.parameters())
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.randn(1, 1, 32, 32))
+    assert cost.macs == counter.get_total_flops() // 2
+
+
+def test_cost_accepts_model_config_and_grows_with_size():
+    arch = tiny("C-C-T-T")
+    assert count_cost(ModelConfig(arch, 10, 64, 1)) == count_cost(arch, 64, 10, 1)
+    assert count_cost(arch, 64, 10, 1).macs > count_cost(arch, 32, 10, 1).macs
+    assert count_cost(arch, 64, 10, 1).params > count_cost(arch, 32, 10, 1).params  # bigger bias tables
+
+
+def test_cost_is_cached():
+    arch = tiny("C-T-T-T")
+    assert count_cost(arch, 32, 10, 1) is count_cost(arch, 32, 10, 1)
+
+
+def test_round_trip_preserves_id_and_params():
+    arch = tiny("C-T-T-T", BlockOptions(rel_attn="post"))
+    back = Architecture.from_dict(arch.to_dict())
+    assert back.id == arch.id
+    assert count_cost(back, 32, 10).params == sum(p.numel() for p in build_model(back, 10, 32).parameters())
+    assert count_cost(back, 32, 10) == count_cost(arch, 32, 10)
+
+
+def test_yaml_round_trip_preserves_id_and_params(tmp_path):
+    from nas.export import load_model_config, save_model_config
+
+    cfg = ModelConfig(tiny("C-C-T-T", BlockOptions(downsample="dwconv", se_ratio=0.0)), 10, 32, 1)
+    back = load_model_config(save_model_config(cfg, tmp_path / "m.yaml"))
+    assert back.arch.id == cfg.arch.id
+    assert count_cost(back) == count_cost(cfg)
+    assert sum(p.numel() for p in build_model(back).parameters()) == count_cost(cfg).params
