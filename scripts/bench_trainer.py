@@ -49,8 +49,9 @@ def bare_steps(model, batches, device, train, channels_last) -> float:
 
 
 def bench_layouts(device: torch.device, steps: int, batch: int, width: str, depth: str) -> None:
-    data = load_dataset(DataConfig(name="synthetic", synthetic_samples=batch * (steps + 2), synthetic_classes=10),
-                        32, 3).to(device)
+    data = load_dataset(DataConfig(name="synthetic", synthetic_samples=int(batch * (steps + 2) / 0.9),
+                                   synthetic_classes=10, val_fraction=0.1), 32, 3).to(device)
+    assert len(data.y_train) >= batch * steps
     train = TrainConfig(batch_size=batch, steps=steps, warmup=0.0, device=device.type)
     cl = device.type == "cuda"
     print(f"\n== training step, {device}, 32 px, batch {batch}, {steps} steps, L={depth} D={width} ==")

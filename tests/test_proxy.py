@@ -59,11 +59,13 @@ def test_synthetic_both_modes_above_chance_and_deterministic():
     check_metrics(a)
     assert a.metrics["val_acc"] > 0.5  # chance is 0.25
     assert a.metrics["gen_train_size"] == 80
-    # both regimes take the same number of optimizer steps (more epochs on the small subset)
+    # both regimes take the same number of optimizer steps (more passes over the small subset) and
+    # report once per full-split epoch's worth of steps
     gen = [h for h in a.history if h["regime"] == "generalization"]
     full = [h for h in a.history if h["regime"] == "full"]
-    assert len(full) == 3 and len(gen) > 3 and gen[-1]["step"] == full[-1]["step"] == 30
-    assert epochs == list(range(1, len(a.history) + 1))
+    assert [h["step"] for h in gen] == [h["step"] for h in full] == [10, 20, 30]
+    assert gen[-1]["passes"] > 3 * full[-1]["passes"]
+    assert epochs == list(range(1, 7)) and a.metrics["epochs"] == 6
     b = train_candidate(ARCH, data, cfg, objective)
     strip = lambda m: {k: v for k, v in m.items() if k not in ("wall_s", "images_per_s", "train_s")}
     assert strip(a.metrics) == strip(b.metrics)

@@ -145,12 +145,14 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, train: TrainCon
 
 def fit(model: nn.Module, dataset: Dataset, train: TrainConfig, *, train_idx: torch.Tensor | None = None,
         steps: int | None = None, device: torch.device | None = None, eval_idx: torch.Tensor | None = None,
-        regime: str = "full") -> Iterator[dict[str, float]]:
-    """Train ``model`` in place; yield one metrics dict per epoch; return a :class:`FitResult`.
+        report_every: int | None = None, regime: str = "full") -> Iterator[dict[str, float]]:
+    """Train ``model`` in place; yield one metrics dict per round; return a :class:`FitResult`.
 
-    A generator so that callers can report each epoch (and stop) between epochs. ``train_idx`` selects
-    the training examples (default: the whole training split); ``steps`` overrides the config's budget;
-    ``eval_idx`` the training examples evaluated for the final fit. Raises :class:`Diverged`.
+    A generator so that callers can report each round (and stop) between rounds. A round is one epoch of
+    the training examples unless ``report_every`` (steps) says otherwise; the validation split is
+    evaluated once per round. ``train_idx`` selects the training examples (default: the whole training
+    split); ``steps`` overrides the config's budget; ``eval_idx`` picks the training examples evaluated
+    for the final fit. Raises :class:`Diverged` on a non-finite or exploding training loss.
     """
     device = device or resolve_device(train)
     data = dataset.to(device)
@@ -162,7 +164,8 @@ def fit(model: nn.Module, dataset: Dataset, train: TrainConfig, *, train_idx: to
     bs = min(train.batch_size, n)
     per_epoch = max(1, n // bs)  # drop the last incomplete batch: no tiny batches for BatchNorm
     total = steps or train.steps or train.epochs * per_epoch
-    epochs = math.ceil(total / per_epoch)
+    report_every = report_every or per_epoch
+    rounds = math.ceil(total / report_every)
     channels_last = train.channels_last if train.channels_last is not None else device.type == "cuda"
     model.to(device)
     if channels_last:
@@ -184,18 +187,19 @@ def fit(model: nn.Module, dataset: Dataset, train: TrainConfig, *, train_idx: to
     chance_loss = math.log(max(2, dataset.num_classes))
     history: list[dict[str, Any]] = []
     step, images, train_s = 0, 0, 0.0
+    perm, pos = None, per_epoch
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for epoch in range(1, epochs + 1):
+    for rnd in range(1, rounds + 1):
         model.train()
         t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=gen).to(device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
-        for b in range(per_epoch):
-            if step >= total:
-                break
-            idx = perm[b * bs:(b + 1) * bs]
+        for _ in range(min(report_every, total - step)):
+            if pos >= per_epoch:
+                perm, pos = torch.randperm(n, generator=gen).to(device), 0
+            idx = perm[pos * bs:(pos + 1) * bs]
+            pos += 1
             xb, yb = x_all[idx], y_all[idx]
             if train.augment:
                 xb = _augment(xb, gen)
@@ -219,10 +223,10 @@ def fit(model: nn.Module, dataset: Dataset, train: TrainConfig, *, train_idx: to
         images += seen
         train_loss = loss_sum.item() / max(1, seen)
         if not math.isfinite(train_loss) or train_loss > 100 * chance_loss:
-            raise Diverged(f"training loss {train_loss:.4g} at epoch {epoch} ({regime} regime, lr {train.lr:g}) "
+            raise Diverged(f"training loss {train_loss:.4g} at round {rnd} ({regime} regime, lr {train.lr:g}) "
                            f"is {'not finite' if not math.isfinite(train_loss) else 'over 100x chance'}")
         val_loss, val_acc = evaluate(model, data.x_val, data.y_val, train, device, channels_last)
-        row = {"regime": regime, "epoch": epoch, "step": step, "train_loss": train_loss,
+        row = {"regime": regime, "epoch": rnd, "step": step, "passes": images / n, "train_loss": train_loss,
                "train_acc": correct.item() / max(1, seen), "val_loss": val_loss, "val_acc": val_acc,
                "lr": opt.param_groups[0]["lr"]}
         history.append(row)
@@ -231,8 +235,8 @@ def fit(model: nn.Module, dataset: Dataset, train: TrainConfig, *, train_idx: to
     xe, ye = (x_all, y_all) if ev is None else (x_all[ev], y_all[ev])
     fit_loss, fit_acc = evaluate(model, xe, ye, train, device, channels_last)
     metrics = {"train_loss": fit_loss, "train_acc": fit_acc, "val_loss": history[-1]["val_loss"],
-               "val_acc": history[-1]["val_acc"], "gap": fit_acc - history[-1]["val_acc"], "epochs": epochs,
-               "steps": step, "train_images": images, "train_s": train_s,
+               "val_acc": history[-1]["val_acc"], "gap": fit_acc - history[-1]["val_acc"], "epochs": rounds,
+               "passes": images / n, "steps": step, "train_images": images, "train_s": train_s,
                "images_per_s": images / train_s if train_s > 0 else 0.0, "train_size": n}
     return FitResult(model, metrics, history)
 
@@ -251,8 +255,9 @@ def train_candidate(arch: Architecture | ModelConfig, dataset: Dataset, train: T
 
     ``mode: both`` trains a fresh model on a stratified ``subset_fraction`` of the training split
     (generalization) and another on the full split (capacity), each for the same number of steps;
-    ``single`` trains once. ``on_epoch(epoch, metrics)`` gets the running estimates after every epoch,
-    numbered across both trainings; exceptions it raises propagate (a scheduler stopping the trial).
+    ``single`` trains once. ``on_epoch(epoch, metrics)`` gets the running estimates after every round of
+    one full-split epoch's worth of steps, numbered across both trainings (``2 * epochs`` calls in
+    ``both`` mode); exceptions it raises propagate (a scheduler stopping the trial).
     Divergence, out-of-memory and model errors become failed results; this never raises for them.
     """
     from nas.cost import count_cost
@@ -285,15 +290,15 @@ def train_candidate(arch: Architecture | ModelConfig, dataset: Dataset, train: T
 
     def run() -> Iterator[dict[str, float]]:
         seed_everything(train.seed)
-        full_steps = train.steps or train.epochs * max(1, len(dataset.y_train) // min(train.batch_size,
-                                                                                       len(dataset.y_train)))
+        full_epoch = max(1, len(dataset.y_train) // min(train.batch_size, len(dataset.y_train)))
+        full_steps = train.steps or train.epochs * full_epoch
         out: dict[str, Any] = {}
         if objective.mode == "both":
             sub = stratified_subset(dataset.y_train, objective.subset_fraction, train.seed)
             model = build_model(arch, num_classes=k, image_size=size, in_chans=dataset.in_chans,
                                 drop_path_rate=train.drop_path)
             res = yield from fit(model, dataset, train, train_idx=sub, steps=full_steps, device=dev,
-                                 regime="generalization")
+                                 report_every=full_epoch, regime="generalization")
             out["gen"] = res.metrics
             state["gen"] = obj.generalization(res.metrics["val_acc"], res.metrics["train_acc"], objective)
             del model, res
@@ -344,7 +349,7 @@ def train_candidate(arch: Architecture | ModelConfig, dataset: Dataset, train: T
         "images_per_s": sum(m["train_images"] for m in runs) / train_s if train_s > 0 else 0.0,
         "train_s": train_s, "wall_s": time.perf_counter() - t_start,
         "gen_val_acc": gen_m["val_acc"], "gen_train_acc": gen_m["train_acc"], "gen_gap": gen_m["gap"],
-        "gen_train_size": float(gen_m["train_size"]),
+        "gen_train_size": float(gen_m["train_size"]), "gen_passes": gen_m["passes"],
         "cap_train_acc": cap["train_acc"], "cap_train_loss": cap["train_loss"], "cap_val_acc": cap["val_acc"],
         "generalization": g, "capacity": c, "score": s,
     }
