@@ -107,3 +107,16 @@ def test_steps_budget_and_train_yaml():
         parse_train({"precision": "fp16"}, "s.yaml")
     with pytest.raises(ConfigError, match=r"`train.lr`: is out of range.*> 0"):
         parse_train({"lr": 0}, "s.yaml")
+
+
+@pytest.mark.parametrize("name", ["coatnet.yaml", "coatnet-paper.yaml"])
+def test_shipped_spaces_have_valid_train_and_objective(name):
+    from pathlib import Path
+
+    import yaml
+
+    from trainers.proxy import parse_objective
+    path = Path(__file__).parent.parent / "search_spaces" / name
+    data = yaml.safe_load(path.read_text())
+    train, objective = parse_train(data["train"], str(path)), parse_objective(data["objective"], str(path))
+    assert train.data.name == "digits" and objective.mode == "both"
