@@ -1,6 +1,7 @@
 """Proxy-trainer benchmark: training images/s per layout, trainer overhead, SDPA-with-bias vs matmul-softmax.
 
-    .venv/bin/python scripts/bench_trainer.py [--threads 1] [--steps 30] [--batch-size 64] [--device cpu]
+    .venv/bin/python scripts/bench_trainer.py [--threads 1] [--steps 20] [--batch-size 64] [--device cpu]
+                                              [--trials 3]
 
 1. images/s of a training step (forward, backward, AdamW) for C-C-C-C, C-C-C-T, C-C-T-T, C-T-T-T at 32 px,
    equal depths and widths, on CPU and on CUDA when present (bf16 autocast + channels_last there).
@@ -8,6 +9,7 @@
    metrics, schedule, clipping) against a bare loop over the same pre-sliced batches, same model and steps.
 3. Relative attention through ``scaled_dot_product_attention`` with the bias as ``attn_mask`` against a
    plain matmul-softmax of the same maths, forward + backward, same inputs, same run: the ratio.
+4. With ``--trials E``: whole proxy trials on digits (both objective modes), wall time and the axes.
 Figures are ratios within one run; absolute numbers depend on the machine (see docs/trainer.md).
 """
 from __future__ import annotations
@@ -132,6 +134,26 @@ def bench_attention(device: torch.device, reps: int) -> None:
               f"{times['plain'] / times['sdpa']:12.2f} {diff:9.1e}")
 
 
+TRIAL_ARCHS = ("C-C-T-T L=2,1,2,2,1 D=32,64,64,96,128", "C-C-C-C L=2,1,1,1,1 D=16,32,32,64,96",
+               "T-T-T-T L=2,2,2,3,2 D=32,64,64,96,128")
+
+
+def bench_trials(epochs: int) -> None:
+    """Whole proxy trials on digits (32 px, grey) with the coatnet.yaml protocol, both objective modes."""
+    from trainers.objective import ObjectiveConfig
+    from trainers.proxy import train_candidate
+    data = load_dataset(DataConfig(), 32, 1)
+    print(f"\n== proxy trials on digits, 32 px x1, {epochs} epochs, cpu ==")
+    print(f"{'architecture':<40} {'mode':<7} {'wall s':>7} {'gen':>6} {'cap':>6} {'score':>6} {'val_acc':>8}")
+    for text in TRIAL_ARCHS:
+        for mode in ("both", "single"):
+            t0 = time.perf_counter()
+            r = train_candidate(Architecture.parse(text), data, TrainConfig(epochs=epochs, device="cpu"),
+                                ObjectiveConfig(mode=mode))
+            print(f"{text:<40} {mode:<7} {time.perf_counter() - t0:7.1f} {r.generalization:6.3f} "
+                  f"{r.capacity:6.3f} {r.score:6.3f} {r.metrics.get('val_acc', 0.0):8.3f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=1)
@@ -141,6 +163,8 @@ def main() -> None:
     p.add_argument("--depths", default="1,1,2,2,1")
     p.add_argument("--widths", default="32,32,64,96,128")
     p.add_argument("--device", choices=["all", "cpu", "cuda"], default="all")
+    p.add_argument("--trials", type=int, default=0, metavar="EPOCHS",
+                   help="also time whole proxy trials on digits with this many epochs (0: skip)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")] if args.device in ("all", "cpu") else []
@@ -151,6 +175,8 @@ def main() -> None:
     for dev in devices:
         bench_layouts(dev, args.steps, args.batch_size, args.widths, args.depths)
         bench_attention(dev, args.reps)
+    if args.trials:
+        bench_trials(args.trials)
 
 
 if __name__ == "__main__":
