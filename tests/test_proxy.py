@@ -120,3 +120,18 @@ def test_shipped_spaces_have_valid_train_and_objective(name):
     data = yaml.safe_load(path.read_text())
     train, objective = parse_train(data["train"], str(path)), parse_objective(data["objective"], str(path))
     assert train.data.name == "digits" and objective.mode == "both"
+
+
+def test_out_of_memory_is_a_result():
+    # a classifier over 2**42 classes needs petabytes: the allocator refuses at once (no swap storm)
+    d = digits()
+    huge = Dataset(d.x_train, d.y_train, d.x_val, d.y_val, 2**42, 1, "huge")
+    r = train_candidate(ARCH, huge, FAST, ObjectiveConfig(mode="single"))
+    assert r.status == "oom" and "out of memory on cpu" in r.reason
+    assert r.score == 0.0 and r.metrics["params"] > 2**42
+
+
+def test_objective_weights_error_names_the_file():
+    from trainers.proxy import parse_objective
+    with pytest.raises(ConfigError, match=r"^s.yaml: `objective.weight_generalization`.*both 0"):
+        parse_objective({"weight_generalization": 0, "weight_capacity": 0}, "s.yaml")

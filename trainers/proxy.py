@@ -10,7 +10,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -25,7 +25,8 @@ from .data import DataConfig, Dataset, stratified_subset
 from .objective import ObjectiveConfig
 from .result import TrialResult
 
-__all__ = ["TrainConfig", "train_candidate", "fit", "FitResult", "Diverged", "resolve_device"]
+__all__ = ["TrainConfig", "train_candidate", "fit", "FitResult", "Diverged", "resolve_device", "evaluate",
+           "seed_everything", "parse_train", "parse_objective"]
 
 OnEpoch = Callable[[int, dict[str, float]], None]
 
@@ -243,8 +244,10 @@ def fit(model: nn.Module, dataset: Dataset, train: TrainConfig, *, train_idx: to
 
 def _is_oom(err: BaseException) -> bool:
     oom = getattr(torch, "OutOfMemoryError", None)
-    return (oom is not None and isinstance(err, oom)) or (isinstance(err, RuntimeError)
-                                                          and "out of memory" in str(err).lower())
+    text = str(err).lower()
+    return (oom is not None and isinstance(err, oom)) or (
+        isinstance(err, (RuntimeError, MemoryError))
+        and ("out of memory" in text or "can't allocate memory" in text or isinstance(err, MemoryError)))
 
 
 def train_candidate(arch: Architecture | ModelConfig, dataset: Dataset, train: TrainConfig,
@@ -373,9 +376,11 @@ def parse_train(data: Any, file: str | None = None) -> TrainConfig:
 
 def parse_objective(data: Any, file: str | None = None) -> ObjectiveConfig:
     """Parse an ``objective:`` mapping (``None``: all defaults)."""
-    from nas.errors import parse_dataclass
-    return parse_dataclass(ObjectiveConfig, data, file, "objective")
+    from nas.errors import ConfigError, parse_dataclass
+    try:
+        return parse_dataclass(ObjectiveConfig, data, file, "objective")
+    except ConfigError as err:
+        if err.file is not None or file is None:
+            raise
+        raise ConfigError(file, err.key, err.problem, err.allowed, err.value) from None
 
-
-__all__ += ["parse_train", "parse_objective", "evaluate", "seed_everything"]
-_ = replace

@@ -10,6 +10,7 @@ and ``metrics.json`` into ``--out``.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -39,7 +40,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--augment", action=argparse_bool(), default=None, help="random crop + flip")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None, help="random crop + flip")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--image-size", type=int, help="input size for presets (model configs bring theirs; "
@@ -48,11 +49,6 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/train-<name>)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     return p
-
-
-def argparse_bool():
-    import argparse
-    return argparse.BooleanOptionalAction
 
 
 def resolve_model(config: str, image_size: int | None, in_chans: int | None) -> tuple[ModelConfig, str]:
