@@ -272,8 +272,11 @@ def train_candidate(arch: Architecture | ModelConfig, dataset: Dataset, train: T
         torch.set_num_threads(int(num_threads))
     size = image_size or dataset.image_size
     t_start = time.perf_counter()
-    cost = count_cost(arch, image_size=size, num_classes=dataset.num_classes, in_chans=dataset.in_chans)
-    base = {"params": float(cost.params), "macs": float(cost.macs)}
+    try:
+        cost = count_cost(arch, image_size=size, num_classes=dataset.num_classes, in_chans=dataset.in_chans)
+        base = {"params": float(cost.params), "macs": float(cost.macs)}
+    except Exception as err:  # noqa: BLE001 - an architecture the model code cannot size is a failed trial
+        return _failed("error", f"cost model: {type(err).__name__}: {err}", {}, t_start, [])
     dev = resolve_device(train, device)
     k = dataset.num_classes
     limit_idx = None
