@@ -135,3 +135,20 @@ def test_objective_weights_error_names_the_file():
     from trainers.proxy import parse_objective
     with pytest.raises(ConfigError, match=r"^s.yaml: `objective.weight_generalization`.*both 0"):
         parse_objective({"weight_generalization": 0, "weight_capacity": 0}, "s.yaml")
+
+
+def test_augment_crops_windows_of_the_padded_image_and_flips():
+    from trainers.proxy import _augment
+    x = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8)
+    flips = 0
+    for seed in range(8):
+        out = _augment(x, torch.Generator().manual_seed(seed))
+        assert out.shape == x.shape
+        padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+        for b in range(2):
+            windows = [padded[b, :, i:i + 8, j:j + 8] for i in range(3) for j in range(3)]
+            plain = any(torch.equal(out[b], w) for w in windows)
+            flipped = any(torch.equal(out[b], w.flip(-1)) for w in windows)
+            assert plain or flipped
+            flips += flipped and not plain
+    assert 0 < flips < 16
