@@ -1,0 +1,13 @@
+"""The search: Ray Tune runs the trials, Optuna proposes and ranks them, the run directory remembers.
+
+``run(space, ...)`` is the Python API (``nas-search`` is argparse over it); ``dry_run`` describes a search
+without training; ``load_experiment`` validates a search YAML. Ray and Optuna load on first use.
+"""
+from __future__ import annotations
+
+from .config import Experiment, SchedulerConfig, SearchConfig, load_experiment
+from .engine import Progress, SearchResult, dry_run, run
+from .rundir import RunDir
+
+__all__ = ["run", "dry_run", "SearchResult", "Progress", "SearchConfig", "SchedulerConfig", "Experiment",
+           "load_experiment", "RunDir"]

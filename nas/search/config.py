@@ -1,0 +1,143 @@
+"""The ``search:`` section of a search YAML, and the whole experiment (space, train, objective, search).
+
+:func:`load_experiment` validates every section once, with the parsers of the rooms below, and checks the
+budgets against the cost model, so the search engine only ever sees validated objects.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..errors import ConfigError, UserError, parse_dataclass
+
+__all__ = ["SchedulerConfig", "SearchConfig", "Experiment", "load_experiment", "experiment_from_dict",
+           "num_classes_hint"]
+
+Sampler = Literal["tpe", "nsga2", "random", "grid"]
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """ASHA early stopping on the per-epoch ``score`` (the ``search.scheduler`` section).
+
+    Args:
+        type: ``asha`` stops weak trials early; ``none`` trains every trial to the end.
+        grace_period: epochs (reports) every trial runs before it may be stopped.
+        reduction_factor: share 1/reduction_factor of trials is promoted at each rung.
+        max_t: the most reports of a trial (``null``: the trainer's own count).
+    """
+
+    type: Literal["none", "asha"] = "none"
+    grace_period: int = field(default=1, metadata={"check": lambda v: v >= 1, "allowed": "an integer >= 1"})
+    reduction_factor: float = field(default=3.0, metadata={"check": lambda v: v > 1, "allowed": "a number > 1"})
+    max_t: int | None = field(default=None, metadata={"check": lambda v: v is None or v >= 1,
+                                                      "allowed": "an integer >= 1 or null"})
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How the search runs (the ``search:`` section); command-line flags override it.
+
+    Args:
+        trials: candidates to train (completed trials; skipped or duplicate proposals do not count).
+        sampler: ``tpe`` (default), ``nsga2``, ``random`` or ``grid`` (every candidate once, small spaces).
+        seed: seed of the sampler.
+        max_concurrent: trials running at once (``null``: as many as the CPUs/GPUs allow).
+        cpus_per_trial: CPUs of one trial; the trainer uses exactly this many torch threads.
+        gpus_per_trial: GPUs of one trial; fractions such as 0.25 pack several trials on one GPU.
+        max_retries: times a trial whose worker died is retried.
+        max_skips: proposals in a row that may be skipped (over budget or already trained) before the
+            space counts as exhausted.
+        startup_trials: random trials before TPE/NSGA-II model the results.
+        scheduler: optional ASHA early stopping.
+    """
+
+    trials: int = field(default=8, metadata={"check": lambda v: v >= 1, "allowed": "an integer >= 1"})
+    sampler: Sampler = "tpe"
+    seed: int = 0
+    max_concurrent: int | None = field(default=None, metadata={"check": lambda v: v is None or v >= 1,
+                                                               "allowed": "an integer >= 1 or null"})
+    cpus_per_trial: float = field(default=1.0, metadata={"check": lambda v: v > 0, "allowed": "a number > 0"})
+    gpus_per_trial: float = field(default=0.0, metadata={"check": lambda v: v >= 0, "allowed": "a number >= 0"})
+    max_retries: int = field(default=1, metadata={"check": lambda v: v >= 0, "allowed": "an integer >= 0"})
+    max_skips: int = field(default=200, metadata={"check": lambda v: v >= 1, "allowed": "an integer >= 1"})
+    startup_trials: int = field(default=4, metadata={"check": lambda v: v >= 1, "allowed": "an integer >= 1"})
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A validated search YAML: the space, the training protocol, the objective and the search settings."""
+
+    space: Any  # nas.space.SearchSpace
+    train: Any  # trainers.proxy.TrainConfig
+    objective: Any  # trainers.objective.ObjectiveConfig
+    search: SearchConfig
+    file: str | None = None
+    raw: dict = field(default_factory=dict, compare=False)
+
+    def with_search(self, **overrides: Any) -> "Experiment":
+        """A copy with ``search`` fields replaced (``None`` values are ignored), validated like the YAML."""
+        over = {k: v for k, v in overrides.items() if v is not None}
+        if not over:
+            return self
+        data = {**_plain(self.search), **over}
+        search = parse_dataclass(SearchConfig, data, None, "search")
+        return dataclasses.replace(self, search=search)
+
+    @property
+    def num_classes(self) -> int:
+        return num_classes_hint(self.train)
+
+
+def _plain(obj: Any) -> dict:
+    return dataclasses.asdict(obj)
+
+
+def experiment_from_dict(data: dict, file: str | None = None) -> Experiment:
+    """Validate a parsed search YAML (top-level keys space, train, objective, search)."""
+    from ..cost import count_cost
+    from ..space import SearchSpace
+    from trainers.proxy import parse_objective, parse_train
+
+    space = SearchSpace.from_dict(data.get("space"), file=file)
+    train = parse_train(data.get("train"), file)
+    objective = parse_objective(data.get("objective"), file)
+    search = parse_dataclass(SearchConfig, data.get("search"), file, "search")
+    space.check_budgets(count_cost, num_classes=num_classes_hint(train))
+    return Experiment(space=space, train=train, objective=objective, search=search, file=file, raw=dict(data))
+
+
+def load_experiment(path_or_name: str | Path) -> Experiment:
+    """Read and validate a search YAML file, or a bundled space by name (``coatnet.yaml``)."""
+    from ..space import load_yaml
+
+    path, data = load_yaml(path_or_name)
+    return experiment_from_dict(data, str(path))
+
+
+def num_classes_hint(train: Any) -> int:
+    """Classes of the training data, without loading it where the source tells (else the data is loaded)."""
+    d = train.data
+    known = {"digits": 10, "cifar10": 10, "cifar100": 100}
+    if d.name in known:
+        return known[d.name]
+    if d.name == "synthetic":
+        return d.synthetic_classes
+    if d.name == "imagefolder" and d.path:
+        root = Path(d.path).expanduser()
+        sub = root / "train" if (root / "train").is_dir() else root
+        if sub.is_dir():
+            n = sum(1 for p in sub.iterdir() if p.is_dir())
+            if n >= 2:
+                return n
+    try:
+        from trainers.data import load_dataset
+        return load_dataset(d, 8, 3).num_classes
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - reported as a user-facing data problem
+        raise ConfigError(None, "train.data", f"could not be loaded to count its classes ({err})",
+                          "a readable data source") from None

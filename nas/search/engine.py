@@ -1,0 +1,399 @@
+"""``nas.search.run``: the search driver (Ray Tune runs the trials, Optuna proposes and ranks them).
+
+Usable from a notebook::
+
+    from nas.search import run
+    res = run("coatnet.yaml", trials=8, name="demo")
+    res.rows[0], res.best_path
+
+The run directory is the single source of truth (``nas.search.rundir``); calling ``run`` again with the
+same name (or ``resume=True`` and ``run_dir``) continues the search: finished trials are kept, interrupted
+ones re-run, and ``trials`` may raise the budget.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from ..errors import UserError
+from .config import Experiment, load_experiment
+from .leaderboard import build_rows, format_table, latest_records, write_leaderboard
+from .rundir import DEFAULT_ROOT, RunDir, atomic_write
+
+__all__ = ["run", "dry_run", "SearchResult", "Progress", "resolve_run_dir", "model_config_of"]
+
+
+@dataclass
+class Progress:
+    """Counts shown in the live progress line (and passed to ``should_stop``)."""
+
+    target: int
+    done: int = 0
+    running: int = 0
+    failed: int = 0
+    skipped: int = 0
+    done_at_start: int = 0
+    best: dict[str, Any] | None = None
+    elapsed_s: float = 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        new = self.done - self.done_at_start
+        if new <= 0:
+            return None
+        return self.elapsed_s / new * max(0, self.target - self.done)
+
+
+@dataclass
+class SearchResult:
+    """What a search leaves: the leaderboard rows (best first), the best row and its exported config."""
+
+    run_dir: Path
+    rows: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    best_path: Path | None
+    completed: int
+    target: int
+    interrupted: bool = False
+    exhausted: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def table(self, limit: int | None = 20) -> str:
+        return format_table(self.rows, limit)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _fmt_s(s: float | None) -> str:
+    if s is None:
+        return "--:--"
+    s = int(round(s))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
+
+
+def resolve_run_dir(name: str | None, run_dir: str | os.PathLike | None, space_file: str | None) -> Path:
+    """``run_dir`` if given, else ``runs/<name>`` (name defaults to the space file's stem)."""
+    if run_dir is not None:
+        return Path(run_dir).expanduser()
+    if name is None:
+        name = Path(space_file).stem if space_file else "search"
+    if not name or "/" in name or name in (".", ".."):
+        raise UserError(f"--name {name!r} is not a valid run name: use letters, digits, '-', '_' (it becomes "
+                        f"the folder {DEFAULT_ROOT}/<name>); use --run-dir for any other place.")
+    return Path(DEFAULT_ROOT) / name
+
+
+def model_config_of(rec: dict[str, Any], exp: Experiment, run: RunDir):
+    """The :class:`ModelConfig` of a trial record, with its provenance."""
+    from ..arch import Architecture, ModelConfig
+    arch = Architecture.from_dict(rec["arch"])
+    m = rec.get("metrics", {})
+    num_classes = int(m.get("num_classes") or exp.num_classes)
+    metrics = {k: round(float(rec[k]), 6) for k in ("generalization", "capacity", "score")}
+    metrics.update({k: round(float(m[k]), 6) for k in ("val_acc", "train_acc", "params", "macs") if k in m})
+    return ModelConfig(arch=arch, num_classes=num_classes, image_size=exp.space.image_size,
+                       in_chans=exp.space.in_chans, provenance={
+                           "run": str(run.path), "trial": rec.get("number"), "id": rec["id"],
+                           "status": rec["status"], "data": exp.train.data.name, "metrics": metrics})
+
+
+def _write_model_config(config, path: Path) -> Path:
+    atomic_write(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    return path
+
+
+def _flat(d: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(d, dict):
+        out = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}.{k}"))
+        return out
+    return {prefix: d}
+
+
+def _changes(old: Experiment, new: Experiment) -> list[str]:
+    out = old.space.diff(new.space)
+    for sec in ("train", "objective"):
+        a = _flat(dataclasses.asdict(getattr(old, sec)), sec)
+        b = _flat(dataclasses.asdict(getattr(new, sec)), sec)
+        out += [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return out
+
+
+# ------------------------------------------------------------------------------------------ dry run
+def dry_run(space: str | os.PathLike | Experiment, *, samples: int = 5, seed: int = 0, trials: int | None = None
+            ) -> str:
+    """Validate the YAML and describe the search without training: size, budgets, sampled candidates."""
+    from ..cost import count_cost
+    exp = space if isinstance(space, Experiment) else load_experiment(space)
+    exp = exp.with_search(trials=trials)
+    sp, k = exp.space, exp.num_classes
+    rng = random.Random(seed)
+    lines = [f"space {exp.file}: {sp.size():,} candidates, {len(sp.layouts)} layout(s) "
+             f"({', '.join(sp.layouts)}), input {sp.image_size}px x{sp.in_chans}, {k} classes "
+             f"({exp.train.data.name})",
+             f"budgets: max_params {sp.budgets.max_params or 'none'}, max_macs {sp.budgets.max_macs or 'none'}",
+             f"search: {exp.search.trials} trials, sampler {exp.search.sampler}, {exp.search.cpus_per_trial:g} "
+             f"CPU / {exp.search.gpus_per_trial:g} GPU per trial, scheduler {exp.search.scheduler.type}",
+             f"{samples} sampled candidates (seed {seed}):"]
+    for _ in range(samples):
+        arch = sp.sample(rng)
+        cost = count_cost(arch, image_size=sp.image_size, num_classes=k, in_chans=sp.in_chans)
+        over = [n for n, lim, v in (("params", sp.budgets.max_params, cost.params),
+                                    ("MACs", sp.budgets.max_macs, cost.macs)) if lim is not None and v > lim]
+        flag = f"  OVER BUDGET ({', '.join(over)}: skipped by the search)" if over else ""
+        lines.append(f"  {arch}  {cost.params / 1e6:.3f}M params  {cost.macs / 1e6:.1f}M MACs  id {arch.id}{flag}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ run
+class _Printer:
+    def __init__(self, out: TextIO | None, run: RunDir):
+        self.out, self.run = out, run
+
+    def __call__(self, text: str) -> None:
+        self.run.log_line(text)
+        if self.out is not None:
+            print(text, file=self.out, flush=True)
+
+
+def run(space: str | os.PathLike | Experiment | None = None, *, trials: int | None = None,
+        name: str | None = None, run_dir: str | os.PathLike | None = None, resume: bool = False,
+        address: str | None = None, max_concurrent: int | None = None, cpus_per_trial: float | None = None,
+        gpus_per_trial: float | None = None, sampler: str | None = None, seed: int | None = None,
+        progress: bool | TextIO = True, should_stop: Callable[[Progress], bool] | None = None,
+        export: bool = True) -> SearchResult:
+    """Run (or resume) a search and return its leaderboard.
+
+    Args:
+        space: a search YAML path or bundled name, or a loaded :class:`Experiment`; ``None`` on resume.
+        trials: completed trials wanted in total (raises the budget of a resumed run).
+        name: run name; the run directory is ``runs/<name>`` unless ``run_dir`` is given.
+        resume: continue the run in ``run_dir`` (an existing run of the same name also continues).
+        address: a Ray cluster to join (``HOST:PORT``, ``ray://HOST:PORT`` or ``auto``).
+        progress: ``True`` prints progress on stdout, a file object prints there, ``False`` is silent.
+        should_stop: polled after each finished trial; ``True`` stops the search cleanly (resumable).
+        export: write ``best.yaml`` at the end.
+    Overrides (``max_concurrent`` ... ``seed``) replace the YAML's ``search:`` values.
+    """
+    t_cmd = time.perf_counter()
+    if space is None and not resume and run_dir is None and name is None:
+        raise UserError("nas-search needs a search space (`--space FILE|NAME`) or a run to resume "
+                        "(`--resume RUN_DIR`).")
+    exp = None if space is None else (space if isinstance(space, Experiment) else load_experiment(space))
+    path = resolve_run_dir(name, run_dir, exp.file if exp else None)
+    run_ = RunDir(path)
+    if resume and not run_.exists():
+        if run_.path.exists() and not run_.path.is_dir():
+            raise UserError(f"--resume {path}: that is a file, not a run directory. Pass the folder a search "
+                            "wrote (e.g. runs/<name>).")
+        raise UserError(f"--resume {path}: no search was run there (no {path}/experiment.json). Pass the run "
+                        "directory of an earlier search, or start one with `nas-search --space FILE`.")
+    if run_.path.exists() and not run_.path.is_dir():
+        raise UserError(f"Run directory {path} exists and is not a folder. Choose another `--run-dir` or "
+                        "`--name`.")
+    existing = run_.exists()
+    if not existing and run_.path.is_dir() and any(p for p in run_.path.iterdir() if p.name != "driver.lock"):
+        raise UserError(f"Run directory {path} exists and holds other files, but no search (no experiment.json). "
+                        "Choose an empty or new folder with `--run-dir`/`--name`.")
+    if existing:
+        meta = run_.read_meta()
+        stored = run_.read_experiment()
+        if exp is None:
+            exp = stored
+        else:
+            changed = _changes(stored, exp)
+            if changed or stored.space.fingerprint() != meta["fingerprint"]:
+                raise UserError(
+                    f"Cannot resume {path}: the search space changed since that run started "
+                    f"({exp.file} vs the recorded {run_.space_yaml}): {'; '.join(changed) or 'fingerprint differs'}. "
+                    "Resume with the original file (or with `--resume` alone), or start a new run with another "
+                    "`--name`.")
+            exp = dataclasses.replace(exp, search=dataclasses.replace(exp.search, trials=stored.search.trials)) \
+                if trials is None else exp
+    assert exp is not None
+    exp = exp.with_search(trials=trials, max_concurrent=max_concurrent, cpus_per_trial=cpus_per_trial,
+                          gpus_per_trial=gpus_per_trial, sampler=sampler, seed=seed)
+    run_.path.mkdir(parents=True, exist_ok=True)
+
+    from .lock import RunLock
+    with RunLock(run_.path):
+        return _run_locked(exp, run_, existing, address, progress, should_stop, export, t_cmd)
+
+
+def _run_locked(exp: Experiment, run_: RunDir, existing: bool, address: str | None, progress: Any,
+                should_stop: Callable[[Progress], bool] | None, export: bool, t_cmd: float) -> SearchResult:
+    from ..cost import count_cost
+    from . import optuna_bridge as ob
+
+    name = run_.path.name
+    out = sys.stdout if progress is True else (progress or None)
+    say = _Printer(out, run_)
+    meta = run_.read_meta() if existing else {"format": 1, "name": name, "fingerprint": exp.space.fingerprint(),
+                                                "source": exp.file, "sessions": []}
+    session = len(meta["sessions"])
+    meta["sessions"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "trials": exp.search.trials,
+                             "address": address})
+    run_.write_experiment(exp, name)
+    run_.write_meta(meta)
+
+    all_records = run_.read_records()
+    records = {r["id"]: r for r in latest_records(all_records)}
+    s = exp.search
+    sampler = ob.make_sampler(s.sampler, s.seed + 1000 * session, s.startup_trials)
+    study = ob.open_study(run_, sampler)
+    requeued = ob.reconcile(study, all_records)
+    if s.sampler == "grid" and not existing:
+        ob.enqueue_grid(study, exp.space, limit=None)
+    target = s.trials if s.sampler != "grid" else min(s.trials, exp.space.size())
+    prog = Progress(target=target, done=len(records), done_at_start=len(records),
+                    failed=sum(r["status"] != "ok" for r in records.values()))
+    verb = "Resuming" if existing else "Starting"
+    say(f"nas-search: {verb} run {run_.path} ({exp.space.size():,} candidates, sampler {s.sampler}, "
+        f"{prog.done}/{target} trials done" + (f", {requeued} interrupted re-queued" if requeued else "") + ")")
+
+    remaining = target - prog.done
+    interrupted = exhausted = False
+    timings: dict[str, float] = {}
+    if remaining > 0:
+        interrupted, exhausted, timings = _tune(exp, run_, study, records, remaining, address, session, prog,
+                                                say, should_stop, t_cmd)
+        ob.reconcile(study, run_.read_records())
+    rows = write_leaderboard(run_)
+    best = next((r for r in rows if r["status"] == "ok"), None)
+    best_path = None
+    if best is not None and export:
+        rec = records.get(best["id"]) or next(r for r in run_.read_records() if r["id"] == best["id"])
+        best_path = _write_model_config(model_config_of(rec, exp, run_), run_.best_yaml)
+    meta = run_.read_meta()
+    meta["sessions"][-1].update({"ended": time.strftime("%Y-%m-%d %H:%M:%S"), "completed": len(rows),
+                                 "interrupted": interrupted})
+    run_.write_meta(meta)
+    if out is not None:
+        print("", file=out)
+        print(format_table(rows), file=out)
+        print("", file=out)
+    if best_path is not None:
+        say(f"nas-search: best {best['layout']} L={best['depths']} D={best['widths']} score {best['score']:.3f} "
+            f"-> {best_path}")
+    if interrupted:
+        say(f"nas-search: stopped with {len(rows)}/{target} trials done; everything is saved. Resume with "
+            f"`nas-search --resume {run_.path}`.")
+    elif exhausted and len(rows) < target:
+        say(f"nas-search: the space has no more new candidates within the budgets ({len(rows)} trained).")
+    timings["total_s"] = time.perf_counter() - t_cmd
+    return SearchResult(run_dir=run_.path, rows=rows, best=best, best_path=best_path, completed=len(rows),
+                        target=target, interrupted=interrupted, exhausted=exhausted, timings=timings)
+
+
+def _tune(exp: Experiment, run_: RunDir, study, records: dict, remaining: int, address: str | None,
+          session: int, prog: Progress, say: _Printer, should_stop, t_cmd: float):
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    import ray
+    from ray import tune
+    from ray.tune import Callback
+
+    from ..cost import count_cost
+    from .cluster import check_resources, connect
+    from .optuna_bridge import OptunaSearcher
+    from .trainable import train_trial
+
+    s, sp = exp.search, exp.space
+    num_classes = exp.num_classes
+    started = connect(address)
+    timings: dict[str, float] = {"ray_ready_s": time.perf_counter() - t_cmd}
+    t0 = time.perf_counter()
+    stop = {"flag": False, "why": ""}
+    try:
+        check_resources(s.cpus_per_trial, s.gpus_per_trial)
+
+        def cost_fn(arch):
+            return count_cost(arch, image_size=sp.image_size, num_classes=num_classes, in_chans=sp.in_chans)
+
+        def on_record(rec: dict[str, Any]) -> None:
+            prog.done += 1
+            prog.failed += rec["status"] != "ok"
+            if rec["status"] == "ok" and (prog.best is None or rec["score"] > prog.best["score"]):
+                prog.best = rec
+            prog.elapsed_s = time.perf_counter() - t0
+            prog.running = len(searcher.live)
+            prog.skipped = searcher.skipped + searcher.duplicates
+            best = f"best {prog.best['score']:.3f} (trial {prog.best['number']})" if prog.best else "best -"
+            what = f"{rec['status']}" + (f": {rec['reason'][:60]}" if rec["status"] != "ok" else
+                                         f" score {rec['score']:.3f}")
+            say(f"[{prog.done:>3}/{prog.target}] trial {rec['number']} {rec['arch_str']} -> {what} | "
+                f"running {prog.running} failed {prog.failed} skipped {prog.skipped} | {best} | "
+                f"{_fmt_s(prog.elapsed_s)} elapsed, ETA {_fmt_s(prog.eta_s)}")
+            write_leaderboard(run_)
+            if should_stop is not None and not stop["flag"] and should_stop(prog):
+                stop["flag"], stop["why"] = True, "should_stop"
+                searcher.stopping = True
+
+        searcher = OptunaSearcher(study, sp, cost_fn, records, remaining, run=run_, grid=s.sampler == "grid",
+                                  max_skips=s.max_skips, on_record=on_record)
+
+        class _Start(Callback):
+            def on_trial_start(self, iteration, trials, trial, **info):
+                timings.setdefault("first_trial_s", time.perf_counter() - t_cmd)
+
+        class _Stopper(tune.Stopper):
+            def __call__(self, trial_id, result):
+                return False
+
+            def stop_all(self):
+                return stop["flag"]
+
+        scheduler = None
+        if s.scheduler.type == "asha":
+            from ray.tune.schedulers import ASHAScheduler
+            per_trial = exp.train.epochs * (2 if exp.objective.mode == "both" else 1) + 1
+            scheduler = ASHAScheduler(time_attr="training_iteration", metric="score", mode="max",
+                                      max_t=s.scheduler.max_t or per_trial, grace_period=s.scheduler.grace_period,
+                                      reduction_factor=s.scheduler.reduction_factor)
+        setup = {"train": dataclasses.asdict(exp.train), "objective": dataclasses.asdict(exp.objective),
+                 "image_size": sp.image_size, "in_chans": sp.in_chans, "cpus_per_trial": s.cpus_per_trial}
+        trainable = tune.with_resources(tune.with_parameters(train_trial, setup=setup),
+                                        {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
+        run_.tune_dir.mkdir(exist_ok=True)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
+                                        max_concurrent_trials=s.max_concurrent, reuse_actors=True),
+            run_config=tune.RunConfig(name=f"session-{session}", storage_path=str(run_.tune_dir), verbose=0,
+                                      stop=_Stopper(), callbacks=[_Start()],
+                                      failure_config=tune.FailureConfig(max_failures=s.max_retries)),
+        )
+        old_handler = None
+        if threading.current_thread() is threading.main_thread():
+            def on_sigint(signum, frame):
+                if stop["flag"]:
+                    raise KeyboardInterrupt
+                stop["flag"], stop["why"] = True, "sigint"
+                searcher.stopping = True
+                say("nas-search: stopping (Ctrl-C again to abort at once); running trials will be re-run on resume")
+            old_handler = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            tuner.fit()
+        except KeyboardInterrupt:
+            stop["flag"], stop["why"] = True, "sigint"
+        finally:
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+        timings["search_s"] = time.perf_counter() - t0
+        return stop["flag"], searcher.exhausted, timings
+    finally:
+        if started:
+            ray.shutdown()

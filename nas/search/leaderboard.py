@@ -1,0 +1,94 @@
+"""The leaderboard: finished trials ranked by score, with the Pareto front of (generalization, capacity).
+
+Derived from ``trials.jsonl`` only, so it can be rebuilt at any time (``nas-report``).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from trainers.objective import pareto_mask
+
+from .rundir import RunDir, atomic_write
+
+__all__ = ["COLUMNS", "build_rows", "write_leaderboard", "format_table", "latest_records"]
+
+COLUMNS = ("rank", "trial", "id", "layout", "depths", "widths", "params", "macs", "generalization", "capacity",
+           "score", "pareto", "status", "reason")
+
+
+def latest_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per architecture id (the first recorded; later ones would be re-runs)."""
+    seen: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        seen.setdefault(rec["id"], rec)
+    return list(seen.values())
+
+
+def build_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Leaderboard rows: ``ok`` trials by score (best first), then the rest; Pareto over ``ok`` trials."""
+    recs = latest_records(records)
+    ok = [r for r in recs if r["status"] == "ok"]
+    rest = [r for r in recs if r["status"] != "ok"]
+    mask = pareto_mask([(r["generalization"], r["capacity"]) for r in ok])
+    front = {r["id"] for r, m in zip(ok, mask) if m}
+    ok.sort(key=lambda r: (-r["score"], -r["generalization"], r["metrics"].get("params", 0), r["id"]))
+    rest.sort(key=lambda r: (-r.get("score", 0.0), r["id"]))
+    rows = []
+    for i, r in enumerate(ok + rest):
+        arch = r["arch"]
+        m = r.get("metrics", {})
+        rows.append({
+            "rank": i + 1 if r["status"] == "ok" else None,
+            "trial": r.get("number"),
+            "id": r["id"],
+            "layout": arch["layout"],
+            "depths": ",".join(map(str, arch["depths"])),
+            "widths": ",".join(map(str, arch["widths"])),
+            "params": int(m.get("params", 0)),
+            "macs": int(m.get("macs", 0)),
+            "generalization": round(float(r["generalization"]), 4),
+            "capacity": round(float(r["capacity"]), 4),
+            "score": round(float(r["score"]), 4),
+            "pareto": r["id"] in front,
+            "status": r["status"],
+            "reason": r.get("reason", ""),
+            "arch": str(r.get("arch_str", "")),
+        })
+    return rows
+
+
+def write_leaderboard(run: RunDir, records: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Rewrite ``leaderboard.csv`` and ``leaderboard.json`` atomically; return the rows."""
+    rows = build_rows(run.read_records() if records is None else records)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=[*COLUMNS, "arch"], lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    atomic_write(run.leaderboard_csv, buf.getvalue())
+    atomic_write(run.leaderboard_json, json.dumps(rows, indent=1))
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]], limit: int | None = 20) -> str:
+    """A fixed-width text table of the leaderboard (``*`` marks the Pareto front)."""
+    head = ("rank", "trial", "layout", "L (S0..S4)", "D (S0..S4)", "params", "MACs", "gen", "cap", "score",
+            "pareto", "status")
+    lines = []
+    shown = rows if limit is None else rows[:limit]
+    for r in shown:
+        lines.append((
+            "-" if r["rank"] is None else str(r["rank"]), str(r["trial"]), r["layout"], r["depths"], r["widths"],
+            f"{r['params'] / 1e6:.3f}M", f"{r['macs'] / 1e6:.1f}M", f"{r['generalization']:.3f}",
+            f"{r['capacity']:.3f}", f"{r['score']:.3f}", "*" if r["pareto"] else "",
+            r["status"] + (f" ({r['reason'][:40]})" if r["status"] != "ok" and r["reason"] else "")))
+    widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:{'<' if i in (2, 3, 4, 11) else '>'}{w}}}" for i, w in enumerate(widths))
+    out = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*l) for l in lines]
+    if limit is not None and len(rows) > limit:
+        out.append(f"... {len(rows) - limit} more in leaderboard.csv")
+    return "\n".join(out)

@@ -1,0 +1,233 @@
+"""Optuna on the driver: a durable study in the run directory and a Ray Tune ``Searcher`` doing ask/tell.
+
+Why not Ray's ``OptunaSearch``: it keeps the study inside a pickled searcher, drops intermediate results
+with several objectives and disables pruners. Here the study lives in ``RUN_DIR/optuna.journal`` (a
+``JournalStorage``, so ``optuna`` and ``optuna-dashboard`` open it), maximises ``[generalization,
+capacity]`` and keeps the scalar ``score`` as a user attribute.
+
+Inside :meth:`OptunaSearcher.suggest` each proposal is screened before it takes a worker: a candidate over
+the budgets is told as infeasible (``constraints`` user attribute, read by the sampler's
+``constraints_func``), an architecture already trained is told its recorded values, and Optuna is asked
+again (a bounded number of times; then the space counts as exhausted).
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from ..arch import Architecture
+from .rundir import RunDir
+from .trainable import FINAL_KEY, RESULT_KEY
+
+__all__ = ["STUDY_NAME", "DIRECTIONS", "open_study", "make_sampler", "constraints_of", "reconcile",
+           "OptunaSearcher", "enqueue_grid"]
+
+STUDY_NAME = "nas"
+DIRECTIONS = ("maximize", "maximize")  # generalization, capacity
+
+
+def constraints_of(trial: optuna.trial.FrozenTrial) -> tuple[float, ...]:
+    """The sampler's ``constraints_func``: stored budget excesses (<= 0 is feasible)."""
+    return tuple(trial.user_attrs.get("constraints", (0.0, 0.0)))
+
+
+def make_sampler(name: str, seed: int, startup_trials: int) -> optuna.samplers.BaseSampler:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental-feature warnings of multivariate TPE
+        if name == "tpe":
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials, multivariate=True,
+                                              group=True, constraints_func=constraints_of)
+        if name == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, startup_trials),
+                                                 constraints_func=constraints_of)
+        return optuna.samplers.RandomSampler(seed=seed)  # random, and grid after its queue
+
+
+def open_study(run: RunDir, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    """Create or load the run's study (``RUN_DIR/optuna.journal``)."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = JournalStorage(JournalFileBackend(str(run.journal)))
+    return optuna.create_study(storage=storage, study_name=STUDY_NAME, directions=list(DIRECTIONS),
+                               sampler=sampler, load_if_exists=True)
+
+
+def enqueue_grid(study: optuna.Study, space, limit: int | None = None) -> int:
+    """Queue every candidate of ``space`` (in its deterministic order) once; return how many."""
+    n = 0
+    for arch in space.enumerate(limit):
+        study.enqueue_trial(space.encode(arch), user_attrs={"grid": True})
+        n += 1
+    return n
+
+
+def _set_attrs(study: optuna.Study, trial: optuna.Trial | optuna.trial.FrozenTrial, attrs: dict[str, Any]) -> None:
+    for k, v in attrs.items():
+        study._storage.set_trial_user_attr(trial._trial_id, k, v)
+
+
+def tell_record(study: optuna.Study, trial: optuna.Trial | optuna.trial.FrozenTrial, rec: dict[str, Any],
+                **attrs: Any) -> None:
+    """Tell Optuna a recorded outcome: ok -> both axes; stopped early -> PRUNED; failed -> worst values."""
+    _set_attrs(study, trial, {"score": rec["score"], "status": rec["status"], **attrs})
+    if rec["status"] == "ok":
+        study.tell(trial.number, [rec["generalization"], rec["capacity"]], skip_if_finished=True)
+    elif rec["status"] == "stopped":
+        study.tell(trial.number, state=TrialState.PRUNED, skip_if_finished=True)
+    else:
+        study.tell(trial.number, [0.0, 0.0], skip_if_finished=True)
+
+
+def reconcile(study: optuna.Study, records: list[dict[str, Any]]) -> int:
+    """Settle RUNNING trials left by a stopped or killed driver; return how many were re-queued.
+
+    A RUNNING trial whose result is in ``trials.jsonl`` is told that result; any other was interrupted:
+    it is marked FAIL (user attribute ``interrupted``) and its parameters are queued again, so the
+    architecture is trained on resume.
+    """
+    by_number = {r["number"]: r for r in records if r.get("number") is not None}
+    requeued = 0
+    for ft in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        rec = by_number.get(ft.number)
+        if rec is not None:
+            tell_record(study, ft, rec)
+            continue
+        _set_attrs(study, ft, {"interrupted": True})
+        study.tell(ft.number, state=TrialState.FAIL, skip_if_finished=True)
+        if ft.params:
+            study.enqueue_trial(dict(ft.params), user_attrs={"requeued_from": ft.number})
+        requeued += 1
+    return requeued
+
+
+class OptunaSearcher(Searcher):
+    """Ray Tune searcher over the study; one Tune trial per architecture to train.
+
+    Args:
+        study: the run's study.
+        space: the search space (``suggest``/``encode``).
+        cost_fn: ``cost_fn(arch) -> Cost`` at the run's image size and classes.
+        records: finished trials by architecture id (updated as trials finish).
+        to_launch: the most Tune trials to start.
+        grid: stop when the study's queue is empty (grid sampler).
+        max_skips: proposals in a row that may be skipped before the space counts as exhausted.
+        on_record: called with each new record after it was saved (progress, leaderboard).
+        run: where records are appended.
+    """
+
+    def __init__(self, study: optuna.Study, space, cost_fn: Callable[[Architecture], Any],
+                 records: dict[str, dict[str, Any]], to_launch: int, *, run: RunDir, grid: bool = False,
+                 max_skips: int = 200, on_record: Callable[[dict[str, Any]], None] | None = None):
+        super().__init__(metric="score", mode="max")
+        self.study, self.space, self.cost_fn, self.run = study, space, cost_fn, run
+        self.records, self.to_launch, self.grid, self.max_skips = records, to_launch, grid, max_skips
+        self.on_record = on_record
+        self.budgets = space.budgets
+        self.live: dict[str, tuple[optuna.Trial, Architecture]] = {}
+        self.launched = 0
+        self.skipped = 0      # over budget
+        self.duplicates = 0   # already trained (told the recorded values)
+        self.exhausted = False
+        self.stopping = False
+        self.last: dict[str, dict[str, Any]] = {}
+
+    # ------------------------------------------------------------------------------- helpers
+    def _constraints(self, cost) -> list[float]:
+        out = []
+        for limit, value in ((self.budgets.max_params, cost.params), (self.budgets.max_macs, cost.macs)):
+            out.append(-1.0 if limit is None else float(value) / float(limit) - 1.0)
+        return out
+
+    def _queue_empty(self) -> bool:
+        return not self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+
+    # ------------------------------------------------------------------------------ Searcher
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if self.stopping or self.exhausted or self.launched >= self.to_launch:
+            return Searcher.FINISHED
+        running = {arch.id for _, arch in self.live.values()}
+        for _ in range(self.max_skips):
+            if self.grid and self._queue_empty():
+                break
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                trial = self.study.ask()
+            arch = self.space.suggest(trial)
+            cost = self.cost_fn(arch)
+            cons = self._constraints(cost)
+            _set_attrs(self.study, trial, {"arch": str(arch), "arch_id": arch.id, "params": int(cost.params),
+                                           "macs": int(cost.macs), "constraints": cons})
+            if any(c > 0 for c in cons):
+                self.skipped += 1
+                _set_attrs(self.study, trial, {"status": "infeasible", "score": 0.0})
+                self.study.tell(trial, [0.0, 0.0])
+                continue
+            rec = self.records.get(arch.id)
+            if rec is not None:
+                self.duplicates += 1
+                tell_record(self.study, trial, rec, duplicate_of=rec.get("number"))
+                continue
+            if arch.id in running:
+                self.duplicates += 1
+                _set_attrs(self.study, trial, {"status": "duplicate", "duplicate_of_running": True})
+                self.study.tell(trial, state=TrialState.FAIL)
+                continue
+            _set_attrs(self.study, trial, {"tune_trial_id": trial_id})
+            self.live[trial_id] = (trial, arch)
+            self.launched += 1
+            return {"arch": arch.to_dict(), "number": trial.number, "arch_id": arch.id}
+        self.exhausted = True
+        return Searcher.FINISHED
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: the state is the study in the run directory."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to restore: see :meth:`save`."""
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.last[trial_id] = result
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        entry = self.live.pop(trial_id, None)
+        last = self.last.pop(trial_id, None)
+        if entry is None:
+            return
+        trial, arch = entry
+        result = result or last or {}
+        base = {"id": arch.id, "arch": arch.to_dict(), "arch_str": str(arch), "number": trial.number,
+                "tune_trial_id": trial_id}
+        if result.get(FINAL_KEY) == 1:
+            payload = json.loads(result[RESULT_KEY])
+            rec = {**base, "status": payload["status"], "reason": payload["reason"],
+                   "generalization": payload["generalization"], "capacity": payload["capacity"],
+                   "score": payload["score"], "metrics": payload["metrics"], "history": payload["history"]}
+        elif error:
+            cost = self.cost_fn(arch)
+            rec = {**base, "status": "error", "reason": "the worker failed (see tune/ for its error log)",
+                   "generalization": 0.0, "capacity": 0.0, "score": 0.0,
+                   "metrics": {"params": float(cost.params), "macs": float(cost.macs)}, "history": []}
+        elif self.stopping or "score" not in result:
+            return  # interrupted: left RUNNING, so reconcile() re-queues it
+        else:
+            cost = self.cost_fn(arch)
+            epoch = int(result.get("epoch", 0))
+            rec = {**base, "status": "stopped", "reason": f"stopped early by the scheduler after {epoch} report(s)",
+                   "generalization": float(result["generalization"]), "capacity": float(result["capacity"]),
+                   "score": float(result["score"]),
+                   "metrics": {"params": float(cost.params), "macs": float(cost.macs), "epochs": float(epoch)},
+                   "history": []}
+        self.run.append_record(rec)
+        self.records.setdefault(arch.id, rec)
+        tell_record(self.study, trial, rec)
+        if self.on_record is not None:
+            self.on_record(rec)

@@ -1,0 +1,145 @@
+"""The run directory: the single source of truth of a search.
+
+Layout::
+
+    RUN_DIR/
+      space.yaml          the resolved search YAML (space in canonical form, train, objective, search)
+      experiment.json     name, fingerprint, source file, sessions (start/end, trials asked for)
+      optuna.journal      the Optuna study (open it with optuna / optuna-dashboard)
+      trials.jsonl        one line per finished trial, appended and fsync'd by the driver
+      leaderboard.csv/.json, best.yaml, report.md, pareto.png   derived, rewritten atomically
+      tune/               Ray Tune experiment state, one folder per driver session
+      driver.lock         held by the running driver
+      search.log          the driver's progress lines
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import UserError
+
+__all__ = ["RunDir", "atomic_write", "DEFAULT_ROOT"]
+
+DEFAULT_ROOT = "runs"
+FORMAT = 1
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class RunDir:
+    """Paths and records of one run directory."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path).expanduser().absolute()
+
+    # ----------------------------------------------------------------------------------- paths
+    space_yaml = property(lambda self: self.path / "space.yaml")
+    experiment_json = property(lambda self: self.path / "experiment.json")
+    journal = property(lambda self: self.path / "optuna.journal")
+    trials_jsonl = property(lambda self: self.path / "trials.jsonl")
+    leaderboard_csv = property(lambda self: self.path / "leaderboard.csv")
+    leaderboard_json = property(lambda self: self.path / "leaderboard.json")
+    best_yaml = property(lambda self: self.path / "best.yaml")
+    tune_dir = property(lambda self: self.path / "tune")
+    log = property(lambda self: self.path / "search.log")
+
+    def exists(self) -> bool:
+        return self.experiment_json.is_file()
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # ------------------------------------------------------------------------------ metadata
+    def read_meta(self) -> dict[str, Any]:
+        try:
+            meta = json.loads(self.experiment_json.read_text())
+            if not isinstance(meta, dict) or "fingerprint" not in meta:
+                raise ValueError("no fingerprint")
+            return meta
+        except FileNotFoundError:
+            raise UserError(f"{self.path} is not a nas-search run directory: it has no experiment.json. Pass "
+                            "the folder a search wrote (e.g. runs/<name>), or start a new search with "
+                            "`nas-search --space FILE`.") from None
+        except (ValueError, OSError) as err:
+            raise UserError(f"{self.experiment_json} is unreadable or corrupted ({err}). Restore it from a "
+                            "backup, or start a new run directory; trials.jsonl and optuna.journal keep the "
+                            "results.") from None
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        atomic_write(self.experiment_json, json.dumps(meta, indent=2, default=str))
+
+    def read_experiment(self):
+        """The :class:`Experiment` stored in ``space.yaml``."""
+        from .config import experiment_from_dict
+        if not self.space_yaml.is_file():
+            raise UserError(f"{self.path} has no space.yaml, so it is not a complete run directory. Start a new "
+                            "search with `nas-search --space FILE`.")
+        try:
+            data = yaml.safe_load(self.space_yaml.read_text())
+        except yaml.YAMLError as err:
+            raise UserError(f"{self.space_yaml} is corrupted ({err}); it must not be edited by hand.") from None
+        return experiment_from_dict(data, str(self.space_yaml))
+
+    def write_experiment(self, exp, name: str) -> None:
+        from trainers.proxy import TrainConfig  # noqa: F401 - the dataclasses below come from there
+        data = {"space": exp.space.to_dict(), "train": dataclasses.asdict(exp.train),
+                "objective": dataclasses.asdict(exp.objective), "search": dataclasses.asdict(exp.search)}
+        header = (f"# Resolved search of run {name!r} (from {exp.file}); written by nas-search, do not edit.\n"
+                  f"# space fingerprint: {exp.space.fingerprint()}\n")
+        atomic_write(self.space_yaml, header + yaml.safe_dump(data, sort_keys=False))
+
+    # -------------------------------------------------------------------------------- trials
+    def read_records(self) -> list[dict[str, Any]]:
+        """Finished trials in order; a torn last line (a killed driver) is ignored, other damage is an error."""
+        if not self.trials_jsonl.is_file():
+            return []
+        lines = self.trials_jsonl.read_text().splitlines()
+        out = []
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                if not isinstance(rec, dict) or "id" not in rec or "arch" not in rec:
+                    raise ValueError("not a trial record")
+            except ValueError as err:
+                if i == len(lines) - 1:
+                    continue  # torn write of a killed driver: that trial is re-run
+                raise UserError(f"{self.trials_jsonl}: line {i + 1} is corrupted ({err}). Delete that line to "
+                                "re-run the trial, or restore the file; the other lines are intact.") from None
+            out.append(rec)
+        return out
+
+    def append_record(self, record: dict[str, Any]) -> None:
+        """Append one finished trial and fsync, so a killed driver loses no completed trial."""
+        line = json.dumps(record, sort_keys=True, default=float) + "\n"
+        # Start on a fresh line if a killed writer left a torn one.
+        prefix = ""
+        if self.trials_jsonl.is_file() and self.trials_jsonl.stat().st_size:
+            with open(self.trials_jsonl, "rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    prefix = "\n"
+        with open(self.trials_jsonl, "a") as fh:
+            fh.write(prefix + line)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def log_line(self, text: str) -> None:
+        with open(self.log, "a") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
