@@ -1,6 +1,7 @@
-"""Model configs on disk: the YAML form of :class:`nas.arch.ModelConfig`.
+"""Model configs on disk: the YAML form of :class:`nas.arch.ModelConfig`, and export from a search run.
 
-``nas.build_model(nas.load_model_config("model.yaml"))`` rebuilds exactly the exported network.
+``nas.build_model(nas.load_model_config("model.yaml"))`` rebuilds exactly the exported network;
+:func:`export_from_run` picks a trial of a run directory (by leaderboard rank, trial number or id).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import yaml
 from .arch import ModelConfig
 from .errors import UserError
 
-__all__ = ["ModelConfig", "load_model_config", "save_model_config"]
+__all__ = ["ModelConfig", "load_model_config", "save_model_config", "export_from_run", "select_record"]
 
 
 def save_model_config(config: ModelConfig, path: str | os.PathLike) -> Path:
@@ -36,3 +37,52 @@ def load_model_config(path: str | os.PathLike) -> ModelConfig:
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({err}). Re-export it with `nas-export`.") from None
     return ModelConfig.from_dict(data, file=str(path))
+
+
+def select_record(run_dir: str | os.PathLike, *, rank: int | None = None, trial: str | int | None = None):
+    """``(record, run, experiment)`` of the trial at leaderboard ``rank`` (1 = best) or with ``trial``
+    (its Optuna trial number or architecture id); the best when neither is given."""
+    from .search.leaderboard import build_rows
+    from .search.rundir import RunDir
+
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
+        raise UserError(f"{run_dir}: no such run directory. Pass the folder a search wrote (e.g. runs/<name>).")
+    run.read_meta()
+    exp = run.read_experiment()
+    records = run.read_records()
+    rows = build_rows(records)
+    ranked = [r for r in rows if r["rank"] is not None]
+    by_id = {r["id"]: r for r in records}
+    if rank is not None and trial is not None:
+        raise UserError("Give either --rank or --trial, not both.")
+    if trial is not None:
+        text = str(trial)
+        match = [r for r in records if str(r.get("number")) == text or r["id"] == text]
+        if not match:
+            known = ", ".join(f"{r['number']} ({r['id']})" for r in rows[:10])
+            raise UserError(f"{run.path}: no finished trial {text!r} (an Optuna trial number or architecture id). "
+                            f"Finished trials: {known or 'none yet'}. See leaderboard.csv.")
+        return match[0], run, exp
+    rank = 1 if rank is None else rank
+    if not ranked:
+        raise UserError(f"{run.path}: no successful trial yet, so there is nothing to export. Run or resume the "
+                        "search first (`nas-search --resume RUN_DIR`).")
+    if not 1 <= rank <= len(ranked):
+        raise UserError(f"--rank {rank} is out of range: {run.path} has {len(ranked)} ranked trial(s), so use "
+                        f"1..{len(ranked)}.")
+    return by_id[ranked[rank - 1]["id"]], run, exp
+
+
+def export_from_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, rank: int | None = None,
+                    trial: str | int | None = None) -> Path:
+    """Write the model config of one trial of a search run (see :func:`select_record`) to ``out``."""
+    from dataclasses import replace
+
+    from .search.engine import model_config_of
+
+    rec, run, exp = select_record(run_dir, rank=rank, trial=trial)
+    config = model_config_of(rec, exp, run)
+    if rank is not None:
+        config = replace(config, provenance={**dict(config.provenance), "rank": rank})
+    return save_model_config(config, out)

@@ -1,0 +1,36 @@
+"""``nas-report RUN_DIR``: write the leaderboard, a Pareto-front PNG and a markdown summary of a search run."""
+from __future__ import annotations
+
+import sys
+
+from . import ArgumentParser, run_cli
+
+PROG = "nas-report"
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description="Leaderboard, Pareto plot and summary of a search run.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory of a search (e.g. runs/coatnet)")
+    return p
+
+
+def _main(args) -> int:
+    from nas.report import write_report
+    from nas.search.leaderboard import format_table
+    import json
+
+    paths = write_report(args.run_dir)
+    rows = json.loads(paths["leaderboard_json"].read_text())
+    print(format_table(rows))
+    for key in ("leaderboard_csv", "pareto_png", "report_md"):
+        print(f"{PROG}: wrote {paths[key]}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli(PROG, lambda: _main(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

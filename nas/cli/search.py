@@ -1,0 +1,90 @@
+"""``nas-search``: search a YAML space; Ray Tune runs the trials, Optuna ranks them.
+
+    nas-search --space coatnet.yaml                 # runs/coatnet; the same command again resumes it
+    nas-search --space coatnet.yaml --dry-run       # size and a few candidates with params/MACs, no training
+    nas-search --resume runs/coatnet --trials 16    # continue, raising the budget to 16 trials
+    nas-search --space my.yaml --address auto --gpus-per-trial 0.25
+
+Flags override the YAML's ``search:`` section. Ctrl-C stops cleanly; everything is saved.
+"""
+from __future__ import annotations
+
+import sys
+
+from nas.errors import UserError
+
+from . import ArgumentParser, run_cli
+
+PROG = "nas-search"
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description="Search a CoAtNet-style space: Ray Tune runs trials, Optuna ranks "
+                       "them on generalization vs capacity.")
+    p.add_argument("--space", metavar="FILE|NAME", help="search YAML, or a bundled space (coatnet.yaml, "
+                   "coatnet-paper.yaml)")
+    p.add_argument("--trials", type=int, help="completed trials wanted in total (on resume: the new total)")
+    p.add_argument("--name", help="run name: the run directory is runs/NAME (default: the space file's stem)")
+    p.add_argument("--run-dir", metavar="DIR", help="run directory (instead of runs/NAME)")
+    p.add_argument("--max-concurrent", type=int, metavar="K", help="trials running at once")
+    p.add_argument("--cpus-per-trial", type=float, metavar="C", help="CPUs (= torch threads) of one trial")
+    p.add_argument("--gpus-per-trial", type=float, metavar="G", help="GPUs of one trial; fractions pack trials")
+    p.add_argument("--sampler", choices=["tpe", "nsga2", "random", "grid"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--address", metavar="ADDR", help="Ray cluster to join: HOST:PORT, ray://HOST:PORT or auto")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR (or the one named by --name/--run-dir)")
+    p.add_argument("--dry-run", action="store_true", help="validate, print the size and sampled candidates; "
+                   "no training, no Ray")
+    p.add_argument("--samples", type=int, default=5, help="candidates shown by --dry-run (default 5)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines; only the final leaderboard")
+    return p
+
+
+def _check(args) -> None:
+    for flag in ("trials", "max_concurrent", "samples"):
+        v = getattr(args, flag)
+        if v is not None and v < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be an integer >= 1 (got {v}).")
+    if args.cpus_per_trial is not None and args.cpus_per_trial <= 0:
+        raise UserError(f"--cpus-per-trial must be > 0 (got {args.cpus_per_trial:g}).")
+    if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
+        raise UserError(f"--gpus-per-trial must be >= 0 (got {args.gpus_per_trial:g}).")
+    if isinstance(args.resume, str) and args.run_dir and args.resume != args.run_dir:
+        raise UserError(f"--resume {args.resume} and --run-dir {args.run_dir} name different run directories; "
+                        "give one of them.")
+    if not args.space and not args.resume:
+        raise UserError("nas-search needs `--space FILE|NAME` (a search YAML or a bundled space: coatnet.yaml, "
+                        "coatnet-paper.yaml) or `--resume RUN_DIR`.")
+    if args.resume is True and not (args.name or args.run_dir or args.space):
+        raise UserError("--resume needs the run directory: `--resume RUN_DIR` (or --name / --run-dir).")
+
+
+def _main(args) -> int:
+    _check(args)
+    from nas.search import dry_run, run
+
+    if args.dry_run:
+        if not args.space:
+            raise UserError("--dry-run needs `--space FILE|NAME`.")
+        print(dry_run(args.space, samples=args.samples, seed=args.seed or 0, trials=args.trials))
+        return 0
+    run_dir = args.resume if isinstance(args.resume, str) else args.run_dir
+    res = run(args.space, trials=args.trials, name=args.name, run_dir=run_dir, resume=bool(args.resume),
+              address=args.address, max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
+              gpus_per_trial=args.gpus_per_trial, sampler=args.sampler, seed=args.seed,
+              progress=sys.stdout if not args.quiet else False)
+    if args.quiet:
+        print(res.table())
+        if res.best_path:
+            print(f"best -> {res.best_path}")
+    return 130 if res.interrupted else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli(PROG, lambda: _main(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

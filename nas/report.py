@@ -1,0 +1,117 @@
+"""``nas-report``: a search run's leaderboard, Pareto-front plot and markdown summary.
+
+Everything is derived from the run directory's ``trials.jsonl`` (the single source of truth), so a report
+can be written at any time, also while the search runs.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+__all__ = ["write_report", "plot_pareto", "summary_markdown"]
+
+
+def plot_pareto(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path:
+    """Scatter of generalization vs capacity per layout, the Pareto front joined by a line (PNG)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=110)
+    for layout in sorted({r["layout"] for r in ok}):
+        pts = [r for r in ok if r["layout"] == layout]
+        ax.scatter([r["generalization"] for r in pts], [r["capacity"] for r in pts], label=layout, s=28,
+                   alpha=0.8)
+    front = sorted((r for r in ok if r["pareto"]), key=lambda r: r["generalization"])
+    if front:
+        ax.plot([r["generalization"] for r in front], [r["capacity"] for r in front], "k--", lw=1,
+                label="Pareto front")
+    ax.set_xlabel("generalization (higher is better)")
+    ax.set_ylabel("capacity (higher is better)")
+    ax.set_title(title or "generalization vs capacity")
+    ax.grid(alpha=0.3)
+    if ok:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _md_table(rows: list[dict[str, Any]], cols: list[str]) -> list[str]:
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = []
+        for c in cols:
+            v = r[c]
+            if c in ("params",):
+                v = f"{v / 1e6:.3f}M"
+            elif c == "macs":
+                v = f"{v / 1e6:.1f}M"
+            elif c == "pareto":
+                v = "yes" if v else ""
+            elif v is None:
+                v = "-"
+            cells.append(str(v))
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def summary_markdown(rows: list[dict[str, Any]], meta: dict[str, Any], exp: Any, records: list[dict]) -> str:
+    ok = [r for r in rows if r["status"] == "ok"]
+    failed = [r for r in rows if r["status"] != "ok"]
+    cols = ["rank", "trial", "layout", "depths", "widths", "params", "macs", "generalization", "capacity",
+            "score", "pareto", "status"]
+    lines = [f"# Search report: {meta.get('name')}", "",
+             f"- space: `{meta.get('source')}` (fingerprint `{meta.get('fingerprint')}`, "
+             f"{exp.space.size():,} candidates)",
+             f"- data: {exp.train.data.name}, {exp.space.image_size}px x{exp.space.in_chans}; objective mode "
+             f"{exp.objective.mode}; sampler {exp.search.sampler}",
+             f"- trials: {len(rows)} finished ({len(ok)} ok, {len(failed)} failed or stopped) of "
+             f"{exp.search.trials} wanted; {len(meta.get('sessions', []))} driver session(s)",
+             f"- wall time of training: {sum(r.get('metrics', {}).get('wall_s', 0.0) for r in records):.0f} s "
+             "(sum over trials)", ""]
+    if ok:
+        b = ok[0]
+        lines += [f"**Best**: trial {b['trial']}, {b['arch'] or b['layout']}: score {b['score']:.3f} "
+                  f"(generalization {b['generalization']:.3f}, capacity {b['capacity']:.3f}), "
+                  f"{b['params'] / 1e6:.3f}M params. Exported as `best.yaml`.", ""]
+        lines += ["## Best per layout", "",
+                  "The paper's question: which layout generalizes and which has capacity.", ""]
+        per = {}
+        for r in ok:
+            per.setdefault(r["layout"], r)
+        lines += _md_table(sorted(per.values(), key=lambda r: -r["score"]), cols)
+        lines += ["", "## Pareto front (generalization vs capacity)", "", "![Pareto front](pareto.png)", ""]
+        lines += _md_table([r for r in ok if r["pareto"]], cols)
+    lines += ["", "## Leaderboard (top 20)", ""] + _md_table(rows[:20], cols)
+    if failed:
+        lines += ["", "## Failed or stopped trials", ""]
+        lines += [f"- trial {r['trial']} ({r['layout']} L={r['depths']} D={r['widths']}): {r['status']}: "
+                  f"{r['reason']}" for r in failed]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write ``leaderboard.csv``/``.json``, ``pareto.png`` and ``report.md`` into the run directory."""
+    from .search.leaderboard import write_leaderboard
+    from .search.rundir import RunDir, atomic_write
+
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
+        raise UserError(f"{run_dir}: no such run directory. Pass the folder a search wrote (e.g. runs/<name>).")
+    meta = run.read_meta()
+    exp = run.read_experiment()
+    records = run.read_records()
+    rows = write_leaderboard(run, records)
+    png = plot_pareto(rows, run.path / "pareto.png", title=f"{meta.get('name')}: {len(rows)} trials")
+    md = run.path / "report.md"
+    atomic_write(md, summary_markdown(rows, meta, exp, records))
+    return {"leaderboard_csv": run.leaderboard_csv, "leaderboard_json": run.leaderboard_json, "pareto_png": png,
+            "report_md": md}
