@@ -18,3 +18,37 @@ def ray_local():
     yield ray
     if started:
         ray.shutdown()
+
+
+TINY_SPACE = """\
+space:
+  input: {image_size: 32, channels: 1}
+  stem: {width: 8}
+  stages:
+    S1: {block: [C], depth: 1, width: [8, 16]}
+    S2: {block: [C, T], depth: 1, width: 16}
+    S3: {block: [C, T], depth: [1, 2], width: [16, 32]}
+    S4: {block: [T], depth: 1, width: 32}
+  blocks: {head_dim: 8, mbconv_expansion: 2, ffn_expansion: 2}
+  budgets: {max_params: MAX_PARAMS, max_macs: null}
+train:
+  data: {name: synthetic, synthetic_samples: 160, synthetic_classes: 4, synthetic_difficulty: 0.3}
+  epochs: EPOCHS
+  batch_size: 32
+objective: {mode: single}
+search: {trials: 4, sampler: SAMPLER, max_concurrent: 2, seed: 0}
+"""
+
+
+@pytest.fixture
+def write_space(tmp_path):
+    """``write_space(name, max_params=..., sampler=..., epochs=...) -> Path``: a tiny search YAML (24
+    candidates of ~10-40 k parameters, synthetic data, one-second trials)."""
+    def make(name: str = "tiny.yaml", *, max_params: str = "null", sampler: str = "random", epochs: int = 1,
+             extra: str = ""):
+        path = tmp_path / name
+        text = (TINY_SPACE.replace("MAX_PARAMS", str(max_params)).replace("SAMPLER", sampler)
+                .replace("EPOCHS", str(epochs)))
+        path.write_text(text + extra)
+        return path
+    return make

@@ -1,0 +1,111 @@
+"""End-to-end searches on synthetic data with tiny budgets on a real local Ray (the session fixture)."""
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.arch import Architecture
+from nas.cost import count_cost
+from nas.export import export_from_run, load_model_config
+from nas.model import build_model
+from nas.search import RunDir, run
+from nas.search.optuna_bridge import open_study
+from trainers.objective import pareto_mask
+
+
+def _study(run_dir):
+    return open_study(RunDir(run_dir))
+
+
+def test_search_leaderboard_pareto_export(ray_local, write_space, tmp_path):
+    space = write_space(sampler="tpe")
+    res = run(space, trials=4, run_dir=tmp_path / "run", progress=False)
+    assert res.completed == 4 and not res.interrupted
+    records = RunDir(res.run_dir).read_records()
+    assert len(records) == 4 and len({r["id"] for r in records}) == 4
+    assert all(r["status"] == "ok" for r in records)
+
+    rows = json.loads((res.run_dir / "leaderboard.json").read_text())
+    assert len(rows) == 4
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4]
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    by_id = {r["id"]: r for r in records}
+    expect = pareto_mask([(by_id[r["id"]]["generalization"], by_id[r["id"]]["capacity"]) for r in rows])
+    assert [r["pareto"] for r in rows] == expect
+    assert (res.run_dir / "leaderboard.csv").read_text().count("\n") == 5
+
+    # The Optuna study is a real journal study holding every trained trial with its values.
+    study = _study(res.run_dir)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MAXIMIZE"]
+    by_number = {t.number: t for t in study.trials}
+    for rec in records:
+        t = by_number[rec["number"]]
+        assert t.state == TrialState.COMPLETE
+        assert t.values == [rec["generalization"], rec["capacity"]]
+        assert t.user_attrs["score"] == rec["score"] and t.user_attrs["arch_id"] == rec["id"]
+    loaded = optuna.load_study(study_name="nas", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(res.run_dir / "optuna.journal"))))
+    assert len(loaded.trials) == len(study.trials)
+
+    # best.yaml and nas-export rebuild exactly the network: same parameter count, same layer names.
+    assert res.best_path == res.run_dir / "best.yaml"
+    best = load_model_config(res.best_path)
+    assert best.arch == Architecture.from_dict(by_id[rows[0]["id"]]["arch"])
+    out = export_from_run(res.run_dir, tmp_path / "third.yaml", rank=3)
+    mc = load_model_config(out)
+    rec = by_id[rows[2]["id"]]
+    assert mc.provenance["trial"] == rec["number"] and mc.num_classes == 4 and mc.in_chans == 1
+    model = build_model(mc)
+    ref = build_model(Architecture.from_dict(rec["arch"]), num_classes=4, image_size=32, in_chans=1)
+    assert sum(p.numel() for p in model.parameters()) == rec["metrics"]["params"]
+    assert list(model.state_dict()) == list(ref.state_dict())
+    assert count_cost(mc).params == rec["metrics"]["params"]
+
+
+def test_budget_candidates_never_reach_a_worker(ray_local, write_space, tmp_path):
+    limit = 18000  # 13 of the 24 candidates fit
+    res = run(write_space(max_params=limit), trials=5, run_dir=tmp_path / "run", progress=False)
+    records = RunDir(res.run_dir).read_records()
+    assert len(records) == 5
+    assert all(r["metrics"]["params"] <= limit for r in records)
+    study = _study(res.run_dir)
+    over = [t for t in study.trials if t.user_attrs.get("params", 0) > limit]
+    assert over, "the random sampler should have proposed some over-budget candidates"
+    for t in over:
+        assert t.user_attrs["status"] == "infeasible" and "tune_trial_id" not in t.user_attrs
+        assert max(t.user_attrs["constraints"]) > 0
+    # Tune started exactly one trial per record: over-budget proposals took no worker.
+    tune_trials = [p for p in (res.run_dir / "tune").rglob("params.json")]
+    assert len(tune_trials) == 5
+    trained = {json.loads(p.read_text())["arch_id"] for p in tune_trials}
+    assert trained == {r["id"] for r in records}
+
+
+def test_grid_runs_every_candidate_once_then_finishes(ray_local, write_space, tmp_path):
+    extra = "\n"
+    path = write_space(sampler="grid", max_params=14100)  # only 5 candidates fit
+    res = run(path, trials=50, run_dir=tmp_path / "run", progress=False)
+    records = RunDir(res.run_dir).read_records()
+    assert res.target == 24 and len(records) == 5 and res.exhausted
+    assert len({r["id"] for r in records}) == 5
+    assert all(r["metrics"]["params"] <= 14100 for r in records)
+
+
+def test_asha_scheduler_search_completes(ray_local, write_space, tmp_path):
+    extra = "  scheduler: {type: asha, grace_period: 1, reduction_factor: 2}\n"
+    path = write_space(epochs=3, extra="")
+    text = path.read_text().replace("search: {trials: 4, sampler: random, max_concurrent: 2, seed: 0}",
+                                    "search:\n  trials: 4\n  sampler: random\n  max_concurrent: 2\n" + extra)
+    path.write_text(text)
+    res = run(path, run_dir=tmp_path / "run", progress=False)
+    records = RunDir(res.run_dir).read_records()
+    assert len(records) == 4 and len({r["id"] for r in records}) == 4
+    assert {r["status"] for r in records} <= {"ok", "stopped"}
+    assert "ok" in {r["status"] for r in records}
+    study = _study(res.run_dir)
+    states = {t.number: t.state for t in study.trials}
+    for r in records:
+        assert states[r["number"]] == (TrialState.COMPLETE if r["status"] == "ok" else TrialState.PRUNED)

@@ -1,0 +1,85 @@
+"""Resume: a search stopped after k of N trials (in-process, or its driver SIGKILLed) finishes with exactly N
+distinct completed trials, none trained twice, and the Optuna study holding them all."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from optuna.trial import TrialState
+
+from nas.search import RunDir, run
+from nas.search.optuna_bridge import open_study
+
+BIN = Path(sys.executable).parent
+
+
+def _check_complete(run_dir: Path, n: int) -> list[dict]:
+    records = RunDir(run_dir).read_records()
+    ids = [r["id"] for r in records]
+    assert len(records) == n, f"{len(records)} records, wanted {n}"
+    assert len(set(ids)) == n, "an architecture was trained twice"
+    study = open_study(RunDir(run_dir))
+    by_number = {t.number: t for t in study.trials}
+    for r in records:
+        t = by_number[r["number"]]
+        assert t.state == TrialState.COMPLETE and t.values == [r["generalization"], r["capacity"]]
+        assert t.user_attrs["arch_id"] == r["id"]
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    # Every interrupted trial's architecture was trained on resume.
+    interrupted = [t for t in study.trials if t.user_attrs.get("interrupted")]
+    assert {t.user_attrs["arch_id"] for t in interrupted} <= set(ids)
+    return records
+
+
+def test_resume_after_in_process_stop(ray_local, write_space, tmp_path):
+    space = write_space()
+    rd = tmp_path / "run"
+    first = run(space, trials=6, run_dir=rd, progress=False, should_stop=lambda p: p.done >= 2)
+    assert first.interrupted and 2 <= first.completed < 6
+    done_first = {r["id"]: r["number"] for r in RunDir(rd).read_records()}
+    second = run(None, resume=True, run_dir=rd, progress=False)
+    assert second.completed == 6 and not second.interrupted
+    records = _check_complete(rd, 6)
+    # Trials finished before the stop kept their records (same Optuna trial), they were not re-run.
+    assert {r["id"]: r["number"] for r in records[:len(done_first)]} == done_first
+    # --trials on resume extends the budget.
+    third = run(space, resume=True, run_dir=rd, trials=7, progress=False)
+    assert third.completed == 7
+    _check_complete(rd, 7)
+
+
+def test_resume_after_driver_sigkill(ray_local, write_space, tmp_path):
+    space = write_space(epochs=2)
+    rd = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen([str(BIN / "nas-search"), "--space", str(space), "--run-dir", str(rd), "--trials", "5",
+                             "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                            start_new_session=True)
+    jsonl = rd / "trials.jsonl"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            if jsonl.is_file() and jsonl.read_text().count("\n") >= 2:
+                break
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the search did not finish 2 trials in time")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        try:  # the local Ray the killed driver started (same process group) goes with it
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.stderr.close()
+    done_before = len(RunDir(rd).read_records())
+    assert 2 <= done_before < 5
+    res = run(None, resume=True, run_dir=rd, progress=False)
+    assert res.completed == 5
+    _check_complete(rd, 5)
