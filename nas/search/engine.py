@@ -297,6 +297,10 @@ def _run_locked(exp: Experiment, run_: RunDir, existing: bool, address: str | No
                         target=target, interrupted=interrupted, exhausted=exhausted, timings=timings)
 
 
+def _trial_name(trial) -> str:
+    return f"trial-{trial.config['number']:04d}-{trial.config['arch_id']}"
+
+
 def _tune(exp: Experiment, run_: RunDir, study, records: dict, remaining: int, address: str | None,
           session: int, prog: Progress, say: _Printer, should_stop, t_cmd: float):
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -371,7 +375,8 @@ def _tune(exp: Experiment, run_: RunDir, study, records: dict, remaining: int, a
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
-                                        max_concurrent_trials=s.max_concurrent, reuse_actors=True),
+                                        max_concurrent_trials=s.max_concurrent, reuse_actors=True,
+                                        trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(name=f"session-{session}", storage_path=str(run_.tune_dir), verbose=0,
                                       stop=_Stopper(), callbacks=[_Start()],
                                       failure_config=tune.FailureConfig(max_failures=s.max_retries)),
