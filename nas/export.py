@@ -60,7 +60,7 @@ def select_record(run_dir: str | os.PathLike, *, rank: int | None = None, trial:
         text = str(trial)
         match = [r for r in records if str(r.get("number")) == text or r["id"] == text]
         if not match:
-            known = ", ".join(f"{r['number']} ({r['id']})" for r in rows[:10])
+            known = ", ".join(f"{r['trial']} ({r['id']})" for r in rows[:10])
             raise UserError(f"{run.path}: no finished trial {text!r} (an Optuna trial number or architecture id). "
                             f"Finished trials: {known or 'none yet'}. See leaderboard.csv.")
         return match[0], run, exp

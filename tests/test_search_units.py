@@ -1,0 +1,95 @@
+"""Units of the search without Ray: the search section, the run directory records and the leaderboard."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nas.errors import ConfigError, UserError
+from nas.search import RunDir, SearchConfig, load_experiment
+from nas.search.leaderboard import build_rows, format_table
+from nas.space import bundled_spaces
+from trainers.objective import pareto_mask
+
+
+def _rec(arch, number, g, c, status="ok"):
+    return {"id": arch.id, "arch": arch.to_dict(), "arch_str": str(arch), "number": number, "status": status,
+            "reason": "" if status == "ok" else "boom", "generalization": g, "capacity": c, "score": (g + c) / 2,
+            "metrics": {"params": 1000.0 + number, "macs": 5000.0}, "history": []}
+
+
+def test_search_section_defaults_and_validation(write_space):
+    exp = load_experiment(write_space())
+    assert exp.search.trials == 4 and exp.search.sampler == "random" and exp.search.max_concurrent == 2
+    assert SearchConfig().sampler == "tpe" and SearchConfig().scheduler.type == "none"
+    over = exp.with_search(trials=9, sampler="nsga2", cpus_per_trial=None)
+    assert (over.search.trials, over.search.sampler, over.search.cpus_per_trial) == (9, "nsga2", 1.0)
+    with pytest.raises(ConfigError, match=r"search.gpus_per_trial.*-1"):
+        exp.with_search(gpus_per_trial=-1)
+
+
+@pytest.mark.parametrize("snippet,key", [
+    ("search: {trials: 4, sampler: bayes}", "search.sampler"),
+    ("search: {trials: 4, cpus_per_trial: 0}", "search.cpus_per_trial"),
+    ("search: {trials: 4, schedulr: {}}", "search.schedulr"),
+    ("search: {trials: 4, scheduler: {type: asha, reduction_factor: 1}}", "search.scheduler.reduction_factor"),
+    ("search: {trials: 4, scheduler: {type: hyperband}}", "search.scheduler.type"),
+])
+def test_bad_search_values_name_the_key(snippet, key, write_space):
+    path = write_space()
+    text = path.read_text()
+    path.write_text(text[:text.index("search:")] + snippet + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    assert f"`{key}`" in str(info.value) and str(path) in str(info.value)
+
+
+def test_budget_below_smallest_candidate_is_refused(write_space):
+    with pytest.raises(ConfigError, match="space.budgets.max_params"):
+        load_experiment(write_space(max_params=1000))
+
+
+@pytest.mark.parametrize("name", bundled_spaces())
+def test_shipped_spaces_have_valid_search_sections(name):
+    exp = load_experiment(name)
+    assert exp.raw.get("search"), f"{name} has no search: section"
+    if name == "coatnet-paper.yaml":
+        assert exp.search.sampler == "grid" and exp.space.size() == 5
+
+
+def test_records_survive_a_torn_last_line_but_not_damage_inside(write_space, tmp_path):
+    exp = load_experiment(write_space())
+    archs = list(exp.space.enumerate(3))
+    rd = RunDir(tmp_path / "r")
+    rd.path.mkdir()
+    rd.append_record(_rec(archs[0], 0, 0.5, 0.5))
+    with open(rd.trials_jsonl, "a") as fh:
+        fh.write('{"id": "torn')  # a driver killed mid-write
+    assert [r["number"] for r in rd.read_records()] == [0]
+    rd.append_record(_rec(archs[1], 1, 0.4, 0.6))  # starts on a fresh line
+    with pytest.raises(UserError, match="line 2"):
+        rd.read_records()
+    lines = rd.trials_jsonl.read_text().splitlines()
+    rd.trials_jsonl.write_text("\n".join([lines[0], lines[2]]) + "\n")
+    assert [r["number"] for r in rd.read_records()] == [0, 1]
+
+
+def test_leaderboard_ranks_pareto_and_failures(write_space):
+    exp = load_experiment(write_space())
+    archs = list(exp.space.enumerate(6))
+    pts = [(0.9, 0.1), (0.5, 0.5), (0.4, 0.4), (0.1, 0.95), (0.5, 0.5)]
+    recs = [_rec(a, i, g, c) for i, (a, (g, c)) in enumerate(zip(archs, pts))]
+    recs.append(_rec(archs[5], 5, 0.0, 0.0, status="diverged"))
+    recs.append(dict(recs[1], number=9))  # the same architecture again: the first record counts
+    rows = build_rows(recs)
+    assert len(rows) == 6
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert [r["rank"] for r in ok] == [1, 2, 3, 4, 5] and rows[-1]["rank"] is None
+    assert rows[-1]["status"] == "diverged"
+    assert [r["score"] for r in ok] == sorted((r["score"] for r in ok), reverse=True)
+    by_trial = {r["trial"]: r for r in rows}
+    expect = pareto_mask(pts)
+    assert [by_trial[i]["pareto"] for i in range(5)] == expect == [True, True, False, True, True]
+    assert 9 not in by_trial
+    table = format_table(rows)
+    assert len(table.splitlines()) == 8 and "diverged (boom)" in table
