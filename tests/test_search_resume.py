@@ -83,3 +83,29 @@ def test_resume_after_driver_sigkill(ray_local, write_space, tmp_path):
     res = run(None, resume=True, run_dir=rd, progress=False)
     assert res.completed == 5
     _check_complete(rd, 5)
+
+
+def test_ctrl_c_stops_cleanly_and_resumes(ray_local, write_space, tmp_path):
+    """SIGINT to the whole process group, as a terminal's Ctrl-C sends it: exit 130, resume hint, no loss."""
+    space = write_space(epochs=3)
+    rd = tmp_path / "run"
+    proc = subprocess.Popen([str(BIN / "nas-search"), "--space", str(space), "--run-dir", str(rd), "--trials", "5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    jsonl = rd / "trials.jsonl"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and not (jsonl.is_file() and jsonl.read_text().count("\n") >= 1):
+            assert proc.poll() is None
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out and f"nas-search --resume {rd}" in out
+    records = RunDir(rd).read_records()
+    assert 1 <= len(records) < 5 and all(r["status"] == "ok" for r in records), records
+    res = run(None, resume=True, run_dir=rd, progress=False)
+    assert res.completed == 5
+    _check_complete(rd, 5)

@@ -194,6 +194,15 @@ class OptunaSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         """Nothing to restore: see :meth:`save`."""
 
+    def _worker_error(self, number: int, arch: Architecture) -> str:
+        """The last line of the failed trial's Tune error file, or a pointer to it."""
+        files = sorted(self.run.tune_dir.glob(f"session-*/trial-{number:04d}-{arch.id}/error.txt"))
+        for f in reversed(files):
+            lines = [l.strip() for l in f.read_text(errors="replace").splitlines() if l.strip()]
+            if lines:
+                return f"the worker failed: {lines[-1][:300]}"
+        return "the worker failed (its Ray Tune error log is under tune/)"
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self.last[trial_id] = result
 
@@ -211,13 +220,15 @@ class OptunaSearcher(Searcher):
             rec = {**base, "status": payload["status"], "reason": payload["reason"],
                    "generalization": payload["generalization"], "capacity": payload["capacity"],
                    "score": payload["score"], "metrics": payload["metrics"], "history": payload["history"]}
+        elif self.stopping:
+            return  # interrupted (Ctrl-C, should_stop): left RUNNING, so reconcile() re-queues it
         elif error:
             cost = self.cost_fn(arch)
-            rec = {**base, "status": "error", "reason": "the worker failed (see tune/ for its error log)",
+            rec = {**base, "status": "error", "reason": self._worker_error(trial.number, arch),
                    "generalization": 0.0, "capacity": 0.0, "score": 0.0,
                    "metrics": {"params": float(cost.params), "macs": float(cost.macs)}, "history": []}
-        elif self.stopping or "score" not in result:
-            return  # interrupted: left RUNNING, so reconcile() re-queues it
+        elif "score" not in result:
+            return  # ended before its first report without an error: re-queued like an interruption
         else:
             cost = self.cost_fn(arch)
             epoch = int(result.get("epoch", 0))
