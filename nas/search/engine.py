@@ -220,8 +220,9 @@ def run(space: str | os.PathLike | Experiment | None = None, *, trials: int | No
                     f"({exp.file} vs the recorded {run_.space_yaml}): {'; '.join(changed) or 'fingerprint differs'}. "
                     "Resume with the original file (or with `--resume` alone), or start a new run with another "
                     "`--name`.")
-            exp = dataclasses.replace(exp, search=dataclasses.replace(exp.search, trials=stored.search.trials)) \
-                if trials is None else exp
+            if trials is None:  # the same command again never shrinks the budget of the run
+                keep = max(stored.search.trials, exp.search.trials)
+                exp = dataclasses.replace(exp, search=dataclasses.replace(exp.search, trials=keep))
     assert exp is not None
     exp = exp.with_search(trials=trials, max_concurrent=max_concurrent, cpus_per_trial=cpus_per_trial,
                           gpus_per_trial=gpus_per_trial, sampler=sampler, seed=seed)
