@@ -6,6 +6,8 @@ budgets against the cost model, so the search engine only ever sees validated ob
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -47,11 +49,13 @@ class SearchConfig:
         max_concurrent: trials running at once (``null``: as many as the CPUs/GPUs allow).
         cpus_per_trial: CPUs of one trial; the trainer uses exactly this many torch threads.
         gpus_per_trial: GPUs of one trial; fractions such as 0.25 pack several trials on one GPU.
-        max_retries: times a trial whose worker died is retried.
+        max_retries: times a trial whose worker died (a lost node, a killed process) is retried.
         max_skips: proposals in a row that may be skipped (over budget or already trained) before the
             space counts as exhausted.
         startup_trials: random trials before TPE/NSGA-II model the results.
         scheduler: optional ASHA early stopping.
+        trainer: the proxy trainer, ``module:function`` with ``trainers.proxy.train_candidate``'s signature
+            and result (plug in your own proxy; it must be importable on every worker).
     """
 
     trials: int = field(default=8, metadata={"check": lambda v: v >= 1, "allowed": "an integer >= 1"})
@@ -61,10 +65,13 @@ class SearchConfig:
                                                                "allowed": "an integer >= 1 or null"})
     cpus_per_trial: float = field(default=1.0, metadata={"check": lambda v: v > 0, "allowed": "a number > 0"})
     gpus_per_trial: float = field(default=0.0, metadata={"check": lambda v: v >= 0, "allowed": "a number >= 0"})
-    max_retries: int = field(default=1, metadata={"check": lambda v: v >= 0, "allowed": "an integer >= 0"})
+    max_retries: int = field(default=2, metadata={"check": lambda v: v >= 0, "allowed": "an integer >= 0"})
     max_skips: int = field(default=200, metadata={"check": lambda v: v >= 1, "allowed": "an integer >= 1"})
     startup_trials: int = field(default=4, metadata={"check": lambda v: v >= 1, "allowed": "an integer >= 1"})
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    trainer: str = field(default="trainers.proxy:train_candidate", metadata={
+        "check": lambda v: bool(re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v)),
+        "allowed": "an importable `module:function`, e.g. trainers.proxy:train_candidate"})
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,7 @@ def experiment_from_dict(data: dict, file: str | None = None) -> Experiment:
     train = parse_train(data.get("train"), file)
     objective = parse_objective(data.get("objective"), file)
     search = parse_dataclass(SearchConfig, data.get("search"), file, "search")
+    _check_trainer(search.trainer, file)
     space.check_budgets(count_cost, num_classes=num_classes_hint(train))
     return Experiment(space=space, train=train, objective=objective, search=search, file=file, raw=dict(data))
 
@@ -116,6 +124,20 @@ def load_experiment(path_or_name: str | Path) -> Experiment:
 
     path, data = load_yaml(path_or_name)
     return experiment_from_dict(data, str(path))
+
+
+def _check_trainer(path: str, file: str | None) -> None:
+    if path == SearchConfig.trainer:
+        return
+    module, _, name = path.partition(":")
+    try:
+        found = callable(getattr(importlib.import_module(module), name, None))
+        why = f"{module} has no function {name}"
+    except Exception as err:  # noqa: BLE001 - any import failure is the user's module
+        found, why = False, f"importing {module} failed: {type(err).__name__}: {err}"
+    if not found:
+        raise ConfigError(file, "search.trainer", why, "an importable `module:function` (on the driver and "
+                          "every worker), e.g. trainers.proxy:train_candidate", path)
 
 
 def num_classes_hint(train: Any) -> int:

@@ -6,14 +6,51 @@ reported to Tune (so an ASHA scheduler can stop the trial); the last report carr
 """
 from __future__ import annotations
 
+import importlib
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["train_trial", "FINAL_KEY", "RESULT_KEY"]
+__all__ = ["train_trial", "run_trainer", "FINAL_KEY", "RESULT_KEY", "DEFAULT_TRAINER"]
 
 FINAL_KEY = "nas_final"
 RESULT_KEY = "nas_result"
+DEFAULT_TRAINER = "trainers.proxy:train_candidate"
+
+
+def _load(path: str) -> Callable[..., Any]:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def run_trainer(path: str | None, arch, dataset, train, objective, threads: int, on_epoch, image_size: int,
+                passed: list[BaseException] = ()):
+    """Call the trainer at ``path`` (``module:function``, train_candidate's signature) and turn whatever goes
+    wrong in it into a failed :class:`TrialResult` with its reason: an exception (``error``), out of
+    memory (``oom``) or non-finite axes (``diverged``). Exceptions in ``passed`` (Tune stopping the trial)
+    propagate."""
+    from trainers.proxy import _is_oom
+    from trainers.result import TrialResult
+
+    t0 = time.perf_counter()
+    try:
+        res = _load(path or DEFAULT_TRAINER)(arch, dataset, train, objective, num_threads=threads,
+                                             on_epoch=on_epoch, image_size=image_size)
+        if not isinstance(res, TrialResult):
+            raise TypeError(f"the trainer {path} returned {type(res).__name__}, not a TrialResult")
+        return res
+    except Exception as err:  # noqa: BLE001 - a failed candidate is a result, the search goes on
+        if any(err is p for p in passed):
+            raise
+        text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        if isinstance(err, ValueError) and "must be finite" in text:
+            status, reason = "diverged", f"the trainer returned a non-finite result ({text})"
+        elif _is_oom(err):
+            status, reason = "oom", f"out of memory: {text}"
+        else:
+            status, reason = "error", f"{type(err).__name__}: {text}"
+        return TrialResult.failed(status, reason[:500], wall_s=time.perf_counter() - t0)
 
 
 def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
@@ -24,7 +61,7 @@ def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
 
     from nas.arch import Architecture
     from trainers.data import load_dataset
-    from trainers.proxy import parse_objective, parse_train, train_candidate
+    from trainers.proxy import parse_objective, parse_train
 
     threads = max(1, int(setup["cpus_per_trial"]))
     torch.set_num_threads(threads)
@@ -34,12 +71,18 @@ def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     dataset = load_dataset(train.data, setup["image_size"], setup["in_chans"])
     t_start = time.perf_counter()
 
-    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        tune.report({"score": metrics["score"], "generalization": metrics["generalization"],
-                     "capacity": metrics["capacity"], "epoch": epoch, FINAL_KEY: 0})
+    passed: list[BaseException] = []
 
-    res = train_candidate(arch, dataset, train, objective, num_threads=threads, on_epoch=on_epoch,
-                          image_size=setup["image_size"])
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        try:
+            tune.report({"score": metrics["score"], "generalization": metrics["generalization"],
+                         "capacity": metrics["capacity"], "epoch": epoch, FINAL_KEY: 0})
+        except BaseException as err:  # Tune stopping the trial: not a failure of the candidate
+            passed.append(err)
+            raise
+
+    res = run_trainer(setup.get("trainer"), arch, dataset, train, objective, threads, on_epoch,
+                      setup["image_size"], passed)
     t_end = time.perf_counter()
     payload = res.to_dict()
     payload["metrics"] = {**payload["metrics"], "num_classes": float(dataset.num_classes),
