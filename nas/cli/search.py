@@ -3,7 +3,7 @@
     nas-search --space coatnet.yaml                 # runs/coatnet; the same command again resumes it
     nas-search --space coatnet.yaml --dry-run       # size and a few candidates with params/MACs, no training
     nas-search --resume runs/coatnet --trials 16    # continue, raising the budget to 16 trials
-    nas-search --space my.yaml --address auto --gpus-per-trial 0.25
+    nas-search --space my.yaml --address auto --gpus-per-trial 0.25 --run-dir s3://bucket/runs/x
 
 Flags override the YAML's ``search:`` section. Ctrl-C stops cleanly; everything is saved.
 """
@@ -25,13 +25,16 @@ def build_parser() -> ArgumentParser:
                    "coatnet-paper.yaml)")
     p.add_argument("--trials", type=int, help="completed trials wanted in total (on resume: the new total)")
     p.add_argument("--name", help="run name: the run directory is runs/NAME (default: the space file's stem)")
-    p.add_argument("--run-dir", metavar="DIR", help="run directory (instead of runs/NAME)")
+    p.add_argument("--run-dir", metavar="DIR", help="run directory (instead of runs/NAME): a path, or a URI "
+                   "such as s3://bucket/runs/x, gs://..., file:///...")
     p.add_argument("--max-concurrent", type=int, metavar="K", help="trials running at once")
     p.add_argument("--cpus-per-trial", type=float, metavar="C", help="CPUs (= torch threads) of one trial")
     p.add_argument("--gpus-per-trial", type=float, metavar="G", help="GPUs of one trial; fractions pack trials")
     p.add_argument("--sampler", choices=["tpe", "nsga2", "random", "grid"])
     p.add_argument("--seed", type=int)
     p.add_argument("--address", metavar="ADDR", help="Ray cluster to join: HOST:PORT, ray://HOST:PORT or auto")
+    p.add_argument("--storage", metavar="URL", help="Optuna study in a database: postgresql://user:pw@host/db, "
+                   "sqlite:///study.db (default: the journal file RUN_DIR/optuna.journal)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR (or the one named by --name/--run-dir)")
     p.add_argument("--dry-run", action="store_true", help="validate, print the size and sampled candidates; "
@@ -71,7 +74,7 @@ def _main(args) -> int:
         return 0
     run_dir = args.resume if isinstance(args.resume, str) else args.run_dir
     res = run(args.space, trials=args.trials, name=args.name, run_dir=run_dir, resume=bool(args.resume),
-              address=args.address, max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
+              address=args.address, storage=args.storage, max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
               gpus_per_trial=args.gpus_per_trial, sampler=args.sampler, seed=args.seed,
               progress=sys.stdout if not args.quiet else False)
     if args.quiet:

@@ -13,7 +13,6 @@ ones re-run, and ``trials`` may raise the budget.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import random
 import signal
@@ -29,8 +28,9 @@ import yaml
 
 from ..errors import UserError
 from .config import Experiment, load_experiment
-from .leaderboard import build_rows, format_table, latest_records, write_leaderboard
+from .leaderboard import format_table, latest_records, write_leaderboard
 from .rundir import DEFAULT_ROOT, RunDir, atomic_write
+from .storage import Mirror, is_uri
 
 __all__ = ["run", "dry_run", "SearchResult", "Progress", "resolve_run_dir", "model_config_of"]
 
@@ -172,8 +172,8 @@ def run(space: str | os.PathLike | Experiment | None = None, *, trials: int | No
         name: str | None = None, run_dir: str | os.PathLike | None = None, resume: bool = False,
         address: str | None = None, max_concurrent: int | None = None, cpus_per_trial: float | None = None,
         gpus_per_trial: float | None = None, sampler: str | None = None, seed: int | None = None,
-        progress: bool | TextIO = True, should_stop: Callable[[Progress], bool] | None = None,
-        export: bool = True) -> SearchResult:
+        storage: str | None = None, progress: bool | TextIO = True,
+        should_stop: Callable[[Progress], bool] | None = None, export: bool = True) -> SearchResult:
     """Run (or resume) a search and return its leaderboard.
 
     Args:
@@ -181,7 +181,11 @@ def run(space: str | os.PathLike | Experiment | None = None, *, trials: int | No
         trials: completed trials wanted in total (raises the budget of a resumed run).
         name: run name; the run directory is ``runs/<name>`` unless ``run_dir`` is given.
         resume: continue the run in ``run_dir`` (an existing run of the same name also continues).
+        run_dir: a folder (local disk, NFS) or a URI (``s3://``, ``gs://``, ``file://``; anything ``pyarrow.fs``
+            opens): the driver then works in a local copy, pushed back after every finished trial.
         address: a Ray cluster to join (``HOST:PORT``, ``ray://HOST:PORT`` or ``auto``).
+        storage: an RDB URL for the Optuna study (``postgresql://...``, ``sqlite:///...``); default the
+            journal file ``RUN_DIR/optuna.journal``. Recorded in the run (without its password).
         progress: ``True`` prints progress on stdout, a file object prints there, ``False`` is silent.
         should_stop: polled after each finished trial; ``True`` stops the search cleanly (resumable).
         export: write ``best.yaml`` at the end.
@@ -192,13 +196,20 @@ def run(space: str | os.PathLike | Experiment | None = None, *, trials: int | No
         raise UserError("nas-search needs a search space (`--space FILE|NAME`) or a run to resume "
                         "(`--resume RUN_DIR`).")
     exp = None if space is None else (space if isinstance(space, Experiment) else load_experiment(space))
+    mirror = None
+    if run_dir is not None and is_uri(run_dir):
+        mirror = Mirror(str(run_dir))
+        if mirror.exists():
+            mirror.pull()
+        run_dir = mirror.local
     path = resolve_run_dir(name, run_dir, exp.file if exp else None)
+    shown = mirror.uri if mirror else path
     run_ = RunDir(path)
     if resume and not run_.exists():
         if run_.path.exists() and not run_.path.is_dir():
-            raise UserError(f"--resume {path}: that is a file, not a run directory. Pass the folder a search "
+            raise UserError(f"--resume {shown}: that is a file, not a run directory. Pass the folder a search "
                             "wrote (e.g. runs/<name>).")
-        raise UserError(f"--resume {path}: no search was run there (no {path}/experiment.json). Pass the run "
+        raise UserError(f"--resume {shown}: no search was run there (no experiment.json). Pass the run "
                         "directory of an earlier search, or start one with `nas-search --space FILE`.")
     if run_.path.exists() and not run_.path.is_dir():
         raise UserError(f"Run directory {path} exists and is not a folder. Choose another `--run-dir` or "
@@ -207,6 +218,9 @@ def run(space: str | os.PathLike | Experiment | None = None, *, trials: int | No
     if not existing and run_.path.is_dir() and any(p for p in run_.path.iterdir() if p.name != "driver.lock"):
         raise UserError(f"Run directory {path} exists and holds other files, but no search (no experiment.json). "
                         "Choose an empty or new folder with `--run-dir`/`--name`.")
+    if storage is not None:
+        from .optuna_bridge import check_storage_url
+        check_storage_url(storage)
     if existing:
         meta = run_.read_meta()
         stored = run_.read_experiment()
@@ -216,13 +230,17 @@ def run(space: str | os.PathLike | Experiment | None = None, *, trials: int | No
             changed = _changes(stored, exp)
             if changed or stored.space.fingerprint() != meta["fingerprint"]:
                 raise UserError(
-                    f"Cannot resume {path}: the search space changed since that run started "
+                    f"Cannot resume {shown}: the search space changed since that run started "
                     f"({exp.file} vs the recorded {run_.space_yaml}): {'; '.join(changed) or 'fingerprint differs'}. "
                     "Resume with the original file (or with `--resume` alone), or start a new run with another "
                     "`--name`.")
             if trials is None:  # the same command again never shrinks the budget of the run
                 keep = max(stored.search.trials, exp.search.trials)
                 exp = dataclasses.replace(exp, search=dataclasses.replace(exp.search, trials=keep))
+        if storage is not None and _redact(storage) != (meta.get("storage") or "journal"):
+            raise UserError(f"Cannot resume {shown} with --storage {_redact(storage)}: its Optuna study lives in "
+                            f"{meta.get('storage') or 'RUN_DIR/optuna.journal'}. Leave --storage out, or give "
+                            "the URL the run started with.")
     assert exp is not None
     exp = exp.with_search(trials=trials, max_concurrent=max_concurrent, cpus_per_trial=cpus_per_trial,
                           gpus_per_trial=gpus_per_trial, sampler=sampler, seed=seed)
@@ -230,47 +248,76 @@ def run(space: str | os.PathLike | Experiment | None = None, *, trials: int | No
 
     from .lock import RunLock
     with RunLock(run_.path):
-        return _run_locked(exp, run_, existing, address, progress, should_stop, export, t_cmd)
+        return _run_locked(exp, run_, existing, address, storage, mirror, progress, should_stop, export, t_cmd)
 
 
-def _run_locked(exp: Experiment, run_: RunDir, existing: bool, address: str | None, progress: Any,
-                should_stop: Callable[[Progress], bool] | None, export: bool, t_cmd: float) -> SearchResult:
-    from ..cost import count_cost
+def _redact(url: str) -> str:
+    from .optuna_bridge import redact
+    return redact(url)
+
+
+def _run_locked(exp: Experiment, run_: RunDir, existing: bool, address: str | None, storage: str | None,
+                mirror: Mirror | None, progress: Any, should_stop: Callable[[Progress], bool] | None,
+                export: bool, t_cmd: float) -> SearchResult:
     from . import optuna_bridge as ob
 
     name = run_.path.name
     out = sys.stdout if progress is True else (progress or None)
     say = _Printer(out, run_)
-    meta = run_.read_meta() if existing else {"format": 1, "name": name, "fingerprint": exp.space.fingerprint(),
-                                                "source": exp.file, "sessions": []}
-    session = len(meta["sessions"])
-    meta["sessions"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "trials": exp.search.trials,
-                             "address": address})
-    run_.write_experiment(exp, name)
-    run_.write_meta(meta)
-
     all_records = run_.read_records()
-    records = {r["id"]: r for r in latest_records(all_records)}
     s = exp.search
-    sampler = ob.make_sampler(s.sampler, s.seed + 1000 * session, s.startup_trials)
-    study = ob.open_study(run_, sampler)
-    requeued = ob.reconcile(study, all_records)
-    if s.sampler == "grid" and not existing:
-        ob.enqueue_grid(study, exp.space, limit=None)
     target = s.trials if s.sampler != "grid" else min(s.trials, exp.space.size())
-    prog = Progress(target=target, done=len(records), done_at_start=len(records),
-                    failed=sum(r["status"] != "ok" for r in records.values()))
-    verb = "Resuming" if existing else "Starting"
-    say(f"nas-search: {verb} run {run_.path} ({exp.space.size():,} candidates, sampler {s.sampler}, "
-        f"{prog.done}/{target} trials done" + (f", {requeued} interrupted re-queued" if requeued else "") + ")")
+    remaining = target - len(latest_records(all_records))
+    # Join Ray first: a wrong address or an impossible resource request changes nothing in the run directory.
+    started = _connect(address, s) if remaining > 0 else False
+    try:
+        if existing:
+            meta = run_.read_meta()
+        else:
+            import uuid
+            meta = {"format": 1, "name": name, "fingerprint": exp.space.fingerprint(), "source": exp.file,
+                    "storage": _redact(storage) if storage else None,
+                    "study": f"{name}-{uuid.uuid4().hex[:8]}" if storage else ob.STUDY_NAME,
+                    "uri": mirror.uri if mirror else None, "sessions": []}
+        session = len(meta["sessions"])
+        meta["sessions"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "trials": exp.search.trials,
+                                 "address": address})
+        run_.write_experiment(exp, name)
+        run_.write_meta(meta)
 
-    remaining = target - prog.done
-    interrupted = exhausted = False
-    timings: dict[str, float] = {}
-    if remaining > 0:
-        interrupted, exhausted, timings = _tune(exp, run_, study, records, remaining, address, session, prog,
-                                                say, should_stop, t_cmd)
-        ob.reconcile(study, run_.read_records())
+        sampler = ob.make_sampler(s.sampler, s.seed + 1000 * session, s.startup_trials)
+        study = ob.open_study(run_, sampler, storage=storage)
+        recovered = ob.recover_records(study, all_records, exp.space, run_) if existing else []
+        if recovered:
+            say(f"nas-search: {len(recovered)} finished trial(s) missing from {run_.trials_jsonl.name} were recovered "
+                f"from the Optuna study (trials {', '.join(str(r['number']) for r in recovered)})")
+            all_records = run_.read_records()
+            remaining = target - len(latest_records(all_records))
+        records = {r["id"]: r for r in latest_records(all_records)}
+        requeued = ob.reconcile(study, all_records)
+        if s.sampler == "grid" and not existing:
+            ob.enqueue_grid(study, exp.space, limit=None)
+        prog = Progress(target=target, done=len(records), done_at_start=len(records),
+                        failed=sum(r["status"] != "ok" for r in records.values()))
+        verb = "Resuming" if existing else "Starting"
+        where = mirror.uri if mirror else run_.path
+        say(f"nas-search: {verb} run {where} ({exp.space.size():,} candidates, sampler {s.sampler}, "
+            f"{prog.done}/{target} trials done" + (f", {requeued} interrupted re-queued" if requeued else "") + ")")
+        if mirror is not None:
+            say(f"nas-search: working copy {run_.path}, pushed to {mirror.uri} after every trial")
+
+        interrupted = exhausted = False
+        timings: dict[str, float] = {"ray_ready_s": time.perf_counter() - t_cmd}
+        if remaining > 0:
+            sync = mirror.push if mirror is not None else None
+            interrupted, exhausted, more = _tune(exp, run_, study, records, remaining, session, prog, say,
+                                                 should_stop, t_cmd, sync)
+            timings.update(more)
+            ob.reconcile(study, run_.read_records())
+    finally:
+        if started:
+            import ray
+            ray.shutdown()
     rows = write_leaderboard(run_)
     best = next((r for r in rows if r["status"] == "ok"), None)
     best_path = None
@@ -281,6 +328,8 @@ def _run_locked(exp: Experiment, run_: RunDir, existing: bool, address: str | No
     meta["sessions"][-1].update({"ended": time.strftime("%Y-%m-%d %H:%M:%S"), "completed": len(rows),
                                  "interrupted": interrupted})
     run_.write_meta(meta)
+    if mirror is not None:
+        mirror.push()
     if out is not None:
         print("", file=out)
         print(format_table(rows), file=out)
@@ -302,104 +351,114 @@ def _trial_name(trial) -> str:
     return f"trial-{trial.config['number']:04d}-{trial.config['arch_id']}"
 
 
-def _tune(exp: Experiment, run_: RunDir, study, records: dict, remaining: int, address: str | None,
-          session: int, prog: Progress, say: _Printer, should_stop, t_cmd: float):
+def _connect(address: str | None, s) -> bool:
+    """Join (or start) Ray and check the per-trial resources; ``True`` when this call started Ray."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     import ray
+
+    from .cluster import check_resources, connect
+    started = connect(address)
+    try:
+        check_resources(s.cpus_per_trial, s.gpus_per_trial)
+    except BaseException:
+        if started:
+            ray.shutdown()
+        raise
+    return started
+
+
+def _tune(exp: Experiment, run_: RunDir, study, records: dict, remaining: int, session: int, prog: Progress,
+          say: _Printer, should_stop, t_cmd: float, sync: Callable[[], None] | None):
     from ray import tune
     from ray.tune import Callback
 
     from ..cost import count_cost
-    from .cluster import check_resources, connect
     from .optuna_bridge import OptunaSearcher
     from .trainable import train_trial
 
     s, sp = exp.search, exp.space
     num_classes = exp.num_classes
-    started = connect(address)
-    timings: dict[str, float] = {"ray_ready_s": time.perf_counter() - t_cmd}
+    timings: dict[str, float] = {}
     t0 = time.perf_counter()
     stop = {"flag": False, "why": ""}
-    try:
-        check_resources(s.cpus_per_trial, s.gpus_per_trial)
 
-        def cost_fn(arch):
-            return count_cost(arch, image_size=sp.image_size, num_classes=num_classes, in_chans=sp.in_chans)
+    def cost_fn(arch):
+        return count_cost(arch, image_size=sp.image_size, num_classes=num_classes, in_chans=sp.in_chans)
 
-        def on_record(rec: dict[str, Any]) -> None:
-            prog.done += 1
-            prog.failed += rec["status"] != "ok"
-            if rec["status"] == "ok" and (prog.best is None or rec["score"] > prog.best["score"]):
-                prog.best = rec
-            prog.elapsed_s = time.perf_counter() - t0
-            prog.running = len(searcher.live)
-            prog.skipped = searcher.skipped + searcher.duplicates
-            best = f"best {prog.best['score']:.3f} (trial {prog.best['number']})" if prog.best else "best -"
-            what = f"{rec['status']}" + (f": {rec['reason'][:60]}" if rec["status"] != "ok" else
-                                         f" score {rec['score']:.3f}")
-            say(f"[{prog.done:>3}/{prog.target}] trial {rec['number']} {rec['arch_str']} -> {what} | "
-                f"running {prog.running} failed {prog.failed} skipped {prog.skipped} | {best} | "
-                f"{_fmt_s(prog.elapsed_s)} elapsed, ETA {_fmt_s(prog.eta_s)}")
-            write_leaderboard(run_)
-            if should_stop is not None and not stop["flag"] and should_stop(prog):
-                stop["flag"], stop["why"] = True, "should_stop"
-                searcher.stopping = True
+    def on_record(rec: dict[str, Any]) -> None:
+        prog.done += 1
+        prog.failed += rec["status"] != "ok"
+        if rec["status"] == "ok" and (prog.best is None or rec["score"] > prog.best["score"]):
+            prog.best = rec
+        prog.elapsed_s = time.perf_counter() - t0
+        prog.running = len(searcher.live)
+        prog.skipped = searcher.skipped + searcher.duplicates
+        best = f"best {prog.best['score']:.3f} (trial {prog.best['number']})" if prog.best else "best -"
+        what = f"{rec['status']}" + (f": {rec['reason'][:60]}" if rec["status"] != "ok" else
+                                     f" score {rec['score']:.3f}")
+        say(f"[{prog.done:>3}/{prog.target}] trial {rec['number']} {rec['arch_str']} -> {what} | "
+            f"running {prog.running} failed {prog.failed} skipped {prog.skipped} | {best} | "
+            f"{_fmt_s(prog.elapsed_s)} elapsed, ETA {_fmt_s(prog.eta_s)}")
+        write_leaderboard(run_)
+        if sync is not None:
+            sync()
+        if should_stop is not None and not stop["flag"] and should_stop(prog):
+            stop["flag"], stop["why"] = True, "should_stop"
+            searcher.stopping = True
 
-        searcher = OptunaSearcher(study, sp, cost_fn, records, remaining, run=run_, grid=s.sampler == "grid",
-                                  max_skips=s.max_skips, on_record=on_record)
+    searcher = OptunaSearcher(study, sp, cost_fn, records, remaining, run=run_, grid=s.sampler == "grid",
+                              max_skips=s.max_skips, on_record=on_record)
 
-        class _Start(Callback):
-            def on_trial_start(self, iteration, trials, trial, **info):
-                timings.setdefault("first_trial_s", time.perf_counter() - t_cmd)
+    class _Start(Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            timings.setdefault("first_trial_s", time.perf_counter() - t_cmd)
 
-        class _Stopper(tune.Stopper):
-            def __call__(self, trial_id, result):
-                return False
+    class _Stopper(tune.Stopper):
+        def __call__(self, trial_id, result):
+            return False
 
-            def stop_all(self):
-                return stop["flag"]
+        def stop_all(self):
+            return stop["flag"]
 
-        scheduler = None
-        if s.scheduler.type == "asha":
-            from ray.tune.schedulers import ASHAScheduler
-            per_trial = exp.train.epochs * (2 if exp.objective.mode == "both" else 1) + 1
-            scheduler = ASHAScheduler(time_attr="training_iteration", metric="score", mode="max",
-                                      max_t=s.scheduler.max_t or per_trial, grace_period=s.scheduler.grace_period,
-                                      reduction_factor=s.scheduler.reduction_factor)
-        setup = {"train": dataclasses.asdict(exp.train), "objective": dataclasses.asdict(exp.objective),
-                 "image_size": sp.image_size, "in_chans": sp.in_chans, "cpus_per_trial": s.cpus_per_trial}
-        trainable = tune.with_resources(tune.with_parameters(train_trial, setup=setup),
-                                        {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
-        run_.tune_dir.mkdir(exist_ok=True)
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
-                                        max_concurrent_trials=s.max_concurrent, reuse_actors=True,
-                                        trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
-            run_config=tune.RunConfig(name=f"session-{session}", storage_path=str(run_.tune_dir), verbose=0,
-                                      stop=_Stopper(), callbacks=[_Start()],
-                                      failure_config=tune.FailureConfig(max_failures=s.max_retries)),
-        )
-        old_handler = None
-        if threading.current_thread() is threading.main_thread():
-            def on_sigint(signum, frame):
-                if stop["flag"]:
-                    raise KeyboardInterrupt
-                stop["flag"], stop["why"] = True, "sigint"
-                searcher.stopping = True
-                say("nas-search: stopping (Ctrl-C again to abort at once); running trials will be re-run on resume")
-            old_handler = signal.signal(signal.SIGINT, on_sigint)
-        try:
-            tuner.fit()
-        except KeyboardInterrupt:
+    scheduler = None
+    if s.scheduler.type == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+        per_trial = exp.train.epochs * (2 if exp.objective.mode == "both" else 1) + 1
+        scheduler = ASHAScheduler(time_attr="training_iteration", metric="score", mode="max",
+                                  max_t=s.scheduler.max_t or per_trial, grace_period=s.scheduler.grace_period,
+                                  reduction_factor=s.scheduler.reduction_factor)
+    setup = {"train": dataclasses.asdict(exp.train), "objective": dataclasses.asdict(exp.objective),
+             "image_size": sp.image_size, "in_chans": sp.in_chans, "cpus_per_trial": s.cpus_per_trial,
+             "trainer": s.trainer}
+    trainable = tune.with_resources(tune.with_parameters(train_trial, setup=setup),
+                                    {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
+    run_.tune_dir.mkdir(exist_ok=True)
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
+                                    max_concurrent_trials=s.max_concurrent, reuse_actors=True,
+                                    trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+        run_config=tune.RunConfig(name=f"session-{session}", storage_path=str(run_.tune_dir), verbose=0,
+                                  stop=_Stopper(), callbacks=[_Start()],
+                                  failure_config=tune.FailureConfig(max_failures=s.max_retries)),
+    )
+    old_handler = None
+    if threading.current_thread() is threading.main_thread():
+        def on_sigint(signum, frame):
+            if stop["flag"]:
+                raise KeyboardInterrupt
             stop["flag"], stop["why"] = True, "sigint"
-        finally:
-            if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
-        timings["search_s"] = time.perf_counter() - t0
-        return stop["flag"], searcher.exhausted, timings
+            searcher.stopping = True
+            say("nas-search: stopping (Ctrl-C again to abort at once); running trials will be re-run on resume")
+        old_handler = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        stop["flag"], stop["why"] = True, "sigint"
     finally:
-        if started:
-            ray.shutdown()
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
+    timings["search_s"] = time.perf_counter() - t0
+    return stop["flag"], searcher.exhausted, timings

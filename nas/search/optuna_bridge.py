@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -23,11 +22,12 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from ..arch import Architecture
+from ..errors import UserError
 from .rundir import RunDir
 from .trainable import FINAL_KEY, RESULT_KEY
 
-__all__ = ["STUDY_NAME", "DIRECTIONS", "open_study", "make_sampler", "constraints_of", "reconcile",
-           "OptunaSearcher", "enqueue_grid"]
+__all__ = ["STUDY_NAME", "DIRECTIONS", "open_study", "make_storage", "check_storage_url", "redact", "make_sampler", "constraints_of", "reconcile",
+           "OptunaSearcher", "enqueue_grid", "recover_records"]
 
 STUDY_NAME = "nas"
 DIRECTIONS = ("maximize", "maximize")  # generalization, capacity
@@ -50,15 +50,66 @@ def make_sampler(name: str, seed: int, startup_trials: int) -> optuna.samplers.B
         return optuna.samplers.RandomSampler(seed=seed)  # random, and grid after its queue
 
 
-def open_study(run: RunDir, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
-    """Create or load the run's study (``RUN_DIR/optuna.journal``)."""
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
 
+
+def redact(url: str) -> str:
+    """``url`` with its password hidden (for messages and ``experiment.json``)."""
+    try:
+        from sqlalchemy.engine import make_url
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL sqlalchemy understands: hide everything after the scheme
+        return url.split("://", 1)[0] + "://***"
+
+
+def check_storage_url(url: str) -> None:
+    """Refuse a ``--storage`` value that is not an RDB URL Optuna opens."""
+    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
+    if scheme not in RDB_SCHEMES:
+        raise UserError(
+            f"--storage {redact(url)!r} is not a database URL. Allowed: sqlite:///path/study.db (one machine), "
+            "postgresql://user:password@host:5432/db or mysql+pymysql://user:password@host/db (several drivers "
+            "or dashboards); leave --storage out for the default, the journal file RUN_DIR/optuna.journal.")
+
+
+def make_storage(run: RunDir, url: str | None = None):
+    """The study's storage: ``url`` (an RDB) if given, else the journal file ``RUN_DIR/optuna.journal``."""
+    if url is None:
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+        return JournalStorage(JournalFileBackend(str(run.journal)))
+    check_storage_url(url)
+    try:
+        return optuna.storages.RDBStorage(url)
+    except ImportError as err:
+        raise UserError(f"--storage {redact(url)}: the database driver is not installed ({err}). Install it "
+                        "on the driver machine: `pip install psycopg2-binary` for PostgreSQL, `pip install "
+                        "pymysql` for MySQL.") from None
+    except Exception as err:  # noqa: BLE001 - sqlalchemy's connection/argument errors
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"Cannot open the Optuna storage {redact(url)} ({first}). Check the host, port, "
+                        "database name and credentials, and that the database server is running; or leave "
+                        "--storage out to keep the study in RUN_DIR/optuna.journal.") from None
+
+
+def open_study(run: RunDir, sampler: optuna.samplers.BaseSampler | None = None, *,
+               storage: str | None = None, study_name: str | None = None) -> optuna.Study:
+    """Create or load the run's study.
+
+    Without ``storage``/``study_name`` they come from the run's ``experiment.json`` (an RDB URL recorded
+    there without its password needs ``storage`` again); the default is ``RUN_DIR/optuna.journal``,
+    study ``nas``.
+    """
+    if storage is None or study_name is None:
+        meta = run.read_meta() if run.exists() else {}
+        storage = storage or meta.get("storage")
+        study_name = study_name or meta.get("study") or STUDY_NAME
+        if storage and "***" in storage:
+            raise UserError(f"The study of {run.path} lives in {storage}, whose password is not stored: pass "
+                            "the full URL again with `--storage` (storage= in Python).")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = JournalStorage(JournalFileBackend(str(run.journal)))
-    return optuna.create_study(storage=storage, study_name=STUDY_NAME, directions=list(DIRECTIONS),
-                               sampler=sampler, load_if_exists=True)
+    return optuna.create_study(storage=make_storage(run, storage), study_name=study_name,
+                               directions=list(DIRECTIONS), sampler=sampler, load_if_exists=True)
 
 
 def enqueue_grid(study: optuna.Study, space, limit: int | None = None) -> int:
@@ -78,13 +129,39 @@ def _set_attrs(study: optuna.Study, trial: optuna.Trial | optuna.trial.FrozenTri
 def tell_record(study: optuna.Study, trial: optuna.Trial | optuna.trial.FrozenTrial, rec: dict[str, Any],
                 **attrs: Any) -> None:
     """Tell Optuna a recorded outcome: ok -> both axes; stopped early -> PRUNED; failed -> worst values."""
-    _set_attrs(study, trial, {"score": rec["score"], "status": rec["status"], **attrs})
+    _set_attrs(study, trial, {"score": rec["score"], "status": rec["status"], "reason": rec.get("reason", "")[:500],
+                              **attrs})
     if rec["status"] == "ok":
         study.tell(trial.number, [rec["generalization"], rec["capacity"]], skip_if_finished=True)
     elif rec["status"] == "stopped":
         study.tell(trial.number, state=TrialState.PRUNED, skip_if_finished=True)
     else:
         study.tell(trial.number, [0.0, 0.0], skip_if_finished=True)
+
+
+def recover_records(study: optuna.Study, records: list[dict[str, Any]], space, run: RunDir) -> list[dict[str, Any]]:
+    """Finished trials the study holds but ``trials.jsonl`` lacks (a truncated or deleted file): rebuild
+    their records from the study (axes, score, status, reason, cost; no per-epoch history), append them to
+    ``trials.jsonl`` and return them, so they are neither lost nor trained again."""
+    known = {r.get("number") for r in records}
+    source = run.journal.name if isinstance(study._storage, optuna.storages.JournalStorage) else "optuna storage"
+    out = []
+    for ft in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        a = ft.user_attrs
+        if ft.number in known or "tune_trial_id" not in a or a.get("status") in (None, "infeasible", "duplicate"):
+            continue
+        arch = space.suggest(optuna.trial.FixedTrial(dict(ft.params)))
+        if arch.id != a.get("arch_id"):
+            continue  # the space cannot rebuild it exactly: leave it to be trained again
+        values = ft.values if ft.state == TrialState.COMPLETE and ft.values else [0.0, 0.0]
+        rec = {"id": arch.id, "arch": arch.to_dict(), "arch_str": str(arch), "number": ft.number,
+               "tune_trial_id": a["tune_trial_id"], "status": a["status"], "reason": a.get("reason", ""),
+               "generalization": float(values[0]), "capacity": float(values[1]), "score": float(a.get("score", 0.0)),
+               "metrics": {"params": float(a.get("params", 0)), "macs": float(a.get("macs", 0))}, "history": [],
+               "recovered_from": source}
+        run.append_record(rec)
+        out.append(rec)
+    return out
 
 
 def reconcile(study: optuna.Study, records: list[dict[str, Any]]) -> int:
@@ -98,7 +175,7 @@ def reconcile(study: optuna.Study, records: list[dict[str, Any]]) -> int:
     requeued = 0
     for ft in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         rec = by_number.get(ft.number)
-        if rec is not None:
+        if rec is not None and rec["id"] == ft.user_attrs.get("arch_id"):
             tell_record(study, ft, rec)
             continue
         _set_attrs(study, ft, {"interrupted": True})

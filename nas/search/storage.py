@@ -42,6 +42,7 @@ class Mirror:
         name = Path(self.root).name or "run"
         digest = hashlib.sha1(self.uri.encode()).hexdigest()[:8]
         self.local = Path(local) if local else _cache_root() / f"{name}-{digest}"
+        self._pushed: dict[str, tuple[int, int]] = {}  # relative path -> (size, mtime_ns) last pushed
 
     def _remote_files(self) -> list:
         import pyarrow.fs as pafs
@@ -56,14 +57,24 @@ class Mirror:
         return bool(self._remote_files())
 
     def pull(self) -> Path:
-        """Copy every remote file into the local working copy; return the local folder."""
+        """Copy the remote files into the local working copy; return the local folder.
+
+        A local file changed after the remote copy was written (a driver on this machine that died before
+        its last push) is kept, and pushed by the next :meth:`push`.
+        """
         self.local.mkdir(parents=True, exist_ok=True)
         for f in self._remote_files():
             rel = Path(f.path).relative_to(self.root)
             dest = self.local / rel
+            if dest.is_file() and f.mtime is not None and dest.stat().st_mtime > f.mtime.timestamp():
+                continue
             dest.parent.mkdir(parents=True, exist_ok=True)
             with self.fs.open_input_stream(f.path) as src, open(dest, "wb") as out:
                 out.write(src.read())
+            if f.mtime is not None:  # the copy is as old as the remote file: only later changes are pushed
+                os.utime(dest, (f.mtime.timestamp(), f.mtime.timestamp()))
+            st = dest.stat()
+            self._pushed[rel.as_posix()] = (st.st_size, st.st_mtime_ns)
         return self.local
 
     def push(self) -> None:
@@ -73,7 +84,11 @@ class Mirror:
             if not path.is_file() or path.name in SKIP or ".tmp" in path.name:
                 continue
             rel = path.relative_to(self.local).as_posix()
+            st = path.stat()
+            if self._pushed.get(rel) == (st.st_size, st.st_mtime_ns):
+                continue
             target = f"{self.root}/{rel}"
             self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
             with open(path, "rb") as src, self.fs.open_output_stream(target) as out:
                 out.write(src.read())
+            self._pushed[rel] = (st.st_size, st.st_mtime_ns)
