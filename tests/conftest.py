@@ -1,7 +1,13 @@
 """Shared fixtures: one local Ray instance for the whole session (2 CPUs, no dashboard)."""
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Ray workers started by the tests inherit this, so test-only modules (tests/chaos_trainer.py) import there.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_HERE, os.environ.get("PYTHONPATH")) if p)
 
 
 @pytest.fixture(scope="session")
