@@ -19,6 +19,7 @@ __all__ = [
     "parse_dataclass",
     "check_keys",
     "describe_type",
+    "yaml_problem",
 ]
 
 
@@ -54,6 +55,16 @@ class ConfigError(UserError):
         super().__init__(msg)
 
 
+def yaml_problem(err: Exception) -> str:
+    """One line for a ``yaml.YAMLError``: ``at line L, column C: <problem>`` (a tab gets a hint)."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"at line {mark.line + 1}, column {mark.column + 1}" if mark else "at an unknown position"
+    problem = getattr(err, "problem", None) or (str(err).splitlines() or ["unreadable"])[0]
+    if "'\\t'" in problem:
+        problem += " (YAML indents with spaces; a tab is not allowed there)"
+    return f"{where}: {problem}"
+
+
 def _short(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -69,10 +80,16 @@ def check_keys(data: Any, allowed: typing.Iterable[str], file: str | None, path:
                           f"keys {', '.join(allowed)}", value=data)
     for key in data:
         if key not in allowed:
-            near = difflib.get_close_matches(str(key), allowed, n=1)
+            near = difflib.get_close_matches(str(key), allowed, n=1) or _prefix_match(str(key), allowed)
             hint = f". Did you mean `{near[0]}`?" if near else ""
             raise ConfigError(file, _join(path, str(key)), "unknown key" + hint, ", ".join(allowed))
     return data
+
+
+def _prefix_match(key: str, allowed: list[str]) -> list[str]:
+    """The one allowed key that starts with ``key`` (``grace`` -> ``grace_period``), if exactly one does."""
+    hits = [a for a in allowed if len(key) >= 3 and a.lower().startswith(key.lower())]
+    return hits if len(hits) == 1 else []
 
 
 def _join(path: str, key: str) -> str:
@@ -159,12 +176,12 @@ def parse_dataclass(cls: type, data: Any, file: str | None = None, path: str = "
     data = check_keys(data, fields, file, path)
     hints = typing.get_type_hints(cls)
     kwargs = {}
-    for name, value in data.items():
+    for name, raw in data.items():
         f = fields[name]
         key = _join(path, name)
-        value = _coerce(value, hints[name], file, key)
+        value = _coerce(raw, hints[name], file, key)
         check = f.metadata.get("check")
-        if check is not None and not check(value):
-            raise ConfigError(file, key, "is out of range", f.metadata.get("allowed"), value=value)
+        if check is not None and not check(value):  # the message shows the value as written (0, not 0.0)
+            raise ConfigError(file, key, "is out of range", f.metadata.get("allowed"), value=raw)
         kwargs[name] = value
     return cls(**kwargs)

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from .arch import BLOCK_TYPES, VIT_REL, Architecture, BlockOptions
-from .errors import ConfigError, UserError, check_keys, parse_dataclass
+from .errors import ConfigError, UserError, check_keys, parse_dataclass, yaml_problem
 
 __all__ = ["Budgets", "SearchSpace", "resolve_space_path", "load_yaml", "load_space", "bundled_spaces",
            "TOP_LEVEL_KEYS", "STAGES"]
@@ -51,6 +51,9 @@ def resolve_space_path(path_or_name: str | Path) -> Path:
         res = root / cand
         if res.is_file():
             return Path(str(res))
+    if path.is_dir():
+        raise UserError(f"Search-space file {str(path_or_name)!r} is a folder, not a YAML file. Pass a search "
+                        f"YAML file (see docs/space.md) or a bundled space: {', '.join(bundled_spaces())}.")
     raise UserError(f"Search-space file {name!r} was not found: it is neither an existing file (relative to "
                     f"{Path.cwd()}) nor a bundled space. Bundled spaces: {', '.join(bundled_spaces())}.")
 
@@ -61,13 +64,11 @@ def load_yaml(path_or_name: str | Path) -> tuple[Path, dict]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(str(path), "<top level>", f"is not valid YAML at {where}: {problem}",
+        raise ConfigError(str(path), "<top level>", f"is not valid YAML {yaml_problem(err)}",
                           "a YAML mapping with keys " + ", ".join(TOP_LEVEL_KEYS)) from None
     except OSError as err:
-        raise UserError(f"Cannot read search-space file {path}: {err.strerror}.") from None
+        raise UserError(f"Cannot read search-space file {path}: {err.strerror}. Make it readable by this user "
+                        f"(e.g. `chmod u+r {path}`) or pass another search YAML.") from None
     if data is None:
         data = {}
     check_keys(data, TOP_LEVEL_KEYS, str(path), "")
