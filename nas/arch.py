@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .errors import ConfigError, parse_dataclass
+from .errors import ConfigError, check_keys, parse_dataclass
 
 __all__ = ["BlockOptions", "Architecture", "ModelConfig", "BLOCK_TYPES", "VIT_REL"]
 
@@ -130,10 +130,7 @@ class Architecture:
         if not isinstance(data, Mapping):
             raise ConfigError(file, path, "must be a mapping", "keys layout, depths, widths, options",
                               value=data)
-        allowed = {"layout", "depths", "widths", "options", "patch_size"}
-        for key in data:
-            if key not in allowed:
-                raise ConfigError(file, f"{path}.{key}", "unknown key", ", ".join(sorted(allowed)))
+        check_keys(data, ("depths", "layout", "options", "patch_size", "widths"), file, path)
         for key in ("layout", "depths", "widths"):
             if key not in data:
                 raise ConfigError(file, f"{path}.{key}", "is missing", "see `nas-export` output for an example")
@@ -218,10 +215,7 @@ class ModelConfig:
         if not isinstance(data, Mapping):
             raise ConfigError(file, "<top level>", "must be a mapping",
                               "keys architecture, image_size, num_classes, in_chans, provenance", value=data)
-        allowed = ("architecture", "image_size", "num_classes", "in_chans", "provenance")
-        for key in data:
-            if key not in allowed:
-                raise ConfigError(file, str(key), "unknown key", ", ".join(allowed))
+        check_keys(data, ("architecture", "image_size", "num_classes", "in_chans", "provenance"), file, "")
         if "architecture" not in data:
             raise ConfigError(file, "architecture", "is missing", "a mapping with layout, depths, widths")
         arch = Architecture.from_dict(data["architecture"], file, "architecture")

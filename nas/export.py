@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from .arch import ModelConfig
-from .errors import UserError
+from .errors import UserError, yaml_problem
 
 __all__ = ["ModelConfig", "load_model_config", "save_model_config", "export_from_run", "select_record"]
 
@@ -29,13 +29,23 @@ def save_model_config(config: ModelConfig, path: str | os.PathLike) -> Path:
 def load_model_config(path: str | os.PathLike) -> ModelConfig:
     """Read a model config written by :func:`save_model_config` or ``nas-export``."""
     path = Path(path)
+    if path.is_dir():
+        inside = [str(p) for p in (path / "best.yaml", path / "model.yaml") if p.is_file()]
+        hint = f" Did you mean {inside[0]}?" if inside else ""
+        raise UserError(f"{path}: is a folder, not a model config file. Pass the YAML written by `nas-export` "
+                        f"(or `nas.save_model_config`).{hint}")
     if not path.is_file():
         raise UserError(f"{path}: no such model config file. Pass the YAML written by `nas-export` "
                         "(or `nas.save_model_config`).")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({err}). Re-export it with `nas-export`.") from None
+        raise UserError(f"{path}: not valid YAML {yaml_problem(err)}. A model config is a mapping with keys "
+                        "architecture, image_size, num_classes, in_chans, provenance; re-export it with "
+                        "`nas-export`.") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read this model config file ({err.strerror}). Make it readable by "
+                        "this user or pass another file.") from None
     return ModelConfig.from_dict(data, file=str(path))
 
 
