@@ -116,18 +116,21 @@ def stratified_subset(y: torch.Tensor | np.ndarray, fraction: float, seed: int) 
     return torch.from_numpy(np.sort(np.concatenate(keep)))
 
 
-def load_dataset(cfg: DataConfig, image_size: int, in_chans: int, *, file: str | None = None) -> Dataset:
+def load_dataset(cfg: DataConfig, image_size: int, in_chans: int, *, file: str | None = None,
+                 key: str = "train.data.path") -> Dataset:
     """Load ``cfg``'s source at ``image_size`` with ``in_chans`` channels (cached per process).
 
-    ``file`` is the YAML the config came from, for error messages. Grey sources are repeated to 3 channels
+    ``file`` is the YAML the config came from and ``key`` what the user set the path with (a YAML key, or
+    a flag such as ``--data-path``), both for error messages. Grey sources are repeated to 3 channels
     when ``in_chans == 3``; colour sources become luminance when ``in_chans == 1``.
     """
-    return _load_cached(cfg, int(image_size), int(in_chans), file)
+    return _load_cached(cfg, int(image_size), int(in_chans), file, key)
 
 
 @functools.lru_cache(maxsize=8)
-def _load_cached(cfg: DataConfig, image_size: int, in_chans: int, file: str | None) -> Dataset:
-    x, y, num_classes = _read_source(cfg, image_size, in_chans, file)
+def _load_cached(cfg: DataConfig, image_size: int, in_chans: int, file: str | None,
+                 key: str = "train.data.path") -> Dataset:
+    x, y, num_classes = _read_source(cfg, image_size, in_chans, _Origin(file, key))
     if cfg.limit is not None and cfg.limit < len(y):
         _, keep = stratified_split(y, cfg.limit / len(y), cfg.seed + 1)
         x, y = x[keep], y[keep]
@@ -168,7 +171,15 @@ def _to_images(x: np.ndarray, image_size: int, in_chans: int) -> torch.Tensor:
     return t.contiguous()
 
 
-def _read_source(cfg: DataConfig, image_size: int, in_chans: int, file: str | None):
+@dataclass(frozen=True)
+class _Origin:
+    """Where the data path came from, for messages: the YAML ``file`` (or ``None``) and the ``key``."""
+
+    file: str | None
+    key: str
+
+
+def _read_source(cfg: DataConfig, image_size: int, in_chans: int, origin: _Origin):
     """(x NCHW numpy, y int numpy, num_classes) of the source."""
     if cfg.name == "digits":
         from sklearn.datasets import load_digits
@@ -177,13 +188,13 @@ def _read_source(cfg: DataConfig, image_size: int, in_chans: int, file: str | No
     if cfg.name == "synthetic":
         return _synthetic(cfg, image_size, in_chans)
     if cfg.path is None:
-        raise ConfigError(file, "train.data.path", f"is required for the `{cfg.name}` source",
+        raise ConfigError(origin.file, origin.key, f"is required for the `{cfg.name}` source",
                           _EXPECTED[cfg.name])
     path = Path(os.path.expanduser(cfg.path))
-    if file and not path.is_absolute():
-        path = Path(file).parent / path if not path.exists() else path
+    if origin.file and not path.is_absolute():
+        path = Path(origin.file).parent / path if not path.exists() else path
     return {"cifar10": _cifar, "cifar100": _cifar, "imagefolder": _imagefolder, "npz": _npz}[cfg.name](
-        cfg, path, file)
+        cfg, path, origin)
 
 
 _EXPECTED = {
@@ -198,9 +209,9 @@ _EXPECTED = {
 }
 
 
-def _bad(cfg: DataConfig, path: Path, file: str | None, problem: str) -> UserError:
-    where = f"{file}: " if file else ""
-    return UserError(f"{where}`train.data.path` for source `{cfg.name}`: {problem} ({path}). "
+def _bad(cfg: DataConfig, path: Path, origin: _Origin, problem: str) -> UserError:
+    where = f"{origin.file}: " if origin.file else ""
+    return UserError(f"{where}`{origin.key}` for source `{cfg.name}`: {problem} ({path}). "
                      f"Expected {_EXPECTED[cfg.name]}.")
 
 
@@ -225,7 +236,7 @@ def _synthetic(cfg: DataConfig, image_size: int, in_chans: int):
     return x.astype(np.float32), y.astype(np.int64), k
 
 
-def _unpickle(cfg, path: Path, file):
+def _unpickle(cfg, path: Path, origin: _Origin):
     try:
         with open(path, "rb") as fh:
             d = pickle.load(fh, encoding="bytes")
@@ -234,37 +245,40 @@ def _unpickle(cfg, path: Path, file):
         x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         y = np.asarray(d[label_key], dtype=np.int64)
     except Exception as err:  # noqa: BLE001 - any failure means a malformed file
-        raise _bad(cfg, path, file, f"could not read this pickle ({type(err).__name__}: {err})") from None
+        raise _bad(cfg, path, origin, f"could not read this pickle ({type(err).__name__}: {err})") from None
     if len(x) != len(y):
-        raise _bad(cfg, path, file, f"has {len(x)} images but {len(y)} labels")
+        raise _bad(cfg, path, origin, f"has {len(x)} images but {len(y)} labels")
     return x, y
 
 
-def _cifar(cfg: DataConfig, path: Path, file):
+def _cifar(cfg: DataConfig, path: Path, origin: _Origin):
     if not path.is_dir():
-        raise _bad(cfg, path, file, "no such folder")
+        raise _bad(cfg, path, origin, "no such folder")
     names = [f"data_batch_{i}" for i in range(1, 6)] if cfg.name == "cifar10" else ["train"]
     for sub in ("cifar-10-batches-py", "cifar-100-python"):
         if not (path / names[0]).is_file() and (path / sub / names[0]).is_file():
             path = path / sub
     missing = [n for n in names if not (path / n).is_file()]
     if missing:
-        raise _bad(cfg, path, file, f"missing {', '.join(missing)}")
-    parts = [_unpickle(cfg, path / n, file) for n in names]
+        raise _bad(cfg, path, origin, f"missing {', '.join(missing)}")
+    parts = [_unpickle(cfg, path / n, origin) for n in names]
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
     return x, y, 10 if cfg.name == "cifar10" else 100
 
 
-def _imagefolder(cfg: DataConfig, path: Path, file):
+def _imagefolder(cfg: DataConfig, path: Path, origin: _Origin):
     from PIL import Image
     if not path.is_dir():
-        raise _bad(cfg, path, file, "no such folder")
-    classes = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    files = {c: sorted(p for p in (path / c).iterdir() if p.suffix.lower() in IMAGE_EXTS) for c in classes}
+        raise _bad(cfg, path, origin, "no such folder")
+    try:
+        classes = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        files = {c: sorted(p for p in (path / c).iterdir() if p.suffix.lower() in IMAGE_EXTS) for c in classes}
+    except OSError as err:
+        raise _bad(cfg, Path(err.filename or path), origin, f"cannot list it ({err.strerror})") from None
     classes = [c for c in classes if files[c]]
     if len(classes) < 2:
-        raise _bad(cfg, path, file, f"found {len(classes)} class folder(s) with images, need at least 2")
+        raise _bad(cfg, path, origin, f"found {len(classes)} class folder(s) with images, need at least 2")
     xs, ys = [], []
     for label, c in enumerate(classes):
         for f in files[c]:
@@ -272,7 +286,7 @@ def _imagefolder(cfg: DataConfig, path: Path, file):
                 with Image.open(f) as im:
                     arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
             except Exception as err:  # noqa: BLE001
-                raise _bad(cfg, f, file, f"unreadable image ({err})") from None
+                raise _bad(cfg, f, origin, f"unreadable image ({err})") from None
             if arr.shape[:2] != (xs[0].shape[1:] if xs else arr.shape[:2]):
                 arr = np.asarray(Image.fromarray(arr).resize((xs[0].shape[2], xs[0].shape[1]),
                                                              Image.BILINEAR))
@@ -281,27 +295,27 @@ def _imagefolder(cfg: DataConfig, path: Path, file):
     return np.stack(xs), np.asarray(ys, dtype=np.int64), len(classes)
 
 
-def _npz(cfg: DataConfig, path: Path, file):
+def _npz(cfg: DataConfig, path: Path, origin: _Origin):
     if not path.is_file():
-        raise _bad(cfg, path, file, "no such file")
+        raise _bad(cfg, path, origin, "no such file")
     try:
         with np.load(path, allow_pickle=False) as z:
             if "x" not in z or "y" not in z:
-                raise _bad(cfg, path, file, f"has arrays {sorted(z.files)}, not `x` and `y`")
+                raise _bad(cfg, path, origin, f"has arrays {sorted(z.files)}, not `x` and `y`")
             x, y = z["x"], z["y"]
     except UserError:
         raise
     except Exception as err:  # noqa: BLE001
-        raise _bad(cfg, path, file, f"not a readable .npz ({err})") from None
+        raise _bad(cfg, path, origin, f"not a readable .npz ({err})") from None
     if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
-        raise _bad(cfg, path, file, f"`y` must be {len(x)} non-negative integer labels, got shape {y.shape} "
+        raise _bad(cfg, path, origin, f"`y` must be {len(x)} non-negative integer labels, got shape {y.shape} "
                    f"dtype {y.dtype}")
     if x.ndim == 3:
         x = x[:, None]
     elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
         x = x.transpose(0, 3, 1, 2)
     elif not (x.ndim == 4 and x.shape[1] in (1, 3)):
-        raise _bad(cfg, path, file, f"`x` has shape {x.shape}")
+        raise _bad(cfg, path, origin, f"`x` has shape {x.shape}")
     if x.dtype != np.uint8:
         x = x.astype(np.float32)
     return x, y.astype(np.int64), int(y.max()) + 1

@@ -95,6 +95,11 @@ def resolve_device(train: TrainConfig, device: str | torch.device | None = None)
     name = str(device) if device is not None else train.device
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        from nas.errors import UserError
+        raise UserError(f"The device is {name!r} (`train.device` or `--device`), but PyTorch sees no CUDA GPU here "
+                        f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}). Allowed: `auto` "
+                        "(CUDA when present, else CPU) or `cpu`; or run where a GPU is visible.")
     return torch.device(name)
 
 

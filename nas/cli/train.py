@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from nas.arch import ModelConfig
-from nas.errors import UserError
+from nas.errors import UserError, yaml_problem
 
 from . import ArgumentParser, run_cli
 
@@ -82,9 +82,13 @@ def load_protocol(path: str | None):
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({err}).") from None
+        raise UserError(f"--protocol {path}: not valid YAML {yaml_problem(err)}. Pass a YAML with a `train:` "
+                        "section (a search space file works).") from None
+    except OSError as err:
+        raise UserError(f"--protocol {path}: cannot read it ({err.strerror}).") from None
     if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping with a `train:` section, got {type(data).__name__}.")
+        raise UserError(f"--protocol {path}: expected a mapping with a `train:` section, got "
+                        f"{type(data).__name__}.")
     return parse_train(data.get("train"), str(p))
 
 
@@ -123,16 +127,19 @@ def _main(args) -> int:
     if args.epochs is not None and args.steps is None:
         train = replace(train, steps=None)
     mc, name = resolve_model(args.config, args.image_size, args.in_chans)
+    device = resolve_device(train)  # before loading any data: `--device cuda` without a GPU fails at once
     out = Path(args.out or f"runs/train-{name}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    dataset = load_dataset(train.data, mc.image_size, mc.in_chans)
+    # messages name what the user set the data path with: the protocol file's key, else --data-path
+    from_file = args.protocol is not None and not args.data_path and train.data.path is not None
+    dataset = load_dataset(train.data, mc.image_size, mc.in_chans, file=args.protocol if from_file else None,
+                           key="train.data.path" if from_file else "--data-path")
     if dataset.num_classes != mc.num_classes:
         if "preset" not in mc.provenance:
             print(f"{PROG}: note: the model config has {mc.num_classes} classes, the data {dataset.num_classes}; "
                   "training a new classifier head for the data", file=sys.stderr)
         mc = replace(mc, num_classes=dataset.num_classes)
-    device = resolve_device(train)
     cost = count_cost(mc)
     if not args.quiet:
         print(f"{PROG}: {mc.arch}  {cost}  data {data.name} ({len(dataset.y_train)} train / "
