@@ -112,13 +112,6 @@ def search_case(id: str, files: dict, expect: list[str], **kw) -> Case:
     return Case(id, "search", SEARCH, [SPACE, *expect], files, absent=[RUN], **kw)
 
 
-# Changes this table waits for in nas/search/config.py (owned elsewhere):
-NEEDS_FILE = ("needs: nas/search/config.py num_classes_hint(train, file) to call load_dataset(d, 8, 3, file=file) "
-              "so a bad data path names the YAML (and a relative path resolves next to it)")
-NEEDS_CHECK = ("needs: nas/search/config.py experiment_from_dict to check the data path of every source on the "
-               "driver (cifar10/cifar100 too, whose class count is known without loading): today the search "
-               "starts Ray, every trial fails with a traceback and nas-search exits 0")
-
 def _as_root() -> str | None:
     return "root reads files without read permission" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
 
@@ -205,20 +198,14 @@ CASES: list = [
          ["{tmp}/adir", "is a folder", "coatnet.yaml"], {"adir": None}, absent=[RUN]),
     search_case("path-space-unreadable", text(BASE), ["Cannot read", "Permission denied", "chmod u+r"],
                 mode=0o000, skip_if=_as_root),
-    pytest.param(search_case("path-imagefolder-missing", bad("{name: synthetic,", "{name: imagefolder, path: "
-                                                             "{tmp}/imgs,"),
-                             ["`train.data.path`", "imagefolder", "no such folder", "{tmp}/imgs",
-                              "one sub-folder per class"]),
-                 marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=NEEDS_FILE)),
-    pytest.param(search_case("path-npz-missing", bad("{name: synthetic,", "{name: npz, path: missing.npz,"),
-                             ["`train.data.path`", "npz", "no such file", "{tmp}/missing.npz", "arrays `x`"]),
-                 marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=NEEDS_FILE)),
-    # --gpus-per-trial 1 makes today's late failure quick (refused before any trial runs); with the check
-    # in place the missing data path is refused first, when the YAML is loaded
-    pytest.param(Case("path-cifar-missing", "search", [*SEARCH, "--gpus-per-trial", "1"],
-                      [SPACE, "`train.data.path`", "cifar10", "no such folder", "{tmp}/cifar", "data_batch_1"],
-                      bad("{name: synthetic,", "{name: cifar10, path: {tmp}/cifar,"), needs="ray", absent=[RUN]),
-                 marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=NEEDS_CHECK)),
+    search_case("path-imagefolder-missing", bad("{name: synthetic,", "{name: imagefolder, path: {tmp}/imgs,"),
+                ["`train.data.path`", "imagefolder", "no such folder", "{tmp}/imgs", "one sub-folder per class"]),
+    search_case("path-npz-missing", bad("{name: synthetic,", "{name: npz, path: missing.npz,"),
+                ["`train.data.path`", "npz", "no such file", "{tmp}/missing.npz", "arrays `x`"]),
+    # --gpus-per-trial 1 would fail later, on Ray: the missing data path is refused first, when the YAML loads
+    Case("path-cifar-missing", "search", [*SEARCH, "--gpus-per-trial", "1"],
+         [SPACE, "`train.data.path`", "cifar10", "no such folder", "{tmp}/cifar", "data_batch_1"],
+         bad("{name: synthetic,", "{name: cifar10, path: {tmp}/cifar,"), absent=[RUN]),
     Case("path-train-cifar-missing", "train", ["coatnet-0", "--data", "cifar10", "--data-path", "{tmp}/cifar",
                                                *TRAIN_OUT],
          ["`--data-path` for source `cifar10`: no such folder", "{tmp}/cifar", "data_batch_1"], absent=["{tmp}/o"]),

@@ -179,7 +179,11 @@ def test_damaged_run_files_name_the_file_or_are_rebuilt(ray_local, write_space, 
         assert says in msg and str(rd) in msg and "\n\n" not in msg, msg
         assert {p.name: p.read_bytes() for p in rd.iterdir() if p.is_file() and p.name != "driver.lock"} == before
         path.write_bytes(good)
-    assert run(None, resume=True, run_dir=rd, trials=4, progress=False).completed == 4
+    # The recovery the experiment.json message gives: move it aside and resume.
+    (rd / "experiment.json").rename(rd / "experiment.json.bad")
+    res = run(None, resume=True, run_dir=rd, trials=4, progress=False)
+    assert res.completed == 4 and len(_records_match_study(rd)) == 4
+    assert "rebuilt" in json.loads((rd / "experiment.json").read_text())
 
 
 def test_lost_trial_records_are_recovered_from_the_study(ray_local, write_space, tmp_path):

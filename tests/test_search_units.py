@@ -93,3 +93,16 @@ def test_leaderboard_ranks_pareto_and_failures(write_space):
     assert 9 not in by_trial
     table = format_table(rows)
     assert len(table.splitlines()) == 8 and "diverged (boom)" in table
+
+
+def test_relative_data_path_resolves_next_to_the_yaml(write_space, tmp_path, monkeypatch):
+    """Workers run in other folders: the driver makes the data path absolute (found next to the YAML)."""
+    import numpy as np
+    from nas.search.config import load_experiment
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "tiny.npz", x=rng.integers(0, 255, (40, 8, 8), dtype=np.uint8), y=np.arange(40) % 4)
+    path = write_space()
+    path.write_text(path.read_text().replace("{name: synthetic,", "{name: npz, path: tiny.npz,"))
+    monkeypatch.chdir(tmp_path.parent)  # tiny.npz is not in the working directory
+    exp = load_experiment(path)
+    assert exp.train.data.path == str(tmp_path / "tiny.npz") and exp.num_classes == 4

@@ -6,6 +6,7 @@ Loaded datasets are cached per process: a worker running many trials loads and r
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import pickle
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 
 from nas.errors import ConfigError, UserError
 
-__all__ = ["DataConfig", "Dataset", "load_dataset", "stratified_split", "stratified_subset", "SOURCES"]
+__all__ = ["DataConfig", "Dataset", "load_dataset", "resolve_source", "stratified_split", "stratified_subset", "SOURCES"]
 
 SOURCES = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder", "npz")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -179,6 +180,33 @@ class _Origin:
     key: str
 
 
+def resolve_source(cfg: DataConfig, file: str | None = None, key: str = "train.data.path") -> DataConfig:
+    """``cfg`` with its path made absolute (a relative path that does not exist from here is taken next to
+    ``file``) after a cheap check that the source is there, without loading it: the search driver calls
+    this so that a wrong path is reported before any worker starts (workers run in other folders)."""
+    if cfg.path is None or cfg.name in ("digits", "synthetic"):
+        return cfg
+    origin = _Origin(file, key)
+    path = _source_path(cfg, origin)
+    if cfg.name == "npz":
+        if not path.is_file():
+            raise _bad(cfg, path, origin, "no such file")
+    elif not path.is_dir():
+        raise _bad(cfg, path, origin, "no such folder")
+    elif cfg.name in ("cifar10", "cifar100"):
+        first = "data_batch_1" if cfg.name == "cifar10" else "train"
+        if not any((p / first).is_file() for p in (path, path / "cifar-10-batches-py", path / "cifar-100-python")):
+            raise _bad(cfg, path, origin, f"missing {first}")
+    return dataclasses.replace(cfg, path=str(path.absolute()))
+
+
+def _source_path(cfg: DataConfig, origin: _Origin) -> Path:
+    path = Path(os.path.expanduser(cfg.path))
+    if origin.file and not path.is_absolute():
+        path = Path(origin.file).parent / path if not path.exists() else path
+    return path
+
+
 def _read_source(cfg: DataConfig, image_size: int, in_chans: int, origin: _Origin):
     """(x NCHW numpy, y int numpy, num_classes) of the source."""
     if cfg.name == "digits":
@@ -190,9 +218,7 @@ def _read_source(cfg: DataConfig, image_size: int, in_chans: int, origin: _Origi
     if cfg.path is None:
         raise ConfigError(origin.file, origin.key, f"is required for the `{cfg.name}` source",
                           _EXPECTED[cfg.name])
-    path = Path(os.path.expanduser(cfg.path))
-    if origin.file and not path.is_absolute():
-        path = Path(origin.file).parent / path if not path.exists() else path
+    path = _source_path(cfg, origin)
     return {"cifar10": _cifar, "cifar100": _cifar, "imagefolder": _imagefolder, "npz": _npz}[cfg.name](
         cfg, path, origin)
 

@@ -56,6 +56,9 @@ def _check(args) -> None:
     if isinstance(args.resume, str) and args.run_dir and args.resume != args.run_dir:
         raise UserError(f"--resume {args.resume} and --run-dir {args.run_dir} name different run directories; "
                         "give one of them.")
+    if args.address:
+        from nas.search.cluster import parse_address
+        parse_address(args.address)
     if not args.space and not args.resume:
         raise UserError("nas-search needs `--space FILE|NAME` (a search YAML or a bundled space: coatnet.yaml, "
                         "coatnet-paper.yaml) or `--resume RUN_DIR`.")

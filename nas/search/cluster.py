@@ -70,18 +70,33 @@ def connect(address: str | None, *, num_cpus: int | None = None, timeout: float 
     """
     import ray
 
-    if ray.is_initialized():
+    text = address or os.environ.get("RAY_ADDRESS") or None
+    parsed = parse_address(text) if text and text != "local" else None
+    if ray.is_initialized():  # a notebook or test that started Ray itself: use it, if it is the one asked for
+        if parsed is not None and parsed.host is not None and not parsed.client:
+            running = ray.get_runtime_context().gcs_address
+            if running.rpartition(":")[2] != str(parsed.port):
+                raise UserError(f"This process is already connected to the Ray cluster at {running}, not "
+                                f"{parsed.text}. Call ray.shutdown() first, or leave out the address.")
         return False
     kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
-    if address is None and not os.environ.get("RAY_ADDRESS"):
-        ray.init(num_cpus=num_cpus, **kwargs)
+    if parsed is None:
+        # "local": a fresh instance even when `ray start` runs a cluster on this machine.
+        ray.init(address="local", num_cpus=num_cpus, **kwargs)
         return True
-    parsed = parse_address(address or os.environ["RAY_ADDRESS"])
     probe(parsed, timeout)
     try:
         ray.init(address=parsed.text, **kwargs)
     except ConnectionError as err:
         raise UserError(f"Could not join a Ray cluster at {parsed.text}: {err}. {ADDRESS_HELP}.") from None
+    except Exception as err:  # noqa: BLE001 - e.g. token authentication refused
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        if "auth" not in first.lower() and "token" not in first.lower():
+            raise
+        raise UserError(f"The Ray cluster at {parsed.text} refused this driver ({first}). Ray token "
+                        "authentication is on there: copy ~/.ray/auth_token from the head node to this machine "
+                        "(or set RAY_AUTH_TOKEN), or run every node and the driver with the same RAY_AUTH_MODE. "
+                        "See docs/cluster.md.") from None
     return True
 
 

@@ -111,10 +111,12 @@ def experiment_from_dict(data: dict, file: str | None = None) -> Experiment:
 
     space = SearchSpace.from_dict(data.get("space"), file=file)
     train = parse_train(data.get("train"), file)
+    from trainers.data import resolve_source
+    train = dataclasses.replace(train, data=resolve_source(train.data, file))
     objective = parse_objective(data.get("objective"), file)
     search = parse_dataclass(SearchConfig, data.get("search"), file, "search")
     _check_trainer(search.trainer, file)
-    space.check_budgets(count_cost, num_classes=num_classes_hint(train))
+    space.check_budgets(count_cost, num_classes=num_classes_hint(train, file))
     return Experiment(space=space, train=train, objective=objective, search=search, file=file, raw=dict(data))
 
 
@@ -140,7 +142,7 @@ def _check_trainer(path: str, file: str | None) -> None:
                           "every worker), e.g. trainers.proxy:train_candidate", path)
 
 
-def num_classes_hint(train: Any) -> int:
+def num_classes_hint(train: Any, file: str | None = None) -> int:
     """Classes of the training data, without loading it where the source tells (else the data is loaded)."""
     d = train.data
     known = {"digits": 10, "cifar10": 10, "cifar100": 100}
@@ -157,7 +159,7 @@ def num_classes_hint(train: Any) -> int:
                 return n
     try:
         from trainers.data import load_dataset
-        return load_dataset(d, 8, 3).num_classes
+        return load_dataset(d, 8, 3, file=file).num_classes
     except UserError:
         raise
     except Exception as err:  # noqa: BLE001 - reported as a user-facing data problem

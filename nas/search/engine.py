@@ -244,11 +244,19 @@ def run(space: str | os.PathLike | Experiment | None = None, *, trials: int | No
     assert exp is not None
     exp = exp.with_search(trials=trials, max_concurrent=max_concurrent, cpus_per_trial=cpus_per_trial,
                           gpus_per_trial=gpus_per_trial, sampler=sampler, seed=seed)
+    created = not run_.path.exists()
     run_.path.mkdir(parents=True, exist_ok=True)
 
     from .lock import RunLock
-    with RunLock(run_.path):
-        return _run_locked(exp, run_, existing, address, storage, mirror, progress, should_stop, export, t_cmd)
+    try:
+        with RunLock(run_.path):
+            return _run_locked(exp, run_, existing, address, storage, mirror, progress, should_stop, export,
+                               t_cmd)
+    except BaseException:
+        if created and not run_.exists():  # refused before anything was recorded: leave no empty folder
+            import shutil
+            shutil.rmtree(run_.path, ignore_errors=True)
+        raise
 
 
 def _redact(url: str) -> str:

@@ -59,13 +59,17 @@ class RunDir:
     log = property(lambda self: self.path / "search.log")
 
     def exists(self) -> bool:
-        return self.experiment_json.is_file()
+        """A search ran here: it has ``experiment.json``, or (that file lost) ``space.yaml`` and results."""
+        return self.experiment_json.is_file() or (
+            self.space_yaml.is_file() and (self.trials_jsonl.is_file() or self.journal.is_file()))
 
     def __str__(self) -> str:
         return str(self.path)
 
     # ------------------------------------------------------------------------------ metadata
     def read_meta(self) -> dict[str, Any]:
+        if not self.experiment_json.is_file() and self.exists():
+            return self._rebuilt_meta()
         try:
             meta = json.loads(self.experiment_json.read_text())
             if not isinstance(meta, dict) or "fingerprint" not in meta:
@@ -76,9 +80,17 @@ class RunDir:
                             "the folder a search wrote (e.g. runs/<name>), or start a new search with "
                             "`nas-search --space FILE`.") from None
         except (ValueError, OSError) as err:
-            raise UserError(f"{self.experiment_json} is unreadable or corrupted ({err}). Restore it from a "
-                            "backup, or start a new run directory; trials.jsonl and optuna.journal keep the "
-                            "results.") from None
+            raise UserError(f"{self.experiment_json} is unreadable or corrupted ({err}). Move it aside "
+                            f"(`mv {self.experiment_json} {self.experiment_json}.bad`) and resume: nas-search "
+                            "rebuilds it from space.yaml, and trials.jsonl and optuna.journal keep every result; "
+                            "only the session history is lost.") from None
+
+    def _rebuilt_meta(self) -> dict[str, Any]:
+        """``experiment.json`` rebuilt from ``space.yaml`` (a journal study; the session history is gone)."""
+        exp = self.read_experiment()
+        return {"format": FORMAT, "name": self.path.name, "fingerprint": exp.space.fingerprint(),
+                "source": str(self.space_yaml), "storage": None, "study": "nas", "uri": None, "sessions": [],
+                "rebuilt": time.strftime("%Y-%m-%d %H:%M:%S")}
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         atomic_write(self.experiment_json, json.dumps(meta, indent=2, default=str))
