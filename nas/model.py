@@ -117,9 +117,14 @@ class CoAtNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def build_model(arch: Architecture | ModelConfig, num_classes: int = 1000, image_size: int = 224,
+def build_model(arch: Architecture | ModelConfig | str, num_classes: int = 1000, image_size: int = 224,
                 in_chans: int = 3, drop_path_rate: float = 0.0) -> CoAtNet:
-    """Build the network for ``arch``; a :class:`ModelConfig` supplies its own classes, size and channels."""
+    """Build the network for ``arch``: an :class:`Architecture`, a preset name (``"coatnet-0"``), the short
+    string form (``"C-C-T-T L=2,2,3,5,2 D=64,96,192,384,768"``) or a :class:`ModelConfig`, which supplies its
+    own classes, size and channels."""
+    if isinstance(arch, str):
+        from . import presets
+        arch = presets.get(arch) if arch in presets.names() or "=" not in arch else Architecture.parse(arch)
     if isinstance(arch, ModelConfig):
         arch, num_classes, image_size, in_chans = arch.arch, arch.num_classes, arch.image_size, arch.in_chans
     return CoAtNet(arch, num_classes=num_classes, image_size=image_size, in_chans=in_chans,

@@ -32,3 +32,14 @@ def test_names_and_lookup():
     assert get("CoAtNet_2") is PRESETS["coatnet-2"]
     with pytest.raises(UserError, match="coatnet-0"):
         get("coatnet-9")
+
+
+def test_build_model_takes_a_preset_name_or_the_string_form():
+    from nas.arch import Architecture
+    by_name = build_model("coatnet_0", num_classes=10, image_size=64)
+    by_text = build_model(str(get("coatnet-0")), num_classes=10, image_size=64)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(by_name) == count(by_text) == count(build_model(get("coatnet-0"), 10, 64))
+    assert Architecture.parse(str(get("coatnet-0"))) == get("coatnet-0")
+    with pytest.raises(UserError, match="coatnet-0"):
+        build_model("coatnet-9")
