@@ -21,24 +21,12 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import TINY_SPACE  # noqa: E402
+
 # A tiny valid search YAML; the cases corrupt it by text replacement (``bad(old, new)``) or by appending.
-BASE = """\
-space:
-  input: {image_size: 32, channels: 1}
-  stem: {width: 8}
-  stages:
-    S1: {block: [C], depth: 1, width: [8, 16]}
-    S2: {block: [C, T], depth: 1, width: 16}
-    S3: {block: [C, T], depth: [1, 2], width: [16, 32]}
-    S4: {block: [T], depth: 1, width: 32}
-  blocks: {head_dim: 8, mbconv_expansion: 2, ffn_expansion: 2}
-train:
-  data: {name: synthetic, synthetic_samples: 160, synthetic_classes: 4, synthetic_difficulty: 0.3}
-  epochs: 1
-  batch_size: 32
-objective: {mode: single}
-search: {trials: 1, sampler: random, max_concurrent: 1, seed: 0}
-"""
+BASE = (TINY_SPACE.replace("MAX_PARAMS", "null").replace("SAMPLER", "random").replace("EPOCHS", "1")
+        .replace("trials: 4", "trials: 1").replace("max_concurrent: 2", "max_concurrent: 1"))
 
 # A model config as nas-export writes it (nas-train's CONFIG).
 MODEL = """\
