@@ -126,6 +126,7 @@ def test_worker_node_dies_mid_trial_the_trial_is_retried(write_space, tmp_path, 
     errors = {p.parent.name: p.read_text() for p in rd.glob("tune/session-0/trial-*/error.txt")}
     assert list(errors) == [next(n for n in errors if n.endswith(lost))], errors
     assert "Failure # 1" in next(iter(errors.values()))  # failed once on the dead node, then ran on the head
+    assert "lost its worker" in (rd / "search.log").read_text() and "Trial task failed" not in out
 
 
 def test_second_driver_on_a_run_directory_is_refused(ray_local, write_space, tmp_path, capsys):

@@ -88,7 +88,11 @@ def connect(address: str | None, *, num_cpus: int | None = None, timeout: float 
     try:
         ray.init(address=parsed.text, **kwargs)
     except ConnectionError as err:
-        raise UserError(f"Could not join a Ray cluster at {parsed.text}: {err}. {ADDRESS_HELP}.") from None
+        raise UserError(f"Could not join a Ray cluster at {parsed.text}: {err}. Something answers there, so "
+                        "if it is a Ray head node it may use token authentication (Ray 2.5x+ turns it on when "
+                        "~/.ray/auth_token exists): run the driver with RAY_AUTH_MODE=token and the head's "
+                        "token (~/.ray/auth_token or RAY_AUTH_TOKEN), or start every node with the same "
+                        f"RAY_AUTH_MODE. {ADDRESS_HELP}.") from None
     except Exception as err:  # noqa: BLE001 - e.g. token authentication refused
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         if "auth" not in first.lower() and "token" not in first.lower():

@@ -355,6 +355,11 @@ def _run_locked(exp: Experiment, run_: RunDir, existing: bool, address: str | No
                         target=target, interrupted=interrupted, exhausted=exhausted, timings=timings)
 
 
+def _error_file(trial) -> str:
+    path = getattr(trial, "local_path", None) or getattr(trial, "path", None)
+    return f"{path}/error.txt" if path else "the run's tune/ folder"
+
+
 def _trial_name(trial) -> str:
     return f"trial-{trial.config['number']:04d}-{trial.config['arch_id']}"
 
@@ -423,6 +428,10 @@ def _tune(exp: Experiment, run_: RunDir, study, records: dict, remaining: int, s
         def on_trial_start(self, iteration, trials, trial, **info):
             timings.setdefault("first_trial_s", time.perf_counter() - t_cmd)
 
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            say(f"nas-search: trial {trial.config['number']} lost its worker (a dead process or node); Ray Tune "
+                f"re-runs it (search.max_retries {s.max_retries}); details in {_error_file(trial)}")
+
     class _Stopper(tune.Stopper):
         def __call__(self, trial_id, result):
             return False
@@ -452,6 +461,9 @@ def _tune(exp: Experiment, run_: RunDir, study, records: dict, remaining: int, s
                                   stop=_Stopper(), callbacks=[_Start()],
                                   failure_config=tune.FailureConfig(max_failures=s.max_retries)),
     )
+    # Tune logs every lost worker with a full traceback; the line above and the trial record say it instead.
+    import logging
+    logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
     old_handler = None
     if threading.current_thread() is threading.main_thread():
         def on_sigint(signum, frame):
