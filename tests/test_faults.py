@@ -245,3 +245,7 @@ def test_uri_run_directory_resumes_from_another_machine(ray_local, write_space, 
     records = _records_match_study(remote)
     assert len(records) == 3
     assert json.loads((remote / "experiment.json").read_text())["uri"] == uri
+    # Deleting the run at the URI starts it over: the local copy does not bring it back.
+    shutil.rmtree(remote)
+    again = run(space, run_dir=uri, trials=1, progress=False)
+    assert again.completed == 1 and len(RunDir(remote).read_records()) == 1

@@ -201,6 +201,9 @@ def run(space: str | os.PathLike | Experiment | None = None, *, trials: int | No
         mirror = Mirror(str(run_dir))
         if mirror.exists():
             mirror.pull()
+        elif mirror.local.exists():  # nothing at the URI (new, or deleted to start over): no stale local copy
+            import shutil
+            shutil.rmtree(mirror.local)
         run_dir = mirror.local
     path = resolve_run_dir(name, run_dir, exp.file if exp else None)
     shown = mirror.uri if mirror else path
@@ -313,6 +316,7 @@ def _run_locked(exp: Experiment, run_: RunDir, existing: bool, address: str | No
             f"{prog.done}/{target} trials done" + (f", {requeued} interrupted re-queued" if requeued else "") + ")")
         if mirror is not None:
             say(f"nas-search: working copy {run_.path}, pushed to {mirror.uri} after every trial")
+            mirror.push()  # the run exists at the URI from its start
 
         interrupted = exhausted = False
         timings: dict[str, float] = {"ray_ready_s": time.perf_counter() - t_cmd}
