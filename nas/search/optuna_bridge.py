@@ -26,8 +26,8 @@ from ..errors import UserError
 from .rundir import RunDir
 from .trainable import FINAL_KEY, RESULT_KEY
 
-__all__ = ["STUDY_NAME", "DIRECTIONS", "open_study", "make_storage", "check_storage_url", "redact", "make_sampler", "constraints_of", "reconcile",
-           "OptunaSearcher", "enqueue_grid", "recover_records"]
+__all__ = ["STUDY_NAME", "DIRECTIONS", "open_study", "make_storage", "check_storage_url", "redact", "make_sampler",
+           "constraints_of", "reconcile", "recover_records", "OptunaSearcher", "enqueue_grid"]
 
 STUDY_NAME = "nas"
 DIRECTIONS = ("maximize", "maximize")  # generalization, capacity
@@ -167,9 +167,10 @@ def recover_records(study: optuna.Study, records: list[dict[str, Any]], space, r
 def reconcile(study: optuna.Study, records: list[dict[str, Any]]) -> int:
     """Settle RUNNING trials left by a stopped or killed driver; return how many were re-queued.
 
-    A RUNNING trial whose result is in ``trials.jsonl`` is told that result; any other was interrupted:
-    it is marked FAIL (user attribute ``interrupted``) and its parameters are queued again, so the
-    architecture is trained on resume.
+    A RUNNING trial whose result is in ``trials.jsonl`` is told that result; any other is marked FAIL and
+    its parameters are queued again, so the architecture is trained on resume. Its user attribute says
+    which: ``interrupted`` (it had reached a worker) or ``abandoned`` (the driver stopped while proposing it,
+    before it was launched).
     """
     by_number = {r["number"]: r for r in records if r.get("number") is not None}
     requeued = 0
@@ -178,7 +179,7 @@ def reconcile(study: optuna.Study, records: list[dict[str, Any]]) -> int:
         if rec is not None and rec["id"] == ft.user_attrs.get("arch_id"):
             tell_record(study, ft, rec)
             continue
-        _set_attrs(study, ft, {"interrupted": True})
+        _set_attrs(study, ft, {"interrupted" if "tune_trial_id" in ft.user_attrs else "abandoned": True})
         study.tell(ft.number, state=TrialState.FAIL, skip_if_finished=True)
         if ft.params:
             study.enqueue_trial(dict(ft.params), user_attrs={"requeued_from": ft.number})

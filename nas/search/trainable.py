@@ -33,9 +33,10 @@ def run_trainer(path: str | None, arch, dataset, train, objective, threads: int,
     from trainers.proxy import _is_oom
     from trainers.result import TrialResult
 
+    path = path or DEFAULT_TRAINER
     t0 = time.perf_counter()
     try:
-        res = _load(path or DEFAULT_TRAINER)(arch, dataset, train, objective, num_threads=threads,
+        res = _load(path)(arch, dataset, train, objective, num_threads=threads,
                                              on_epoch=on_epoch, image_size=image_size)
         if not isinstance(res, TrialResult):
             raise TypeError(f"the trainer {path} returned {type(res).__name__}, not a TrialResult")
