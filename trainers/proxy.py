@@ -26,7 +26,7 @@ from .objective import ObjectiveConfig
 from .result import TrialResult
 
 __all__ = ["TrainConfig", "train_candidate", "fit", "FitResult", "Diverged", "resolve_device", "evaluate",
-           "seed_everything", "parse_train", "parse_objective"]
+           "is_oom", "seed_everything", "parse_train", "parse_objective"]
 
 OnEpoch = Callable[[int, dict[str, float]], None]
 
@@ -247,7 +247,8 @@ def fit(model: nn.Module, dataset: Dataset, train: TrainConfig, *, train_idx: to
     return FitResult(model, metrics, history)
 
 
-def _is_oom(err: BaseException) -> bool:
+def is_oom(err: BaseException) -> bool:
+    """Whether ``err`` is an allocation failure (CUDA out of memory, or the CPU allocator giving up)."""
     oom = getattr(torch, "OutOfMemoryError", None)
     text = str(err).lower()
     return (oom is not None and isinstance(err, oom)) or (
@@ -332,7 +333,7 @@ def train_candidate(arch: Architecture | ModelConfig, dataset: Dataset, train: T
         except Diverged as err:
             return _failed("diverged", str(err), base, t_start, history)
         except Exception as err:  # noqa: BLE001 - a trial's failure is a result, not a crash
-            if _is_oom(err):
+            if is_oom(err):
                 if dev.type == "cuda":
                     torch.cuda.empty_cache()
                 return _failed("oom", f"out of memory on {dev}: {str(err).splitlines()[0]}", base, t_start,

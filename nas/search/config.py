@@ -6,7 +6,6 @@ budgets against the cost model, so the search engine only ever sees validated ob
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,15 +130,14 @@ def load_experiment(path_or_name: str | Path) -> Experiment:
 def _check_trainer(path: str, file: str | None) -> None:
     if path == SearchConfig.trainer:
         return
-    module, _, name = path.partition(":")
+    from .trainable import load_trainer
     try:
-        found = callable(getattr(importlib.import_module(module), name, None))
-        why = f"{module} has no function {name}"
+        load_trainer(path)
     except Exception as err:  # noqa: BLE001 - any import failure is the user's module
-        found, why = False, f"importing {module} failed: {type(err).__name__}: {err}"
-    if not found:
+        why = str(err) if isinstance(err, LookupError) else \
+            f"importing {path.partition(':')[0]} failed: {type(err).__name__}: {err}"
         raise ConfigError(file, "search.trainer", why, "an importable `module:function` (on the driver and "
-                          "every worker), e.g. trainers.proxy:train_candidate", path)
+                          "every worker), e.g. trainers.proxy:train_candidate", path) from None
 
 
 def num_classes_hint(train: Any, file: str | None = None) -> int:

@@ -29,7 +29,7 @@ import yaml
 from ..errors import UserError
 from .config import Experiment, load_experiment
 from .leaderboard import format_table, latest_records, write_leaderboard
-from .rundir import DEFAULT_ROOT, RunDir, atomic_write
+from .rundir import DEFAULT_ROOT, STUDY_NAME, RunDir, atomic_write, new_meta
 from .storage import Mirror, is_uri
 
 __all__ = ["run", "dry_run", "SearchResult", "Progress", "resolve_run_dir", "model_config_of"]
@@ -286,10 +286,9 @@ def _run_locked(exp: Experiment, run_: RunDir, existing: bool, address: str | No
             meta = run_.read_meta()
         else:
             import uuid
-            meta = {"format": 1, "name": name, "fingerprint": exp.space.fingerprint(), "source": exp.file,
-                    "storage": _redact(storage) if storage else None,
-                    "study": f"{name}-{uuid.uuid4().hex[:8]}" if storage else ob.STUDY_NAME,
-                    "uri": mirror.uri if mirror else None, "sessions": []}
+            meta = new_meta(name, exp.space.fingerprint(), exp.file, storage=_redact(storage) if storage else None,
+                            study=f"{name}-{uuid.uuid4().hex[:8]}" if storage else STUDY_NAME,
+                            uri=mirror.uri if mirror else None)
         session = len(meta["sessions"])
         meta["sessions"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "trials": exp.search.trials,
                                  "address": address})

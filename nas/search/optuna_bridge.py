@@ -23,13 +23,12 @@ from ray.tune.search import Searcher
 
 from ..arch import Architecture
 from ..errors import UserError
-from .rundir import RunDir
+from .rundir import STUDY_NAME, RunDir
 from .trainable import FINAL_KEY, RESULT_KEY
 
 __all__ = ["STUDY_NAME", "DIRECTIONS", "open_study", "make_storage", "check_storage_url", "redact", "make_sampler",
            "constraints_of", "reconcile", "recover_records", "OptunaSearcher", "enqueue_grid"]
 
-STUDY_NAME = "nas"
 DIRECTIONS = ("maximize", "maximize")  # generalization, capacity
 
 

@@ -25,10 +25,11 @@ import yaml
 
 from ..errors import UserError
 
-__all__ = ["RunDir", "atomic_write", "DEFAULT_ROOT"]
+__all__ = ["RunDir", "atomic_write", "new_meta", "DEFAULT_ROOT", "STUDY_NAME"]
 
 DEFAULT_ROOT = "runs"
 FORMAT = 1
+STUDY_NAME = "nas"  # the study of a run whose study lives in its journal file
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -39,6 +40,13 @@ def atomic_write(path: Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def new_meta(name: str, fingerprint: str, source: str | None, *, storage: str | None = None,
+             study: str = STUDY_NAME, uri: str | None = None) -> dict[str, Any]:
+    """The content of a new run's ``experiment.json`` (``storage`` without its password)."""
+    return {"format": FORMAT, "name": name, "fingerprint": fingerprint, "source": source, "storage": storage,
+            "study": study, "uri": uri, "sessions": []}
 
 
 class RunDir:
@@ -87,10 +95,9 @@ class RunDir:
 
     def _rebuilt_meta(self) -> dict[str, Any]:
         """``experiment.json`` rebuilt from ``space.yaml`` (a journal study; the session history is gone)."""
-        exp = self.read_experiment()
-        return {"format": FORMAT, "name": self.path.name, "fingerprint": exp.space.fingerprint(),
-                "source": str(self.space_yaml), "storage": None, "study": "nas", "uri": None, "sessions": [],
-                "rebuilt": time.strftime("%Y-%m-%d %H:%M:%S")}
+        meta = new_meta(self.path.name, self.read_experiment().space.fingerprint(), str(self.space_yaml))
+        meta["rebuilt"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        return meta
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         atomic_write(self.experiment_json, json.dumps(meta, indent=2, default=str))

@@ -12,16 +12,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["train_trial", "run_trainer", "FINAL_KEY", "RESULT_KEY", "DEFAULT_TRAINER"]
+__all__ = ["train_trial", "run_trainer", "load_trainer", "FINAL_KEY", "RESULT_KEY", "DEFAULT_TRAINER"]
 
 FINAL_KEY = "nas_final"
 RESULT_KEY = "nas_result"
 DEFAULT_TRAINER = "trainers.proxy:train_candidate"
 
 
-def _load(path: str) -> Callable[..., Any]:
+def load_trainer(path: str) -> Callable[..., Any]:
+    """The function at ``module:function``; :class:`LookupError` when the module has no such function."""
     module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
+    fn = getattr(importlib.import_module(module), name, None)
+    if not callable(fn):
+        raise LookupError(f"{module} has no function {name}")
+    return fn
 
 
 def run_trainer(path: str | None, arch, dataset, train, objective, threads: int, on_epoch, image_size: int,
@@ -30,13 +34,13 @@ def run_trainer(path: str | None, arch, dataset, train, objective, threads: int,
     wrong in it into a failed :class:`TrialResult` with its reason: an exception (``error``), out of
     memory (``oom``) or non-finite axes (``diverged``). Exceptions in ``passed`` (Tune stopping the trial)
     propagate."""
-    from trainers.proxy import _is_oom
+    from trainers.proxy import is_oom
     from trainers.result import TrialResult
 
     path = path or DEFAULT_TRAINER
     t0 = time.perf_counter()
     try:
-        res = _load(path)(arch, dataset, train, objective, num_threads=threads,
+        res = load_trainer(path)(arch, dataset, train, objective, num_threads=threads,
                                              on_epoch=on_epoch, image_size=image_size)
         if not isinstance(res, TrialResult):
             raise TypeError(f"the trainer {path} returned {type(res).__name__}, not a TrialResult")
@@ -47,7 +51,7 @@ def run_trainer(path: str | None, arch, dataset, train, objective, threads: int,
         text = str(err).strip().splitlines()[0] if str(err).strip() else ""
         if isinstance(err, ValueError) and "must be finite" in text:
             status, reason = "diverged", f"the trainer returned a non-finite result ({text})"
-        elif _is_oom(err):
+        elif is_oom(err):
             status, reason = "oom", f"out of memory: {text}"
         else:
             status, reason = "error", f"{type(err).__name__}: {text}"
