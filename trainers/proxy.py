@@ -26,6 +26,7 @@ from .objective import ObjectiveConfig
 from .result import TrialResult
 
 __all__ = ["TrainConfig", "train_candidate", "fit", "FitResult", "Diverged", "resolve_device", "evaluate",
+           "recalibrate_bn", "fit_eval_subset",
            "is_oom", "seed_everything", "parse_train", "parse_objective"]
 
 OnEpoch = Callable[[int, dict[str, float]], None]
@@ -56,6 +57,10 @@ class TrainConfig:
         channels_last: ``null`` turns it on for CUDA only.
         eval_batch_size: images per evaluation batch.
         drop_path: stochastic depth rate of the model.
+        bn_recalibrate: training images (no augmentation) whose statistics replace the BatchNorm running
+            averages before every evaluation (0: evaluate with the running averages). After a few dozen
+            steps the running averages still hold mostly their initial values, so without this a short
+            training evaluates near chance and conv-heavy layouts (more BatchNorm) are penalised.
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -75,6 +80,7 @@ class TrainConfig:
     channels_last: bool | None = None
     eval_batch_size: int = field(default=512, metadata=_ge(1, "an integer"))
     drop_path: float = field(default=0.0, metadata={"check": lambda v: 0 <= v < 1, "allowed": "a number in [0, 1)"})
+    bn_recalibrate: int = field(default=1024, metadata=_ge(0, "an integer"))
 
 
 class Diverged(RuntimeError):
@@ -131,6 +137,42 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
+def recalibrate_bn(model: nn.Module, x: torch.Tensor, images: int, batch_size: int, seed: int = 0,
+                   channels_last: bool = False) -> bool:
+    """Recompute every BatchNorm's running mean/variance from ``images`` examples of ``x``.
+
+    The statistics become the exact average over the batches (momentum ``None``), with every other module
+    in eval mode (no dropout or stochastic depth while measuring). Returns whether the model has BatchNorm.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns or images <= 0 or len(x) == 0:
+        return bool(bns)
+    was_training = model.training
+    model.eval()
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    idx = torch.randperm(len(x), generator=gen)[:images].to(x.device)
+    bs = max(2, min(batch_size, len(idx)))
+    try:
+        for i in range(0, len(idx) - 1, bs):  # a last batch of one image has no variance: skip it
+            xb = x[idx[i:i + bs]]
+            if len(xb) < 2:
+                break
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            model(xb)
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        model.train(was_training)
+    return True
+
+
+@torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, train: TrainConfig,
              device: torch.device, channels_last: bool) -> tuple[float, float]:
     """(mean cross-entropy without smoothing, accuracy) of ``model`` on ``x, y``."""
@@ -157,8 +199,11 @@ def fit(model: nn.Module, dataset: Dataset, train: TrainConfig, *, train_idx: to
     A generator so that callers can report each round (and stop) between rounds. A round is one epoch of
     the training examples unless ``report_every`` (steps) says otherwise; the validation split is
     evaluated once per round. ``train_idx`` selects the training examples (default: the whole training
-    split); ``steps`` overrides the config's budget; ``eval_idx`` picks the training examples evaluated
-    for the final fit. Raises :class:`Diverged` on a non-finite or exploding training loss.
+    split); ``steps`` overrides the config's budget; ``eval_idx`` picks the training examples whose fit
+    (``train_loss``/``train_acc``, eval mode) is measured after every round. Before each evaluation the
+    BatchNorm statistics are recomputed (``train.bn_recalibrate``). Rows also carry the train-mode running
+    figures of the round (``running_loss``/``running_acc``). Raises :class:`Diverged` on a non-finite or
+    exploding training loss.
     """
     device = device or resolve_device(train)
     data = dataset.to(device)
@@ -189,6 +234,8 @@ def fit(model: nn.Module, dataset: Dataset, train: TrainConfig, *, train_idx: to
         return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    ev = eval_idx.to(device) if eval_idx is not None else None
+    xe, ye = (x_all, y_all) if ev is None else (x_all[ev], y_all[ev])
     gen = torch.Generator(device="cpu").manual_seed(train.seed)
     chance_loss = math.log(max(2, dataset.num_classes))
     history: list[dict[str, Any]] = []
@@ -227,24 +274,35 @@ def fit(model: nn.Module, dataset: Dataset, train: TrainConfig, *, train_idx: to
         sync()
         train_s += time.perf_counter() - t0
         images += seen
-        train_loss = loss_sum.item() / max(1, seen)
-        if not math.isfinite(train_loss) or train_loss > 100 * chance_loss:
-            raise Diverged(f"training loss {train_loss:.4g} at round {rnd} ({regime} regime, lr {train.lr:g}) "
-                           f"is {'not finite' if not math.isfinite(train_loss) else 'over 100x chance'}")
+        running_loss = loss_sum.item() / max(1, seen)
+        if not math.isfinite(running_loss) or running_loss > 100 * chance_loss:
+            raise Diverged(f"training loss {running_loss:.4g} at round {rnd} ({regime} regime, lr {train.lr:g}) "
+                           f"is {'not finite' if not math.isfinite(running_loss) else 'over 100x chance'}")
+        # Every round is measured like the final result: BN statistics recomputed, eval mode, the same
+        # examples, so that per-round estimates (ASHA) and the leaderboard agree.
+        recalibrate_bn(model, x_all, train.bn_recalibrate, train.eval_batch_size, train.seed, channels_last)
         val_loss, val_acc = evaluate(model, data.x_val, data.y_val, train, device, channels_last)
-        row = {"regime": regime, "epoch": rnd, "step": step, "passes": images / n, "train_loss": train_loss,
-               "train_acc": correct.item() / max(1, seen), "val_loss": val_loss, "val_acc": val_acc,
+        fit_loss, fit_acc = evaluate(model, xe, ye, train, device, channels_last)
+        row = {"regime": regime, "epoch": rnd, "step": step, "passes": images / n, "train_loss": fit_loss,
+               "train_acc": fit_acc, "val_loss": val_loss, "val_acc": val_acc,
+               "running_loss": running_loss, "running_acc": correct.item() / max(1, seen),
                "lr": opt.param_groups[0]["lr"]}
         history.append(row)
         yield row
-    ev = eval_idx.to(device) if eval_idx is not None else None
-    xe, ye = (x_all, y_all) if ev is None else (x_all[ev], y_all[ev])
-    fit_loss, fit_acc = evaluate(model, xe, ye, train, device, channels_last)
-    metrics = {"train_loss": fit_loss, "train_acc": fit_acc, "val_loss": history[-1]["val_loss"],
-               "val_acc": history[-1]["val_acc"], "gap": fit_acc - history[-1]["val_acc"], "epochs": rounds,
+    metrics = {"train_loss": history[-1]["train_loss"], "train_acc": history[-1]["train_acc"],
+               "val_loss": history[-1]["val_loss"], "val_acc": history[-1]["val_acc"],
+               "gap": history[-1]["train_acc"] - history[-1]["val_acc"], "epochs": rounds,
                "passes": images / n, "steps": step, "train_images": images, "train_s": train_s,
                "images_per_s": images / train_s if train_s > 0 else 0.0, "train_size": n}
     return FitResult(model, metrics, history)
+
+
+def fit_eval_subset(y: torch.Tensor, limit: int, seed: int) -> torch.Tensor | None:
+    """Indices of a stratified subset of at most ``limit`` of the labels ``y`` whose fit is measured
+    (``None``: all of them)."""
+    if limit >= len(y):
+        return None
+    return stratified_subset(y, limit / len(y), seed)
 
 
 def is_oom(err: BaseException) -> bool:
@@ -285,10 +343,7 @@ def train_candidate(arch: Architecture | ModelConfig, dataset: Dataset, train: T
         return _failed("error", f"cost model: {type(err).__name__}: {err}", {}, t_start, [])
     dev = resolve_device(train, device)
     k = dataset.num_classes
-    limit_idx = None
-    if objective.train_eval_limit < len(dataset.y_train):
-        limit_idx = stratified_subset(dataset.y_train, objective.train_eval_limit / len(dataset.y_train),
-                                      train.seed)
+    limit_idx = fit_eval_subset(dataset.y_train, objective.train_eval_limit, train.seed)
     history: list[dict[str, Any]] = []
     state: dict[str, Any] = {"gen": None}
 
@@ -310,7 +365,9 @@ def train_candidate(arch: Architecture | ModelConfig, dataset: Dataset, train: T
             model = build_model(arch, num_classes=k, image_size=size, in_chans=dataset.in_chans,
                                 drop_path_rate=train.drop_path)
             res = yield from fit(model, dataset, train, train_idx=sub, steps=full_steps, device=dev,
-                                 report_every=full_epoch, regime="generalization")
+                                 report_every=full_epoch, regime="generalization",
+                                 eval_idx=fit_eval_subset(dataset.y_train[sub], objective.train_eval_limit,
+                                                          train.seed))
             out["gen"] = res.metrics
             state["gen"] = obj.generalization(res.metrics["val_acc"], res.metrics["train_acc"], objective)
             del model, res

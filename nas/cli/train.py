@@ -109,7 +109,7 @@ def _main(args) -> int:
     from nas.export import save_model_config
     from nas.model import build_model
     from trainers.data import load_dataset
-    from trainers.proxy import fit, resolve_device, seed_everything
+    from trainers.proxy import fit, fit_eval_subset, resolve_device, seed_everything
 
     for name in ("epochs", "steps", "batch_size", "threads", "image_size", "in_chans"):
         _check_positive("--" + name.replace("_", "-"), getattr(args, name))
@@ -147,7 +147,7 @@ def _main(args) -> int:
     seed_everything(train.seed)
     model = build_model(mc, drop_path_rate=train.drop_path)
     t0 = time.perf_counter()
-    it = fit(model, dataset, train, device=device)
+    it = fit(model, dataset, train, device=device, eval_idx=fit_eval_subset(dataset.y_train, 4096, train.seed))
     while True:
         try:
             row = next(it)
@@ -156,7 +156,7 @@ def _main(args) -> int:
             break
         if not args.quiet:
             epochs = train.epochs if train.steps is None else "?"
-            print(f"epoch {row['epoch']:>3}/{epochs}  loss {row['train_loss']:.4f}  train_acc "
+            print(f"epoch {row['epoch']:>3}/{epochs}  loss {row['running_loss']:.4f}  train_acc "
                   f"{row['train_acc']:.3f}  val_acc {row['val_acc']:.3f}  {time.perf_counter() - t0:6.1f}s",
                   flush=True)
     metrics = {**res.metrics, "params": cost.params, "macs": cost.macs, "wall_s": time.perf_counter() - t0}
