@@ -58,6 +58,10 @@ class Architecture:
 
     ``stem="patch"`` makes the ViT_REL baseline: a ``patch_size`` x ``patch_size`` patchify conv replaces
     S0's two 3x3 convs, every stage is a transformer and no stage downsamples.
+
+    ``stem_stride`` is the stride of the conv stem's first conv: 2 (the paper, 32x downsampling in all) or
+    1 (16x in all), which keeps S3/S4 at 4x4/2x2 tokens instead of 2x2/1x1 for 32 px inputs, as CIFAR
+    adaptations of ResNets and ViTs do. It is part of the canonical string (``stem_stride=1``) when not 2.
     """
 
     layout: tuple[str, str, str, str]
@@ -66,6 +70,7 @@ class Architecture:
     options: BlockOptions = BlockOptions()
     stem: Literal["conv", "patch"] = "conv"
     patch_size: int = 16
+    stem_stride: int = 2
 
     def __post_init__(self) -> None:
         # Normalise lists to tuples so equal architectures hash equally.
@@ -81,6 +86,8 @@ class Architecture:
             raise ValueError("the patch stem (ViT_REL) needs every stage to be T")
         if self.stem not in ("conv", "patch"):
             raise ValueError(f"stem must be 'conv' or 'patch', got {self.stem!r}")
+        if self.stem_stride not in (1, 2) or (self.stem == "patch" and self.stem_stride != 2):
+            raise ValueError(f"stem_stride must be 1 or 2 (and 2 for the patch stem), got {self.stem_stride!r}")
 
     # ----------------------------------------------------------------- naming
     @property
@@ -103,6 +110,8 @@ class Architecture:
                if getattr(self.options, f.name) != f.default}
         if self.is_vit:
             out["patch"] = self.patch_size
+        if self.stem_stride != 2:
+            out["stem_stride"] = self.stem_stride
         return out
 
     @property
@@ -121,6 +130,8 @@ class Architecture:
         }
         if self.is_vit:
             out["patch_size"] = self.patch_size
+        if self.stem_stride != 2:
+            out["stem_stride"] = self.stem_stride
         return out
 
     @classmethod
@@ -130,7 +141,7 @@ class Architecture:
         if not isinstance(data, Mapping):
             raise ConfigError(file, path, "must be a mapping", "keys layout, depths, widths, options",
                               value=data)
-        check_keys(data, ("depths", "layout", "options", "patch_size", "widths"), file, path)
+        check_keys(data, ("depths", "layout", "options", "patch_size", "stem_stride", "widths"), file, path)
         for key in ("layout", "depths", "widths"):
             if key not in data:
                 raise ConfigError(file, f"{path}.{key}", "is missing", "see `nas-export` output for an example")
@@ -156,14 +167,18 @@ class Architecture:
         patch = data.get("patch_size", 16)
         if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1:
             raise ConfigError(file, f"{path}.patch_size", "must be a positive integer", value=patch)
+        stride = data.get("stem_stride", 2)
+        if isinstance(stride, bool) or stride not in (1, 2) or (stem == "patch" and stride != 2):
+            raise ConfigError(file, f"{path}.stem_stride", "must be 1 or 2 (2 for ViT_REL)", "1, 2",
+                              value=stride)
         return cls(layout=tuple(layout), depths=seqs["depths"], widths=seqs["widths"], options=options,
-                   stem=stem, patch_size=patch)
+                   stem=stem, patch_size=patch, stem_stride=stride)
 
     @classmethod
     def parse(cls, text: str, options: BlockOptions | None = None) -> "Architecture":
         """Parse the short string form, e.g. ``"C-C-T-T L=2,2,3,5,2 D=64,96,192,384,768"``.
 
-        Trailing ``key=value`` pairs set block options (and ``patch`` for ViT_REL).
+        Trailing ``key=value`` pairs set block options (and ``patch`` for ViT_REL, ``stem_stride``).
         """
         parts = text.split()
         if len(parts) < 3 or not parts[1].startswith("L=") or not parts[2].startswith("D="):
@@ -179,6 +194,8 @@ class Architecture:
             key, _, val = extra.partition("=")
             if key == "patch":
                 data["patch_size"] = int(val)
+            elif key == "stem_stride":
+                data["stem_stride"] = int(val)
             elif key in hints:
                 default = getattr(BlockOptions(), key)
                 data["options"][key] = type(default)(val) if not isinstance(default, str) else val

@@ -29,18 +29,19 @@ class LayerNorm2d(nn.LayerNorm):
 
 
 class ConvStem(nn.Module):
-    """S0: ``depth`` 3x3 convs (the paper: two), the first with stride 2, BN + GELU between them.
+    """S0: ``depth`` 3x3 convs (the paper: two), the first with stride ``stride`` (the paper: 2), BN + GELU
+    between them.
 
     Layers are ``conv1``, ``norm1``, ``act1``, ``conv2``, ... so a two-conv stem has the usual
     ``stem.conv1`` / ``stem.conv2`` keys.
     """
 
-    def __init__(self, in_chs: int, out_chs: int, depth: int = 2):
+    def __init__(self, in_chs: int, out_chs: int, depth: int = 2, stride: int = 2):
         super().__init__()
         self.depth = depth
         for k in range(1, depth + 1):
             self.add_module(f"conv{k}", nn.Conv2d(in_chs if k == 1 else out_chs, out_chs, 3,
-                                                  stride=2 if k == 1 else 1, padding=1))
+                                                  stride=stride if k == 1 else 1, padding=1))
             if k < depth:
                 self.add_module(f"norm{k}", nn.BatchNorm2d(out_chs))
                 self.add_module(f"act{k}", nn.GELU())

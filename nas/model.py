@@ -19,7 +19,7 @@ def feature_sizes(arch: Architecture, image_size: int) -> list[int]:
     """Spatial size after S0, S1, .., S4 for a square ``image_size`` input."""
     if arch.is_vit:
         return [image_size // arch.patch_size] * 5
-    sizes = [downsampled(image_size, 2)]
+    sizes = [downsampled(image_size, arch.stem_stride)]
     for _ in range(4):
         sizes.append(downsampled(sizes[-1], 2))
     return sizes
@@ -82,7 +82,7 @@ class CoAtNet(nn.Module):
         if arch.is_vit:
             self.stem = PatchStem(in_chans, widths[0], arch.patch_size)
         else:
-            self.stem = ConvStem(in_chans, widths[0], depths[0])
+            self.stem = ConvStem(in_chans, widths[0], depths[0], arch.stem_stride)
         total = sum(depths[1:])
         rates = [drop_path_rate * i / max(1, total - 1) for i in range(total)]
         stages, k = [], 0

@@ -175,8 +175,9 @@ class SearchSpace:
 
     def __init__(self, *, image_size: int, in_chans: int, stem: _Choices, stages: dict[str, _Choices],
                  layouts: tuple[str, ...], patch_sizes: tuple[int, ...], options: dict[str, tuple],
-                 monotone: bool, non_decreasing_widths: bool, budgets: Budgets, file: str | None = None):
-        self._image_size, self._in_chans = image_size, in_chans
+                 monotone: bool, non_decreasing_widths: bool, budgets: Budgets, file: str | None = None,
+                 stem_stride: int = 2):
+        self._image_size, self._in_chans, self._stem_stride = image_size, in_chans, stem_stride
         self._stem, self._stages = stem, dict(stages)
         self._layouts, self._patch_sizes = layouts, patch_sizes
         self._options = dict(options)
@@ -188,6 +189,7 @@ class SearchSpace:
     # ------------------------------------------------------------------------------ properties
     image_size = property(lambda self: self._image_size)
     in_chans = property(lambda self: self._in_chans)
+    stem_stride = property(lambda self: self._stem_stride, doc="stride of the conv stem (2: 32x in all, 1: 16x)")
     budgets = property(lambda self: self._budgets)
     file = property(lambda self: self._file)
     layouts = property(lambda self: self._layouts, doc="valid layout names, in a fixed order")
@@ -219,9 +221,14 @@ class SearchSpace:
             raise ConfigError(f, "space.input.channels", "must be a positive integer", "e.g. 1 (grey) or 3 (RGB)",
                               value=in_chans)
 
-        stem_d = check_keys(data.get("stem"), ("width", "depth"), f, "space.stem")
+        stem_d = check_keys(data.get("stem"), ("width", "depth", "stride"), f, "space.stem")
         if "width" not in stem_d:
             raise ConfigError(f, "space.stem.width", "is missing", "a positive integer or a list of them")
+        stem_stride = stem_d.get("stride", 2)
+        if isinstance(stem_stride, bool) or stem_stride not in (1, 2):
+            raise ConfigError(f, "space.stem.stride", "must be 1 or 2 (one value per space): 2 is the paper's "
+                              "stem (32x downsampling in all), 1 keeps twice the resolution in every stage "
+                              "(16x), for 32-64 px images", "1, 2", value=stem_stride)
         stem = _Choices(depth=_int_choices(stem_d.get("depth", 2), f, "space.stem.depth", "number of 3x3 convs"),
                         width=_int_choices(stem_d["width"], f, "space.stem.width", "channels"))
 
@@ -297,7 +304,8 @@ class SearchSpace:
         layouts = _valid_layouts(stages, fixed, flags["monotone"], f, include_vit)
         space = cls(image_size=image_size, in_chans=in_chans, stem=stem, stages=stages, layouts=tuple(layouts),
                     patch_sizes=patch_sizes, options=options, monotone=flags["monotone"],
-                    non_decreasing_widths=flags["non_decreasing_widths"], budgets=budgets, file=f)
+                    non_decreasing_widths=flags["non_decreasing_widths"], budgets=budgets, file=f,
+                    stem_stride=stem_stride)
         if space._chains[0] and not any(space._chains[0].values()):
             raise ConfigError(f, "space.rules.non_decreasing_widths", "cannot be satisfied: no choice of "
                               "widths S0..S4 is non-decreasing", "widths choices that allow a non-decreasing "
@@ -347,7 +355,7 @@ class SearchSpace:
             return Architecture(layout=("T",) * 4, depths=tuple(depths), widths=tuple(widths), options=options,
                                 stem="patch", patch_size=int(patch))
         return Architecture(layout=tuple(layout.split("-")), depths=tuple(depths), widths=tuple(widths),
-                            options=options)
+                            options=options, stem_stride=self._stem_stride)
 
     def _depth_lists(self) -> list[tuple[int, ...]]:
         return [self._stem.depth, *(self._stages[s].depth for s in STAGES)]
@@ -415,6 +423,8 @@ class SearchSpace:
             return f"layout {arch.layout_name} is not one of {', '.join(self._layouts)}"
         if arch.is_vit and arch.patch_size not in self._patch_sizes:
             return f"patch_size {arch.patch_size} is not one of {list(self._patch_sizes)}"
+        if not arch.is_vit and arch.stem_stride != self._stem_stride:
+            return f"stem_stride {arch.stem_stride} is not the space's space.stem.stride {self._stem_stride}"
         names = ("S0", *STAGES)
         for i, (d, ds) in enumerate(zip(arch.depths, self._depth_lists())):
             if d not in ds:
@@ -525,7 +535,8 @@ class SearchSpace:
         """Resolved canonical form (every choice list explicit and sorted)."""
         return {
             "input": {"image_size": self._image_size, "channels": self._in_chans},
-            "stem": {"depth": list(self._stem.depth), "width": list(self._stem.width)},
+            "stem": {"depth": list(self._stem.depth), "width": list(self._stem.width),
+                     **({"stride": self._stem_stride} if self._stem_stride != 2 else {})},
             "stages": {s: {"block": list(c.block), "depth": list(c.depth), "width": list(c.width)}
                        for s, c in self._stages.items()},
             "rules": {"monotone": self._monotone, "non_decreasing_widths": self._nondec,
