@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from nas.errors import ConfigError, UserError
 
-__all__ = ["DataConfig", "Dataset", "load_dataset", "resolve_source", "stratified_split", "stratified_subset", "SOURCES"]
+__all__ = ["DataConfig", "Dataset", "load_dataset", "resolve_source", "stratified_split", "stratified_subset", "SOURCES",
+           "read_imagefolder"]
 
 SOURCES = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder", "npz")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -319,6 +320,11 @@ def _imagefolder(cfg: DataConfig, path: Path, origin: _Origin):
             xs.append(arr.transpose(2, 0, 1))
             ys.append(label)
     return np.stack(xs), np.asarray(ys, dtype=np.int64), len(classes)
+
+
+def read_imagefolder(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, int]:
+    """(x uint8 NCHW, y, num_classes) of the image folder at ``cfg.path``, decoded as the source does."""
+    return _imagefolder(cfg, Path(os.path.expanduser(cfg.path)), _Origin(None, "path"))
 
 
 def _npz(cfg: DataConfig, path: Path, origin: _Origin):

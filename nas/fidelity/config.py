@@ -1,0 +1,207 @@
+"""The study YAML of ``nas-fidelity``: which space, which proxy protocols, which reference, how many.
+
+A study file names a search YAML (its ``space:``, ``train:`` and ``objective:`` are the base protocol) and
+overrides of that protocol for each proxy and for the reference::
+
+    study:
+      space: coatnet-cifar.yaml     # a search YAML (path relative to this file, or a bundled name)
+      architectures: 30             # sampled, stratified over the space's layouts; or `all` (small spaces)
+      seed: 0
+      zero_cost: [params, macs, synflow, naswot, grad_norm]
+      max_concurrent: 2
+      cpus_per_trial: 1
+    proxies:                        # name -> overrides of the search YAML's train:/objective:
+      default: {}
+      running-bn: {train: {bn_recalibrate: 0}}
+    reference:
+      seeds: [0, 1]
+      train: {epochs: 30}
+
+Everything is validated here, once, with the parsers of the rooms below (the trainers' ``train:`` and
+``objective:`` dataclasses); the runner sees only validated objects.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError, UserError, check_keys, parse_dataclass, yaml_problem
+
+__all__ = ["StudySettings", "Protocol", "Study", "load_study", "study_from_dict", "REFERENCE"]
+
+REFERENCE = "reference"
+MAX_ARCHITECTURES = 10_000
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """The ``study:`` section.
+
+    Args:
+        space: the search YAML whose space is sampled and whose train/objective are the base protocol.
+        architectures: how many to sample (stratified over layouts), or ``all`` to take every candidate.
+        seed: seed of the sample.
+        zero_cost: training-free proxies computed for every architecture (``trainers.zerocost``).
+        zero_cost_batch: images per zero-cost measurement.
+        max_concurrent: trainings at once (``null``: as many as the CPUs/GPUs allow).
+        cpus_per_trial: CPUs (= torch threads) of one training.
+        gpus_per_trial: GPUs of one training (fractions pack several on one GPU).
+        max_retries: re-runs of a training whose worker died.
+        bootstrap: resamples of the architectures for the 95% intervals.
+    """
+
+    space: str = "coatnet-cifar.yaml"
+    architectures: int | str = 30
+    seed: int = 0
+    zero_cost: tuple[str, ...] = ("params", "macs", "synflow", "naswot", "grad_norm")
+    zero_cost_batch: int = field(default=64, metadata={"check": lambda v: 2 <= v <= 4096, "allowed": "2..4096"})
+    max_concurrent: int | None = field(default=None, metadata={"check": lambda v: v is None or v >= 1,
+                                                               "allowed": "an integer >= 1 or null"})
+    cpus_per_trial: float = field(default=1.0, metadata={"check": lambda v: v > 0, "allowed": "a number > 0"})
+    gpus_per_trial: float = field(default=0.0, metadata={"check": lambda v: v >= 0, "allowed": "a number >= 0"})
+    max_retries: int = field(default=2, metadata={"check": lambda v: 0 <= v <= 100, "allowed": "0..100"})
+    bootstrap: int = field(default=1000, metadata={"check": lambda v: 10 <= v <= 100_000, "allowed": "10..100000"})
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One way of training a candidate: a validated ``train:`` and ``objective:`` and the seeds it runs."""
+
+    name: str
+    train: Any  # trainers.proxy.TrainConfig
+    objective: Any  # trainers.objective.ObjectiveConfig
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study: settings, the search experiment it samples, proxies and the reference."""
+
+    settings: StudySettings
+    experiment: Any  # nas.search.config.Experiment
+    proxies: tuple[Protocol, ...]
+    reference: Protocol
+    file: str | None = None
+    raw: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def protocols(self) -> tuple[Protocol, ...]:
+        return (*self.proxies, self.reference)
+
+    def protocol(self, name: str) -> Protocol:
+        return next(p for p in self.protocols if p.name == name)
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes results (the resolved study and search YAML)."""
+        text = json.dumps(self.raw, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _merge(base: Any, over: Any) -> Any:
+    if isinstance(base, Mapping) and isinstance(over, Mapping):
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = _merge(base.get(k), v) if k in base else v
+        return out
+    return copy.deepcopy(over)
+
+
+def _protocol(name: str, section: Any, exp, file: str | None, path: str, seeds: Any) -> Protocol:
+    from trainers.data import resolve_source
+    from trainers.objective import ObjectiveConfig
+    from trainers.proxy import TrainConfig
+
+    section = check_keys(section or {}, ("train", "objective", "seeds"), file, path)
+    base_train = exp.raw.get("train") or {}
+    base_obj = exp.raw.get("objective") or {}
+    train = parse_dataclass(TrainConfig, _merge(base_train, section.get("train") or {}), file, f"{path}.train")
+    train = dataclasses.replace(train, data=resolve_source(train.data, exp.file))
+    objective = parse_dataclass(ObjectiveConfig, _merge(base_obj, section.get("objective") or {}), file,
+                                f"{path}.objective")
+    seeds = section.get("seeds", seeds)
+    if (not isinstance(seeds, (list, tuple)) or not seeds
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)):
+        raise ConfigError(file, f"{path}.seeds", "must be a non-empty list of integers >= 0", "e.g. [0, 1]",
+                          value=seeds)
+    return Protocol(name=name, train=train, objective=objective, seeds=tuple(dict.fromkeys(seeds)))
+
+
+def study_from_dict(data: Any, file: str | None = None) -> Study:
+    """Validate a parsed study YAML (top-level keys ``study``, ``proxies``, ``reference``)."""
+    from ..search.config import load_experiment
+
+    data = check_keys(data if data is not None else {}, ("study", "proxies", "reference"), file, "")
+    s = dict(check_keys(data.get("study") or {}, [f.name for f in dataclasses.fields(StudySettings)], file, "study"))
+    archs = s.pop("architectures", StudySettings.architectures)
+    zc = s.pop("zero_cost", list(StudySettings.zero_cost))
+    settings = parse_dataclass(StudySettings, s, file, "study")
+    if archs != "all" and (isinstance(archs, bool) or not isinstance(archs, int)
+                           or not 2 <= archs <= MAX_ARCHITECTURES):
+        raise ConfigError(file, "study.architectures", "must be an integer from 2 to 10000 or `all`",
+                          "e.g. 30, or all (every candidate of a small space)", value=archs)
+    from trainers.zerocost import ZERO_COST
+    if zc is None:
+        zc = []
+    if not isinstance(zc, (list, tuple)) or any(not isinstance(z, str) or z not in ZERO_COST for z in zc):
+        raise ConfigError(file, "study.zero_cost", "must be a list of zero-cost proxy names",
+                          f"any of {', '.join(ZERO_COST)} (or [] for none)", value=zc)
+    settings = dataclasses.replace(settings, architectures=archs, zero_cost=tuple(dict.fromkeys(zc)))
+
+    space_file = settings.space
+    if file is not None and not Path(space_file).is_absolute() and (Path(file).parent / space_file).is_file():
+        space_file = str(Path(file).parent / space_file)
+    exp = load_experiment(space_file)
+
+    proxies_d = data.get("proxies")
+    if proxies_d is None:
+        proxies_d = {"default": {}}
+    if not isinstance(proxies_d, Mapping) or not proxies_d:
+        raise ConfigError(file, "proxies", "must be a mapping of proxy names to overrides",
+                          "e.g. {default: {}, short: {train: {steps: 50}}}", value=proxies_d)
+    proxies = []
+    for name, section in proxies_d.items():
+        if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum() or name == REFERENCE:
+            raise ConfigError(file, f"proxies.{name}", "is not a usable proxy name",
+                              f"letters, digits, '-' and '_', not `{REFERENCE}`", value=name)
+        proxies.append(_protocol(name, section, exp, file, f"proxies.{name}", [exp.train.seed]))
+    reference = _protocol(REFERENCE, data.get("reference"), exp, file, "reference", [0, 1])
+    raw = {"study": {**dataclasses.asdict(settings), "space": str(Path(space_file).name)},
+           "search_yaml": exp.raw, "proxies": {p.name: _plain(p) for p in proxies},
+           "reference": _plain(reference)}
+    return Study(settings=settings, experiment=exp, proxies=tuple(proxies), reference=reference, file=file,
+                 raw=json.loads(json.dumps(raw, default=str)))
+
+
+def _plain(p: Protocol) -> dict:
+    return {"train": dataclasses.asdict(p.train), "objective": dataclasses.asdict(p.objective),
+            "seeds": list(p.seeds)}
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study YAML file (a path, or a file bundled in ``search_spaces/``)."""
+    from ..space import bundled_spaces, resolve_space_path
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        try:
+            p = resolve_space_path(path)
+        except UserError:
+            raise UserError(f"Study file {str(path)!r} was not found: it is neither an existing file (relative "
+                            f"to {Path.cwd()}) nor a bundled study. Bundled: "
+                            f"{', '.join(n for n in bundled_spaces() if n.startswith('fidelity'))}.") from None
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(str(p), "<top level>", f"is not valid YAML {yaml_problem(err)}",
+                          "a YAML mapping with keys study, proxies, reference") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"Cannot read study file {p}: {err}. Pass a readable YAML file.") from None
+    return study_from_dict(data, str(p))

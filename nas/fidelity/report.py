@@ -1,0 +1,215 @@
+"""What a fidelity study shows: per-architecture table, rank agreement with intervals, plots, markdown.
+
+Reference axes (what each proxy axis claims to measure), each the mean over the reference seeds:
+
+- ``generalization``: validation accuracy after the reference's long training on scarce data (its
+  generalization regime: ``objective.subset_fraction`` of the training split);
+- ``capacity``: how well the reference's long training on the full split fits it (the objective's
+  ``capacity_metric`` of the eval-mode fit: accuracy, 1 - loss / ln K, or their mean);
+- ``score``: the objective's weighted mean of those two; ``val_acc``: validation accuracy of the full-split
+  training.
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from ..search.rundir import atomic_write
+from .config import REFERENCE, Study
+from .runner import ZERO_COST_JOB, StudyDir
+from .stats import agreement
+
+__all__ = ["analyse", "write_report", "format_tables", "format_tables_of", "AXES", "PROXY_MEASURES"]
+
+AXES = ("score", "generalization", "capacity", "val_acc")
+# proxy measure -> the reference axis it is compared with
+PROXY_MEASURES = {"score": "score", "generalization": "generalization", "capacity": "capacity",
+                  "gen_val_acc": "generalization", "val_acc": "val_acc"}
+
+
+def _reference_axes(rec: dict[str, Any], objective, num_classes: int) -> dict[str, float]:
+    from trainers import objective as obj
+
+    m = rec["metrics"]
+    g = m["gen_val_acc"]
+    c = obj.capacity(m["cap_train_acc"], m["cap_train_loss"], num_classes, objective)
+    return {"generalization": g, "capacity": c, "score": obj.score(g, c, objective), "val_acc": m["cap_val_acc"]}
+
+
+def _mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of a normal 95% interval (0 for one value)."""
+    if not values:
+        return math.nan, math.nan
+    if len(values) == 1:
+        return values[0], 0.0
+    return statistics.fmean(values), 1.96 * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def analyse(study: Study, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Everything the report shows, as plain data (also written to ``fidelity.json``)."""
+    k = study.experiment.num_classes
+    by_arch: dict[str, dict[str, Any]] = defaultdict(lambda: {"proxies": defaultdict(list), "reference": {}})
+    failed = defaultdict(int)
+    for r in records:
+        a = by_arch[r["arch_id"]]
+        a.update(arch=r["arch"], layout=r["layout"])
+        if r.get("status") != "ok":
+            failed[r["protocol"]] += 1
+            continue
+        if r["protocol"] == ZERO_COST_JOB:
+            a["zero_cost"] = r["zero_cost"]
+        elif r["protocol"] == REFERENCE:
+            a["reference"][r["seed"]] = {**_reference_axes(r, study.reference.objective, k),
+                                         "wall_s": r["metrics"].get("wall_s", math.nan),
+                                         "params": r["metrics"].get("params"), "macs": r["metrics"].get("macs")}
+        else:
+            m = r["metrics"]
+            a["proxies"][r["protocol"]].append({"score": r["score"], "generalization": r["generalization"],
+                                                "capacity": r["capacity"], "gen_val_acc": m.get("gen_val_acc"),
+                                                "val_acc": m.get("val_acc"), "wall_s": m.get("wall_s", math.nan)})
+    rows = []
+    for aid, a in by_arch.items():
+        if not a["reference"]:
+            continue
+        refs = list(a["reference"].values())
+        row = {"arch_id": aid, "arch": a["arch"], "layout": a["layout"], "params": refs[0]["params"],
+               "macs": refs[0]["macs"], "ref_seeds": sorted(a["reference"]),
+               "ref": {ax: statistics.fmean(r[ax] for r in refs) for ax in AXES},
+               "ref_by_seed": {s: {ax: v[ax] for ax in AXES} for s, v in a["reference"].items()},
+               "ref_wall_s": statistics.fmean(r["wall_s"] for r in refs),
+               "proxies": {p: {m: statistics.fmean(x[m] for x in xs if x[m] is not None) for m in (*PROXY_MEASURES, "wall_s")}
+                           for p, xs in a["proxies"].items() if xs},
+               "zero_cost": a.get("zero_cost", {})}
+        rows.append(row)
+    rows.sort(key=lambda r: -r["ref"]["score"])
+    reps, seed = study.settings.bootstrap, study.settings.seed
+    out: dict[str, Any] = {"architectures": len(by_arch), "complete": len(rows), "failed": dict(failed),
+                           "rows": rows, "proxies": {}, "zero_cost": {}, "noise_ceiling": {}, "cost": {}}
+    for p in study.proxies:
+        have = [r for r in rows if p.name in r["proxies"]]
+        out["proxies"][p.name] = {
+            m: agreement([r["proxies"][p.name][m] for r in have], [r["ref"][ax] for r in have], reps=reps, seed=seed)
+            for m, ax in PROXY_MEASURES.items()}
+        ratios = [r["proxies"][p.name]["wall_s"] / r["ref_wall_s"] for r in have if r["ref_wall_s"] > 0]
+        out["cost"][p.name] = {"median_ratio": statistics.median(ratios) if ratios else math.nan,
+                               "median_proxy_s": statistics.median([r["proxies"][p.name]["wall_s"] for r in have])
+                               if have else math.nan}
+    out["cost"][REFERENCE] = {"median_s": statistics.median([r["ref_wall_s"] for r in rows]) if rows else math.nan}
+    for z in study.settings.zero_cost:
+        have = [r for r in rows if z in r["zero_cost"]]
+        out["zero_cost"][z] = {ax: agreement([r["zero_cost"][z] for r in have], [r["ref"][ax] for r in have],
+                                             reps=reps, seed=seed) for ax in AXES}
+    seeds = study.reference.seeds
+    if len(seeds) >= 2:
+        s0, s1 = seeds[0], seeds[1]
+        both = [r for r in rows if s0 in r["ref_by_seed"] and s1 in r["ref_by_seed"]]
+        out["noise_ceiling"] = {ax: agreement([r["ref_by_seed"][s0][ax] for r in both],
+                                              [r["ref_by_seed"][s1][ax] for r in both], reps=reps, seed=seed)
+                                for ax in AXES}
+    out["layouts"] = _layouts(rows, seeds)
+    return out
+
+
+def _layouts(rows: list[dict[str, Any]], seeds: tuple[int, ...]) -> dict[str, Any]:
+    """Per layout: mean and 95% interval of each reference axis over its architectures and seeds."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[r["layout"]].append(r)
+    out = {}
+    for lay, rs in groups.items():
+        vals = {ax: [v[ax] for r in rs for v in r["ref_by_seed"].values()] for ax in AXES}
+        out[lay] = {"n": len(rs), **{ax: _mean_ci(v) for ax, v in vals.items()}}
+    return out
+
+
+def _fmt(a: dict[str, Any], key: str) -> str:
+    v, ci = a[key], a[f"{key}_ci"]
+    if not math.isfinite(v):
+        return "n/a"
+    return f"{v:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if math.isfinite(ci[0]) else f"{v:.2f}"
+
+
+def format_tables(res: dict[str, Any]) -> str:
+    """The markdown tables of the report."""
+    lines = [f"{res['complete']} architectures with a reference result (of {res['architectures']}); failed jobs: "
+             f"{res['failed'] or 'none'}.", "",
+             "| proxy | measure | vs reference | n | Kendall tau [95% CI] | Spearman rho [95% CI] | top-10% overlap | cost vs reference |",
+             "|---|---|---|---|---|---|---|---|"]
+    for p, ms in res["proxies"].items():
+        ratio = res["cost"][p]["median_ratio"]
+        for m, a in ms.items():
+            lines.append(f"| {p} | {m} | {PROXY_MEASURES[m]} | {a['n']} | {_fmt(a, 'tau')} | {_fmt(a, 'rho')} | "
+                         f"{_fmt(a, 'top10')} | {ratio:.3f} |")
+    for z, axes in res["zero_cost"].items():
+        for ax in ("score", "generalization", "capacity"):
+            a = axes[ax]
+            lines.append(f"| zero-cost | {z} | {ax} | {a['n']} | {_fmt(a, 'tau')} | {_fmt(a, 'rho')} | "
+                         f"{_fmt(a, 'top10')} | |")
+    for ax, a in res["noise_ceiling"].items():
+        lines.append(f"| noise ceiling | reference seed vs seed | {ax} | {a['n']} | {_fmt(a, 'tau')} | "
+                     f"{_fmt(a, 'rho')} | {_fmt(a, 'top10')} | |")
+    lines += ["", "| layout | n | reference generalization | reference capacity | reference score | reference val_acc |",
+              "|---|---|---|---|---|---|"]
+    for lay, v in sorted(res["layouts"].items(), key=lambda kv: -kv[1]["score"][0]):
+        cells = " | ".join(f"{v[ax][0]:.4f} ± {v[ax][1]:.4f}" for ax in ("generalization", "capacity", "score", "val_acc"))
+        lines.append(f"| {lay} | {v['n']} | {cells} |")
+    return "\n".join(lines)
+
+
+def _scatter(res: dict[str, Any], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = res["rows"]
+    names = list(res["proxies"])
+    panels = [(p, m) for p in names for m in ("score", "generalization", "capacity")]
+    if not panels:
+        return
+    cols = 3
+    fig, axs = plt.subplots(len(names), cols, figsize=(4 * cols, 3.4 * len(names)), squeeze=False)
+    layouts = sorted({r["layout"] for r in rows})
+    colors = {lay: plt.cm.tab10(i % 10) for i, lay in enumerate(layouts)}
+    for ax, (p, m) in zip(axs.flat, panels):
+        for lay in layouts:
+            pts = [(r["proxies"][p][m], r["ref"][PROXY_MEASURES[m]]) for r in rows if r["layout"] == lay and p in r["proxies"]]
+            if pts:
+                ax.scatter(*zip(*pts), s=18, color=colors[lay], label=lay)
+        a = res["proxies"][p][m]
+        ax.set_title(f"{p}: {m}  tau={a['tau']:.2f}", fontsize=9)
+        ax.set_xlabel(f"proxy {m}", fontsize=8)
+        ax.set_ylabel(f"reference {PROXY_MEASURES[m]}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axs.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(study_dir: str | Path) -> dict[str, Path]:
+    """Write ``fidelity.json``, ``fidelity.md`` and ``scatter.png`` into the study directory."""
+    sdir = StudyDir(study_dir)
+    study = sdir.read_study()
+    res = analyse(study, sdir.read_records())
+    paths = {"json": sdir.path / "fidelity.json", "md": sdir.path / "fidelity.md", "png": sdir.path / "scatter.png"}
+    atomic_write(paths["json"], json.dumps(res, indent=1, default=str))
+    header = [f"# Fidelity study {sdir.path.name}", "",
+              f"Search YAML `{Path(study.experiment.file).name}`; proxies: "
+              + "; ".join(f"`{p.name}` (seeds {list(p.seeds)})" for p in study.proxies)
+              + f"; reference seeds {list(study.reference.seeds)}. Intervals: bootstrap over architectures "
+              f"({study.settings.bootstrap} resamples); layout intervals: 95% normal over architectures x seeds.", ""]
+    atomic_write(paths["md"], "\n".join(header) + format_tables(res) + "\n")
+    _scatter(res, paths["png"])
+    return paths
+
+
+def format_tables_of(study_dir: str | Path) -> str:
+    """The report's tables for the study in ``study_dir`` (from ``fidelity.json`` when written)."""
+    sdir = StudyDir(study_dir)
+    path = sdir.path / "fidelity.json"
+    res = json.loads(path.read_text()) if path.is_file() else analyse(sdir.read_study(), sdir.read_records())
+    return format_tables(res)
