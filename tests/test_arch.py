@@ -93,3 +93,17 @@ def test_missing_model_config_file(tmp_path):
     from nas.errors import UserError
     with pytest.raises(UserError, match="no such model config"):
         load_model_config(tmp_path / "nope.yaml")
+
+
+def test_stem_stride_enters_string_id_dict_and_parse():
+    base = Architecture.parse("C-C-T-T L=2,1,1,1,1 D=16,16,32,32,64")
+    one = Architecture.parse("C-C-T-T L=2,1,1,1,1 D=16,16,32,32,64 stem_stride=1")
+    assert one.stem_stride == 1 and base.stem_stride == 2
+    assert str(one).endswith("stem_stride=1") and "stem_stride" not in str(base)
+    assert one.id != base.id
+    assert Architecture.from_dict(one.to_dict()) == one and "stem_stride" not in base.to_dict()
+    assert Architecture.parse(str(one)) == one
+    with pytest.raises(ConfigError, match="stem_stride"):
+        Architecture.from_dict({**one.to_dict(), "stem_stride": 4})
+    with pytest.raises(ConfigError, match="2 for ViT_REL"):
+        Architecture.parse("ViT_REL L=1,1,1,1,1 D=32,32,32,32,32 patch=8 stem_stride=1")

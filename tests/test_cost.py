@@ -61,3 +61,12 @@ def test_yaml_round_trip_preserves_id_and_params(tmp_path):
     assert back.arch.id == cfg.arch.id
     assert count_cost(back) == count_cost(cfg)
     assert sum(p.numel() for p in build_model(back).parameters()) == count_cost(cfg).params
+
+
+def test_stride_one_stem_keeps_twice_the_resolution_and_the_cost_model_follows():
+    from nas.model import feature_sizes
+    arch = Architecture.parse("C-C-T-T L=2,1,1,1,1 D=16,16,32,32,64 stem_stride=1")
+    assert feature_sizes(arch, 32) == [32, 16, 8, 4, 2]
+    assert feature_sizes(dataclasses.replace(arch, stem_stride=2), 32) == [16, 8, 4, 2, 1]
+    test_cost_matches_real_module(arch)
+    assert count_cost(arch, 32, 10, 1).macs > 3 * count_cost(dataclasses.replace(arch, stem_stride=2), 32, 10, 1).macs

@@ -152,3 +152,48 @@ def test_augment_crops_windows_of_the_padded_image_and_flips():
             assert plain or flipped
             flips += flipped and not plain
     assert 0 < flips < 16
+
+
+def _fit(arch: Architecture, ds: Dataset, train: TrainConfig):
+    from nas.model import build_model
+    from trainers.proxy import fit, seed_everything
+    seed_everything(0)
+    model = build_model(arch, num_classes=ds.num_classes, image_size=ds.image_size, in_chans=ds.in_chans)
+    it, rows = fit(model, ds, train), []
+    while True:
+        try:
+            rows.append(next(it))
+        except StopIteration as stop:
+            return stop.value, rows
+
+
+def test_one_epoch_on_digits_evaluates_far_above_chance_once_bn_statistics_are_recomputed():
+    ds = load_dataset(DataConfig(), 32, 1)
+    arch = Architecture.parse("C-C-C-C L=2,1,1,1,1 D=16,32,32,64,64")  # BatchNorm everywhere
+    fixed, rows = _fit(arch, ds, TrainConfig(epochs=1))
+    stale, _ = _fit(arch, ds, TrainConfig(epochs=1, bn_recalibrate=0))
+    assert fixed.metrics["val_acc"] > 0.7  # chance is 0.1
+    assert fixed.metrics["val_acc"] > stale.metrics["val_acc"] + 0.3  # running averages still near their init
+    # the per-round row is the same kind of measurement as the final figures (eval mode, recomputed BN)
+    assert rows[-1]["train_acc"] == fixed.metrics["train_acc"] and rows[-1]["val_acc"] == fixed.metrics["val_acc"]
+    assert "running_acc" in rows[-1] and rows[-1]["running_acc"] != rows[-1]["train_acc"]
+
+
+def test_recalibrated_bn_statistics_are_the_exact_statistics_of_the_images():
+    from nas.model import build_model
+    from trainers.proxy import recalibrate_bn
+    torch.manual_seed(0)
+    model = build_model(Architecture.parse("C-C-C-C L=2,1,1,1,1 D=8,8,16,16,32"), num_classes=4, image_size=32,
+                        in_chans=1)
+    model.train()
+    x = torch.randn(96, 1, 32, 32)
+    assert recalibrate_bn(model, x, images=96, batch_size=96)
+    assert model.training  # the mode is restored
+    with torch.no_grad():
+        h = model.stem.conv1(x)
+    bn = model.stem.norm1
+    assert torch.allclose(bn.running_mean, h.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(bn.running_var, h.var((0, 2, 3), unbiased=True), rtol=1e-4)
+    assert bn.momentum == 0.1
+    assert not recalibrate_bn(build_model(Architecture.parse("ViT_REL L=1,1,1,1,1 D=32,32,32,32,32 patch=8"),
+                                          num_classes=4, image_size=32, in_chans=1), x, 96, 96)

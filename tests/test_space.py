@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import math
 import random
@@ -278,3 +279,19 @@ if given is not None:
         with torch.no_grad():
             out = model(torch.randn(2, space.in_chans, space.image_size, space.image_size))
         assert out.shape == (2, 10) and torch.isfinite(out).all()
+
+
+def test_stem_stride_is_a_validated_per_space_option():
+    space = SearchSpace.from_dict(variant(**{"stem.stride": 1, "vit_rel": {"include": True, "patch_size": 4},
+                                             "stages.S1.block": ["C", "T"]}))
+    archs = list(space.enumerate())
+    assert {a.stem_stride for a in archs if not a.is_vit} == {1} and {a.stem_stride for a in archs if a.is_vit} == {2}
+    assert all(a in space for a in archs)
+    other = dataclasses.replace(next(a for a in archs if not a.is_vit), stem_stride=2)
+    assert "stem_stride" in space.why_invalid(other)
+    assert space.to_dict()["stem"]["stride"] == 1 and "stride" not in SearchSpace.from_dict(TINY).to_dict()["stem"]
+    assert space.fingerprint() != SearchSpace.from_dict(variant(**{"vit_rel": {"include": True, "patch_size": 4},
+                                                                   "stages.S1.block": ["C", "T"]})).fingerprint()
+    for bad in (3, 0, True, [1, 2]):
+        with pytest.raises(ConfigError, match="space.stem.stride"):
+            SearchSpace.from_dict(variant(**{"stem.stride": bad}))

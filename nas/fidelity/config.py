@@ -35,7 +35,7 @@ import yaml
 
 from ..errors import ConfigError, UserError, check_keys, parse_dataclass, yaml_problem
 
-__all__ = ["StudySettings", "Protocol", "Study", "load_study", "study_from_dict", "REFERENCE"]
+__all__ = ["StudySettings", "Protocol", "Study", "load_study", "study_from_dict", "bundled_studies", "REFERENCE"]
 
 REFERENCE = "reference"
 MAX_ARCHITECTURES = 10_000
@@ -185,18 +185,32 @@ def _plain(p: Protocol) -> dict:
             "seeds": list(p.seeds)}
 
 
-def load_study(path: str | Path) -> Study:
-    """Read and validate a study YAML file (a path, or a file bundled in ``search_spaces/``)."""
-    from ..space import bundled_spaces, resolve_space_path
+def bundled_studies() -> list[str]:
+    """Names of the study YAML files shipped in ``search_spaces/studies``."""
+    import importlib.resources
+
+    root = importlib.resources.files("search_spaces") / "studies"
+    return sorted(p.name for p in root.iterdir() if p.name.endswith((".yaml", ".yml"))) if root.is_dir() else []
+
+
+def _resolve(path: str | Path) -> Path:
+    import importlib.resources
 
     p = Path(path).expanduser()
-    if not p.is_file():
-        try:
-            p = resolve_space_path(path)
-        except UserError:
-            raise UserError(f"Study file {str(path)!r} was not found: it is neither an existing file (relative "
-                            f"to {Path.cwd()}) nor a bundled study. Bundled: "
-                            f"{', '.join(n for n in bundled_spaces() if n.startswith('fidelity'))}.") from None
+    if p.is_file():
+        return p
+    root = importlib.resources.files("search_spaces") / "studies"
+    for cand in (str(path), f"{path}.yaml"):
+        if "/" not in cand and (root / cand).is_file():
+            return Path(str(root / cand))
+    what = "a folder, not a YAML file" if p.is_dir() else f"neither an existing file (relative to {Path.cwd()})"
+    raise UserError(f"Study file {str(path)!r} is {what} nor a bundled study. Bundled studies: "
+                    f"{', '.join(bundled_studies()) or 'none'}; see docs/fidelity.md for the format.")
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study YAML file (a path, or a study bundled in ``search_spaces/studies``)."""
+    p = _resolve(path)
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as err:

@@ -257,6 +257,7 @@ def run_study(study: Study | str | os.PathLike | None = None, *, study_dir: str 
         records = sdir.read_records()
         done = {r["key"] for r in records}
         todo = [j for j in plan_jobs(study, archs) if j["key"] not in done]
+        left_after = max(0, len(todo) - max_jobs) if max_jobs is not None else 0
         if max_jobs is not None:
             todo = todo[:max_jobs]
         say = (lambda text: print(text, file=out, flush=True)) if out is not None else (lambda text: None)
@@ -319,13 +320,13 @@ def run_study(study: Study | str | os.PathLike | None = None, *, study_dir: str 
             why = stopped["signal"] or "SIGINT"
             say(f"nas-fidelity: stopped by {why}; {len(done) + ran} jobs are recorded, {len(inflight)} running "
                 f"job(s) dropped. Resume with: nas-fidelity --resume {sdir.path}")
-            return {"done": len(done) + ran, "ran": ran, "remaining": len(todo) - ran, "stopped": True}
+            return {"done": len(done) + ran, "ran": ran, "remaining": len(todo) - ran + left_after, "stopped": True}
         finally:
             for sig, h in handlers.items():
                 signal.signal(sig, h)
             if started:
                 ray.shutdown()
-        return {"done": len(done) + ran, "ran": ran, "remaining": 0, "stopped": False}
+        return {"done": len(done) + ran, "ran": ran, "remaining": left_after, "stopped": False}
 
 
 def _mk(path: Path) -> Path:

@@ -1,0 +1,191 @@
+"""nas-fidelity: rank statistics (checked against scipy), study validation, a tiny study on real Ray with
+resume, a budget-limited run and a SIGTERM pause."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from nas.errors import ConfigError, UserError
+from nas.fidelity import (StudyDir, agreement, bootstrap_ci, kendall_tau, load_study, plan_jobs, run_study,
+                          sample_architectures, spearman_rho, top_overlap, write_report)
+from nas.fidelity.runner import ZERO_COST_JOB
+
+BIN = Path(sys.executable).parent
+
+
+# ------------------------------------------------------------------------------------------ statistics
+@pytest.mark.parametrize("seed", range(5))
+def test_tau_and_rho_match_scipy_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 6, 25).astype(float)  # many ties
+    y = x + rng.normal(0, 2, 25)
+    y[:5] = y[0]
+    assert kendall_tau(x, y) == pytest.approx(scipy.stats.kendalltau(x, y)[0])
+    assert spearman_rho(x, y) == pytest.approx(scipy.stats.spearmanr(x, y)[0])
+
+
+def test_statistics_on_known_orders():
+    up = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert kendall_tau(up, up) == 1 and kendall_tau(up, up[::-1]) == -1
+    assert spearman_rho(up, [v ** 3 for v in up]) == pytest.approx(1.0)
+    assert top_overlap(up, up, 0.2) == 1.0 and top_overlap(up, up[::-1], 0.2) == 0.0
+    assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))  # a constant has no order
+    assert kendall_tau([1, 2, float("nan"), 3], [1, 2, 5, 3]) == 1  # NaN pairs are left out
+
+
+def test_bootstrap_interval_brackets_the_estimate_and_shrinks_with_n():
+    rng = np.random.default_rng(0)
+    small = rng.normal(size=(2, 15))
+    small[1] += small[0]
+    big = rng.normal(size=(2, 300))
+    big[1] += big[0]
+    lo_s, hi_s = bootstrap_ci(kendall_tau, *small, reps=300)
+    lo_b, hi_b = bootstrap_ci(kendall_tau, *big, reps=300)
+    assert lo_s <= kendall_tau(*small) <= hi_s
+    assert lo_b <= kendall_tau(*big) <= hi_b
+    assert hi_b - lo_b < hi_s - lo_s
+    a = agreement(*big, reps=100)
+    assert a["n"] == 300 and a["tau_ci"][0] <= a["tau"] <= a["tau_ci"][1]
+
+
+# ------------------------------------------------------------------------------------------ study files
+def _write_study(tmp_path: Path, write_space, body: str = "", *, archs: int = 4, extra_space: str = "") -> Path:
+    write_space("space.yaml", extra=extra_space)
+    text = body or f"""\
+study: {{space: space.yaml, architectures: {archs}, max_concurrent: 2, bootstrap: 50,
+        zero_cost: [params, synflow, naswot]}}
+proxies:
+  p1: {{train: {{steps: 2}}}}
+  p1-running-bn: {{train: {{steps: 2, bn_recalibrate: 0}}}}
+reference: {{seeds: [0, 1], train: {{steps: 40}}}}
+"""
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("body, key", [
+    ("study: {space: space.yaml, architectures: 1}", "study.architectures"),
+    ("study: {space: space.yaml, zero_cost: [flops]}", "study.zero_cost"),
+    ("study: {space: space.yaml}\nproxies: {reference: {}}", "proxies.reference"),
+    ("study: {space: space.yaml}\nproxies: {p: {train: {stepz: 3}}}", "proxies.p.train"),
+    ("study: {space: space.yaml}\nreference: {seeds: []}", "reference.seeds"),
+    ("study: {space: space.yaml, bootstrap: 1}", "study.bootstrap"),
+    ("studdy: {}", "studdy"),
+])
+def test_bad_study_files_name_the_key(tmp_path, write_space, body, key):
+    path = _write_study(tmp_path, write_space, body)
+    with pytest.raises(ConfigError) as err:
+        load_study(path)
+    assert key in str(err.value) and str(path) in str(err.value)
+
+
+def test_missing_study_file_lists_the_bundled_ones(tmp_path):
+    with pytest.raises(UserError, match="fidelity-cifar.yaml"):
+        load_study(tmp_path / "nope.yaml")
+
+
+def test_sample_is_stratified_over_layouts_and_plan_orders_cheap_jobs_first(tmp_path, write_space):
+    study = load_study(_write_study(tmp_path, write_space, archs=9))
+    archs = sample_architectures(study)
+    counts = Counter(a.layout_name for a in archs)
+    assert len(archs) == 9 and len({a.id for a in archs}) == 9
+    assert max(counts.values()) - min(counts.values()) <= 1 and len(counts) == len(study.experiment.space.layouts)
+    jobs = plan_jobs(study, archs)
+    kinds = [j["protocol"] for j in jobs]
+    assert len(jobs) == 9 * (1 + 2 + 2)
+    assert kinds.index("reference") > max(i for i, k in enumerate(kinds) if k in (ZERO_COST_JOB, "p1", "p1-running-bn"))
+    refs = [j["seed"] for j in jobs if j["protocol"] == "reference"]
+    assert refs == sorted(refs)  # every architecture's first seed before any second seed
+
+
+# ------------------------------------------------------------------------------------------ real Ray
+def test_tiny_study_end_to_end_resumes_without_retraining(tmp_path, write_space, ray_local):
+    study_file = _write_study(tmp_path, write_space)
+    sdir = tmp_path / "run"
+    first = run_study(study_file, study_dir=sdir, max_jobs=7, out=None)
+    assert first == {"done": 7, "ran": 7, "remaining": 13, "stopped": False}
+    second = run_study(None, study_dir=sdir, out=None)  # resume from the directory alone
+    assert second["ran"] == 13 and second["done"] == 20
+    recs = StudyDir(sdir).read_records()
+    assert len(recs) == 20 and len({r["key"] for r in recs}) == 20
+    assert all(r["status"] == "ok" for r in recs), [r.get("reason") for r in recs]
+    assert run_study(study_file, study_dir=sdir, out=None)["ran"] == 0
+
+    paths = write_report(sdir)
+    res = json.loads(paths["json"].read_text())
+    assert res["complete"] == 4
+    assert set(res["proxies"]) == {"p1", "p1-running-bn"}
+    assert res["noise_ceiling"]["score"]["n"] == 4
+    assert set(res["zero_cost"]) == {"params", "synflow", "naswot"}
+    assert 0 < res["cost"]["p1"]["median_ratio"] < 1  # 2 steps against 40
+    assert paths["png"].stat().st_size > 1000
+    md = paths["md"].read_text()
+    assert "noise ceiling" in md and "Kendall tau" in md
+
+    # a changed protocol is refused: new jobs would not be comparable with the recorded ones
+    study_file.write_text(study_file.read_text().replace("steps: 40", "steps: 41"))
+    with pytest.raises(UserError, match="other settings"):
+        run_study(study_file, study_dir=sdir, out=None)
+
+
+def test_torn_last_line_is_repaired_and_the_job_rerun(tmp_path, write_space, ray_local):
+    study_file = _write_study(tmp_path, write_space, archs=2)
+    sdir = tmp_path / "run"
+    run_study(study_file, study_dir=sdir, max_jobs=3, out=None)
+    jobs = StudyDir(sdir).jobs
+    lines = jobs.read_text().splitlines()
+    jobs.write_text("\n".join(lines[:2]) + "\n" + lines[2][:25])  # a crash mid-write
+    out = run_study(None, study_dir=sdir, out=None)
+    assert out["done"] == 10
+    recs = StudyDir(sdir).read_records()  # the next command accepts the file
+    assert len(recs) == 10 and len({r["key"] for r in recs}) == 10
+
+
+def test_sigterm_pauses_the_study_and_resume_finishes_it(tmp_path, write_space):
+    study_file = _write_study(tmp_path, write_space, archs=2, body="""\
+study: {space: space.yaml, architectures: 2, max_concurrent: 1, zero_cost: []}
+proxies: {p: {train: {steps: 2}}}
+reference: {seeds: [0], train: {steps: 400}}
+""")
+    sdir = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([str(BIN / "nas-fidelity"), str(study_file), "--study-dir", str(sdir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (sdir / "jobs.jsonl").is_file():
+        time.sleep(0.5)
+    time.sleep(1.0)  # the first reference training is running now
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "stopped by SIGTERM" in out and f"nas-fidelity --resume {sdir}" in out
+    assert "Traceback" not in out
+    done = StudyDir(sdir).read_records()
+    assert 1 <= len(done) < 4
+    res = subprocess.run([str(BIN / "nas-fidelity"), "--resume", str(sdir), "--max-jobs", "1"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert len(StudyDir(sdir).read_records()) == len(done) + 1
+
+
+def test_cli_user_errors_are_one_paragraph(tmp_path):
+    for argv, needle in ((["--resume", str(tmp_path)], "not a study directory"),
+                         ([], "give a study YAML"),
+                         (["x.yaml", "--name", "a b"], "--name"),
+                         (["x.yaml", "--max-jobs", "0"], "--max-jobs")):
+        res = subprocess.run([str(BIN / "nas-fidelity"), *argv], capture_output=True, text=True, cwd=tmp_path)
+        assert res.returncode == 2, res.stderr
+        assert needle in res.stderr and "Traceback" not in res.stderr
+    assert not any(tmp_path.iterdir())  # a refused start leaves nothing behind
