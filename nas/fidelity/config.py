@@ -56,6 +56,8 @@ class StudySettings:
         gpus_per_trial: GPUs of one training (fractions pack several on one GPU).
         max_retries: re-runs of a training whose worker died.
         bootstrap: resamples of the architectures for the 95% intervals.
+        ceiling_architectures: the reference's second and later seeds train only the first this many
+            architectures (the sample of the noise ceiling, still stratified over layouts); ``null``: all.
     """
 
     space: str = "coatnet-cifar.yaml"
@@ -69,6 +71,8 @@ class StudySettings:
     gpus_per_trial: float = field(default=0.0, metadata={"check": lambda v: v >= 0, "allowed": "a number >= 0"})
     max_retries: int = field(default=2, metadata={"check": lambda v: 0 <= v <= 100, "allowed": "0..100"})
     bootstrap: int = field(default=1000, metadata={"check": lambda v: 10 <= v <= 100_000, "allowed": "10..100000"})
+    ceiling_architectures: int | None = field(default=None, metadata={"check": lambda v: v is None or v >= 3,
+                                                                      "allowed": "an integer >= 3 or null"})
 
 
 @dataclass(frozen=True)

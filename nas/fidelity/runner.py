@@ -140,15 +140,18 @@ def sample_architectures(study: Study) -> list[Architecture]:
 
 def plan_jobs(study: Study, archs: list[Architecture]) -> list[dict[str, Any]]:
     """Every job of the study, cheapest first: zero-cost, proxies, reference seeds one after the other (so
-    a study stopped early has complete architectures for the first reference seed)."""
+    a study stopped early has complete architectures for the first reference seed). Seeds after the first
+    train the first ``study.ceiling_architectures`` architectures (the sample is in layout order)."""
     jobs = []
     if study.settings.zero_cost:
         jobs += [{"key": f"{a.id}/{ZERO_COST_JOB}", "arch": a, "protocol": ZERO_COST_JOB, "seed": 0} for a in archs]
     for p in study.proxies:
         for s in p.seeds:
             jobs += [{"key": f"{a.id}/{p.name}/{s}", "arch": a, "protocol": p.name, "seed": s} for a in archs]
-    for s in study.reference.seeds:
-        jobs += [{"key": f"{a.id}/{REFERENCE}/{s}", "arch": a, "protocol": REFERENCE, "seed": s} for a in archs]
+    ceiling = study.settings.ceiling_architectures
+    for i, s in enumerate(study.reference.seeds):
+        some = archs if i == 0 or ceiling is None else archs[:ceiling]
+        jobs += [{"key": f"{a.id}/{REFERENCE}/{s}", "arch": a, "protocol": REFERENCE, "seed": s} for a in some]
     return jobs
 
 
@@ -265,9 +268,9 @@ def run_study(study: Study | str | os.PathLike | None = None, *, study_dir: str 
         if not todo:
             return {"done": len(done), "ran": 0, "remaining": 0, "stopped": False}
         s = study.settings
-        started = connect(address, num_cpus=None)
         stopped = {"signal": None}
         handlers = {}
+        started = False
 
         def on_signal(signum, frame):
             stopped["signal"] = signal.Signals(signum).name
@@ -282,6 +285,7 @@ def run_study(study: Study | str | os.PathLike | None = None, *, study_dir: str 
         inflight: dict[Any, dict[str, Any]] = {}
         t0 = time.perf_counter()
         try:
+            started = connect(address, num_cpus=None)  # inside: a signal while Ray starts is a pause too
             check_resources(s.cpus_per_trial, s.gpus_per_trial)
             cpus = ray.cluster_resources().get("CPU", 1)
             limit = s.max_concurrent or max(1, int(cpus // s.cpus_per_trial))
