@@ -189,3 +189,17 @@ def test_cli_user_errors_are_one_paragraph(tmp_path):
         assert res.returncode == 2, res.stderr
         assert needle in res.stderr and "Traceback" not in res.stderr
     assert not any(tmp_path.iterdir())  # a refused start leaves nothing behind
+
+
+def test_prescreen_selection_against_brute_force_random_subsets():
+    import itertools
+    import statistics
+
+    from nas.fidelity.report import _selection
+    ref = [0.1, 0.5, 0.3, 0.9, 0.7, 0.2, 0.6, 0.4]
+    rows = [{"ref": {"score": v}, "zc": v + (0.5 if i == 0 else 0)} for i, v in enumerate(ref)]
+    sel = _selection(rows, lambda r: r["zc"], share=0.25)
+    assert sel["kept"] == 2 and sel["best"] == 0.9
+    assert sel["kept_mean"] == pytest.approx((0.1 + 0.9) / 2) and sel["kept_best"] == 0.9  # the proxy keeps 0.1 too
+    assert sel["random_best"] == pytest.approx(statistics.fmean(max(c) for c in itertools.combinations(ref, 2)))
+    assert sel["random_mean"] == pytest.approx(statistics.fmean(ref))

@@ -103,6 +103,10 @@ def analyse(study: Study, records: list[dict[str, Any]]) -> dict[str, Any]:
         have = [r for r in rows if z in r["zero_cost"]]
         out["zero_cost"][z] = {ax: agreement([r["zero_cost"][z] for r in have], [r["ref"][ax] for r in have],
                                              reps=reps, seed=seed) for ax in AXES}
+    out["selection"] = {f"proxy:{p.name}": _selection(rows, lambda r, p=p.name: r["proxies"].get(p, {}).get("score"))
+                        for p in study.proxies}
+    out["selection"].update({f"zero_cost:{z}": _selection(rows, lambda r, z=z: r["zero_cost"].get(z))
+                             for z in study.settings.zero_cost})
     seeds = study.reference.seeds
     if len(seeds) >= 2:
         s0, s1 = seeds[0], seeds[1]
@@ -112,6 +116,23 @@ def analyse(study: Study, records: list[dict[str, Any]]) -> dict[str, Any]:
                                 for ax in AXES}
     out["layouts"] = _layouts(rows, seeds)
     return out
+
+
+def _selection(rows: list[dict[str, Any]], key, share: float = 0.25) -> dict[str, float]:
+    """Keeping the best ``share`` of the architectures by ``key`` (a pre-screen): the mean and the best
+    reference score among those kept, against the expectation for a random subset of the same size."""
+    have = [r for r in rows if key(r) is not None and math.isfinite(key(r))]
+    n = len(have)
+    if n < 4:
+        return {"n": n}
+    k = max(1, round(share * n))
+    kept = sorted(have, key=lambda r: -key(r))[:k]
+    ref = sorted(r["ref"]["score"] for r in have)
+    # E[max of a random k-subset] = sum_i v_(i) * C(i-1, k-1) / C(n, k), values sorted ascending
+    expected_best = sum(v * math.comb(i, k - 1) for i, v in enumerate(ref)) / math.comb(n, k)
+    return {"n": n, "kept": k, "kept_mean": statistics.fmean(r["ref"]["score"] for r in kept),
+            "kept_best": max(r["ref"]["score"] for r in kept), "random_mean": statistics.fmean(ref),
+            "random_best": expected_best, "best": ref[-1]}
 
 
 def _layouts(rows: list[dict[str, Any]], seeds: tuple[int, ...]) -> dict[str, Any]:
@@ -152,6 +173,16 @@ def format_tables(res: dict[str, Any]) -> str:
     for ax, a in res["noise_ceiling"].items():
         lines.append(f"| noise ceiling | reference seed vs seed | {ax} | {a['n']} | {_fmt(a, 'tau')} | "
                      f"{_fmt(a, 'rho')} | {_fmt(a, 'top10')} | |")
+    sel = res.get("selection", {})
+    if sel:
+        lines += ["", "Pre-screen: keep the best 25% by each proxy; reference score of what is kept, against a random "
+                  "25% (expected values) and the best architecture of the sample.", "",
+                  "| kept by | n | kept | mean reference score kept | random | best kept | random (expected) | best of all |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, v in sel.items():
+            if "kept" in v:
+                lines.append(f"| {name} | {v['n']} | {v['kept']} | {v['kept_mean']:.4f} | {v['random_mean']:.4f} | "
+                             f"{v['kept_best']:.4f} | {v['random_best']:.4f} | {v['best']:.4f} |")
     lines += ["", "| layout | n | reference generalization | reference capacity | reference score | reference val_acc |",
               "|---|---|---|---|---|---|"]
     for lay, v in sorted(res["layouts"].items(), key=lambda kv: -kv[1]["score"][0]):
