@@ -197,7 +197,7 @@ def test_prescreen_selection_against_brute_force_random_subsets():
 
     from nas.fidelity.report import _selection
     ref = [0.1, 0.5, 0.3, 0.9, 0.7, 0.2, 0.6, 0.4]
-    rows = [{"ref": {"score": v}, "zc": v + (0.5 if i == 0 else 0)} for i, v in enumerate(ref)]
+    rows = [{"ref": {"score": v}, "zc": v + (1.0 if i == 0 else 0)} for i, v in enumerate(ref)]
     sel = _selection(rows, lambda r: r["zc"], share=0.25)
     assert sel["kept"] == 2 and sel["best"] == 0.9
     assert sel["kept_mean"] == pytest.approx((0.1 + 0.9) / 2) and sel["kept_best"] == 0.9  # the proxy keeps 0.1 too
