@@ -276,16 +276,21 @@ def run_study(study: Study | str | os.PathLike | None = None, *, study_dir: str 
             stopped["signal"] = signal.Signals(signum).name
             raise KeyboardInterrupt
 
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            try:
-                handlers[sig] = signal.signal(sig, on_signal)
-            except ValueError:  # not the main thread (a notebook's worker thread): no handlers
-                break
+        def install() -> None:
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                try:
+                    previous = signal.signal(sig, on_signal)
+                except ValueError:  # not the main thread (a notebook's worker thread): no handlers
+                    return
+                handlers.setdefault(sig, previous)
+
+        install()
         ran = 0
         inflight: dict[Any, dict[str, Any]] = {}
         t0 = time.perf_counter()
         try:
             started = connect(address, num_cpus=None)  # inside: a signal while Ray starts is a pause too
+            install()  # ray.init puts its own SIGTERM handler (a C++ stack dump) in place of ours
             check_resources(s.cpus_per_trial, s.gpus_per_trial)
             cpus = ray.cluster_resources().get("CPU", 1)
             limit = s.max_concurrent or max(1, int(cpus // s.cpus_per_trial))
