@@ -22,6 +22,7 @@ import yaml
 
 from nas.arch import ModelConfig
 from nas.errors import UserError, yaml_problem
+from nas.yamlio import load_yaml_file
 
 from . import ArgumentParser, run_cli
 
@@ -80,7 +81,7 @@ def load_protocol(path: str | None):
         raise UserError(f"--protocol {path}: no such file. Pass a YAML with a `train:` section "
                         "(a search space file works).")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = load_yaml_file(p) or {}
     except yaml.YAMLError as err:
         raise UserError(f"--protocol {path}: not valid YAML {yaml_problem(err)}. Pass a YAML with a `train:` "
                         "section (a search space file works).") from None
