@@ -312,6 +312,11 @@ def _run(space, *, trials, name, run_dir, resume, address, max_concurrent, cpus_
         raise UserError(f"Run directory {path} exists and holds other files, but no search (no experiment.json). "
                         "Choose an empty or new folder with `--run-dir`/`--name`.")
     protocol_change: list[str] = []
+    if existing and not os.access(run_.path, os.W_OK | os.X_OK):
+        raise UserError(f"Cannot resume {shown}: the run directory is not writable by this user (permission "
+                        "denied or read-only), and a search records every trial there. Make it writable, or copy "
+                        f"it (`cp -r {shown} COPY`) and resume the copy; `nas-report {shown} --out DIR` reads it "
+                        "as it is.")
     if existing:
         meta = run_.read_meta()
         stored = run_.read_experiment()
