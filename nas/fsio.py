@@ -34,6 +34,7 @@ RUN_FILES = ("space.yaml", "experiment.json", "optuna.journal", "trials.jsonl", 
 
 _HINTS = {
     errno.ENOSPC: "the disk is full: free some space",
+    errno.EFBIG: "the file is too large for this file system or the file-size limit (ulimit -f): free space or raise the limit",
     errno.EDQUOT: "the disk quota is exceeded: free some space",
     errno.EROFS: "the file system is read-only: choose a writable place",
     errno.EACCES: "permission denied: make it writable by this user or choose another place",

@@ -376,6 +376,13 @@ def _run(space, *, trials, name, run_dir, resume, address, max_concurrent, cpus_
         elif isinstance(err, UserError) and run_.experiment_json.is_file() and "--resume" not in str(err):
             raise UserError(f"{err} The run stays resumable: fix that, then `nas-search --resume {shown}`.") \
                 from None
+        if isinstance(err, OSError):  # a full disk, a vanished or read-only folder under the run
+            from ..fsio import os_problem
+            what = f" ({err.filename})" if err.filename else ""
+            resumable = (f" Nothing recorded was lost; the run stays resumable: fix that, then `nas-search --resume "
+                         f"{shown}`.") if run_.path.is_dir() else ""
+            raise UserError(f"Cannot write to the run directory {shown}{what}: {os_problem(err)}.{resumable}") \
+                from None
         raise
 
 

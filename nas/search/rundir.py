@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import UserError
+from ..errors import UserError, yaml_problem
 from ..fsio import append_line, atomic_write
 from ..yamlio import load_yaml_file
 
@@ -102,8 +102,19 @@ class RunDir:
                             "search with `nas-search --space FILE`.")
         try:
             data = load_yaml_file(self.space_yaml)
-        except yaml.YAMLError as err:
-            raise UserError(f"{self.space_yaml} is corrupted ({err}); it must not be edited by hand.") from None
+        except (yaml.YAMLError, UserError) as err:
+            why = yaml_problem(err) if isinstance(err, yaml.YAMLError) else str(err)
+            source = None
+            try:
+                source = json.loads(self.experiment_json.read_text()).get("source")
+            except (OSError, ValueError, AttributeError):
+                pass
+            raise UserError(f"{self.space_yaml} is corrupted ({why}); it must not be edited by hand. Restore it: "
+                            f"copy the search YAML the run started from ({source or 'see experiment.json, key source'}) "
+                            f"to {self.space_yaml} and resume (nas-search checks that its space matches the run's "
+                            "fingerprint); trials.jsonl and optuna.journal keep every result.") from None
+        except OSError as err:
+            raise UserError(f"Cannot read {self.space_yaml}: {err.strerror}.") from None
         return experiment_from_dict(data, str(self.space_yaml))
 
     def write_experiment(self, exp, name: str) -> None:
