@@ -260,8 +260,30 @@ def test_sigterm_and_sighup_stop_like_ctrl_c_without_orphans(sig, tmp_path, ray_
     meta = json.loads((rd / "experiment.json").read_text())
     assert meta["sessions"][-1]["stopped_by"] == signal.Signals(sig).name
     if sig == signal.SIGTERM:
-        res = run(None, resume=True, run_dir=rd, progress=False)
+        import io
+        # the progress line's "best" must remember the first session's trials: make one of them unbeatable
+        lines = (rd / "trials.jsonl").read_text().splitlines()
+        top = json.loads(lines[0])
+        top["score"] = 0.999
+        (rd / "trials.jsonl").write_text("\n".join([json.dumps(top), *lines[1:]]) + "\n")
+        buf = io.StringIO()
+        res = run(None, resume=True, run_dir=rd, progress=buf)
         assert res.completed == 4 and len({r["id"] for r in RunDir(rd).read_records()}) == 4
+        first = next(line for line in buf.getvalue().splitlines() if line.startswith("["))
+        assert f"best 0.999 (trial {top['number']})" in first, first
+
+
+def test_dry_run_uses_the_yaml_seed(tmp_path, capsys):
+    (tmp_path / "a.yaml").write_text(SPACE.replace("seed: 0}", "seed: 7}"))
+    (tmp_path / "b.yaml").write_text(SPACE)
+    outs = {}
+    for name, argv in (("yaml7", ["--space", str(tmp_path / "a.yaml")]), ("yaml0", ["--space", str(tmp_path / "b.yaml")]),
+                       ("flag7", ["--space", str(tmp_path / "b.yaml"), "--seed", "7"])):
+        rc, out, err = _cli(search_cli, [*argv, "--dry-run", "--samples", "8"], capsys)
+        assert rc == 0, err
+        outs[name] = [line for line in out.splitlines() if " id " in line]
+    assert outs["yaml7"] == outs["flag7"] != outs["yaml0"]
+    assert "(seed 7)" in _cli(search_cli, ["--space", str(tmp_path / "a.yaml"), "--dry-run"], capsys)[1]
 
 
 # --------------------------------------------------------------------- the loader: property test
