@@ -168,7 +168,14 @@ def _main(args) -> int:
         print(f"{PROG}: {mc.arch}  {cost}  data {data.name} ({len(dataset.y_train)} train / "
               f"{len(dataset.y_val)} val, {mc.image_size}px x{mc.in_chans})  device {device}", flush=True)
     seed_everything(train.seed)
-    model = build_model(mc, drop_path_rate=train.drop_path)
+    try:
+        model = build_model(mc, drop_path_rate=train.drop_path)
+    except Exception as err:  # noqa: BLE001 - a model too large for this machine's memory is the user's to fix
+        if not is_oom(err):
+            raise
+        raise UserError(f"Out of memory while building {mc.arch} ({cost}): {str(err).splitlines()[0][:200]}. "
+                        "Nothing was written. Use a smaller model (depths, widths) or a machine with more "
+                        "memory.") from None
     t0 = time.perf_counter()
     it = fit(model, dataset, train, device=device)
     while True:
