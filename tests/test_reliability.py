@@ -357,3 +357,33 @@ def test_generated_yaml_loads_or_raises_a_user_error(tmp_path):
 
     spliced()
     raw()
+
+
+def test_replaced_data_files_change_the_protocol(rd, capsys):
+    """The data's identity (count and size of its files, not its path) is part of the protocol."""
+    import numpy as np
+    import yaml
+
+    from nas.search.engine import protocol_of
+    data = rd.parent / "d.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, x=rng.integers(0, 255, (40, 32, 32), dtype=np.uint8), y=np.arange(40) % 4)
+    stored = yaml.safe_load((rd / "space.yaml").read_text())
+    stored["train"]["data"].update(name="npz", path=str(data))
+    (rd / "space.yaml").write_text(yaml.safe_dump(stored, sort_keys=False))
+    meta = json.loads((rd / "experiment.json").read_text())
+    meta["protocol"] = protocol_of(RunDir(rd).read_experiment())  # as if the run had started on this file
+    assert meta["protocol"]["train.data.files"].startswith("1 file, ")
+    (rd / "experiment.json").write_text(json.dumps(meta))
+    rc, _, err = _cli(search_cli, ["--resume", str(rd), "--quiet"], capsys)
+    assert rc == 0, err
+    np.savez(data, x=rng.integers(0, 255, (44, 32, 32), dtype=np.uint8), y=np.arange(44) % 4)  # new content
+    rc, _, err = _cli(search_cli, ["--resume", str(rd), "--quiet"], capsys)
+    assert rc == 2 and "training protocol changed" in err and "train.data.files: '1 file, " in err, err
+    # a run from before the protocol was recorded takes its space.yaml as the protocol on the next resume
+    meta = json.loads((rd / "experiment.json").read_text())
+    del meta["protocol"]
+    (rd / "experiment.json").write_text(json.dumps(meta))
+    rc, _, err = _cli(search_cli, ["--resume", str(rd), "--quiet"], capsys)
+    assert rc == 0, err
+    assert "train.data.files" in json.loads((rd / "experiment.json").read_text())["protocol"]
