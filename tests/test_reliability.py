@@ -387,3 +387,24 @@ def test_replaced_data_files_change_the_protocol(rd, capsys):
     rc, _, err = _cli(search_cli, ["--resume", str(rd), "--quiet"], capsys)
     assert rc == 0, err
     assert "train.data.files" in json.loads((rd / "experiment.json").read_text())["protocol"]
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_unpickler_reads_the_format_and_refuses_code(protocol, tmp_path):
+    import io
+    import pickle
+
+    import numpy as np
+
+    from trainers.safe_pickle import load_cifar_pickle
+    batch = {b"batch_label": b"training batch 1 of 5", b"labels": [3, 1, 4],
+             b"data": np.arange(3 * 3072, dtype=np.uint8).reshape(3, 3072), b"filenames": [b"a.png", b"b.png", b"c.png"]}
+    got = load_cifar_pickle(io.BytesIO(pickle.dumps(batch, protocol=protocol)))
+    assert got[b"labels"] == [3, 1, 4] and np.array_equal(got[b"data"], batch[b"data"])
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path}/pwned",))
+    with pytest.raises(pickle.UnpicklingError, match="refused to load the global .*system"):
+        load_cifar_pickle(io.BytesIO(pickle.dumps({b"data": Evil()}, protocol=protocol)))
+    assert not (tmp_path / "pwned").exists()

@@ -21,6 +21,8 @@ ALLOWED = frozenset({
     ("numpy", "dtype"),
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),  # protocol 5 (out-of-band buffers)
+    ("numpy._core.numeric", "_frombuffer"),
     ("_codecs", "encode"),  # how Python 3 pickles bytes with protocol 2 (numpy's array payload)
 })
 
