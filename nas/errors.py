@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -155,7 +156,13 @@ def _coerce(value: Any, tp: Any, file: str | None, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond the float range
+            raise ConfigError(file, key, "is too large", "a finite number", value=value) from None
+        if not math.isfinite(value):  # YAML's .nan / .inf
+            raise ConfigError(file, key, "must be a finite number", describe_type(tp), value=value)
+        return value
     if tp is str:
         if not isinstance(value, str):
             raise bad

@@ -12,18 +12,18 @@ import yaml
 
 from .arch import ModelConfig
 from .errors import UserError, yaml_problem
+from .yamlio import load_yaml_file
 
 __all__ = ["ModelConfig", "load_model_config", "save_model_config", "export_from_run", "select_record"]
 
 
 def save_model_config(config: ModelConfig, path: str | os.PathLike) -> Path:
     """Write ``config`` as YAML (atomically: a crash never leaves half a file)."""
+    from .fsio import atomic_write, make_dirs
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    os.replace(tmp, path)
-    return path
+    make_dirs(path.parent)
+    return atomic_write(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def load_model_config(path: str | os.PathLike) -> ModelConfig:
@@ -38,7 +38,7 @@ def load_model_config(path: str | os.PathLike) -> ModelConfig:
         raise UserError(f"{path}: no such model config file. Pass the YAML written by `nas-export` "
                         "(or `nas.save_model_config`).")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml_file(path)
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML {yaml_problem(err)}. A model config is a mapping with keys "
                         "architecture, image_size, num_classes, in_chans, provenance; re-export it with "
@@ -85,13 +85,19 @@ def select_record(run_dir: str | os.PathLike, *, rank: int | None = None, trial:
 
 
 def export_from_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, rank: int | None = None,
-                    trial: str | int | None = None) -> Path:
-    """Write the model config of one trial of a search run (see :func:`select_record`) to ``out``."""
+                    trial: str | int | None = None, force: bool = False) -> Path:
+    """Write the model config of one trial of a search run (see :func:`select_record`) to ``out``.
+
+    ``out`` must not exist unless ``force``; it is never a file of a run directory nor anything but a
+    regular file (``nas.fsio.check_output_file``), checked before anything is written.
+    """
     from dataclasses import replace
 
+    from .fsio import check_output_file
     from .search.engine import model_config_of
 
     rec, run, exp = select_record(run_dir, rank=rank, trial=trial)
+    check_output_file(out, force=force)
     config = model_config_of(rec, exp, run)
     if rank is not None:
         config = replace(config, provenance={**dict(config.provenance), "rank": rank})

@@ -37,11 +37,13 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path
     if ok:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp)
+    import io
+
+    from .fsio import atomic_write
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, buf.getvalue())
 
 
 def _md_table(rows: list[dict[str, Any]], cols: list[str]) -> list[str]:
@@ -98,10 +100,19 @@ def summary_markdown(rows: list[dict[str, Any]], meta: dict[str, Any], exp: Any,
     return "\n".join(lines) + "\n"
 
 
-def write_report(run_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write ``leaderboard.csv``/``.json``, ``pareto.png`` and ``report.md`` into the run directory."""
-    from .search.leaderboard import write_leaderboard
-    from .search.rundir import RunDir, atomic_write
+REPORT_FILES = ("leaderboard.csv", "leaderboard.json", "pareto.png", "report.md")
+
+
+def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
+                 force: bool = False) -> dict[str, Path]:
+    """Write ``leaderboard.csv``/``.json``, ``pareto.png`` and ``report.md`` into the run directory, or into
+    the folder ``out`` (for a run that is read-only to this user; existing report files there are only
+    replaced with ``force``)."""
+    import json
+
+    from .fsio import atomic_write, check_output_dir, make_dirs
+    from .search.leaderboard import build_rows, rows_csv, write_leaderboard
+    from .search.rundir import RunDir
 
     run = RunDir(run_dir)
     if not run.path.is_dir():
@@ -109,9 +120,21 @@ def write_report(run_dir: str | os.PathLike) -> dict[str, Path]:
     meta = run.read_meta()
     exp = run.read_experiment()
     records = run.read_records()
-    rows = write_leaderboard(run, records)
-    png = plot_pareto(rows, run.path / "pareto.png", title=f"{meta.get('name')}: {len(rows)} trials")
-    md = run.path / "report.md"
+    if out is None:
+        if not os.access(run.path, os.W_OK | os.X_OK):
+            raise UserError(f"{run.path} is not writable by this user (read-only run directory), so the report "
+                            "cannot be written into it. Pass `--out DIR` to write the report files "
+                            f"({', '.join(REPORT_FILES)}) into another folder.")
+        rows = write_leaderboard(run, records)
+        folder = run.path
+    else:
+        folder = check_output_dir(out, REPORT_FILES, force=force)
+        make_dirs(folder)
+        rows = build_rows(records)
+        atomic_write(folder / "leaderboard.csv", rows_csv(rows))
+        atomic_write(folder / "leaderboard.json", json.dumps(rows, indent=1))
+    png = plot_pareto(rows, folder / "pareto.png", title=f"{meta.get('name')}: {len(rows)} trials")
+    md = folder / "report.md"
     atomic_write(md, summary_markdown(rows, meta, exp, records))
-    return {"leaderboard_csv": run.leaderboard_csv, "leaderboard_json": run.leaderboard_json, "pareto_png": png,
-            "report_md": md}
+    return {"leaderboard_csv": folder / "leaderboard.csv", "leaderboard_json": folder / "leaderboard.json",
+            "pareto_png": png, "report_md": md}

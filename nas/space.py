@@ -12,6 +12,7 @@ import hashlib
 import importlib.resources
 import itertools
 import json
+import math
 import random
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ import yaml
 
 from .arch import BLOCK_TYPES, VIT_REL, Architecture, BlockOptions
 from .errors import ConfigError, UserError, check_keys, parse_dataclass, yaml_problem
+from .yamlio import load_yaml_file
+from .limits import MAX_CHOICES, check_value, int_choice_limit
 
 __all__ = ["Budgets", "SearchSpace", "resolve_space_path", "load_yaml", "load_space", "bundled_spaces",
            "TOP_LEVEL_KEYS", "STAGES"]
@@ -62,7 +65,7 @@ def load_yaml(path_or_name: str | Path) -> tuple[Path, dict]:
     """Resolve and parse a search YAML; check its top-level keys (``space`` is required)."""
     path = resolve_space_path(path_or_name)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml_file(path)
     except yaml.YAMLError as err:
         raise ConfigError(str(path), "<top level>", f"is not valid YAML {yaml_problem(err)}",
                           "a YAML mapping with keys " + ", ".join(TOP_LEVEL_KEYS)) from None
@@ -115,15 +118,30 @@ def _int_choices(value: Any, file: str | None, key: str, what: str) -> tuple[int
                 raise ConfigError(file, f"{key}.{k}", f"must be a positive integer ({what})", allowed, value=v)
         if lo > hi:
             raise ConfigError(file, key, "has min > max", allowed, value=dict(value))
+        if (hi - lo) // step + 1 > MAX_CHOICES:
+            raise ConfigError(file, key, f"expands to {(hi - lo) // step + 1:,} choices", f"at most "
+                              f"{MAX_CHOICES} choices per list or range (raise step, or narrow min..max)",
+                              value=dict(value))
+        _check_int_limit(hi, file, f"{key}.max")
         return tuple(range(lo, hi + 1, step))
     items = list(value) if isinstance(value, (list, tuple)) else [value]
+    if len(items) > MAX_CHOICES:
+        raise ConfigError(file, key, f"lists {len(items):,} choices", f"at most {MAX_CHOICES} choices per list")
     if not items:
         raise ConfigError(file, key, "is an empty list of choices", allowed, value=value)
     for i, v in enumerate(items):
         if not _is_int(v) or v < 1:
             sub = f"{key}[{i}]" if isinstance(value, (list, tuple)) else key
             raise ConfigError(file, sub, f"must be a positive integer ({what})", allowed, value=v)
+        _check_int_limit(v, file, f"{key}[{i}]" if isinstance(value, (list, tuple)) else key)
     return tuple(sorted(set(items)))
+
+
+def _check_int_limit(v: int, file: str | None, key: str) -> None:
+    """The documented maximum of a depth, width or patch size (nas.limits)."""
+    limit = int_choice_limit(key[:-4] if key.endswith(".max") else key.split("[")[0])
+    if limit is not None and v > limit[1]:
+        raise ConfigError(file, key, "is above its sane maximum", f"at most {limit[1]:,}", value=v)
 
 
 def _block_choices(value: Any, file: str | None, key: str) -> tuple[str, ...]:
@@ -220,6 +238,8 @@ class SearchSpace:
         if not _is_int(in_chans) or in_chans < 1:
             raise ConfigError(f, "space.input.channels", "must be a positive integer", "e.g. 1 (grey) or 3 (RGB)",
                               value=in_chans)
+        check_value(image_size, "space.input.image_size", f)
+        check_value(in_chans, "space.input.channels", f)
 
         stem_d = check_keys(data.get("stem"), ("width", "depth", "stride"), f, "space.stem")
         if "width" not in stem_d:
@@ -285,9 +305,10 @@ class SearchSpace:
                     v = float(v)
                 except ValueError:
                     pass
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
+                                  or not math.isfinite(v) or v > 1e18):
                 raise ConfigError(f, f"space.budgets.{k}", "must be a positive number or null",
-                                  "e.g. 5.0e6", value=v)
+                                  "a number from 1 to 1e18, e.g. 5.0e6, or null", value=v)
             limits[k] = None if v is None else int(v)
         budgets = Budgets(**limits)
 

@@ -52,6 +52,11 @@ class Case:
 
     Args:
         id: test id.
+        (files values may also be bytes, or a callable ``f(path)`` that writes the file; ``links`` makes
+        symbolic links ``{relative path: target}``; ``edits`` replaces text ``(relative path, old, new)`` in a
+        file after the finished run was copied (a hand-edited run); ``read_only`` folders are made
+        unwritable for the command, also for root (``chattr +i``), and restored afterwards. Every file that
+        exists before the command must be byte-identical after it.)
         cli: ``search``, ``train``, ``export`` or ``report`` (the ``nas-<cli>`` console script).
         argv: its arguments.
         expect: fragments the error paragraph must contain (whitespace-normalised).
@@ -78,6 +83,9 @@ class Case:
     mode: int | None = None
     process: bool = False
     skip_if: Callable[[], str | None] | None = None
+    links: dict[str, str] = dataclasses.field(default_factory=dict)
+    edits: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
+    read_only: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def prog(self) -> str:
@@ -97,7 +105,7 @@ def text(content: str) -> dict[str, str]:
 
 def search_case(id: str, files: dict, expect: list[str], **kw) -> Case:
     """A ``nas-search --space SPACE`` case; the message must name the file, and the run is not created."""
-    return Case(id, "search", SEARCH, [SPACE, *expect], files, absent=[RUN], **kw)
+    return Case(id, "search", SEARCH, [SPACE, *expect], files, absent=[RUN, *kw.pop("absent", [])], **kw)
 
 
 def _as_root() -> str | None:
@@ -257,6 +265,237 @@ CASES: list = [
 ]
 
 
+# ------------------------------------------------------------------------------ issue 10: more classes
+def _evil_cifar(folder: Path) -> None:
+    """A CIFAR-10 folder whose data_batch_1 would run `touch {folder}/pwned` under plain pickle.load."""
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {folder.parent}/pwned",))
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 6):
+        (folder / f"data_batch_{i}").write_bytes(pickle.dumps({b"data": Evil(), b"labels": [0]}))
+
+
+def _npz_huge_labels(path: Path) -> None:
+    import numpy as np
+    np.savez(path, x=np.zeros((8, 8, 8), dtype=np.uint8), y=np.array([0, 1, 2, 3, 0, 1, 2, 10**12]))
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+EXPORT = [DONE, "--out"]
+REPORT_FILES = "leaderboard.csv, leaderboard.json, pareto.png, report.md"
+GRID_HUGE = BASE.replace("depth: 1,", "depth: {min: 1, max: 64},").replace("depth: [1, 2],", "depth: {min: 1, max: 64},")
+
+CASES += [
+    # ------------------------------------------------------- 1. output paths never destroy anything
+    Case("out-export-onto-run-trials", "export", [*EXPORT, "{tmp}/done/trials.jsonl", "--force"],
+         ["--out {tmp}/done/trials.jsonl", "file of the search run directory", "not even with --force"],
+         needs="run"),
+    Case("out-export-onto-run-best", "export", [*EXPORT, "{tmp}/done/best.yaml"],
+         ["--out {tmp}/done/best.yaml", "file of the search run directory"], needs="run"),
+    Case("out-export-onto-run-dir", "export", [*EXPORT, "{tmp}/done"],
+         ["--out {tmp}/done", "is a folder", "only a regular file may be replaced"], needs="run"),
+    Case("out-export-existing-file", "export", [*EXPORT, "{tmp}/m.yaml"],
+         ["--out {tmp}/m.yaml already exists", "--force"], {"m.yaml": "mine\n"}, needs="run"),
+    Case("out-export-symlink", "export", [*EXPORT, "{tmp}/m.yaml", "--force"],
+         ["--out {tmp}/m.yaml", "a symbolic link", "not even --force"], {"victim.txt": "another user's\n"},
+         needs="run", links={"m.yaml": "{tmp}/victim.txt"}),
+    Case("out-export-dangling-symlink", "export", [*EXPORT, "{tmp}/m.yaml"],
+         ["--out {tmp}/m.yaml", "a symbolic link"], needs="run", links={"m.yaml": "{tmp}/nowhere.yaml"},
+         absent=["{tmp}/nowhere.yaml"]),
+    Case("out-export-device", "export", [*EXPORT, "/dev/null", "--force"],
+         ["--out /dev/null", "a character device", "regular file"], needs="run"),
+    Case("out-export-fifo", "export", [*EXPORT, "{tmp}/pipe", "--force"],
+         ["--out {tmp}/pipe", "a FIFO"], {"pipe": _fifo}, needs="run"),
+    Case("out-export-parent-is-a-file", "export", [*EXPORT, "{tmp}/notes.txt/m.yaml"],
+         ["--out {tmp}/notes.txt/m.yaml", "is a file, not a folder"], {"notes.txt": "mine\n"}, needs="run"),
+    Case("out-export-parent-read-only", "export", [*EXPORT, "{tmp}/ro/m.yaml"],
+         ["--out {tmp}/ro/m.yaml", "not writable"], {"ro": None}, needs="run", read_only=["{tmp}/ro"],
+         absent=["{tmp}/ro/m.yaml"]),
+    Case("out-train-existing-files", "train", ["{tmp}/m.yaml", *TRAIN_OUT],
+         ["--out {tmp}/o/model.pt already exists", "--force"], {"m.yaml": MODEL, "o/model.pt": "weights\n"},
+         max_s=30),
+    Case("out-train-is-a-file", "train", ["{tmp}/m.yaml", *TRAIN_OUT],
+         ["--out {tmp}/o", "not a folder"], {"m.yaml": MODEL, "o": "mine\n"}, max_s=30),
+    Case("out-train-into-run-dir", "train", ["{tmp}/m.yaml", "--out", DONE, "--force"],
+         ["--out {tmp}/done", "search run directory", "not even with --force"], {"m.yaml": MODEL}, needs="run"),
+    Case("out-train-symlinked-metrics", "train", ["{tmp}/m.yaml", *TRAIN_OUT, "--force"],
+         ["--out {tmp}/o/metrics.json", "a symbolic link"], {"m.yaml": MODEL, "o": None, "victim": "keep\n"},
+         links={"o/metrics.json": "{tmp}/victim"}),
+    Case("out-report-existing-files", "report", [DONE, "--out", "{tmp}/rep"],
+         ["--out {tmp}/rep/report.md already exists", "--force"], {"rep/report.md": "mine\n"}, needs="run"),
+    Case("out-report-into-other-run", "report", [DONE, "--out", DONE],
+         ["--out {tmp}/done", "search run directory"], needs="run"),
+    Case("out-report-read-only-run", "report", [DONE],
+         ["{tmp}/done is not writable", "read-only", "--out DIR", REPORT_FILES], needs="run",
+         read_only=["{tmp}/done"]),
+    # ---------------------------------------------- 3. resuming with a changed protocol is refused
+    Case("protocol-train-changed", "search", ["--space", SPACE, "--resume", DONE, "--quiet"],
+         ["Cannot resume {tmp}/done", "training protocol changed", "train.epochs: 1 -> 2", "--new-protocol"],
+         bad("  epochs: 1", "  epochs: 2"), needs="run"),
+    Case("protocol-objective-changed", "search", ["--space", SPACE, "--resume", DONE, "--quiet"],
+         ["Cannot resume {tmp}/done", "objective.mode: 'single' -> 'both'", "--new-protocol"],
+         bad("{mode: single}", "{mode: both}"), needs="run"),
+    Case("protocol-trainer-changed", "search", ["--space", SPACE, "--resume", DONE, "--quiet"],
+         ["Cannot resume {tmp}/done", "search.trainer: 'trainers.proxy:train_candidate' -> "
+          "'chaos_trainer:train'", "--new-protocol"],
+         bad("seed: 0}", "seed: 0, trainer: 'chaos_trainer:train'}"), needs="run"),
+    Case("protocol-data-changed", "search", ["--space", SPACE, "--resume", DONE, "--quiet"],
+         ["Cannot resume {tmp}/done", "train.data.synthetic_classes: 4 -> 5", "--new-protocol"],
+         bad("synthetic_classes: 4", "synthetic_classes: 5"), needs="run"),
+    Case("protocol-run-space-yaml-train-edited", "search", ["--resume", DONE, "--quiet"],
+         ["Cannot resume {tmp}/done", "train.batch_size: 32 -> 16", "--new-protocol"], needs="run",
+         edits=[("done/space.yaml", "  batch_size: 32\n", "  batch_size: 16\n")]),
+    Case("protocol-run-space-yaml-space-edited", "search", ["--resume", DONE, "--quiet"],
+         ["Cannot resume {tmp}/done", "no longer matches the fingerprint", "space.yaml was edited", "--name"],
+         needs="run", edits=[("done/space.yaml", "monotone: true", "monotone: false")]),
+    # ------------------------------------------------------------ 5. tracebacks become one paragraph
+    search_case("yaml-not-utf8", {"space.yaml": BASE.encode().replace(b"synthetic,", b"synth\xe9tic,")},
+                ["is not UTF-8 text", "at line 12", "UTF-8"]),
+    search_case("yaml-binary", {"space.yaml": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe"},
+                ["is not UTF-8 text", "binary file"]),
+    search_case("yaml-nested-too-deeply", text("space: " + "[" * 20000), ["nested too deeply"]),
+    search_case("budget-nan", bad("max_params: null", "max_params: .nan"),
+                ["`space.budgets.max_params`", "positive number or null", "(got nan)", "1e18"]),
+    search_case("budget-inf", bad("max_macs: null", "max_macs: .inf"),
+                ["`space.budgets.max_macs`", "positive number or null", "(got inf)"]),
+    search_case("train-lr-nan", bad("  epochs: 1", "  epochs: 1\n  lr: .nan"),
+                ["`train.lr`", "must be a finite number", "(got nan)"]),
+    search_case("train-lr-inf", bad("  epochs: 1", "  epochs: 1\n  lr: .inf"),
+                ["`train.lr`", "must be a finite number", "(got inf)"]),
+    search_case("objective-weight-inf", bad("{mode: single}", "{mode: single, weight_capacity: .inf}"),
+                ["`objective.weight_capacity`", "finite", "(got inf)"]),
+    search_case("seed-search-negative", bad("seed: 0}", "seed: -1}"),
+                ["`search.seed`", "(got -1)", "from 0 to 4_294_967_295"]),
+    search_case("seed-train-negative", bad("  epochs: 1", "  epochs: 1\n  seed: -5"),
+                ["`train.seed`", "(got -5)", "from 0 to"]),
+    search_case("seed-data-too-large", bad("synthetic_difficulty: 0.3}", "synthetic_difficulty: 0.3, seed: 4294967296}"),
+                ["`train.data.seed`", "(got 4294967296)", "to 4_294_967_295"]),
+    Case("seed-flag-negative", "search", [*SEARCH, "--seed", "-1"], ["`--seed`", "(got -1)", "from 0"], text(BASE),
+         absent=[RUN]),
+    Case("seed-train-flag-negative", "train", ["{tmp}/m.yaml", "--seed", "-3", *TRAIN_OUT],
+         ["`--seed`", "(got -3)", "from 0"], {"m.yaml": MODEL}, absent=["{tmp}/o"]),
+    Case("train-lr-flag-nan", "train", ["{tmp}/m.yaml", "--lr", "nan", *TRAIN_OUT],
+         ["--lr must be a finite number > 0", "(got nan)", "at most 10"], {"m.yaml": MODEL}, absent=["{tmp}/o"]),
+    Case("train-lr-flag-inf", "train", ["{tmp}/m.yaml", "--lr", "inf", *TRAIN_OUT],
+         ["--lr must be a finite number > 0", "(got inf)"], {"m.yaml": MODEL}, absent=["{tmp}/o"]),
+    Case("train-lr-diverges", "train", ["{tmp}/m.yaml", "--protocol", "{tmp}/p.yaml", "--lr", "10", "--quiet",
+                                        *TRAIN_OUT],
+         ["Training diverged", "lr 10", "Nothing was written", "Lower the learning rate"],
+         {"m.yaml": MODEL, "p.yaml": "train:\n  data: {name: synthetic, synthetic_samples: 160, "
+          "synthetic_classes: 4}\n  epochs: 3\n  grad_clip: 0\n  warmup: 0\n"}, absent=["{tmp}/o"]),
+    Case("train-data-labels-unallocatable", "train", ["{tmp}/m.yaml", "--data", "npz", "--data-path", "{tmp}/d.npz",
+                                                      *TRAIN_OUT],
+         ["number of classes of the data", "{tmp}/d.npz", "(got 1000000000001)", "from 1 to 100_000"],
+         {"m.yaml": MODEL, "d.npz": _npz_huge_labels}, absent=["{tmp}/o"]),
+    search_case("search-data-labels-unallocatable",
+                {**bad("{name: synthetic,", "{name: npz, path: {tmp}/d.npz,"), "d.npz": _npz_huge_labels},
+                ["train.data (npz", "number of classes", "(got 1000000000001)"]),
+    Case("run-dir-parent-is-a-file", "search", ["--space", SPACE, "--run-dir", "{tmp}/notes.txt/run", "--quiet"],
+         ["Cannot create the folder", "{tmp}/notes.txt/run", "not a folder"], {**text(BASE), "notes.txt": "mine\n"}),
+    Case("run-dir-parent-read-only", "search", ["--space", SPACE, "--run-dir", "{tmp}/ro/run", "--quiet"],
+         ["Cannot create the folder", "{tmp}/ro/run", "make it writable"], {**text(BASE), "ro": None},
+         read_only=["{tmp}/ro"], absent=["{tmp}/ro/run"]),
+    Case("run-dir-read-only-resume", "search", ["--resume", DONE, "--trials", "2", "--quiet"],
+         ["Cannot resume {tmp}/done", "not writable", "nas-report {tmp}/done --out DIR"], needs="run",
+         read_only=["{tmp}/done"]),
+    # --------------------------------------------------------------- 6. every count has a sane maximum
+    search_case("max-depth-1e9", bad("S2: {block: [C, T], depth: 1", "S2: {block: [C, T], depth: 1000000000"),
+                ["`space.stages.S2.depth`", "above its sane maximum", "(got 1000000000)", "at most 64"], max_s=10),
+    search_case("max-stem-depth", bad("stem: {width: 8}", "stem: {width: 8, depth: [2, 100000]}"),
+                ["`space.stem.depth[1]`", "at most 64"], max_s=10),
+    search_case("max-width", bad("S4: {block: [T], depth: 1, width: 32}", "S4: {block: [T], depth: 1, width: 65536}"),
+                ["`space.stages.S4.width`", "at most 8,192"], max_s=10),
+    search_case("max-range-huge", bad("S3: {block: [C, T], depth: [1, 2]", "S3: {block: [C, T], depth: {min: 1, "
+                                      "max: 100000000000}"),
+                ["`space.stages.S3.depth`", "expands to 100,000,000,000 choices", "at most 1024 choices"], max_s=10),
+    search_case("max-range-max-above-limit", bad("S3: {block: [C, T], depth: [1, 2]", "S3: {block: [C, T], depth: "
+                                                 "{min: 1, max: 100, step: 50}"),
+                ["`space.stages.S3.depth.max`", "at most 64"], max_s=10),
+    search_case("max-list-too-long", bad("width: [8, 16]", "width: [" + ", ".join(str(8 * i) for i in range(1, 2001)) + "]"),
+                ["`space.stages.S1.width`", "lists 2,000 choices", "at most 1024"], max_s=10),
+    search_case("max-image-size", bad("image_size: 32", "image_size: 1000000"),
+                ["`space.input.image_size`", "(got 1000000)", "from 32 to 1024"], max_s=10),
+    search_case("max-channels", bad("channels: 1", "channels: 100000"),
+                ["`space.input.channels`", "from 1 to 64"]),
+    search_case("max-trials", bad("{trials: 1,", "{trials: 1000000000,"),
+                ["`search.trials`", "(got 1000000000)", "from 1 to 100_000"]),
+    search_case("max-epochs", bad("  epochs: 1", "  epochs: 10000000"), ["`train.epochs`", "to 10_000"]),
+    search_case("max-batch-size", bad("  batch_size: 32", "  batch_size: 1000000000"),
+                ["`train.batch_size`", "to 65_536"]),
+    search_case("max-synthetic-samples", bad("synthetic_samples: 160", "synthetic_samples: 1000000000000"),
+                ["`train.data.synthetic_samples`", "to 1_000_000"], max_s=10),
+    search_case("max-concurrent", bad("max_concurrent: 1", "max_concurrent: 10000000"),
+                ["`search.max_concurrent`", "to 4096"]),
+    search_case("max-grid-space", {"space.yaml": GRID_HUGE.replace("sampler: random", "sampler: grid")},
+                ["`search.sampler`", "queues every candidate", "at most 100,000 candidates"], max_s=20),
+    search_case("max-budget", bad("max_params: null", "max_params: 1.0e+30"),
+                ["`space.budgets.max_params`", "1e18"]),
+    Case("max-flag-samples", "search", ["--space", SPACE, "--dry-run", "--samples", "1000000000"],
+         ["`--samples`", "(got 1000000000)", "to 10_000"], text(BASE), max_s=10),
+    Case("max-flag-cpus-inf", "search", [*SEARCH, "--cpus-per-trial", "inf"],
+         ["--cpus-per-trial must be a finite number", "(got inf)"], text(BASE), absent=[RUN]),
+    Case("max-train-image-size", "train", ["coatnet-0", "--image-size", "100000", *TRAIN_OUT],
+         ["`--image-size`", "(got 100000)", "from 8 to 1024"], absent=["{tmp}/o"], max_s=10),
+    Case("max-model-depth-1e9", "train", ["{tmp}/m.yaml", *TRAIN_OUT],
+         ["{tmp}/m.yaml", "`architecture.depths[2]`", "(got 1000000000)", "from 1 to 64"],
+         {"m.yaml": MODEL.replace("depths: [1, 1, 1, 1, 1]", "depths: [1, 1, 1000000000, 1, 1]")},
+         absent=["{tmp}/o"], max_s=10),
+    Case("max-model-classes", "train", ["{tmp}/m.yaml", *TRAIN_OUT],
+         ["{tmp}/m.yaml", "`num_classes`", "(got 1000000000000)", "to 100_000"],
+         {"m.yaml": MODEL.replace("num_classes: 4", "num_classes: 1000000000000")}, absent=["{tmp}/o"]),
+    Case("max-protocol-steps", "train", ["{tmp}/m.yaml", "--protocol", "{tmp}/p.yaml", *TRAIN_OUT],
+         ["{tmp}/p.yaml", "`train.steps`", "to 100_000_000"],
+         {"m.yaml": MODEL, "p.yaml": "train:\n  steps: 1000000000000\n"}, absent=["{tmp}/o"]),
+    # ------------------------------------------------- 7. a refused start leaves nothing behind
+    Case("refused-storage-unopenable", "search", [*SEARCH, "--storage", "sqlite:///{tmp}/nowhere/x/study.db"],
+         ["Cannot open the Optuna storage", "sqlite:///{tmp}/nowhere/x/study.db"], text(BASE), needs="ray",
+         absent=[RUN, "{tmp}/nowhere"]),
+    Case("refused-storage-scheme", "search", [*SEARCH, "--storage", "redis://localhost"],
+         ["--storage", "not a database URL", "sqlite:///"], text(BASE), absent=[RUN]),
+    Case("refused-gpus-new-run", "search", [*SEARCH, "--gpus-per-trial", "1"],
+         ["`--gpus-per-trial 1`", "the Ray cluster has none"], text(BASE), needs="ray", absent=[RUN]),
+    # ---------------------------------------------------------------- 8. code execution is not silent
+    Case("cifar-pickle-runs-code", "train", ["{tmp}/m.yaml", "--data", "cifar10", "--data-path", "{tmp}/cifar",
+                                             *TRAIN_OUT],
+         ["`--data-path`", "{tmp}/cifar/data_batch_1", "refused to load the global", "system", "numpy arrays"],
+         {"m.yaml": MODEL, "cifar": _evil_cifar}, absent=["{tmp}/pwned", "{tmp}/o"]),
+    search_case("trainer-not-importable", bad("seed: 0}", "seed: 0, trainer: 'no_such_module_x:train'}"),
+                ["`search.trainer`", "importing no_such_module_x failed", "module:function"]),
+    # ------------------------------------------------------------------------------- 9. smaller
+    search_case("dup-key-top-level", {"space.yaml": BASE + "search: {trials: 2}\n"},
+                ["`search`: appears twice", "at line 16 and at line 17", "each key once"]),
+    search_case("dup-key-stage", bad("S2: {block: [C, T], depth: 1,", "S2: {block: [C, T], depth: 1, depth: 2,"),
+                ["`depth`: appears twice", "at line 6 and at line 6"]),
+    search_case("dup-key-train", bad("  epochs: 1", "  epochs: 1\n  epochs: 3"),
+                ["`epochs`: appears twice", "at line 13 and at line 14"]),
+    Case("dup-key-model-config", "train", ["{tmp}/m.yaml", *TRAIN_OUT],
+         ["{tmp}/m.yaml", "`image_size`: appears twice", "line 2 and at line 5"],
+         {"m.yaml": MODEL + "image_size: 64\n"}, absent=["{tmp}/o"]),
+    Case("dup-key-protocol", "train", ["{tmp}/m.yaml", "--protocol", "{tmp}/p.yaml", *TRAIN_OUT],
+         ["{tmp}/p.yaml", "`train`: appears twice", "line 1 and at line 3"],
+         {"m.yaml": MODEL, "p.yaml": "train:\n  epochs: 1\ntrain:\n  epochs: 2\n"}, absent=["{tmp}/o"]),
+    Case("name-with-space", "search", ["--space", SPACE, "--name", "my run", "--quiet"],
+         ["--name 'my run' is not a valid run name", "letters, digits, '-', '_' and '.'"], text(BASE),
+         absent=["runs/my run"]),
+    Case("name-with-slash", "search", ["--space", SPACE, "--name", "a/b", "--quiet"],
+         ["--name 'a/b' is not a valid run name"], text(BASE), absent=["runs/a"]),
+    Case("name-dot-first", "search", ["--space", SPACE, "--name", "..", "--quiet"],
+         ["--name '..' is not a valid run name", "(not first)"], text(BASE)),
+    Case("name-from-space-stem", "search", ["--space", "{tmp}/my space.yaml", "--quiet"],
+         ["The run name 'my space' (the space file's stem) is not a valid run name", "--name NAME"],
+         {"my space.yaml": BASE}, absent=["runs/my space"]),
+    Case("gpus-from-yaml-key", "search", SEARCH, ["`search.gpus_per_trial: 1` (in {tmp}/space.yaml)",
+                                                  "the Ray cluster has none"],
+         bad("seed: 0}", "seed: 0, gpus_per_trial: 1}"), needs="ray", absent=[RUN]),
+]
+
+
 def _id(case) -> str:
     return (case.values[0] if hasattr(case, "values") else case).id
 
@@ -297,6 +536,33 @@ def _main(cli: str):
 
 
 # --------------------------------------------------------------------------------------- the test
+def _tree(folder: Path) -> dict[str, bytes]:
+    """Every file and link under ``folder`` (links by their target, never followed); unreadable files by
+    their mode, folders by their names."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        rel = str(p.relative_to(folder))
+        if p.is_symlink():
+            out[rel] = b"link -> " + os.readlink(p).encode()
+        elif p.is_file() and p.name != "driver.lock":
+            try:
+                out[rel] = p.read_bytes()
+            except OSError:
+                out[rel] = f"unreadable {p.stat().st_mode:o}".encode()
+        elif p.is_dir():
+            out[rel] = b"<dir>"
+    return out
+
+
+def _set_read_only(folder: Path, on: bool) -> bool:
+    """Make ``folder`` unwritable (``chattr +i``: also for root) or writable again; False if impossible."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        proc = subprocess.run(["chattr", "+i" if on else "-i", str(folder)], capture_output=True)
+        return proc.returncode == 0
+    folder.chmod(0o555 if on else 0o755)
+    return True
+
+
 @pytest.mark.parametrize("case", CASES, ids=_id)
 def test_bad_input_gives_one_paragraph_and_exit_2(case: Case, tmp_path, capsys, request):
     why = case.skip_if() if case.skip_if else None
@@ -307,34 +573,59 @@ def test_bad_input_gives_one_paragraph_and_exit_2(case: Case, tmp_path, capsys, 
     before = None
     if case.needs == "run":
         shutil.copytree(request.getfixturevalue("finished_run"), tmp / "done")
-        before = _snapshot(tmp / "done")
     elif case.needs == "ray":
         request.getfixturevalue("ray_local")
+    for rel, old, new in case.edits:
+        p = tmp / rel
+        text_ = p.read_text()
+        assert old in text_, (rel, old)
+        p.write_text(text_.replace(old, _fill(new, tmp, port)))
+    if case.needs == "run":
+        before = _snapshot(tmp / "done")
     for rel, content in case.files.items():
         p = tmp / rel
         if content is None:
             p.mkdir(parents=True, exist_ok=True)
             continue
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(_fill(content, tmp, port))
+        if callable(content):
+            content(p)
+        elif isinstance(content, bytes):
+            p.write_bytes(content)
+        else:
+            p.write_text(_fill(content, tmp, port))
         if case.mode is not None:
             p.chmod(case.mode)
+    for rel, target in case.links.items():
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(_fill(target, tmp, port), tmp / rel)
     argv = [_fill(a, tmp, port) for a in case.argv]
+    everything = _tree(tmp)
+    frozen = []
     capsys.readouterr()  # drop what the fixtures printed (Ray's start-up notes)
 
-    t0 = time.monotonic()
-    if case.process:
-        code = f"import sys; from nas.cli.{case.cli} import main; sys.exit(main(sys.argv[1:]))"
-        proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60,
-                              env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
-        rc, err = proc.returncode, proc.stderr
-    else:
-        try:
-            rc = _main(case.cli)(argv)
-        except SystemExit as exit_:  # argparse errors exit from inside main
-            rc = exit_.code
-        err = capsys.readouterr().err
-    took = time.monotonic() - t0
+    try:
+        for rel in case.read_only:
+            folder = Path(_fill(rel, tmp, port))
+            if not _set_read_only(folder, True):
+                pytest.skip(f"cannot make {folder} read-only here")
+            frozen.append(folder)
+        t0 = time.monotonic()
+        if case.process:
+            code = f"import sys; from nas.cli.{case.cli} import main; sys.exit(main(sys.argv[1:]))"
+            proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60,
+                                  env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+            rc, err = proc.returncode, proc.stderr
+        else:
+            try:
+                rc = _main(case.cli)(argv)
+            except SystemExit as exit_:  # argparse errors exit from inside main
+                rc = exit_.code
+            err = capsys.readouterr().err
+        took = time.monotonic() - t0
+    finally:
+        for folder in frozen:
+            _set_read_only(folder, False)
 
     assert rc == 2, f"exit status {rc}, stderr:\n{err}"
     assert "Traceback" not in err, err
@@ -350,6 +641,9 @@ def test_bad_input_gives_one_paragraph_and_exit_2(case: Case, tmp_path, capsys, 
         assert not Path(_fill(path, tmp, port)).exists(), f"{path} was created by a refused command"
     if before is not None:
         assert _snapshot(tmp / "done") == before, "a refused command changed the finished run"
+    after = _tree(tmp)
+    changed = sorted(k for k in everything if after.get(k) != everything[k])
+    assert not changed, f"a refused command changed or removed pre-existing files: {changed}"
 
 
 if __name__ == "__main__":

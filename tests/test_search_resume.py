@@ -14,6 +14,8 @@ from optuna.trial import TrialState
 from nas.search import RunDir, run
 from nas.search.optuna_bridge import open_study
 
+sys.path.insert(0, str(Path(__file__).parent))
+
 BIN = Path(sys.executable).parent
 
 
@@ -53,9 +55,14 @@ def test_resume_after_in_process_stop(ray_local, write_space, tmp_path):
 
 
 def test_resume_after_driver_sigkill(ray_local, write_space, tmp_path):
+    """SIGKILL of the driver alone: the Ray processes it started notice and exit on their own (Ray's fate
+    sharing; about 3 s measured here): no trial worker, raylet or GCS is alive 30 s later. Ray's dashboard
+    and runtime-env agents have been seen to linger longer on this loaded machine (docs/cluster.md), so
+    they are reported, not asserted. Then the run resumes."""
+    from test_reliability import _marked, _wait_gone
     space = write_space(epochs=2)
     rd = tmp_path / "run"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COATNAS_TEST_MARK": f"coatnas-test-{os.getpid()}-kill"}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen([str(BIN / "nas-search"), "--space", str(space), "--run-dir", str(rd), "--trials", "5",
                              "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
@@ -70,8 +77,15 @@ def test_resume_after_driver_sigkill(ray_local, write_space, tmp_path):
             time.sleep(0.2)
         else:
             raise AssertionError("the search did not finish 2 trials in time")
+        assert len(_marked(env["COATNAS_TEST_MARK"])) > 1  # the driver and the Ray processes it started
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
+        left = _wait_gone(env["COATNAS_TEST_MARK"], 30)
+        names = {pid: _cmdline(pid) for pid in left}
+        core = {pid: n for pid, n in names.items() if "Agent" not in n}
+        assert not core, f"Ray processes of the killed driver still alive after 30 s: {core}"
+        if names:
+            print(f"Ray agents still alive 30 s after the driver's SIGKILL: {names}")
     finally:
         try:  # the local Ray the killed driver started (same process group) goes with it
             os.killpg(proc.pid, signal.SIGKILL)
@@ -85,12 +99,25 @@ def test_resume_after_driver_sigkill(ray_local, write_space, tmp_path):
     _check_complete(rd, 5)
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace")[:120]
+    except OSError:
+        return "(gone)"
+
+
 def test_ctrl_c_stops_cleanly_and_resumes(ray_local, write_space, tmp_path):
     """SIGINT to the whole process group, as a terminal's Ctrl-C sends it: exit 130, resume hint, no loss."""
+    from test_reliability import _wait_gone
     space = write_space(epochs=3)
     rd = tmp_path / "run"
+    mark = f"coatnas-test-{os.getpid()}-int"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["COATNAS_TEST_MARK"] = mark
     proc = subprocess.Popen([str(BIN / "nas-search"), "--space", str(space), "--run-dir", str(rd), "--trials", "5"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env=env)
     jsonl = rd / "trials.jsonl"
     deadline = time.time() + 120
     try:
@@ -99,6 +126,8 @@ def test_ctrl_c_stops_cleanly_and_resumes(ray_local, write_space, tmp_path):
             time.sleep(0.2)
         os.killpg(proc.pid, signal.SIGINT)
         out, _ = proc.communicate(timeout=90)
+        left = _wait_gone(mark, 10)
+        assert not left, f"Ray processes of the run alive 10 s after the driver exited: {left}"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

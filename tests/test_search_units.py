@@ -79,12 +79,15 @@ def test_records_survive_a_torn_last_line_but_not_damage_inside(write_space, tmp
     with open(rd.trials_jsonl, "a") as fh:
         fh.write('{"id": "torn')  # a driver killed mid-write
     assert [r["number"] for r in rd.read_records()] == [0]
-    rd.append_record(_rec(archs[1], 1, 0.4, 0.6))  # starts on a fresh line
+    rd.append_record(_rec(archs[1], 1, 0.4, 0.6))  # the torn fragment is cut off first (issue 10)
+    assert [r["number"] for r in rd.read_records()] == [0, 1]
+    assert rd.trials_jsonl.read_text().count("\n") == 2 and "torn" not in rd.trials_jsonl.read_text()
+    assert (rd.path / "trials.jsonl.torn").read_text() == '{"id": "torn\n'
+    # Damage inside the file (not its last line) is an error naming the line.
+    lines = rd.trials_jsonl.read_text().splitlines()
+    rd.trials_jsonl.write_text("\n".join([lines[0], '{"id": "bro', lines[1]]) + "\n")
     with pytest.raises(UserError, match="line 2"):
         rd.read_records()
-    lines = rd.trials_jsonl.read_text().splitlines()
-    rd.trials_jsonl.write_text("\n".join([lines[0], lines[2]]) + "\n")
-    assert [r["number"] for r in rd.read_records()] == [0, 1]
 
 
 def test_leaderboard_ranks_pareto_and_failures(write_space):

@@ -264,9 +264,10 @@ def _synthetic(cfg: DataConfig, image_size: int, in_chans: int):
 
 
 def _unpickle(cfg, path: Path, origin: _Origin):
+    from .safe_pickle import load_cifar_pickle
     try:
         with open(path, "rb") as fh:
-            d = pickle.load(fh, encoding="bytes")
+            d = load_cifar_pickle(fh)  # only numpy arrays, lists, numbers, strings: no code
         d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
         label_key = "labels" if cfg.name == "cifar10" else "fine_labels"
         x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)

@@ -6,6 +6,7 @@ mistakes (:class:`nas.errors.UserError`) print one paragraph on stderr and exit 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import textwrap
 from collections.abc import Callable
@@ -30,11 +31,17 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def run_cli(prog: str, body: Callable[[], int | None]) -> int:
-    """Run ``body``; turn :class:`UserError` into a message and exit status 2, Ctrl-C into 130."""
+    """Run ``body``; turn :class:`UserError` (and an ``OSError`` of the file system) into a message and exit
+    status 2, Ctrl-C into 130 (SIGTERM 143, SIGHUP 129: 128 + the signal)."""
     try:
         return int(body() or 0)
     except UserError as err:
         return fail(prog, str(err))
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM/SIGHUP during a search (nas.search.engine)
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"{prog}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
+    except OSError as err:  # a full disk, a read-only or vanished folder: the OS's words and the file
+        from ..fsio import os_problem
+        where = f" {err.filename}" if err.filename else ""
+        return fail(prog, f"Cannot access{where}: {os_problem(err)}.")

@@ -24,7 +24,9 @@ def build_parser() -> ArgumentParser:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--rank", type=int, metavar="K", help="leaderboard rank (1 = best, the default)")
     which.add_argument("--trial", metavar="ID", help="Optuna trial number or architecture id")
-    p.add_argument("--out", metavar="FILE", default="model.yaml", help="output YAML (default model.yaml)")
+    p.add_argument("--out", metavar="FILE", default="model.yaml", help="output YAML (default model.yaml); an "
+                   "existing file is only replaced with --force, and never a file of a run directory")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     return p
 
 
@@ -33,7 +35,7 @@ def _main(args) -> int:
 
     if args.rank is not None and args.rank < 1:
         raise UserError(f"--rank must be >= 1 (got {args.rank}).")
-    path = export_from_run(args.run_dir, args.out, rank=args.rank, trial=args.trial)
+    path = export_from_run(args.run_dir, args.out, rank=args.rank, trial=args.trial, force=args.force)
     mc = load_model_config(path)
     prov = mc.provenance
     print(f"{PROG}: trial {prov.get('trial')} {mc.arch} ({mc.image_size}px x{mc.in_chans}, {mc.num_classes} "

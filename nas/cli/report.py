@@ -11,6 +11,9 @@ PROG = "nas-report"
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description="Leaderboard, Pareto plot and summary of a search run.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory of a search (e.g. runs/coatnet)")
+    p.add_argument("--out", metavar="DIR", help="write the report files into DIR instead of RUN_DIR (for a "
+                   "read-only run); existing report files there are only replaced with --force")
+    p.add_argument("--force", action="store_true", help="replace existing report files in --out DIR")
     return p
 
 
@@ -19,7 +22,7 @@ def _main(args) -> int:
     from nas.search.leaderboard import format_table
     import json
 
-    paths = write_report(args.run_dir)
+    paths = write_report(args.run_dir, args.out, force=args.force)
     rows = json.loads(paths["leaderboard_json"].read_text())
     print(format_table(rows))
     for key in ("leaderboard_csv", "pareto_png", "report_md"):

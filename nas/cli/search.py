@@ -20,7 +20,11 @@ PROG = "nas-search"
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description="Search a CoAtNet-style space: Ray Tune runs trials, Optuna ranks "
-                       "them on generalization vs capacity.")
+                       "them on generalization vs capacity.", epilog="Security: the YAML key search.trainer "
+                       "(module:function) is imported and run on the driver (also by --dry-run) and on every "
+                       "worker: it executes code, so only use search YAML files you trust. Exit status: 0 done, "
+                       "2 a user error (one paragraph, nothing changed), 130 Ctrl-C (SIGINT), 143 SIGTERM, 129 "
+                       "SIGHUP: stopped cleanly, everything saved, resume with --resume RUN_DIR.")
     p.add_argument("--space", metavar="FILE|NAME", help="search YAML, or a bundled space (coatnet.yaml, "
                    "coatnet-paper.yaml)")
     p.add_argument("--trials", type=int, help="completed trials wanted in total (on resume: the new total)")
@@ -41,18 +45,33 @@ def build_parser() -> ArgumentParser:
                    "no training, no Ray")
     p.add_argument("--samples", type=int, default=5, help="candidates shown by --dry-run (default 5)")
     p.add_argument("--quiet", action="store_true", help="no progress lines; only the final leaderboard")
+    p.add_argument("--new-protocol", action="store_true", help="resume although train:, objective:, "
+                   "search.trainer or the data files changed since the run started (refused otherwise, with "
+                   "the diff); new trials are ranked beside the old ones and experiment.json records the change")
     return p
 
 
 def _check(args) -> None:
+    import math
+
+    from nas.limits import allowed_text, check_value
     for flag in ("trials", "max_concurrent", "samples"):
         v = getattr(args, flag)
         if v is not None and v < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be an integer >= 1 (got {v}).")
+    for flag in ("cpus_per_trial", "gpus_per_trial"):
+        v = getattr(args, flag)
+        if v is not None and not math.isfinite(v):
+            raise UserError(f"--{flag.replace('_', '-')} must be a finite number (got {v}). Allowed: "
+                            f"{allowed_text('search.' + flag)}.")
     if args.cpus_per_trial is not None and args.cpus_per_trial <= 0:
         raise UserError(f"--cpus-per-trial must be > 0 (got {args.cpus_per_trial:g}).")
     if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
         raise UserError(f"--gpus-per-trial must be >= 0 (got {args.gpus_per_trial:g}).")
+    for flag, key in (("trials", "search.trials"), ("max_concurrent", "search.max_concurrent"),
+                      ("samples", "samples"), ("seed", "search.seed"), ("cpus_per_trial", "search.cpus_per_trial"),
+                      ("gpus_per_trial", "search.gpus_per_trial")):
+        check_value(getattr(args, flag), key, None, "--" + flag.replace("_", "-"))
     if isinstance(args.resume, str) and args.run_dir and args.resume != args.run_dir:
         raise UserError(f"--resume {args.resume} and --run-dir {args.run_dir} name different run directories; "
                         "give one of them.")
@@ -73,18 +92,21 @@ def _main(args) -> int:
     if args.dry_run:
         if not args.space:
             raise UserError("--dry-run needs `--space FILE|NAME`.")
-        print(dry_run(args.space, samples=args.samples, seed=args.seed or 0, trials=args.trials))
+        print(dry_run(args.space, samples=args.samples, seed=args.seed, trials=args.trials))
         return 0
     run_dir = args.resume if isinstance(args.resume, str) else args.run_dir
     res = run(args.space, trials=args.trials, name=args.name, run_dir=run_dir, resume=bool(args.resume),
               address=args.address, storage=args.storage, max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
               gpus_per_trial=args.gpus_per_trial, sampler=args.sampler, seed=args.seed,
-              progress=sys.stdout if not args.quiet else False)
+              progress=sys.stdout if not args.quiet else False, new_protocol=args.new_protocol)
     if args.quiet:
         print(res.table())
         if res.best_path:
             print(f"best -> {res.best_path}")
-    return 130 if res.interrupted else 0
+    if res.interrupted:
+        from nas.search.engine import EXIT_CODES
+        return EXIT_CODES.get(res.stopped_by, 130)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ import yaml
 
 from nas.arch import ModelConfig
 from nas.errors import UserError, yaml_problem
+from nas.yamlio import load_yaml_file
 
 from . import ArgumentParser, run_cli
 
@@ -46,7 +47,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--image-size", type=int, help="input size for presets (model configs bring theirs; "
                    "default 32)")
     p.add_argument("--in-chans", type=int, help="input channels for presets (default 3)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default runs/train-<name>)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default runs/train-<name>); checked before "
+                   "training: its model.pt, model.yaml, metrics.json are only replaced with --force")
+    p.add_argument("--force", action="store_true", help="replace model.pt, model.yaml, metrics.json in --out")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     return p
 
@@ -80,7 +83,7 @@ def load_protocol(path: str | None):
         raise UserError(f"--protocol {path}: no such file. Pass a YAML with a `train:` section "
                         "(a search space file works).")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = load_yaml_file(p) or {}
     except yaml.YAMLError as err:
         raise UserError(f"--protocol {path}: not valid YAML {yaml_problem(err)}. Pass a YAML with a `train:` "
                         "section (a search space file works).") from None
@@ -89,7 +92,10 @@ def load_protocol(path: str | None):
     if not isinstance(data, dict):
         raise UserError(f"--protocol {path}: expected a mapping with a `train:` section, got "
                         f"{type(data).__name__}.")
-    return parse_train(data.get("train"), str(p))
+    from nas.limits import check_ranges
+    train = parse_train(data.get("train"), str(p))
+    check_ranges(train, "train", str(p))
+    return train
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,10 +117,21 @@ def _main(args) -> int:
     from trainers.data import load_dataset
     from trainers.proxy import fit, fit_eval_subset, resolve_device, seed_everything
 
+    import math
+
+    from nas.fsio import atomic_write, check_output_dir, make_dirs
+    from nas.limits import check_value
+    from trainers.proxy import Diverged, is_oom
+
     for name in ("epochs", "steps", "batch_size", "threads", "image_size", "in_chans"):
         _check_positive("--" + name.replace("_", "-"), getattr(args, name))
-    if args.lr is not None and args.lr <= 0:
-        raise UserError(f"--lr must be > 0 (got {args.lr}).")
+    if args.lr is not None and (not math.isfinite(args.lr) or args.lr <= 0):
+        raise UserError(f"--lr must be a finite number > 0 (got {args.lr}). Allowed: > 0 and at most 10; "
+                        "AdamW's usual range is 1e-4 to 1e-2.")
+    for name, key in (("epochs", "train.epochs"), ("steps", "train.steps"), ("batch_size", "train.batch_size"),
+                      ("lr", "train.lr"), ("seed", "train.seed"), ("threads", "threads"),
+                      ("image_size", "image_size"), ("in_chans", "in_chans")):
+        check_value(getattr(args, name), key, None, "--" + name.replace("_", "-"))
     train = load_protocol(args.protocol)
     data = train.data
     if args.data:
@@ -127,14 +144,20 @@ def _main(args) -> int:
     if args.epochs is not None and args.steps is None:
         train = replace(train, steps=None)
     mc, name = resolve_model(args.config, args.image_size, args.in_chans)
+    _check_model_limits(mc, args.config)
     device = resolve_device(train)  # before loading any data: `--device cuda` without a GPU fails at once
-    out = Path(args.out or f"runs/train-{name}")
+    # the output is checked before training: nothing is trained for an output that would be refused
+    out = check_output_dir(args.out or f"runs/train-{name}", OUT_FILES, force=args.force)
     if args.threads:
         torch.set_num_threads(args.threads)
     # messages name what the user set the data path with: the protocol file's key, else --data-path
     from_file = args.protocol is not None and not args.data_path and train.data.path is not None
     dataset = load_dataset(train.data, mc.image_size, mc.in_chans, file=args.protocol if from_file else None,
                            key="train.data.path" if from_file else "--data-path")
+    where = args.protocol if from_file else "--data-path"
+    check_value(dataset.num_classes, "num_classes", None,
+                f"the number of classes of the data ({data.name}{', ' + str(data.path) if data.path else ''}, "
+                f"set by {where}: the largest label + 1)")
     if dataset.num_classes != mc.num_classes:
         if "preset" not in mc.provenance:
             print(f"{PROG}: note: the model config has {mc.num_classes} classes, the data {dataset.num_classes}; "
@@ -145,7 +168,14 @@ def _main(args) -> int:
         print(f"{PROG}: {mc.arch}  {cost}  data {data.name} ({len(dataset.y_train)} train / "
               f"{len(dataset.y_val)} val, {mc.image_size}px x{mc.in_chans})  device {device}", flush=True)
     seed_everything(train.seed)
-    model = build_model(mc, drop_path_rate=train.drop_path)
+    try:
+        model = build_model(mc, drop_path_rate=train.drop_path)
+    except Exception as err:  # noqa: BLE001 - a model too large for this machine's memory is the user's to fix
+        if not is_oom(err):
+            raise
+        raise UserError(f"Out of memory while building {mc.arch} ({cost}): {str(err).splitlines()[0][:200]}. "
+                        "Nothing was written. Use a smaller model (depths, widths) or a machine with more "
+                        "memory.") from None
     t0 = time.perf_counter()
     it = fit(model, dataset, train, device=device, eval_idx=fit_eval_subset(dataset.y_train, 4096, train.seed))
     while True:
@@ -154,23 +184,50 @@ def _main(args) -> int:
         except StopIteration as stop:
             res = stop.value
             break
+        except Diverged as err:
+            raise UserError(f"Training diverged: {err}. Nothing was written. Lower the learning rate (--lr, or "
+                            "`train.lr` in the --protocol file; AdamW's usual range is 1e-4 to 1e-2) or keep "
+                            "`train.grad_clip` on.") from None
+        except Exception as err:  # noqa: BLE001 - only an out-of-memory failure is the user's to fix
+            if not is_oom(err):
+                raise
+            raise UserError(f"Out of memory while training {mc.arch} at {mc.image_size}px x{mc.in_chans}, batch "
+                            f"{train.batch_size} on {device}: {str(err).splitlines()[0][:200]}. Nothing was "
+                            "written. Lower --batch-size or --image-size, or use a smaller model.") from None
         if not args.quiet:
             epochs = train.epochs if train.steps is None else "?"
             print(f"epoch {row['epoch']:>3}/{epochs}  loss {row['running_loss']:.4f}  train_acc "
                   f"{row['train_acc']:.3f}  val_acc {row['val_acc']:.3f}  {time.perf_counter() - t0:6.1f}s",
                   flush=True)
     metrics = {**res.metrics, "params": cost.params, "macs": cost.macs, "wall_s": time.perf_counter() - t0}
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     mc = replace(mc, provenance={**dict(mc.provenance), "trained": {
         "data": data.name, "epochs": res.metrics["epochs"], "val_acc": round(metrics["val_acc"], 4)}})
     state = {k: v.detach().cpu() for k, v in res.model.state_dict().items()}
-    torch.save({"state_dict": state, "model_config": mc.to_dict()}, out / "model.pt")
+    import io
+    buf = io.BytesIO()
+    torch.save({"state_dict": state, "model_config": mc.to_dict()}, buf)
+    atomic_write(out / "model.pt", buf.getvalue())
     save_model_config(mc, out / "model.yaml")
-    (out / "metrics.json").write_text(json.dumps({"metrics": metrics, "history": res.history,
-                                                  "train": _plain(train)}, indent=2))
+    atomic_write(out / "metrics.json", json.dumps({"metrics": metrics, "history": res.history,
+                                                   "train": _plain(train)}, indent=2))
     print(f"{PROG}: val_acc {metrics['val_acc']:.4f}  train_acc {metrics['train_acc']:.4f}  "
           f"{metrics['images_per_s']:.0f} img/s  -> {out}/model.pt, metrics.json")
     return 0
+
+
+OUT_FILES = ("model.pt", "model.yaml", "metrics.json")
+
+
+def _check_model_limits(mc: ModelConfig, config: str) -> None:
+    """The documented maxima (nas.limits) of a model config: sizes that could not be allocated."""
+    from nas.limits import check_value
+    file = config if config.endswith((".yaml", ".yml")) or os.path.sep in config else None
+    for i, (d, w) in enumerate(zip(mc.arch.depths, mc.arch.widths)):
+        check_value(d, "depths", file, f"architecture.depths[{i}]")
+        check_value(w, "widths", file, f"architecture.widths[{i}]")
+    for key in ("image_size", "num_classes", "in_chans"):
+        check_value(getattr(mc, key), key, file)
 
 
 def _plain(train) -> dict:

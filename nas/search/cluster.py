@@ -104,22 +104,31 @@ def connect(address: str | None, *, num_cpus: int | None = None, timeout: float 
     return True
 
 
-def check_resources(cpus_per_trial: float, gpus_per_trial: float) -> None:
-    """Refuse per-trial requests that no node of the connected cluster can ever satisfy."""
+def check_resources(cpus_per_trial: float, gpus_per_trial: float, *, gpus_from: str | None = None,
+                    cpus_from: str | None = None) -> None:
+    """Refuse per-trial requests that no node of the connected cluster can ever satisfy.
+
+    ``gpus_from``/``cpus_from`` say where the value was set (``--gpus-per-trial 1`` by default; a search
+    YAML's ``search.gpus_per_trial`` when the file set it), for the message.
+    """
     import ray
+
+    gpus_from = gpus_from or f"`--gpus-per-trial {gpus_per_trial:g}`"
+    cpus_from = cpus_from or "`--cpus-per-trial`"
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     total_gpus = sum(n["Resources"].get("GPU", 0) for n in nodes)
     if gpus_per_trial > 0 and total_gpus == 0:
         raise UserError(
-            f"`--gpus-per-trial {gpus_per_trial:g}` asks for GPUs, but the Ray cluster has none "
+            f"{gpus_from} asks for GPUs, but the Ray cluster has none "
             f"({len(nodes)} node(s), {sum(n['Resources'].get('CPU', 0) for n in nodes):g} CPUs). Use "
-            "`--gpus-per-trial 0` to train on CPUs, or add GPU nodes (`ray start --num-gpus N`).")
+            "`--gpus-per-trial 0` (or `search.gpus_per_trial: 0` in the YAML) to train on CPUs, or add GPU "
+            "nodes (`ray start --num-gpus N`).")
     fits = [n for n in nodes if n["Resources"].get("CPU", 0) >= cpus_per_trial
             and n["Resources"].get("GPU", 0) >= gpus_per_trial]
     if not fits:
         biggest = max(((n["Resources"].get("CPU", 0), n["Resources"].get("GPU", 0)) for n in nodes), default=(0, 0))
         raise UserError(
             f"No Ray node can hold one trial of {cpus_per_trial:g} CPU(s) and {gpus_per_trial:g} GPU(s): the "
-            f"largest node has {biggest[0]:g} CPUs and {biggest[1]:g} GPUs. Lower `--cpus-per-trial` / "
-            "`--gpus-per-trial` (fractions such as 0.25 GPU pack several trials on one card).")
+            f"largest node has {biggest[0]:g} CPUs and {biggest[1]:g} GPUs. Lower {cpus_from} / "
+            f"{gpus_from} (fractions such as 0.25 GPU pack several trials on one card).")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import ConfigError, UserError, parse_dataclass
+from ..limits import MAX_GRID, check_ranges
 
 __all__ = ["SchedulerConfig", "SearchConfig", "Experiment", "load_experiment", "experiment_from_dict",
            "num_classes_hint"]
@@ -91,6 +92,8 @@ class Experiment:
             return self
         data = {**_plain(self.search), **over}
         search = parse_dataclass(SearchConfig, data, None, "search")
+        check_ranges(search, "search", None)
+        _check_grid(search, self.space, None)
         return dataclasses.replace(self, search=search)
 
     @property
@@ -114,9 +117,20 @@ def experiment_from_dict(data: dict, file: str | None = None) -> Experiment:
     train = dataclasses.replace(train, data=resolve_source(train.data, file))
     objective = parse_objective(data.get("objective"), file)
     search = parse_dataclass(SearchConfig, data.get("search"), file, "search")
+    for section, prefix in ((train, "train"), (objective, "objective"), (search, "search")):
+        check_ranges(section, prefix, file)
+    _check_grid(search, space, file)
     _check_trainer(search.trainer, file)
     space.check_budgets(count_cost, num_classes=num_classes_hint(train, file))
     return Experiment(space=space, train=train, objective=objective, search=search, file=file, raw=dict(data))
+
+
+def _check_grid(search: SearchConfig, space: Any, file: str | None) -> None:
+    """The grid sampler queues every candidate: refuse a space too large to enumerate."""
+    if search.sampler == "grid" and space.size() > MAX_GRID:
+        raise ConfigError(file, "search.sampler", f"is 'grid', which queues every candidate, but the space has "
+                          f"{space.size():,} candidates", f"'grid' for spaces of at most {MAX_GRID:,} candidates; "
+                          "'tpe', 'nsga2' or 'random' for larger ones", value=search.sampler)
 
 
 def load_experiment(path_or_name: str | Path) -> Experiment:
@@ -157,9 +171,43 @@ def num_classes_hint(train: Any, file: str | None = None) -> int:
                 return n
     try:
         from trainers.data import load_dataset
-        return load_dataset(d, 8, 3, file=file).num_classes
+        n = load_dataset(d, 8, 3, file=file).num_classes
     except UserError:
         raise
     except Exception as err:  # noqa: BLE001 - reported as a user-facing data problem
         raise ConfigError(None, "train.data", f"could not be loaded to count its classes ({err})",
                           "a readable data source") from None
+    from ..limits import check_value
+    check_value(n, "num_classes", file, f"train.data ({d.name} {d.path}): its number of classes (the largest "
+                "label + 1)")
+    return n
+
+
+def data_identity(cfg: Any) -> str:
+    """What the data files of a path source are, without their path: ``"5 files, 153,268,000 bytes"``
+    (``-`` for built-in sources). Part of a run's protocol: replaced data files change it. Folders are
+    walked up to 200,000 entries."""
+    if not getattr(cfg, "path", None):
+        return "-"
+    root = Path(cfg.path).expanduser()
+    try:
+        if root.is_file():
+            return f"1 file, {root.stat().st_size:,} bytes"
+        if not root.is_dir():
+            return "missing"
+        n = size = 0
+        for folder, dirs, files in __import__("os").walk(root):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for f in files:
+                if f.startswith("."):
+                    continue
+                n += 1
+                try:
+                    size += (Path(folder) / f).stat().st_size
+                except OSError:
+                    pass
+                if n >= 200_000:
+                    return f"over {n:,} files"
+        return f"{n:,} files, {size:,} bytes"
+    except OSError as err:
+        return f"unreadable ({err.strerror})"

@@ -13,7 +13,7 @@ from trainers.objective import pareto_mask
 
 from .rundir import RunDir, atomic_write
 
-__all__ = ["COLUMNS", "build_rows", "write_leaderboard", "format_table", "latest_records"]
+__all__ = ["COLUMNS", "build_rows", "write_leaderboard", "format_table", "latest_records", "rows_csv"]
 
 COLUMNS = ("rank", "trial", "id", "layout", "depths", "widths", "params", "macs", "generalization", "capacity",
            "score", "pareto", "status", "reason")
@@ -63,14 +63,19 @@ def build_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def write_leaderboard(run: RunDir, records: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Rewrite ``leaderboard.csv`` and ``leaderboard.json`` atomically; return the rows."""
     rows = build_rows(run.read_records() if records is None else records)
+    atomic_write(run.leaderboard_csv, rows_csv(rows))
+    atomic_write(run.leaderboard_json, json.dumps(rows, indent=1))
+    return rows
+
+
+def rows_csv(rows: list[dict[str, Any]]) -> str:
+    """The CSV text of leaderboard rows."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=[*COLUMNS, "arch"], lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    atomic_write(run.leaderboard_csv, buf.getvalue())
-    atomic_write(run.leaderboard_json, json.dumps(rows, indent=1))
-    return rows
+    return buf.getvalue()
 
 
 def format_table(rows: list[dict[str, Any]], limit: int | None = 20) -> str:

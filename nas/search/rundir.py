@@ -23,23 +23,15 @@ from typing import Any
 
 import yaml
 
-from ..errors import UserError
+from ..errors import UserError, yaml_problem
+from ..fsio import append_line, atomic_write
+from ..yamlio import load_yaml_file
 
 __all__ = ["RunDir", "atomic_write", "new_meta", "DEFAULT_ROOT", "STUDY_NAME"]
 
 DEFAULT_ROOT = "runs"
 FORMAT = 1
 STUDY_NAME = "nas"  # the study of a run whose study lives in its journal file
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def new_meta(name: str, fingerprint: str, source: str | None, *, storage: str | None = None,
@@ -109,9 +101,20 @@ class RunDir:
             raise UserError(f"{self.path} has no space.yaml, so it is not a complete run directory. Start a new "
                             "search with `nas-search --space FILE`.")
         try:
-            data = yaml.safe_load(self.space_yaml.read_text())
-        except yaml.YAMLError as err:
-            raise UserError(f"{self.space_yaml} is corrupted ({err}); it must not be edited by hand.") from None
+            data = load_yaml_file(self.space_yaml)
+        except (yaml.YAMLError, UserError) as err:
+            why = yaml_problem(err) if isinstance(err, yaml.YAMLError) else str(err)
+            source = None
+            try:
+                source = json.loads(self.experiment_json.read_text()).get("source")
+            except (OSError, ValueError, AttributeError):
+                pass
+            raise UserError(f"{self.space_yaml} is corrupted ({why}); it must not be edited by hand. Restore it: "
+                            f"copy the search YAML the run started from ({source or 'see experiment.json, key source'}) "
+                            f"to {self.space_yaml} and resume (nas-search checks that its space matches the run's "
+                            "fingerprint); trials.jsonl and optuna.journal keep every result.") from None
+        except OSError as err:
+            raise UserError(f"Cannot read {self.space_yaml}: {err.strerror}.") from None
         return experiment_from_dict(data, str(self.space_yaml))
 
     def write_experiment(self, exp, name: str) -> None:
@@ -144,21 +147,49 @@ class RunDir:
             out.append(rec)
         return out
 
+    def torn_tail(self) -> tuple[int, bytes] | None:
+        """``(offset, fragment)`` of a torn last line of ``trials.jsonl`` (a driver killed mid-write: no
+        trailing newline and not a whole record), else ``None``."""
+        try:
+            data = self.trials_jsonl.read_bytes()
+        except FileNotFoundError:
+            return None
+        if not data or data.endswith(b"\n"):
+            return None
+        start = data.rfind(b"\n") + 1
+        fragment = data[start:]
+        try:
+            rec = json.loads(fragment)
+            if isinstance(rec, dict) and "id" in rec and "arch" in rec:
+                return None  # a whole record that only lacks its newline
+        except ValueError:
+            pass
+        return start, fragment
+
+    def repair_torn_tail(self) -> bytes | None:
+        """Cut a torn last line off ``trials.jsonl`` (its trial is re-run), keeping the fragment in
+        ``trials.jsonl.torn``; return the fragment. Only the driver holding the lock calls this."""
+        torn = self.torn_tail()
+        if torn is None:
+            return None
+        start, fragment = torn
+        append_line(self.path / "trials.jsonl.torn", fragment.decode(errors="replace") + "\n", sync=True)
+        data = self.trials_jsonl.read_bytes()[:start]
+        atomic_write(self.trials_jsonl, data, what=str(self.trials_jsonl))
+        return fragment
+
     def append_record(self, record: dict[str, Any]) -> None:
         """Append one finished trial and fsync, so a killed driver loses no completed trial."""
         line = json.dumps(record, sort_keys=True, default=float) + "\n"
-        # Start on a fresh line if a killed writer left a torn one.
+        self.repair_torn_tail()
+        # A whole last record without its newline (edited by hand): start on a fresh line.
         prefix = ""
         if self.trials_jsonl.is_file() and self.trials_jsonl.stat().st_size:
             with open(self.trials_jsonl, "rb") as fh:
                 fh.seek(-1, os.SEEK_END)
                 if fh.read(1) != b"\n":
                     prefix = "\n"
-        with open(self.trials_jsonl, "a") as fh:
-            fh.write(prefix + line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_line(self.trials_jsonl, prefix + line, sync=True)
 
     def log_line(self, text: str) -> None:
-        with open(self.log, "a") as fh:
-            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+        append_line(self.log, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from ..errors import UserError
+from ..fsio import atomic_write
 
 __all__ = ["is_uri", "Mirror"]
 
@@ -69,8 +70,8 @@ class Mirror:
             if dest.is_file() and f.mtime is not None and dest.stat().st_mtime > f.mtime.timestamp():
                 continue
             dest.parent.mkdir(parents=True, exist_ok=True)
-            with self.fs.open_input_stream(f.path) as src, open(dest, "wb") as out:
-                out.write(src.read())
+            with self.fs.open_input_stream(f.path) as src:
+                atomic_write(dest, src.read())  # whole or not at all, never through a link
             if f.mtime is not None:  # the copy is as old as the remote file: only later changes are pushed
                 os.utime(dest, (f.mtime.timestamp(), f.mtime.timestamp()))
             st = dest.stat()

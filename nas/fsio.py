@@ -1,0 +1,212 @@
+"""Safe file output: the one place every command writes a file through.
+
+Rules (issue 10; docs/search.md "Output files"):
+
+- A file is written whole or not at all: the bytes go to a temporary file created exclusively
+  (``tempfile.mkstemp``: ``O_CREAT | O_EXCL``, a fresh random name, never an existing path and never a
+  symbolic link) in the target's own folder, are flushed and fsync'd, and replace the target with one
+  ``os.replace`` (which replaces a link itself, never what it points at). Any failure removes the
+  temporary file.
+- A user-named output (``--out``) that exists is not replaced unless the user says so (``--force``);
+  one that is not a regular file (a folder, a symbolic link, a device, a FIFO, a socket) is refused even
+  with ``--force``; and the files of a search run directory are never an output of another command.
+- Appends (``trials.jsonl``, ``search.log``) never follow a symbolic link (``O_NOFOLLOW``).
+
+Operating-system failures (a full disk, a read-only or vanished folder) become one-paragraph
+:class:`~nas.errors.UserError`s naming the file.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from .errors import UserError
+
+__all__ = ["atomic_write", "append_line", "check_output_file", "check_output_dir", "os_problem",
+           "RUN_FILES", "is_run_dir"]
+
+# Files and folders a search run directory consists of (nas.search.rundir); never another command's output.
+RUN_FILES = ("space.yaml", "experiment.json", "optuna.journal", "trials.jsonl", "leaderboard.csv",
+             "leaderboard.json", "best.yaml", "search.log", "driver.lock", "pareto.png", "report.md", "tune")
+
+_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space",
+    errno.EFBIG: "the file is too large for this file system or the file-size limit (ulimit -f): free space or raise the limit",
+    errno.EDQUOT: "the disk quota is exceeded: free some space",
+    errno.EROFS: "the file system is read-only: choose a writable place",
+    errno.EACCES: "permission denied: make it writable by this user or choose another place",
+    errno.EPERM: "operation not permitted: make it writable by this user or choose another place",
+    errno.ENOENT: "a folder on the way does not exist (or vanished)",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.ELOOP: "it is a symbolic link, which is never followed for writing",
+}
+
+
+def os_problem(err: OSError) -> str:
+    """``strerror`` plus what to do, for an ``OSError`` of a write."""
+    hint = _HINTS.get(err.errno or 0)
+    text = err.strerror or str(err)
+    return f"{text}; {hint.split(': ', 1)[1]}" if hint and ": " in hint else (hint or text)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes, *, what: str = "") -> Path:
+    """Replace ``path`` with ``data`` atomically (see the module notes); return the path.
+
+    ``what`` names the file in an error message (default: the path).
+    """
+    path = Path(path)
+    raw = data.encode() if isinstance(data, str) else data
+    folder = path.parent
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644 & ~_umask())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as err:
+        raise UserError(f"Cannot write {what or path}: {os_problem(err)}. Nothing was changed: the file keeps "
+                        "its previous content (or does not exist).") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    _fsync_dir(folder)
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def append_line(path: str | os.PathLike, text: str, *, sync: bool = False) -> None:
+    """Append ``text`` to ``path`` (created if missing), never through a symbolic link."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        os.write(fd, text.encode())
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def is_run_dir(folder: Path) -> bool:
+    """``folder`` is a search run directory (it has the files ``nas-search`` writes)."""
+    return (folder / "experiment.json").is_file() or ((folder / "space.yaml").is_file() and (
+        (folder / "trials.jsonl").is_file() or (folder / "optuna.journal").is_file()))
+
+
+def _inside_run(path: Path) -> Path | None:
+    """The run directory ``path`` belongs to (as one of its own files), if any."""
+    for parent in [path.parent, *path.parent.parents]:
+        if is_run_dir(parent):
+            rel = path.relative_to(parent).parts
+            if rel and rel[0] in RUN_FILES:
+                return parent
+            return None
+    return None
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _writable_folder(folder: Path, shown: str, flag: str) -> None:
+    """The folder exists (or can be created below an existing writable one) and is writable."""
+    probe = folder
+    while not probe.exists():
+        if probe.is_symlink():  # a dangling link on the way
+            raise UserError(f"{flag} {shown}: {probe} is a dangling symbolic link. Choose another place.")
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"{flag} {shown}: {probe} is a file, not a folder, so nothing can be written below it. "
+                        "Choose another place.")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {shown}: the folder {probe} is not writable by this user (permission denied or "
+                        "read-only). Choose a writable place.")
+
+
+def check_output_file(path: str | os.PathLike, *, force: bool = False, flag: str = "--out") -> Path:
+    """Refuse an output file that would destroy something; return it as a :class:`Path`.
+
+    Refused: a file of a search run directory (always), anything that is not a regular file (always), an
+    existing regular file unless ``force``, and a place that cannot be written. Nothing is created.
+    """
+    p = Path(path).expanduser()
+    shown = str(path)
+    absolute = Path(os.path.abspath(p))
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        st = None
+    except OSError as err:
+        raise UserError(f"{flag} {shown}: cannot check this path ({os_problem(err)}).") from None
+    run = _inside_run(Path(os.path.realpath(absolute.parent)) / absolute.name)
+    if run is not None:
+        raise UserError(f"{flag} {shown} is a file of the search run directory {run}; a command never writes over "
+                        "a run's own files (not even with --force). Choose a path outside the run directory.")
+    if st is not None:
+        if not stat.S_ISREG(st.st_mode):
+            raise UserError(f"{flag} {shown} exists and is {_kind(st.st_mode)}; only a regular file may be "
+                            "replaced (not even --force replaces anything else). Choose another path.")
+        if not force:
+            raise UserError(f"{flag} {shown} already exists. Pass --force to replace it, or choose another path.")
+    _writable_folder(absolute.parent, shown, flag)
+    return p
+
+
+def check_output_dir(path: str | os.PathLike, names: tuple[str, ...], *, force: bool = False,
+                     flag: str = "--out") -> Path:
+    """Refuse an output folder that is not a folder, is a search run directory, or holds any of ``names``
+    (unless ``force``); each of ``names`` is checked like :func:`check_output_file`. Nothing is created."""
+    p = Path(path).expanduser()
+    shown = str(path)
+    if p.is_symlink() or (p.exists() and not p.is_dir()):
+        kind = "a symbolic link" if p.is_symlink() else "not a folder"
+        raise UserError(f"{flag} {shown} exists and is {kind}. Choose a new or existing folder.")
+    if p.is_dir() and is_run_dir(p):
+        raise UserError(f"{flag} {shown} is a search run directory; a command never writes into a run's own "
+                        "folder (not even with --force). Choose another folder.")
+    for name in names:
+        check_output_file(p / name, force=force, flag=flag)
+    _writable_folder(Path(os.path.abspath(p)), shown, flag)
+    return p
+
+
+def make_dirs(path: Path, shown: str | None = None) -> None:
+    """``mkdir -p`` with a one-paragraph error."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"Cannot create the folder {shown or path}: {os_problem(err)}.") from None
+
+
+__all__.append("make_dirs")

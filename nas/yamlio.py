@@ -1,0 +1,81 @@
+"""Reading user YAML files: UTF-8 only, no duplicate keys, bounded nesting.
+
+``yaml.safe_load`` silently keeps the last of two equal keys, decodes with whatever the platform says and
+raises ``RecursionError`` on very deep nesting. :func:`load_yaml_file` / :func:`load_yaml_text` refuse all
+three with a one-paragraph :class:`~nas.errors.ConfigError` (duplicate keys name both lines); YAML syntax
+errors still raise ``yaml.YAMLError`` and unreadable files ``OSError`` for the caller's own message.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = ["load_yaml_file", "load_yaml_text", "MAX_BYTES"]
+
+MAX_BYTES = 16 * 1024 * 1024  # a search YAML or model config is a few KB
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A ``SafeLoader`` that refuses duplicate mapping keys."""
+
+    file: str | None = None
+    allowed: str | None = None
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                try:
+                    key = self.construct_object(key_node, deep=True)
+                    hash(key)
+                except (TypeError, yaml.YAMLError):
+                    continue  # the base class reports unhashable keys with its own message
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise ConfigError(self.file, str(key), f"appears twice in one mapping, at line {seen[key]} "
+                                      f"and at line {line} (YAML would silently keep only the second)",
+                                      "each key once per mapping: delete or rename one of them")
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+
+def load_yaml_text(data: str | bytes, file: str | None = None, allowed: str | None = None) -> Any:
+    """Parse YAML text (bytes must be UTF-8); see the module notes for what is refused."""
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = data[:err.start].count(b"\n") + 1
+            binary = b"\0" in data[:4096]
+            raise ConfigError(file, "<top level>", f"is not UTF-8 text{' (it looks like a binary file)' if binary else ''}: "
+                              f"byte 0x{data[err.start]:02x} at line {line} cannot be decoded",
+                              allowed or "a YAML text file in UTF-8 encoding") from None
+    if data.startswith("\ufeff"):
+        data = data[1:]
+    loader = _StrictLoader(data)
+    loader.file, loader.allowed = file, allowed
+    try:
+        return loader.get_single_data()
+    except RecursionError:
+        raise ConfigError(file, "<top level>", "is nested too deeply to be a config file",
+                          allowed or "a YAML mapping a few levels deep") from None
+    finally:
+        loader.dispose()
+
+
+def load_yaml_file(path: str | os.PathLike, allowed: str | None = None) -> Any:
+    """Read and parse the YAML file ``path`` (``OSError`` if unreadable, ``yaml.YAMLError`` if malformed)."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise ConfigError(str(path), "<top level>", f"is larger than {MAX_BYTES // 2**20} MiB, too large for a "
+                          "config file", allowed or "a YAML text file of a few KB")
+    return load_yaml_text(data, str(path), allowed)
