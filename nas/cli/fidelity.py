@@ -3,6 +3,7 @@ how well each proxy (and each zero-cost proxy) ranks them."""
 from __future__ import annotations
 
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -13,7 +14,9 @@ PROG = "nas-fidelity"
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description="Fidelity study: rank agreement of proxy protocols and zero-cost "
-                       "proxies with a long reference training (docs/fidelity.md).")
+                       "proxies with a long reference training (docs/fidelity.md).",
+                       epilog="Exit status: 0 done; 2 a user error (one paragraph, nothing changed); 130 Ctrl-C "
+                       "(SIGINT), 143 SIGTERM, 129 SIGHUP: finished jobs are kept, `--resume DIR` goes on.")
     p.add_argument("study", nargs="?", metavar="STUDY.yaml", help="study YAML (e.g. fidelity-cifar.yaml)")
     p.add_argument("--name", help="study directory runs/NAME (default: the study file's name)")
     p.add_argument("--study-dir", metavar="DIR", help="study directory (instead of runs/NAME)")
@@ -57,7 +60,9 @@ def _main(args) -> int:
     paths = write_report(sdir)
     print(format_tables_of(sdir))
     print(f"{PROG}: wrote {paths['md']}, {paths['json']}, {paths['png']}")
-    return 130 if status["stopped"] else 0
+    if status["stopped"]:  # 128 + the signal, like nas-search: 130 SIGINT, 143 SIGTERM, 129 SIGHUP
+        return 128 + signal.Signals[status.get("signal") or "SIGINT"]
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

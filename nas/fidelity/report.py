@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ..search.rundir import atomic_write
+from ..fsio import atomic_write
 from .config import REFERENCE, Study
 from .runner import ZERO_COST_JOB, StudyDir
 from .stats import agreement

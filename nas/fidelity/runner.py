@@ -29,7 +29,7 @@ from typing import Any, TextIO
 
 from ..arch import Architecture
 from ..errors import UserError
-from ..search.rundir import atomic_write
+from ..fsio import append_line, atomic_write
 from .config import REFERENCE, Study, study_from_dict
 
 __all__ = ["StudyDir", "sample_architectures", "plan_jobs", "run_study", "ZERO_COST_JOB"]
@@ -88,10 +88,7 @@ class StudyDir:
         return out
 
     def append(self, record: dict[str, Any]) -> None:
-        with open(self.jobs, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_line(self.jobs, json.dumps(record) + "\n", sync=True)
 
 
 def sample_architectures(study: Study) -> list[Architecture]:
@@ -329,7 +326,8 @@ def run_study(study: Study | str | os.PathLike | None = None, *, study_dir: str 
             why = stopped["signal"] or "SIGINT"
             say(f"nas-fidelity: stopped by {why}; {len(done) + ran} jobs are recorded, {len(inflight)} running "
                 f"job(s) dropped. Resume with: nas-fidelity --resume {sdir.path}")
-            return {"done": len(done) + ran, "ran": ran, "remaining": len(todo) - ran + left_after, "stopped": True}
+            return {"done": len(done) + ran, "ran": ran, "remaining": len(todo) - ran + left_after, "stopped": True,
+                    "signal": why}
         finally:
             for sig, h in handlers.items():
                 signal.signal(sig, h)
