@@ -127,3 +127,30 @@ def test_failed_trials_are_recorded_with_reason_and_search_goes_on(ray_local, wr
     for r in failed:
         t = study.trials[r["number"]]
         assert t.values == [0.0, 0.0] and t.user_attrs["status"] == r["status"]
+
+
+def test_prescreen_queues_the_best_zero_cost_candidates_as_the_first_trials(ray_local, write_space, tmp_path):
+    from nas.search import load_experiment
+    from nas.search.prescreen import prescreen
+
+    path = write_space(sampler="tpe")
+    path.write_text(path.read_text().replace("seed: 0}", "seed: 0, prescreen: {proxy: snip, candidates: 12, keep: 3}}"))
+    ranked = prescreen(load_experiment(path), 0)
+    assert len(ranked) == 12 and [v for _, v in ranked] == sorted((v for _, v in ranked), reverse=True)
+    res = run(path, trials=4, run_dir=tmp_path / "run", progress=False)
+    first = sorted(_study(res.run_dir).trials, key=lambda t: t.number)[:3]
+    assert [t.user_attrs["arch_id"] for t in first] == [a.id for a, _ in ranked[:3]]
+    assert [t.user_attrs["prescreen_rank"] for t in first] == [1, 2, 3]
+    assert res.completed == 4
+
+
+@pytest.mark.parametrize("prescreen, fragment", [("{proxy: flops}", "not a zero-cost proxy"),
+                                                 ("{proxy: snip, keep: 0}", "search.prescreen.keep")])
+def test_prescreen_config_errors(write_space, prescreen, fragment):
+    from nas.errors import ConfigError
+    from nas.search import load_experiment
+
+    path = write_space()
+    path.write_text(path.read_text().replace("seed: 0}", f"seed: 0, prescreen: {prescreen}}}"))
+    with pytest.raises(ConfigError, match=fragment):
+        load_experiment(path)

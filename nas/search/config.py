@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .prescreen import PrescreenConfig
 from ..errors import ConfigError, UserError, parse_dataclass
 from ..limits import MAX_GRID, check_ranges
 
@@ -54,6 +55,8 @@ class SearchConfig:
             space counts as exhausted.
         startup_trials: random trials before TPE/NSGA-II model the results.
         scheduler: optional ASHA early stopping.
+        prescreen: optional zero-cost pre-screen: the best of many sampled candidates by a training-free
+            proxy become the first trials (``nas.search.prescreen``).
         trainer: the proxy trainer, ``module:function`` with ``trainers.proxy.train_candidate``'s signature
             and result (plug in your own proxy; it must be importable on every worker).
     """
@@ -69,6 +72,7 @@ class SearchConfig:
     max_skips: int = field(default=200, metadata={"check": lambda v: v >= 1, "allowed": "an integer >= 1"})
     startup_trials: int = field(default=4, metadata={"check": lambda v: v >= 1, "allowed": "an integer >= 1"})
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    prescreen: PrescreenConfig = field(default_factory=PrescreenConfig)
     trainer: str = field(default="trainers.proxy:train_candidate", metadata={
         "check": lambda v: bool(re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v)),
         "allowed": "an importable `module:function`, e.g. trainers.proxy:train_candidate"})
@@ -120,9 +124,24 @@ def experiment_from_dict(data: dict, file: str | None = None) -> Experiment:
     for section, prefix in ((train, "train"), (objective, "objective"), (search, "search")):
         check_ranges(section, prefix, file)
     _check_grid(search, space, file)
+    _check_prescreen(search, file)
     _check_trainer(search.trainer, file)
     space.check_budgets(count_cost, num_classes=num_classes_hint(train, file))
     return Experiment(space=space, train=train, objective=objective, search=search, file=file, raw=dict(data))
+
+
+def _check_prescreen(search: SearchConfig, file: str | None) -> None:
+    proxy = search.prescreen.proxy
+    if proxy is None:
+        return
+    from trainers.zerocost import ZERO_COST
+    if proxy not in ZERO_COST:
+        raise ConfigError(file, "search.prescreen.proxy", "is not a zero-cost proxy",
+                          f"one of {', '.join(ZERO_COST)}, or null for no pre-screen", value=proxy)
+    if search.sampler == "grid":
+        raise ConfigError(file, "search.prescreen.proxy", "has nothing to choose with the 'grid' sampler, which "
+                          "trains every candidate", "null with 'grid'; a pre-screen with 'tpe', 'nsga2' or 'random'",
+                          value=proxy)
 
 
 def _check_grid(search: SearchConfig, space: Any, file: str | None) -> None:

@@ -473,6 +473,11 @@ def _run_locked(exp: Experiment, run_: RunDir, existing: bool, address: str | No
         requeued = ob.reconcile(study, all_records)
         if s.sampler == "grid" and not existing:
             ob.enqueue_grid(study, exp.space, limit=None)
+        if s.prescreen.proxy and not existing:
+            from .prescreen import enqueue_prescreened
+            queued, scored, secs = enqueue_prescreened(study, exp, s.seed)
+            say(f"nas-search: pre-screen: {scored} candidates scored by {s.prescreen.proxy} in {secs:.1f} s; the best "
+                f"{queued} are the first trials")
         ok = [r for r in records.values() if r["status"] == "ok"]
         prog = Progress(target=target, done=len(records), done_at_start=len(records),
                         failed=sum(r["status"] != "ok" for r in records.values()),
