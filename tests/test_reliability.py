@@ -289,18 +289,18 @@ def test_sigterm_stops_like_ctrl_c_without_orphans(tmp_path, ray_local):
     assert 1 <= len(records) < 4 and all(r["status"] == "ok" for r in records)
     meta = json.loads((rd / "experiment.json").read_text())
     assert meta["sessions"][-1]["stopped_by"] == signal.Signals(sig).name
-    if True:  # the resume finishes the search
-        import io
-        # the progress line's "best" must remember the first session's trials: make one of them unbeatable
-        lines = (rd / "trials.jsonl").read_text().splitlines()
-        top = json.loads(lines[0])
-        top["score"] = 0.999
-        (rd / "trials.jsonl").write_text("\n".join([json.dumps(top), *lines[1:]]) + "\n")
-        buf = io.StringIO()
-        res = run(None, resume=True, run_dir=rd, progress=buf)
-        assert res.completed == 4 and len({r["id"] for r in RunDir(rd).read_records()}) == 4
-        first = next(line for line in buf.getvalue().splitlines() if line.startswith("["))
-        assert f"best 0.999 (trial {top['number']})" in first, first
+    # the resume finishes the search
+    import io
+    # the progress line's "best" must remember the first session's trials: make one of them unbeatable
+    lines = (rd / "trials.jsonl").read_text().splitlines()
+    top = json.loads(lines[0])
+    top["score"] = 0.999
+    (rd / "trials.jsonl").write_text("\n".join([json.dumps(top), *lines[1:]]) + "\n")
+    buf = io.StringIO()
+    res = run(None, resume=True, run_dir=rd, progress=buf)
+    assert res.completed == 4 and len({r["id"] for r in RunDir(rd).read_records()}) == 4
+    first = next(line for line in buf.getvalue().splitlines() if line.startswith("["))
+    assert f"best 0.999 (trial {top['number']})" in first, first
 
 
 def test_dry_run_uses_the_yaml_seed(tmp_path, capsys):
