@@ -226,10 +226,40 @@ def _wait_gone(mark: str, seconds: float) -> list[int]:
     return left
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
-def test_sigterm_and_sighup_stop_like_ctrl_c_without_orphans(sig, tmp_path, ray_local):
-    """The driver alone gets the signal (``kill PID``, Kubernetes, SLURM): exit 128+N, resume hint, every
+def test_sighup_stops_like_ctrl_c(tmp_path, ray_local, capsys):
+    """SIGHUP (a closed terminal) to the driver, in process on the shared Ray: exit 129, everything saved."""
+    import threading
+    (tmp_path / "s.yaml").write_text(SPACE.replace("epochs: 1", "epochs: 3"))
+    rd = tmp_path / "run"
+    sent = threading.Event()
+
+    def hang_up():
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            jsonl = rd / "trials.jsonl"
+            if jsonl.is_file() and jsonl.read_text().count("\n") >= 1:
+                os.kill(os.getpid(), signal.SIGHUP)  # the search's handler is installed while trials run
+                sent.set()
+                return
+            time.sleep(0.1)
+
+    t = threading.Thread(target=hang_up, daemon=True)
+    t.start()
+    rc, out, err = _cli(search_cli, ["--space", str(tmp_path / "s.yaml"), "--run-dir", str(rd), "--trials", "4",
+                                     "--quiet"], capsys)
+    t.join(5)
+    assert sent.is_set() and rc == 129, (rc, out, err)
+    log = (rd / "search.log").read_text()
+    assert "stopped by SIGHUP" in log and f"nas-search --resume {rd}" in log and "Traceback" not in out + err
+    assert 1 <= len(RunDir(rd).read_records()) < 4
+    assert json.loads((rd / "experiment.json").read_text())["sessions"][-1]["stopped_by"] == "SIGHUP"
+    assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL  # restored after the search
+
+
+def test_sigterm_stops_like_ctrl_c_without_orphans(tmp_path, ray_local):
+    """The driver alone gets SIGTERM (``kill PID``, Kubernetes, SLURM): exit 143, resume hint, every
     finished trial saved, no Ray process of the run alive 10 s later; the resume finishes the search."""
+    sig = signal.SIGTERM
     (tmp_path / "s.yaml").write_text(SPACE.replace("epochs: 1", "epochs: 3"))
     rd = tmp_path / "run"
     mark = f"coatnas-test-{uuid.uuid4().hex}"
@@ -259,18 +289,18 @@ def test_sigterm_and_sighup_stop_like_ctrl_c_without_orphans(sig, tmp_path, ray_
     assert 1 <= len(records) < 4 and all(r["status"] == "ok" for r in records)
     meta = json.loads((rd / "experiment.json").read_text())
     assert meta["sessions"][-1]["stopped_by"] == signal.Signals(sig).name
-    if sig == signal.SIGTERM:
-        import io
-        # the progress line's "best" must remember the first session's trials: make one of them unbeatable
-        lines = (rd / "trials.jsonl").read_text().splitlines()
-        top = json.loads(lines[0])
-        top["score"] = 0.999
-        (rd / "trials.jsonl").write_text("\n".join([json.dumps(top), *lines[1:]]) + "\n")
-        buf = io.StringIO()
-        res = run(None, resume=True, run_dir=rd, progress=buf)
-        assert res.completed == 4 and len({r["id"] for r in RunDir(rd).read_records()}) == 4
-        first = next(line for line in buf.getvalue().splitlines() if line.startswith("["))
-        assert f"best 0.999 (trial {top['number']})" in first, first
+    # the resume finishes the search
+    import io
+    # the progress line's "best" must remember the first session's trials: make one of them unbeatable
+    lines = (rd / "trials.jsonl").read_text().splitlines()
+    top = json.loads(lines[0])
+    top["score"] = 0.999
+    (rd / "trials.jsonl").write_text("\n".join([json.dumps(top), *lines[1:]]) + "\n")
+    buf = io.StringIO()
+    res = run(None, resume=True, run_dir=rd, progress=buf)
+    assert res.completed == 4 and len({r["id"] for r in RunDir(rd).read_records()}) == 4
+    first = next(line for line in buf.getvalue().splitlines() if line.startswith("["))
+    assert f"best 0.999 (trial {top['number']})" in first, first
 
 
 def test_dry_run_uses_the_yaml_seed(tmp_path, capsys):

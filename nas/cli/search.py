@@ -21,8 +21,8 @@ PROG = "nas-search"
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description="Search a CoAtNet-style space: Ray Tune runs trials, Optuna ranks "
                        "them on generalization vs capacity.", epilog="Security: the YAML key search.trainer "
-                       "(module:function) is imported and run on the driver (also by --dry-run) and on every "
-                       "worker: it executes code, so only use search YAML files you trust. Exit status: 0 done, "
+                       "(module:function) is imported on the driver (also by --dry-run) and imported and called on "
+                       "every worker: it executes code, so only use search YAML files you trust. Exit status: 0 done, "
                        "2 a user error (one paragraph, nothing changed), 130 Ctrl-C (SIGINT), 143 SIGTERM, 129 "
                        "SIGHUP: stopped cleanly, everything saved, resume with --resume RUN_DIR.")
     p.add_argument("--space", metavar="FILE|NAME", help="search YAML, or a bundled space (coatnet.yaml, "
