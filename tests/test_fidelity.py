@@ -203,3 +203,16 @@ def test_prescreen_selection_against_brute_force_random_subsets():
     assert sel["kept_mean"] == pytest.approx((0.1 + 0.9) / 2) and sel["kept_best"] == 0.9  # the proxy keeps 0.1 too
     assert sel["random_best"] == pytest.approx(statistics.fmean(max(c) for c in itertools.combinations(ref, 2)))
     assert sel["random_mean"] == pytest.approx(statistics.fmean(ref))
+
+
+def test_saved_study_resumes_and_reports_after_its_search_yaml_changed(tmp_path, write_space, ray_local):
+    study_file = _write_study(tmp_path, write_space, archs=2)
+    sdir = tmp_path / "run"
+    run_study(study_file, study_dir=sdir, max_jobs=2, out=None)
+    space = tmp_path / "space.yaml"
+    space.write_text(space.read_text().replace("batch_size: 32", "batch_size: 16"))  # edited after the start
+    assert StudyDir(sdir).read_study().experiment.train.batch_size == 32  # the study as it was
+    assert run_study(None, study_dir=sdir, max_jobs=1, out=None)["ran"] == 1
+    assert write_report(sdir)["md"].is_file()
+    with pytest.raises(UserError, match="other settings"):  # the changed YAML is another study
+        run_study(study_file, study_dir=sdir, out=None)

@@ -144,6 +144,7 @@ def study_from_dict(data: Any, file: str | None = None) -> Study:
 
     data = check_keys(data if data is not None else {}, ("study", "proxies", "reference"), file, "")
     s = dict(check_keys(data.get("study") or {}, [f.name for f in dataclasses.fields(StudySettings)], file, "study"))
+    inline = s.pop("space") if isinstance(s.get("space"), Mapping) else None  # as saved in study.json
     archs = s.pop("architectures", StudySettings.architectures)
     zc = s.pop("zero_cost", list(StudySettings.zero_cost))
     settings = parse_dataclass(StudySettings, s, file, "study")
@@ -159,10 +160,16 @@ def study_from_dict(data: Any, file: str | None = None) -> Study:
                           f"any of {', '.join(ZERO_COST)} (or [] for none)", value=zc)
     settings = dataclasses.replace(settings, architectures=archs, zero_cost=tuple(dict.fromkeys(zc)))
 
-    space_file = settings.space
-    if file is not None and not Path(space_file).is_absolute() and (Path(file).parent / space_file).is_file():
-        space_file = str(Path(file).parent / space_file)
-    exp = load_experiment(space_file)
+    if inline is not None:  # a saved study: the search YAML as it was, not as the file is now
+        from ..search.config import experiment_from_dict
+        space_file = str(inline.get("file") or "space.yaml")
+        exp = experiment_from_dict(dict(inline["yaml"]), space_file)
+        settings = dataclasses.replace(settings, space=Path(space_file).name)
+    else:
+        space_file = settings.space
+        if file is not None and not Path(space_file).is_absolute() and (Path(file).parent / space_file).is_file():
+            space_file = str(Path(file).parent / space_file)
+        exp = load_experiment(space_file)
 
     proxies_d = data.get("proxies")
     if proxies_d is None:

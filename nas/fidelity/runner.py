@@ -223,12 +223,14 @@ def _prepare(sdir: StudyDir, study: Study | None) -> tuple[Study, list[Architect
 
 
 def _source(study: Study) -> dict[str, Any]:
-    """The study YAML with its search YAML inlined by absolute path, so the study reloads from study.json."""
+    """The study YAML with its search YAML inlined (content and path), so the study reloads from study.json
+    alone, whatever happens to the search YAML file later."""
     import yaml
 
     data = yaml.safe_load(Path(study.file).read_text()) if study.file else {}
     data = dict(data or {})
-    data["study"] = {**(data.get("study") or {}), "space": str(Path(study.experiment.file).resolve())}
+    data["study"] = {**(data.get("study") or {}),
+                     "space": {"file": str(Path(study.experiment.file).resolve()), "yaml": study.experiment.raw}}
     return data
 
 
