@@ -216,3 +216,18 @@ def test_saved_study_resumes_and_reports_after_its_search_yaml_changed(tmp_path,
     assert write_report(sdir)["md"].is_file()
     with pytest.raises(UserError, match="other settings"):  # the changed YAML is another study
         run_study(study_file, study_dir=sdir, out=None)
+
+
+def test_a_refused_study_start_leaves_no_folder(tmp_path, write_space):
+    from nas.cost import count_cost
+    from nas.search import load_experiment
+
+    exp = load_experiment(write_space("probe.yaml"))
+    costs = sorted(count_cost(a, 32, 4, 1).params for a in exp.space.enumerate())
+    assert costs[0] < costs[1]  # a budget of the smallest cost admits one candidate only
+    write_space("space.yaml", max_params=costs[0])
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text("study: {space: space.yaml, architectures: 4, zero_cost: []}\n")
+    with pytest.raises(UserError, match="at least 2"):
+        run_study(study_file, study_dir=tmp_path / "run", out=None)
+    assert not (tmp_path / "run").exists()

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -254,8 +255,14 @@ def run_study(study: Study | str | os.PathLike | None = None, *, study_dir: str 
     sdir = StudyDir(study_dir)
     if study is None and not sdir.exists():
         _prepare(sdir, None)
-    with RunLock(sdir.path if sdir.path.exists() else _mk(sdir.path)):
-        study, archs = _prepare(sdir, study)
+    created = not sdir.path.exists()
+    with RunLock(_mk(sdir.path)):
+        try:
+            study, archs = _prepare(sdir, study)
+        except UserError:
+            if created:  # a refused start leaves nothing behind
+                shutil.rmtree(sdir.path, ignore_errors=True)
+            raise
         records = sdir.read_records()
         done = {r["key"] for r in records}
         todo = [j for j in plan_jobs(study, archs) if j["key"] not in done]
