@@ -95,6 +95,20 @@ class Budgets:
     max_params: int | None = None
     max_macs: int | None = None
 
+    def excess(self, cost: Any) -> tuple[float, float]:
+        """Relative excess of ``cost`` (params, MACs) over each limit: ``value / limit - 1`` (<= 0 is within
+        it; -1 for no limit). Optuna's ``constraints_func`` reads these."""
+        return tuple(-1.0 if limit is None else float(value) / float(limit) - 1.0
+                     for limit, value in ((self.max_params, cost.params), (self.max_macs, cost.macs)))
+
+    def allows(self, cost: Any) -> bool:
+        """Whether ``cost`` is within every limit."""
+        return all(e <= 0 for e in self.excess(cost))
+
+    @property
+    def unlimited(self) -> bool:
+        return self.max_params is None and self.max_macs is None
+
 
 @dataclass(frozen=True)
 class _Choices:
@@ -499,8 +513,13 @@ class SearchSpace:
         return self._make(layout, depths, widths, opts, patch)
 
     def _width_param(self, i: int, prev: int | None) -> str:
+        """``S2.width``, or ``S2.width|S1=48`` where the choices depend on the previous width (so that
+        every name has one fixed choice list); flat names keep a study's parameters few and dense."""
         names = ("S0", *STAGES)
         if i == 0 or not self._nondec:
+            return f"{names[i]}.width"
+        prevs = [w for w in self._width_lists[i - 1] if self._chains[i - 1][w] > 0]
+        if all(self._width_choices_after(i, p) == self._width_choices_after(i, prevs[0]) for p in prevs):
             return f"{names[i]}.width"
         return f"{names[i]}.width|{names[i - 1]}={prev}"
 

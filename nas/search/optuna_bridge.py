@@ -26,7 +26,8 @@ from ..errors import UserError
 from .rundir import STUDY_NAME, RunDir
 from .trainable import FINAL_KEY, RESULT_KEY
 
-__all__ = ["STUDY_NAME", "DIRECTIONS", "open_study", "make_storage", "check_storage_url", "redact", "make_sampler",
+__all__ = ["STUDY_NAME", "DIRECTIONS", "SAMPLERS", "open_study", "make_storage", "check_storage_url", "redact",
+           "make_sampler",
            "constraints_of", "reconcile", "recover_records", "OptunaSearcher", "enqueue_grid"]
 
 DIRECTIONS = ("maximize", "maximize")  # generalization, capacity
@@ -37,16 +38,40 @@ def constraints_of(trial: optuna.trial.FrozenTrial) -> tuple[float, ...]:
     return tuple(trial.user_attrs.get("constraints", (0.0, 0.0)))
 
 
+# Optuna >= 5 reads constraints stored on each trial (Trial.set_constraint) and deprecates constraints_func;
+# older versions need the function. The searcher sets them on every trial it asks for (see suggest).
+TRIAL_CONSTRAINTS = hasattr(optuna.trial.Trial, "set_constraint")
+_CONS = {} if TRIAL_CONSTRAINTS else {"constraints_func": constraints_of}
+
+
+def _tpe(seed: int, startup: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True, group=True, **_CONS)
+
+
+def _nsga2(seed: int, startup: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, startup), **_CONS)
+
+
+def _gp(seed: int, startup: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, warn_independent_sampling=False, **_CONS)
+
+
+def _random(seed: int, startup: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+# sampler name -> factory(seed, startup_trials); ``grid`` queues every candidate, then samples at random
+SAMPLERS: dict[str, Callable[[int, int], optuna.samplers.BaseSampler]] = {
+    "tpe": _tpe, "nsga2": _nsga2, "gp": _gp, "random": _random, "grid": _random}
+
+
 def make_sampler(name: str, seed: int, startup_trials: int) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler called ``name`` in a search YAML (:data:`SAMPLERS`)."""
+    if name not in SAMPLERS:
+        raise UserError(f"search.sampler {name!r} is not a sampler; known: {', '.join(SAMPLERS)}.")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # experimental-feature warnings of multivariate TPE
-        if name == "tpe":
-            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials, multivariate=True,
-                                              group=True, constraints_func=constraints_of)
-        if name == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, startup_trials),
-                                                 constraints_func=constraints_of)
-        return optuna.samplers.RandomSampler(seed=seed)  # random, and grid after its queue
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # multivariate TPE, GP
+        return SAMPLERS[name](seed, startup_trials)
 
 
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
@@ -149,7 +174,10 @@ def recover_records(study: optuna.Study, records: list[dict[str, Any]], space, r
         a = ft.user_attrs
         if ft.number in known or "tune_trial_id" not in a or a.get("status") in (None, "infeasible", "duplicate"):
             continue
-        arch = space.suggest(optuna.trial.FixedTrial(dict(ft.params)))
+        try:
+            arch = space.suggest(optuna.trial.FixedTrial(dict(ft.params)))
+        except ValueError:  # parameters under other names (a run started by an earlier version)
+            continue
         if arch.id != a.get("arch_id"):
             continue  # the space cannot rebuild it exactly: leave it to be trained again
         values = ft.values if ft.state == TrialState.COMPLETE and ft.values else [0.0, 0.0]
@@ -219,10 +247,7 @@ class OptunaSearcher(Searcher):
 
     # ------------------------------------------------------------------------------- helpers
     def _constraints(self, cost) -> list[float]:
-        out = []
-        for limit, value in ((self.budgets.max_params, cost.params), (self.budgets.max_macs, cost.macs)):
-            out.append(-1.0 if limit is None else float(value) / float(limit) - 1.0)
-        return out
+        return list(self.budgets.excess(cost))
 
     def _queue_empty(self) -> bool:
         return not self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
@@ -236,13 +261,16 @@ class OptunaSearcher(Searcher):
             if self.grid and self._queue_empty():
                 break
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 trial = self.study.ask()
             arch = self.space.suggest(trial)
             cost = self.cost_fn(arch)
             cons = self._constraints(cost)
             _set_attrs(self.study, trial, {"arch": str(arch), "arch_id": arch.id, "params": int(cost.params),
                                            "macs": int(cost.macs), "constraints": cons})
+            if TRIAL_CONSTRAINTS:
+                trial.set_constraint("params", cons[0])
+                trial.set_constraint("macs", cons[1])
             if any(c > 0 for c in cons):
                 self.skipped += 1
                 _set_attrs(self.study, trial, {"status": "infeasible", "score": 0.0})

@@ -57,10 +57,9 @@ def prescreen(exp: Any, seed: int = 0) -> list[tuple[Any, float]]:
         if a.id in seen:
             continue
         seen.add(a.id)
-        if b.max_params is not None or b.max_macs is not None:
-            c = count_cost(a, image_size=space.image_size, num_classes=dataset.num_classes, in_chans=space.in_chans)
-            if (b.max_params is not None and c.params > b.max_params) or (b.max_macs is not None and c.macs > b.max_macs):
-                continue
+        if not b.unlimited and not b.allows(count_cost(a, image_size=space.image_size,
+                                                       num_classes=dataset.num_classes, in_chans=space.in_chans)):
+            continue
         archs.append(a)
     threads = torch.get_num_threads()
     scored = []
