@@ -286,7 +286,7 @@ def fit(model: nn.Module, dataset: Dataset, train: TrainConfig, *, train_idx: to
         row = {"regime": regime, "epoch": rnd, "step": step, "passes": images / n, "train_loss": fit_loss,
                "train_acc": fit_acc, "val_loss": val_loss, "val_acc": val_acc,
                "running_loss": running_loss, "running_acc": correct.item() / max(1, seen),
-               "lr": opt.param_groups[0]["lr"]}
+               "lr": opt.param_groups[0]["lr"], "round_s": time.perf_counter() - t0}
         history.append(row)
         yield row
     metrics = {"train_loss": history[-1]["train_loss"], "train_acc": history[-1]["train_acc"],
@@ -346,6 +346,9 @@ def train_candidate(arch: Architecture | ModelConfig, dataset: Dataset, train: T
     limit_idx = fit_eval_subset(dataset.y_train, objective.train_eval_limit, train.seed)
     history: list[dict[str, Any]] = []
     state: dict[str, Any] = {"gen": None}
+    full_epoch = max(1, len(dataset.y_train) // min(train.batch_size, len(dataset.y_train)))
+    rounds_total = (math.ceil((train.steps or train.epochs * full_epoch) / full_epoch)
+                    * (2 if objective.mode == "both" else 1))
 
     def partial(row: dict[str, float]) -> dict[str, float]:
         if row["regime"] == "generalization" or objective.mode == "single":
@@ -357,7 +360,6 @@ def train_candidate(arch: Architecture | ModelConfig, dataset: Dataset, train: T
 
     def run() -> Iterator[dict[str, float]]:
         seed_everything(train.seed)
-        full_epoch = max(1, len(dataset.y_train) // min(train.batch_size, len(dataset.y_train)))
         full_steps = train.steps or train.epochs * full_epoch
         out: dict[str, Any] = {}
         if objective.mode == "both":
@@ -398,7 +400,7 @@ def train_candidate(arch: Architecture | ModelConfig, dataset: Dataset, train: T
             return _failed("error", f"{type(err).__name__}: {err}", base, t_start, history)
         epoch += 1
         row = partial(row)
-        row["epoch_total"] = epoch
+        row["epoch_total"], row["rounds_total"] = epoch, rounds_total
         history.append(row)
         if on_epoch is not None:
             on_epoch(epoch, {k2: float(v) for k2, v in row.items() if isinstance(v, (int, float))})

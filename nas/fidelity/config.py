@@ -57,7 +57,11 @@ class StudySettings:
         max_retries: re-runs of a training whose worker died.
         bootstrap: resamples of the architectures for the 95% intervals.
         ceiling_architectures: the reference's second and later seeds train only the first this many
-            architectures (the sample of the noise ceiling, still stratified over layouts); ``null``: all.
+            architectures (the sample of the noise ceiling, still stratified over layouts); ``null``: as
+            many as the first seed.
+        reference_architectures: the reference's first seed trains only the first this many architectures
+            (stratified over layouts; a tabulated benchmark trains every candidate with the proxy and a
+            sample with the reference); ``null``: all.
     """
 
     space: str = "coatnet-cifar.yaml"
@@ -73,6 +77,8 @@ class StudySettings:
     bootstrap: int = field(default=1000, metadata={"check": lambda v: 10 <= v <= 100_000, "allowed": "10..100000"})
     ceiling_architectures: int | None = field(default=None, metadata={"check": lambda v: v is None or v >= 3,
                                                                       "allowed": "an integer >= 3 or null"})
+    reference_architectures: int | None = field(default=None, metadata={"check": lambda v: v is None or v >= 3,
+                                                                        "allowed": "an integer >= 3 or null"})
 
 
 @dataclass(frozen=True)
@@ -184,7 +190,9 @@ def study_from_dict(data: Any, file: str | None = None) -> Study:
                               f"letters, digits, '-' and '_', not `{REFERENCE}`", value=name)
         proxies.append(_protocol(name, section, exp, file, f"proxies.{name}", [exp.train.seed]))
     reference = _protocol(REFERENCE, data.get("reference"), exp, file, "reference", [0, 1])
-    raw = {"study": {**dataclasses.asdict(settings), "space": str(Path(space_file).name)},
+    plain = {k: v for k, v in dataclasses.asdict(settings).items()
+             if not (k == "reference_architectures" and v is None)}  # fingerprints of earlier studies hold
+    raw = {"study": {**plain, "space": str(Path(space_file).name)},
            "search_yaml": exp.raw, "proxies": {p.name: _plain(p) for p in proxies},
            "reference": _plain(reference)}
     return Study(settings=settings, experiment=exp, proxies=tuple(proxies), reference=reference, file=file,

@@ -102,18 +102,15 @@ def sample_architectures(study: Study) -> list[Architecture]:
     k = exp.num_classes
 
     def fits(a: Architecture) -> bool:
-        b = space.budgets
-        if b.max_params is None and b.max_macs is None:
-            return True
-        c = count_cost(a, image_size=space.image_size, num_classes=k, in_chans=space.in_chans)
-        return (b.max_params is None or c.params <= b.max_params) and (b.max_macs is None or c.macs <= b.max_macs)
+        return space.budgets.unlimited or space.budgets.allows(
+            count_cost(a, image_size=space.image_size, num_classes=k, in_chans=space.in_chans))
 
     n = study.settings.architectures
     if n == "all":
         if space.size() > 10_000:
             raise UserError(f"`study.architectures: all` asks for every candidate, but the space has "
                             f"{space.size():,}. Give a number (e.g. 30) to sample that many.")
-        return [a for a in space.enumerate() if fits(a)]
+        return _interleave_layouts([a for a in space.enumerate() if fits(a)], study.settings.seed)
     rng = random.Random(study.settings.seed)
     layouts = list(space.layouts)
     out: list[Architecture] = []
@@ -136,19 +133,36 @@ def sample_architectures(study: Study) -> list[Architecture]:
     return out
 
 
+def _interleave_layouts(archs: list[Architecture], seed: int) -> list[Architecture]:
+    """``archs`` shuffled within each layout (``seed``) and the layouts taken in turn, so that every prefix
+    is a random sample stratified over layouts (the reference and the noise ceiling train prefixes)."""
+    rng = random.Random(seed)
+    groups: dict[str, list[Architecture]] = {}
+    for a in archs:
+        groups.setdefault(a.layout_name, []).append(a)
+    for g in groups.values():
+        rng.shuffle(g)
+    out: list[Architecture] = []
+    for i in range(max((len(g) for g in groups.values()), default=0)):
+        out += [g[i] for g in groups.values() if i < len(g)]
+    return out
+
+
 def plan_jobs(study: Study, archs: list[Architecture]) -> list[dict[str, Any]]:
     """Every job of the study, cheapest first: zero-cost, proxies, reference seeds one after the other (so
     a study stopped early has complete architectures for the first reference seed). Seeds after the first
-    train the first ``study.ceiling_architectures`` architectures (the sample is in layout order)."""
+    train the first ``study.ceiling_architectures`` architectures, the first seed the first
+    ``study.reference_architectures`` (the sample is in layout order, so each prefix is stratified)."""
     jobs = []
     if study.settings.zero_cost:
         jobs += [{"key": f"{a.id}/{ZERO_COST_JOB}", "arch": a, "protocol": ZERO_COST_JOB, "seed": 0} for a in archs]
     for p in study.proxies:
         for s in p.seeds:
             jobs += [{"key": f"{a.id}/{p.name}/{s}", "arch": a, "protocol": p.name, "seed": s} for a in archs]
-    ceiling = study.settings.ceiling_architectures
+    first, ceiling = study.settings.reference_architectures, study.settings.ceiling_architectures
     for i, s in enumerate(study.reference.seeds):
-        some = archs if i == 0 or ceiling is None else archs[:ceiling]
+        n = first if i == 0 else ceiling if ceiling is not None else first
+        some = archs if n is None else archs[:n]
         jobs += [{"key": f"{a.id}/{REFERENCE}/{s}", "arch": a, "protocol": REFERENCE, "seed": s} for a in some]
     return jobs
 
@@ -185,8 +199,7 @@ def run_job(job: dict[str, Any], setup: dict[str, Any]) -> dict[str, Any]:
     train = dataclasses.replace(train, seed=job["seed"])
     dataset = load_dataset(train.data, setup["image_size"], setup["in_chans"])
     res = run_trainer(setup["trainer"], arch, dataset, train, objective, threads, None, setup["image_size"])
-    rec = res.to_dict()
-    rec.pop("history", None)
+    rec = res.to_dict()  # with its per-round history (a tabulated benchmark replays it to a scheduler)
     rec["metrics"] = {**rec["metrics"], "job_s": time.perf_counter() - t0}
     return {**base, **rec}
 

@@ -16,23 +16,24 @@ from ..errors import ConfigError, UserError, parse_dataclass
 from ..limits import MAX_GRID, check_ranges
 
 __all__ = ["SchedulerConfig", "SearchConfig", "Experiment", "load_experiment", "experiment_from_dict",
-           "num_classes_hint"]
+           "num_classes_hint", "protocol_of"]
 
-Sampler = Literal["tpe", "nsga2", "random", "grid"]
+Sampler = Literal["tpe", "nsga2", "gp", "random", "grid"]  # nas.search.optuna_bridge.SAMPLERS
 
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    """ASHA early stopping on the per-epoch ``score`` (the ``search.scheduler`` section).
+    """Early stopping of weak trials between rounds (the ``search.scheduler`` section; ``nas.search.schedulers``).
 
     Args:
-        type: ``asha`` stops weak trials early; ``none`` trains every trial to the end.
+        type: ``asha`` (successive halving on the per-round ``score``), ``pareto`` (successive halving on
+            the non-dominated rank of (generalization, capacity)), or ``none``: every trial to the end.
         grace_period: epochs (reports) every trial runs before it may be stopped.
         reduction_factor: share 1/reduction_factor of trials is promoted at each rung.
         max_t: the most reports of a trial (``null``: the trainer's own count).
     """
 
-    type: Literal["none", "asha"] = "none"
+    type: Literal["none", "asha", "pareto"] = "none"
     grace_period: int = field(default=1, metadata={"check": lambda v: v >= 1, "allowed": "an integer >= 1"})
     reduction_factor: float = field(default=3.0, metadata={"check": lambda v: v > 1, "allowed": "a number > 1"})
     max_t: int | None = field(default=None, metadata={"check": lambda v: v is None or v >= 1,
@@ -45,7 +46,8 @@ class SearchConfig:
 
     Args:
         trials: candidates to train (completed trials; skipped or duplicate proposals do not count).
-        sampler: ``tpe`` (default), ``nsga2``, ``random`` or ``grid`` (every candidate once, small spaces).
+        sampler: ``tpe`` (default), ``nsga2``, ``gp`` (Gaussian process), ``random`` or ``grid`` (every
+            candidate once, small spaces).
         seed: seed of the sampler.
         max_concurrent: trials running at once (``null``: as many as the CPUs/GPUs allow).
         cpus_per_trial: CPUs of one trial; the trainer uses exactly this many torch threads.
@@ -58,7 +60,9 @@ class SearchConfig:
         prescreen: optional zero-cost pre-screen: the best of many sampled candidates by a training-free
             proxy become the first trials (``nas.search.prescreen``).
         trainer: the proxy trainer, ``module:function`` with ``trainers.proxy.train_candidate``'s signature
-            and result (plug in your own proxy; it must be importable on every worker).
+            and result (plug in your own proxy; it must be importable on every worker), or
+            ``table:PATH``: replay the recorded trainings of a tabulated benchmark (``trainers.tabular``;
+            PATH relative to the YAML, or bundled such as ``table:benchmarks/bench-cifar-v1.json``).
     """
 
     trials: int = field(default=8, metadata={"check": lambda v: v >= 1, "allowed": "an integer >= 1"})
@@ -74,8 +78,9 @@ class SearchConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     prescreen: PrescreenConfig = field(default_factory=PrescreenConfig)
     trainer: str = field(default="trainers.proxy:train_candidate", metadata={
-        "check": lambda v: bool(re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v)),
-        "allowed": "an importable `module:function`, e.g. trainers.proxy:train_candidate"})
+        "check": lambda v: bool(re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v)) or v.startswith("table:"),
+        "allowed": "an importable `module:function`, e.g. trainers.proxy:train_candidate, or table:PATH (a "
+                   "tabulated benchmark, e.g. table:benchmarks/bench-cifar-v1.json)"})
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,7 @@ class Experiment:
     search: SearchConfig
     file: str | None = None
     raw: dict = field(default_factory=dict, compare=False)
+    classes: int | None = None  # known without loading the data (a tabulated benchmark records it)
 
     def with_search(self, **overrides: Any) -> "Experiment":
         """A copy with ``search`` fields replaced (``None`` values are ignored), validated like the YAML."""
@@ -102,7 +108,7 @@ class Experiment:
 
     @property
     def num_classes(self) -> int:
-        return num_classes_hint(self.train)
+        return self.classes if self.classes is not None else num_classes_hint(self.train)
 
 
 def _plain(obj: Any) -> dict:
@@ -117,17 +123,43 @@ def experiment_from_dict(data: dict, file: str | None = None) -> Experiment:
 
     space = SearchSpace.from_dict(data.get("space"), file=file)
     train = parse_train(data.get("train"), file)
-    from trainers.data import resolve_source
-    train = dataclasses.replace(train, data=resolve_source(train.data, file))
     objective = parse_objective(data.get("objective"), file)
     search = parse_dataclass(SearchConfig, data.get("search"), file, "search")
     for section, prefix in ((train, "train"), (objective, "objective"), (search, "search")):
         check_ranges(section, prefix, file)
     _check_grid(search, space, file)
     _check_prescreen(search, file)
-    _check_trainer(search.trainer, file)
-    space.check_budgets(count_cost, num_classes=num_classes_hint(train, file))
-    return Experiment(space=space, train=train, objective=objective, search=search, file=file, raw=dict(data))
+    exp = Experiment(space=space, train=train, objective=objective, search=search, file=file, raw=dict(data))
+    if search.trainer.startswith("table:"):  # replayed: the data is not needed, the table knows its classes
+        from .table import check_table
+        exp = check_table(exp)
+    else:
+        from trainers.data import resolve_source
+        _check_trainer(search.trainer, file)
+        exp = dataclasses.replace(exp, train=dataclasses.replace(train, data=resolve_source(train.data, file)))
+    space.check_budgets(count_cost, num_classes=exp.classes or num_classes_hint(exp.train, file))
+    return exp
+
+
+def _flat(d: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(d, dict):
+        out = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}.{k}"))
+        return out
+    return {prefix: d}
+
+
+def protocol_of(exp: Experiment) -> dict[str, Any]:
+    """Everything besides the space that changes a trial's result, flat (``train.epochs``: 3, ...): the
+    ``train:`` and ``objective:`` sections, ``search.trainer`` and the identity of the data (its files'
+    count and size, not their path, so a run can move to another machine). Recorded in experiment.json."""
+    out = _flat(dataclasses.asdict(exp.train), "train")
+    out.pop("train.data.path", None)
+    out["train.data.files"] = data_identity(exp.train.data)
+    out.update(_flat(dataclasses.asdict(exp.objective), "objective"))
+    out["search.trainer"] = exp.search.trainer
+    return out
 
 
 def _check_prescreen(search: SearchConfig, file: str | None) -> None:

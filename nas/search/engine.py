@@ -28,7 +28,8 @@ from typing import Any, TextIO
 import yaml
 
 from ..errors import UserError
-from .config import Experiment, load_experiment
+from .config import Experiment, load_experiment, protocol_of
+from .schedulers import make_scheduler
 from .leaderboard import format_table, latest_records, write_leaderboard
 from .rundir import DEFAULT_ROOT, STUDY_NAME, RunDir, atomic_write, new_meta
 from .storage import Mirror, is_uri
@@ -132,28 +133,6 @@ def _write_model_config(config, path: Path) -> Path:
     return path
 
 
-def _flat(d: Any, prefix: str) -> dict[str, Any]:
-    if isinstance(d, dict):
-        out = {}
-        for k, v in d.items():
-            out.update(_flat(v, f"{prefix}.{k}"))
-        return out
-    return {prefix: d}
-
-
-def protocol_of(exp: Experiment) -> dict[str, Any]:
-    """Everything besides the space that changes a trial's result, flat (``train.epochs``: 3, ...): the
-    ``train:`` and ``objective:`` sections, ``search.trainer`` and the identity of the data (its files'
-    count and size, not their path, so a run can move to another machine). Recorded in experiment.json."""
-    from .config import data_identity
-    out = _flat(dataclasses.asdict(exp.train), "train")
-    out.pop("train.data.path", None)
-    out["train.data.files"] = data_identity(exp.train.data)
-    out.update(_flat(dataclasses.asdict(exp.objective), "objective"))
-    out["search.trainer"] = exp.search.trainer
-    return out
-
-
 def _protocol_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [f"{k}: {old.get(k, '(none)')!r} -> {new.get(k, '(none)')!r}" for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k)]
@@ -182,8 +161,7 @@ def dry_run(space: str | os.PathLike | Experiment, *, samples: int = 5, seed: in
     for _ in range(samples):
         arch = sp.sample(rng)
         cost = count_cost(arch, image_size=sp.image_size, num_classes=k, in_chans=sp.in_chans)
-        over = [n for n, lim, v in (("params", sp.budgets.max_params, cost.params),
-                                    ("MACs", sp.budgets.max_macs, cost.macs)) if lim is not None and v > lim]
+        over = [n for n, e in zip(("params", "MACs"), sp.budgets.excess(cost)) if e > 0]
         flag = f"  OVER BUDGET ({', '.join(over)}: skipped by the search)" if over else ""
         lines.append(f"  {arch}  {cost.params / 1e6:.3f}M params  {cost.macs / 1e6:.1f}M MACs  id {arch.id}{flag}")
     return "\n".join(lines)
@@ -625,13 +603,12 @@ def _tune(exp: Experiment, run_: RunDir, study, records: dict, remaining: int, s
         def stop_all(self):
             return stop["flag"]
 
-    scheduler = None
-    if s.scheduler.type == "asha":
-        from ray.tune.schedulers import ASHAScheduler
-        per_trial = exp.train.epochs * (2 if exp.objective.mode == "both" else 1) + 1
-        scheduler = ASHAScheduler(time_attr="training_iteration", metric="score", mode="max",
-                                  max_t=s.scheduler.max_t or per_trial, grace_period=s.scheduler.grace_period,
-                                  reduction_factor=s.scheduler.reduction_factor)
+    per_trial = exp.train.epochs * (2 if exp.objective.mode == "both" else 1) + 1  # reports of a trial
+    if s.trainer.startswith("table:"):  # the recorded rounds, plus the final report
+        from trainers.tabular import load_table, table_path
+        table = load_table(table_path(s.trainer))
+        per_trial = max(len(e.get("history") or []) for e in table.entries.values()) + 1
+    scheduler = make_scheduler(s.scheduler, per_trial)
     setup = {"train": dataclasses.asdict(exp.train), "objective": dataclasses.asdict(exp.objective),
              "image_size": sp.image_size, "in_chans": sp.in_chans, "cpus_per_trial": s.cpus_per_trial,
              "trainer": s.trainer}

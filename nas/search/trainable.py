@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from trainers.tabular import is_table
+
 __all__ = ["train_trial", "run_trainer", "load_trainer", "FINAL_KEY", "RESULT_KEY", "DEFAULT_TRAINER"]
 
 FINAL_KEY = "nas_final"
@@ -58,11 +60,22 @@ def run_trainer(path: str | None, arch, dataset, train, objective, threads: int,
         return TrialResult.failed(status, reason[:500], wall_s=time.perf_counter() - t0)
 
 
+def _round_report(epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
+    """What a round reports to Tune; ``last_round`` marks the round after which the trainer only assembles
+    its result (a scheduler must not stop a trial whose training is done: ``nas.search.schedulers``)."""
+    last = metrics.get("epoch_total", epoch) >= metrics.get("rounds_total", float("inf"))
+    return {"score": metrics["score"], "generalization": metrics["generalization"], "capacity": metrics["capacity"],
+            "epoch": epoch, "last_round": int(last), FINAL_KEY: 0}
+
+
 def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     """Train ``config["arch"]`` with the protocol in ``setup`` and report to Tune."""
     t_enter = time.perf_counter()
-    import torch
     from ray import tune
+
+    if is_table(setup.get("trainer")):
+        return _replay_trial(config, setup, tune, t_enter)
+    import torch
 
     from nas.arch import Architecture
     from trainers.data import load_dataset
@@ -80,8 +93,7 @@ def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         try:
-            tune.report({"score": metrics["score"], "generalization": metrics["generalization"],
-                         "capacity": metrics["capacity"], "epoch": epoch, FINAL_KEY: 0})
+            tune.report(_round_report(epoch, metrics))
         except BaseException as err:  # Tune stopping the trial: not a failure of the candidate
             passed.append(err)
             raise
@@ -92,5 +104,31 @@ def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     payload = res.to_dict()
     payload["metrics"] = {**payload["metrics"], "num_classes": float(dataset.num_classes),
                           "setup_s": t_start - t_enter, "trial_s": t_end - t_start}
+    tune.report({"score": res.score, "generalization": res.generalization, "capacity": res.capacity,
+                 "epoch": len(res.history) + 1, FINAL_KEY: 1, RESULT_KEY: json.dumps(payload)})
+
+
+def _replay_trial(config: dict[str, Any], setup: dict[str, Any], tune, t_enter: float) -> None:
+    """``search.trainer: table:PATH``: report the recorded rounds and result of the candidate instead of
+    training it (no data, no torch)."""
+    from nas.arch import Architecture
+    from nas.errors import parse_dataclass
+    from trainers.objective import ObjectiveConfig
+    from trainers.tabular import load_table, replay, table_path
+
+    objective = parse_dataclass(ObjectiveConfig, setup["objective"], None, "objective")
+    table = load_table(table_path(setup["trainer"]))
+    passed: list[BaseException] = []
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        try:
+            tune.report(_round_report(epoch, metrics))
+        except BaseException as err:
+            passed.append(err)
+            raise
+
+    res = replay(Architecture.from_dict(config["arch"]), table, objective, on_epoch)
+    payload = res.to_dict()
+    payload["metrics"] = {**payload["metrics"], "trial_s": time.perf_counter() - t_enter}
     tune.report({"score": res.score, "generalization": res.generalization, "capacity": res.capacity,
                  "epoch": len(res.history) + 1, FINAL_KEY: 1, RESULT_KEY: json.dumps(payload)})

@@ -1,0 +1,83 @@
+"""A search replayed on a tabulated benchmark in this process, without Ray: the same Optuna sampler, study
+and :class:`~nas.search.optuna_bridge.OptunaSearcher` (budget screening, duplicates, records) as
+:func:`nas.search.run`, with the trials answered one after another from the table.
+
+With one trial at a time, :func:`nas.search.run` on a table proposes the same candidates in the same order
+(``tests/test_table.py`` checks it), so this is the fast path for studies that replay many searches
+(``scripts/bench_samplers.py``: samplers over 20+ seeds in minutes). Searches that need Ray's behaviour
+(several trials at once, ASHA) replay through :func:`nas.search.run` with ``search.trainer: table:PATH``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from .config import Experiment, load_experiment
+
+__all__ = ["replay_search"]
+
+
+class _Records:
+    """Where the searcher appends its records: a list (a replay keeps no run directory)."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.tune_dir = Path(os.devnull)
+
+    def append_record(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+
+
+def replay_search(space: str | os.PathLike | Experiment, *, trials: int | None = None, seed: int | None = None,
+                  sampler: str | None = None, startup_trials: int | None = None) -> list[dict[str, Any]]:
+    """Replay a search whose ``search.trainer`` is a table; return its trial records in order (the same
+    fields as ``trials.jsonl``). ``trials``, ``seed``, ``sampler`` and ``startup_trials`` override the YAML."""
+    import optuna
+    from ray.tune.search import Searcher
+
+    from trainers.tabular import is_table, load_table, replay, table_path
+
+    from ..arch import Architecture
+    from ..cost import count_cost
+    from ..errors import UserError
+    from . import optuna_bridge as ob
+    from .trainable import FINAL_KEY, RESULT_KEY
+
+    exp = space if isinstance(space, Experiment) else load_experiment(space)
+    exp = exp.with_search(trials=trials, seed=seed, sampler=sampler, startup_trials=startup_trials)
+    s, sp = exp.search, exp.space
+    if not is_table(s.trainer):
+        raise UserError(f"replay_search needs a search YAML whose search.trainer is table:PATH; "
+                        f"{exp.file} trains with {s.trainer}. Use nas.search.run for real trainings.")
+    table = load_table(table_path(s.trainer))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study = optuna.create_study(storage=optuna.storages.InMemoryStorage(), directions=list(ob.DIRECTIONS),
+                                    sampler=ob.make_sampler(s.sampler, s.seed, s.startup_trials))
+    if s.sampler == "grid":
+        ob.enqueue_grid(study, sp)
+    costs: dict[str, Any] = {}
+
+    def cost_fn(arch: Architecture):
+        if arch.id not in costs:
+            costs[arch.id] = count_cost(arch, image_size=sp.image_size, num_classes=table.num_classes,
+                                        in_chans=sp.in_chans)
+        return costs[arch.id]
+
+    sink = _Records()
+    searcher = ob.OptunaSearcher(study, sp, cost_fn, {}, s.trials, run=sink, grid=s.sampler == "grid",
+                                 max_skips=s.max_skips)
+    for i in range(s.trials):
+        tid = f"replay-{i}"
+        config = searcher.suggest(tid)
+        if config is None or config == Searcher.FINISHED:
+            break
+        res = replay(Architecture.from_dict(config["arch"]), table, exp.objective)
+        searcher.on_trial_complete(tid, {"score": res.score, "generalization": res.generalization,
+                                         "capacity": res.capacity, FINAL_KEY: 1,
+                                         RESULT_KEY: json.dumps(res.to_dict())})
+    return sink.records

@@ -1,0 +1,110 @@
+"""Early stopping of trials (the ``search.scheduler`` section), as Ray Tune schedulers.
+
+- ``asha``: Ray's asynchronous successive halving on the per-round ``score``.
+- ``pareto``: the same rungs, but a trial is ranked at a rung by its non-dominated rank on the two axes
+  (generalization, capacity) among the trials recorded there, ties by score; the best ``1/reduction_factor``
+  continue. Single-score halving drops candidates that are strong on one axis only, which are on the Pareto
+  front the search exists to find (measured in docs/benchmark.md).
+
+Neither stops a trial after its last training round (``last_round`` in the report): the result follows at
+once, and stopping there would save nothing and lose the trial's final record.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+__all__ = ["make_scheduler", "SCHEDULERS", "CompletingASHA", "ParetoHalving", "nondominated_ranks"]
+
+
+class CompletingASHA(ASHAScheduler):
+    """Ray's ASHA, except that a trial whose training is done is never stopped."""
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if result.get("last_round"):
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+
+def nondominated_ranks(points: list[tuple[float, float]]) -> list[int]:
+    """Rank 0 for the Pareto front (maximising both), 1 for the front of the rest, and so on."""
+    ranks = [-1] * len(points)
+    left = set(range(len(points)))
+    r = 0
+    while left:
+        front = {i for i in left if not any(points[j][0] >= points[i][0] and points[j][1] >= points[i][1]
+                                            and points[j] != points[i] for j in left)}
+        for i in front:
+            ranks[i] = r
+        left -= front
+        r += 1
+    return ranks
+
+
+class ParetoHalving(FIFOScheduler):
+    """Asynchronous successive halving on non-dominated rank.
+
+    Rungs at ``grace_period * reduction_factor**k`` reports (below ``max_t``). A trial reaching a rung is
+    recorded there; it continues if, among the trials recorded at that rung so far (itself included), its
+    position by (non-dominated rank, -score) is within the best ``ceil(n / reduction_factor)``; the first
+    ``reduction_factor`` trials at a rung always continue (nothing to compare with yet), as in ASHA.
+    """
+
+    def __init__(self, *, max_t: int, grace_period: int = 1, reduction_factor: float = 3.0,
+                 time_attr: str = "training_iteration"):
+        super().__init__()
+        self.time_attr, self.rf = time_attr, reduction_factor
+        self.rungs: list[int] = []
+        t = grace_period
+        while t < max_t:
+            self.rungs.append(int(t))
+            t = math.ceil(t * reduction_factor) if t * reduction_factor > t + 0.5 else t + 1
+        self.recorded: dict[int, dict[str, tuple[float, float, float]]] = {r: {} for r in self.rungs}
+        self.num_stopped = 0
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if result.get("last_round") or self.time_attr not in result:
+            return TrialScheduler.CONTINUE
+        it = result[self.time_attr]
+        for rung in reversed(self.rungs):
+            if it < rung or trial.trial_id in self.recorded[rung]:
+                continue
+            here = self.recorded[rung]
+            here[trial.trial_id] = (float(result["generalization"]), float(result["capacity"]),
+                                    float(result["score"]))
+            if len(here) <= self.rf:
+                return TrialScheduler.CONTINUE
+            ids = list(here)
+            ranks = nondominated_ranks([here[i][:2] for i in ids])
+            order = sorted(range(len(ids)), key=lambda k: (ranks[k], -here[ids[k]][2]))
+            keep = {ids[k] for k in order[:math.ceil(len(ids) / self.rf)]}
+            if trial.trial_id not in keep:
+                self.num_stopped += 1
+                return TrialScheduler.STOP
+            return TrialScheduler.CONTINUE
+        return TrialScheduler.CONTINUE
+
+    def debug_string(self) -> str:
+        return f"ParetoHalving: rungs {self.rungs}, stopped {self.num_stopped}"
+
+
+def _asha(cfg: Any, max_t: int) -> TrialScheduler:
+    return CompletingASHA(time_attr="training_iteration", metric="score", mode="max", max_t=cfg.max_t or max_t,
+                          grace_period=cfg.grace_period, reduction_factor=cfg.reduction_factor)
+
+
+def _pareto(cfg: Any, max_t: int) -> TrialScheduler:
+    return ParetoHalving(max_t=cfg.max_t or max_t, grace_period=cfg.grace_period,
+                         reduction_factor=cfg.reduction_factor)
+
+
+# search.scheduler.type -> factory(SchedulerConfig, reports per trial); "none" trains every trial to the end
+SCHEDULERS = {"none": lambda cfg, max_t: None, "asha": _asha, "pareto": _pareto}
+
+
+def make_scheduler(cfg: Any, max_t: int) -> TrialScheduler | None:
+    """The scheduler of ``search.scheduler`` (``None`` for ``none``); ``max_t`` is the most reports of a
+    trial when the config leaves ``max_t`` null."""
+    return SCHEDULERS[cfg.type](cfg, max_t)

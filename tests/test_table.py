@@ -1,0 +1,222 @@
+"""Tabulated benchmarks: a study of every candidate becomes a table; a search replays on it with the real
+driver (Ray, Optuna) and in-process, with the same proposals; bad tables and mismatched YAMLs are refused."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from nas.errors import ConfigError
+from nas.fidelity import run_study
+from nas.fidelity.table import write_table
+from nas.search import run
+from nas.search.config import load_experiment
+from nas.search.replay import replay_search
+from trainers import objective as obj
+from trainers.tabular import axes, load_table, objective_of, replay
+
+SPACE = """\
+space:
+  input: {image_size: 32, channels: 1}
+  stem: {width: 8}
+  stages:
+    S1: {block: [C], depth: 1, width: 8}
+    S2: {block: [C, T], depth: 1, width: 16}
+    S3: {block: [C, T], depth: [1, 2], width: 16}
+    S4: {block: [T], depth: 1, width: 32}
+  blocks: {head_dim: 8, mbconv_expansion: 2, ffn_expansion: 2}
+train:
+  data: {name: synthetic, synthetic_samples: 160, synthetic_classes: 4, synthetic_difficulty: 0.3}
+  epochs: 2
+  batch_size: 32
+objective: {mode: both, subset_fraction: 0.5}
+"""
+STUDY = """\
+study: {space: space.yaml, architectures: all, max_concurrent: 2, bootstrap: 50, zero_cost: [params, synflow],
+        reference_architectures: 3}
+proxies: {default: {}}
+reference: {seeds: [0], train: {epochs: 3}}
+"""
+
+
+@pytest.fixture(scope="module")
+def table_dir(tmp_path_factory, ray_local):
+    """A real study of all 6 candidates (2 rounds per regime) and the table written from it."""
+    d = tmp_path_factory.mktemp("table")
+    (d / "space.yaml").write_text(SPACE)
+    (d / "study.yaml").write_text(STUDY)
+    res = run_study(d / "study.yaml", study_dir=d / "study", out=None)
+    assert res["done"] == 6 + 6 + 3 and not res["stopped"]
+    write_table(d / "study", d / "t.json")
+    return d
+
+
+def _replay_yaml(d: Path, search: str, name: str = "replay.yaml", space: str = SPACE) -> Path:
+    p = d / name
+    p.write_text(space + f"search: {{{search}, trainer: 'table:t.json'}}\n")
+    return p
+
+
+def test_table_records_every_candidate_with_its_provenance(table_dir):
+    t = load_table(table_dir / "t.json")
+    exp = load_experiment(table_dir / "space.yaml")
+    assert {a.id for a in exp.space.enumerate()} == set(t.entries)
+    assert t.num_classes == 4 and t.meta["seeds"] == {"proxy": [0], "reference": [0]}
+    assert len(t.meta["code"]["commit"] or "") in (0, 40) and t.meta["hardware"]["cpus"] >= 1
+    assert t.meta["protocol"]["train.epochs"] == 2
+    assert sum("reference" in e for e in t.entries.values()) == 3
+    for e in t.entries.values():
+        assert e["status"] == "ok", e["reason"]
+        assert [h["regime"] for h in e["history"]] == ["generalization"] * 2 + ["full"] * 2
+        assert all(h["round_s"] > 0 for h in e["history"])
+        assert set(e["zero_cost"]) == {"params", "synflow"}
+
+
+def test_replay_recomputes_the_objective_from_the_raw_measurements(table_dir):
+    t = load_table(table_dir / "t.json")
+    recs = {json.loads(line)["arch_id"]: json.loads(line) for line in
+            (table_dir / "study" / "jobs.jsonl").read_text().splitlines()}
+    from nas.arch import Architecture
+    e = next(iter(t.entries.values()))
+    arch = Architecture.from_dict(e["arch"])
+    seen = []
+    res = replay(arch, t, objective_of(t), on_epoch=lambda i, m: seen.append((i, m["score"])))
+    study_rec = next(json.loads(line) for line in (table_dir / "study" / "jobs.jsonl").read_text().splitlines()
+                     if json.loads(line)["key"] == f"{arch.id}/default/0")
+    assert res.score == pytest.approx(study_rec["score"]) and res.capacity == pytest.approx(study_rec["capacity"])
+    assert [i for i, _ in seen] == [1, 2, 3, 4] and seen[-1][1] == pytest.approx(res.score)
+    assert recs  # the study recorded its jobs
+    strict = obj.ObjectiveConfig(mode="both", subset_fraction=0.5, gap_penalty=1.0, capacity_metric="accuracy",
+                                 weight_capacity=0.0)
+    res2 = replay(arch, t, strict)
+    m = e["metrics"]
+    want_g = max(0.0, m["gen_val_acc"] - max(0.0, m["gen_train_acc"] - m["gen_val_acc"]))
+    assert res2.generalization == pytest.approx(want_g) and res2.score == pytest.approx(want_g)
+    assert res2.capacity == pytest.approx(m["cap_train_acc"])
+    assert axes(e, strict, 4)["score"] == pytest.approx(res2.score)
+
+
+def test_replay_through_ray_equals_the_in_process_replay(table_dir, ray_local):
+    """One trial at a time, the real driver (Ray Tune, journal storage) and replay_search propose the same
+    candidates in the same order, and record the table's values."""
+    yaml_path = _replay_yaml(table_dir, "trials: 5, sampler: tpe, startup_trials: 2, seed: 3, max_concurrent: 1")
+    res = run(yaml_path, run_dir=table_dir / "run", progress=False)
+    driver = [json.loads(line) for line in (table_dir / "run" / "trials.jsonl").read_text().splitlines()]
+    fast = replay_search(yaml_path)
+    assert [r["id"] for r in sorted(driver, key=lambda r: r["number"])] == [r["id"] for r in fast]
+    t = load_table(table_dir / "t.json")
+    for r in driver:
+        assert r["score"] == pytest.approx(axes(t.get(r["id"]), objective_of(t), 4)["score"])
+        assert r["metrics"]["table_train_s"] > 0
+    assert len(res.rows) == 5
+
+
+def test_grid_replay_covers_the_table_and_finds_its_best(table_dir):
+    recs = replay_search(_replay_yaml(table_dir, "trials: 50, sampler: grid"))
+    t = load_table(table_dir / "t.json")
+    assert sorted(r["id"] for r in recs) == sorted(t.entries)
+    assert max(r["score"] for r in recs) == pytest.approx(t.best("score"))
+
+
+@pytest.mark.parametrize("change, key, needle", [
+    (("width: 32}", "width: 64}"), "space", "differs from the space of the table"),
+    (("epochs: 2", "epochs: 3"), "train", "train.epochs: table 2, YAML 3"),
+    (("subset_fraction: 0.5", "subset_fraction: 0.4"), "train", "objective.subset_fraction"),
+])
+def test_a_yaml_that_differs_from_the_table_is_refused(table_dir, change, key, needle):
+    p = _replay_yaml(table_dir, "trials: 2", "bad.yaml", SPACE.replace(*change))
+    with pytest.raises(ConfigError) as err:
+        load_experiment(p)
+    assert f"`{key}`" in str(err.value) and needle in str(err.value)
+
+
+def test_scoring_may_differ_from_the_table(table_dir):
+    p = _replay_yaml(table_dir, "trials: 3, sampler: random", "weights.yaml",
+                     SPACE.replace("subset_fraction: 0.5}", "subset_fraction: 0.5, gap_penalty: 1.0, "
+                                   "weight_capacity: 0}"))
+    for r in replay_search(p):
+        assert r["score"] == pytest.approx(r["generalization"])
+
+
+@pytest.mark.parametrize("trainer, needle", [
+    ("table:missing.json", "neither a file"),
+    ("table:space.yaml", "could not be read as a table"),
+])
+def test_missing_or_foreign_table_files_are_user_errors(table_dir, trainer, needle):
+    p = table_dir / "t2.yaml"
+    p.write_text(SPACE + f"search: {{trainer: '{trainer}'}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_experiment(p)
+    assert "`search.trainer`" in str(err.value) and needle in str(err.value)
+
+
+def test_prescreen_with_a_table_is_refused(table_dir):
+    p = table_dir / "t3.yaml"
+    p.write_text(SPACE + "search: {trainer: 'table:t.json', prescreen: {proxy: snip}}\n")
+    with pytest.raises(ConfigError, match="search.prescreen.proxy"):
+        load_experiment(p)
+
+
+def test_the_bundled_table_replays_with_its_bundled_yaml(tmp_path, monkeypatch):
+    """The shipped CIFAR-10 layout benchmark is complete and replays where the CIFAR-10 files are absent
+    (its YAML names data/cifar10-train.npz, which a replay never reads)."""
+    monkeypatch.chdir(tmp_path)
+    exp = load_experiment("bench-cifar-replay.yaml")
+    t = load_table(exp.search.trainer.removeprefix("table:"))
+    assert len(t.entries) == exp.space.size()
+    ok = [e for e in t.entries.values() if e["status"] == "ok"]
+    assert len(ok) >= 0.95 * len(t.entries)
+    assert all(math.isfinite(axes(e, exp.objective, 10)["score"]) for e in ok)
+    recs = replay_search(exp, trials=40, seed=0)
+    assert len(recs) == 40 and len({r["id"] for r in recs}) == 40
+
+
+# ------------------------------------------------------------------------------------------ early stopping
+class _T:
+    def __init__(self, tid: str):
+        self.trial_id = tid
+
+
+def _res(it, g, c, last=0):
+    return {"training_iteration": it, "generalization": g, "capacity": c, "score": (g + c) / 2, "last_round": last}
+
+
+def test_pareto_halving_keeps_one_axis_specialists_that_score_halving_drops():
+    from nas.search.schedulers import CompletingASHA, ParetoHalving, nondominated_ranks
+    from ray.tune.schedulers import TrialScheduler
+
+    assert nondominated_ranks([(1, 0), (0, 1), (0.5, 0.5), (0.4, 0.4), (0, 0)]) == [0, 0, 0, 1, 2]
+    # balanced trials first, then a specialist (best on one axis, lower score), then a dominated one
+    seq = [("a", 0.6, 0.6), ("b", 0.55, 0.55), ("c", 0.9, 0.1), ("e", 0.3, 0.3)]
+    ph = ParetoHalving(max_t=5, grace_period=1, reduction_factor=2)
+    asha = CompletingASHA(time_attr="training_iteration", metric="score", mode="max", max_t=5, grace_period=1,
+                          reduction_factor=2)
+    got_p, got_a = {}, {}
+    for tid, g, c in seq:
+        t = _T(tid)
+        asha.on_trial_add(None, t)
+        got_p[tid] = ph.on_trial_result(None, t, _res(1, g, c))
+        got_a[tid] = asha.on_trial_result(None, t, _res(1, g, c))
+    assert got_p["c"] == TrialScheduler.CONTINUE and got_p["e"] == TrialScheduler.STOP
+    assert got_a["c"] == TrialScheduler.STOP  # the score ranks the specialist below the cut
+    # a trial whose training is done is never stopped, however weak
+    weak = _T("z")
+    asha.on_trial_add(None, weak)
+    assert ph.on_trial_result(None, weak, _res(1, 0.0, 0.0, last=1)) == TrialScheduler.CONTINUE
+    assert asha.on_trial_result(None, weak, _res(1, 0.0, 0.0, last=1)) == TrialScheduler.CONTINUE
+
+
+@pytest.mark.parametrize("kind", ["asha", "pareto"])
+def test_schedulers_on_a_replay_stop_only_between_rounds(table_dir, ray_local, kind):
+    p = _replay_yaml(table_dir, f"trials: 6, sampler: random, max_concurrent: 1, scheduler: {{type: {kind}, "
+                     "grace_period: 1, reduction_factor: 3}", f"{kind}.yaml")
+    run(p, run_dir=table_dir / f"run-{kind}", progress=False)
+    recs = [json.loads(line) for line in (table_dir / f"run-{kind}" / "trials.jsonl").read_text().splitlines()]
+    assert len(recs) == 6 and {r["status"] for r in recs} <= {"ok", "stopped"}
+    for r in recs:
+        if r["status"] == "stopped":
+            assert 1 <= r["metrics"]["epochs"] < 4  # stopped after a rung, before its last round
+        else:
+            assert len(r["history"]) == 4
