@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import os
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -48,6 +49,10 @@ class DataConfig:
         synthetic_samples: number of generated images (``synthetic``).
         synthetic_classes: number of generated classes (``synthetic``).
         synthetic_difficulty: 0 (clean class patterns) to 1 (patterns buried in noise) (``synthetic``).
+        download: fetch the official archive into ``path`` (default ``~/.cache/coatnas``) when the pickles
+            are not there (``cifar10``/``cifar100``); see :mod:`trainers.download`.
+        url: where to download the archive from instead of the official server (a mirror).
+        md5: the archive's expected MD5 instead of the official one (a mirror serving a re-packed archive).
     """
 
     name: Literal["digits", "synthetic", "cifar10", "cifar100", "imagefolder", "npz"] = "digits"
@@ -58,6 +63,13 @@ class DataConfig:
     synthetic_samples: int = field(default=2000, metadata=_min(4))
     synthetic_classes: int = field(default=10, metadata=_min(2))
     synthetic_difficulty: float = field(default=0.5, metadata=_in(0.0, 1.0))
+    download: bool = False
+    url: str | None = field(default=None, metadata={
+        "check": lambda v: v is None or re.match(r"(https?|file)://\S+$", v) is not None,
+        "allowed": "an http://, https:// or file:// URL of the archive, or null for the official one"})
+    md5: str | None = field(default=None, metadata={
+        "check": lambda v: v is None or re.fullmatch(r"[0-9a-fA-F]{32}", v) is not None,
+        "allowed": "32 hexadecimal digits, or null for the official archive's"})
 
 
 @dataclass(eq=False)
@@ -185,9 +197,11 @@ def resolve_source(cfg: DataConfig, file: str | None = None, key: str = "train.d
     """``cfg`` with its path made absolute (a relative path that does not exist from here is taken next to
     ``file``) after a cheap check that the source is there, without loading it: the search driver calls
     this so that a wrong path is reported before any worker starts (workers run in other folders)."""
+    origin = _Origin(file, key)
+    if cfg.download:
+        return dataclasses.replace(cfg, path=str(_downloaded(cfg, origin).absolute()))
     if cfg.path is None or cfg.name in ("digits", "synthetic"):
         return cfg
-    origin = _Origin(file, key)
     path = _source_path(cfg, origin)
     if cfg.name == "npz":
         if not path.is_file():
@@ -201,6 +215,17 @@ def resolve_source(cfg: DataConfig, file: str | None = None, key: str = "train.d
     return dataclasses.replace(cfg, path=str(path.absolute()))
 
 
+def _downloaded(cfg: DataConfig, origin: _Origin) -> Path:
+    """The folder of the pickles of a ``download: true`` source, fetched into ``path`` if not there."""
+    from .download import default_cache, ensure_cifar
+    section = origin.key[:-len(".path")] if origin.key.endswith(".path") else "train.data"
+    if cfg.name not in ("cifar10", "cifar100"):
+        raise ConfigError(origin.file, f"{section}.download", f"is not available for the `{cfg.name}` source",
+                          "true only with `cifar10` or `cifar100`; false (the default) otherwise", value=True)
+    cache = _source_path(cfg, origin) if cfg.path is not None else default_cache()
+    return ensure_cifar(cfg.name, cache, url=cfg.url, md5=cfg.md5, where=section)
+
+
 def _source_path(cfg: DataConfig, origin: _Origin) -> Path:
     path = Path(os.path.expanduser(cfg.path))
     if origin.file and not path.is_absolute():
@@ -210,6 +235,8 @@ def _source_path(cfg: DataConfig, origin: _Origin) -> Path:
 
 def _read_source(cfg: DataConfig, image_size: int, in_chans: int, origin: _Origin):
     """(x NCHW numpy, y int numpy, num_classes) of the source."""
+    if cfg.download:
+        return _cifar(cfg, _downloaded(cfg, origin), origin)
     if cfg.name == "digits":
         from sklearn.datasets import load_digits
         d = load_digits()
