@@ -1,8 +1,10 @@
 """Data sources for proxy training: embedded digits, synthetic, CIFAR pickles, image folders, npz.
 
-Every source ends as in-memory tensors (float32 NCHW normalised with the training split's per-channel
-mean/std, int64 labels) split into train/validation by a deterministic stratified split from a seed.
-Loaded datasets are cached per process: a worker running many trials loads and resizes once.
+Every source ends as in-memory :class:`~trainers.images.Images` (NCHW; uint8 for whole-byte images at their
+own size, else float32) with the training split's per-channel mean/std, indexed into normalised float32
+batches on the training device, and int64 labels, split into train/validation by a deterministic
+stratified split from a seed. Loaded datasets are cached per process: a worker running many trials loads
+and resizes once.
 """
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ import torch.nn.functional as F
 
 from nas.errors import ConfigError, UserError
 
-__all__ = ["DataConfig", "Dataset", "load_dataset", "resolve_source", "stratified_split", "stratified_subset", "SOURCES",
+from .images import Images, channel_stats
+
+__all__ = ["DataConfig", "Dataset", "Images", "load_dataset", "resolve_source", "stratified_split", "stratified_subset", "SOURCES",
            "read_imagefolder"]
 
 SOURCES = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder", "npz")
@@ -74,16 +78,25 @@ class DataConfig:
 
 @dataclass(eq=False)
 class Dataset:
-    """Train/validation tensors of one source at one image size and channel count."""
+    """Train/validation images and labels of one source at one image size and channel count.
 
-    x_train: torch.Tensor
+    ``x_train[idx]``/``x_val[idx]`` are normalised float32 batches (see :class:`Images`); a plain float
+    tensor passed in is taken as already normalised.
+    """
+
+    x_train: Images
     y_train: torch.Tensor
-    x_val: torch.Tensor
+    x_val: Images
     y_val: torch.Tensor
     num_classes: int
     in_chans: int
     name: str
     _copies: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        for name in ("x_train", "x_val"):
+            if isinstance(getattr(self, name), torch.Tensor):
+                setattr(self, name, Images(getattr(self, name)))
 
     @property
     def image_size(self) -> int:
@@ -153,20 +166,24 @@ def _load_cached(cfg: DataConfig, image_size: int, in_chans: int, file: str | No
         raise ConfigError(file, "train.data", f"too few examples ({len(y)}) to split into train and validation",
                           "a source with at least 2 examples per class")
     xt = _to_images(x, image_size, in_chans)
-    dims = (0, 2, 3)
-    mean = xt[torch.from_numpy(tr)].mean(dims, keepdim=True)
-    std = xt[torch.from_numpy(tr)].std(dims, keepdim=True).clamp_min(1e-6)
-    xt = ((xt - mean) / std).contiguous()
     yt = torch.from_numpy(y.astype(np.int64))
     tr_t, va_t = torch.from_numpy(tr), torch.from_numpy(va)
-    return Dataset(xt[tr_t], yt[tr_t], xt[va_t], yt[va_t], num_classes, in_chans, cfg.name)
+    x_tr, x_va = xt[tr_t].contiguous(), xt[va_t].contiguous()
+    del x, xt
+    mean, std = channel_stats(x_tr)
+    std = std.clamp_min(1e-6)
+    return Dataset(Images(x_tr, mean, std), yt[tr_t], Images(x_va, mean, std), yt[va_t], num_classes, in_chans,
+                   cfg.name)
 
 
 def _to_images(x: np.ndarray, image_size: int, in_chans: int) -> torch.Tensor:
-    """uint8/float NCHW numpy -> float32 tensor in [0, 1]-ish, resized and channel-adapted."""
+    """NCHW numpy -> tensor at ``image_size`` with ``in_chans`` channels: uint8 (0-255) when the source is
+    uint8 and needs neither resampling nor luminance (kept exactly), else float32 (uint8 scaled to [0, 1])."""
     t = torch.from_numpy(np.ascontiguousarray(x))
-    t = t.float().div_(255.0) if t.dtype == torch.uint8 else t.float()
     c = t.shape[1]
+    if t.dtype == torch.uint8 and c in (1, in_chans) and tuple(t.shape[-2:]) == (image_size, image_size):
+        return t.expand(-1, in_chans, -1, -1) if c != in_chans else t
+    t = t.float().div_(255.0) if t.dtype == torch.uint8 else t.float()
     if c != in_chans:
         if c == 1:
             t = t.expand(-1, in_chans, -1, -1)
