@@ -167,9 +167,13 @@ def test_mirror_environment_variable(server, tmp_path, monkeypatch):
 def test_default_cache_folder(server, tmp_path, monkeypatch):
     body = cifar_archive()
     server.files["/a.tar.gz"] = body
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("COATNAS_CACHE", str(tmp_path / "cc"))
     cfg = resolve_source(DataConfig(name="cifar10", download=True, url=server.url("/a.tar.gz"), md5=md5(body)))
-    assert cfg.path == str(tmp_path / "xdg" / "coatnas" / "cifar-10-batches-py")
+    assert cfg.path == str(tmp_path / "cc" / "cifar-10-batches-py")
+    monkeypatch.delenv("COATNAS_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cfg = resolve_source(DataConfig(name="cifar10", download=True, url=server.url("/a.tar.gz"), md5=md5(body)))
+    assert cfg.path == str(tmp_path / "home" / ".cache" / "coatnas" / "cifar-10-batches-py") and server.hits == 2
 
 
 def test_archive_members_cannot_escape_or_be_links(server, tmp_path):

@@ -62,9 +62,8 @@ ARCHIVES = {
 
 
 def default_cache() -> Path:
-    """``$XDG_CACHE_HOME/coatnas`` (``~/.cache/coatnas`` when unset)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "coatnas"
+    """``$COATNAS_CACHE`` (the folder run-directory mirrors use too), else ``~/.cache/coatnas``."""
+    return Path(os.environ.get("COATNAS_CACHE") or Path.home() / ".cache" / "coatnas")
 
 
 def archive_url(name: str, url: str | None) -> str:
