@@ -232,3 +232,13 @@ def test_nas_search_downloads_on_the_driver_and_refuses_a_bad_archive(server, tm
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "cache" / "cifar-10-batches-py" / "data_batch_5").is_file() and server.hits == 2
+
+
+def test_new_keys_leave_recorded_protocols_unchanged():
+    """A run's protocol (experiment.json) recorded before these keys existed reads them as missing (None):
+    their defaults must be None too, or every older run would refuse to resume."""
+    import dataclasses
+    d = dataclasses.asdict(DataConfig())
+    assert (d["download"], d["url"], d["md5"]) == (None, None, None)
+    with pytest.raises(ConfigError, match=r"`train.data.download`: has the wrong type.*true or false or null"):
+        parse_dataclass(DataConfig, {"download": "yes"}, "s.yaml", "train.data")

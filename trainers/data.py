@@ -53,8 +53,9 @@ class DataConfig:
         synthetic_samples: number of generated images (``synthetic``).
         synthetic_classes: number of generated classes (``synthetic``).
         synthetic_difficulty: 0 (clean class patterns) to 1 (patterns buried in noise) (``synthetic``).
-        download: fetch the official archive into ``path`` (default ``~/.cache/coatnas``) when the pickles
-            are not there (``cifar10``/``cifar100``); see :mod:`trainers.download`.
+        download: ``true`` fetches the official archive into ``path`` (default ``~/.cache/coatnas``) when the
+            pickles are not there (``cifar10``/``cifar100``; see :mod:`trainers.download`); ``false`` or
+            ``null`` (the default) only reads ``path``.
         url: where to download the archive from instead of the official server (a mirror).
         md5: the archive's expected MD5 instead of the official one (a mirror serving a re-packed archive).
     """
@@ -67,7 +68,7 @@ class DataConfig:
     synthetic_samples: int = field(default=2000, metadata=_min(4))
     synthetic_classes: int = field(default=10, metadata=_min(2))
     synthetic_difficulty: float = field(default=0.5, metadata=_in(0.0, 1.0))
-    download: bool = False
+    download: bool | None = None  # null (as a protocol recorded before the key existed reads) = false
     url: str | None = field(default=None, metadata={
         "check": lambda v: v is None or re.match(r"(https?|file)://\S+$", v) is not None,
         "allowed": "an http://, https:// or file:// URL of the archive, or null for the official one"})
