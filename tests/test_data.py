@@ -9,14 +9,16 @@ from nas.errors import ConfigError, UserError, parse_dataclass
 from trainers.data import DataConfig, load_dataset, stratified_split, stratified_subset
 
 
-def check_dataset(d, size, chans, classes):
+def check_dataset(d, size, chans, classes, stored=torch.float32):
     assert d.x_train.dtype == torch.float32 and d.y_train.dtype == torch.int64
+    assert d.x_train.raw.dtype == stored and d.x_val.raw.dtype == stored
     assert d.x_train.shape[1:] == (chans, size, size) and d.x_val.shape[1:] == (chans, size, size)
     assert d.num_classes == classes and d.in_chans == chans
     assert set(d.y_val.tolist()) == set(range(classes)) == set(d.y_train.tolist())
-    assert torch.isfinite(d.x_train).all()
+    x = d.x_train.float()
+    assert x.dtype == torch.float32 and torch.isfinite(x).all()
     # normalised with the training split's statistics
-    assert d.x_train.mean().abs() < 0.05 and (d.x_train.std() - 1).abs() < 0.1
+    assert x.mean().abs() < 0.05 and (x.std() - 1).abs() < 0.1
 
 
 def test_digits_grey_to_rgb_and_cached():
@@ -46,7 +48,7 @@ def test_synthetic_deterministic_and_limit():
     assert len(a.y_train) + len(a.y_val) == 100
     from trainers.data import _load_cached
     b = _load_cached.__wrapped__(cfg, 12, 1, None)
-    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_val, b.y_val)
+    assert torch.equal(a.x_train.float(), b.x_train.float()) and torch.equal(a.y_val, b.y_val)
 
 
 def write_cifar(folder, n_files, key, n=20, classes=10):
@@ -97,7 +99,7 @@ def test_npz_happy_and_bad(tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", x=rng.integers(0, 256, (30, 9, 9, 3), dtype=np.uint8), y=np.arange(30) % 3)
     d = load_dataset(DataConfig(name="npz", path=str(tmp_path / "d.npz")), 9, 3)
-    check_dataset(d, 9, 3, 3)
+    check_dataset(d, 9, 3, 3, stored=torch.uint8)
     np.savez(tmp_path / "bad.npz", images=np.zeros((3, 4, 4)))
     with pytest.raises(UserError, match=r"has arrays \['images'\], not `x` and `y`"):
         load_dataset(DataConfig(name="npz", path=str(tmp_path / "bad.npz")), 9, 3)
@@ -112,3 +114,58 @@ def test_data_yaml_errors():
         parse_dataclass(DataConfig, {"val_fraction": 1.5}, "s.yaml", "train.data")
     with pytest.raises(ConfigError, match="train.data.path`: is required"):
         load_dataset(DataConfig(name="cifar10"), 32, 3, file="s.yaml")
+
+
+def old_float32(x, y, cfg, image_size, in_chans):
+    """The float32 tensors every source was held as before images were kept as uint8 (the old loader's
+    arithmetic: x / 255, resize, then (x - mean) / std with the training split's float32 statistics)."""
+    import torch.nn.functional as F
+    from trainers.data import stratified_split
+    tr, va = stratified_split(y, cfg.val_fraction, cfg.seed)
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    t = t.float().div_(255.0) if t.dtype == torch.uint8 else t.float()
+    if t.shape[1] != in_chans:
+        t = t.expand(-1, in_chans, -1, -1)
+    if t.shape[-1] != image_size:
+        t = F.interpolate(t, size=(image_size, image_size), mode="bilinear", align_corners=False,
+                          antialias=t.shape[-1] > image_size)
+    t = t.contiguous()
+    trt = torch.from_numpy(tr)
+    mean = t[trt].mean((0, 2, 3), keepdim=True)
+    std = t[trt].std((0, 2, 3), keepdim=True).clamp_min(1e-6)
+    t = ((t - mean) / std).contiguous()
+    return t[trt], t[torch.from_numpy(va)]
+
+
+@pytest.mark.parametrize("shape,size,chans", [((600, 32, 32, 3), 32, 3), ((300, 12, 12), 12, 3),
+                                               ((300, 12, 12, 3), 16, 3)])
+def test_uint8_storage_gives_the_old_float32_batches(tmp_path, shape, size, chans):
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, shape, dtype=np.uint8)
+    y = np.arange(shape[0]) % 5
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    cfg = DataConfig(name="npz", path=str(tmp_path / "d.npz"))
+    d = load_dataset(cfg, size, chans)
+    exact = size == shape[1]
+    check_dataset(d, size, chans, 5, stored=torch.uint8 if exact else torch.float32)
+    xc = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+    old_tr, old_va = old_float32(xc, y, cfg, size, chans)
+    for new, old in ((d.x_train, old_tr), (d.x_val, old_va)):
+        # bitwise, not only within 1e-6: the same statistics and the same per-element operations
+        assert torch.equal(new.float(), old), (new.float() - old).abs().max()
+        idx = torch.tensor([5, 0, 17, 3])
+        assert torch.equal(new[idx], old[idx]) and torch.equal(new[2:9], old[2:9])
+        assert torch.equal(new[4], old[4]) and torch.equal(new[:, 1], old[:, 1])
+    if exact:  # a quarter of the bytes
+        assert d.x_train.nbytes == old_tr.numel() and d.x_train.nbytes * 4 == old_tr.numel() * old_tr.element_size()
+
+
+def test_float_sources_unchanged_and_subsets_keep_storage():
+    from sklearn.datasets import load_digits
+    dig = load_digits()
+    cfg = DataConfig()
+    d = load_dataset(cfg, 16, 3)
+    old_tr, _ = old_float32(dig.images[:, None].astype(np.float32) / 16.0, dig.target, cfg, 16, 3)
+    assert torch.equal(d.x_train.float(), old_tr)  # bitwise: the same operations on float storage
+    sub = d.x_train.subset(torch.tensor([4, 1]))
+    assert sub.raw.dtype == d.x_train.raw.dtype and torch.equal(sub[:], d.x_train[torch.tensor([4, 1])])

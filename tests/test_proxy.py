@@ -82,7 +82,7 @@ def test_huge_lr_diverges_without_raising():
 def test_model_error_is_a_result_and_callback_exceptions_propagate():
     # data with 2 channels for a model built for `in_chans` 1: the model's forward raises
     d = digits()
-    bad = Dataset(d.x_train.repeat(1, 2, 1, 1), d.y_train, d.x_val.repeat(1, 2, 1, 1), d.y_val, 10, 1, "bad")
+    bad = Dataset(d.x_train.float().repeat(1, 2, 1, 1), d.y_train, d.x_val.float().repeat(1, 2, 1, 1), d.y_val, 10, 1, "bad")
     r = train_candidate(ARCH, bad, FAST, ObjectiveConfig(mode="single"))
     assert r.status == "error" and "RuntimeError" in r.reason and "channels" in r.reason
     assert r.score == 0.0 and r.metrics["params"] > 0

@@ -136,3 +136,17 @@ def test_relative_data_path_resolves_next_to_the_yaml(write_space, tmp_path, mon
     monkeypatch.chdir(tmp_path.parent)  # tiny.npz is not in the working directory
     exp = load_experiment(path)
     assert exp.train.data.path == str(tmp_path / "tiny.npz") and exp.num_classes == 4
+
+
+def test_where_the_data_comes_from_is_not_part_of_the_protocol(write_space):
+    """A mirror URL, an MD5 or the download flag say where files come from, not what they are (their count
+    and size are in the protocol): changing them must not refuse a resume."""
+    import dataclasses
+
+    from nas.search.config import protocol_of
+    exp = load_experiment(write_space())
+    data = dataclasses.replace(exp.train.data, url="http://127.0.0.1:1/c.tar.gz", md5="0" * 32, download=True)
+    moved = dataclasses.replace(exp, train=dataclasses.replace(exp.train, data=data))
+    assert protocol_of(moved) == protocol_of(exp)
+    other = dataclasses.replace(exp, train=dataclasses.replace(exp.train, lr=exp.train.lr * 2))
+    assert protocol_of(other) != protocol_of(exp)

@@ -1,8 +1,10 @@
 """Data sources for proxy training: embedded digits, synthetic, CIFAR pickles, image folders, npz.
 
-Every source ends as in-memory tensors (float32 NCHW normalised with the training split's per-channel
-mean/std, int64 labels) split into train/validation by a deterministic stratified split from a seed.
-Loaded datasets are cached per process: a worker running many trials loads and resizes once.
+Every source ends as in-memory :class:`~trainers.images.Images` (NCHW; uint8 for whole-byte images at their
+own size, else float32) with the training split's per-channel mean/std, indexed into normalised float32
+batches on the training device, and int64 labels, split into train/validation by a deterministic
+stratified split from a seed. Loaded datasets are cached per process: a worker running many trials loads
+and resizes once.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import dataclasses
 import functools
 import os
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -20,7 +23,9 @@ import torch.nn.functional as F
 
 from nas.errors import ConfigError, UserError
 
-__all__ = ["DataConfig", "Dataset", "load_dataset", "resolve_source", "stratified_split", "stratified_subset", "SOURCES",
+from .images import Images, channel_stats
+
+__all__ = ["DataConfig", "Dataset", "Images", "load_dataset", "resolve_source", "stratified_split", "stratified_subset", "SOURCES",
            "read_imagefolder"]
 
 SOURCES = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder", "npz")
@@ -48,6 +53,11 @@ class DataConfig:
         synthetic_samples: number of generated images (``synthetic``).
         synthetic_classes: number of generated classes (``synthetic``).
         synthetic_difficulty: 0 (clean class patterns) to 1 (patterns buried in noise) (``synthetic``).
+        download: ``true`` fetches the official archive into ``path`` (default ``~/.cache/coatnas``) when the
+            pickles are not there (``cifar10``/``cifar100``; see :mod:`trainers.download`); ``false`` or
+            ``null`` (the default) only reads ``path``.
+        url: where to download the archive from instead of the official server (a mirror).
+        md5: the archive's expected MD5 instead of the official one (a mirror serving a re-packed archive).
     """
 
     name: Literal["digits", "synthetic", "cifar10", "cifar100", "imagefolder", "npz"] = "digits"
@@ -58,20 +68,36 @@ class DataConfig:
     synthetic_samples: int = field(default=2000, metadata=_min(4))
     synthetic_classes: int = field(default=10, metadata=_min(2))
     synthetic_difficulty: float = field(default=0.5, metadata=_in(0.0, 1.0))
+    download: bool | None = None  # null (as a protocol recorded before the key existed reads) = false
+    url: str | None = field(default=None, metadata={
+        "check": lambda v: v is None or re.match(r"(https?|file)://\S+$", v) is not None,
+        "allowed": "an http://, https:// or file:// URL of the archive, or null for the official one"})
+    md5: str | None = field(default=None, metadata={
+        "check": lambda v: v is None or re.fullmatch(r"[0-9a-fA-F]{32}", v) is not None,
+        "allowed": "32 hexadecimal digits, or null for the official archive's"})
 
 
 @dataclass(eq=False)
 class Dataset:
-    """Train/validation tensors of one source at one image size and channel count."""
+    """Train/validation images and labels of one source at one image size and channel count.
 
-    x_train: torch.Tensor
+    ``x_train[idx]``/``x_val[idx]`` are normalised float32 batches (see :class:`Images`); a plain float
+    tensor passed in is taken as already normalised.
+    """
+
+    x_train: Images
     y_train: torch.Tensor
-    x_val: torch.Tensor
+    x_val: Images
     y_val: torch.Tensor
     num_classes: int
     in_chans: int
     name: str
     _copies: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        for name in ("x_train", "x_val"):
+            if isinstance(getattr(self, name), torch.Tensor):
+                setattr(self, name, Images(getattr(self, name)))
 
     @property
     def image_size(self) -> int:
@@ -141,20 +167,24 @@ def _load_cached(cfg: DataConfig, image_size: int, in_chans: int, file: str | No
         raise ConfigError(file, "train.data", f"too few examples ({len(y)}) to split into train and validation",
                           "a source with at least 2 examples per class")
     xt = _to_images(x, image_size, in_chans)
-    dims = (0, 2, 3)
-    mean = xt[torch.from_numpy(tr)].mean(dims, keepdim=True)
-    std = xt[torch.from_numpy(tr)].std(dims, keepdim=True).clamp_min(1e-6)
-    xt = ((xt - mean) / std).contiguous()
     yt = torch.from_numpy(y.astype(np.int64))
     tr_t, va_t = torch.from_numpy(tr), torch.from_numpy(va)
-    return Dataset(xt[tr_t], yt[tr_t], xt[va_t], yt[va_t], num_classes, in_chans, cfg.name)
+    x_tr, x_va = xt[tr_t].contiguous(), xt[va_t].contiguous()
+    del x, xt
+    mean, std = channel_stats(x_tr)
+    std = std.clamp_min(1e-6)
+    return Dataset(Images(x_tr, mean, std), yt[tr_t], Images(x_va, mean, std), yt[va_t], num_classes, in_chans,
+                   cfg.name)
 
 
 def _to_images(x: np.ndarray, image_size: int, in_chans: int) -> torch.Tensor:
-    """uint8/float NCHW numpy -> float32 tensor in [0, 1]-ish, resized and channel-adapted."""
+    """NCHW numpy -> tensor at ``image_size`` with ``in_chans`` channels: uint8 (0-255) when the source is
+    uint8 and needs neither resampling nor luminance (kept exactly), else float32 (uint8 scaled to [0, 1])."""
     t = torch.from_numpy(np.ascontiguousarray(x))
-    t = t.float().div_(255.0) if t.dtype == torch.uint8 else t.float()
     c = t.shape[1]
+    if t.dtype == torch.uint8 and c in (1, in_chans) and tuple(t.shape[-2:]) == (image_size, image_size):
+        return t.expand(-1, in_chans, -1, -1) if c != in_chans else t
+    t = t.float().div_(255.0) if t.dtype == torch.uint8 else t.float()
     if c != in_chans:
         if c == 1:
             t = t.expand(-1, in_chans, -1, -1)
@@ -185,9 +215,11 @@ def resolve_source(cfg: DataConfig, file: str | None = None, key: str = "train.d
     """``cfg`` with its path made absolute (a relative path that does not exist from here is taken next to
     ``file``) after a cheap check that the source is there, without loading it: the search driver calls
     this so that a wrong path is reported before any worker starts (workers run in other folders)."""
+    origin = _Origin(file, key)
+    if cfg.download:
+        return dataclasses.replace(cfg, path=str(_downloaded(cfg, origin).absolute()))
     if cfg.path is None or cfg.name in ("digits", "synthetic"):
         return cfg
-    origin = _Origin(file, key)
     path = _source_path(cfg, origin)
     if cfg.name == "npz":
         if not path.is_file():
@@ -201,6 +233,17 @@ def resolve_source(cfg: DataConfig, file: str | None = None, key: str = "train.d
     return dataclasses.replace(cfg, path=str(path.absolute()))
 
 
+def _downloaded(cfg: DataConfig, origin: _Origin) -> Path:
+    """The folder of the pickles of a ``download: true`` source, fetched into ``path`` if not there."""
+    from .download import default_cache, ensure_cifar
+    section = origin.key[:-len(".path")] if origin.key.endswith(".path") else "train.data"
+    if cfg.name not in ("cifar10", "cifar100"):
+        raise ConfigError(origin.file, f"{section}.download", f"is not available for the `{cfg.name}` source",
+                          "true only with `cifar10` or `cifar100`; false (the default) otherwise", value=True)
+    cache = _source_path(cfg, origin) if cfg.path is not None else default_cache()
+    return ensure_cifar(cfg.name, cache, url=cfg.url, md5=cfg.md5, where=section)
+
+
 def _source_path(cfg: DataConfig, origin: _Origin) -> Path:
     path = Path(os.path.expanduser(cfg.path))
     if origin.file and not path.is_absolute():
@@ -210,6 +253,8 @@ def _source_path(cfg: DataConfig, origin: _Origin) -> Path:
 
 def _read_source(cfg: DataConfig, image_size: int, in_chans: int, origin: _Origin):
     """(x NCHW numpy, y int numpy, num_classes) of the source."""
+    if cfg.download:
+        return _cifar(cfg, _downloaded(cfg, origin), origin)
     if cfg.name == "digits":
         from sklearn.datasets import load_digits
         d = load_digits()

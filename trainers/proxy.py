@@ -1,7 +1,8 @@
 """One proxy training of a candidate: budget, AdamW + warmup/cosine, metrics, failure statuses.
 
 :func:`train_candidate` is what every search trial runs; :func:`fit` is one training of one model (also
-used by ``nas-train``). Data stay as tensors on the training device and are batched by index tensors.
+used by ``nas-train``). Data stay on the training device as loaded (uint8 where exact) and are batched by
+index tensors; indexing the images gives the normalised float32 batch (``trainers.images.Images``).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from nas.arch import Architecture, ModelConfig
 
 from . import objective as obj
-from .data import DataConfig, Dataset, stratified_subset
+from .data import DataConfig, Dataset, Images, stratified_subset
 from .objective import ObjectiveConfig
 from .result import TrialResult
 
@@ -137,7 +138,7 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, x: torch.Tensor, images: int, batch_size: int, seed: int = 0,
+def recalibrate_bn(model: nn.Module, x: torch.Tensor | Images, images: int, batch_size: int, seed: int = 0,
                    channels_last: bool = False) -> bool:
     """Recompute every BatchNorm's running mean/variance from ``images`` examples of ``x``.
 
@@ -173,7 +174,7 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, images: int, batch_size: i
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, train: TrainConfig,
+def evaluate(model: nn.Module, x: torch.Tensor | Images, y: torch.Tensor, train: TrainConfig,
              device: torch.device, channels_last: bool) -> tuple[float, float]:
     """(mean cross-entropy without smoothing, accuracy) of ``model`` on ``x, y``."""
     model.eval()
@@ -210,7 +211,7 @@ def fit(model: nn.Module, dataset: Dataset, train: TrainConfig, *, train_idx: to
     x_all, y_all = data.x_train, data.y_train
     if train_idx is not None:
         train_idx = train_idx.to(device)
-        x_all, y_all = x_all[train_idx], y_all[train_idx]
+        x_all, y_all = x_all.subset(train_idx), y_all[train_idx]  # stored as loaded; batches normalised
     n = len(y_all)
     bs = min(train.batch_size, n)
     per_epoch = max(1, n // bs)  # drop the last incomplete batch: no tiny batches for BatchNorm
@@ -235,7 +236,7 @@ def fit(model: nn.Module, dataset: Dataset, train: TrainConfig, *, train_idx: to
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     ev = eval_idx.to(device) if eval_idx is not None else None
-    xe, ye = (x_all, y_all) if ev is None else (x_all[ev], y_all[ev])
+    xe, ye = (x_all, y_all) if ev is None else (x_all.subset(ev), y_all[ev])
     gen = torch.Generator(device="cpu").manual_seed(train.seed)
     chance_loss = math.log(max(2, dataset.num_classes))
     history: list[dict[str, Any]] = []

@@ -308,7 +308,9 @@ def run_study(study: Study | str | os.PathLike | None = None, *, study_dir: str 
         inflight: dict[Any, dict[str, Any]] = {}
         t0 = time.perf_counter()
         try:
-            started = connect(address, num_cpus=None)  # inside: a signal while Ray starts is a pause too
+            from ..search.raylog import ray_notices
+            with ray_notices(lambda line: append_line(sdir.path / "ray.log", line + "\n")):  # not the terminal
+                started = connect(address, num_cpus=None)  # inside: a signal while Ray starts is a pause too
             install()  # ray.init puts its own SIGTERM handler (a C++ stack dump) in place of ours
             check_resources(s.cpus_per_trial, s.gpus_per_trial)
             cpus = ray.cluster_resources().get("CPU", 1)

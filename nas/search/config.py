@@ -155,7 +155,8 @@ def protocol_of(exp: Experiment) -> dict[str, Any]:
     ``train:`` and ``objective:`` sections, ``search.trainer`` and the identity of the data (its files'
     count and size, not their path, so a run can move to another machine). Recorded in experiment.json."""
     out = _flat(dataclasses.asdict(exp.train), "train")
-    out.pop("train.data.path", None)
+    for where in ("path", "url", "md5", "download"):  # where the files come from, not what they are
+        out.pop(f"train.data.{where}", None)
     out["train.data.files"] = data_identity(exp.train.data)
     out.update(_flat(dataclasses.asdict(exp.objective), "objective"))
     out["search.trainer"] = exp.search.trainer

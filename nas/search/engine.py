@@ -413,7 +413,9 @@ def _run_locked(exp: Experiment, run_: RunDir, existing: bool, address: str | No
     target = s.trials if s.sampler != "grid" else min(s.trials, exp.space.size())
     remaining = target - len(latest_records(all_records))
     # Join Ray first: a wrong address or an impossible resource request changes nothing in the run directory.
-    started = _connect(address, s, where_set) if remaining > 0 else False
+    from .raylog import ray_notices
+    with ray_notices(run_.log_line):  # Ray's start-up notices go to search.log, not the terminal
+        started = _connect(address, s, where_set) if remaining > 0 else False
     signals.install()  # after ray.init, which installs a SIGTERM handler of its own
     try:
         if existing:

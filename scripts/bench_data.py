@@ -1,0 +1,125 @@
+"""Memory of a loaded dataset: images kept as uint8 against the float32 tensors held before.
+
+    .venv/bin/python scripts/bench_data.py [--npz data/cifar10-train.npz] [--limit N] [--before REF]
+
+Each measurement runs in a fresh Python process that imports torch and the loader, reads its resident
+memory (``VmRSS``), loads the npz source at its own size (32 px for CIFAR-10: the images stay uint8), and
+reads ``VmRSS`` again and the peak (``VmHWM``). Modes:
+
+- ``uint8``: ``trainers.data.load_dataset`` as it is (images stored as uint8, batches normalised on use);
+- ``float32``: the same dataset then held as normalised float32 tensors, the representation before
+  (``Images.float()``; the uint8 copy dropped);
+- ``before`` (with ``--before REF``, default the commit before the change): the loader of git revision REF
+  itself (its ``trainers/data.py`` and ``trainers/safe_pickle.py``), for its real peak.
+
+Also the cost of building one normalised batch of 256 from each storage. A missing ``--npz`` file is
+replaced by random uint8 images of the CIFAR-10 shape (memory depends only on the shape).
+Ratios are within one run; see docs/trainer.md for the recorded figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import json, sys, time, gc
+def status():
+    out = {}
+    for line in open("/proc/self/status"):
+        k, _, v = line.partition(":")
+        if k in ("VmRSS", "VmHWM"):
+            out[k] = int(v.split()[0]) * 1024
+    return out
+mode, npz, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
+import numpy, torch
+torch.set_num_threads(1)
+if mode == "before":
+    sys.path.insert(0, sys.argv[4])
+    from trainers_before.data import DataConfig, load_dataset
+else:
+    from trainers.data import DataConfig, Dataset, load_dataset
+base = status()
+cfg = DataConfig(name="npz", path=npz, limit=limit or None)
+d = load_dataset(cfg, 32, 3)
+if mode == "float32":
+    held = Dataset(d.x_train.float(), d.y_train, d.x_val.float(), d.y_val, d.num_classes, d.in_chans, d.name)
+    from trainers.data import _load_cached
+    _load_cached.cache_clear()
+    del d
+    gc.collect()
+    d = held
+after = status()
+x = d.x_train
+stored = x.raw if hasattr(x, "raw") else x
+idx = torch.randperm(len(x))[:256]
+batch_us = float("inf")
+for _ in range(15):  # best of 15 rounds of 20: the machine may be shared
+    t0 = time.perf_counter()
+    for _ in range(20):
+        xb = x[idx]
+    batch_us = min(batch_us, (time.perf_counter() - t0) / 20 * 1e6)
+print(json.dumps({"mode": mode, "images": len(x) + len(d.x_val), "stored": str(stored.dtype),
+                  "data_bytes": stored.numel() * stored.element_size() * (len(x) + len(d.x_val)) // len(x),
+                  "base_rss": base["VmRSS"], "rss": after["VmRSS"], "peak": after["VmHWM"],
+                  "batch_us": batch_us, "batch_dtype": str(xb.dtype)}))
+"""
+
+
+def measure(mode: str, npz: str, limit: int, before_dir: str = "") -> dict:
+    proc = subprocess.run([sys.executable, "-c", CHILD, mode, npz, str(limit), before_dir], cwd=ROOT,
+                          capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def before_package(ref: str, into: Path) -> str:
+    """A copy of revision ``ref``'s loader as package ``trainers_before`` under ``into``."""
+    pkg = into / "trainers_before"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    for name in ("data.py", "safe_pickle.py"):
+        text = subprocess.run(["git", "show", f"{ref}:trainers/{name}"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout
+        (pkg / name).write_text(text)
+    return str(into)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--npz", default=str(ROOT / "data" / "cifar10-train.npz"))
+    ap.add_argument("--limit", type=int, default=0, help="keep this many images (0: all)")
+    ap.add_argument("--before", default="dd3b4e6", help="git revision with the float32 loader ('' to skip)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        npz = args.npz
+        if not Path(npz).is_file():
+            import numpy as np
+            print(f"{npz} not found: using 50,000 random uint8 images of 32x32x3 instead")
+            rng = np.random.default_rng(0)
+            npz = os.path.join(tmp, "random.npz")
+            np.savez(npz, x=rng.integers(0, 256, (50_000, 32, 32, 3), dtype=np.uint8), y=np.arange(50_000) % 10)
+        modes = ["uint8", "float32"] + (["before"] if args.before else [])
+        before_dir = before_package(args.before, Path(tmp)) if args.before else ""
+        rows = [measure(m, npz, args.limit, before_dir) for m in modes]
+    print(f"source {args.npz}, {rows[0]['images']:,} images at 32x32x3, torch {__import__('torch').__version__}")
+    print(f"{'mode':8s} {'stored':14s} {'images MB':>10s} {'RSS +MB':>8s} {'peak +MB':>9s} {'batch of 256':>13s}")
+    mb = 1e6
+    for r in rows:
+        print(f"{r['mode']:8s} {r['stored']:14s} {r['data_bytes'] / mb:10.1f} {(r['rss'] - r['base_rss']) / mb:8.1f} "
+              f"{(r['peak'] - r['base_rss']) / mb:9.1f} {r['batch_us']:10.0f} us")
+    new = rows[0]
+    for r in rows[1:]:
+        print(f"{r['mode']} / uint8: images {r['data_bytes'] / new['data_bytes']:.2f}x, resident "
+              f"{(r['rss'] - r['base_rss']) / (new['rss'] - new['base_rss']):.2f}x, peak "
+              f"{(r['peak'] - r['base_rss']) / (new['peak'] - new['base_rss']):.2f}x; a normalised batch from "
+              f"uint8 takes {new['batch_us'] / r['batch_us']:.2f}x the time of one from {r['mode']}")
+
+
+if __name__ == "__main__":
+    main()
