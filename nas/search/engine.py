@@ -29,7 +29,6 @@ import yaml
 
 from ..errors import UserError
 from .config import Experiment, load_experiment, protocol_of
-from .schedulers import make_scheduler
 from .leaderboard import format_table, latest_records, write_leaderboard
 from .rundir import DEFAULT_ROOT, STUDY_NAME, RunDir, atomic_write, new_meta
 from .storage import Mirror, is_uri
@@ -610,6 +609,7 @@ def _tune(exp: Experiment, run_: RunDir, study, records: dict, remaining: int, s
         from trainers.tabular import load_table, table_path
         table = load_table(table_path(s.trainer))
         per_trial = max(len(e.get("history") or []) for e in table.entries.values()) + 1
+    from .schedulers import make_scheduler  # imports Ray: not at module level (the dry run stays Ray-free)
     scheduler = make_scheduler(s.scheduler, per_trial)
     setup = {"train": dataclasses.asdict(exp.train), "objective": dataclasses.asdict(exp.objective),
              "image_size": sp.image_size, "in_chans": sp.in_chans, "cpus_per_trial": s.cpus_per_trial,
