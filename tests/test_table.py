@@ -220,3 +220,15 @@ def test_schedulers_on_a_replay_stop_only_between_rounds(table_dir, ray_local, k
             assert 1 <= r["metrics"]["epochs"] < 4  # stopped after a rung, before its last round
         else:
             assert len(r["history"]) == 4
+
+
+def test_a_replay_resumes_from_another_folder(table_dir, ray_local, tmp_path, monkeypatch):
+    """The replay's protocol names the table by file name and size and its data as unread, so a run resumes
+    wherever it is started from (a replay YAML's data path need not exist)."""
+    p = _replay_yaml(table_dir, "trials: 2, sampler: random, max_concurrent: 1", "resume.yaml")
+    run(p, run_dir=table_dir / "run-resume", progress=False)
+    monkeypatch.chdir(tmp_path)
+    res = run(resume=True, run_dir=table_dir / "run-resume", trials=3, progress=False)
+    assert len(res.rows) == 3
+    proto = json.loads((table_dir / "run-resume" / "experiment.json").read_text())["protocol"]
+    assert proto["train.data.files"] == "-" and proto["search.trainer"].startswith("table:t.json (1 file, ")

@@ -160,7 +160,16 @@ def protocol_of(exp: Experiment) -> dict[str, Any]:
     out["train.data.files"] = data_identity(exp.train.data)
     out.update(_flat(dataclasses.asdict(exp.objective), "objective"))
     out["search.trainer"] = exp.search.trainer
+    if exp.search.trainer.startswith("table:"):  # a replay reads no data; the table is known by name and size
+        table = Path(exp.search.trainer[len("table:"):])
+        out["train.data.files"] = "-"
+        out["search.trainer"] = f"table:{table.name} ({data_identity(_Located(str(table)))})"
     return out
+
+
+@dataclass(frozen=True)
+class _Located:
+    path: str
 
 
 def _check_prescreen(search: SearchConfig, file: str | None) -> None:
