@@ -77,7 +77,8 @@ def iqr(v: list[float]) -> tuple[float, float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--space", default="bench-cifar-replay.yaml", help="a search YAML with search.trainer: table:...")
+    p.add_argument("--space", default="bench-cifar-replay.yaml",
+                   help="a search YAML with search.trainer: table:...")
     p.add_argument("--samplers", nargs="+", default=["tpe:8", "tpe:4", "tpe:16", "nsga2:8", "gp:8", "random"])
     p.add_argument("--seeds", type=int, default=20)
     p.add_argument("--trials", type=int, default=100)

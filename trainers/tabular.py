@@ -84,8 +84,8 @@ def load_table(path: str | os.PathLike) -> Table:
         return _CACHE[key]
     data = json.loads(p.read_text())
     if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
-        raise ValueError(f"{p} is not a coatnas table (its `format` is {data.get('format') if isinstance(data, dict) else None!r}, "
-                         f"expected {TABLE_FORMAT!r})")
+        got = data.get("format") if isinstance(data, dict) else None
+        raise ValueError(f"{p} is not a coatnas table (its `format` is {got!r}, expected {TABLE_FORMAT!r})")
     for k in ("search_yaml", "num_classes", "objective", "protocol", "entries"):
         if k not in data:
             raise ValueError(f"{p} is not a complete coatnas table: the key {k!r} is missing")

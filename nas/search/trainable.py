@@ -105,7 +105,7 @@ def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     payload["metrics"] = {**payload["metrics"], "num_classes": float(dataset.num_classes),
                           "setup_s": t_start - t_enter, "trial_s": t_end - t_start}
     tune.report({"score": res.score, "generalization": res.generalization, "capacity": res.capacity,
-                 "epoch": len(res.history) + 1, FINAL_KEY: 1, RESULT_KEY: json.dumps(payload)})
+                 "epoch": len(res.history) + 1, "last_round": 1, FINAL_KEY: 1, RESULT_KEY: json.dumps(payload)})
 
 
 def _replay_trial(config: dict[str, Any], setup: dict[str, Any], tune, t_enter: float) -> None:
@@ -131,4 +131,4 @@ def _replay_trial(config: dict[str, Any], setup: dict[str, Any], tune, t_enter: 
     payload = res.to_dict()
     payload["metrics"] = {**payload["metrics"], "trial_s": time.perf_counter() - t_enter}
     tune.report({"score": res.score, "generalization": res.generalization, "capacity": res.capacity,
-                 "epoch": len(res.history) + 1, FINAL_KEY: 1, RESULT_KEY: json.dumps(payload)})
+                 "epoch": len(res.history) + 1, "last_round": 1, FINAL_KEY: 1, RESULT_KEY: json.dumps(payload)})
