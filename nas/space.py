@@ -97,7 +97,7 @@ class Budgets:
 
     def excess(self, cost: Any) -> tuple[float, float]:
         """Relative excess of ``cost`` (params, MACs) over each limit: ``value / limit - 1`` (<= 0 is within
-        it; -1 for no limit). Optuna's ``constraints_func`` reads these."""
+        it; -1 for no limit): the constraints the search gives Optuna's samplers."""
         return tuple(-1.0 if limit is None else float(value) / float(limit) - 1.0
                      for limit, value in ((self.max_params, cost.params), (self.max_macs, cost.macs)))
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["ObjectiveConfig", "generalization", "capacity", "score", "pareto_mask"]
+__all__ = ["ObjectiveConfig", "generalization", "capacity", "score", "round_axes", "pareto_mask"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,19 @@ def score(generalization: float, capacity: float, cfg: ObjectiveConfig) -> float
     """Weighted mean of the two axes with the weights normalised to sum 1: in [0, 1]."""
     wg, wc = cfg.weight_generalization, cfg.weight_capacity
     return _clip((wg * _clip(generalization) + wc * _clip(capacity)) / (wg + wc))
+
+
+def round_axes(row: dict, gen: float | None, cfg: ObjectiveConfig, num_classes: int) -> dict[str, float]:
+    """The running axes after one training round ``row`` (``regime``, ``val_acc``, ``train_acc``,
+    ``train_loss``): generalization from the row itself in the generalization regime (and in ``single``
+    mode), else ``gen``, that regime's final value; capacity from the row's fit. The trainer reports these
+    each round; a table replay recomputes them the same way."""
+    if row["regime"] == "generalization" or cfg.mode == "single" or gen is None:
+        g = generalization(row["val_acc"], row["train_acc"], cfg)
+    else:
+        g = gen
+    c = capacity(row["train_acc"], row["train_loss"], num_classes, cfg)
+    return {"generalization": g, "capacity": c, "score": score(g, c, cfg)}
 
 
 def pareto_mask(points: Sequence[tuple[float, float]]) -> list[bool]:

@@ -348,20 +348,14 @@ def train_candidate(arch: Architecture | ModelConfig, dataset: Dataset, train: T
     history: list[dict[str, Any]] = []
     state: dict[str, Any] = {"gen": None}
     full_epoch = max(1, len(dataset.y_train) // min(train.batch_size, len(dataset.y_train)))
-    rounds_total = (math.ceil((train.steps or train.epochs * full_epoch) / full_epoch)
-                    * (2 if objective.mode == "both" else 1))
+    full_steps = train.steps or train.epochs * full_epoch  # per regime
+    rounds_total = math.ceil(full_steps / full_epoch) * (2 if objective.mode == "both" else 1)
 
     def partial(row: dict[str, float]) -> dict[str, float]:
-        if row["regime"] == "generalization" or objective.mode == "single":
-            g = obj.generalization(row["val_acc"], row["train_acc"], objective)
-        else:
-            g = state["gen"]
-        c = obj.capacity(row["train_acc"], row["train_loss"], k, objective)
-        return {**row, "generalization": g, "capacity": c, "score": obj.score(g, c, objective)}
+        return {**row, **obj.round_axes(row, state["gen"], objective, k)}
 
     def run() -> Iterator[dict[str, float]]:
         seed_everything(train.seed)
-        full_steps = train.steps or train.epochs * full_epoch
         out: dict[str, Any] = {}
         if objective.mode == "both":
             sub = stratified_subset(dataset.y_train, objective.subset_fraction, train.seed)

@@ -119,14 +119,10 @@ def _rounds(entry: dict[str, Any], cfg: obj.ObjectiveConfig, num_classes: int) -
     """The recorded per-round history with the running axes recomputed as the trainer computes them."""
     out, gen = [], None
     for row in entry.get("history") or []:
-        if row.get("regime") == "generalization" or cfg.mode == "single":
-            g = obj.generalization(row["val_acc"], row["train_acc"], cfg)
-            if row.get("regime") == "generalization":
-                gen = g
-        else:
-            g = gen if gen is not None else obj.generalization(row["val_acc"], row["train_acc"], cfg)
-        c = obj.capacity(row["train_acc"], row["train_loss"], num_classes, cfg)
-        out.append({**row, "generalization": g, "capacity": c, "score": obj.score(g, c, cfg)})
+        a = obj.round_axes(row, gen, cfg, num_classes)
+        if row["regime"] == "generalization":
+            gen = a["generalization"]
+        out.append({**row, **a})
     return out
 
 

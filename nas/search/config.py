@@ -163,13 +163,8 @@ def protocol_of(exp: Experiment) -> dict[str, Any]:
     if exp.search.trainer.startswith("table:"):  # a replay reads no data; the table is known by name and size
         table = Path(exp.search.trainer[len("table:"):])
         out["train.data.files"] = "-"
-        out["search.trainer"] = f"table:{table.name} ({data_identity(_Located(str(table)))})"
+        out["search.trainer"] = f"table:{table.name} ({files_identity(table)})"
     return out
-
-
-@dataclass(frozen=True)
-class _Located:
-    path: str
 
 
 def _check_prescreen(search: SearchConfig, file: str | None) -> None:
@@ -248,9 +243,13 @@ def data_identity(cfg: Any) -> str:
     """What the data files of a path source are, without their path: ``"5 files, 153,268,000 bytes"``
     (``-`` for built-in sources). Part of a run's protocol: replaced data files change it. Folders are
     walked up to 200,000 entries."""
-    if not getattr(cfg, "path", None):
-        return "-"
-    root = Path(cfg.path).expanduser()
+    return files_identity(cfg.path) if getattr(cfg, "path", None) else "-"
+
+
+def files_identity(path: str | Path) -> str:
+    """``"1 file, 154,000,490 bytes"`` / ``"5 files, ..."`` / ``"missing"`` for a file or folder (see
+    :func:`data_identity`)."""
+    root = Path(path).expanduser()
     try:
         if root.is_file():
             return f"1 file, {root.stat().st_size:,} bytes"

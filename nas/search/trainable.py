@@ -68,6 +68,24 @@ def _round_report(epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
             "epoch": epoch, "last_round": int(last), FINAL_KEY: 0}
 
 
+def _reporter(tune, passed: list[BaseException]) -> Callable[[int, dict[str, float]], None]:
+    """The trainer's ``on_epoch``: report each round; what Tune raises to stop the trial is kept in
+    ``passed`` (it is not a failure of the candidate) and re-raised."""
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        try:
+            tune.report(_round_report(epoch, metrics))
+        except BaseException as err:
+            passed.append(err)
+            raise
+    return on_epoch
+
+
+def _final_report(res, payload: dict[str, Any]) -> dict[str, Any]:
+    """The last report of a trial: the axes and the whole result (``payload``)."""
+    return {"score": res.score, "generalization": res.generalization, "capacity": res.capacity,
+            "epoch": len(res.history) + 1, "last_round": 1, FINAL_KEY: 1, RESULT_KEY: json.dumps(payload)}
+
+
 def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     """Train ``config["arch"]`` with the protocol in ``setup`` and report to Tune."""
     t_enter = time.perf_counter()
@@ -90,22 +108,13 @@ def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     t_start = time.perf_counter()
 
     passed: list[BaseException] = []
-
-    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        try:
-            tune.report(_round_report(epoch, metrics))
-        except BaseException as err:  # Tune stopping the trial: not a failure of the candidate
-            passed.append(err)
-            raise
-
-    res = run_trainer(setup.get("trainer"), arch, dataset, train, objective, threads, on_epoch,
+    res = run_trainer(setup.get("trainer"), arch, dataset, train, objective, threads, _reporter(tune, passed),
                       setup["image_size"], passed)
     t_end = time.perf_counter()
     payload = res.to_dict()
     payload["metrics"] = {**payload["metrics"], "num_classes": float(dataset.num_classes),
                           "setup_s": t_start - t_enter, "trial_s": t_end - t_start}
-    tune.report({"score": res.score, "generalization": res.generalization, "capacity": res.capacity,
-                 "epoch": len(res.history) + 1, "last_round": 1, FINAL_KEY: 1, RESULT_KEY: json.dumps(payload)})
+    tune.report(_final_report(res, payload))
 
 
 def _replay_trial(config: dict[str, Any], setup: dict[str, Any], tune, t_enter: float) -> None:
@@ -118,17 +127,7 @@ def _replay_trial(config: dict[str, Any], setup: dict[str, Any], tune, t_enter: 
 
     objective = parse_dataclass(ObjectiveConfig, setup["objective"], None, "objective")
     table = load_table(table_path(setup["trainer"]))
-    passed: list[BaseException] = []
-
-    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        try:
-            tune.report(_round_report(epoch, metrics))
-        except BaseException as err:
-            passed.append(err)
-            raise
-
-    res = replay(Architecture.from_dict(config["arch"]), table, objective, on_epoch)
+    res = replay(Architecture.from_dict(config["arch"]), table, objective, _reporter(tune, []))
     payload = res.to_dict()
     payload["metrics"] = {**payload["metrics"], "trial_s": time.perf_counter() - t_enter}
-    tune.report({"score": res.score, "generalization": res.generalization, "capacity": res.capacity,
-                 "epoch": len(res.history) + 1, "last_round": 1, FINAL_KEY: 1, RESULT_KEY: json.dumps(payload)})
+    tune.report(_final_report(res, payload))
