@@ -22,14 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from nas.search import run
+from nas.search import RunDir, run
 from nas.search.config import load_experiment
 from trainers.objective import pareto_mask
 from trainers.tabular import load_table, table_path
-
-
-def _records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines() if line.strip()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 run(yaml_path, run_dir=run_dir, progress=False)
                 wall = time.perf_counter() - t0
-                recs = _records(run_dir)
+                recs = RunDir(run_dir).read_records()
                 if full is None:
                     full = recs
                 ids = {r["id"] for r in full}

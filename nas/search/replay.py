@@ -60,13 +60,9 @@ def replay_search(space: str | os.PathLike | Experiment, *, trials: int | None =
                                     sampler=ob.make_sampler(s.sampler, s.seed, s.startup_trials))
     if s.sampler == "grid":
         ob.enqueue_grid(study, sp)
-    costs: dict[str, Any] = {}
 
-    def cost_fn(arch: Architecture):
-        if arch.id not in costs:
-            costs[arch.id] = count_cost(arch, image_size=sp.image_size, num_classes=table.num_classes,
-                                        in_chans=sp.in_chans)
-        return costs[arch.id]
+    def cost_fn(arch: Architecture):  # count_cost caches its results
+        return count_cost(arch, image_size=sp.image_size, num_classes=table.num_classes, in_chans=sp.in_chans)
 
     sink = _Records()
     searcher = ob.OptunaSearcher(study, sp, cost_fn, {}, s.trials, run=sink, grid=s.sampler == "grid",
