@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -14,7 +15,8 @@ from .arch import ModelConfig
 from .errors import UserError, yaml_problem
 from .yamlio import load_yaml_file
 
-__all__ = ["ModelConfig", "load_model_config", "save_model_config", "export_from_run", "select_record"]
+__all__ = ["ModelConfig", "load_model_config", "save_model_config", "model_config_of", "export_from_run",
+           "select_record"]
 
 
 def save_model_config(config: ModelConfig, path: str | os.PathLike) -> Path:
@@ -24,6 +26,20 @@ def save_model_config(config: ModelConfig, path: str | os.PathLike) -> Path:
     path = Path(path)
     make_dirs(path.parent)
     return atomic_write(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def model_config_of(rec: dict[str, Any], exp, run) -> ModelConfig:
+    """The :class:`ModelConfig` of a trial record, with its provenance."""
+    from .arch import Architecture
+    arch = Architecture.from_dict(rec["arch"])
+    m = rec.get("metrics", {})
+    num_classes = int(m.get("num_classes") or exp.num_classes)
+    metrics = {k: round(float(rec[k]), 6) for k in ("generalization", "capacity", "score")}
+    metrics.update({k: round(float(m[k]), 6) for k in ("val_acc", "train_acc", "params", "macs") if k in m})
+    return ModelConfig(arch=arch, num_classes=num_classes, image_size=exp.space.image_size,
+                       in_chans=exp.space.in_chans, provenance={
+                           "run": str(run.path), "trial": rec.get("number"), "id": rec["id"],
+                           "status": rec["status"], "data": exp.train.data.name, "metrics": metrics})
 
 
 def load_model_config(path: str | os.PathLike) -> ModelConfig:
@@ -94,7 +110,6 @@ def export_from_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, rank:
     from dataclasses import replace
 
     from .fsio import check_output_file
-    from .search.engine import model_config_of
 
     rec, run, exp = select_record(run_dir, rank=rank, trial=trial)
     check_output_file(out, force=force)

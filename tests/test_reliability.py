@@ -394,7 +394,7 @@ def test_replaced_data_files_change_the_protocol(rd, capsys):
     import numpy as np
     import yaml
 
-    from nas.search.engine import protocol_of
+    from nas.search.config import protocol_of
     data = rd.parent / "d.npz"
     rng = np.random.default_rng(0)
     np.savez(data, x=rng.integers(0, 255, (40, 32, 32), dtype=np.uint8), y=np.arange(40) % 4)

@@ -23,58 +23,12 @@ import torch.nn.functional as F
 
 from nas.errors import ConfigError, UserError
 
+from .config import SOURCES, DataConfig
 from .images import Images, channel_stats
+from .sources import EXPECTED, IMAGE_EXTS, Origin, bad_source, downloaded, resolve_source, source_path
 
-__all__ = ["DataConfig", "Dataset", "Images", "load_dataset", "resolve_source", "stratified_split", "stratified_subset", "SOURCES",
-           "read_imagefolder"]
-
-SOURCES = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder", "npz")
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
-
-def _in(lo: float, hi: float):
-    return {"check": lambda v: lo <= v <= hi, "allowed": f"a number from {lo} to {hi}"}
-
-
-def _min(lo: int):
-    return {"check": lambda v: v is None or v >= lo, "allowed": f"an integer >= {lo}"}
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Where the images come from (the ``train.data`` section).
-
-    Args:
-        name: the source; ``digits`` (scikit-learn's 1,797 handwritten 8x8 digits, offline) is the default.
-        path: folder or file for ``cifar10``/``cifar100``/``imagefolder``/``npz``.
-        val_fraction: share of each class held out for validation.
-        seed: seed of the stratified split (and of the synthetic generator).
-        limit: keep at most this many examples in total (stratified) before splitting; ``null`` keeps all.
-        synthetic_samples: number of generated images (``synthetic``).
-        synthetic_classes: number of generated classes (``synthetic``).
-        synthetic_difficulty: 0 (clean class patterns) to 1 (patterns buried in noise) (``synthetic``).
-        download: ``true`` fetches the official archive into ``path`` (default ``~/.cache/coatnas``) when the
-            pickles are not there (``cifar10``/``cifar100``; see :mod:`trainers.download`); ``false`` or
-            ``null`` (the default) only reads ``path``.
-        url: where to download the archive from instead of the official server (a mirror).
-        md5: the archive's expected MD5 instead of the official one (a mirror serving a re-packed archive).
-    """
-
-    name: Literal["digits", "synthetic", "cifar10", "cifar100", "imagefolder", "npz"] = "digits"
-    path: str | None = None
-    val_fraction: float = field(default=0.2, metadata=_in(0.01, 0.9))
-    seed: int = 0
-    limit: int | None = field(default=None, metadata=_min(2))
-    synthetic_samples: int = field(default=2000, metadata=_min(4))
-    synthetic_classes: int = field(default=10, metadata=_min(2))
-    synthetic_difficulty: float = field(default=0.5, metadata=_in(0.0, 1.0))
-    download: bool | None = None  # null (as a protocol recorded before the key existed reads) = false
-    url: str | None = field(default=None, metadata={
-        "check": lambda v: v is None or re.match(r"(https?|file)://\S+$", v) is not None,
-        "allowed": "an http://, https:// or file:// URL of the archive, or null for the official one"})
-    md5: str | None = field(default=None, metadata={
-        "check": lambda v: v is None or re.fullmatch(r"[0-9a-fA-F]{32}", v) is not None,
-        "allowed": "32 hexadecimal digits, or null for the official archive's"})
+__all__ = ["DataConfig", "Dataset", "Images", "load_dataset", "resolve_source", "stratified_split",
+           "stratified_subset", "SOURCES", "READERS", "read_imagefolder"]
 
 
 @dataclass(eq=False)
@@ -158,7 +112,7 @@ def load_dataset(cfg: DataConfig, image_size: int, in_chans: int, *, file: str |
 @functools.lru_cache(maxsize=8)
 def _load_cached(cfg: DataConfig, image_size: int, in_chans: int, file: str | None,
                  key: str = "train.data.path") -> Dataset:
-    x, y, num_classes = _read_source(cfg, image_size, in_chans, _Origin(file, key))
+    x, y, num_classes = _read_source(cfg, image_size, in_chans, Origin(file, key))
     if cfg.limit is not None and cfg.limit < len(y):
         _, keep = stratified_split(y, cfg.limit / len(y), cfg.seed + 1)
         x, y = x[keep], y[keep]
@@ -203,88 +157,23 @@ def _to_images(x: np.ndarray, image_size: int, in_chans: int) -> torch.Tensor:
     return t.contiguous()
 
 
-@dataclass(frozen=True)
-class _Origin:
-    """Where the data path came from, for messages: the YAML ``file`` (or ``None``) and the ``key``."""
-
-    file: str | None
-    key: str
-
-
-def resolve_source(cfg: DataConfig, file: str | None = None, key: str = "train.data.path") -> DataConfig:
-    """``cfg`` with its path made absolute (a relative path that does not exist from here is taken next to
-    ``file``) after a cheap check that the source is there, without loading it: the search driver calls
-    this so that a wrong path is reported before any worker starts (workers run in other folders)."""
-    origin = _Origin(file, key)
-    if cfg.download:
-        return dataclasses.replace(cfg, path=str(_downloaded(cfg, origin).absolute()))
-    if cfg.path is None or cfg.name in ("digits", "synthetic"):
-        return cfg
-    path = _source_path(cfg, origin)
-    if cfg.name == "npz":
-        if not path.is_file():
-            raise _bad(cfg, path, origin, "no such file")
-    elif not path.is_dir():
-        raise _bad(cfg, path, origin, "no such folder")
-    elif cfg.name in ("cifar10", "cifar100"):
-        first = "data_batch_1" if cfg.name == "cifar10" else "train"
-        if not any((p / first).is_file() for p in (path, path / "cifar-10-batches-py", path / "cifar-100-python")):
-            raise _bad(cfg, path, origin, f"missing {first}")
-    return dataclasses.replace(cfg, path=str(path.absolute()))
-
-
-def _downloaded(cfg: DataConfig, origin: _Origin) -> Path:
-    """The folder of the pickles of a ``download: true`` source, fetched into ``path`` if not there."""
-    from .download import default_cache, ensure_cifar
-    section = origin.key[:-len(".path")] if origin.key.endswith(".path") else "train.data"
-    if cfg.name not in ("cifar10", "cifar100"):
-        raise ConfigError(origin.file, f"{section}.download", f"is not available for the `{cfg.name}` source",
-                          "true only with `cifar10` or `cifar100`; false (the default) otherwise", value=True)
-    cache = _source_path(cfg, origin) if cfg.path is not None else default_cache()
-    return ensure_cifar(cfg.name, cache, url=cfg.url, md5=cfg.md5, where=section)
-
-
-def _source_path(cfg: DataConfig, origin: _Origin) -> Path:
-    path = Path(os.path.expanduser(cfg.path))
-    if origin.file and not path.is_absolute():
-        path = Path(origin.file).parent / path if not path.exists() else path
-    return path
-
-
-def _read_source(cfg: DataConfig, image_size: int, in_chans: int, origin: _Origin):
+def _read_source(cfg: DataConfig, image_size: int, in_chans: int, origin: Origin):
     """(x NCHW numpy, y int numpy, num_classes) of the source."""
     if cfg.download:
-        return _cifar(cfg, _downloaded(cfg, origin), origin)
-    if cfg.name == "digits":
-        from sklearn.datasets import load_digits
-        d = load_digits()
-        return (d.images[:, None].astype(np.float32) / 16.0), d.target.astype(np.int64), 10
-    if cfg.name == "synthetic":
-        return _synthetic(cfg, image_size, in_chans)
+        return _cifar(cfg, downloaded(cfg, origin), origin)
+    reader, needs_path = READERS[cfg.name]
+    if not needs_path:
+        return reader(cfg, image_size, in_chans)
     if cfg.path is None:
         raise ConfigError(origin.file, origin.key, f"is required for the `{cfg.name}` source",
-                          _EXPECTED[cfg.name])
-    path = _source_path(cfg, origin)
-    return {"cifar10": _cifar, "cifar100": _cifar, "imagefolder": _imagefolder, "npz": _npz}[cfg.name](
-        cfg, path, origin)
+                          EXPECTED[cfg.name])
+    return reader(cfg, source_path(cfg, origin), origin)
 
 
-_EXPECTED = {
-    "cifar10": "a folder holding the CIFAR-10 python pickles `data_batch_1` ... `data_batch_5` (and "
-               "`test_batch`), as unpacked from cifar-10-python.tar.gz",
-    "cifar100": "a folder holding the CIFAR-100 python pickles `train` (and `test`), as unpacked from "
-                "cifar-100-python.tar.gz",
-    "imagefolder": "a folder with one sub-folder per class holding image files "
-                   f"({', '.join(IMAGE_EXTS)})",
-    "npz": "a .npz file with arrays `x` (N,H,W or N,H,W,C or N,C,H,W; uint8 0-255 or float) and `y` "
-           "(N integer labels 0..K-1)",
-}
-
-
-def _bad(cfg: DataConfig, path: Path, origin: _Origin, problem: str) -> UserError:
-    where = f"{origin.file}: " if origin.file else ""
-    return UserError(f"{where}`{origin.key}` for source `{cfg.name}`: {problem} ({path}). "
-                     f"Expected {_EXPECTED[cfg.name]}.")
+def _digits(cfg: DataConfig, image_size: int, in_chans: int):
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    return (d.images[:, None].astype(np.float32) / 16.0), d.target.astype(np.int64), 10
 
 
 def _synthetic(cfg: DataConfig, image_size: int, in_chans: int):
@@ -308,7 +197,7 @@ def _synthetic(cfg: DataConfig, image_size: int, in_chans: int):
     return x.astype(np.float32), y.astype(np.int64), k
 
 
-def _unpickle(cfg, path: Path, origin: _Origin):
+def _unpickle(cfg, path: Path, origin: Origin):
     from .safe_pickle import load_cifar_pickle
     try:
         with open(path, "rb") as fh:
@@ -318,40 +207,40 @@ def _unpickle(cfg, path: Path, origin: _Origin):
         x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         y = np.asarray(d[label_key], dtype=np.int64)
     except Exception as err:  # noqa: BLE001 - any failure means a malformed file
-        raise _bad(cfg, path, origin, f"could not read this pickle ({type(err).__name__}: {err})") from None
+        raise bad_source(cfg, path, origin, f"could not read this pickle ({type(err).__name__}: {err})") from None
     if len(x) != len(y):
-        raise _bad(cfg, path, origin, f"has {len(x)} images but {len(y)} labels")
+        raise bad_source(cfg, path, origin, f"has {len(x)} images but {len(y)} labels")
     return x, y
 
 
-def _cifar(cfg: DataConfig, path: Path, origin: _Origin):
+def _cifar(cfg: DataConfig, path: Path, origin: Origin):
     if not path.is_dir():
-        raise _bad(cfg, path, origin, "no such folder")
+        raise bad_source(cfg, path, origin, "no such folder")
     names = [f"data_batch_{i}" for i in range(1, 6)] if cfg.name == "cifar10" else ["train"]
     for sub in ("cifar-10-batches-py", "cifar-100-python"):
         if not (path / names[0]).is_file() and (path / sub / names[0]).is_file():
             path = path / sub
     missing = [n for n in names if not (path / n).is_file()]
     if missing:
-        raise _bad(cfg, path, origin, f"missing {', '.join(missing)}")
+        raise bad_source(cfg, path, origin, f"missing {', '.join(missing)}")
     parts = [_unpickle(cfg, path / n, origin) for n in names]
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
     return x, y, 10 if cfg.name == "cifar10" else 100
 
 
-def _imagefolder(cfg: DataConfig, path: Path, origin: _Origin):
+def _imagefolder(cfg: DataConfig, path: Path, origin: Origin):
     from PIL import Image
     if not path.is_dir():
-        raise _bad(cfg, path, origin, "no such folder")
+        raise bad_source(cfg, path, origin, "no such folder")
     try:
         classes = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
         files = {c: sorted(p for p in (path / c).iterdir() if p.suffix.lower() in IMAGE_EXTS) for c in classes}
     except OSError as err:
-        raise _bad(cfg, Path(err.filename or path), origin, f"cannot list it ({err.strerror})") from None
+        raise bad_source(cfg, Path(err.filename or path), origin, f"cannot list it ({err.strerror})") from None
     classes = [c for c in classes if files[c]]
     if len(classes) < 2:
-        raise _bad(cfg, path, origin, f"found {len(classes)} class folder(s) with images, need at least 2")
+        raise bad_source(cfg, path, origin, f"found {len(classes)} class folder(s) with images, need at least 2")
     xs, ys = [], []
     for label, c in enumerate(classes):
         for f in files[c]:
@@ -359,7 +248,7 @@ def _imagefolder(cfg: DataConfig, path: Path, origin: _Origin):
                 with Image.open(f) as im:
                     arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
             except Exception as err:  # noqa: BLE001
-                raise _bad(cfg, f, origin, f"unreadable image ({err})") from None
+                raise bad_source(cfg, f, origin, f"unreadable image ({err})") from None
             if arr.shape[:2] != (xs[0].shape[1:] if xs else arr.shape[:2]):
                 arr = np.asarray(Image.fromarray(arr).resize((xs[0].shape[2], xs[0].shape[1]),
                                                              Image.BILINEAR))
@@ -370,30 +259,39 @@ def _imagefolder(cfg: DataConfig, path: Path, origin: _Origin):
 
 def read_imagefolder(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, int]:
     """(x uint8 NCHW, y, num_classes) of the image folder at ``cfg.path``, decoded as the source does."""
-    return _imagefolder(cfg, Path(os.path.expanduser(cfg.path)), _Origin(None, "path"))
+    return _imagefolder(cfg, Path(os.path.expanduser(cfg.path)), Origin(None, "path"))
 
 
-def _npz(cfg: DataConfig, path: Path, origin: _Origin):
+def _npz(cfg: DataConfig, path: Path, origin: Origin):
     if not path.is_file():
-        raise _bad(cfg, path, origin, "no such file")
+        raise bad_source(cfg, path, origin, "no such file")
     try:
         with np.load(path, allow_pickle=False) as z:
             if "x" not in z or "y" not in z:
-                raise _bad(cfg, path, origin, f"has arrays {sorted(z.files)}, not `x` and `y`")
+                raise bad_source(cfg, path, origin, f"has arrays {sorted(z.files)}, not `x` and `y`")
             x, y = z["x"], z["y"]
     except UserError:
         raise
     except Exception as err:  # noqa: BLE001
-        raise _bad(cfg, path, origin, f"not a readable .npz ({err})") from None
+        raise bad_source(cfg, path, origin, f"not a readable .npz ({err})") from None
     if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
-        raise _bad(cfg, path, origin, f"`y` must be {len(x)} non-negative integer labels, got shape {y.shape} "
+        raise bad_source(cfg, path, origin, f"`y` must be {len(x)} non-negative integer labels, got shape {y.shape} "
                    f"dtype {y.dtype}")
     if x.ndim == 3:
         x = x[:, None]
     elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
         x = x.transpose(0, 3, 1, 2)
     elif not (x.ndim == 4 and x.shape[1] in (1, 3)):
-        raise _bad(cfg, path, origin, f"`x` has shape {x.shape}")
+        raise bad_source(cfg, path, origin, f"`x` has shape {x.shape}")
     if x.dtype != np.uint8:
         x = x.astype(np.float32)
     return x, y.astype(np.int64), int(y.max()) + 1
+
+
+# source name (``trainers.config.SOURCES``) -> (reader, whether it reads ``path``): a reader with a path
+# takes (cfg, path, origin), one without (cfg, image_size, in_chans); each returns (x NCHW, y, num_classes).
+READERS = {"digits": (_digits, False), "synthetic": (_synthetic, False), "cifar10": (_cifar, True),
+           "cifar100": (_cifar, True), "imagefolder": (_imagefolder, True), "npz": (_npz, True)}
+if set(READERS) != set(SOURCES):
+    raise ImportError(f"trainers.data.READERS {sorted(READERS)} and trainers.config.SOURCES {sorted(SOURCES)} "
+                      "must name the same sources")

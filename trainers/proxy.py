@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from nas.arch import Architecture, ModelConfig
 
 from . import objective as obj
-from .data import DataConfig, Dataset, Images, stratified_subset
+from .config import TrainConfig, parse_objective, parse_train
+from .data import Dataset, Images, stratified_subset
 from .objective import ObjectiveConfig
 from .result import TrialResult
 
@@ -31,57 +32,6 @@ __all__ = ["TrainConfig", "train_candidate", "fit", "FitResult", "Diverged", "re
            "is_oom", "seed_everything", "parse_train", "parse_objective"]
 
 OnEpoch = Callable[[int, dict[str, float]], None]
-
-
-def _ge(lo: float, kind: str = "a number"):
-    return {"check": lambda v: v is None or v >= lo, "allowed": f"{kind} >= {lo}"}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The training protocol (the ``train:`` section); every value has a default.
-
-    Args:
-        data: the data source (``train.data``).
-        epochs: passes over the training split (ignored when ``steps`` is set).
-        steps: optimizer steps instead of epochs (``null``: use ``epochs``).
-        batch_size: images per step.
-        lr: AdamW peak learning rate.
-        weight_decay: AdamW decoupled weight decay.
-        warmup: share of the steps spent in linear warmup before the cosine decay to 0.
-        label_smoothing: cross-entropy label smoothing during training.
-        grad_clip: max gradient norm (0 turns clipping off).
-        seed: seed of initialisation, batching and augmentation.
-        augment: random crop (pad 1/8 of the size) and horizontal flip, for natural images.
-        device: ``auto`` picks CUDA when present.
-        precision: ``auto`` is bf16 autocast on CUDA, fp32 on CPU.
-        channels_last: ``null`` turns it on for CUDA only.
-        eval_batch_size: images per evaluation batch.
-        drop_path: stochastic depth rate of the model.
-        bn_recalibrate: training images (no augmentation) whose statistics replace the BatchNorm running
-            averages before every evaluation (0: evaluate with the running averages). After a few dozen
-            steps the running averages still hold mostly their initial values, so without this a short
-            training evaluates near chance and conv-heavy layouts (more BatchNorm) are penalised.
-    """
-
-    data: DataConfig = field(default_factory=DataConfig)
-    epochs: int = field(default=5, metadata=_ge(1, "an integer"))
-    steps: int | None = field(default=None, metadata=_ge(1, "an integer"))
-    batch_size: int = field(default=64, metadata=_ge(2, "an integer"))
-    lr: float = field(default=2e-3, metadata={"check": lambda v: v > 0, "allowed": "a number > 0"})
-    weight_decay: float = field(default=0.05, metadata=_ge(0))
-    warmup: float = field(default=0.1, metadata={"check": lambda v: 0 <= v < 1, "allowed": "a number in [0, 1)"})
-    label_smoothing: float = field(default=0.1, metadata={"check": lambda v: 0 <= v < 1,
-                                                          "allowed": "a number in [0, 1)"})
-    grad_clip: float = field(default=1.0, metadata=_ge(0))
-    seed: int = 0
-    augment: bool = False
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-    channels_last: bool | None = None
-    eval_batch_size: int = field(default=512, metadata=_ge(1, "an integer"))
-    drop_path: float = field(default=0.0, metadata={"check": lambda v: 0 <= v < 1, "allowed": "a number in [0, 1)"})
-    bn_recalibrate: int = field(default=1024, metadata=_ge(0, "an integer"))
 
 
 class Diverged(RuntimeError):
@@ -429,21 +379,3 @@ def _failed(status: str, reason: str, base: dict[str, float], t_start: float,
                              epochs=float(len(history)))
     res.history = history
     return res
-
-
-def parse_train(data: Any, file: str | None = None) -> TrainConfig:
-    """Parse a ``train:`` mapping (``None``: all defaults)."""
-    from nas.errors import parse_dataclass
-    return parse_dataclass(TrainConfig, data, file, "train")
-
-
-def parse_objective(data: Any, file: str | None = None) -> ObjectiveConfig:
-    """Parse an ``objective:`` mapping (``None``: all defaults)."""
-    from nas.errors import ConfigError, parse_dataclass
-    try:
-        return parse_dataclass(ObjectiveConfig, data, file, "objective")
-    except ConfigError as err:
-        if err.file is not None or file is None:
-            raise
-        raise ConfigError(file, err.key, err.problem, err.allowed, err.value) from None
-

@@ -97,7 +97,7 @@ def load_table(path: str | os.PathLike) -> Table:
 
 
 def protocol_mismatch(table: Table, protocol: dict[str, Any]) -> list[str]:
-    """Differences between a run's flat protocol (``nas.search.engine.protocol_of``) and the table's, except
+    """Differences between a run's flat protocol (``nas.search.config.protocol_of``) and the table's, except
     the keys that do not change a recorded training (device, precision, data path, and the objective's
     scoring: gap penalty, capacity metric and weights are recomputed)."""
     rec = table.meta["protocol"]

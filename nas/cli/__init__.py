@@ -37,7 +37,7 @@ def run_cli(prog: str, body: Callable[[], int | None]) -> int:
         return int(body() or 0)
     except UserError as err:
         return fail(prog, str(err))
-    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM/SIGHUP during a search (nas.search.engine)
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM/SIGHUP during a search (nas.search.signals)
         signum = getattr(err, "signum", signal.SIGINT)
         print(f"{prog}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
         return 128 + signum

@@ -106,7 +106,7 @@ def _main(args) -> int:
         if res.best_path:
             print(f"best -> {res.best_path}")
     if res.interrupted:
-        from nas.search.engine import EXIT_CODES
+        from nas.search.signals import EXIT_CODES
         return EXIT_CODES.get(res.stopped_by, 130)
     return 0
 

@@ -75,7 +75,7 @@ def resolve_model(config: str, image_size: int | None, in_chans: int | None) -> 
 
 
 def load_protocol(path: str | None):
-    from trainers.proxy import parse_train
+    from trainers.config import parse_train
     if path is None:
         return parse_train(None)
     p = Path(path)

@@ -125,9 +125,9 @@ def _merge(base: Any, over: Any) -> Any:
 
 
 def _protocol(name: str, section: Any, exp, file: str | None, path: str, seeds: Any) -> Protocol:
-    from trainers.data import resolve_source
+    from trainers.sources import resolve_source
     from trainers.objective import ObjectiveConfig
-    from trainers.proxy import TrainConfig
+    from trainers.config import TrainConfig
 
     section = check_keys(section or {}, ("train", "objective", "seeds"), file, path)
     base_train = exp.raw.get("train") or {}

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..search.config import protocol_of
-from ..search.rundir import atomic_write
+from ..fsio import atomic_write
 from .config import REFERENCE
 from .runner import ZERO_COST_JOB, StudyDir
 

@@ -6,7 +6,9 @@ without training; ``load_experiment`` validates a search YAML. Ray and Optuna lo
 from __future__ import annotations
 
 from .config import Experiment, SchedulerConfig, SearchConfig, load_experiment
-from .engine import Progress, SearchResult, dry_run, run
+from .driver import SearchResult, run
+from .dryrun import dry_run
+from .progress import Progress
 from .rundir import RunDir
 
 __all__ = ["run", "dry_run", "SearchResult", "Progress", "SearchConfig", "SchedulerConfig", "Experiment",

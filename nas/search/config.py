@@ -119,7 +119,7 @@ def experiment_from_dict(data: dict, file: str | None = None) -> Experiment:
     """Validate a parsed search YAML (top-level keys space, train, objective, search)."""
     from ..cost import count_cost
     from ..space import SearchSpace
-    from trainers.proxy import parse_objective, parse_train
+    from trainers.config import parse_objective, parse_train
 
     space = SearchSpace.from_dict(data.get("space"), file=file)
     train = parse_train(data.get("train"), file)
@@ -134,7 +134,7 @@ def experiment_from_dict(data: dict, file: str | None = None) -> Experiment:
         from .table import check_table
         exp = check_table(exp)
     else:
-        from trainers.data import resolve_source
+        from trainers.sources import resolve_source
         _check_trainer(search.trainer, file)
         exp = dataclasses.replace(exp, train=dataclasses.replace(train, data=resolve_source(train.data, file)))
     space.check_budgets(count_cost, num_classes=exp.classes or num_classes_hint(exp.train, file))
@@ -226,8 +226,10 @@ def num_classes_hint(train: Any, file: str | None = None) -> int:
             if n >= 2:
                 return n
     try:
-        from trainers.data import load_dataset
-        n = load_dataset(d, 8, 3, file=file).num_classes
+        n = _npz_classes(d.path) if d.name == "npz" and d.path else None
+        if n is None:
+            from trainers.data import load_dataset
+            n = load_dataset(d, 8, 3, file=file).num_classes
     except UserError:
         raise
     except Exception as err:  # noqa: BLE001 - reported as a user-facing data problem
@@ -237,6 +239,18 @@ def num_classes_hint(train: Any, file: str | None = None) -> int:
     check_value(n, "num_classes", file, f"train.data ({d.name} {d.path}): its number of classes (the largest "
                 "label + 1)")
     return n
+
+
+def _npz_classes(path: str) -> int | None:
+    """Classes of an npz source from its labels alone, with numpy (``None`` when that does not work: the
+    loader then reads it and reports what is wrong)."""
+    import numpy as np
+    try:
+        with np.load(Path(path).expanduser(), allow_pickle=False) as z:
+            y = z["y"]
+            return int(y.max()) + 1 if y.ndim == 1 and y.size and y.dtype.kind in "iu" and y.min() >= 0 else None
+    except Exception:  # noqa: BLE001 - unreadable here: the loader says why
+        return None
 
 
 def data_identity(cfg: Any) -> str:

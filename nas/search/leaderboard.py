@@ -11,7 +11,8 @@ from typing import Any
 
 from trainers.objective import pareto_mask
 
-from .rundir import RunDir, atomic_write
+from ..fsio import atomic_write
+from .rundir import RunDir
 
 __all__ = ["COLUMNS", "build_rows", "write_leaderboard", "format_table", "latest_records", "rows_csv"]
 

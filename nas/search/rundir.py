@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,12 @@ from ..errors import UserError, yaml_problem
 from ..fsio import append_line, atomic_write
 from ..yamlio import load_yaml_file
 
-__all__ = ["RunDir", "atomic_write", "new_meta", "DEFAULT_ROOT", "STUDY_NAME"]
+__all__ = ["RunDir", "new_meta", "resolve_run_dir", "DEFAULT_ROOT", "STUDY_NAME"]
 
 DEFAULT_ROOT = "runs"
 FORMAT = 1
 STUDY_NAME = "nas"  # the study of a run whose study lives in its journal file
+NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
 
 
 def new_meta(name: str, fingerprint: str, source: str | None, *, storage: str | None = None,
@@ -39,6 +41,21 @@ def new_meta(name: str, fingerprint: str, source: str | None, *, storage: str | 
     """The content of a new run's ``experiment.json`` (``storage`` without its password)."""
     return {"format": FORMAT, "name": name, "fingerprint": fingerprint, "source": source, "storage": storage,
             "study": study, "uri": uri, "sessions": []}
+
+
+def resolve_run_dir(name: str | None, run_dir: str | os.PathLike | None, space_file: str | None) -> Path:
+    """``run_dir`` if given, else ``runs/<name>`` (name defaults to the space file's stem)."""
+    if run_dir is not None:
+        return Path(run_dir).expanduser()
+    given = name is not None
+    if name is None:
+        name = Path(space_file).stem if space_file else "search"
+    if not NAME_RE.fullmatch(name):
+        which = f"--name {name!r}" if given else f"The run name {name!r} (the space file's stem)"
+        raise UserError(f"{which} is not a valid run name: use 1-100 letters, digits, '-', '_' and '.' (not "
+                        f"first) (it becomes the folder {DEFAULT_ROOT}/<name>); pass --name NAME, or --run-dir for "
+                        "any other place.")
+    return Path(DEFAULT_ROOT) / name
 
 
 class RunDir:
@@ -118,7 +135,7 @@ class RunDir:
         return experiment_from_dict(data, str(self.space_yaml))
 
     def write_experiment(self, exp, name: str) -> None:
-        from trainers.proxy import TrainConfig  # noqa: F401 - the dataclasses below come from there
+        from trainers.config import TrainConfig  # noqa: F401 - the dataclasses below come from there
         data = {"space": exp.space.to_dict(), "train": dataclasses.asdict(exp.train),
                 "objective": dataclasses.asdict(exp.objective), "search": dataclasses.asdict(exp.search)}
         header = (f"# Resolved search of run {name!r} (from {exp.file}); written by nas-search, do not edit.\n"

@@ -87,7 +87,8 @@ def _final_report(res, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
-    """Train ``config["arch"]`` with the protocol in ``setup`` and report to Tune."""
+    """Train ``config["arch"]`` with the protocol in ``setup`` (``train``: a TrainConfig, ``objective``: an
+    ObjectiveConfig, ``image_size``, ``in_chans``, ``cpus_per_trial``, ``trainer``) and report to Tune."""
     t_enter = time.perf_counter()
     from ray import tune
 
@@ -97,12 +98,10 @@ def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
 
     from nas.arch import Architecture
     from trainers.data import load_dataset
-    from trainers.proxy import parse_objective, parse_train
 
     threads = max(1, int(setup["cpus_per_trial"]))
     torch.set_num_threads(threads)
-    train = parse_train(setup["train"])
-    objective = parse_objective(setup["objective"])
+    train, objective = setup["train"], setup["objective"]  # validated frozen configs, as the driver has them
     arch = Architecture.from_dict(config["arch"])
     dataset = load_dataset(train.data, setup["image_size"], setup["in_chans"])
     t_start = time.perf_counter()
@@ -121,13 +120,10 @@ def _replay_trial(config: dict[str, Any], setup: dict[str, Any], tune, t_enter: 
     """``search.trainer: table:PATH``: report the recorded rounds and result of the candidate instead of
     training it (no data, no torch)."""
     from nas.arch import Architecture
-    from nas.errors import parse_dataclass
-    from trainers.objective import ObjectiveConfig
     from trainers.tabular import load_table, replay, table_path
 
-    objective = parse_dataclass(ObjectiveConfig, setup["objective"], None, "objective")
     table = load_table(table_path(setup["trainer"]))
-    res = replay(Architecture.from_dict(config["arch"]), table, objective, _reporter(tune, []))
+    res = replay(Architecture.from_dict(config["arch"]), table, setup["objective"], _reporter(tune, []))
     payload = res.to_dict()
     payload["metrics"] = {**payload["metrics"], "trial_s": time.perf_counter() - t_enter}
     tune.report(_final_report(res, payload))

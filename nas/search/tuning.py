@@ -1,0 +1,176 @@
+"""The Ray Tune side of a search: joining Ray, and one session's trial loop (Tuner, searcher, scheduler).
+
+:func:`run_trials` runs up to ``remaining`` trials of one driver session: the Optuna searcher proposes, Ray
+Tune places each trial on a worker (``nas.search.trainable``), and every finished trial is recorded,
+counted and printed as it arrives. It returns when the budget is spent, the space is exhausted, a signal
+or ``should_stop`` asked to stop, or the loop was aborted.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import Experiment
+from .leaderboard import write_leaderboard
+from .progress import Printer, Progress, trial_line
+from .rundir import RunDir
+from .signals import StopFlag, StopSignals
+
+__all__ = ["connect_ray", "run_trials", "LoopOutcome", "reports_per_trial"]
+
+
+def connect_ray(address: str | None, search, where_set: dict[str, str | None] | None = None) -> bool:
+    """Join (or start) Ray and check the per-trial resources; ``True`` when this call started Ray.
+
+    ``where_set`` names where ``gpus``/``cpus`` per trial were set (a YAML key), for the error message.
+    """
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    import ray
+
+    from .cluster import check_resources, connect
+    started = connect(address)
+    try:
+        where_set = where_set or {}
+        check_resources(search.cpus_per_trial, search.gpus_per_trial, gpus_from=where_set.get("gpus"),
+                        cpus_from=where_set.get("cpus"))
+    except BaseException:
+        if started:
+            ray.shutdown()
+        raise
+    return started
+
+
+@dataclass
+class LoopOutcome:
+    """How one session's trial loop ended."""
+
+    stopped: bool                      # a signal, should_stop or an abort stopped it (resumable)
+    exhausted: bool                    # the space had no new candidates within the budgets
+    stopped_by: int | None             # the signal, if one stopped it
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def reports_per_trial(exp: Experiment) -> int:
+    """How many reports a trial sends (its rounds and the final one): a scheduler's ``max_t`` default."""
+    if exp.search.trainer.startswith("table:"):  # the recorded rounds, plus the final report
+        from trainers.tabular import load_table, table_path
+        table = load_table(table_path(exp.search.trainer))
+        return max(len(e.get("history") or []) for e in table.entries.values()) + 1
+    return exp.train.epochs * (2 if exp.objective.mode == "both" else 1) + 1
+
+
+def _trial_name(trial) -> str:
+    return f"trial-{trial.config['number']:04d}-{trial.config['arch_id']}"
+
+
+def _error_file(trial) -> str:
+    path = getattr(trial, "local_path", None) or getattr(trial, "path", None)
+    return f"{path}/error.txt" if path else "the run's tune/ folder"
+
+
+def _callbacks(say: Printer, max_retries: int, started: Callable[[], None]):
+    """Tune callbacks: note when the first trial starts; say when a trial lost its worker."""
+    from ray.tune import Callback
+
+    class _Events(Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            started()
+
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            say(f"nas-search: trial {trial.config['number']} lost its worker (a dead process or node); Ray Tune "
+                f"re-runs it (search.max_retries {max_retries}); details in {_error_file(trial)}")
+
+    return [_Events()]
+
+
+def _stopper(flag: StopFlag):
+    """A Tune stopper that ends the whole loop once ``flag`` is set (no single trial is stopped by it)."""
+    from ray import tune
+
+    class _StopAll(tune.Stopper):
+        def __call__(self, trial_id, result):
+            return False
+
+        def stop_all(self):
+            return flag.set
+
+    return _StopAll()
+
+
+def run_trials(exp: Experiment, run: RunDir, study, records: dict, remaining: int, session: int, prog: Progress,
+               say: Printer, should_stop: Callable[[Progress], bool] | None, t_cmd: float,
+               sync: Callable[[], None] | None, signals: StopSignals) -> LoopOutcome:
+    """Run up to ``remaining`` new trials of session ``session``; see the module docstring."""
+    from ray import tune
+
+    from ..cost import count_cost
+    from .optuna_bridge import OptunaSearcher
+    from .schedulers import make_scheduler  # imports Ray: not at module level (the dry run stays Ray-free)
+    from .trainable import train_trial
+
+    s, sp = exp.search, exp.space
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    flag = StopFlag()
+
+    def cost_fn(arch):
+        return count_cost(arch, image_size=sp.image_size, num_classes=exp.num_classes, in_chans=sp.in_chans)
+
+    def on_record(rec: dict[str, Any]) -> None:
+        prog.add(rec)
+        prog.elapsed_s = time.perf_counter() - t0
+        prog.running = len(searcher.live)
+        prog.skipped = searcher.skipped + searcher.duplicates
+        say(trial_line(prog, rec))
+        write_leaderboard(run)
+        if sync is not None:
+            sync()
+        if should_stop is not None and not flag.set and should_stop(prog):
+            flag.request("should_stop")
+            searcher.stopping = True
+
+    searcher = OptunaSearcher(study, sp, cost_fn, records, remaining, run=run, grid=s.sampler == "grid",
+                              max_skips=s.max_skips, on_record=on_record)
+    setup = {"train": exp.train, "objective": exp.objective, "image_size": sp.image_size, "in_chans": sp.in_chans,
+             "cpus_per_trial": s.cpus_per_trial, "trainer": s.trainer}
+    trainable = tune.with_resources(tune.with_parameters(train_trial, setup=setup),
+                                    {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
+    run.tune_dir.mkdir(exist_ok=True)
+    first = lambda: timings.setdefault("first_trial_s", time.perf_counter() - t_cmd)  # noqa: E731
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(s.scheduler, reports_per_trial(exp)),
+                                    num_samples=remaining, max_concurrent_trials=s.max_concurrent,
+                                    reuse_actors=True, trial_name_creator=_trial_name,
+                                    trial_dirname_creator=_trial_name),
+        run_config=tune.RunConfig(name=f"session-{session}", storage_path=str(run.tune_dir), verbose=0,
+                                  stop=_stopper(flag), callbacks=_callbacks(say, s.max_retries, first),
+                                  failure_config=tune.FailureConfig(max_failures=s.max_retries)),
+    )
+    # Tune logs every lost worker with a full traceback; the line above and the trial record say it instead.
+    logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
+
+    def on_signal(signum: int) -> None:
+        flag.request(signal.Signals(signum).name)
+        searcher.stopping = True
+        say(f"nas-search: {signal.Signals(signum).name}: stopping (Ctrl-C or the same signal again aborts at once); "
+            "running trials will be re-run on resume")
+
+    signals.on_stop = on_signal
+    try:
+        tuner.fit()
+    except KeyboardInterrupt as err:  # a second signal: abort the loop, still save what is recorded
+        signum = getattr(err, "signum", signal.SIGINT)
+        flag.request(signal.Signals(signum).name)
+        signals.received = signals.received or signum
+    finally:
+        signals.on_stop = None
+    timings["search_s"] = time.perf_counter() - t0
+    return LoopOutcome(stopped=flag.set, exhausted=searcher.exhausted, stopped_by=signals.received, timings=timings)

@@ -1,0 +1,132 @@
+"""The training protocol as configuration: the ``train:`` section and its ``train.data`` source.
+
+Torch-free, like the rest of the configuration layer (``nas.space``, ``nas.search.config``,
+``trainers.objective``): a search YAML is parsed and validated on the driver without importing torch, and
+the workers receive these frozen objects as they are.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .objective import ObjectiveConfig
+
+__all__ = ["SOURCES", "DataConfig", "TrainConfig", "parse_train", "parse_objective"]
+
+# The data sources: a name here, its reader in ``trainers.data.READERS`` (a test keeps the two in step).
+SOURCES = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder", "npz")
+
+
+def _in(lo: float, hi: float):
+    return {"check": lambda v: lo <= v <= hi, "allowed": f"a number from {lo} to {hi}"}
+
+
+def _min(lo: int):
+    return {"check": lambda v: v is None or v >= lo, "allowed": f"an integer >= {lo}"}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images come from (the ``train.data`` section).
+
+    Args:
+        name: the source; ``digits`` (scikit-learn's 1,797 handwritten 8x8 digits, offline) is the default.
+        path: folder or file for ``cifar10``/``cifar100``/``imagefolder``/``npz``.
+        val_fraction: share of each class held out for validation.
+        seed: seed of the stratified split (and of the synthetic generator).
+        limit: keep at most this many examples in total (stratified) before splitting; ``null`` keeps all.
+        synthetic_samples: number of generated images (``synthetic``).
+        synthetic_classes: number of generated classes (``synthetic``).
+        synthetic_difficulty: 0 (clean class patterns) to 1 (patterns buried in noise) (``synthetic``).
+        download: ``true`` fetches the official archive into ``path`` (default ``~/.cache/coatnas``) when the
+            pickles are not there (``cifar10``/``cifar100``; see :mod:`trainers.download`); ``false`` or
+            ``null`` (the default) only reads ``path``.
+        url: where to download the archive from instead of the official server (a mirror).
+        md5: the archive's expected MD5 instead of the official one (a mirror serving a re-packed archive).
+    """
+
+    name: Literal[SOURCES] = "digits"
+    path: str | None = None
+    val_fraction: float = field(default=0.2, metadata=_in(0.01, 0.9))
+    seed: int = 0
+    limit: int | None = field(default=None, metadata=_min(2))
+    synthetic_samples: int = field(default=2000, metadata=_min(4))
+    synthetic_classes: int = field(default=10, metadata=_min(2))
+    synthetic_difficulty: float = field(default=0.5, metadata=_in(0.0, 1.0))
+    download: bool | None = None  # null (as a protocol recorded before the key existed reads) = false
+    url: str | None = field(default=None, metadata={
+        "check": lambda v: v is None or re.match(r"(https?|file)://\S+$", v) is not None,
+        "allowed": "an http://, https:// or file:// URL of the archive, or null for the official one"})
+    md5: str | None = field(default=None, metadata={
+        "check": lambda v: v is None or re.fullmatch(r"[0-9a-fA-F]{32}", v) is not None,
+        "allowed": "32 hexadecimal digits, or null for the official archive's"})
+
+
+def _ge(lo: float, kind: str = "a number"):
+    return {"check": lambda v: v is None or v >= lo, "allowed": f"{kind} >= {lo}"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training protocol (the ``train:`` section); every value has a default.
+
+    Args:
+        data: the data source (``train.data``).
+        epochs: passes over the training split (ignored when ``steps`` is set).
+        steps: optimizer steps instead of epochs (``null``: use ``epochs``).
+        batch_size: images per step.
+        lr: AdamW peak learning rate.
+        weight_decay: AdamW decoupled weight decay.
+        warmup: share of the steps spent in linear warmup before the cosine decay to 0.
+        label_smoothing: cross-entropy label smoothing during training.
+        grad_clip: max gradient norm (0 turns clipping off).
+        seed: seed of initialisation, batching and augmentation.
+        augment: random crop (pad 1/8 of the size) and horizontal flip, for natural images.
+        device: ``auto`` picks CUDA when present.
+        precision: ``auto`` is bf16 autocast on CUDA, fp32 on CPU.
+        channels_last: ``null`` turns it on for CUDA only.
+        eval_batch_size: images per evaluation batch.
+        drop_path: stochastic depth rate of the model.
+        bn_recalibrate: training images (no augmentation) whose statistics replace the BatchNorm running
+            averages before every evaluation (0: evaluate with the running averages). After a few dozen
+            steps the running averages still hold mostly their initial values, so without this a short
+            training evaluates near chance and conv-heavy layouts (more BatchNorm) are penalised.
+    """
+
+    data: DataConfig = field(default_factory=DataConfig)
+    epochs: int = field(default=5, metadata=_ge(1, "an integer"))
+    steps: int | None = field(default=None, metadata=_ge(1, "an integer"))
+    batch_size: int = field(default=64, metadata=_ge(2, "an integer"))
+    lr: float = field(default=2e-3, metadata={"check": lambda v: v > 0, "allowed": "a number > 0"})
+    weight_decay: float = field(default=0.05, metadata=_ge(0))
+    warmup: float = field(default=0.1, metadata={"check": lambda v: 0 <= v < 1, "allowed": "a number in [0, 1)"})
+    label_smoothing: float = field(default=0.1, metadata={"check": lambda v: 0 <= v < 1,
+                                                          "allowed": "a number in [0, 1)"})
+    grad_clip: float = field(default=1.0, metadata=_ge(0))
+    seed: int = 0
+    augment: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    channels_last: bool | None = None
+    eval_batch_size: int = field(default=512, metadata=_ge(1, "an integer"))
+    drop_path: float = field(default=0.0, metadata={"check": lambda v: 0 <= v < 1, "allowed": "a number in [0, 1)"})
+    bn_recalibrate: int = field(default=1024, metadata=_ge(0, "an integer"))
+
+
+def parse_train(data: Any, file: str | None = None) -> TrainConfig:
+    """Parse a ``train:`` mapping (``None``: all defaults)."""
+    from nas.errors import parse_dataclass
+    return parse_dataclass(TrainConfig, data, file, "train")
+
+
+def parse_objective(data: Any, file: str | None = None) -> ObjectiveConfig:
+    """Parse an ``objective:`` mapping (``None``: all defaults)."""
+    from nas.errors import ConfigError, parse_dataclass
+    try:
+        return parse_dataclass(ObjectiveConfig, data, file, "objective")
+    except ConfigError as err:
+        if err.file is not None or file is None:
+            raise
+        raise ConfigError(file, err.key, err.problem, err.allowed, err.value) from None
+
