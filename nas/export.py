@@ -34,7 +34,8 @@ def model_config_of(rec: dict[str, Any], exp, run) -> ModelConfig:
     arch = Architecture.from_dict(rec["arch"])
     m = rec.get("metrics", {})
     num_classes = int(m.get("num_classes") or exp.num_classes)
-    metrics = {k: round(float(rec[k]), 6) for k in ("generalization", "capacity", "score")}
+    from trainers.objective import OBJECTIVES
+    metrics = {k: round(float(rec[k]), 6) for k in (*OBJECTIVES, "score") if k in rec}
     metrics.update({k: round(float(m[k]), 6) for k in ("val_acc", "train_acc", "params", "macs") if k in m})
     return ModelConfig(arch=arch, num_classes=num_classes, image_size=exp.space.image_size,
                        in_chans=exp.space.in_chans, provenance={
@@ -77,7 +78,7 @@ def select_record(run_dir: str | os.PathLike, *, rank: int | None = None, trial:
     run.read_meta()
     exp = run.read_experiment()
     records = run.read_records()
-    rows = build_rows(records)
+    rows = build_rows(records, run.axes())
     ranked = [r for r in rows if r["rank"] is not None]
     by_id = {r["id"]: r for r in records}
     if rank is not None and trial is not None:

@@ -68,8 +68,9 @@ def _md_table(rows: list[dict[str, Any]], cols: list[str]) -> list[str]:
 def summary_markdown(rows: list[dict[str, Any]], meta: dict[str, Any], exp: Any, records: list[dict]) -> str:
     ok = [r for r in rows if r["status"] == "ok"]
     failed = [r for r in rows if r["status"] != "ok"]
+    from .search.leaderboard import extra_columns
     cols = ["rank", "trial", "layout", "depths", "widths", "params", "macs", "generalization", "capacity",
-            "score", "pareto", "status"]
+            *extra_columns(records, exp.objective.axes), "score", "pareto", "status"]
     lines = [f"# Search report: {meta.get('name')}", "",
              f"- space: `{meta.get('source')}` (fingerprint `{meta.get('fingerprint')}`, "
              f"{exp.space.size():,} candidates)",
@@ -130,7 +131,7 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     else:
         folder = check_output_dir(out, REPORT_FILES, force=force)
         make_dirs(folder)
-        rows = build_rows(records)
+        rows = build_rows(records, run.axes())
         atomic_write(folder / "leaderboard.csv", rows_csv(rows))
         atomic_write(folder / "leaderboard.json", json.dumps(rows, indent=1))
     png = plot_pareto(rows, folder / "pareto.png", title=f"{meta.get('name')}: {len(rows)} trials")

@@ -48,11 +48,11 @@ def test_bad_search_values_name_the_key(snippet, key, write_space):
 
 def test_every_sampler_name_has_a_factory_and_an_unknown_one_is_refused():
     import optuna
-    from typing import get_args
 
-    from nas.search.config import Sampler
+    from nas.search.config import SAMPLER_NAMES, SCHEDULER_NAMES
     from nas.search.optuna_bridge import SAMPLERS, make_sampler
-    assert set(get_args(Sampler)) == set(SAMPLERS)
+    from nas.search.schedulers import SCHEDULERS
+    assert set(SAMPLER_NAMES) == set(SAMPLERS) and set(SCHEDULER_NAMES) == set(SCHEDULERS)
     for name in SAMPLERS:
         assert isinstance(make_sampler(name, 0, 4), optuna.samplers.BaseSampler)
     with pytest.raises(UserError, match="known: tpe, nsga2, gp"):

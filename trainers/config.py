@@ -6,13 +6,14 @@ the workers receive these frozen objects as they are.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .objective import ObjectiveConfig
 
-__all__ = ["SOURCES", "DataConfig", "TrainConfig", "parse_train", "parse_objective"]
+__all__ = ["SOURCES", "DataConfig", "TrainConfig", "parse_train", "parse_objective", "flat", "default_protocol"]
 
 # The data sources: a name here, its reader in ``trainers.data.READERS`` (a test keeps the two in step).
 SOURCES = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder", "npz")
@@ -130,3 +131,20 @@ def parse_objective(data: Any, file: str | None = None) -> ObjectiveConfig:
             raise
         raise ConfigError(file, err.key, err.problem, err.allowed, err.value) from None
 
+
+def flat(d: Any, prefix: str) -> dict[str, Any]:
+    """A nested mapping as ``{"prefix.key.sub": value}`` (tuples as lists, as JSON reads them back)."""
+    if isinstance(d, tuple):
+        d = list(d)
+    if isinstance(d, dict):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}.{k}"))
+        return out
+    return {prefix: d}
+
+
+def default_protocol() -> dict[str, Any]:
+    """The flat ``train.*``/``objective.*`` protocol of the defaults (what a key recorded before it existed
+    meant)."""
+    return {**flat(dataclasses.asdict(TrainConfig()), "train"), **flat(dataclasses.asdict(ObjectiveConfig()), "objective")}

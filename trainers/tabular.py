@@ -100,11 +100,12 @@ def protocol_mismatch(table: Table, protocol: dict[str, Any]) -> list[str]:
     """Differences between a run's flat protocol (``nas.search.config.protocol_of``) and the table's, except
     the keys that do not change a recorded training (device, precision, data path, and the objective's
     scoring: gap penalty, capacity metric and weights are recomputed)."""
-    rec = table.meta["protocol"]
+    from .config import default_protocol
+    rec, defaults = table.meta["protocol"], default_protocol()  # a key the table lacks meant its default
     keys = {k for k in set(rec) | set(protocol)
             if k.startswith(("train.", "objective.")) and k not in _FREE_KEYS and k != "train.data.files"}
     return [f"{k}: table {rec.get(k, '(none)')!r}, YAML {protocol.get(k, '(none)')!r}" for k in sorted(keys)
-            if rec.get(k) != protocol.get(k)]
+            if rec.get(k, defaults.get(k)) != protocol.get(k)]
 
 
 def axes(entry: dict[str, Any], cfg: obj.ObjectiveConfig, num_classes: int) -> dict[str, float]:

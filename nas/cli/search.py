@@ -10,10 +10,9 @@ Flags override the YAML's ``search:`` section. Ctrl-C stops cleanly; everything 
 from __future__ import annotations
 
 import sys
-from typing import get_args
 
 from nas.errors import UserError
-from nas.search.config import Sampler
+from nas.search.config import SAMPLER_NAMES
 
 from . import ArgumentParser, run_cli
 
@@ -36,7 +35,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--max-concurrent", type=int, metavar="K", help="trials running at once")
     p.add_argument("--cpus-per-trial", type=float, metavar="C", help="CPUs (= torch threads) of one trial")
     p.add_argument("--gpus-per-trial", type=float, metavar="G", help="GPUs of one trial; fractions pack trials")
-    p.add_argument("--sampler", choices=list(get_args(Sampler)))
+    p.add_argument("--sampler", choices=list(SAMPLER_NAMES))
     p.add_argument("--seed", type=int)
     p.add_argument("--address", metavar="ADDR", help="Ray cluster to join: HOST:PORT, ray://HOST:PORT or auto")
     p.add_argument("--storage", metavar="URL", help="Optuna study in a database: postgresql://user:pw@host/db, "

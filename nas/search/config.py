@@ -14,11 +14,15 @@ from typing import Any, Literal
 from .prescreen import PrescreenConfig
 from ..errors import ConfigError, UserError, parse_dataclass
 from ..limits import MAX_GRID, check_ranges
+from trainers.config import default_protocol, flat
 
 __all__ = ["SchedulerConfig", "SearchConfig", "Experiment", "load_experiment", "experiment_from_dict",
-           "num_classes_hint", "protocol_of"]
+           "num_classes_hint", "protocol_of", "protocol_diff"]
 
-Sampler = Literal["tpe", "nsga2", "gp", "random", "grid"]  # nas.search.optuna_bridge.SAMPLERS
+# Names a YAML may use; their implementations are the tables nas.search.optuna_bridge.SAMPLERS and
+# nas.search.schedulers.SCHEDULERS (which import Optuna and Ray, so not here), checked against these at import.
+SAMPLER_NAMES = ("tpe", "nsga2", "gp", "random", "grid")
+SCHEDULER_NAMES = ("none", "asha", "pareto")
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,7 @@ class SchedulerConfig:
         max_t: the most reports of a trial (``null``: the trainer's own count).
     """
 
-    type: Literal["none", "asha", "pareto"] = "none"
+    type: Literal[SCHEDULER_NAMES] = "none"
     grace_period: int = field(default=1, metadata={"check": lambda v: v >= 1, "allowed": "an integer >= 1"})
     reduction_factor: float = field(default=3.0, metadata={"check": lambda v: v > 1, "allowed": "a number > 1"})
     max_t: int | None = field(default=None, metadata={"check": lambda v: v is None or v >= 1,
@@ -66,7 +70,7 @@ class SearchConfig:
     """
 
     trials: int = field(default=8, metadata={"check": lambda v: v >= 1, "allowed": "an integer >= 1"})
-    sampler: Sampler = "tpe"
+    sampler: Literal[SAMPLER_NAMES] = "tpe"
     seed: int = 0
     max_concurrent: int | None = field(default=None, metadata={"check": lambda v: v is None or v >= 1,
                                                                "allowed": "an integer >= 1 or null"})
@@ -141,29 +145,33 @@ def experiment_from_dict(data: dict, file: str | None = None) -> Experiment:
     return exp
 
 
-def _flat(d: Any, prefix: str) -> dict[str, Any]:
-    if isinstance(d, dict):
-        out = {}
-        for k, v in d.items():
-            out.update(_flat(v, f"{prefix}.{k}"))
-        return out
-    return {prefix: d}
-
-
 def protocol_of(exp: Experiment) -> dict[str, Any]:
     """Everything besides the space that changes a trial's result, flat (``train.epochs``: 3, ...): the
     ``train:`` and ``objective:`` sections, ``search.trainer`` and the identity of the data (its files'
     count and size, not their path, so a run can move to another machine). Recorded in experiment.json."""
-    out = _flat(dataclasses.asdict(exp.train), "train")
+    out = flat(dataclasses.asdict(exp.train), "train")
     for where in ("path", "url", "md5", "download"):  # where the files come from, not what they are
         out.pop(f"train.data.{where}", None)
     out["train.data.files"] = data_identity(exp.train.data)
-    out.update(_flat(dataclasses.asdict(exp.objective), "objective"))
+    out.update(flat(dataclasses.asdict(exp.objective), "objective"))
     out["search.trainer"] = exp.search.trainer
     if exp.search.trainer.startswith("table:"):  # a replay reads no data; the table is known by name and size
         table = Path(exp.search.trainer[len("table:"):])
         out["train.data.files"] = "-"
         out["search.trainer"] = f"table:{table.name} ({files_identity(table)})"
+    return out
+
+
+def protocol_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for each difference between two flat protocols. A key the old protocol lacks
+    (recorded before it existed) counts as its default, so older runs resume."""
+    defaults = default_protocol()
+    missing = object()
+    out = []
+    for k in sorted(set(old) | set(new)):
+        before = old[k] if k in old else defaults.get(k, missing)
+        if before != new.get(k, missing):
+            out.append(f"{k}: {old.get(k, '(none)')!r} -> {new.get(k, '(none)')!r}")
     return out
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..errors import UserError
-from .config import Experiment, load_experiment, protocol_of
+from .config import Experiment, load_experiment, protocol_diff, protocol_of
 from .leaderboard import format_table, latest_records, write_leaderboard
 from .progress import Printer, Progress
 from .rundir import STUDY_NAME, RunDir, new_meta, resolve_run_dir
@@ -173,11 +173,6 @@ def _check_folder(run_: RunDir, shown: str, resume: bool) -> None:
                         "as it is.")
 
 
-def _protocol_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    return [f"{k}: {old.get(k, '(none)')!r} -> {new.get(k, '(none)')!r}" for k in sorted(set(old) | set(new))
-            if old.get(k) != new.get(k)]
-
-
 def _check_resume(run_: RunDir, shown: str, exp: Experiment | None, trials: int | None, storage: str | None,
                   new_protocol: bool) -> tuple[Experiment, list[str]]:
     """The experiment a resume continues (the recorded one, or ``exp`` if it matches it) and the protocol
@@ -195,7 +190,7 @@ def _check_resume(run_: RunDir, shown: str, exp: Experiment | None, trials: int 
     else:
         changed = stored.space.diff(exp.space)
         if changed:
-            changed += _protocol_diff(meta.get("protocol") or protocol_of(stored), protocol_of(exp))
+            changed += protocol_diff(meta.get("protocol") or protocol_of(stored), protocol_of(exp))
             raise UserError(
                 f"Cannot resume {shown}: the search space changed since that run started "
                 f"({exp.file} vs the recorded {run_.space_yaml}): {'; '.join(changed)}. Resume with the "
@@ -203,7 +198,7 @@ def _check_resume(run_: RunDir, shown: str, exp: Experiment | None, trials: int 
         if trials is None:  # the same command again never shrinks the budget of the run
             keep = max(stored.search.trials, exp.search.trials)
             exp = dataclasses.replace(exp, search=dataclasses.replace(exp.search, trials=keep))
-    protocol_change = _protocol_diff(meta.get("protocol") or protocol_of(stored), protocol_of(exp))
+    protocol_change = protocol_diff(meta.get("protocol") or protocol_of(stored), protocol_of(exp))
     if protocol_change and not new_protocol:
         raise UserError(
             f"Cannot resume {shown}: the training protocol changed since that run started, so new trials "
@@ -313,6 +308,8 @@ def _session(target: _Target, address: str | None, storage: str | None, progress
 def _open_session(target: _Target, storage: str | None, address: str | None, goal: int, say: Printer):
     """Record the new session, open the study, repair and reconcile what an earlier session left, queue the
     grid or pre-screened candidates. Returns (study, records by architecture id, session number, progress)."""
+    from trainers.objective import objectives_of
+
     from . import optuna_bridge as ob
 
     exp, run_, s, existing = target.exp, target.run, target.exp.search, target.existing
@@ -326,7 +323,8 @@ def _open_session(target: _Target, storage: str | None, address: str | None, goa
     session = len(meta["sessions"])
     sampler = ob.make_sampler(s.sampler, s.seed + 1000 * session, s.startup_trials)
     # the study first: a storage that cannot be opened changes nothing in the run directory
-    study = ob.open_study(run_, sampler, storage=storage, study_name=None if existing else meta["study"])
+    study = ob.open_study(run_, sampler, storage=storage, study_name=None if existing else meta["study"],
+                          objectives=objectives_of(exp.objective))
     all_records = run_.read_records()
     torn = run_.repair_torn_tail() if existing else None
     entry = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "trials": s.trials, "address": address}

@@ -1,4 +1,5 @@
-"""The leaderboard: finished trials ranked by score, with the Pareto front of (generalization, capacity).
+"""The leaderboard: finished trials ranked by score, with the Pareto front of the run's objective axes
+(generalization and capacity unless ``objective.axes`` names others; ``trainers.objective.OBJECTIVES``).
 
 Derived from ``trials.jsonl`` only, so it can be rebuilt at any time (``nas-report``).
 """
@@ -9,12 +10,14 @@ import io
 import json
 from typing import Any
 
-from trainers.objective import pareto_mask
+from collections.abc import Sequence
+
+from trainers.objective import OBJECTIVES, objectives_of, pareto_mask
 
 from ..fsio import atomic_write
 from .rundir import RunDir
 
-__all__ = ["COLUMNS", "build_rows", "write_leaderboard", "format_table", "latest_records", "rows_csv"]
+__all__ = ["COLUMNS", "build_rows", "extra_columns", "write_leaderboard", "format_table", "latest_records", "rows_csv"]
 
 COLUMNS = ("rank", "trial", "id", "layout", "depths", "widths", "params", "macs", "generalization", "capacity",
            "score", "pareto", "status", "reason")
@@ -28,12 +31,21 @@ def latest_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
-def build_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Leaderboard rows: ``ok`` trials by score (best first), then the rest; Pareto over ``ok`` trials."""
+def extra_columns(records: list[dict[str, Any]], axes: Sequence[str] = ()) -> list[str]:
+    """Objectives beyond generalization and capacity that are axes or that some record carries."""
+    return [n for n in OBJECTIVES if n not in COLUMNS and (n in axes or any(n in r for r in records))]
+
+
+def build_rows(records: list[dict[str, Any]], axes: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Leaderboard rows: ``ok`` trials by score (best first), then the rest; the Pareto front of ``ok``
+    trials over ``axes`` (default: generalization, capacity); a column for every other objective."""
     recs = latest_records(records)
+    objectives = objectives_of(axes)
+    extra = extra_columns(recs, [o.name for o in objectives])
     ok = [r for r in recs if r["status"] == "ok"]
     rest = [r for r in recs if r["status"] != "ok"]
-    mask = pareto_mask([(r["generalization"], r["capacity"]) for r in ok])
+    mask = pareto_mask([[r.get(o.name, o.failed) for o in objectives] for r in ok],
+                       [o.direction for o in objectives])
     front = {r["id"] for r, m in zip(ok, mask) if m}
     ok.sort(key=lambda r: (-r["score"], -r["generalization"], r["metrics"].get("params", 0), r["id"]))
     rest.sort(key=lambda r: (-r.get("score", 0.0), r["id"]))
@@ -57,13 +69,14 @@ def build_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "status": r["status"],
             "reason": r.get("reason", ""),
             "arch": str(r.get("arch_str", "")),
+            **{n: round(float(r[n]), 4) if n in r else None for n in extra},
         })
     return rows
 
 
 def write_leaderboard(run: RunDir, records: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Rewrite ``leaderboard.csv`` and ``leaderboard.json`` atomically; return the rows."""
-    rows = build_rows(run.read_records() if records is None else records)
+    rows = build_rows(run.read_records() if records is None else records, run.axes())
     atomic_write(run.leaderboard_csv, rows_csv(rows))
     atomic_write(run.leaderboard_json, json.dumps(rows, indent=1))
     return rows
@@ -72,7 +85,8 @@ def write_leaderboard(run: RunDir, records: list[dict[str, Any]] | None = None) 
 def rows_csv(rows: list[dict[str, Any]]) -> str:
     """The CSV text of leaderboard rows."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=[*COLUMNS, "arch"], lineterminator="\n")
+    extra = [k for k in (rows[0] if rows else {}) if k not in COLUMNS and k != "arch"]
+    writer = csv.DictWriter(buf, fieldnames=[*COLUMNS, "arch", *extra], lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
@@ -81,18 +95,21 @@ def rows_csv(rows: list[dict[str, Any]]) -> str:
 
 def format_table(rows: list[dict[str, Any]], limit: int | None = 20) -> str:
     """A fixed-width text table of the leaderboard (``*`` marks the Pareto front)."""
-    head = ("rank", "trial", "layout", "L (S0..S4)", "D (S0..S4)", "params", "MACs", "gen", "cap", "score",
-            "pareto", "status")
+    extra = [k for k in (rows[0] if rows else {}) if k not in COLUMNS and k != "arch"]
+    head = ("rank", "trial", "layout", "L (S0..S4)", "D (S0..S4)", "params", "MACs", "gen", "cap",
+            *(f"{k} ({OBJECTIVES[k].unit})" if OBJECTIVES[k].unit else k for k in extra), "score", "pareto", "status")
     lines = []
     shown = rows if limit is None else rows[:limit]
     for r in shown:
         lines.append((
             "-" if r["rank"] is None else str(r["rank"]), str(r["trial"]), r["layout"], r["depths"], r["widths"],
             f"{r['params'] / 1e6:.3f}M", f"{r['macs'] / 1e6:.1f}M", f"{r['generalization']:.3f}",
-            f"{r['capacity']:.3f}", f"{r['score']:.3f}", "*" if r["pareto"] else "",
+            f"{r['capacity']:.3f}", *("-" if r[k] is None else f"{r[k]:.3f}" for k in extra), f"{r['score']:.3f}",
+            "*" if r["pareto"] else "",
             r["status"] + (f" ({r['reason'][:40]})" if r["status"] != "ok" and r["reason"] else "")))
+    left = {2, 3, 4, len(head) - 1}
     widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(head)]
-    fmt = "  ".join(f"{{:{'<' if i in (2, 3, 4, 11) else '>'}{w}}}" for i, w in enumerate(widths))
+    fmt = "  ".join(f"{{:{'<' if i in left else '>'}{w}}}" for i, w in enumerate(widths))
     out = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
     out += [fmt.format(*l) for l in lines]
     if limit is not None and len(rows) > limit:

@@ -3,7 +3,8 @@
 Why not Ray's ``OptunaSearch``: it keeps the study inside a pickled searcher, drops intermediate results
 with several objectives and disables pruners. Here the study lives in ``RUN_DIR/optuna.journal`` (a
 ``JournalStorage``, so ``optuna`` and ``optuna-dashboard`` open it), maximises ``[generalization,
-capacity]`` and keeps the scalar ``score`` as a user attribute.
+capacity]`` (or the axes ``objective.axes`` names, with their directions and names from
+``trainers.objective.OBJECTIVES``) and keeps the scalar ``score`` as a user attribute.
 
 Inside :meth:`OptunaSearcher.suggest` each proposal is screened before it takes a worker: a candidate over
 the budgets is told as infeasible (``constraints`` user attribute, read by the sampler's
@@ -21,16 +22,17 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from trainers.objective import Objective, objectives_of
+
 from ..arch import Architecture
 from ..errors import UserError
+from .config import SAMPLER_NAMES
+from .record import TrialRecord, axis_values
 from .rundir import STUDY_NAME, RunDir
 from .trainable import FINAL_KEY, RESULT_KEY
 
-__all__ = ["STUDY_NAME", "DIRECTIONS", "SAMPLERS", "open_study", "make_storage", "check_storage_url", "redact",
-           "make_sampler",
-           "constraints_of", "reconcile", "recover_records", "OptunaSearcher", "enqueue_grid"]
-
-DIRECTIONS = ("maximize", "maximize")  # generalization, capacity
+__all__ = ["STUDY_NAME", "SAMPLERS", "open_study", "make_storage", "check_storage_url", "redact", "make_sampler",
+           "constraints_of", "reconcile", "recover_records", "OptunaSearcher", "enqueue_grid", "tell_record"]
 
 
 def constraints_of(trial: optuna.trial.FrozenTrial) -> tuple[float, ...]:
@@ -63,6 +65,8 @@ def _random(seed: int, startup: int) -> optuna.samplers.BaseSampler:
 # sampler name -> factory(seed, startup_trials); ``grid`` queues every candidate, then samples at random
 SAMPLERS: dict[str, Callable[[int, int], optuna.samplers.BaseSampler]] = {
     "tpe": _tpe, "nsga2": _nsga2, "gp": _gp, "random": _random, "grid": _random}
+if set(SAMPLERS) != set(SAMPLER_NAMES):
+    raise ImportError(f"SAMPLERS {sorted(SAMPLERS)} and nas.search.config.SAMPLER_NAMES differ")
 
 
 def make_sampler(name: str, seed: int, startup_trials: int) -> optuna.samplers.BaseSampler:
@@ -117,8 +121,10 @@ def make_storage(run: RunDir, url: str | None = None):
 
 
 def open_study(run: RunDir, sampler: optuna.samplers.BaseSampler | None = None, *,
-               storage: str | None = None, study_name: str | None = None) -> optuna.Study:
-    """Create or load the run's study.
+               storage: str | None = None, study_name: str | None = None,
+               objectives: tuple[Objective, ...] | None = None) -> optuna.Study:
+    """Create or load the run's study, maximising or minimising each of ``objectives`` (default: the run's
+    own axes) under its name.
 
     Without ``storage``/``study_name`` they come from the run's ``experiment.json`` (an RDB URL recorded
     there without its password needs ``storage`` again); the default is ``RUN_DIR/optuna.journal``,
@@ -131,9 +137,25 @@ def open_study(run: RunDir, sampler: optuna.samplers.BaseSampler | None = None, 
         if storage and "***" in storage:
             raise UserError(f"The study of {run.path} lives in {storage}, whose password is not stored: pass "
                             "the full URL again with `--storage` (storage= in Python).")
+    objectives = objectives or objectives_of(run.axes())
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(storage=make_storage(run, storage), study_name=study_name,
-                               directions=list(DIRECTIONS), sampler=sampler, load_if_exists=True)
+    study = optuna.create_study(storage=make_storage(run, storage), study_name=study_name,
+                                directions=[o.direction for o in objectives], sampler=sampler, load_if_exists=True)
+    if len(study.directions) != len(objectives):
+        raise UserError(f"The Optuna study of {run.path} optimises {len(study.directions)} objective(s), but "
+                        f"objective.axes names {len(objectives)} ({', '.join(o.name for o in objectives)}). The "
+                        "axes of a run cannot change: start a new run with another `--name`.")
+    name_metrics(study, objectives)
+    return study
+
+
+def name_metrics(study: optuna.Study, objectives: tuple[Objective, ...]) -> None:
+    """Name the study's objectives (optuna-dashboard shows these instead of "Objective 0/1")."""
+    names = [o.name for o in objectives]
+    if study.metric_names != names:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
 
 
 def enqueue_grid(study: optuna.Study, space, limit: int | None = None) -> int:
@@ -150,17 +172,21 @@ def _set_attrs(study: optuna.Study, trial: optuna.Trial | optuna.trial.FrozenTri
         study._storage.set_trial_user_attr(trial._trial_id, k, v)
 
 
+def _objectives(study: optuna.Study) -> tuple[Objective, ...]:
+    """The objectives of a study opened by :func:`open_study` (its metric names)."""
+    return objectives_of(study.metric_names or ("generalization", "capacity"))
+
+
 def tell_record(study: optuna.Study, trial: optuna.Trial | optuna.trial.FrozenTrial, rec: dict[str, Any],
                 **attrs: Any) -> None:
-    """Tell Optuna a recorded outcome: ok -> both axes; stopped early -> PRUNED; failed -> worst values."""
+    """Tell Optuna a recorded outcome: ok -> its values; stopped early -> PRUNED; failed -> each
+    objective's ``failed`` value."""
     _set_attrs(study, trial, {"score": rec["score"], "status": rec["status"], "reason": rec.get("reason", "")[:500],
                               **attrs})
-    if rec["status"] == "ok":
-        study.tell(trial.number, [rec["generalization"], rec["capacity"]], skip_if_finished=True)
-    elif rec["status"] == "stopped":
+    if rec["status"] == "stopped":
         study.tell(trial.number, state=TrialState.PRUNED, skip_if_finished=True)
     else:
-        study.tell(trial.number, [0.0, 0.0], skip_if_finished=True)
+        study.tell(trial.number, axis_values(rec, _objectives(study)), skip_if_finished=True)
 
 
 def recover_records(study: optuna.Study, records: list[dict[str, Any]], space, run: RunDir) -> list[dict[str, Any]]:
@@ -180,12 +206,13 @@ def recover_records(study: optuna.Study, records: list[dict[str, Any]], space, r
             continue
         if arch.id != a.get("arch_id"):
             continue  # the space cannot rebuild it exactly: leave it to be trained again
-        values = ft.values if ft.state == TrialState.COMPLETE and ft.values else [0.0, 0.0]
-        rec = {"id": arch.id, "arch": arch.to_dict(), "arch_str": str(arch), "number": ft.number,
-               "tune_trial_id": a["tune_trial_id"], "status": a["status"], "reason": a.get("reason", ""),
-               "generalization": float(values[0]), "capacity": float(values[1]), "score": float(a.get("score", 0.0)),
-               "metrics": {"params": float(a.get("params", 0)), "macs": float(a.get("macs", 0))}, "history": [],
-               "recovered_from": source}
+        objectives = _objectives(study)
+        values = ft.values if ft.state == TrialState.COMPLETE and ft.values else [o.failed for o in objectives]
+        rec = TrialRecord.of_trial(
+            arch, ft.number, a["tune_trial_id"], a["status"], reason=a.get("reason", ""),
+            score=float(a.get("score", 0.0)), values={o.name: float(v) for o, v in zip(objectives, values)},
+            metrics={"params": float(a.get("params", 0)), "macs": float(a.get("macs", 0))},
+            extra={"recovered_from": source}).to_json()
         run.append_record(rec)
         out.append(rec)
     return out
@@ -237,6 +264,7 @@ class OptunaSearcher(Searcher):
         self.records, self.to_launch, self.grid, self.max_skips = records, to_launch, grid, max_skips
         self.on_record = on_record
         self.budgets = space.budgets
+        self.objectives = _objectives(study)
         self.live: dict[str, tuple[optuna.Trial, Architecture]] = {}
         self.launched = 0
         self.skipped = 0      # over budget
@@ -274,7 +302,7 @@ class OptunaSearcher(Searcher):
             if any(c > 0 for c in cons):
                 self.skipped += 1
                 _set_attrs(self.study, trial, {"status": "infeasible", "score": 0.0})
-                self.study.tell(trial, [0.0, 0.0])
+                self.study.tell(trial, [o.failed for o in self.objectives])
                 continue
             rec = self.records.get(arch.id)
             if rec is not None:
@@ -318,30 +346,25 @@ class OptunaSearcher(Searcher):
             return
         trial, arch = entry
         result = result or last or {}
-        base = {"id": arch.id, "arch": arch.to_dict(), "arch_str": str(arch), "number": trial.number,
-                "tune_trial_id": trial_id}
         if result.get(FINAL_KEY) == 1:
-            payload = json.loads(result[RESULT_KEY])
-            rec = {**base, "status": payload["status"], "reason": payload["reason"],
-                   "generalization": payload["generalization"], "capacity": payload["capacity"],
-                   "score": payload["score"], "metrics": payload["metrics"], "history": payload["history"]}
+            rec = TrialRecord.from_payload(arch, trial.number, trial_id, json.loads(result[RESULT_KEY])).to_json()
         elif self.stopping:
             return  # interrupted (Ctrl-C, should_stop): left RUNNING, so reconcile() re-queues it
         elif error:
             cost = self.cost_fn(arch)
-            rec = {**base, "status": "error", "reason": self._worker_error(trial.number, arch),
-                   "generalization": 0.0, "capacity": 0.0, "score": 0.0,
-                   "metrics": {"params": float(cost.params), "macs": float(cost.macs)}, "history": []}
+            rec = TrialRecord.of_trial(arch, trial.number, trial_id, "error",
+                                       reason=self._worker_error(trial.number, arch),
+                                       metrics={"params": float(cost.params), "macs": float(cost.macs)}).to_json()
         elif "score" not in result:
             return  # ended before its first report without an error: re-queued like an interruption
         else:
             cost = self.cost_fn(arch)
             epoch = int(result.get("epoch", 0))
-            rec = {**base, "status": "stopped", "reason": f"stopped early by the scheduler after {epoch} report(s)",
-                   "generalization": float(result["generalization"]), "capacity": float(result["capacity"]),
-                   "score": float(result["score"]),
-                   "metrics": {"params": float(cost.params), "macs": float(cost.macs), "epochs": float(epoch)},
-                   "history": []}
+            rec = TrialRecord.of_trial(
+                arch, trial.number, trial_id, "stopped", reason=f"stopped early by the scheduler after {epoch} "
+                "report(s)", score=float(result["score"]),
+                values={o.name: float(result[o.name]) for o in self.objectives if o.name in result},
+                metrics={"params": float(cost.params), "macs": float(cost.macs), "epochs": float(epoch)}).to_json()
         self.run.append_record(rec)
         self.records.setdefault(arch.id, rec)
         tell_record(self.study, trial, rec)

@@ -38,6 +38,7 @@ def replay_search(space: str | os.PathLike | Experiment, *, trials: int | None =
     import optuna
     from ray.tune.search import Searcher
 
+    from trainers.objective import objectives_of
     from trainers.tabular import is_table, load_table, replay, table_path
 
     from ..arch import Architecture
@@ -56,8 +57,11 @@ def replay_search(space: str | os.PathLike | Experiment, *, trials: int | None =
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study = optuna.create_study(storage=optuna.storages.InMemoryStorage(), directions=list(ob.DIRECTIONS),
+        objectives = objectives_of(exp.objective)
+        study = optuna.create_study(storage=optuna.storages.InMemoryStorage(),
+                                    directions=[o.direction for o in objectives],
                                     sampler=ob.make_sampler(s.sampler, s.seed, s.startup_trials))
+        ob.name_metrics(study, objectives)
     if s.sampler == "grid":
         ob.enqueue_grid(study, sp)
 

@@ -111,6 +111,17 @@ class RunDir:
     def write_meta(self, meta: dict[str, Any]) -> None:
         atomic_write(self.experiment_json, json.dumps(meta, indent=2, default=str))
 
+    def axes(self) -> tuple[str, ...]:
+        """The run's objective axes (``objective.axes`` of ``space.yaml``; the default axes where it is
+        unreadable or has none), read without validating the rest."""
+        from trainers.objective import DEFAULT_AXES, OBJECTIVES
+        try:
+            axes = (load_yaml_file(self.space_yaml).get("objective") or {}).get("axes")
+        except (OSError, yaml.YAMLError, UserError, AttributeError):
+            return DEFAULT_AXES
+        ok = isinstance(axes, list) and axes and all(isinstance(a, str) and a in OBJECTIVES for a in axes)
+        return tuple(axes) if ok else DEFAULT_AXES
+
     def read_experiment(self):
         """The :class:`Experiment` stored in ``space.yaml``."""
         from .config import experiment_from_dict

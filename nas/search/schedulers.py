@@ -1,8 +1,9 @@
 """Early stopping of trials (the ``search.scheduler`` section), as Ray Tune schedulers.
 
 - ``asha``: Ray's asynchronous successive halving on the per-round ``score``.
-- ``pareto``: the same rungs, but a trial is ranked at a rung by its non-dominated rank on the two axes
-  (generalization, capacity) among the trials recorded there, ties by score; the best ``1/reduction_factor``
+- ``pareto``: the same rungs, but a trial is ranked at a rung by its non-dominated rank on the objective
+  axes (generalization, capacity, or those ``objective.axes`` names) among the trials recorded there, ties by
+  score; the best ``1/reduction_factor``
   continue. Single-score halving drops candidates that are strong on one axis only, which are on the Pareto
   front the search exists to find (measured in docs/benchmark.md).
 
@@ -16,6 +17,10 @@ from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
+from trainers.objective import Objective, objectives_of
+
+from .config import SCHEDULER_NAMES
+
 __all__ = ["make_scheduler", "SCHEDULERS", "CompletingASHA", "ParetoHalving", "nondominated_ranks"]
 
 
@@ -28,14 +33,14 @@ class CompletingASHA(ASHAScheduler):
         return super().on_trial_result(tune_controller, trial, result)
 
 
-def nondominated_ranks(points: list[tuple[float, float]]) -> list[int]:
-    """Rank 0 for the Pareto front (maximising both), 1 for the front of the rest, and so on."""
+def nondominated_ranks(points: list[tuple[float, ...]]) -> list[int]:
+    """Rank 0 for the Pareto front (maximising every coordinate), 1 for the front of the rest, and so on."""
     ranks = [-1] * len(points)
     left = set(range(len(points)))
     r = 0
     while left:
-        front = {i for i in left if not any(points[j][0] >= points[i][0] and points[j][1] >= points[i][1]
-                                            and points[j] != points[i] for j in left)}
+        front = {i for i in left if not any(points[j] != points[i] and all(a >= b for a, b in zip(points[j], points[i]))
+                                            for j in left)}
         for i in front:
             ranks[i] = r
         left -= front
@@ -53,15 +58,16 @@ class ParetoHalving(FIFOScheduler):
     """
 
     def __init__(self, *, max_t: int, grace_period: int = 1, reduction_factor: float = 3.0,
-                 time_attr: str = "training_iteration"):
+                 time_attr: str = "training_iteration", objectives: tuple[Objective, ...] | None = None):
         super().__init__()
+        self.objectives = objectives or objectives_of(None)
         self.time_attr, self.rf = time_attr, reduction_factor
         self.rungs: list[int] = []
         t = grace_period
         while t < max_t:
             self.rungs.append(int(t))
             t = math.ceil(t * reduction_factor) if t * reduction_factor > t + 0.5 else t + 1
-        self.recorded: dict[int, dict[str, tuple[float, float, float]]] = {r: {} for r in self.rungs}
+        self.recorded: dict[int, dict[str, tuple[tuple[float, ...], float]]] = {r: {} for r in self.rungs}
         self.num_stopped = 0
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
@@ -72,13 +78,13 @@ class ParetoHalving(FIFOScheduler):
             if it < rung or trial.trial_id in self.recorded[rung]:
                 continue
             here = self.recorded[rung]
-            here[trial.trial_id] = (float(result["generalization"]), float(result["capacity"]),
-                                    float(result["score"]))
+            here[trial.trial_id] = (tuple(float(result[o.name]) * (-1.0 if o.direction == "minimize" else 1.0)
+                                          for o in self.objectives), float(result["score"]))
             if len(here) <= self.rf:
                 return TrialScheduler.CONTINUE
             ids = list(here)
-            ranks = nondominated_ranks([here[i][:2] for i in ids])
-            order = sorted(range(len(ids)), key=lambda k: (ranks[k], -here[ids[k]][2]))
+            ranks = nondominated_ranks([here[i][0] for i in ids])
+            order = sorted(range(len(ids)), key=lambda k: (ranks[k], -here[ids[k]][1]))
             keep = {ids[k] for k in order[:math.ceil(len(ids) / self.rf)]}
             if trial.trial_id not in keep:
                 self.num_stopped += 1
@@ -90,21 +96,24 @@ class ParetoHalving(FIFOScheduler):
         return f"ParetoHalving: rungs {self.rungs}, stopped {self.num_stopped}"
 
 
-def _asha(cfg: Any, max_t: int) -> TrialScheduler:
+def _asha(cfg: Any, max_t: int, objectives: tuple[Objective, ...] | None) -> TrialScheduler:
     return CompletingASHA(time_attr="training_iteration", metric="score", mode="max", max_t=cfg.max_t or max_t,
                           grace_period=cfg.grace_period, reduction_factor=cfg.reduction_factor)
 
 
-def _pareto(cfg: Any, max_t: int) -> TrialScheduler:
+def _pareto(cfg: Any, max_t: int, objectives: tuple[Objective, ...] | None) -> TrialScheduler:
     return ParetoHalving(max_t=cfg.max_t or max_t, grace_period=cfg.grace_period,
-                         reduction_factor=cfg.reduction_factor)
+                         reduction_factor=cfg.reduction_factor, objectives=objectives)
 
 
-# search.scheduler.type -> factory(SchedulerConfig, reports per trial); "none" trains every trial to the end
-SCHEDULERS = {"none": lambda cfg, max_t: None, "asha": _asha, "pareto": _pareto}
+# search.scheduler.type -> factory(SchedulerConfig, reports per trial, objectives); "none" trains every trial
+# to the end. nas.search.config.SchedulerConfig.type lists the same names (a test keeps them in step).
+SCHEDULERS = {"none": lambda cfg, max_t, objectives: None, "asha": _asha, "pareto": _pareto}
+if set(SCHEDULERS) != set(SCHEDULER_NAMES):
+    raise ImportError(f"SCHEDULERS {sorted(SCHEDULERS)} and nas.search.config.SCHEDULER_NAMES differ")
 
 
-def make_scheduler(cfg: Any, max_t: int) -> TrialScheduler | None:
+def make_scheduler(cfg: Any, max_t: int, objectives: tuple[Objective, ...] | None = None) -> TrialScheduler | None:
     """The scheduler of ``search.scheduler`` (``None`` for ``none``); ``max_t`` is the most reports of a
-    trial when the config leaves ``max_t`` null."""
-    return SCHEDULERS[cfg.type](cfg, max_t)
+    trial when the config leaves ``max_t`` null; ``objectives`` are the axes ``pareto`` ranks on."""
+    return SCHEDULERS[cfg.type](cfg, max_t, objectives)

@@ -52,6 +52,14 @@ def check_table(exp: Experiment) -> Experiment:
     if exp.search.prescreen.proxy is not None:
         raise ConfigError(file, "search.prescreen.proxy", "needs the training data, which a replay on a table "
                           "does not load", "null with search.trainer: table:...", exp.search.prescreen.proxy)
+    from trainers.objective import OBJECTIVES
+    measured = [o.name for o in OBJECTIVES.values() if o.measure and (o.name in exp.objective.axes or (
+        o.limit is not None and o.limit(exp.objective) is not None))]
+    if measured:
+        raise ConfigError(file, "objective.axes", f"asks for {', '.join(measured)}, which a worker measures on a "
+                          "built model, and a replay on a table builds none", "axes the table records "
+                          "(generalization, capacity) and no objective budget with search.trainer: table:...",
+                          list(exp.objective.axes))
     replay = dataclasses.replace(exp, search=dataclasses.replace(exp.search, trainer=f"{TABLE_PREFIX}{path}"),
                                  classes=table.num_classes)
     diff = protocol_mismatch(table, protocol_of(replay))

@@ -60,20 +60,22 @@ def run_trainer(path: str | None, arch, dataset, train, objective, threads: int,
         return TrialResult.failed(status, reason[:500], wall_s=time.perf_counter() - t0)
 
 
-def _round_report(epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
-    """What a round reports to Tune; ``last_round`` marks the round after which the trainer only assembles
-    its result (a scheduler must not stop a trial whose training is done: ``nas.search.schedulers``)."""
+def _round_report(epoch: int, metrics: dict[str, float], measured: dict[str, float]) -> dict[str, Any]:
+    """What a round reports to Tune: the running axes and the objectives measured before training;
+    ``last_round`` marks the round after which the trainer only assembles its result (a scheduler must not
+    stop a trial whose training is done: ``nas.search.schedulers``)."""
     last = metrics.get("epoch_total", epoch) >= metrics.get("rounds_total", float("inf"))
     return {"score": metrics["score"], "generalization": metrics["generalization"], "capacity": metrics["capacity"],
-            "epoch": epoch, "last_round": int(last), FINAL_KEY: 0}
+            **measured, "epoch": epoch, "last_round": int(last), FINAL_KEY: 0}
 
 
-def _reporter(tune, passed: list[BaseException]) -> Callable[[int, dict[str, float]], None]:
+def _reporter(tune, passed: list[BaseException],
+              measured: dict[str, float] | None = None) -> Callable[[int, dict[str, float]], None]:
     """The trainer's ``on_epoch``: report each round; what Tune raises to stop the trial is kept in
     ``passed`` (it is not a failure of the candidate) and re-raised."""
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         try:
-            tune.report(_round_report(epoch, metrics))
+            tune.report(_round_report(epoch, metrics, measured or {}))
         except BaseException as err:
             passed.append(err)
             raise
@@ -81,9 +83,30 @@ def _reporter(tune, passed: list[BaseException]) -> Callable[[int, dict[str, flo
 
 
 def _final_report(res, payload: dict[str, Any]) -> dict[str, Any]:
-    """The last report of a trial: the axes and the whole result (``payload``)."""
-    return {"score": res.score, "generalization": res.generalization, "capacity": res.capacity,
+    """The last report of a trial: the axes, the measured objectives and the whole result (``payload``)."""
+    from trainers.objective import OBJECTIVES
+    measured = {k: v for k, v in payload["metrics"].items() if k in OBJECTIVES}
+    return {**measured, "score": res.score, "generalization": res.generalization, "capacity": res.capacity,
             "epoch": len(res.history) + 1, "last_round": 1, FINAL_KEY: 1, RESULT_KEY: json.dumps(payload)}
+
+
+def measure_before_training(arch, objective, train, dataset, image_size: int, threads: int):
+    """The objectives a worker measures before training (``trainers.objective.measure_objectives``), and
+    the failed result that replaces the training when a budget is exceeded or the measurement fails."""
+    from trainers.objective import measure_objectives
+    from trainers.proxy import resolve_device
+    from trainers.result import TrialResult
+
+    t0 = time.perf_counter()
+    try:
+        values, over = measure_objectives(arch, objective, image_size=image_size, in_chans=dataset.in_chans,
+                                          num_classes=dataset.num_classes, device=resolve_device(train),
+                                          threads=threads)
+    except Exception as err:  # noqa: BLE001 - a candidate that cannot be measured is a failed trial
+        return {}, TrialResult.failed("error", f"measuring objectives: {type(err).__name__}: {err}"[:500],
+                                      wall_s=time.perf_counter() - t0)
+    failed = TrialResult.failed("infeasible", over, **values) if over else None
+    return values, failed
 
 
 def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
@@ -106,12 +129,13 @@ def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     dataset = load_dataset(train.data, setup["image_size"], setup["in_chans"])
     t_start = time.perf_counter()
 
+    measured, failed = measure_before_training(arch, objective, train, dataset, setup["image_size"], threads)
     passed: list[BaseException] = []
-    res = run_trainer(setup.get("trainer"), arch, dataset, train, objective, threads, _reporter(tune, passed),
-                      setup["image_size"], passed)
+    res = failed or run_trainer(setup.get("trainer"), arch, dataset, train, objective, threads,
+                                _reporter(tune, passed, measured), setup["image_size"], passed)
     t_end = time.perf_counter()
     payload = res.to_dict()
-    payload["metrics"] = {**payload["metrics"], "num_classes": float(dataset.num_classes),
+    payload["metrics"] = {**payload["metrics"], **measured, "num_classes": float(dataset.num_classes),
                           "setup_s": t_start - t_enter, "trial_s": t_end - t_start}
     tune.report(_final_report(res, payload))
 

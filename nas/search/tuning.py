@@ -110,6 +110,8 @@ def run_trials(exp: Experiment, run: RunDir, study, records: dict, remaining: in
     """Run up to ``remaining`` new trials of session ``session``; see the module docstring."""
     from ray import tune
 
+    from trainers.objective import objectives_of
+
     from ..cost import count_cost
     from .optuna_bridge import OptunaSearcher
     from .schedulers import make_scheduler  # imports Ray: not at module level (the dry run stays Ray-free)
@@ -146,7 +148,8 @@ def run_trials(exp: Experiment, run: RunDir, study, records: dict, remaining: in
     first = lambda: timings.setdefault("first_trial_s", time.perf_counter() - t_cmd)  # noqa: E731
     tuner = tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(s.scheduler, reports_per_trial(exp)),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(s.scheduler, reports_per_trial(exp),
+                                                                        objectives_of(exp.objective)),
                                     num_samples=remaining, max_concurrent_trials=s.max_concurrent,
                                     reuse_actors=True, trial_name_creator=_trial_name,
                                     trial_dirname_creator=_trial_name),
