@@ -100,3 +100,8 @@ def count_cost(arch: Architecture | ModelConfig, image_size: int = 224, num_clas
     if isinstance(arch, ModelConfig):
         arch, image_size, num_classes, in_chans = arch.arch, arch.image_size, arch.num_classes, arch.in_chans
     return _count(arch, image_size, num_classes, in_chans)
+
+
+def clear_cost_cache() -> None:
+    """Forget the cached costs (benchmarks time a cold count)."""
+    _count.cache_clear()

@@ -10,7 +10,7 @@ import time
 import torch
 
 from nas import Architecture, build_model
-from nas.cost import _count, count_cost
+from nas.cost import clear_cost_cache, count_cost
 from nas.presets import get
 
 
@@ -27,7 +27,7 @@ def main() -> None:
     print(f"{'candidate':<20} {'cold count_cost':>16} {'cached':>10} {'meta build':>12} {'meta/cold':>10}")
     for name, arch, size, classes, chans in cases:
         def cold():
-            _count.cache_clear()
+            clear_cost_cache()
             count_cost(arch, size, classes, chans)
 
         def meta():

@@ -50,8 +50,8 @@ cfg = DataConfig(name="npz", path=npz, limit=limit or None)
 d = load_dataset(cfg, 32, 3)
 if mode == "float32":
     held = Dataset(d.x_train.float(), d.y_train, d.x_val.float(), d.y_val, d.num_classes, d.in_chans, d.name)
-    from trainers.data import _load_cached
-    _load_cached.cache_clear()
+    from trainers.data import clear_dataset_cache
+    clear_dataset_cache()
     del d
     gc.collect()
     d = held

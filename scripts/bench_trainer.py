@@ -25,7 +25,7 @@ from nas import Architecture
 from nas.blocks import RelPosAttention
 from nas.model import build_model
 from trainers.data import DataConfig, load_dataset
-from trainers.proxy import TrainConfig, _autocast, fit
+from trainers.proxy import TrainConfig, autocast, fit
 
 LAYOUTS = ("C-C-C-C", "C-C-C-T", "C-C-T-T", "C-T-T-T")
 
@@ -41,7 +41,7 @@ def bare_steps(model, batches, device, train, channels_last) -> float:
     sync(device)
     t0 = time.perf_counter()
     for xb, yb in batches:
-        with _autocast(device, train):
+        with autocast(device, train):
             loss = F.cross_entropy(model(xb).float(), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -28,7 +28,7 @@ from .images import Images, channel_stats
 from .sources import EXPECTED, IMAGE_EXTS, Origin, bad_source, downloaded, resolve_source, source_path
 
 __all__ = ["DataConfig", "Dataset", "Images", "load_dataset", "resolve_source", "stratified_split",
-           "stratified_subset", "SOURCES", "READERS", "read_imagefolder"]
+           "stratified_subset", "SOURCES", "READERS", "read_imagefolder", "clear_dataset_cache"]
 
 
 @dataclass(eq=False)
@@ -107,6 +107,11 @@ def load_dataset(cfg: DataConfig, image_size: int, in_chans: int, *, file: str |
     when ``in_chans == 3``; colour sources become luminance when ``in_chans == 1``.
     """
     return _load_cached(cfg, int(image_size), int(in_chans), file, key)
+
+
+def clear_dataset_cache() -> None:
+    """Forget the datasets this process loaded (they are cached per process)."""
+    _load_cached.cache_clear()
 
 
 @functools.lru_cache(maxsize=8)

@@ -27,7 +27,7 @@ from .data import Dataset, Images, stratified_subset
 from .objective import ObjectiveConfig
 from .result import TrialResult
 
-__all__ = ["TrainConfig", "train_candidate", "fit", "FitResult", "Diverged", "resolve_device", "evaluate",
+__all__ = ["TrainConfig", "train_candidate", "fit", "autocast", "FitResult", "Diverged", "resolve_device", "evaluate",
            "recalibrate_bn", "fit_eval_subset",
            "is_oom", "seed_everything", "parse_train", "parse_objective"]
 
@@ -66,7 +66,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _autocast(device: torch.device, train: TrainConfig):
+def autocast(device: torch.device, train: TrainConfig):
+    """bf16 autocast where ``train.precision`` asks for it (``auto``: on CUDA), else a no-op context."""
     bf16 = train.precision == "bf16" or (train.precision == "auto" and device.type == "cuda")
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
@@ -134,7 +135,7 @@ def evaluate(model: nn.Module, x: torch.Tensor | Images, y: torch.Tensor, train:
         xb, yb = x[i:i + train.eval_batch_size], y[i:i + train.eval_batch_size]
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, train):
+        with autocast(device, train):
             logits = model(xb)
         loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
         correct += (logits.argmax(-1) == yb).sum()
@@ -209,7 +210,7 @@ def fit(model: nn.Module, dataset: Dataset, train: TrainConfig, *, train_idx: to
                 xb = _augment(xb, gen)
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, train):
+            with autocast(device, train):
                 logits = model(xb)
                 loss = F.cross_entropy(logits.float(), yb, label_smoothing=train.label_smoothing)
             opt.zero_grad(set_to_none=True)
