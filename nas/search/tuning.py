@@ -104,18 +104,42 @@ def _stopper(flag: StopFlag):
     return _StopAll()
 
 
-def run_trials(exp: Experiment, run: RunDir, study, records: dict, remaining: int, session: int, prog: Progress,
-               say: Printer, should_stop: Callable[[Progress], bool] | None, t_cmd: float,
-               sync: Callable[[], None] | None, signals: StopSignals) -> LoopOutcome:
-    """Run up to ``remaining`` new trials of session ``session``; see the module docstring."""
+def _tuner(exp: Experiment, run: RunDir, searcher, remaining: int, session: int, flag: StopFlag, callbacks: list):
+    """The session's Tuner: the trainable with its resources and the frozen protocol, the searcher, the
+    scheduler, and the session's folder ``RUN/tune/session-K``."""
     from ray import tune
 
     from trainers.objective import objectives_of
 
-    from ..cost import count_cost
-    from .optuna_bridge import OptunaSearcher
     from .schedulers import make_scheduler  # imports Ray: not at module level (the dry run stays Ray-free)
     from .trainable import train_trial
+
+    s, sp = exp.search, exp.space
+    setup = {"train": exp.train, "objective": exp.objective, "image_size": sp.image_size, "in_chans": sp.in_chans,
+             "cpus_per_trial": s.cpus_per_trial, "trainer": s.trainer}
+    trainable = tune.with_resources(tune.with_parameters(train_trial, setup=setup),
+                                    {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
+    scheduler = make_scheduler(s.scheduler, reports_per_trial(exp), objectives_of(exp.objective))
+    run.tune_dir.mkdir(exist_ok=True)
+    # Tune logs every lost worker with a full traceback; the trial record and a progress line say it instead.
+    logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
+                                    max_concurrent_trials=s.max_concurrent, reuse_actors=True,
+                                    trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+        run_config=tune.RunConfig(name=f"session-{session}", storage_path=str(run.tune_dir), verbose=0,
+                                  stop=_stopper(flag), callbacks=callbacks,
+                                  failure_config=tune.FailureConfig(max_failures=s.max_retries)),
+    )
+
+
+def run_trials(exp: Experiment, run: RunDir, study, records: dict, remaining: int, session: int, prog: Progress,
+               say: Printer, should_stop: Callable[[Progress], bool] | None, t_cmd: float,
+               sync: Callable[[], None] | None, signals: StopSignals) -> LoopOutcome:
+    """Run up to ``remaining`` new trials of session ``session``; see the module docstring."""
+    from ..cost import count_cost
+    from .optuna_bridge import OptunaSearcher
 
     s, sp = exp.search, exp.space
     timings: dict[str, float] = {}
@@ -140,25 +164,8 @@ def run_trials(exp: Experiment, run: RunDir, study, records: dict, remaining: in
 
     searcher = OptunaSearcher(study, sp, cost_fn, records, remaining, run=run, grid=s.sampler == "grid",
                               max_skips=s.max_skips, on_record=on_record)
-    setup = {"train": exp.train, "objective": exp.objective, "image_size": sp.image_size, "in_chans": sp.in_chans,
-             "cpus_per_trial": s.cpus_per_trial, "trainer": s.trainer}
-    trainable = tune.with_resources(tune.with_parameters(train_trial, setup=setup),
-                                    {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
-    run.tune_dir.mkdir(exist_ok=True)
     first = lambda: timings.setdefault("first_trial_s", time.perf_counter() - t_cmd)  # noqa: E731
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(s.scheduler, reports_per_trial(exp),
-                                                                        objectives_of(exp.objective)),
-                                    num_samples=remaining, max_concurrent_trials=s.max_concurrent,
-                                    reuse_actors=True, trial_name_creator=_trial_name,
-                                    trial_dirname_creator=_trial_name),
-        run_config=tune.RunConfig(name=f"session-{session}", storage_path=str(run.tune_dir), verbose=0,
-                                  stop=_stopper(flag), callbacks=_callbacks(say, s.max_retries, first),
-                                  failure_config=tune.FailureConfig(max_failures=s.max_retries)),
-    )
-    # Tune logs every lost worker with a full traceback; the line above and the trial record say it instead.
-    logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
+    tuner = _tuner(exp, run, searcher, remaining, session, flag, _callbacks(say, s.max_retries, first))
 
     def on_signal(signum: int) -> None:
         flag.request(signal.Signals(signum).name)
