@@ -61,8 +61,8 @@ VIT_REL = "ViT_REL"
 
 
 def known_blocks() -> str:
-    """The known letters for messages: ``C (MBConv), T (relative-attention transformer)``."""
-    return ", ".join(f"{k.letter} ({k.name})" for k in BLOCKS.values())
+    """The known letters for messages: ``C, T (C = MBConv, T = relative-attention transformer)``."""
+    return f"{', '.join(BLOCKS)} ({', '.join(f'{k.letter} = {k.name}' for k in BLOCKS.values())})"
 
 
 def is_block_letter(value: Any) -> bool:
