@@ -55,6 +55,7 @@ BLOCKS: dict[str, BlockKind] = {kind.letter: kind for kind in (
 """The block letters, in their canonical order (choices and layouts are listed in this order)."""
 
 BLOCK_TYPES = tuple(BLOCKS)
+"""The letters as a tuple (the name before :data:`BLOCKS`; kept for imports)."""
 VIT_BLOCK = "T"
 """The letter of every stage of the ViT_REL baseline."""
 VIT_REL = "ViT_REL"
@@ -118,7 +119,8 @@ class BlockOptions:
 class Architecture:
     """A CoAtNet-style network: stem S0 plus four stages S1-S4.
 
-    ``layout`` holds the block type of S1..S4 (``"C"`` MBConv or ``"T"`` relative-attention transformer).
+    ``layout`` holds the block letter of S1..S4, each a key of :data:`BLOCKS` (``"C"`` MBConv or ``"T"``
+    relative-attention transformer).
     ``depths`` and ``widths`` hold L and D for S0..S4 (five entries each; S0 is the stem).
 
     ``stem="patch"`` makes the ViT_REL baseline: a ``patch_size`` x ``patch_size`` patchify conv replaces
