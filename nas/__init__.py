@@ -34,3 +34,8 @@ def __getattr__(name: str) -> Any:
         module = importlib.import_module(_LAZY[name])
         return module if name == "presets" else getattr(module, name)
     raise AttributeError(f"module 'nas' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The module's names plus the lazily loaded ones, so ``dir(nas)`` shows ``build_model`` and the rest."""
+    return sorted(set(globals()) | set(_LAZY))

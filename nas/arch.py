@@ -9,21 +9,87 @@ String form (``str(arch)``)::
 
 ``L`` and ``D`` list S0..S4. Non-default block options follow as ``key=value`` pairs, so the string is the
 canonical form and ``arch.id`` (a hash of it) is stable across runs, machines and Python versions.
+
+The block letters of a layout come from one table, :data:`BLOCKS`. The builder (``nas.blocks.BLOCK_MODULES``)
+and the cost model (``nas.cost.BLOCK_COSTS``) each map every letter to their implementation and check at import
+that they cover exactly this table; the space validator reads the table's properties (``attention``,
+``order``, ``default_choice``). Adding a letter is one entry here, one module in ``nas/blocks.py`` and one cost
+function in ``nas/cost.py``.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import ConfigError, check_keys, parse_dataclass
 
-__all__ = ["BlockOptions", "Architecture", "ModelConfig", "BLOCK_TYPES", "VIT_REL"]
+__all__ = ["BlockKind", "BLOCKS", "BLOCK_TYPES", "VIT_BLOCK", "BlockOptions", "Architecture", "ModelConfig",
+           "VIT_REL", "known_blocks", "is_block_letter", "check_block_table", "check_layout"]
 
-BLOCK_TYPES = ("C", "T")
+
+@dataclass(frozen=True)
+class BlockKind:
+    """One block letter of a layout and what the torch-free rooms need to know about it."""
+
+    letter: str
+    name: str
+    """Short name shown in messages, e.g. ``MBConv``."""
+    description: str
+    attention: bool
+    """Splits its width into ``head_dim``-sized heads: every width it may get must be a multiple of head_dim."""
+    order: int
+    """``rules.monotone``: along S1..S4 a stage's letter never has a lower order than the stage before it."""
+    default_choice: bool = True
+    """In a stage's block choices when ``space.stages.Sx.block`` is omitted."""
+
+
+BLOCKS: dict[str, BlockKind] = {kind.letter: kind for kind in (
+    BlockKind("C", "MBConv", "pre-activation inverted bottleneck with depthwise 3x3 conv and squeeze-excitation",
+              attention=False, order=0),
+    BlockKind("T", "relative-attention transformer", "pre-norm self-attention with a 2-D relative position bias "
+              "(paper Eq. 3) and an FFN", attention=True, order=1),
+)}
+"""The block letters, in their canonical order (choices and layouts are listed in this order)."""
+
+BLOCK_TYPES = tuple(BLOCKS)
+"""The letters as a tuple (the name before :data:`BLOCKS`; kept for imports)."""
+VIT_BLOCK = "T"
+"""The letter of every stage of the ViT_REL baseline."""
 VIT_REL = "ViT_REL"
+
+
+def known_blocks() -> str:
+    """The known letters for messages: ``C, T (C = MBConv, T = relative-attention transformer)``."""
+    return f"{', '.join(BLOCKS)} ({', '.join(f'{k.letter} = {k.name}' for k in BLOCKS.values())})"
+
+
+def is_block_letter(value: Any) -> bool:
+    """Whether ``value`` is a letter of :data:`BLOCKS` (any value, hashable or not)."""
+    return isinstance(value, str) and value in BLOCKS
+
+
+def check_block_table(table: Mapping[str, Any], name: str) -> None:
+    """Raise ``RuntimeError`` (a bug in the package, not a user error) unless ``table`` has exactly the letters
+    of :data:`BLOCKS`; the builder's and the cost model's letter tables call it at import."""
+    missing, extra = [b for b in BLOCKS if b not in table], [b for b in table if b not in BLOCKS]
+    if missing or extra:
+        raise RuntimeError(f"{name} must map exactly the block letters of nas.arch.BLOCKS ({', '.join(BLOCKS)}): "
+                           f"missing {missing}, not in BLOCKS {extra}")
+
+
+def check_layout(letters: Sequence[Any], file: str | None, key: str, value: Any) -> tuple[str, ...]:
+    """Four known block letters as a tuple; else a :class:`ConfigError` naming the problem and the known letters."""
+    allowed = f"four block letters joined by '-' (e.g. 'C-C-T-T'), each one of {known_blocks()}; or '{VIT_REL}'"
+    if len(letters) != 4:
+        raise ConfigError(file, key, "is not a layout of four stages", allowed, value=value)
+    for letter in letters:
+        if not is_block_letter(letter):
+            raise ConfigError(file, key, f"has an unknown block letter {letter!r}", allowed, value=value)
+    return tuple(letters)
+
 
 RelAttn = Literal["pre", "post", "none"]
 Downsample = Literal["conv1x1", "dwconv"]
@@ -53,7 +119,8 @@ class BlockOptions:
 class Architecture:
     """A CoAtNet-style network: stem S0 plus four stages S1-S4.
 
-    ``layout`` holds the block type of S1..S4 (``"C"`` MBConv or ``"T"`` relative-attention transformer).
+    ``layout`` holds the block letter of S1..S4, each a key of :data:`BLOCKS` (``"C"`` MBConv or ``"T"``
+    relative-attention transformer).
     ``depths`` and ``widths`` hold L and D for S0..S4 (five entries each; S0 is the stem).
 
     ``stem="patch"`` makes the ViT_REL baseline: a ``patch_size`` x ``patch_size`` patchify conv replaces
@@ -76,14 +143,14 @@ class Architecture:
         # Normalise lists to tuples so equal architectures hash equally.
         for name in ("layout", "depths", "widths"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        if len(self.layout) != 4 or any(b not in BLOCK_TYPES for b in self.layout):
-            raise ValueError(f"layout must be 4 of {BLOCK_TYPES}, got {self.layout}")
+        if len(self.layout) != 4 or not all(map(is_block_letter, self.layout)):
+            raise ValueError(f"layout must be 4 block letters, each one of {known_blocks()}; got {self.layout}")
         if len(self.depths) != 5 or len(self.widths) != 5:
             raise ValueError("depths and widths need 5 entries (S0..S4)")
         if any(int(d) < 1 for d in self.depths) or any(int(w) < 1 for w in self.widths):
             raise ValueError(f"depths and widths must be positive, got {self.depths} {self.widths}")
-        if self.stem == "patch" and self.layout != ("T",) * 4:
-            raise ValueError("the patch stem (ViT_REL) needs every stage to be T")
+        if self.stem == "patch" and self.layout != (VIT_BLOCK,) * 4:
+            raise ValueError(f"the patch stem (ViT_REL) needs every stage to be {VIT_BLOCK}")
         if self.stem not in ("conv", "patch"):
             raise ValueError(f"stem must be 'conv' or 'patch', got {self.stem!r}")
         if self.stem_stride not in (1, 2) or (self.stem == "patch" and self.stem_stride != 2):
@@ -148,13 +215,12 @@ class Architecture:
         layout = data["layout"]
         stem = "conv"
         if layout == VIT_REL:
-            stem, layout = "patch", ("T",) * 4
+            stem, layout = "patch", (VIT_BLOCK,) * 4
         elif isinstance(layout, str):
             layout = tuple(layout.split("-"))
-        if not isinstance(layout, (list, tuple)) or len(layout) != 4 or any(b not in BLOCK_TYPES for b in layout):
-            raise ConfigError(file, f"{path}.layout", "is not a layout of four stages",
-                              f"e.g. 'C-C-T-T' (each of {', '.join(BLOCK_TYPES)}) or '{VIT_REL}'",
-                              value=data["layout"])
+        if not isinstance(layout, (list, tuple)):
+            layout = ()  # not a sequence of letters: reported as not a layout of four stages
+        layout = check_layout(layout, file, f"{path}.layout", data["layout"])
         seqs = {}
         for key in ("depths", "widths"):
             seq = data[key]

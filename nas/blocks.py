@@ -1,23 +1,22 @@
-"""CoAtNet building blocks: stems, MBConv, relative-attention transformer block.
+"""CoAtNet building blocks: stems, MBConv, relative-attention transformer block; ``BLOCK_MODULES`` maps each
+block letter of ``nas.arch.BLOCKS`` to the module that implements it.
 
 Shapes are NCHW between blocks. Every stride-2 op uses kernel 3 / padding 1 (or kernel 1 / padding 0),
 so an H x H map becomes ceil(H / 2) on both the residual and the shortcut path, odd sizes included.
 """
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .arch import BlockOptions, check_block_table
+from .geometry import downsampled  # re-exported: it lived here before nas.geometry
+
 __all__ = ["ConvStem", "PatchStem", "Downsample2d", "SqueezeExcite", "MBConvBlock", "RelPosAttention",
-           "TransformerBlock", "LayerNorm2d", "rel_pos_index", "downsampled"]
-
-
-def downsampled(size: int, stride: int) -> int:
-    """Spatial size after a stride-``stride`` op with 'same'-style padding."""
-    return size if stride == 1 else math.ceil(size / stride)
+           "TransformerBlock", "LayerNorm2d", "rel_pos_index", "downsampled", "BLOCK_MODULES", "BlockFactory"]
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -241,3 +240,24 @@ class TransformerBlock(nn.Module):
         t = x.flatten(2).transpose(1, 2)
         t = t + self.drop_path2(self.mlp(self.norm2(t)))
         return t.transpose(1, 2).reshape(b, -1, h, w)
+
+
+# ----------------------------------------------------------------------------------------- block letters
+BlockFactory = Callable[[int, int, int, int, BlockOptions, float], nn.Module]
+"""``(in_chs, out_chs, stride, feat_size, options, drop_path) -> block``; ``feat_size`` is the map size after
+the stride."""
+
+
+def _mbconv(in_chs: int, out_chs: int, stride: int, feat_size: int, o: BlockOptions, drop_path: float) -> nn.Module:
+    return MBConvBlock(in_chs, out_chs, stride, o.mbconv_expansion, o.se_ratio, o.downsample, drop_path)
+
+
+def _transformer(in_chs: int, out_chs: int, stride: int, feat_size: int, o: BlockOptions,
+                 drop_path: float) -> nn.Module:
+    return TransformerBlock(in_chs, out_chs, (feat_size, feat_size), stride, o.head_dim, o.ffn_expansion,
+                            o.rel_attn, drop_path)
+
+
+BLOCK_MODULES: dict[str, BlockFactory] = {"C": _mbconv, "T": _transformer}
+"""Block letter -> the factory of its module; exactly the letters of ``nas.arch.BLOCKS`` (checked at import)."""
+check_block_table(BLOCK_MODULES, "nas.blocks.BLOCK_MODULES")

@@ -4,15 +4,20 @@ No module is built and no tensor is allocated, so screening thousands of candida
 (figures in ``docs/model.md``). Counted MACs are those of convolutions, linear layers and the two attention
 matmuls (QK^T and AV), as ``torch.utils.flop_counter`` counts them (flops = 2 x MACs); norms, activations,
 pooling and softmax are not counted. Tests check both numbers against the real module.
+
+``BLOCK_COSTS`` maps each block letter of ``nas.arch.BLOCKS`` to its cost function; the blocks and their sizes
+come from ``nas.geometry.block_plan``, the plan the builder follows too. Torch-free.
 """
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from .arch import Architecture, ModelConfig
+from .arch import Architecture, BlockOptions, ModelConfig, check_block_table
+from .geometry import block_plan, feature_sizes
 
-__all__ = ["Cost", "count_cost"]
+__all__ = ["Cost", "count_cost", "BLOCK_COSTS", "BlockCost"]
 
 
 @dataclass(frozen=True)
@@ -36,8 +41,8 @@ def _linear(cin: int, cout: int, tokens: int) -> Cost:
     return Cost(cin * cout + cout, cin * cout * tokens)
 
 
-def _mbconv(cin: int, cout: int, stride: int, size_in: int, size_out: int, arch: Architecture) -> Cost:
-    o = arch.options
+def _mbconv(cin: int, cout: int, stride: int, size_in: int, size_out: int, o: BlockOptions) -> Cost:
+    """``C``: nas.blocks.MBConvBlock."""
     mid = max(1, int(round(cout * o.mbconv_expansion)))
     hw_out = size_out * size_out
     hw1 = hw_out if (o.downsample == "conv1x1" or stride == 1) else size_in * size_in
@@ -52,8 +57,8 @@ def _mbconv(cin: int, cout: int, stride: int, size_in: int, size_out: int, arch:
     return cost + _conv(mid, cout, 1, hw_out)
 
 
-def _transformer(cin: int, cout: int, size_out: int, arch: Architecture) -> Cost:
-    o = arch.options
+def _transformer(cin: int, cout: int, stride: int, size_in: int, size_out: int, o: BlockOptions) -> Cost:
+    """``T``: nas.blocks.TransformerBlock (the stride only pools, so it adds no cost)."""
     n = size_out * size_out
     heads = max(1, cout // o.head_dim)
     hidden = max(1, int(round(cout * o.ffn_expansion)))
@@ -67,30 +72,33 @@ def _transformer(cin: int, cout: int, size_out: int, arch: Architecture) -> Cost
     return cost + _linear(cout, hidden, n) + _linear(hidden, cout, n)
 
 
+BlockCost = Callable[[int, int, int, int, int, BlockOptions], Cost]
+"""``(cin, cout, stride, size_in, size_out, options) -> Cost`` of one block."""
+
+BLOCK_COSTS: dict[str, BlockCost] = {"C": _mbconv, "T": _transformer}
+"""Block letter -> its cost function; exactly the letters of ``nas.arch.BLOCKS`` (checked at import)."""
+check_block_table(BLOCK_COSTS, "nas.cost.BLOCK_COSTS")
+
+
+def _stem(arch: Architecture, size: int, in_chans: int) -> Cost:
+    """S0: the conv stem (3x3 convs with BN between them) or ViT_REL's patchify conv."""
+    w = arch.widths[0]
+    if arch.is_vit:
+        return _conv(in_chans, w, arch.patch_size, size ** 2)
+    cost = _conv(in_chans, w, 3, size ** 2)
+    for _ in range(arch.depths[0] - 1):
+        cost += Cost(2 * w, 0) + _conv(w, w, 3, size ** 2)
+    return cost
+
+
 @functools.lru_cache(maxsize=65536)
 def _count(arch: Architecture, image_size: int, num_classes: int, in_chans: int) -> Cost:
-    from .model import feature_sizes  # pure arithmetic; no module is built
-
-    sizes = feature_sizes(arch, image_size)
-    w, d = arch.widths, arch.depths
-    if arch.is_vit:
-        cost = _conv(in_chans, w[0], arch.patch_size, sizes[0] ** 2)
-    else:
-        cost = _conv(in_chans, w[0], 3, sizes[0] ** 2)
-        for _ in range(d[0] - 1):
-            cost += Cost(2 * w[0], 0) + _conv(w[0], w[0], 3, sizes[0] ** 2)
-    for i, block in enumerate(arch.layout):
-        stride = 1 if arch.is_vit else 2
-        for j in range(d[i + 1]):
-            cin, s = (w[i], stride) if j == 0 else (w[i + 1], 1)
-            size_in = sizes[i] if j == 0 else sizes[i + 1]
-            if block == "C":
-                cost += _mbconv(cin, w[i + 1], s, size_in, sizes[i + 1], arch)
-            else:
-                cost += _transformer(cin, w[i + 1], sizes[i + 1], arch)
-    cost += Cost(2 * w[4], 0)
+    cost = _stem(arch, feature_sizes(arch, image_size)[0], in_chans)
+    for s in block_plan(arch, image_size):
+        cost += BLOCK_COSTS[s.letter](s.in_chs, s.out_chs, s.stride, s.size_in, s.size_out, arch.options)
+    cost += Cost(2 * arch.widths[4], 0)
     if num_classes > 0:
-        cost += _linear(w[4], num_classes, 1)
+        cost += _linear(arch.widths[4], num_classes, 1)
     return cost
 
 

@@ -8,40 +8,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .arch import Architecture, ModelConfig
-from .errors import UserError
-from .blocks import ConvStem, MBConvBlock, PatchStem, TransformerBlock, downsampled
+from .arch import Architecture, BlockOptions, ModelConfig
+from .blocks import BLOCK_MODULES, ConvStem, PatchStem
+from .geometry import BlockSlot, block_plan, check_buildable, feature_sizes
 
-__all__ = ["CoAtNet", "build_model", "feature_sizes"]
-
-
-def feature_sizes(arch: Architecture, image_size: int) -> list[int]:
-    """Spatial size after S0, S1, .., S4 for a square ``image_size`` input."""
-    if arch.is_vit:
-        return [image_size // arch.patch_size] * 5
-    sizes = [downsampled(image_size, arch.stem_stride)]
-    for _ in range(4):
-        sizes.append(downsampled(sizes[-1], 2))
-    return sizes
+__all__ = ["CoAtNet", "build_model", "feature_sizes"]  # feature_sizes lives in nas.geometry (torch-free)
 
 
 class Stage(nn.Module):
-    """One stage: ``depth`` blocks of one type, the first changing width (and resolution)."""
+    """One stage: its blocks (``slots`` from :func:`nas.geometry.block_plan`), the first changing width (and
+    resolution); each block made by ``nas.blocks.BLOCK_MODULES`` for its letter."""
 
-    def __init__(self, block: str, in_chs: int, out_chs: int, depth: int, stride: int, feat_size: int,
-                 arch: Architecture, drop_path: list[float]):
+    def __init__(self, slots: list[BlockSlot], options: BlockOptions, drop_path: list[float]):
         super().__init__()
-        opts = arch.options
-        blocks = []
-        for j in range(depth):
-            chs, s = (in_chs, stride) if j == 0 else (out_chs, 1)
-            if block == "C":
-                blocks.append(MBConvBlock(chs, out_chs, s, opts.mbconv_expansion, opts.se_ratio, opts.downsample,
-                                          drop_path[j]))
-            else:
-                blocks.append(TransformerBlock(chs, out_chs, (feat_size, feat_size), s, opts.head_dim,
-                                               opts.ffn_expansion, opts.rel_attn, drop_path[j]))
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = nn.Sequential(*(BLOCK_MODULES[s.letter](s.in_chs, s.out_chs, s.stride, s.size_out, options,
+                                                              rate) for s, rate in zip(slots, drop_path)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(x)
@@ -61,36 +42,23 @@ class Head(nn.Module):
 
 
 class CoAtNet(nn.Module):
-    """Stem S0, four stages S1-S4 (MBConv ``C`` or transformer ``T``), pooled linear head."""
+    """Stem S0, four stages S1-S4 (each of one block letter of ``nas.arch.BLOCKS``), pooled linear head."""
 
     def __init__(self, arch: Architecture, num_classes: int = 1000, image_size: int = 224, in_chans: int = 3,
                  drop_path_rate: float = 0.0):
         super().__init__()
         self.arch, self.num_classes, self.image_size, self.in_chans = arch, num_classes, image_size, in_chans
-        sizes = feature_sizes(arch, image_size)
-        if min(sizes) < 1:
-            raise UserError(f"image size {image_size} is too small for {arch}: the feature map would shrink "
-                            f"below 1x1 (sizes after S0..S4: {sizes}). Use a larger image_size"
-                            + (" or a smaller patch size." if arch.is_vit else " (at least 16 px)."))
-        for i, block in enumerate(arch.layout):
-            heads = max(1, arch.widths[i + 1] // arch.options.head_dim)
-            if block == "T" and arch.widths[i + 1] % heads:
-                raise UserError(f"architecture {arch}: stage S{i + 1} width {arch.widths[i + 1]} does not split "
-                                f"into {heads} attention heads (width // head_dim {arch.options.head_dim}); "
-                                f"use a width that is a multiple of head_dim or smaller than it.")
+        check_buildable(arch, image_size)
         widths, depths = arch.widths, arch.depths
         if arch.is_vit:
             self.stem = PatchStem(in_chans, widths[0], arch.patch_size)
         else:
             self.stem = ConvStem(in_chans, widths[0], depths[0], arch.stem_stride)
-        total = sum(depths[1:])
-        rates = [drop_path_rate * i / max(1, total - 1) for i in range(total)]
-        stages, k = [], 0
-        for i, block in enumerate(arch.layout):
-            stride = 1 if arch.is_vit else 2
-            stages.append(Stage(block, widths[i], widths[i + 1], depths[i + 1], stride, sizes[i + 1], arch,
-                                rates[k:k + depths[i + 1]]))
-            k += depths[i + 1]
+        plan, stages = block_plan(arch, image_size), []
+        for i in range(4):
+            slots = [s for s in plan if s.stage == i]
+            rates = [drop_path_rate * s.number / max(1, len(plan) - 1) for s in slots]
+            stages.append(Stage(slots, arch.options, rates))
         self.stages = nn.Sequential(*stages)
         self.num_features = widths[-1]
         self.head = Head(self.num_features, num_classes)

@@ -1,84 +1,29 @@
-"""The search-space language: the ``space:`` section of a search YAML and the set of architectures it names.
+"""The set of architectures a search YAML's ``space:`` section names: count, sample, enumerate, encode.
 
-A :class:`SearchSpace` is the cross product of a layout (block type per stage S1-S4, or the ``ViT_REL``
+A :class:`SearchSpace` is the cross product of a layout (block letter per stage S1-S4, or the ``ViT_REL``
 baseline), per-stage depth and width choices and block-option choices, filtered by the rules
 (``monotone``, ``non_decreasing_widths``). Counting and uniform sampling are exact and combinatorial, so
-huge spaces cost nothing. ``docs/space.md`` is the YAML reference.
+huge spaces cost nothing. Reading and validating the YAML is ``nas.space_yaml``'s job (its names are
+re-exported here); ``docs/space.md`` is the YAML reference.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.resources
 import itertools
 import json
-import math
 import random
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .arch import BLOCK_TYPES, VIT_REL, Architecture, BlockOptions
-from .errors import ConfigError, UserError, check_keys, parse_dataclass, yaml_problem
-from .yamlio import load_yaml_file
-from .limits import MAX_CHOICES, check_value, int_choice_limit
+from .arch import VIT_BLOCK, VIT_REL, Architecture, BlockOptions
+from .errors import ConfigError
+from .space_yaml import (STAGES, TOP_LEVEL_KEYS, Budgets, StageChoices, bundled_spaces, load_yaml, parse_space,
+                         resolve_space_path)
 
 __all__ = ["Budgets", "SearchSpace", "resolve_space_path", "load_yaml", "load_space", "bundled_spaces",
            "TOP_LEVEL_KEYS", "STAGES"]
-
-TOP_LEVEL_KEYS = ("space", "train", "objective", "search")
-STAGES = ("S1", "S2", "S3", "S4")
-OPTION_NAMES = tuple(f.name for f in dataclasses.fields(BlockOptions))
-
-
-# ------------------------------------------------------------------------------------------- files
-def bundled_spaces() -> list[str]:
-    """Names of the YAML files shipped in the ``search_spaces`` package."""
-    root = importlib.resources.files("search_spaces")
-    return sorted(p.name for p in root.iterdir() if p.name.endswith((".yaml", ".yml")))
-
-
-def resolve_space_path(path_or_name: str | Path) -> Path:
-    """The file itself if it exists (relative to cwd), else the bundled ``search_spaces/<name>``."""
-    path = Path(path_or_name)
-    if path.is_file():
-        return path
-    root = importlib.resources.files("search_spaces")
-    name = str(path_or_name)
-    for cand in (name, name + ".yaml", name + ".yml"):
-        if "/" in cand or "\\" in cand:
-            continue
-        res = root / cand
-        if res.is_file():
-            return Path(str(res))
-    if path.is_dir():
-        raise UserError(f"Search-space file {str(path_or_name)!r} is a folder, not a YAML file. Pass a search "
-                        f"YAML file (see docs/space.md) or a bundled space: {', '.join(bundled_spaces())}.")
-    raise UserError(f"Search-space file {name!r} was not found: it is neither an existing file (relative to "
-                    f"{Path.cwd()}) nor a bundled space. Bundled spaces: {', '.join(bundled_spaces())}.")
-
-
-def load_yaml(path_or_name: str | Path) -> tuple[Path, dict]:
-    """Resolve and parse a search YAML; check its top-level keys (``space`` is required)."""
-    path = resolve_space_path(path_or_name)
-    try:
-        data = load_yaml_file(path)
-    except yaml.YAMLError as err:
-        raise ConfigError(str(path), "<top level>", f"is not valid YAML {yaml_problem(err)}",
-                          "a YAML mapping with keys " + ", ".join(TOP_LEVEL_KEYS)) from None
-    except OSError as err:
-        raise UserError(f"Cannot read search-space file {path}: {err.strerror}. Make it readable by this user "
-                        f"(e.g. `chmod u+r {path}`) or pass another search YAML.") from None
-    if data is None:
-        data = {}
-    check_keys(data, TOP_LEVEL_KEYS, str(path), "")
-    if "space" not in data:
-        raise ConfigError(str(path), "space", "is missing", "a mapping with input, stem, stages, rules, vit_rel, "
-                          "blocks, budgets (see docs/space.md)")
-    return path, dict(data)
 
 
 def load_space(path_or_name: str | Path) -> "SearchSpace":
@@ -87,125 +32,10 @@ def load_space(path_or_name: str | Path) -> "SearchSpace":
     return SearchSpace.from_dict(data["space"], file=str(path))
 
 
-# -------------------------------------------------------------------------------------- the space
-@dataclass(frozen=True)
-class Budgets:
-    """Optional upper limits on a candidate's cost; ``None`` means unlimited."""
-
-    max_params: int | None = None
-    max_macs: int | None = None
-
-    def excess(self, cost: Any) -> tuple[float, float]:
-        """Relative excess of ``cost`` (params, MACs) over each limit: ``value / limit - 1`` (<= 0 is within
-        it; -1 for no limit): the constraints the search gives Optuna's samplers."""
-        return tuple(-1.0 if limit is None else float(value) / float(limit) - 1.0
-                     for limit, value in ((self.max_params, cost.params), (self.max_macs, cost.macs)))
-
-    def allows(self, cost: Any) -> bool:
-        """Whether ``cost`` is within every limit."""
-        return all(e <= 0 for e in self.excess(cost))
-
-    @property
-    def unlimited(self) -> bool:
-        return self.max_params is None and self.max_macs is None
-
-
-@dataclass(frozen=True)
-class _Choices:
-    depth: tuple[int, ...]
-    width: tuple[int, ...]
-    block: tuple[str, ...] = ("C",)
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _int_choices(value: Any, file: str | None, key: str, what: str) -> tuple[int, ...]:
-    """A scalar, a list of choices or ``{min, max[, step]}`` -> sorted tuple of distinct positive ints."""
-    allowed = f"a positive integer, a non-empty list of positive integers, or {{min: a, max: b, step: s}}"
-    if isinstance(value, Mapping):
-        check_keys(value, ("min", "max", "step"), file, key)
-        lo, hi, step = value.get("min"), value.get("max"), value.get("step", 1)
-        for k, v in (("min", lo), ("max", hi), ("step", step)):
-            if not _is_int(v) or v < 1:
-                raise ConfigError(file, f"{key}.{k}", f"must be a positive integer ({what})", allowed, value=v)
-        if lo > hi:
-            raise ConfigError(file, key, "has min > max", allowed, value=dict(value))
-        if (hi - lo) // step + 1 > MAX_CHOICES:
-            raise ConfigError(file, key, f"expands to {(hi - lo) // step + 1:,} choices", f"at most "
-                              f"{MAX_CHOICES} choices per list or range (raise step, or narrow min..max)",
-                              value=dict(value))
-        _check_int_limit(hi, file, f"{key}.max")
-        return tuple(range(lo, hi + 1, step))
-    items = list(value) if isinstance(value, (list, tuple)) else [value]
-    if len(items) > MAX_CHOICES:
-        raise ConfigError(file, key, f"lists {len(items):,} choices", f"at most {MAX_CHOICES} choices per list")
-    if not items:
-        raise ConfigError(file, key, "is an empty list of choices", allowed, value=value)
-    for i, v in enumerate(items):
-        if not _is_int(v) or v < 1:
-            sub = f"{key}[{i}]" if isinstance(value, (list, tuple)) else key
-            raise ConfigError(file, sub, f"must be a positive integer ({what})", allowed, value=v)
-        _check_int_limit(v, file, f"{key}[{i}]" if isinstance(value, (list, tuple)) else key)
-    return tuple(sorted(set(items)))
-
-
-def _check_int_limit(v: int, file: str | None, key: str) -> None:
-    """The documented maximum of a depth, width or patch size (nas.limits)."""
-    limit = int_choice_limit(key[:-4] if key.endswith(".max") else key.split("[")[0])
-    if limit is not None and v > limit[1]:
-        raise ConfigError(file, key, "is above its sane maximum", f"at most {limit[1]:,}", value=v)
-
-
-def _block_choices(value: Any, file: str | None, key: str) -> tuple[str, ...]:
-    allowed = f"a block letter or a non-empty list of them, from {', '.join(BLOCK_TYPES)}"
-    items = list(value) if isinstance(value, (list, tuple)) else [value]
-    if not items:
-        raise ConfigError(file, key, "is an empty list of choices", allowed, value=value)
-    for v in items:
-        if v not in BLOCK_TYPES:
-            raise ConfigError(file, key, "has an unknown block letter", allowed, value=v)
-    return tuple(b for b in BLOCK_TYPES if b in items)
-
-
-def _parse_layout(text: Any, file: str | None, key: str) -> str:
-    allowed = f"'X-X-X-X' with each X one of {', '.join(BLOCK_TYPES)} (e.g. 'C-C-T-T'), or '{VIT_REL}'"
-    if text == VIT_REL:
-        return VIT_REL
-    if not isinstance(text, str) or len(text.split("-")) != 4 or any(b not in BLOCK_TYPES for b in text.split("-")):
-        raise ConfigError(file, key, "is not a layout", allowed, value=text)
-    return text
-
-
-def _option_choices(data: Any, file: str | None, key: str) -> dict[str, tuple]:
-    """Each BlockOptions field: fixed (scalar) or searchable (list); validated by ``parse_dataclass``."""
-    data = check_keys(data, OPTION_NAMES, file, key)
-    defaults = BlockOptions()
-    out: dict[str, tuple] = {}
-    for name in OPTION_NAMES:
-        raw = data.get(name, getattr(defaults, name))
-        items = list(raw) if isinstance(raw, (list, tuple)) else [raw]
-        if not items:
-            raise ConfigError(file, f"{key}.{name}", "is an empty list of choices",
-                              "a value or a non-empty list of values", value=raw)
-        vals = []
-        for i, v in enumerate(items):
-            sub = f"{key}.{name}[{i}]" if isinstance(raw, (list, tuple)) else f"{key}.{name}"
-            try:
-                val = getattr(parse_dataclass(BlockOptions, {name: v}, file, key), name)
-            except ConfigError as err:
-                raise ConfigError(file, sub, err.problem, err.allowed, value=err.value) from None
-            if val not in vals:
-                vals.append(val)
-        out[name] = tuple(vals)
-    return out
-
-
 class SearchSpace:
     """A set of :class:`Architecture` candidates described by the ``space:`` YAML section. Immutable."""
 
-    def __init__(self, *, image_size: int, in_chans: int, stem: _Choices, stages: dict[str, _Choices],
+    def __init__(self, *, image_size: int, in_chans: int, stem: StageChoices, stages: dict[str, StageChoices],
                  layouts: tuple[str, ...], patch_sizes: tuple[int, ...], options: dict[str, tuple],
                  monotone: bool, non_decreasing_widths: bool, budgets: Budgets, file: str | None = None,
                  stem_stride: int = 2):
@@ -238,112 +68,11 @@ class SearchSpace:
     # ------------------------------------------------------------------------------- parsing
     @classmethod
     def from_dict(cls, data: Any, file: str | None = None) -> "SearchSpace":
-        """Parse and validate the ``space:`` section (``data`` is its mapping)."""
-        f = str(file) if file is not None else None
-        if data is None:
-            raise ConfigError(f, "space", "is empty", "a mapping with input, stem, stages, rules, vit_rel, blocks, budgets")
-        data = check_keys(data, ("input", "stem", "stages", "rules", "vit_rel", "blocks", "budgets"), f, "space")
-
-        inp = check_keys(data.get("input"), ("image_size", "channels"), f, "space.input")
-        image_size, in_chans = inp.get("image_size", 32), inp.get("channels", 3)
-        if not _is_int(image_size) or image_size < 32:
-            raise ConfigError(f, "space.input.image_size", "is too small for the stem and four stages, which "
-                              "halve it 5 times (32x) in total", "an integer >= 32", value=image_size)
-        if not _is_int(in_chans) or in_chans < 1:
-            raise ConfigError(f, "space.input.channels", "must be a positive integer", "e.g. 1 (grey) or 3 (RGB)",
-                              value=in_chans)
-        check_value(image_size, "space.input.image_size", f)
-        check_value(in_chans, "space.input.channels", f)
-
-        stem_d = check_keys(data.get("stem"), ("width", "depth", "stride"), f, "space.stem")
-        if "width" not in stem_d:
-            raise ConfigError(f, "space.stem.width", "is missing", "a positive integer or a list of them")
-        stem_stride = stem_d.get("stride", 2)
-        if isinstance(stem_stride, bool) or stem_stride not in (1, 2):
-            raise ConfigError(f, "space.stem.stride", "must be 1 or 2 (one value per space): 2 is the paper's "
-                              "stem (32x downsampling in all), 1 keeps twice the resolution in every stage "
-                              "(16x), for 32-64 px images", "1, 2", value=stem_stride)
-        stem = _Choices(depth=_int_choices(stem_d.get("depth", 2), f, "space.stem.depth", "number of 3x3 convs"),
-                        width=_int_choices(stem_d["width"], f, "space.stem.width", "channels"))
-
-        stages_d = check_keys(data.get("stages"), STAGES, f, "space.stages")
-        stages = {}
-        for s in STAGES:
-            key = f"space.stages.{s}"
-            if s not in stages_d:
-                raise ConfigError(f, key, "is missing", "a mapping with block, depth, width; all of S1-S4 are needed")
-            sd = check_keys(stages_d[s], ("block", "depth", "width"), f, key)
-            for k in ("depth", "width"):
-                if k not in sd:
-                    raise ConfigError(f, f"{key}.{k}", "is missing", "a positive integer or a list of them")
-            stages[s] = _Choices(block=_block_choices(sd.get("block", ["C", "T"]), f, f"{key}.block"),
-                                 depth=_int_choices(sd["depth"], f, f"{key}.depth", "number of blocks"),
-                                 width=_int_choices(sd["width"], f, f"{key}.width", "channels"))
-
-        rules = check_keys(data.get("rules"), ("monotone", "non_decreasing_widths", "layouts"), f, "space.rules")
-        flags = {}
-        for k, default in (("monotone", True), ("non_decreasing_widths", True)):
-            v = rules.get(k, default)
-            if not isinstance(v, bool):
-                raise ConfigError(f, f"space.rules.{k}", "must be true or false", "true, false", value=v)
-            flags[k] = v
-        fixed = rules.get("layouts")
-        if fixed is not None:
-            if not isinstance(fixed, (list, tuple)) or not fixed:
-                raise ConfigError(f, "space.rules.layouts", "must be a non-empty list of layouts or null",
-                                  f"e.g. [C-C-T-T, {VIT_REL}]", value=fixed)
-            fixed = [_parse_layout(t, f, f"space.rules.layouts[{i}]") for i, t in enumerate(fixed)]
-            fixed = list(dict.fromkeys(fixed))
-
-        vit = check_keys(data.get("vit_rel"), ("include", "patch_size"), f, "space.vit_rel")
-        include_vit = vit.get("include", False)
-        if not isinstance(include_vit, bool):
-            raise ConfigError(f, "space.vit_rel.include", "must be true or false", "true, false", value=include_vit)
-        if include_vit and fixed is not None:
-            raise ConfigError(f, "space.vit_rel.include", "cannot be used together with space.rules.layouts",
-                              f"list '{VIT_REL}' in space.rules.layouts instead", value=include_vit)
-        patch_sizes = _int_choices(vit.get("patch_size", 4), f, "space.vit_rel.patch_size", "pixels")
-        for p in patch_sizes:
-            if image_size % p:
-                raise ConfigError(f, "space.vit_rel.patch_size", "does not divide space.input.image_size "
-                                  f"({image_size})", f"a divisor of {image_size}", value=p)
-
-        options = _option_choices(data.get("blocks"), f, "space.blocks")
-
-        bud = check_keys(data.get("budgets"), ("max_params", "max_macs"), f, "space.budgets")
-        limits = {}
-        for k in ("max_params", "max_macs"):
-            v = bud.get(k)
-            if isinstance(v, str):  # YAML 1.1 reads 5.0e6 (no sign in the exponent) as a string
-                try:
-                    v = float(v)
-                except ValueError:
-                    pass
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
-                                  or not math.isfinite(v) or v > 1e18):
-                raise ConfigError(f, f"space.budgets.{k}", "must be a positive number or null",
-                                  "a number from 1 to 1e18, e.g. 5.0e6, or null", value=v)
-            limits[k] = None if v is None else int(v)
-        budgets = Budgets(**limits)
-
-        # Attention stages need widths divisible by every head_dim choice.
-        for s in STAGES:
-            if "T" in stages[s].block or include_vit or (fixed and VIT_REL in fixed):
-                for hd in options["head_dim"]:
-                    for w in stages[s].width:
-                        if w % hd:
-                            raise ConfigError(f, f"space.stages.{s}.width", f"has a width not divisible by "
-                                              f"head_dim {hd}, but a T block is possible in {s}",
-                                              f"multiples of every space.blocks.head_dim choice", value=w)
-
-        layouts = _valid_layouts(stages, fixed, flags["monotone"], f, include_vit)
-        space = cls(image_size=image_size, in_chans=in_chans, stem=stem, stages=stages, layouts=tuple(layouts),
-                    patch_sizes=patch_sizes, options=options, monotone=flags["monotone"],
-                    non_decreasing_widths=flags["non_decreasing_widths"], budgets=budgets, file=f,
-                    stem_stride=stem_stride)
+        """Parse and validate the ``space:`` section (``data`` is its mapping; see ``nas.space_yaml``)."""
+        space = cls(**parse_space(data, file))
         if space._chains[0] and not any(space._chains[0].values()):
-            raise ConfigError(f, "space.rules.non_decreasing_widths", "cannot be satisfied: no choice of "
-                              "widths S0..S4 is non-decreasing", "widths choices that allow a non-decreasing "
+            raise ConfigError(space.file, "space.rules.non_decreasing_widths", "cannot be satisfied: no choice "
+                              "of widths S0..S4 is non-decreasing", "widths choices that allow a non-decreasing "
                               "chain, or non_decreasing_widths: false", value=True)
         return space
 
@@ -387,7 +116,7 @@ class SearchSpace:
     def _make(self, layout: str, depths, widths, opts: Mapping[str, Any], patch: int | None) -> Architecture:
         options = BlockOptions(**opts)
         if layout == VIT_REL:
-            return Architecture(layout=("T",) * 4, depths=tuple(depths), widths=tuple(widths), options=options,
+            return Architecture(layout=(VIT_BLOCK,) * 4, depths=tuple(depths), widths=tuple(widths), options=options,
                                 stem="patch", patch_size=int(patch))
         return Architecture(layout=tuple(layout.split("-")), depths=tuple(depths), widths=tuple(widths),
                             options=options, stem_stride=self._stem_stride)
@@ -624,44 +353,4 @@ def _flatten(d: Mapping, prefix: str) -> dict[str, Any]:
             out.update(_flatten(v, key))
         else:
             out[key] = v
-    return out
-
-
-def _valid_layouts(stages: Mapping[str, _Choices], fixed: list[str] | None, monotone: bool,
-                   file: str | None, include_vit: bool = False) -> list[str]:
-    """Layouts allowed by the stage block choices and the rules; error when none (or a fixed one) is."""
-    def ok(layout: str) -> str | None:
-        if layout == VIT_REL:
-            bad = [s for s in STAGES if "T" not in stages[s].block]
-            verb = "allows" if len(bad) == 1 else "allow"
-            return f"{VIT_REL} needs T allowed in every stage, but {', '.join(bad)} {verb} only C" if bad else None
-        blocks = layout.split("-")
-        for s, b in zip(STAGES, blocks):
-            if b not in stages[s].block:
-                return f"{s} is {b} but space.stages.{s}.block allows only {list(stages[s].block)}"
-        if monotone and any(a == "T" and b == "C" for a, b in zip(blocks, blocks[1:])):
-            return "it puts a C stage after a T stage, but rules.monotone is true"
-        return None
-
-    if fixed is not None:
-        for i, layout in enumerate(fixed):
-            why = ok(layout)
-            if why:
-                raise ConfigError(file, f"space.rules.layouts[{i}]", f"contradicts the stage choices: {why}",
-                                  "layouts whose stages use allowed block letters"
-                                  + (" and, with rules.monotone, no C stage after a T stage" if monotone else ""),
-                                  value=layout)
-        return fixed
-    out = ["-".join(p) for p in itertools.product(*(stages[s].block for s in STAGES))]
-    out = [l for l in out if ok(l) is None]
-    if include_vit:
-        why = ok(VIT_REL)
-        if why:
-            raise ConfigError(file, "space.vit_rel.include", f"cannot be satisfied: {why}",
-                              "T in every stage's block choices, or include: false", value=True)
-        out.append(VIT_REL)
-    if not out:
-        raise ConfigError(file, "space.rules.monotone", "cannot be satisfied by the stage block choices: every "
-                          "combination puts a C stage after a T stage", "block choices that allow C stages "
-                          "before T stages, or monotone: false", value=True)
     return out

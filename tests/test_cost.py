@@ -10,6 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from nas import Architecture, BlockOptions, build_model
 from nas.arch import ModelConfig
 from nas.cost import count_cost
+from nas.geometry import feature_sizes
 
 torch.set_num_threads(1)
 
@@ -64,7 +65,6 @@ def test_yaml_round_trip_preserves_id_and_params(tmp_path):
 
 
 def test_stride_one_stem_keeps_twice_the_resolution_and_the_cost_model_follows():
-    from nas.model import feature_sizes
     arch = Architecture.parse("C-C-T-T L=2,1,1,1,1 D=16,16,32,32,64 stem_stride=1")
     assert feature_sizes(arch, 32) == [32, 16, 8, 4, 2]
     assert feature_sizes(dataclasses.replace(arch, stem_stride=2), 32) == [16, 8, 4, 2, 1]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from nas.arch import VIT_REL, Architecture, BlockOptions
+from nas.cost import count_cost
 from nas.errors import ConfigError, UserError
 from nas.space import Budgets, SearchSpace, bundled_spaces, load_space, load_yaml, resolve_space_path
 
@@ -237,7 +238,6 @@ def test_minimal_architectures_are_smallest():
 
 
 def test_check_budgets_with_count_cost():
-    count_cost = pytest.importorskip("nas.cost").count_cost
     space = load_space("coatnet")
     space.check_budgets(count_cost)  # the shipped default fits its own budgets
     smallest = min(count_cost(a, image_size=32, num_classes=10, in_chans=1).params
@@ -254,7 +254,6 @@ def test_check_budgets_with_count_cost():
 
 
 def test_shipped_paper_space_fits_its_budgets_and_sizes_are_comparable():
-    count_cost = pytest.importorskip("nas.cost").count_cost
     paper = load_space("coatnet-paper")
     params = [count_cost(a, image_size=32, num_classes=10, in_chans=3).params for a in paper.enumerate()]
     assert max(params) < 3 * min(params), params
@@ -271,7 +270,7 @@ if given is not None:
     @given(name=st.sampled_from(["coatnet", "coatnet-paper"]), seed=st.integers(0, 2 ** 32 - 1))
     def test_sampled_architectures_build_and_run(name, seed):
         torch = pytest.importorskip("torch")
-        build_model = pytest.importorskip("nas.model").build_model
+        from nas.model import build_model
         torch.set_num_threads(1)
         space = load_space(name)
         arch = space.sample(random.Random(seed))
