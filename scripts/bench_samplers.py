@@ -76,16 +76,7 @@ def iqr(v: list[float]) -> tuple[float, float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--space", default="bench-cifar-replay.yaml",
-                   help="a search YAML with search.trainer: table:...")
-    p.add_argument("--samplers", nargs="+", default=["tpe:8", "tpe:4", "tpe:16", "nsga2:8", "gp:8", "random"])
-    p.add_argument("--seeds", type=int, default=20)
-    p.add_argument("--trials", type=int, default=100)
-    p.add_argument("--tolerance", type=float, default=0.005, help="score points below the table's best (0.005 = 0.5 pp)")
-    p.add_argument("--out", default="runs/bench-samplers")
-    a = p.parse_args(argv)
-
+    a = _parse_args(argv)
     exp = load_experiment(a.space)
     table = load_table(table_path(exp.search.trainer))
     scores = [axes(e, exp.objective, table.num_classes) for e in table.entries.values() if e["status"] == "ok"]
@@ -102,6 +93,29 @@ def main(argv: list[str] | None = None) -> int:
     cache_path = out / "results.json"
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     key_base = f"{table.meta.get('name')}-v{table.meta.get('version')}|{a.trials}"
+    _replay_all(exp, a, cache, cache_path, key_base)
+    marks = sorted({min(t, a.trials) for t in (25, 50, a.trials)})
+    rows, med_curves = _summarise(cache, key_base, a, target, marks)
+    _print_results(rows, marks, a, n, k, hv_all)
+    _plot(med_curves, a, target, best, hv_all, out)
+    return 0
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--space", default="bench-cifar-replay.yaml",
+                   help="a search YAML with search.trainer: table:...")
+    p.add_argument("--samplers", nargs="+", default=["tpe:8", "tpe:4", "tpe:16", "nsga2:8", "gp:8", "random"])
+    p.add_argument("--seeds", type=int, default=20)
+    p.add_argument("--trials", type=int, default=100)
+    p.add_argument("--tolerance", type=float, default=0.005,
+                   help="score points below the table's best (0.005 = 0.5 pp)")
+    p.add_argument("--out", default="runs/bench-samplers")
+    return p.parse_args(argv)
+
+
+def _replay_all(exp, a: argparse.Namespace, cache: dict, cache_path: Path, key_base: str) -> None:
+    """Replay every (sampler, seed) search not yet in ``cache``, saving the cache after each."""
     for spec in a.samplers:
         name, _, startup = spec.partition(":")
         for seed in range(a.seeds):
@@ -118,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {spec:8s} seed {seed:2d}: best {max(cache[key]['score']):.4f} "
                   f"({cache[key]['seconds']:.1f} s)", flush=True)
 
-    marks = sorted({min(t, a.trials) for t in (25, 50, a.trials)})
+
+def _summarise(cache: dict, key_base: str, a: argparse.Namespace, target: float,
+               marks: list[int]) -> tuple[list[tuple], dict[str, tuple]]:
+    """Per sampler: the table row (trials to the target, best score and hypervolume at the marks, seconds)
+    and the median curves over the seeds."""
     rows, med_curves = [], {}
     for spec in a.samplers:
         runs = []
@@ -136,7 +154,12 @@ def main(argv: list[str] | None = None) -> int:
                      statistics.median(s for _, s in runs)))
         med_curves[spec] = (np.median([cv["best"] for cv, _ in runs], axis=0),
                             np.median([cv["hv"] for cv, _ in runs], axis=0))
+    return rows, med_curves
 
+
+def _print_results(rows: list[tuple], marks: list[int], a: argparse.Namespace, n: int, k: int,
+                   hv_all: float) -> None:
+    """The markdown table of the samplers, and random search's exact expectation beside it."""
     at_s = " / ".join(f"@{t}" for t in marks)
     print(f"\n| sampler | trials to within {a.tolerance * 100:g} pp: median [IQR] | reached | best score {at_s} | "
           f"hypervolume {at_s} | s per search |")
@@ -150,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
           f"hypervolume {hv_all:.4f}. Check: uniform sampling without replacement needs {med} [{q1}, {q3}] trials "
           f"(exact median [IQR]; mean {mean:.1f}), to set beside `random` above.)")
 
+
+def _plot(med_curves: dict[str, tuple], a: argparse.Namespace, target: float, best: float, hv_all: float,
+          out: Path) -> None:
+    """The median best-score and hypervolume curves of every sampler, to ``out/samplers.png``."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -166,7 +193,6 @@ def main(argv: list[str] | None = None) -> int:
     fig.tight_layout()
     fig.savefig(out / "samplers.png", dpi=110)
     print(f"figure: {out / 'samplers.png'}")
-    return 0
 
 
 if __name__ == "__main__":

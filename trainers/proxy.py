@@ -159,82 +159,37 @@ def fit(model: nn.Module, dataset: Dataset, train: TrainConfig, *, train_idx: to
     """
     device = device or resolve_device(train)
     data = dataset.to(device)
-    x_all, y_all = data.x_train, data.y_train
-    if train_idx is not None:
-        train_idx = train_idx.to(device)
-        x_all, y_all = x_all.subset(train_idx), y_all[train_idx]  # stored as loaded; batches normalised
+    x_all, y_all = _train_examples(data, train_idx, device)  # stored as loaded; batches normalised
     n = len(y_all)
     bs = min(train.batch_size, n)
     per_epoch = max(1, n // bs)  # drop the last incomplete batch: no tiny batches for BatchNorm
     total = steps or train.steps or train.epochs * per_epoch
     report_every = report_every or per_epoch
     rounds = math.ceil(total / report_every)
-    channels_last = train.channels_last if train.channels_last is not None else device.type == "cuda"
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": train.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=train.lr,
-                            foreach=device.type == "cuda")
-    warm = int(train.warmup * total)
-
-    def lr_at(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    channels_last = _place(model, train, device)
+    opt, sched = _optimizer(model, train, device, total)
     ev = eval_idx.to(device) if eval_idx is not None else None
     xe, ye = (x_all, y_all) if ev is None else (x_all.subset(ev), y_all[ev])
     gen = torch.Generator(device="cpu").manual_seed(train.seed)
+    batches = _Batches(n, bs, per_epoch, gen, device)
     chance_loss = math.log(max(2, dataset.num_classes))
     history: list[dict[str, Any]] = []
     step, images, train_s = 0, 0, 0.0
-    perm, pos = None, per_epoch
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for rnd in range(1, rounds + 1):
         model.train()
         t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        for _ in range(min(report_every, total - step)):
-            if pos >= per_epoch:
-                perm, pos = torch.randperm(n, generator=gen).to(device), 0
-            idx = perm[pos * bs:(pos + 1) * bs]
-            pos += 1
-            xb, yb = x_all[idx], y_all[idx]
-            if train.augment:
-                xb = _augment(xb, gen)
-            if channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            with autocast(device, train):
-                logits = model(xb)
-                loss = F.cross_entropy(logits.float(), yb, label_smoothing=train.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if train.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-            opt.step()
-            sched.step()
-            loss_sum += loss.detach() * len(yb)
-            correct += (logits.detach().argmax(-1) == yb).sum()
-            seen += len(yb)
-            step += 1
+        count = min(report_every, total - step)
+        loss_sum, correct, seen = _train_round(model, opt, sched, batches, x_all, y_all, count, train, device,
+                                               channels_last, gen)
+        step += count
         sync()
         train_s += time.perf_counter() - t0
         images += seen
         running_loss = loss_sum.item() / max(1, seen)
-        if not math.isfinite(running_loss) or running_loss > 100 * chance_loss:
-            raise Diverged(f"training loss {running_loss:.4g} at round {rnd} ({regime} regime, lr {train.lr:g}) "
-                           f"is {'not finite' if not math.isfinite(running_loss) else 'over 100x chance'}")
-        # Every round is measured like the final result: BN statistics recomputed, eval mode, the same
-        # examples, so that per-round estimates (ASHA) and the leaderboard agree.
-        recalibrate_bn(model, x_all, train.bn_recalibrate, train.eval_batch_size, train.seed, channels_last)
-        val_loss, val_acc = evaluate(model, data.x_val, data.y_val, train, device, channels_last)
-        fit_loss, fit_acc = evaluate(model, xe, ye, train, device, channels_last)
+        _check_diverged(running_loss, chance_loss, rnd, regime, train)
+        val_loss, val_acc, fit_loss, fit_acc = _measure_round(model, x_all, data, xe, ye, train, device,
+                                                              channels_last)
         row = {"regime": regime, "epoch": rnd, "step": step, "passes": images / n, "train_loss": fit_loss,
                "train_acc": fit_acc, "val_loss": val_loss, "val_acc": val_acc,
                "running_loss": running_loss, "running_acc": correct.item() / max(1, seen),
@@ -247,6 +202,112 @@ def fit(model: nn.Module, dataset: Dataset, train: TrainConfig, *, train_idx: to
                "passes": images / n, "steps": step, "train_images": images, "train_s": train_s,
                "images_per_s": images / train_s if train_s > 0 else 0.0, "train_size": n}
     return FitResult(model, metrics, history)
+
+
+def _train_examples(data: Dataset, train_idx: torch.Tensor | None,
+                    device: torch.device) -> tuple[Images, torch.Tensor]:
+    """The training images and labels, restricted to ``train_idx`` when given."""
+    x_all, y_all = data.x_train, data.y_train
+    if train_idx is not None:
+        train_idx = train_idx.to(device)
+        x_all, y_all = x_all.subset(train_idx), y_all[train_idx]
+    return x_all, y_all
+
+
+def _place(model: nn.Module, train: TrainConfig, device: torch.device) -> bool:
+    """Move the model to the device, in channels-last memory format where asked (``None``: on CUDA);
+    return whether it is channels-last."""
+    channels_last = train.channels_last if train.channels_last is not None else device.type == "cuda"
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return channels_last
+
+
+def _optimizer(model: nn.Module, train: TrainConfig, device: torch.device,
+               total: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (no weight decay on biases and norms) and its schedule: linear warmup, then cosine to zero
+    at step ``total``."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": train.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=train.lr,
+                            foreach=device.type == "cuda")
+    warm = int(train.warmup * total)
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+
+
+class _Batches:
+    """Index batches of the training examples: each epoch a fresh permutation (drawn from ``gen``), cut into
+    ``per_epoch`` batches of ``bs`` (the last incomplete batch is dropped)."""
+
+    def __init__(self, n: int, bs: int, per_epoch: int, gen: torch.Generator, device: torch.device):
+        self.n, self.bs, self.per_epoch, self.gen, self.device = n, bs, per_epoch, gen, device
+        self.perm: torch.Tensor | None = None
+        self.pos = per_epoch
+
+    def next(self) -> torch.Tensor:
+        if self.pos >= self.per_epoch:
+            self.perm, self.pos = torch.randperm(self.n, generator=self.gen).to(self.device), 0
+        idx = self.perm[self.pos * self.bs:(self.pos + 1) * self.bs]
+        self.pos += 1
+        return idx
+
+
+def _train_round(model: nn.Module, opt: torch.optim.Optimizer, sched, batches: _Batches, x_all: Images,
+                 y_all: torch.Tensor, count: int, train: TrainConfig, device: torch.device, channels_last: bool,
+                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``count`` optimizer steps; return the summed training loss (on the device), the number of correct
+    predictions and the number of images seen."""
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for _ in range(count):
+        idx = batches.next()
+        xb, yb = x_all[idx], y_all[idx]
+        if train.augment:
+            xb = _augment(xb, gen)
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with autocast(device, train):
+            logits = model(xb)
+            loss = F.cross_entropy(logits.float(), yb, label_smoothing=train.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if train.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+        opt.step()
+        sched.step()
+        loss_sum += loss.detach() * len(yb)
+        correct += (logits.detach().argmax(-1) == yb).sum()
+        seen += len(yb)
+    return loss_sum, correct, seen
+
+
+def _check_diverged(running_loss: float, chance_loss: float, rnd: int, regime: str, train: TrainConfig) -> None:
+    """Raise :class:`Diverged` if the round's training loss is not finite or over 100x chance."""
+    if not math.isfinite(running_loss) or running_loss > 100 * chance_loss:
+        raise Diverged(f"training loss {running_loss:.4g} at round {rnd} ({regime} regime, lr {train.lr:g}) "
+                       f"is {'not finite' if not math.isfinite(running_loss) else 'over 100x chance'}")
+
+
+def _measure_round(model: nn.Module, x_all: Images, data: Dataset, xe: Images, ye: torch.Tensor,
+                   train: TrainConfig, device: torch.device, channels_last: bool) -> tuple[float, float, float, float]:
+    """(val_loss, val_acc, fit_loss, fit_acc) after a round.
+
+    Every round is measured like the final result: BN statistics recomputed, eval mode, the same
+    examples, so that per-round estimates (ASHA) and the leaderboard agree.
+    """
+    recalibrate_bn(model, x_all, train.bn_recalibrate, train.eval_batch_size, train.seed, channels_last)
+    val_loss, val_acc = evaluate(model, data.x_val, data.y_val, train, device, channels_last)
+    fit_loss, fit_acc = evaluate(model, xe, ye, train, device, channels_last)
+    return val_loss, val_acc, fit_loss, fit_acc
 
 
 def fit_eval_subset(y: torch.Tensor, limit: int, seed: int) -> torch.Tensor | None:
@@ -280,7 +341,6 @@ def train_candidate(arch: Architecture | ModelConfig, dataset: Dataset, train: T
     Divergence, out-of-memory and model errors become failed results; this never raises for them.
     """
     from nas.cost import count_cost
-    from nas.model import build_model
 
     if isinstance(arch, ModelConfig):
         arch = arch.arch
@@ -301,33 +361,7 @@ def train_candidate(arch: Architecture | ModelConfig, dataset: Dataset, train: T
     full_epoch = max(1, len(dataset.y_train) // min(train.batch_size, len(dataset.y_train)))
     full_steps = train.steps or train.epochs * full_epoch  # per regime
     rounds_total = math.ceil(full_steps / full_epoch) * (2 if objective.mode == "both" else 1)
-
-    def partial(row: dict[str, float]) -> dict[str, float]:
-        return {**row, **obj.round_axes(row, state["gen"], objective, k)}
-
-    def run() -> Iterator[dict[str, float]]:
-        seed_everything(train.seed)
-        out: dict[str, Any] = {}
-        if objective.mode == "both":
-            sub = stratified_subset(dataset.y_train, objective.subset_fraction, train.seed)
-            model = build_model(arch, num_classes=k, image_size=size, in_chans=dataset.in_chans,
-                                drop_path_rate=train.drop_path)
-            res = yield from fit(model, dataset, train, train_idx=sub, steps=full_steps, device=dev,
-                                 report_every=full_epoch, regime="generalization",
-                                 eval_idx=fit_eval_subset(dataset.y_train[sub], objective.train_eval_limit,
-                                                          train.seed))
-            out["gen"] = res.metrics
-            state["gen"] = obj.generalization(res.metrics["val_acc"], res.metrics["train_acc"], objective)
-            del model, res
-            seed_everything(train.seed + 1)
-        model = build_model(arch, num_classes=k, image_size=size, in_chans=dataset.in_chans,
-                            drop_path_rate=train.drop_path)
-        res = yield from fit(model, dataset, train, steps=full_steps, device=dev, eval_idx=limit_idx,
-                             regime="full")
-        out["cap"] = res.metrics
-        return out
-
-    it = run()
+    it = _trainings(arch, dataset, train, objective, size, dev, full_steps, full_epoch, limit_idx, state)
     epoch = 0
     while True:
         try:
@@ -338,19 +372,62 @@ def train_candidate(arch: Architecture | ModelConfig, dataset: Dataset, train: T
         except Diverged as err:
             return _failed("diverged", str(err), base, t_start, history)
         except Exception as err:  # noqa: BLE001 - a trial's failure is a result, not a crash
-            if is_oom(err):
-                if dev.type == "cuda":
-                    torch.cuda.empty_cache()
-                return _failed("oom", f"out of memory on {dev}: {str(err).splitlines()[0]}", base, t_start,
-                               history)
-            return _failed("error", f"{type(err).__name__}: {err}", base, t_start, history)
+            return _error_result(err, dev, base, t_start, history)
         epoch += 1
-        row = partial(row)
+        row = {**row, **obj.round_axes(row, state["gen"], objective, k)}
         row["epoch_total"], row["rounds_total"] = epoch, rounds_total
         history.append(row)
         if on_epoch is not None:
             on_epoch(epoch, {k2: float(v) for k2, v in row.items() if isinstance(v, (int, float))})
+    return _result(out, base, objective, k, t_start, history)
 
+
+def _trainings(arch: Architecture, dataset: Dataset, train: TrainConfig, objective: ObjectiveConfig, size: int,
+               dev: torch.device, full_steps: int, full_epoch: int, limit_idx: torch.Tensor | None,
+               state: dict[str, Any]) -> Iterator[dict[str, float]]:
+    """The trainings of one trial as one stream of rounds (the generalization one first in ``both`` mode,
+    its generalization axis left in ``state["gen"]``); return their metrics (``gen``, ``cap``)."""
+    from nas.model import build_model
+
+    k = dataset.num_classes
+    seed_everything(train.seed)
+    out: dict[str, Any] = {}
+    if objective.mode == "both":
+        sub = stratified_subset(dataset.y_train, objective.subset_fraction, train.seed)
+        model = build_model(arch, num_classes=k, image_size=size, in_chans=dataset.in_chans,
+                            drop_path_rate=train.drop_path)
+        res = yield from fit(model, dataset, train, train_idx=sub, steps=full_steps, device=dev,
+                             report_every=full_epoch, regime="generalization",
+                             eval_idx=fit_eval_subset(dataset.y_train[sub], objective.train_eval_limit,
+                                                      train.seed))
+        out["gen"] = res.metrics
+        state["gen"] = obj.generalization(res.metrics["val_acc"], res.metrics["train_acc"], objective)
+        del model, res
+        seed_everything(train.seed + 1)
+    model = build_model(arch, num_classes=k, image_size=size, in_chans=dataset.in_chans,
+                        drop_path_rate=train.drop_path)
+    res = yield from fit(model, dataset, train, steps=full_steps, device=dev, eval_idx=limit_idx,
+                         regime="full")
+    out["cap"] = res.metrics
+    return out
+
+
+def _error_result(err: Exception, dev: torch.device, base: dict[str, float], t_start: float,
+                  history: list[dict[str, Any]]) -> TrialResult:
+    """The failed result of a training that raised ``err``: ``oom`` for an allocation failure (the CUDA
+    cache emptied), else ``error``."""
+    if is_oom(err):
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+        return _failed("oom", f"out of memory on {dev}: {str(err).splitlines()[0]}", base, t_start,
+                       history)
+    return _failed("error", f"{type(err).__name__}: {err}", base, t_start, history)
+
+
+def _result(out: dict[str, Any], base: dict[str, float], objective: ObjectiveConfig, k: int, t_start: float,
+            history: list[dict[str, Any]]) -> TrialResult:
+    """The successful result of a trial from the metrics of its trainings (``gen`` if any, ``cap``): the
+    three axes and the flat metrics."""
     cap = out["cap"]
     gen_m = out.get("gen", cap)
     g = obj.generalization(gen_m["val_acc"], gen_m["train_acc"], objective)

@@ -112,16 +112,39 @@ def _main(args) -> int:
     import torch
 
     from nas.cost import count_cost
-    from nas.export import save_model_config
-    from nas.model import build_model
-    from trainers.data import load_dataset
-    from trainers.proxy import fit, fit_eval_subset, resolve_device, seed_everything
+    from nas.fsio import check_output_dir
+    from trainers.proxy import resolve_device
 
+    _check_args(args)
+    train = _protocol_of(args)
+    mc, name = resolve_model(args.config, args.image_size, args.in_chans)
+    _check_model_limits(mc, args.config)
+    device = resolve_device(train)  # before loading any data: `--device cuda` without a GPU fails at once
+    # the output is checked before training: nothing is trained for an output that would be refused
+    out = check_output_dir(args.out or f"runs/train-{name}", OUT_FILES, force=args.force)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dataset, mc = _load_data(args, train, mc)
+    data = train.data
+    cost = count_cost(mc)
+    if not args.quiet:
+        print(f"{PROG}: {mc.arch}  {cost}  data {data.name} ({len(dataset.y_train)} train / "
+              f"{len(dataset.y_val)} val, {mc.image_size}px x{mc.in_chans})  device {device}", flush=True)
+    model = _build(mc, train, cost)
+    t0 = time.perf_counter()
+    res = _train(model, dataset, train, device, mc, t0, quiet=args.quiet)
+    metrics = {**res.metrics, "params": cost.params, "macs": cost.macs, "wall_s": time.perf_counter() - t0}
+    _write_outputs(out, mc, train, res, metrics)
+    print(f"{PROG}: val_acc {metrics['val_acc']:.4f}  train_acc {metrics['train_acc']:.4f}  "
+          f"{metrics['images_per_s']:.0f} img/s  -> {out}/model.pt, metrics.json")
+    return 0
+
+
+def _check_args(args) -> None:
+    """Refuse numeric flags outside their allowed ranges before anything is loaded."""
     import math
 
-    from nas.fsio import atomic_write, check_output_dir, make_dirs
     from nas.limits import check_value
-    from trainers.proxy import Diverged, is_oom
 
     for name in ("epochs", "steps", "batch_size", "threads", "image_size", "in_chans"):
         _check_positive("--" + name.replace("_", "-"), getattr(args, name))
@@ -132,6 +155,10 @@ def _main(args) -> int:
                       ("lr", "train.lr"), ("seed", "train.seed"), ("threads", "threads"),
                       ("image_size", "image_size"), ("in_chans", "in_chans")):
         check_value(getattr(args, name), key, None, "--" + name.replace("_", "-"))
+
+
+def _protocol_of(args):
+    """The training protocol: the defaults or the --protocol file, with the flags laid over it."""
     train = load_protocol(args.protocol)
     data = train.data
     if args.data:
@@ -143,13 +170,15 @@ def _main(args) -> int:
     train = replace(train, data=data, **over)
     if args.epochs is not None and args.steps is None:
         train = replace(train, steps=None)
-    mc, name = resolve_model(args.config, args.image_size, args.in_chans)
-    _check_model_limits(mc, args.config)
-    device = resolve_device(train)  # before loading any data: `--device cuda` without a GPU fails at once
-    # the output is checked before training: nothing is trained for an output that would be refused
-    out = check_output_dir(args.out or f"runs/train-{name}", OUT_FILES, force=args.force)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    return train
+
+
+def _load_data(args, train, mc: ModelConfig):
+    """Load the data set; return it and the model config with a classifier head sized for its classes."""
+    from nas.limits import check_value
+    from trainers.data import load_dataset
+
+    data = train.data
     # messages name what the user set the data path with: the protocol file's key, else --data-path
     from_file = args.protocol is not None and not args.data_path and train.data.path is not None
     dataset = load_dataset(train.data, mc.image_size, mc.in_chans, file=args.protocol if from_file else None,
@@ -163,27 +192,35 @@ def _main(args) -> int:
             print(f"{PROG}: note: the model config has {mc.num_classes} classes, the data {dataset.num_classes}; "
                   "training a new classifier head for the data", file=sys.stderr)
         mc = replace(mc, num_classes=dataset.num_classes)
-    cost = count_cost(mc)
-    if not args.quiet:
-        print(f"{PROG}: {mc.arch}  {cost}  data {data.name} ({len(dataset.y_train)} train / "
-              f"{len(dataset.y_val)} val, {mc.image_size}px x{mc.in_chans})  device {device}", flush=True)
+    return dataset, mc
+
+
+def _build(mc: ModelConfig, train, cost):
+    """Seed, then build the model; running out of memory doing so is the user's to fix."""
+    from nas.model import build_model
+    from trainers.proxy import is_oom, seed_everything
+
     seed_everything(train.seed)
     try:
-        model = build_model(mc, drop_path_rate=train.drop_path)
+        return build_model(mc, drop_path_rate=train.drop_path)
     except Exception as err:  # noqa: BLE001 - a model too large for this machine's memory is the user's to fix
         if not is_oom(err):
             raise
         raise UserError(f"Out of memory while building {mc.arch} ({cost}): {str(err).splitlines()[0][:200]}. "
                         "Nothing was written. Use a smaller model (depths, widths) or a machine with more "
                         "memory.") from None
-    t0 = time.perf_counter()
+
+
+def _train(model, dataset, train, device, mc: ModelConfig, t0: float, quiet: bool):
+    """Run the training to its end, printing one line per epoch unless quiet; return fit's result."""
+    from trainers.proxy import Diverged, fit, fit_eval_subset, is_oom
+
     it = fit(model, dataset, train, device=device, eval_idx=fit_eval_subset(dataset.y_train, 4096, train.seed))
     while True:
         try:
             row = next(it)
         except StopIteration as stop:
-            res = stop.value
-            break
+            return stop.value
         except Diverged as err:
             raise UserError(f"Training diverged: {err}. Nothing was written. Lower the learning rate (--lr, or "
                             "`train.lr` in the --protocol file; AdamW's usual range is 1e-4 to 1e-2) or keep "
@@ -194,26 +231,32 @@ def _main(args) -> int:
             raise UserError(f"Out of memory while training {mc.arch} at {mc.image_size}px x{mc.in_chans}, batch "
                             f"{train.batch_size} on {device}: {str(err).splitlines()[0][:200]}. Nothing was "
                             "written. Lower --batch-size or --image-size, or use a smaller model.") from None
-        if not args.quiet:
+        if not quiet:
             epochs = train.epochs if train.steps is None else "?"
             print(f"epoch {row['epoch']:>3}/{epochs}  loss {row['running_loss']:.4f}  train_acc "
                   f"{row['train_acc']:.3f}  val_acc {row['val_acc']:.3f}  {time.perf_counter() - t0:6.1f}s",
                   flush=True)
-    metrics = {**res.metrics, "params": cost.params, "macs": cost.macs, "wall_s": time.perf_counter() - t0}
+
+
+def _write_outputs(out: Path, mc: ModelConfig, train, res, metrics: dict) -> None:
+    """Write model.pt (state dict + model config), model.yaml and metrics.json into the output folder."""
+    import io
+
+    import torch
+
+    from nas.export import save_model_config
+    from nas.fsio import atomic_write, make_dirs
+
     make_dirs(out)
     mc = replace(mc, provenance={**dict(mc.provenance), "trained": {
-        "data": data.name, "epochs": res.metrics["epochs"], "val_acc": round(metrics["val_acc"], 4)}})
+        "data": train.data.name, "epochs": res.metrics["epochs"], "val_acc": round(metrics["val_acc"], 4)}})
     state = {k: v.detach().cpu() for k, v in res.model.state_dict().items()}
-    import io
     buf = io.BytesIO()
     torch.save({"state_dict": state, "model_config": mc.to_dict()}, buf)
     atomic_write(out / "model.pt", buf.getvalue())
     save_model_config(mc, out / "model.yaml")
     atomic_write(out / "metrics.json", json.dumps({"metrics": metrics, "history": res.history,
                                                    "train": _plain(train)}, indent=2))
-    print(f"{PROG}: val_acc {metrics['val_acc']:.4f}  train_acc {metrics['train_acc']:.4f}  "
-          f"{metrics['images_per_s']:.0f} img/s  -> {out}/model.pt, metrics.json")
-    return 0
 
 
 OUT_FILES = ("model.pt", "model.yaml", "metrics.json")

@@ -51,6 +51,22 @@ def _mean_ci(values: list[float]) -> tuple[float, float]:
 
 def analyse(study: Study, records: list[dict[str, Any]]) -> dict[str, Any]:
     """Everything the report shows, as plain data (also written to ``fidelity.json``)."""
+    by_arch, failed = _by_arch(study, records)
+    rows = _rows(by_arch)
+    reps, seed = study.settings.bootstrap, study.settings.seed
+    proxies, cost = _proxy_agreement(study, rows, reps, seed)
+    zero_cost = _zero_cost_agreement(study, rows, reps, seed)
+    selection = _selections(study, rows)
+    seeds = study.reference.seeds
+    noise_ceiling = _noise_ceiling(rows, seeds, reps, seed)
+    return {"architectures": len(by_arch), "complete": len(rows), "failed": dict(failed), "rows": rows,
+            "proxies": proxies, "zero_cost": zero_cost, "noise_ceiling": noise_ceiling, "cost": cost,
+            "selection": selection, "layouts": _layouts(rows, seeds)}
+
+
+def _by_arch(study: Study, records: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
+    """The successful records gathered per architecture (reference axes per seed, proxy results per
+    protocol, zero-cost scores), and the number of failed jobs per protocol."""
     k = study.experiment.num_classes
     by_arch: dict[str, dict[str, Any]] = defaultdict(lambda: {"proxies": defaultdict(list), "reference": {}})
     failed = defaultdict(int)
@@ -71,6 +87,11 @@ def analyse(study: Study, records: list[dict[str, Any]]) -> dict[str, Any]:
             a["proxies"][r["protocol"]].append({"score": r["score"], "generalization": r["generalization"],
                                                 "capacity": r["capacity"], "gen_val_acc": m.get("gen_val_acc"),
                                                 "val_acc": m.get("val_acc"), "wall_s": m.get("wall_s", math.nan)})
+    return by_arch, failed
+
+
+def _rows(by_arch: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per architecture with a reference result (means over seeds and repeats), best reference first."""
     rows = []
     for aid, a in by_arch.items():
         if not a["reference"]:
@@ -81,41 +102,62 @@ def analyse(study: Study, records: list[dict[str, Any]]) -> dict[str, Any]:
                "ref": {ax: statistics.fmean(r[ax] for r in refs) for ax in AXES},
                "ref_by_seed": {s: {ax: v[ax] for ax in AXES} for s, v in a["reference"].items()},
                "ref_wall_s": statistics.fmean(r["wall_s"] for r in refs),
-               "proxies": {p: {m: statistics.fmean(x[m] for x in xs if x[m] is not None) for m in (*PROXY_MEASURES, "wall_s")}
+               "proxies": {p: {m: statistics.fmean(x[m] for x in xs if x[m] is not None)
+                               for m in (*PROXY_MEASURES, "wall_s")}
                            for p, xs in a["proxies"].items() if xs},
                "zero_cost": a.get("zero_cost", {})}
         rows.append(row)
     rows.sort(key=lambda r: -r["ref"]["score"])
-    reps, seed = study.settings.bootstrap, study.settings.seed
-    out: dict[str, Any] = {"architectures": len(by_arch), "complete": len(rows), "failed": dict(failed),
-                           "rows": rows, "proxies": {}, "zero_cost": {}, "noise_ceiling": {}, "cost": {}}
+    return rows
+
+
+def _proxy_agreement(study: Study, rows: list[dict[str, Any]], reps: int,
+                     seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per proxy protocol: the agreement of each measure with its reference axis; and the cost of each
+    protocol (the proxies' against the reference's, then the reference's own)."""
+    proxies: dict[str, Any] = {}
+    cost: dict[str, Any] = {}
     for p in study.proxies:
         have = [r for r in rows if p.name in r["proxies"]]
-        out["proxies"][p.name] = {
+        proxies[p.name] = {
             m: agreement([r["proxies"][p.name][m] for r in have], [r["ref"][ax] for r in have], reps=reps, seed=seed)
             for m, ax in PROXY_MEASURES.items()}
         ratios = [r["proxies"][p.name]["wall_s"] / r["ref_wall_s"] for r in have if r["ref_wall_s"] > 0]
-        out["cost"][p.name] = {"median_ratio": statistics.median(ratios) if ratios else math.nan,
-                               "median_proxy_s": statistics.median([r["proxies"][p.name]["wall_s"] for r in have])
-                               if have else math.nan}
-    out["cost"][REFERENCE] = {"median_s": statistics.median([r["ref_wall_s"] for r in rows]) if rows else math.nan}
+        cost[p.name] = {"median_ratio": statistics.median(ratios) if ratios else math.nan,
+                        "median_proxy_s": statistics.median([r["proxies"][p.name]["wall_s"] for r in have])
+                        if have else math.nan}
+    cost[REFERENCE] = {"median_s": statistics.median([r["ref_wall_s"] for r in rows]) if rows else math.nan}
+    return proxies, cost
+
+
+def _zero_cost_agreement(study: Study, rows: list[dict[str, Any]], reps: int, seed: int) -> dict[str, Any]:
+    """Per zero-cost proxy: its agreement with each reference axis."""
+    out = {}
     for z in study.settings.zero_cost:
         have = [r for r in rows if z in r["zero_cost"]]
-        out["zero_cost"][z] = {ax: agreement([r["zero_cost"][z] for r in have], [r["ref"][ax] for r in have],
-                                             reps=reps, seed=seed) for ax in AXES}
-    out["selection"] = {f"proxy:{p.name}": _selection(rows, lambda r, p=p.name: r["proxies"].get(p, {}).get("score"))
-                        for p in study.proxies}
-    out["selection"].update({f"zero_cost:{z}": _selection(rows, lambda r, z=z: r["zero_cost"].get(z))
-                             for z in study.settings.zero_cost})
-    seeds = study.reference.seeds
-    if len(seeds) >= 2:
-        s0, s1 = seeds[0], seeds[1]
-        both = [r for r in rows if s0 in r["ref_by_seed"] and s1 in r["ref_by_seed"]]
-        out["noise_ceiling"] = {ax: agreement([r["ref_by_seed"][s0][ax] for r in both],
-                                              [r["ref_by_seed"][s1][ax] for r in both], reps=reps, seed=seed)
-                                for ax in AXES}
-    out["layouts"] = _layouts(rows, seeds)
+        out[z] = {ax: agreement([r["zero_cost"][z] for r in have], [r["ref"][ax] for r in have],
+                                reps=reps, seed=seed) for ax in AXES}
     return out
+
+
+def _selections(study: Study, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The pre-screen of each proxy protocol and each zero-cost proxy (see ``_selection``)."""
+    out = {f"proxy:{p.name}": _selection(rows, lambda r, p=p.name: r["proxies"].get(p, {}).get("score"))
+           for p in study.proxies}
+    out.update({f"zero_cost:{z}": _selection(rows, lambda r, z=z: r["zero_cost"].get(z))
+                for z in study.settings.zero_cost})
+    return out
+
+
+def _noise_ceiling(rows: list[dict[str, Any]], seeds: tuple[int, ...], reps: int, seed: int) -> dict[str, Any]:
+    """The agreement of the first two reference seeds with each other, per axis (empty with one seed)."""
+    if len(seeds) < 2:
+        return {}
+    s0, s1 = seeds[0], seeds[1]
+    both = [r for r in rows if s0 in r["ref_by_seed"] and s1 in r["ref_by_seed"]]
+    return {ax: agreement([r["ref_by_seed"][s0][ax] for r in both],
+                          [r["ref_by_seed"][s1][ax] for r in both], reps=reps, seed=seed)
+            for ax in AXES}
 
 
 def _selection(rows: list[dict[str, Any]], key, share: float = 0.25) -> dict[str, float]:

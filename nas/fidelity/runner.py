@@ -259,7 +259,7 @@ def run_study(study: Study | str | os.PathLike | None = None, *, study_dir: str 
     """
     import ray
 
-    from ..search.cluster import check_resources, connect
+    from ..search.cluster import connect
     from ..search.lock import RunLock
     from .config import load_study
 
@@ -276,88 +276,135 @@ def run_study(study: Study | str | os.PathLike | None = None, *, study_dir: str 
             if created:  # a refused start leaves nothing behind
                 shutil.rmtree(sdir.path, ignore_errors=True)
             raise
-        records = sdir.read_records()
-        done = {r["key"] for r in records}
-        todo = [j for j in plan_jobs(study, archs) if j["key"] not in done]
-        left_after = max(0, len(todo) - max_jobs) if max_jobs is not None else 0
-        if max_jobs is not None:
-            todo = todo[:max_jobs]
+        done, todo, left_after = _pending(sdir, study, archs, max_jobs)
         say = (lambda text: print(text, file=out, flush=True)) if out is not None else (lambda text: None)
         say(f"nas-fidelity: {len(archs)} architectures, {len(done)} jobs recorded, {len(todo)} to run -> {sdir.path}")
         if not todo:
             return {"done": len(done), "ran": 0, "remaining": 0, "stopped": False}
-        s = study.settings
-        stopped = {"signal": None}
-        handlers = {}
+        stop = _SignalStop()
         started = False
-
-        def on_signal(signum, frame):
-            stopped["signal"] = signal.Signals(signum).name
-            raise KeyboardInterrupt
-
-        def install() -> None:
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                try:
-                    previous = signal.signal(sig, on_signal)
-                except ValueError:  # not the main thread (a notebook's worker thread): no handlers
-                    return
-                handlers.setdefault(sig, previous)
-
-        install()
-        ran = 0
+        stop.install()
         inflight: dict[Any, dict[str, Any]] = {}
-        t0 = time.perf_counter()
+        progress = _Progress(sdir, len(done), len(todo), say, on_record)
         try:
             from ..search.raylog import ray_notices
             with ray_notices(lambda line: append_line(sdir.path / "ray.log", line + "\n")):  # not the terminal
                 started = connect(address, num_cpus=None)  # inside: a signal while Ray starts is a pause too
-            install()  # ray.init puts its own SIGTERM handler (a C++ stack dump) in place of ours
-            check_resources(s.cpus_per_trial, s.gpus_per_trial)
-            cpus = ray.cluster_resources().get("CPU", 1)
-            limit = s.max_concurrent or max(1, int(cpus // s.cpus_per_trial))
-            remote = ray.remote(run_job).options(num_cpus=s.cpus_per_trial, num_gpus=s.gpus_per_trial,
-                                                  max_retries=s.max_retries)
-            setup_ref = ray.put(_setup(study))
-            queue = list(todo)
-            while queue or inflight:
-                while queue and len(inflight) < limit:
-                    job = queue.pop(0)
-                    inflight[remote.remote(job, setup_ref)] = job
-                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=2.0)
-                for ref in ready:
-                    job = inflight.pop(ref)
-                    try:
-                        rec = ray.get(ref)
-                    except ray.exceptions.RayError as err:  # the worker died beyond its retries
-                        a = job["arch"]
-                        rec = {"key": job["key"], "arch_id": a.id, "arch": str(a), "layout": a.layout_name,
-                               "protocol": job["protocol"], "seed": job["seed"], "status": "error",
-                               "reason": f"worker lost: {str(err).strip().splitlines()[0][:300]}", "metrics": {}}
-                    sdir.append(rec)
-                    ran += 1
-                    if on_record is not None:
-                        on_record(rec)
-                    el = time.perf_counter() - t0
-                    eta = el / ran * (len(todo) - ran)
-                    what = (f"score {rec['score']:.3f}" if rec.get("status") == "ok" and "score" in rec else
-                            rec.get("status") if rec.get("status") != "ok" else "ok")
-                    say(f"[{len(done) + ran:>4}/{len(done) + len(todo)}] {rec['protocol']:<14} seed {rec['seed']} "
-                        f"{rec['arch']} -> {what} ({rec.get('metrics', {}).get('wall_s', 0):.1f}s) | "
-                        f"{el / 60:.1f} min elapsed, ETA {eta / 60:.1f} min")
+            stop.install()  # ray.init puts its own SIGTERM handler (a C++ stack dump) in place of ours
+            _run_jobs(study, todo, inflight, progress)
         except KeyboardInterrupt:
             for ref in inflight:
                 ray.cancel(ref, force=True)
-            why = stopped["signal"] or "SIGINT"
+            why = stop.signal or "SIGINT"
+            ran = progress.ran
             say(f"nas-fidelity: stopped by {why}; {len(done) + ran} jobs are recorded, {len(inflight)} running "
                 f"job(s) dropped. Resume with: nas-fidelity --resume {sdir.path}")
             return {"done": len(done) + ran, "ran": ran, "remaining": len(todo) - ran + left_after, "stopped": True,
                     "signal": why}
         finally:
-            for sig, h in handlers.items():
-                signal.signal(sig, h)
+            stop.restore()
             if started:
                 ray.shutdown()
-        return {"done": len(done) + ran, "ran": ran, "remaining": left_after, "stopped": False}
+        return {"done": len(done) + progress.ran, "ran": progress.ran, "remaining": left_after, "stopped": False}
+
+
+def _pending(sdir: StudyDir, study: Study, archs: list[Architecture],
+             max_jobs: int | None) -> tuple[set[str], list[dict[str, Any]], int]:
+    """The recorded job keys, the jobs to run now (at most ``max_jobs``) and how many are left after them."""
+    records = sdir.read_records()
+    done = {r["key"] for r in records}
+    todo = [j for j in plan_jobs(study, archs) if j["key"] not in done]
+    left_after = max(0, len(todo) - max_jobs) if max_jobs is not None else 0
+    if max_jobs is not None:
+        todo = todo[:max_jobs]
+    return done, todo, left_after
+
+
+class _SignalStop:
+    """SIGINT, SIGTERM and SIGHUP as a KeyboardInterrupt that remembers the signal's name."""
+
+    def __init__(self):
+        self.signal: str | None = None
+        self.handlers: dict[Any, Any] = {}
+
+    def _on_signal(self, signum, frame):
+        self.signal = signal.Signals(signum).name
+        raise KeyboardInterrupt
+
+    def install(self) -> None:
+        """Put the handlers in place (again); the first previous handler of each signal is kept."""
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            try:
+                previous = signal.signal(sig, self._on_signal)
+            except ValueError:  # not the main thread (a notebook's worker thread): no handlers
+                return
+            self.handlers.setdefault(sig, previous)
+
+    def restore(self) -> None:
+        """Put the previous handlers back."""
+        for sig, h in self.handlers.items():
+            signal.signal(sig, h)
+
+
+class _Progress:
+    """Records each finished job and prints its progress line (with the elapsed time and an ETA)."""
+
+    def __init__(self, sdir: StudyDir, done: int, todo: int, say: Callable[[str], None],
+                 on_record: Callable[[dict[str, Any]], None] | None):
+        self.sdir, self.done, self.todo, self.say, self.on_record = sdir, done, todo, say, on_record
+        self.ran = 0
+        self.t0 = time.perf_counter()
+
+    def record(self, rec: dict[str, Any]) -> None:
+        self.sdir.append(rec)
+        self.ran += 1
+        if self.on_record is not None:
+            self.on_record(rec)
+        el = time.perf_counter() - self.t0
+        eta = el / self.ran * (self.todo - self.ran)
+        what = (f"score {rec['score']:.3f}" if rec.get("status") == "ok" and "score" in rec else
+                rec.get("status") if rec.get("status") != "ok" else "ok")
+        self.say(f"[{self.done + self.ran:>4}/{self.done + self.todo}] {rec['protocol']:<14} seed {rec['seed']} "
+                 f"{rec['arch']} -> {what} ({rec.get('metrics', {}).get('wall_s', 0):.1f}s) | "
+                 f"{el / 60:.1f} min elapsed, ETA {eta / 60:.1f} min")
+
+
+def _run_jobs(study: Study, todo: list[dict[str, Any]], inflight: dict[Any, dict[str, Any]],
+              progress: _Progress) -> None:
+    """Run the jobs as Ray tasks, at most the concurrency limit at once, recording each as it finishes;
+    ``inflight`` holds the running ones (the caller cancels them on a stop)."""
+    import ray
+
+    from ..search.cluster import check_resources
+
+    s = study.settings
+    check_resources(s.cpus_per_trial, s.gpus_per_trial)
+    cpus = ray.cluster_resources().get("CPU", 1)
+    limit = s.max_concurrent or max(1, int(cpus // s.cpus_per_trial))
+    remote = ray.remote(run_job).options(num_cpus=s.cpus_per_trial, num_gpus=s.gpus_per_trial,
+                                          max_retries=s.max_retries)
+    setup_ref = ray.put(_setup(study))
+    queue = list(todo)
+    while queue or inflight:
+        while queue and len(inflight) < limit:
+            job = queue.pop(0)
+            inflight[remote.remote(job, setup_ref)] = job
+        ready, _ = ray.wait(list(inflight), num_returns=1, timeout=2.0)
+        for ref in ready:
+            job = inflight.pop(ref)
+            try:
+                rec = ray.get(ref)
+            except ray.exceptions.RayError as err:  # the worker died beyond its retries
+                rec = _lost_record(job, err)
+            progress.record(rec)
+
+
+def _lost_record(job: dict[str, Any], err: Exception) -> dict[str, Any]:
+    """The error record of a job whose worker died beyond its retries."""
+    a = job["arch"]
+    return {"key": job["key"], "arch_id": a.id, "arch": str(a), "layout": a.layout_name,
+            "protocol": job["protocol"], "seed": job["seed"], "status": "error",
+            "reason": f"worker lost: {str(err).strip().splitlines()[0][:300]}", "metrics": {}}
 
 
 def _mk(path: Path) -> Path:

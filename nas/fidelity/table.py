@@ -62,16 +62,7 @@ def tabulate(study_dir: str | os.PathLike, proxy: str = "default", *, name: str 
     """The table of the study in ``study_dir``: its proxy ``proxy`` for every architecture (all must be
     recorded, failed ones with their reason), the zero-cost proxies and the reference where trained."""
     sdir = StudyDir(study_dir)
-    if not sdir.exists():
-        raise UserError(f"{sdir.path} is not a study directory (no study.json). Run `nas-fidelity STUDY.yaml` "
-                        "with `architectures: all` first.")
-    study = sdir.read_study()
-    if study.settings.architectures != "all":
-        raise UserError(f"The study in {sdir.path} sampled {study.settings.architectures} architectures; a table "
-                        "needs every candidate of the space (`study.architectures: all`).")
-    names = [p.name for p in study.proxies]
-    if proxy not in names:
-        raise UserError(f"The study in {sdir.path} has no proxy {proxy!r}; its proxies: {', '.join(names)}.")
+    study = _read_study(sdir, proxy)
     p = study.protocol(proxy)
     archs = sdir.read_architectures()
     recs: dict[tuple[str, str, int], dict[str, Any]] = {}
@@ -82,23 +73,7 @@ def tabulate(study_dir: str | os.PathLike, proxy: str = "default", *, name: str 
     if missing:
         raise UserError(f"{len(missing)} of {len(archs)} architectures have no {proxy!r} training recorded in "
                         f"{sdir.jobs} (e.g. {missing[0]}). Finish the study: `nas-fidelity --resume {sdir.path}`.")
-    entries = []
-    for a in archs:
-        r = recs[(a.id, proxy, seed)]
-        m = r.get("metrics") or {}
-        e = {"id": a.id, "arch": a.to_dict(), "arch_str": str(a), "layout": a.layout_name, "status": r["status"],
-             "reason": r.get("reason", ""), "metrics": {k: m[k] for k in KEEP_METRICS if k in m},
-             "history": [{k: h[k] for k in KEEP_HISTORY if k in h} for h in r.get("history") or []]}
-        zc = recs.get((a.id, ZERO_COST_JOB, 0))
-        if zc is not None and zc.get("status") == "ok":
-            e["zero_cost"] = zc["zero_cost"]
-        ref = {s: recs[(a.id, REFERENCE, s)] for s in study.reference.seeds if (a.id, REFERENCE, s) in recs}
-        if ref:
-            e["reference"] = {str(s): {"status": v["status"], **{k: v.get(k) for k in ("generalization", "capacity",
-                                                                                        "score")},
-                                       **{k: (v.get("metrics") or {}).get(k) for k in KEEP_METRICS}}
-                              for s, v in ref.items()}
-        entries.append(e)
+    entries = [_entry(a, recs, recs[(a.id, proxy, seed)], study.reference.seeds) for a in archs]
     exp = dataclasses.replace(study.experiment, train=p.train, objective=p.objective)
     raw = dict(study.experiment.raw)
     return {
@@ -118,6 +93,42 @@ def tabulate(study_dir: str | os.PathLike, proxy: str = "default", *, name: str 
                                                               objective=study.reference.objective)),
         "entries": entries,
     }
+
+
+
+def _read_study(sdir: StudyDir, proxy: str):
+    """The study of ``sdir``, refused unless it trained every candidate and has the proxy ``proxy``."""
+    if not sdir.exists():
+        raise UserError(f"{sdir.path} is not a study directory (no study.json). Run `nas-fidelity STUDY.yaml` "
+                        "with `architectures: all` first.")
+    study = sdir.read_study()
+    if study.settings.architectures != "all":
+        raise UserError(f"The study in {sdir.path} sampled {study.settings.architectures} architectures; a table "
+                        "needs every candidate of the space (`study.architectures: all`).")
+    names = [p.name for p in study.proxies]
+    if proxy not in names:
+        raise UserError(f"The study in {sdir.path} has no proxy {proxy!r}; its proxies: {', '.join(names)}.")
+    return study
+
+
+def _entry(a, recs: dict[tuple[str, str, int], dict[str, Any]], r: dict[str, Any],
+           ref_seeds: tuple[int, ...]) -> dict[str, Any]:
+    """The table entry of architecture ``a``: its proxy record ``r`` (kept measurements and history), its
+    zero-cost scores if measured, and its reference results per seed where trained."""
+    m = r.get("metrics") or {}
+    e = {"id": a.id, "arch": a.to_dict(), "arch_str": str(a), "layout": a.layout_name, "status": r["status"],
+         "reason": r.get("reason", ""), "metrics": {k: m[k] for k in KEEP_METRICS if k in m},
+         "history": [{k: h[k] for k in KEEP_HISTORY if k in h} for h in r.get("history") or []]}
+    zc = recs.get((a.id, ZERO_COST_JOB, 0))
+    if zc is not None and zc.get("status") == "ok":
+        e["zero_cost"] = zc["zero_cost"]
+    ref = {s: recs[(a.id, REFERENCE, s)] for s in ref_seeds if (a.id, REFERENCE, s) in recs}
+    if ref:
+        e["reference"] = {str(s): {"status": v["status"], **{k: v.get(k) for k in ("generalization", "capacity",
+                                                                                    "score")},
+                                   **{k: (v.get("metrics") or {}).get(k) for k in KEEP_METRICS}}
+                          for s, v in ref.items()}
+    return e
 
 
 def write_table(study_dir: str | os.PathLike, out: str | os.PathLike, **kw: Any) -> Path:
