@@ -1,0 +1,302 @@
+"""One training of one model (``fit``): AdamW with warmup and cosine decay, augmentation, BatchNorm
+recalibration and evaluation after every round; used by every proxy training and by ``nas-train``.
+
+Data stay on the training device as loaded (uint8 where exact) and are batched by index tensors; indexing
+the images gives the normalised float32 batch (``trainers.images.Images``).
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import TrainConfig
+from .data import Dataset, Images
+
+__all__ = ["fit", "FitResult", "Diverged", "autocast", "resolve_device", "seed_everything", "evaluate",
+           "recalibrate_bn"]
+
+
+class Diverged(RuntimeError):
+    """The training loss became non-finite or exploded."""
+
+
+@dataclass
+class FitResult:
+    """One training: the trained model, its final figures and one dict per epoch."""
+
+    model: nn.Module
+    metrics: dict[str, float]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_device(train: TrainConfig, device: str | torch.device | None = None) -> torch.device:
+    """``device`` if given, else the config's (``auto``: CUDA when available)."""
+    name = str(device) if device is not None else train.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        from nas.errors import UserError
+        raise UserError(f"The device is {name!r} (`train.device` or `--device`), but PyTorch sees no CUDA GPU here "
+                        f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}). Allowed: `auto` "
+                        "(CUDA when present, else CPU) or `cpu`; or run where a GPU is visible.")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def autocast(device: torch.device, train: TrainConfig):
+    """bf16 autocast where ``train.precision`` asks for it (``auto``: on CUDA), else a no-op context."""
+    bf16 = train.precision == "bf16" or (train.precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random crop after reflect padding by size/8, and a random horizontal flip, per image (vectorised)."""
+    b, _, h, w = x.shape
+    pad = max(1, h // 8)
+    xp = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen, device=gen.device).to(x.device)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen, device=gen.device).to(x.device)
+    rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    bidx = torch.arange(b, device=x.device)[:, None, None, None]
+    cidx = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    out = xp[bidx, cidx, rows, cols]
+    flip = (torch.rand(b, generator=gen, device=gen.device) < 0.5).to(x.device)[:, None, None, None]
+    return torch.where(flip, out.flip(-1), out)
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, x: torch.Tensor | Images, images: int, batch_size: int, seed: int = 0,
+                   channels_last: bool = False) -> bool:
+    """Recompute every BatchNorm's running mean/variance from ``images`` examples of ``x``.
+
+    The statistics become the exact average over the batches (momentum ``None``), with every other module
+    in eval mode (no dropout or stochastic depth while measuring). Returns whether the model has BatchNorm.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns or images <= 0 or len(x) == 0:
+        return bool(bns)
+    was_training = model.training
+    model.eval()
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    idx = torch.randperm(len(x), generator=gen)[:images].to(x.device)
+    bs = max(2, min(batch_size, len(idx)))
+    try:
+        for i in range(0, len(idx) - 1, bs):  # a last batch of one image has no variance: skip it
+            xb = x[idx[i:i + bs]]
+            if len(xb) < 2:
+                break
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            model(xb)
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        model.train(was_training)
+    return True
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor | Images, y: torch.Tensor, train: TrainConfig,
+             device: torch.device, channels_last: bool) -> tuple[float, float]:
+    """(mean cross-entropy without smoothing, accuracy) of ``model`` on ``x, y``."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for i in range(0, len(y), train.eval_batch_size):
+        xb, yb = x[i:i + train.eval_batch_size], y[i:i + train.eval_batch_size]
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with autocast(device, train):
+            logits = model(xb)
+        loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
+        correct += (logits.argmax(-1) == yb).sum()
+    n = max(1, len(y))
+    return loss_sum.item() / n, correct.item() / n
+
+
+def fit(model: nn.Module, dataset: Dataset, train: TrainConfig, *, train_idx: torch.Tensor | None = None,
+        steps: int | None = None, device: torch.device | None = None, eval_idx: torch.Tensor | None = None,
+        report_every: int | None = None, regime: str = "full") -> Iterator[dict[str, float]]:
+    """Train ``model`` in place; yield one metrics dict per round; return a :class:`FitResult`.
+
+    A generator so that callers can report each round (and stop) between rounds. A round is one epoch of
+    the training examples unless ``report_every`` (steps) says otherwise; the validation split is
+    evaluated once per round. ``train_idx`` selects the training examples (default: the whole training
+    split); ``steps`` overrides the config's budget; ``eval_idx`` picks the training examples whose fit
+    (``train_loss``/``train_acc``, eval mode) is measured after every round. Before each evaluation the
+    BatchNorm statistics are recomputed (``train.bn_recalibrate``). Rows also carry the train-mode running
+    figures of the round (``running_loss``/``running_acc``). Raises :class:`Diverged` on a non-finite or
+    exploding training loss.
+    """
+    device = device or resolve_device(train)
+    data = dataset.to(device)
+    x_all, y_all = _train_examples(data, train_idx, device)  # stored as loaded; batches normalised
+    n = len(y_all)
+    bs = min(train.batch_size, n)
+    per_epoch = max(1, n // bs)  # drop the last incomplete batch: no tiny batches for BatchNorm
+    total = steps or train.steps or train.epochs * per_epoch
+    report_every = report_every or per_epoch
+    rounds = math.ceil(total / report_every)
+    channels_last = _place(model, train, device)
+    opt, sched = _optimizer(model, train, device, total)
+    ev = eval_idx.to(device) if eval_idx is not None else None
+    xe, ye = (x_all, y_all) if ev is None else (x_all.subset(ev), y_all[ev])
+    gen = torch.Generator(device="cpu").manual_seed(train.seed)
+    batches = _Batches(n, bs, per_epoch, gen, device)
+    chance_loss = math.log(max(2, dataset.num_classes))
+    history: list[dict[str, Any]] = []
+    step, images, train_s = 0, 0, 0.0
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for rnd in range(1, rounds + 1):
+        model.train()
+        t0 = time.perf_counter()
+        count = min(report_every, total - step)
+        loss_sum, correct, seen = _train_round(model, opt, sched, batches, x_all, y_all, count, train, device,
+                                               channels_last, gen)
+        step += count
+        sync()
+        train_s += time.perf_counter() - t0
+        images += seen
+        running_loss = loss_sum.item() / max(1, seen)
+        _check_diverged(running_loss, chance_loss, rnd, regime, train)
+        val_loss, val_acc, fit_loss, fit_acc = _measure_round(model, x_all, data, xe, ye, train, device,
+                                                              channels_last)
+        row = {"regime": regime, "epoch": rnd, "step": step, "passes": images / n, "train_loss": fit_loss,
+               "train_acc": fit_acc, "val_loss": val_loss, "val_acc": val_acc,
+               "running_loss": running_loss, "running_acc": correct.item() / max(1, seen),
+               "lr": opt.param_groups[0]["lr"], "round_s": time.perf_counter() - t0}
+        history.append(row)
+        yield row
+    metrics = {"train_loss": history[-1]["train_loss"], "train_acc": history[-1]["train_acc"],
+               "val_loss": history[-1]["val_loss"], "val_acc": history[-1]["val_acc"],
+               "gap": history[-1]["train_acc"] - history[-1]["val_acc"], "epochs": rounds,
+               "passes": images / n, "steps": step, "train_images": images, "train_s": train_s,
+               "images_per_s": images / train_s if train_s > 0 else 0.0, "train_size": n}
+    return FitResult(model, metrics, history)
+
+
+def _train_examples(data: Dataset, train_idx: torch.Tensor | None,
+                    device: torch.device) -> tuple[Images, torch.Tensor]:
+    """The training images and labels, restricted to ``train_idx`` when given."""
+    x_all, y_all = data.x_train, data.y_train
+    if train_idx is not None:
+        train_idx = train_idx.to(device)
+        x_all, y_all = x_all.subset(train_idx), y_all[train_idx]
+    return x_all, y_all
+
+
+def _place(model: nn.Module, train: TrainConfig, device: torch.device) -> bool:
+    """Move the model to the device, in channels-last memory format where asked (``None``: on CUDA);
+    return whether it is channels-last."""
+    channels_last = train.channels_last if train.channels_last is not None else device.type == "cuda"
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return channels_last
+
+
+def _optimizer(model: nn.Module, train: TrainConfig, device: torch.device,
+               total: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (no weight decay on biases and norms) and its schedule: linear warmup, then cosine to zero
+    at step ``total``."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": train.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=train.lr,
+                            foreach=device.type == "cuda")
+    warm = int(train.warmup * total)
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+
+
+class _Batches:
+    """Index batches of the training examples: each epoch a fresh permutation (drawn from ``gen``), cut into
+    ``per_epoch`` batches of ``bs`` (the last incomplete batch is dropped)."""
+
+    def __init__(self, n: int, bs: int, per_epoch: int, gen: torch.Generator, device: torch.device):
+        self.n, self.bs, self.per_epoch, self.gen, self.device = n, bs, per_epoch, gen, device
+        self.perm: torch.Tensor | None = None
+        self.pos = per_epoch
+
+    def next(self) -> torch.Tensor:
+        if self.pos >= self.per_epoch:
+            self.perm, self.pos = torch.randperm(self.n, generator=self.gen).to(self.device), 0
+        idx = self.perm[self.pos * self.bs:(self.pos + 1) * self.bs]
+        self.pos += 1
+        return idx
+
+
+def _train_round(model: nn.Module, opt: torch.optim.Optimizer, sched, batches: _Batches, x_all: Images,
+                 y_all: torch.Tensor, count: int, train: TrainConfig, device: torch.device, channels_last: bool,
+                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``count`` optimizer steps; return the summed training loss (on the device), the number of correct
+    predictions and the number of images seen."""
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for _ in range(count):
+        idx = batches.next()
+        xb, yb = x_all[idx], y_all[idx]
+        if train.augment:
+            xb = _augment(xb, gen)
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with autocast(device, train):
+            logits = model(xb)
+            loss = F.cross_entropy(logits.float(), yb, label_smoothing=train.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if train.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+        opt.step()
+        sched.step()
+        loss_sum += loss.detach() * len(yb)
+        correct += (logits.detach().argmax(-1) == yb).sum()
+        seen += len(yb)
+    return loss_sum, correct, seen
+
+
+def _check_diverged(running_loss: float, chance_loss: float, rnd: int, regime: str, train: TrainConfig) -> None:
+    """Raise :class:`Diverged` if the round's training loss is not finite or over 100x chance."""
+    if not math.isfinite(running_loss) or running_loss > 100 * chance_loss:
+        raise Diverged(f"training loss {running_loss:.4g} at round {rnd} ({regime} regime, lr {train.lr:g}) "
+                       f"is {'not finite' if not math.isfinite(running_loss) else 'over 100x chance'}")
+
+
+def _measure_round(model: nn.Module, x_all: Images, data: Dataset, xe: Images, ye: torch.Tensor,
+                   train: TrainConfig, device: torch.device, channels_last: bool) -> tuple[float, float, float, float]:
+    """(val_loss, val_acc, fit_loss, fit_acc) after a round.
+
+    Every round is measured like the final result: BN statistics recomputed, eval mode, the same
+    examples, so that per-round estimates (ASHA) and the leaderboard agree.
+    """
+    recalibrate_bn(model, x_all, train.bn_recalibrate, train.eval_batch_size, train.seed, channels_last)
+    val_loss, val_acc = evaluate(model, data.x_val, data.y_val, train, device, channels_last)
+    fit_loss, fit_acc = evaluate(model, xe, ye, train, device, channels_last)
+    return val_loss, val_acc, fit_loss, fit_acc
