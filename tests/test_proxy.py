@@ -138,7 +138,7 @@ def test_objective_weights_error_names_the_file():
 
 
 def test_augment_crops_windows_of_the_padded_image_and_flips():
-    from trainers.proxy import _augment
+    from trainers.fit import _augment
     x = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8)
     flips = 0
     for seed in range(8):
