@@ -1,6 +1,7 @@
 """Memory of a loaded dataset: images kept as uint8 against the float32 tensors held before.
 
     .venv/bin/python scripts/bench_data.py [--npz data/cifar10-train.npz] [--limit N] [--before REF]
+    .venv/bin/python scripts/bench_data.py --stream-folder data/cifar10/train [--limit N] [--threads T]
 
 Each measurement runs in a fresh Python process that imports torch and the loader, reads its resident
 memory (``VmRSS``), loads the npz source at its own size (32 px for CIFAR-10: the images stay uint8), and
@@ -15,6 +16,12 @@ reads ``VmRSS`` again and the peak (``VmHWM``). Modes:
 Also the cost of building one normalised batch of 256 from each storage. A missing ``--npz`` file is
 replaced by random uint8 images of the CIFAR-10 shape (memory depends only on the shape).
 Ratios are within one run; see docs/trainer.md for the recorded figures.
+
+With ``--stream-folder`` it compares instead, in one process, an ``imagefolder`` source loaded into memory
+against the same folder streamed (``stream_above_mb: 0``, ``trainers.stream``): the set-up time, the
+images/s of drawing random training batches of 256 (``x_train[idx]``, decode threads 1 and ``--threads``),
+and the training images/s of ``trainers.proxy.fit`` (30 steps of 64 on a small CoAtNet, 32 px, one torch
+thread, one decode thread), with the ratios.
 """
 from __future__ import annotations
 
@@ -90,12 +97,84 @@ def before_package(ref: str, into: Path) -> str:
     return str(into)
 
 
+def batch_rate(x, batches: int = 20, batch: int = 256, seed: int = 0) -> float:
+    """Images/s of drawing ``batches`` random batches of ``batch`` normalised training images from ``x``."""
+    import time
+
+    import torch
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        x[torch.randint(0, len(x), (batch,), generator=gen)]
+    return batches * batch / (time.perf_counter() - t0)
+
+
+def fit_rate(ds, steps: int = 30) -> float:
+    """Training images/s of ``trainers.proxy.fit`` on ``ds`` (its ``images_per_s``: training-loop time,
+    evaluation excluded) for ``steps`` steps of 64 on a small CoAtNet at the dataset's size."""
+    import torch
+
+    from nas import Architecture, build_model
+    from trainers.config import TrainConfig
+    from trainers.proxy import fit
+    torch.manual_seed(0)
+    arch = Architecture.parse("C-C-T-T L=1,1,1,1,1 D=32,32,64,64,128")
+    model = build_model(arch, num_classes=ds.num_classes, image_size=ds.image_size, in_chans=ds.in_chans)
+    small = torch.arange(64)
+    view = type(ds)(ds.x_train, ds.y_train, ds.x_val.subset(small), ds.y_val[:64], ds.num_classes, ds.in_chans,
+                    ds.name)  # a 64-image validation split: the evaluation is not what is measured
+    gen = fit(model, view, TrainConfig(steps=steps, batch_size=64, bn_recalibrate=0, device="cpu"),
+              device=torch.device("cpu"), eval_idx=small, report_every=steps)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value.metrics["images_per_s"]
+
+
+def stream_main(args) -> None:
+    import time
+
+    import torch
+
+    from trainers.data import DataConfig, read_dataset
+    torch.set_num_threads(1)
+    cfg = DataConfig(name="imagefolder", path=args.stream_folder, limit=args.limit or None)
+    data, rows = {}, {}
+    for mode, above in (("in-memory", None), ("streamed", 0.0)):
+        t0 = time.perf_counter()
+        data[mode] = read_dataset(DataConfig(**{**cfg.__dict__, "stream_above_mb": above}), 32, 3)
+        rows[mode] = {"set-up s": time.perf_counter() - t0, "batches 1 thread": batch_rate(data[mode].x_train)}
+    x = data["streamed"].x_train
+    x.threads = args.threads
+    rows["streamed"][f"batches {args.threads} threads"] = batch_rate(x)
+    x.threads = 1
+    for _ in range(args.repeats):  # alternated, best of each: the machine may be shared
+        for mode, ds in data.items():
+            rows[mode]["fit img/s"] = max(rows[mode].get("fit img/s", 0.0), fit_rate(ds))
+    n = len(x) + len(data["streamed"].x_val)
+    print(f"{args.stream_folder}: {n:,} images at 32 px; random batches of 256 (img/s); fit: 30 steps of 64, "
+          f"1 torch thread, best of {args.repeats}")
+    for mode, r in rows.items():
+        print(f"{mode:9s} " + "  ".join(f"{k} {v:8.1f}" if k.endswith(" s") else f"{k} {v:8.0f}" for k, v in r.items()))
+    m, s_ = rows["in-memory"], rows["streamed"]
+    print(f"streamed / in-memory: set-up {s_['set-up s'] / m['set-up s']:.3f}x, batches "
+          f"{s_['batches 1 thread'] / m['batches 1 thread']:.3f}x (1 decode thread), "
+          f"{s_[f'batches {args.threads} threads'] / m['batches 1 thread']:.3f}x ({args.threads} decode threads), "
+          f"fit {s_['fit img/s'] / m['fit img/s']:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--npz", default=str(ROOT / "data" / "cifar10-train.npz"))
     ap.add_argument("--limit", type=int, default=0, help="keep this many images (0: all)")
     ap.add_argument("--before", default="dd3b4e6", help="git revision with the float32 loader ('' to skip)")
+    ap.add_argument("--stream-folder", help="an image folder: compare streaming it against loading it")
+    ap.add_argument("--threads", type=int, default=2, help="decode threads of the streamed batches (with 1)")
+    ap.add_argument("--repeats", type=int, default=3, help="fit measurements per mode, alternated (best kept)")
     args = ap.parse_args()
+    if args.stream_folder:
+        return stream_main(args)
     with tempfile.TemporaryDirectory() as tmp:
         npz = args.npz
         if not Path(npz).is_file():

@@ -45,6 +45,9 @@ class DataConfig:
             ``null`` (the default) only reads ``path``.
         url: where to download the archive from instead of the official server (a mirror).
         md5: the archive's expected MD5 instead of the official one (a mirror serving a re-packed archive).
+        stream_above_mb: an ``imagefolder`` whose images would take more than this many MB (10^6 bytes) in
+            memory is streamed: decoded batch by batch instead of loaded (:mod:`trainers.stream`); ``0``
+            always streams, ``null`` never does. Other sources are always loaded.
     """
 
     name: Literal[SOURCES] = "digits"
@@ -62,6 +65,9 @@ class DataConfig:
     md5: str | None = field(default=None, metadata={
         "check": lambda v: v is None or re.fullmatch(r"[0-9a-fA-F]{32}", v) is not None,
         "allowed": "32 hexadecimal digits, or null for the official archive's"})
+    stream_above_mb: float | None = field(default=2048.0, metadata={
+        "check": lambda v: v is None or v >= 0,
+        "allowed": "a number of megabytes >= 0 (0: always stream an image folder), or null (never stream)"})
 
 
 def _ge(lo: float, kind: str = "a number"):

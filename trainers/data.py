@@ -1,10 +1,11 @@
 """Data sources for proxy training: embedded digits, synthetic, CIFAR pickles, image folders, npz.
 
-Every source ends as in-memory :class:`~trainers.images.Images` (NCHW; uint8 for whole-byte images at their
+Every source ends as :class:`~trainers.images.Images` (NCHW; uint8 for whole-byte images at their
 own size, else float32) with the training split's per-channel mean/std, indexed into normalised float32
 batches on the training device, and int64 labels, split into train/validation by a deterministic
 stratified split from a seed. Loaded datasets are cached per process: a worker running many trials loads
-and resizes once.
+and resizes once (``trainers.shared`` loads once per Ray node instead). An image folder too large for memory
+(``train.data.stream_above_mb``) is streamed: :class:`~trainers.stream.StreamedImages` decodes each batch.
 """
 from __future__ import annotations
 
@@ -26,9 +27,11 @@ from nas.errors import ConfigError, UserError
 from .config import SOURCES, DataConfig
 from .images import Images, channel_stats
 from .sources import EXPECTED, IMAGE_EXTS, Origin, bad_source, downloaded, resolve_source, source_path
+from .stream import in_memory_uint8
 
 __all__ = ["DataConfig", "Dataset", "Images", "load_dataset", "resolve_source", "stratified_split",
-           "stratified_subset", "SOURCES", "READERS", "read_imagefolder", "clear_dataset_cache"]
+           "stratified_subset", "SOURCES", "READERS", "read_imagefolder", "clear_dataset_cache", "read_dataset",
+           "decode_rgb", "in_memory_bytes"]
 
 
 @dataclass(eq=False)
@@ -117,14 +120,24 @@ def clear_dataset_cache() -> None:
 @functools.lru_cache(maxsize=8)
 def _load_cached(cfg: DataConfig, image_size: int, in_chans: int, file: str | None,
                  key: str = "train.data.path") -> Dataset:
-    x, y, num_classes = _read_source(cfg, image_size, in_chans, Origin(file, key))
-    if cfg.limit is not None and cfg.limit < len(y):
-        _, keep = stratified_split(y, cfg.limit / len(y), cfg.seed + 1)
+    return read_dataset(cfg, image_size, in_chans, file=file, key=key)
+
+
+def read_dataset(cfg: DataConfig, image_size: int, in_chans: int, *, file: str | None = None,
+                 key: str = "train.data.path") -> Dataset:
+    """:func:`load_dataset` without the per-process cache (the shared path loads once and caches nothing).
+
+    An ``imagefolder`` larger in memory than ``cfg.stream_above_mb`` comes back streamed
+    (:class:`trainers.stream.StreamedImages`: decoded batch by batch), every other source in memory.
+    """
+    origin = Origin(file, key)
+    listing = _stream_listing(cfg, image_size, in_chans, origin)
+    if listing is not None:
+        return _load_streamed(cfg, *listing, image_size, in_chans, file)
+    x, y, num_classes = _read_source(cfg, image_size, in_chans, origin)
+    keep, tr, va = _limit_split(y, cfg, file)
+    if keep is not None:
         x, y = x[keep], y[keep]
-    tr, va = stratified_split(y, cfg.val_fraction, cfg.seed)
-    if len(tr) == 0 or len(va) == 0:
-        raise ConfigError(file, "train.data", f"too few examples ({len(y)}) to split into train and validation",
-                          "a source with at least 2 examples per class")
     xt = _to_images(x, image_size, in_chans)
     yt = torch.from_numpy(y.astype(np.int64))
     tr_t, va_t = torch.from_numpy(tr), torch.from_numpy(va)
@@ -134,6 +147,64 @@ def _load_cached(cfg: DataConfig, image_size: int, in_chans: int, file: str | No
     std = std.clamp_min(1e-6)
     return Dataset(Images(x_tr, mean, std), yt[tr_t], Images(x_va, mean, std), yt[va_t], num_classes, in_chans,
                    cfg.name)
+
+
+def _limit_split(y: np.ndarray, cfg: DataConfig, file: str | None):
+    """(kept indices or ``None`` for all, train and validation indices into the kept labels)."""
+    keep = None
+    if cfg.limit is not None and cfg.limit < len(y):
+        _, keep = stratified_split(y, cfg.limit / len(y), cfg.seed + 1)
+        y = y[keep]
+    tr, va = stratified_split(y, cfg.val_fraction, cfg.seed)
+    if len(tr) == 0 or len(va) == 0:
+        raise ConfigError(file, "train.data", f"too few examples ({len(y)}) to split into train and validation",
+                          "a source with at least 2 examples per class")
+    return keep, tr, va
+
+
+def in_memory_bytes(n: int, ref_hw: tuple[int, int], image_size: int, in_chans: int) -> int:
+    """Bytes ``n`` RGB images of ``ref_hw`` (height, width) take loaded at ``image_size`` with ``in_chans``
+    channels: uint8 when kept at their own size in colour, else float32 (as :func:`_to_images` stores them)."""
+    per_value = 1 if in_memory_uint8(ref_hw, image_size, in_chans) else 4
+    return n * in_chans * image_size * image_size * per_value
+
+
+def _stream_listing(cfg: DataConfig, image_size: int, in_chans: int, origin: Origin):
+    """(files, labels, classes, reference size) of an ``imagefolder`` to stream, or ``None`` to load it."""
+    if cfg.name != "imagefolder" or cfg.download or cfg.stream_above_mb is None or cfg.path is None:
+        return None
+    path = source_path(cfg, origin)
+    files, y, k = _list_imagefolder(cfg, path, origin)
+    n = min(len(y), cfg.limit) if cfg.limit is not None else len(y)
+    ref_hw = _first_size(cfg, files[0], origin)
+    if in_memory_bytes(n, ref_hw, image_size, in_chans) <= cfg.stream_above_mb * 1e6:
+        return None
+    return files, y, k, ref_hw
+
+
+def _first_size(cfg: DataConfig, f: Path, origin: Origin) -> tuple[int, int]:
+    """(height, width) of the folder's first image: every other is resized to it, as when loading."""
+    from PIL import Image
+    try:
+        with Image.open(f) as im:
+            return im.size[1], im.size[0]
+    except Exception as err:  # noqa: BLE001
+        raise bad_source(cfg, f, origin, f"unreadable image ({err})") from None
+
+
+def _load_streamed(cfg: DataConfig, files: list[Path], y: np.ndarray, num_classes: int, ref_hw: tuple[int, int],
+                   image_size: int, in_chans: int, file: str | None) -> Dataset:
+    from .stream import StreamedImages, sample_stats
+    keep, tr, va = _limit_split(y, cfg, file)
+    if keep is not None:
+        files, y = [files[i] for i in keep], y[keep]
+    root = str(source_path(cfg, Origin(file, "train.data.path")).absolute())
+    names = np.array([os.path.relpath(f, root).encode() for f in files], dtype=np.bytes_)
+    mean, std = sample_stats(root, names[tr], ref_hw, image_size, in_chans, cfg.seed)
+    yt = torch.from_numpy(y.astype(np.int64))
+    x_tr = StreamedImages(root, names[tr], ref_hw, image_size, in_chans, mean, std)
+    x_va = StreamedImages(root, names[va], ref_hw, image_size, in_chans, mean, std)
+    return Dataset(x_tr, yt[torch.from_numpy(tr)], x_va, yt[torch.from_numpy(va)], num_classes, in_chans, cfg.name)
 
 
 def _to_images(x: np.ndarray, image_size: int, in_chans: int) -> torch.Tensor:
@@ -234,8 +305,8 @@ def _cifar(cfg: DataConfig, path: Path, origin: Origin):
     return x, y, 10 if cfg.name == "cifar10" else 100
 
 
-def _imagefolder(cfg: DataConfig, path: Path, origin: Origin):
-    from PIL import Image
+def _list_imagefolder(cfg: DataConfig, path: Path, origin: Origin) -> tuple[list[Path], np.ndarray, int]:
+    """(image files in class then name order, their labels, number of classes) of an image folder."""
     if not path.is_dir():
         raise bad_source(cfg, path, origin, "no such folder")
     try:
@@ -246,20 +317,31 @@ def _imagefolder(cfg: DataConfig, path: Path, origin: Origin):
     classes = [c for c in classes if files[c]]
     if len(classes) < 2:
         raise bad_source(cfg, path, origin, f"found {len(classes)} class folder(s) with images, need at least 2")
-    xs, ys = [], []
-    for label, c in enumerate(classes):
-        for f in files[c]:
-            try:
-                with Image.open(f) as im:
-                    arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-            except Exception as err:  # noqa: BLE001
-                raise bad_source(cfg, f, origin, f"unreadable image ({err})") from None
-            if arr.shape[:2] != (xs[0].shape[1:] if xs else arr.shape[:2]):
-                arr = np.asarray(Image.fromarray(arr).resize((xs[0].shape[2], xs[0].shape[1]),
-                                                             Image.BILINEAR))
-            xs.append(arr.transpose(2, 0, 1))
-            ys.append(label)
-    return np.stack(xs), np.asarray(ys, dtype=np.int64), len(classes)
+    paths = [f for c in classes for f in files[c]]
+    labels = np.asarray([label for label, c in enumerate(classes) for _ in files[c]], dtype=np.int64)
+    return paths, labels, len(classes)
+
+
+def decode_rgb(f: str | Path, ref_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """The image file ``f`` as RGB uint8 (H, W, 3), resized (bilinear) to ``ref_hw`` when given and different."""
+    from PIL import Image
+    with Image.open(f) as im:
+        arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    if ref_hw is not None and arr.shape[:2] != tuple(ref_hw):
+        arr = np.asarray(Image.fromarray(arr).resize((ref_hw[1], ref_hw[0]), Image.BILINEAR))
+    return arr
+
+
+def _imagefolder(cfg: DataConfig, path: Path, origin: Origin):
+    files, y, k = _list_imagefolder(cfg, path, origin)
+    xs = []
+    for f in files:
+        try:
+            arr = decode_rgb(f, xs[0].shape[1:] if xs else None)
+        except Exception as err:  # noqa: BLE001
+            raise bad_source(cfg, f, origin, f"unreadable image ({err})") from None
+        xs.append(arr.transpose(2, 0, 1))
+    return np.stack(xs), y, k
 
 
 def read_imagefolder(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, int]:

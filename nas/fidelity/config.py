@@ -33,6 +33,8 @@ from typing import Any
 
 import yaml
 
+from trainers.config import DataConfig
+
 from ..errors import ConfigError, UserError, check_keys, parse_dataclass, yaml_problem
 
 __all__ = ["StudySettings", "Protocol", "Study", "load_study", "study_from_dict", "bundled_studies", "REFERENCE"]
@@ -200,8 +202,10 @@ def study_from_dict(data: Any, file: str | None = None) -> Study:
 
 
 def _plain(p: Protocol) -> dict:
-    return {"train": dataclasses.asdict(p.train), "objective": dataclasses.asdict(p.objective),
-            "seeds": list(p.seeds)}
+    train = dataclasses.asdict(p.train)
+    if train["data"]["stream_above_mb"] == DataConfig.stream_above_mb:  # fingerprints of earlier studies hold
+        del train["data"]["stream_above_mb"]
+    return {"train": train, "objective": dataclasses.asdict(p.objective), "seeds": list(p.seeds)}
 
 
 def bundled_studies() -> list[str]:

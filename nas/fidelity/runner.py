@@ -172,7 +172,7 @@ def run_job(job: dict[str, Any], setup: dict[str, Any]) -> dict[str, Any]:
     failures become results) or the zero-cost proxies. Returns the record to append."""
     import torch
 
-    from trainers.data import load_dataset
+    from trainers.shared import worker_dataset
 
     threads = max(1, int(setup["cpus_per_trial"]))
     torch.set_num_threads(threads)
@@ -184,7 +184,7 @@ def run_job(job: dict[str, Any], setup: dict[str, Any]) -> dict[str, Any]:
         from trainers.zerocost import zero_cost_scores
 
         train = setup["base_train"]
-        dataset = load_dataset(train.data, setup["image_size"], setup["in_chans"])
+        dataset = worker_dataset(train.data, setup["image_size"], setup["in_chans"], setup.get("shared"))
         try:
             scores = zero_cost_scores(arch, dataset, list(setup["zero_cost"]), batch_size=setup["zero_cost_batch"],
                                       seed=setup["seed"], image_size=setup["image_size"])
@@ -197,20 +197,27 @@ def run_job(job: dict[str, Any], setup: dict[str, Any]) -> dict[str, Any]:
 
     train, objective = setup["protocols"][job["protocol"]]
     train = dataclasses.replace(train, seed=job["seed"])
-    dataset = load_dataset(train.data, setup["image_size"], setup["in_chans"])
+    dataset = worker_dataset(train.data, setup["image_size"], setup["in_chans"], setup.get("shared"))
     res = run_trainer(setup["trainer"], arch, dataset, train, objective, threads, None, setup["image_size"])
     rec = res.to_dict()  # with its per-round history (a tabulated benchmark replays it to a scheduler)
     rec["metrics"] = {**rec["metrics"], "job_s": time.perf_counter() - t0}
     return {**base, **rec}
 
 
-def _setup(study: Study) -> dict[str, Any]:
+def _setup(study: Study, shared: bool = False) -> dict[str, Any]:
+    """What every job needs; ``shared``: also load the file-backed sources once into Ray's object store
+    (``trainers.shared``; Ray must be initialised), read by every worker of a node without a copy."""
     exp = study.experiment
-    return {"cpus_per_trial": study.settings.cpus_per_trial, "image_size": exp.space.image_size,
-            "in_chans": exp.space.in_chans, "trainer": exp.search.trainer, "base_train": exp.train,
-            "protocols": {p.name: (p.train, p.objective) for p in study.protocols},
-            "zero_cost": study.settings.zero_cost, "zero_cost_batch": study.settings.zero_cost_batch,
-            "seed": study.settings.seed}
+    setup = {"cpus_per_trial": study.settings.cpus_per_trial, "image_size": exp.space.image_size,
+             "in_chans": exp.space.in_chans, "trainer": exp.search.trainer, "base_train": exp.train,
+             "protocols": {p.name: (p.train, p.objective) for p in study.protocols},
+             "zero_cost": study.settings.zero_cost, "zero_cost_batch": study.settings.zero_cost_batch,
+             "seed": study.settings.seed}
+    if shared:
+        from trainers.shared import share_datasets
+        configs = [exp.train.data, *(p.train.data for p in study.protocols)]
+        setup["shared"] = share_datasets(configs, exp.space.image_size, exp.space.in_chans)
+    return setup
 
 
 def _prepare(sdir: StudyDir, study: Study | None) -> tuple[Study, list[Architecture]]:
@@ -383,7 +390,7 @@ def _run_jobs(study: Study, todo: list[dict[str, Any]], inflight: dict[Any, dict
     limit = s.max_concurrent or max(1, int(cpus // s.cpus_per_trial))
     remote = ray.remote(run_job).options(num_cpus=s.cpus_per_trial, num_gpus=s.gpus_per_trial,
                                           max_retries=s.max_retries)
-    setup_ref = ray.put(_setup(study))
+    setup_ref = ray.put(_setup(study, shared=True))
     queue = list(todo)
     while queue or inflight:
         while queue and len(inflight) < limit:

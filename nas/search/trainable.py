@@ -1,7 +1,8 @@
 """The Ray Tune trainable: one proxy training of one candidate inside a worker process.
 
-The worker uses exactly the CPUs it was given (torch threads = CPUs per trial) and loads the data set once
-per process (``trainers.data.load_dataset`` caches it; Tune reuses the actors). Per-epoch estimates are
+The worker uses exactly the CPUs it was given (torch threads = CPUs per trial) and reads the data set the
+driver put into the object store (``setup["shared"]``, ``trainers.shared``: once per node, not copied), or
+loads it once per process (``trainers.data.load_dataset`` caches it; Tune reuses the actors). Per-epoch estimates are
 reported to Tune (so an ASHA scheduler can stop the trial); the last report carries the whole result.
 """
 from __future__ import annotations
@@ -111,7 +112,8 @@ def measure_before_training(arch, objective, train, dataset, image_size: int, th
 
 def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     """Train ``config["arch"]`` with the protocol in ``setup`` (``train``: a TrainConfig, ``objective``: an
-    ObjectiveConfig, ``image_size``, ``in_chans``, ``cpus_per_trial``, ``trainer``) and report to Tune."""
+    ObjectiveConfig, ``image_size``, ``in_chans``, ``cpus_per_trial``, ``trainer``, optionally ``shared``:
+    the object refs of ``trainers.shared.share_datasets``) and report to Tune."""
     t_enter = time.perf_counter()
     from ray import tune
 
@@ -120,13 +122,13 @@ def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     import torch
 
     from nas.arch import Architecture
-    from trainers.data import load_dataset
+    from trainers.shared import worker_dataset
 
     threads = max(1, int(setup["cpus_per_trial"]))
     torch.set_num_threads(threads)
     train, objective = setup["train"], setup["objective"]  # validated frozen configs, as the driver has them
     arch = Architecture.from_dict(config["arch"])
-    dataset = load_dataset(train.data, setup["image_size"], setup["in_chans"])
+    dataset = worker_dataset(train.data, setup["image_size"], setup["in_chans"], setup.get("shared"))
     t_start = time.perf_counter()
 
     measured, failed = measure_before_training(arch, objective, train, dataset, setup["image_size"], threads)

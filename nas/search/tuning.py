@@ -117,6 +117,9 @@ def _tuner(exp: Experiment, run: RunDir, searcher, remaining: int, session: int,
     s, sp = exp.search, exp.space
     setup = {"train": exp.train, "objective": exp.objective, "image_size": sp.image_size, "in_chans": sp.in_chans,
              "cpus_per_trial": s.cpus_per_trial, "trainer": s.trainer}
+    if not s.trainer.startswith("table:"):  # a file-backed source: loaded once, read by every worker of a node
+        from trainers.shared import share_datasets
+        setup["shared"] = share_datasets([exp.train.data], sp.image_size, sp.in_chans)
     trainable = tune.with_resources(tune.with_parameters(train_trial, setup=setup),
                                     {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
     scheduler = make_scheduler(s.scheduler, reports_per_trial(exp), objectives_of(exp.objective))
