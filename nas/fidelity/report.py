@@ -257,7 +257,8 @@ def _scatter(res: dict[str, Any], path: Path) -> None:
         ax.set_xlabel(f"proxy {m}", fontsize=8)
         ax.set_ylabel(f"reference {PROXY_MEASURES[m]}", fontsize=8)
         ax.tick_params(labelsize=7)
-    axs.flat[0].legend(fontsize=7)
+    if axs.flat[0].get_legend_handles_labels()[0]:  # no legend for a panel without points
+        axs.flat[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
