@@ -27,9 +27,9 @@ class Cost:
         return f"{self.params / 1e6:.2f}M params, {self.macs / 1e6:.1f}M MACs"
 
 
-def _conv(cin: int, cout: int, k: int, hw: int, groups: int = 1) -> Cost:
+def _conv(cin: int, cout: int, k: int, hw: int, groups: int = 1, bias: bool = True) -> Cost:
     weights = cout * (cin // groups) * k * k
-    return Cost(weights + cout, weights * hw)
+    return Cost(weights + (cout if bias else 0), weights * hw)
 
 
 def _linear(cin: int, cout: int, tokens: int) -> Cost:
@@ -44,8 +44,8 @@ def _mbconv(cin: int, cout: int, stride: int, size_in: int, size_out: int, arch:
     cost = Cost(2 * cin, 0)  # pre-norm BN
     if cin != cout:
         cost += _conv(cin, cout, 1, hw_out)
-    cost += _conv(cin, mid, 1, hw1) + Cost(2 * mid, 0)
-    cost += _conv(mid, mid, 3, hw_out, groups=mid) + Cost(2 * mid, 0)
+    cost += _conv(cin, mid, 1, hw1, bias=False) + Cost(2 * mid, 0)  # convs before a BN have no bias
+    cost += _conv(mid, mid, 3, hw_out, groups=mid, bias=False) + Cost(2 * mid, 0)
     rd = int(round(cin * o.se_ratio))
     if o.se_ratio > 0 and rd > 0:
         cost += _conv(mid, rd, 1, 1) + _conv(rd, mid, 1, 1)
@@ -76,9 +76,9 @@ def _count(arch: Architecture, image_size: int, num_classes: int, in_chans: int)
     if arch.is_vit:
         cost = _conv(in_chans, w[0], arch.patch_size, sizes[0] ** 2)
     else:
-        cost = _conv(in_chans, w[0], 3, sizes[0] ** 2)
-        for _ in range(d[0] - 1):
-            cost += Cost(2 * w[0], 0) + _conv(w[0], w[0], 3, sizes[0] ** 2)
+        cost = _conv(in_chans, w[0], 3, sizes[0] ** 2, bias=d[0] == 1)  # a conv before a BN has no bias
+        for k in range(2, d[0] + 1):
+            cost += Cost(2 * w[0], 0) + _conv(w[0], w[0], 3, sizes[0] ** 2, bias=k == d[0])
     for i, block in enumerate(arch.layout):
         stride = 1 if arch.is_vit else 2
         for j in range(d[i + 1]):
