@@ -206,7 +206,11 @@ class RelPosAttention(nn.Module):
         """``x``: (B, N, C_in) tokens in row-major order of the feature map."""
         b, n, _ = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        if self.rel_attn == "pre":
+        if self.rel_attn == "pre" and q.device.type == "cpu":
+            # on CPU the plain matmul-softmax is faster than SDPA with a float bias (docs/model.md)
+            attn = (q * self.head_dim ** -0.5) @ k.transpose(-2, -1) + self.bias().to(q.dtype)
+            out = attn.softmax(-1) @ v
+        elif self.rel_attn == "pre":
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias().to(q.dtype))
         elif self.rel_attn == "post":
             attn = (q @ k.transpose(-2, -1)) * self.head_dim ** -0.5

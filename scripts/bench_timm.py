@@ -10,8 +10,11 @@ Needs timm (``.venv-timm``, created by ``make test-timm``/``make bench-timm``).
    the stem's second conv bias (timm: none).
 2. Training-step throughput (forward, cross-entropy, backward, AdamW) at 32 px, one thread, of a coatnas
    network and timm's identical network (``nas-export --format timm``, same weights, same torch), per layout;
-   rounds alternate between the two so load changes hit both. The ratio is timm's time / coatnas's time
-   (above 1: coatnas is faster), the median over rounds.
+   rounds alternate between them so load changes hit all. The ratio is timm's time / coatnas's time (above
+   1: coatnas is faster), the median over rounds. Times are the process's CPU time (``time.process_time``;
+   one thread, so wall time on an idle machine), which other jobs on a shared machine disturb less than wall
+   time. coatnas builds its networks in channels-last memory (``nas.model.CoAtNet``); timm does when asked
+   (``train.py --channels-last``), so timm is measured both ways.
 """
 from __future__ import annotations
 
@@ -57,22 +60,24 @@ def param_table() -> None:
               f"{pre:11,d} {se:8,d} {-w[0]:10,d} {rest:5d}")
 
 
-def step_time(model: torch.nn.Module, opt: torch.optim.Optimizer, batches) -> float:
-    t0 = time.perf_counter()
+def step_time(model: torch.nn.Module, opt: torch.optim.Optimizer, batches, channels_last: bool = False) -> float:
+    t0 = time.process_time()
     for xb, yb in batches:
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
         loss = F.cross_entropy(model(xb), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return time.perf_counter() - t0
+    return time.process_time() - t0
 
 
 def throughput(rounds: int, steps: int, batch: int, depth: str, width: str) -> None:
     torch.set_num_threads(1)
     print(f"\n== training step, CPU, 1 thread, 32 px, batch {batch}, {steps} steps x {rounds} alternating rounds, "
           f"L={depth} D={width}, torch {torch.__version__}, timm {timm.__version__} ==")
-    print(f"{'layout':<8} {'params':>9} {'coatnas img/s':>14} {'timm img/s':>11} {'timm/coatnas time':>18} "
-          f"{'range':>12} {'max diff':>9}")
+    print(f"{'layout':<8} {'params':>9} {'coatnas img/s':>14} {'timm img/s':>11} {'timm/coatnas':>13} {'range':>10} "
+          f"{'timm-CL/coatnas':>16} {'range':>10} {'max diff':>9}")
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g))
                for _ in range(steps)]
@@ -80,22 +85,27 @@ def throughput(rounds: int, steps: int, batch: int, depth: str, width: str) -> N
         mc = ModelConfig(arch=Architecture.parse(f"{layout} L={depth} D={width}"), num_classes=10, image_size=32)
         torch.manual_seed(0)
         ours = build_model(mc)
+        models = [ours]
         with tempfile.TemporaryDirectory() as tmp:
-            theirs = timm.create_model(register(export_timm(mc, tmp, state=ours.state_dict(), name="coatnas_bench")),
-                                       pretrained=True)
+            name = register(export_timm(mc, tmp, state=ours.state_dict(), name="coatnas_bench"))
+            models += [timm.create_model(name, pretrained=True) for _ in range(2)]
+        models[2].to(memory_format=torch.channels_last)
         with torch.no_grad():
-            diff = (ours.eval()(batches[0][0]) - theirs.eval()(batches[0][0])).abs().max().item()
-        ours.train(), theirs.train()
-        opts = [torch.optim.AdamW(m.parameters(), lr=1e-4) for m in (ours, theirs)]
-        step_time(ours, opts[0], batches[:1]), step_time(theirs, opts[1], batches[:1])  # warm-up
-        times = {0: [], 1: []}
+            diff = (ours.eval()(batches[0][0]) - models[1].eval()(batches[0][0])).abs().max().item()
+        for m in models:
+            m.train()
+        opts = [torch.optim.AdamW(m.parameters(), lr=1e-4) for m in models]
+        for k in range(3):  # warm-up
+            step_time(models[k], opts[k], batches[:1], k == 2)
+        times: dict[int, list[float]] = {0: [], 1: [], 2: []}
         for r in range(rounds):
-            for k in ((0, 1) if r % 2 == 0 else (1, 0)):
-                times[k].append(step_time((ours, theirs)[k], opts[k], batches))
-        ratios = sorted(b / a for a, b in zip(times[0], times[1]))
+            for k in ((0, 1, 2), (2, 1, 0), (1, 0, 2), (2, 0, 1))[r % 4]:
+                times[k].append(step_time(models[k], opts[k], batches, k == 2))
+        rat = [sorted(b / a for a, b in zip(times[0], times[k])) for k in (1, 2)]
         med = [statistics.median(times[k]) for k in (0, 1)]
         print(f"{layout:<8} {count_cost(mc).params:9,d} {batch * steps / med[0]:14.0f} {batch * steps / med[1]:11.0f} "
-              f"{statistics.median(ratios):18.3f} {ratios[0]:5.2f}-{ratios[-1]:.2f} {diff:9.1e}", flush=True)
+              f"{statistics.median(rat[0]):13.3f} {rat[0][0]:4.2f}-{rat[0][-1]:.2f} "
+              f"{statistics.median(rat[1]):16.3f} {rat[1][0]:4.2f}-{rat[1][-1]:.2f} {diff:9.1e}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
