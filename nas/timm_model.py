@@ -19,6 +19,7 @@ import json
 import os
 import runpy
 import sys
+import warnings
 from dataclasses import fields
 from functools import partial
 from pathlib import Path
@@ -27,7 +28,6 @@ from typing import Any
 from timm.layers import LayerNorm2d, NormMlpClassifierHead
 from timm.layers.squeeze_excite import SEModule
 from timm.models import build_model_with_cfg, register_model
-from timm.models._registry import _model_entrypoints
 from timm.models.maxxvit import MaxxVit, MaxxVitCfg, MaxxVitConvCfg, MaxxVitTransformerCfg
 from torch import nn
 
@@ -103,8 +103,9 @@ def register(folder: str | os.PathLike, name: str | None = None) -> str:
     entrypoint.__name__ = name
     entrypoint.__qualname__ = name
     entrypoint.__module__ = __name__
-    _model_entrypoints.pop(name, None)  # registering the same name again replaces it
-    register_model(entrypoint)
+    with warnings.catch_warnings():  # registering the same name again replaces it (timm warns)
+        warnings.simplefilter("ignore")
+        register_model(entrypoint)
     return name
 
 

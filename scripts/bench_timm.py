@@ -14,7 +14,8 @@ Needs timm (``.venv-timm``, created by ``make test-timm``/``make bench-timm``).
    1: coatnas is faster), the median over rounds. Times are the process's CPU time (``time.process_time``;
    one thread, so wall time on an idle machine), which other jobs on a shared machine disturb less than wall
    time. coatnas builds its networks in channels-last memory (``nas.model.CoAtNet``); timm does when asked
-   (``train.py --channels-last``), so timm is measured both ways.
+   (``train.py --channels-last``), so timm is measured both ways; and coatnas in NCHW shows what its
+   channels-last layout gains.
 """
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def throughput(rounds: int, steps: int, batch: int, depth: str, width: str) -> N
     print(f"\n== training step, CPU, 1 thread, 32 px, batch {batch}, {steps} steps x {rounds} alternating rounds, "
           f"L={depth} D={width}, torch {torch.__version__}, timm {timm.__version__} ==")
     print(f"{'layout':<8} {'params':>9} {'coatnas img/s':>14} {'timm img/s':>11} {'timm/coatnas':>13} {'range':>10} "
-          f"{'timm-CL/coatnas':>16} {'range':>10} {'max diff':>9}")
+          f"{'timm-CL/coatnas':>16} {'range':>10} {'NCHW/coatnas':>13} {'range':>10} {'max diff':>9}")
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g))
                for _ in range(steps)]
@@ -90,22 +91,25 @@ def throughput(rounds: int, steps: int, batch: int, depth: str, width: str) -> N
             name = register(export_timm(mc, tmp, state=ours.state_dict(), name="coatnas_bench"))
             models += [timm.create_model(name, pretrained=True) for _ in range(2)]
         models[2].to(memory_format=torch.channels_last)
+        models.append(build_model(mc).to(memory_format=torch.contiguous_format))  # coatnas in NCHW
+        models[3].load_state_dict(ours.state_dict())
         with torch.no_grad():
             diff = (ours.eval()(batches[0][0]) - models[1].eval()(batches[0][0])).abs().max().item()
         for m in models:
             m.train()
         opts = [torch.optim.AdamW(m.parameters(), lr=1e-4) for m in models]
-        for k in range(3):  # warm-up
+        for k in range(4):  # warm-up
             step_time(models[k], opts[k], batches[:1], k == 2)
-        times: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        times: dict[int, list[float]] = {0: [], 1: [], 2: [], 3: []}
         for r in range(rounds):
-            for k in ((0, 1, 2), (2, 1, 0), (1, 0, 2), (2, 0, 1))[r % 4]:
+            for k in ((0, 1, 2, 3), (3, 2, 1, 0), (1, 3, 0, 2), (2, 0, 3, 1))[r % 4]:
                 times[k].append(step_time(models[k], opts[k], batches, k == 2))
-        rat = [sorted(b / a for a, b in zip(times[0], times[k])) for k in (1, 2)]
+        rat = [sorted(b / a for a, b in zip(times[0], times[k])) for k in (1, 2, 3)]
         med = [statistics.median(times[k]) for k in (0, 1)]
         print(f"{layout:<8} {count_cost(mc).params:9,d} {batch * steps / med[0]:14.0f} {batch * steps / med[1]:11.0f} "
               f"{statistics.median(rat[0]):13.3f} {rat[0][0]:4.2f}-{rat[0][-1]:.2f} "
-              f"{statistics.median(rat[1]):16.3f} {rat[1][0]:4.2f}-{rat[1][-1]:.2f} {diff:9.1e}", flush=True)
+              f"{statistics.median(rat[1]):16.3f} {rat[1][0]:4.2f}-{rat[1][-1]:.2f} "
+              f"{statistics.median(rat[2]):13.3f} {rat[2][0]:4.2f}-{rat[2][-1]:.2f} {diff:9.1e}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
