@@ -125,8 +125,7 @@ def timm_model_args(mc: ModelConfig) -> dict[str, Any]:
     trans = {"dim_head": o.head_dim, "expand_ratio": o.ffn_expansion, "pool_type": "max",
              "rel_pos_type": "" if o.rel_attn == "none" else "bias", "act_layer": "gelu", "norm_eps": 1e-5}
     cfg = {"embed_dim": list(arch.widths[1:]), "depths": list(arch.depths[1:]), "block_type": list(arch.layout),
-           "stem_width": arch.widths[0], "stem_bias": True, "conv_cfg": conv, "transformer_cfg": trans,
-           "weight_init": ""}
+           "stem_width": arch.widths[0], "stem_bias": True, "conv_cfg": conv, "transformer_cfg": trans}
     se = {}
     for i, block in enumerate(arch.layout):
         if block != "C" or se_ratio == 0:

@@ -149,3 +149,16 @@ def test_checkpoint_with_conv_biases_before_batchnorm_loads_exactly():
     with torch.no_grad():
         assert torch.allclose(old.eval()(x), new.eval()(x), atol=1e-5)
     assert torch.allclose(old.train()(x), new.train()(x), atol=1e-4)
+
+
+def test_export_a_trial_of_a_search_run(write_space, tmp_path, capsys):
+    """A run directory exports its trial's architecture (no weights), --rank picking the trial."""
+    from test_export_run import _run_with_records
+
+    rd, archs = _run_with_records(write_space(), tmp_path / "r", [0.2, 0.9, 0.5])
+    rc, out, err = _cli([str(rd.path), "--format", "timm", "--rank", "2", "--out", str(tmp_path / "t")], capsys)
+    assert rc == 0, err
+    config = json.loads((tmp_path / "t" / "config.json").read_text())
+    assert config["architecture"] == f"coatnas_{archs[2].id}" and config["pretrained_cfg"]["file"] is None
+    assert Architecture.from_dict(config["coatnas"]["architecture"]) == archs[2]
+    assert not (tmp_path / "t" / "pytorch_model.bin").exists() and "no weights" in out
