@@ -116,6 +116,8 @@ def test_export_writes_config_and_weights(tmp_path, capsys):
     assert rc == 2 and "--name 'My.Net'" in err and not (tmp_path / "u").exists()
     rc, _, err = _cli([str(ckpt), "--name", "x", "--out", str(tmp_path / "v.yaml")], capsys)
     assert rc == 2 and "--format timm" in err
+    rc, _, err = _cli([str(ckpt), "--out", str(tmp_path / "v.yaml")], capsys)  # a checkpoint, yaml format
+    assert rc == 2 and "is a file" in err and "--format timm" in err and not (tmp_path / "v.yaml").exists()
 
 
 def _with_bias(conv: nn.Conv2d, g: torch.Generator) -> nn.Conv2d:

@@ -12,6 +12,7 @@ trains it. A timm export is loaded with ``nas.timm_model.register(FOLDER)`` then
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from nas.errors import UserError
 
@@ -21,7 +22,8 @@ PROG = "nas-export"
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog=PROG, description="Export a trial of a search run as a model config YAML.")
+    p = ArgumentParser(prog=PROG, description="Export a trial of a search run as a model config YAML, or a network "
+                       "for timm (--format timm).")
     p.add_argument("run_dir", metavar="SOURCE", help="the run directory of a search (e.g. runs/coatnet); with "
                    "--format timm also a nas-train checkpoint (model.pt or its folder) or a model config YAML")
     which = p.add_mutually_exclusive_group()
@@ -46,6 +48,9 @@ def _main(args) -> int:
         return _export_timm(args)
     if args.name is not None:
         raise UserError("--name names a timm model; it only applies with --format timm.")
+    if Path(args.run_dir).is_file():
+        raise UserError(f"{args.run_dir} is a file; the yaml format exports a trial of a search run directory. "
+                        "A nas-train checkpoint or a model config YAML is exported for timm with --format timm.")
     args.out = args.out or "model.yaml"
     path = export_from_run(args.run_dir, args.out, rank=args.rank, trial=args.trial, force=args.force)
     mc = load_model_config(path)
