@@ -6,8 +6,14 @@ STAMP   := $(VENV)/.installed
 # torch is pinned here (a CPU build installs from local disk); pyproject.toml stays permissive.
 TORCH   ?= torch==2.13.0
 SPACE   ?= coatnet.yaml
+# timm needs torchvision, whose PyPI build does not import beside the local torch 2.13 CPU file: the timm
+# tests get their own venv with a matching torch/torchvision pair (a CUDA build; it runs on CPU).
+VENV_TIMM := .venv-timm
+STAMP_TIMM := $(VENV_TIMM)/.installed
+TIMM_TORCH ?= torch==2.14.1 torchvision==0.29.1
+TIMM    ?= timm==1.0.31
 
-.PHONY: install test search bench clean
+.PHONY: install test test-main test-timm bench-timm search bench clean
 
 install: $(STAMP)
 
@@ -18,8 +24,24 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q -e ".[test]"
 	touch $(STAMP)
 
-test: $(STAMP)
+$(STAMP_TIMM): pyproject.toml Makefile
+	$(PY) -m venv $(VENV_TIMM)
+	$(VENV_TIMM)/bin/pip install -q --upgrade pip
+	$(VENV_TIMM)/bin/pip install -q $(TIMM_TORCH) "$(TIMM)" pyyaml pytest pytest-timeout
+	$(VENV_TIMM)/bin/pip install -q --no-deps -e .   # the model code only: no Ray/Optuna stack needed here
+	touch $(STAMP_TIMM)
+
+test: test-main test-timm
+
+test-main: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# coatnas vs the real timm: same outputs from the converted weights (tests_timm/)
+test-timm: $(STAMP_TIMM)
+	$(VENV_TIMM)/bin/python -m pytest -q tests_timm
+
+bench-timm: $(STAMP_TIMM)
+	$(VENV_TIMM)/bin/python scripts/bench_timm.py
 
 search: $(STAMP)
 	$(BIN)/nas-search --space $(SPACE)
@@ -30,4 +52,4 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_search.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(VENV_TIMM) runs .pytest_cache

@@ -27,6 +27,18 @@ class LayerNorm2d(nn.LayerNorm):
                             self.eps).permute(0, 3, 1, 2)
 
 
+def fold_conv_bias(state_dict: dict, prefix: str, conv: str, norm: str) -> None:
+    """Fold ``{conv}.bias`` of an older checkpoint into the running mean of the BatchNorm after it.
+
+    ``BN(conv(x) + b)`` equals ``BN'(conv(x))`` with ``running_mean' = running_mean - b`` (in training the
+    batch mean absorbs ``b``), so a state dict saved before the conv lost its bias loads exactly.
+    """
+    bias = state_dict.pop(prefix + conv + ".bias", None)
+    mean = prefix + norm + ".running_mean"
+    if bias is not None and mean in state_dict:
+        state_dict[mean] = state_dict[mean] - bias.to(state_dict[mean].dtype)
+
+
 class ConvStem(nn.Module):
     """S0: ``depth`` 3x3 convs (the paper: two), the first with stride ``stride`` (the paper: 2), BN + GELU
     between them.
@@ -39,11 +51,17 @@ class ConvStem(nn.Module):
         super().__init__()
         self.depth = depth
         for k in range(1, depth + 1):
+            # a conv followed by BatchNorm needs no bias (BN's shift absorbs it); the last one keeps its bias
             self.add_module(f"conv{k}", nn.Conv2d(in_chs if k == 1 else out_chs, out_chs, 3,
-                                                  stride=stride if k == 1 else 1, padding=1))
+                                                  stride=stride if k == 1 else 1, padding=1, bias=k == depth))
             if k < depth:
                 self.add_module(f"norm{k}", nn.BatchNorm2d(out_chs))
                 self.add_module(f"act{k}", nn.GELU())
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for k in range(1, self.depth):
+            fold_conv_bias(state_dict, prefix, f"conv{k}", f"norm{k}")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for k in range(1, self.depth + 1):
@@ -124,16 +142,21 @@ class MBConvBlock(nn.Module):
         s1, s2 = (stride, 1) if downsample == "conv1x1" else (1, stride)
         self.shortcut = Downsample2d(in_chs, out_chs, stride, pool="avg")
         self.norm = nn.BatchNorm2d(in_chs)
-        self.conv1 = nn.Conv2d(in_chs, mid, 1, stride=s1)
+        self.conv1 = nn.Conv2d(in_chs, mid, 1, stride=s1, bias=False)  # no bias before BN (as timm)
         self.norm1 = nn.BatchNorm2d(mid)
         self.act1 = nn.GELU()
-        self.conv2 = nn.Conv2d(mid, mid, 3, stride=s2, padding=1, groups=mid)
+        self.conv2 = nn.Conv2d(mid, mid, 3, stride=s2, padding=1, groups=mid, bias=False)
         self.norm2 = nn.BatchNorm2d(mid)
         self.act2 = nn.GELU()
         rd = int(round(in_chs * se_ratio))
         self.se = SqueezeExcite(mid, rd) if se_ratio > 0 and rd > 0 else nn.Identity()
         self.conv3 = nn.Conv2d(mid, out_chs, 1)
         self.drop_path = DropPath(drop_path)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        fold_conv_bias(state_dict, prefix, "conv1", "norm1")
+        fold_conv_bias(state_dict, prefix, "conv2", "norm2")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.act1(self.norm1(self.conv1(self.norm(x))))
@@ -182,7 +205,11 @@ class RelPosAttention(nn.Module):
         """``x``: (B, N, C_in) tokens in row-major order of the feature map."""
         b, n, _ = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        if self.rel_attn == "pre":
+        if self.rel_attn == "pre" and q.device.type == "cpu":
+            # on CPU the plain matmul-softmax is faster than SDPA with a float bias (docs/model.md)
+            attn = (q * self.head_dim ** -0.5) @ k.transpose(-2, -1) + self.bias().to(q.dtype)
+            out = attn.softmax(-1) @ v
+        elif self.rel_attn == "pre":
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias().to(q.dtype))
         elif self.rel_attn == "post":
             attn = (q @ k.transpose(-2, -1)) * self.head_dim ** -0.5

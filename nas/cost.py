@@ -32,9 +32,9 @@ class Cost:
         return f"{self.params / 1e6:.2f}M params, {self.macs / 1e6:.1f}M MACs"
 
 
-def _conv(cin: int, cout: int, k: int, hw: int, groups: int = 1) -> Cost:
+def _conv(cin: int, cout: int, k: int, hw: int, groups: int = 1, bias: bool = True) -> Cost:
     weights = cout * (cin // groups) * k * k
-    return Cost(weights + cout, weights * hw)
+    return Cost(weights + (cout if bias else 0), weights * hw)
 
 
 def _linear(cin: int, cout: int, tokens: int) -> Cost:
@@ -49,8 +49,8 @@ def _mbconv(cin: int, cout: int, stride: int, size_in: int, size_out: int, o: Bl
     cost = Cost(2 * cin, 0)  # pre-norm BN
     if cin != cout:
         cost += _conv(cin, cout, 1, hw_out)
-    cost += _conv(cin, mid, 1, hw1) + Cost(2 * mid, 0)
-    cost += _conv(mid, mid, 3, hw_out, groups=mid) + Cost(2 * mid, 0)
+    cost += _conv(cin, mid, 1, hw1, bias=False) + Cost(2 * mid, 0)  # convs before a BN have no bias
+    cost += _conv(mid, mid, 3, hw_out, groups=mid, bias=False) + Cost(2 * mid, 0)
     rd = int(round(cin * o.se_ratio))
     if o.se_ratio > 0 and rd > 0:
         cost += _conv(mid, rd, 1, 1) + _conv(rd, mid, 1, 1)
@@ -85,9 +85,10 @@ def _stem(arch: Architecture, size: int, in_chans: int) -> Cost:
     w = arch.widths[0]
     if arch.is_vit:
         return _conv(in_chans, w, arch.patch_size, size ** 2)
-    cost = _conv(in_chans, w, 3, size ** 2)
-    for _ in range(arch.depths[0] - 1):
-        cost += Cost(2 * w, 0) + _conv(w, w, 3, size ** 2)
+    d = arch.depths[0]
+    cost = _conv(in_chans, w, 3, size ** 2, bias=d == 1)  # a conv right before a BN has no bias
+    for k in range(2, d + 1):
+        cost += Cost(2 * w, 0) + _conv(w, w, 3, size ** 2, bias=k == d)
     return cost
 
 

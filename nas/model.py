@@ -63,6 +63,10 @@ class CoAtNet(nn.Module):
         self.num_features = widths[-1]
         self.head = Head(self.num_features, num_classes)
         self._init_weights()
+        # channels-last weights: convolutions then produce channels-last activations, 1.1-1.5x faster training
+        # steps on CPU (docs/model.md; the trainer's CUDA default already); `model.to(memory_format=
+        # torch.contiguous_format)` goes back to NCHW
+        self.to(memory_format=torch.channels_last)
 
     def _init_weights(self) -> None:
         for m in self.modules():

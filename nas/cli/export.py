@@ -1,15 +1,18 @@
-"""``nas-export``: write the model config of a trial of a search run.
+"""``nas-export``: write the model config of a trial of a search run, or export a network to timm.
 
     nas-export runs/coatnet --out model.yaml             # the best trial
     nas-export runs/coatnet --rank 3 --out third.yaml
     nas-export runs/coatnet --trial 12 --out t12.yaml    # Optuna trial number or architecture id
+    nas-export runs/coatnet --format timm --out best-timm           # timm MaxxVit config (no weights)
+    nas-export runs/train-best/model.pt --format timm --out timm1   # a nas-train checkpoint, weights converted
 
 ``nas.build_model(nas.load_model_config("model.yaml"))`` rebuilds the network; ``nas-train model.yaml``
-trains it.
+trains it. A timm export is loaded with ``nas.timm_model.register(FOLDER)`` then ``timm.create_model``.
 """
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from nas.errors import UserError
 
@@ -19,13 +22,19 @@ PROG = "nas-export"
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog=PROG, description="Export a trial of a search run as a model config YAML.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory of a search (e.g. runs/coatnet)")
+    p = ArgumentParser(prog=PROG, description="Export a trial of a search run as a model config YAML, or a network "
+                       "for timm (--format timm).")
+    p.add_argument("run_dir", metavar="SOURCE", help="the run directory of a search (e.g. runs/coatnet); with "
+                   "--format timm also a nas-train checkpoint (model.pt or its folder) or a model config YAML")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--rank", type=int, metavar="K", help="leaderboard rank (1 = best, the default)")
     which.add_argument("--trial", metavar="ID", help="Optuna trial number or architecture id")
-    p.add_argument("--out", metavar="FILE", default="model.yaml", help="output YAML (default model.yaml); an "
-                   "existing file is only replaced with --force, and never a file of a run directory")
+    p.add_argument("--out", metavar="FILE", default=None, help="output YAML (default model.yaml), or folder for "
+                   "--format timm (default: the timm model name); an existing file is only replaced with --force, "
+                   "and never a file of a run directory")
+    p.add_argument("--format", choices=["yaml", "timm"], default="yaml", help="yaml: coatnas model config "
+                   "(default); timm: config.json for timm's MaxxVit and, from a checkpoint, pytorch_model.bin")
+    p.add_argument("--name", metavar="NAME", help="timm model name for --format timm (default coatnas_<id>)")
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
     return p
 
@@ -35,11 +44,32 @@ def _main(args) -> int:
 
     if args.rank is not None and args.rank < 1:
         raise UserError(f"--rank must be >= 1 (got {args.rank}).")
+    if args.format == "timm":
+        return _export_timm(args)
+    if args.name is not None:
+        raise UserError("--name names a timm model; it only applies with --format timm.")
+    if Path(args.run_dir).is_file():
+        raise UserError(f"{args.run_dir} is a file; the yaml format exports a trial of a search run directory. "
+                        "A nas-train checkpoint or a model config YAML is exported for timm with --format timm.")
+    args.out = args.out or "model.yaml"
     path = export_from_run(args.run_dir, args.out, rank=args.rank, trial=args.trial, force=args.force)
     mc = load_model_config(path)
     prov = mc.provenance
     print(f"{PROG}: trial {prov.get('trial')} {mc.arch} ({mc.image_size}px x{mc.in_chans}, {mc.num_classes} "
           f"classes, score {prov.get('metrics', {}).get('score')}) -> {path}")
+    return 0
+
+
+def _export_timm(args) -> int:
+    from nas.timm_export import WEIGHTS_FILE, export_timm, load_source, timm_name
+
+    mc, state = load_source(args.run_dir, rank=args.rank, trial=args.trial)
+    name = timm_name(mc, args.name)
+    folder = export_timm(mc, args.out or name, state=state, name=name, force=args.force)
+    weights = f" + {WEIGHTS_FILE}" if state is not None else " (no weights: timm initialises them)"
+    print(f"{PROG}: {mc.arch} ({mc.image_size}px x{mc.in_chans}, {mc.num_classes} classes) -> {folder}/config.json"
+          f"{weights}; timm model {name!r}: nas.timm_model.register({str(folder)!r}) then "
+          f"timm.create_model({name!r}{', pretrained=True' if state is not None else ''})")
     return 0
 
 

@@ -1,0 +1,133 @@
+"""coatnas -> timm: timm builds the identical network and loads the converted weights.
+
+Runs in ``.venv-timm`` (``make test-timm``), with the real timm and torchvision; the default install has
+neither, so these tests live outside ``tests/``.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+from nas.arch import Architecture, BlockOptions, ModelConfig
+from nas.export import save_model_config
+from nas.model import build_model
+from nas.timm_export import export_timm
+from nas.timm_model import CoatnasMaxxVit, register
+
+torch.set_num_threads(1)
+
+CASES = [
+    # (architecture, options, image size): every layout, both downsampling modes, SE widths that differ
+    # from timm's in the first block of a stage, rel_attn none, no SE, rel-bias tables of several sizes
+    ("C-C-T-T L=2,2,2,2,1 D=16,24,32,64,96", {}, 32),
+    ("C-C-C-C L=2,1,2,1,2 D=16,16,32,48,64", {"downsample": "dwconv"}, 32),
+    ("C-T-T-T L=2,1,2,1,1 D=16,32,32,64,64", {"rel_attn": "none", "se_ratio": 0.0}, 48),
+    ("T-T-T-T L=2,1,1,1,1 D=16,32,64,64,96", {"head_dim": 16, "ffn_expansion": 2.0}, 64),
+    ("C-C-C-T L=2,2,1,1,1 D=8,16,24,40,64", {"se_ratio": 0.5, "mbconv_expansion": 2.0}, 40),
+]
+
+
+def _randomize(model: torch.nn.Module, seed: int) -> None:
+    """Every parameter and BatchNorm statistic random, so a wrong mapping cannot hide behind an init."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, t in model.state_dict().items():
+            if t.dtype.is_floating_point:
+                t.copy_(torch.randn(t.shape, generator=g) * 0.2 + (1.0 if t.ndim == 1 else 0.0))
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 1.5, generator=g)
+
+
+def _pair(text: str, opts: dict, size: int, tmp_path: Path, seed: int = 0):
+    arch = Architecture.parse(text, BlockOptions(**opts))
+    mc = ModelConfig(arch=arch, num_classes=7, image_size=size, in_chans=3)
+    ours = build_model(mc)
+    _randomize(ours, seed)
+    folder = export_timm(mc, tmp_path / "export", state=ours.state_dict())
+    name = register(folder)
+    theirs = timm.create_model(name, pretrained=True)
+    return mc, ours, theirs, name
+
+
+@pytest.mark.parametrize("text,opts,size", CASES, ids=[c[0].split()[0] for c in CASES])
+def test_same_outputs_and_parameters(text, opts, size, tmp_path):
+    mc, ours, theirs, _ = _pair(text, opts, size, tmp_path)
+    assert isinstance(theirs, CoatnasMaxxVit)
+    assert sum(p.numel() for p in theirs.parameters()) == sum(p.numel() for p in ours.parameters())
+    x = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(1))
+    ours.eval(), theirs.eval()
+    with torch.no_grad():
+        a, b = ours(x), theirs(x)
+    assert a.shape == b.shape == (4, 7)
+    assert (a - b).abs().max().item() < 1e-4 * max(1.0, a.abs().max().item()), (a - b).abs().max()
+    # training mode (BatchNorm on batch statistics): same outputs and same gradients for the input
+    ours.train(), theirs.train()
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    a, b = ours(xa), theirs(xb)
+    assert (a - b).abs().max().item() < 1e-4 * max(1.0, a.abs().max().item())
+    a.square().sum().backward(), b.square().sum().backward()
+    scale = xa.grad.abs().max().item()
+    assert (xa.grad - xb.grad).abs().max().item() < 1e-4 * scale, (xa.grad - xb.grad).abs().max().item() / scale
+
+
+def test_without_weights_builds_the_same_shapes(tmp_path):
+    arch = Architecture.parse("C-C-T-T L=2,1,1,1,1 D=16,24,32,64,96")
+    mc = ModelConfig(arch=arch, num_classes=5, image_size=32, in_chans=1)
+    folder = export_timm(mc, tmp_path / "arch-only")
+    assert not (folder / "pytorch_model.bin").exists()
+    model = timm.create_model(register(folder, "coatnas_test_shapes"))
+    ours = build_model(mc)
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 5)
+    assert sorted(v.shape for v in model.state_dict().values() if v.ndim) == \
+        sorted(v.shape for v in _timm_state(mc, ours).values() if v.ndim)
+    # timm's usual knobs work on the registered model: another classifier
+    assert timm.create_model("coatnas_test_shapes", num_classes=3)(torch.randn(1, 1, 32, 32)).shape == (1, 3)
+
+
+def _timm_state(mc, model):
+    from nas.timm_export import to_timm_state_dict
+    return to_timm_state_dict(model.state_dict(), mc)
+
+
+def test_nas_train_checkpoint_through_the_cli(tmp_path):
+    """nas-train a small model, nas-export its checkpoint --format timm, load it in timm: same logits."""
+    arch = Architecture.parse("C-C-T-T L=2,1,1,1,1 D=16,16,32,32,64")
+    yaml_path = save_model_config(ModelConfig(arch=arch, num_classes=10, image_size=16, in_chans=1),
+                                  tmp_path / "model.yaml")
+    bin_dir = Path(sys.executable).parent
+    run = subprocess.run([str(bin_dir / "nas-train"), str(yaml_path), "--data", "synthetic", "--steps", "3",
+                          "--batch-size", "8", "--threads", "1", "--quiet", "--out", str(tmp_path / "trained")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    run = subprocess.run([str(bin_dir / "nas-export"), str(tmp_path / "trained" / "model.pt"), "--format", "timm",
+                          "--name", "coatnas_cli_test", "--out", str(tmp_path / "timm")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    config = json.loads((tmp_path / "timm" / "config.json").read_text())
+    assert config["architecture"] == "coatnas_cli_test" and config["pretrained_cfg"]["file"]
+    ckpt = torch.load(tmp_path / "trained" / "model.pt", weights_only=True)
+    ours = build_model(ModelConfig.from_dict(ckpt["model_config"]))
+    ours.load_state_dict(ckpt["state_dict"])
+    theirs = timm.create_model(register(tmp_path / "timm"), pretrained=True)
+    x = torch.randn(3, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(ours.eval()(x), theirs.eval()(x), atol=1e-5)
+
+
+def test_timm_script_runner(tmp_path):
+    """``python -m nas.timm_model FOLDER -- SCRIPT`` registers the export before the script runs."""
+    arch = Architecture.parse("C-C-C-C L=2,1,1,1,1 D=8,16,16,32,32")
+    folder = export_timm(ModelConfig(arch=arch, num_classes=4, image_size=32), tmp_path / "e", name="coatnas_runner")
+    script = tmp_path / "script.py"
+    script.write_text("import sys, timm\nm = timm.create_model(sys.argv[1])\nprint(type(m).__name__, m.num_classes)\n")
+    run = subprocess.run([sys.executable, "-m", "nas.timm_model", str(folder), "--", str(script), "coatnas_runner"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["CoatnasMaxxVit", "4"]
