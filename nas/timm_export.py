@@ -251,7 +251,7 @@ def load_source(source: str | os.PathLike, *, rank: int | None = None, trial: st
         from .export import load_model_config
         return load_model_config(path), None
     from .export import select_record
-    from .search.engine import model_config_of
+    from .export import model_config_of
 
     rec, run, exp = select_record(path, rank=rank, trial=trial)
     return model_config_of(rec, exp, run), None

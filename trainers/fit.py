@@ -207,8 +207,8 @@ def _train_examples(data: Dataset, train_idx: torch.Tensor | None,
 
 
 def _place(model: nn.Module, train: TrainConfig, device: torch.device) -> bool:
-    """Move the model to the device, in channels-last memory format where asked (``None``: on CUDA);
-    return whether it is channels-last."""
+    """Move the model to the device, channels-last unless ``train.channels_last`` is false (measured faster
+    on CPU too: docs/model.md); return whether it is channels-last."""
     channels_last = train.channels_last is not False  # null: the model's own layout, channels-last
     model.to(device)
     model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
