@@ -5,6 +5,8 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 # torch is pinned here (a CPU build installs from local disk); pyproject.toml stays permissive.
 TORCH   ?= torch==2.13.0
+# the linter/formatter is pinned too: a new ruff release must not turn a clean tree red
+RUFF    ?= ruff==0.17.6
 SPACE   ?= coatnet.yaml
 # timm needs torchvision, whose PyPI build does not import beside the local torch 2.13 CPU file: the timm
 # tests get their own venv with a matching torch/torchvision pair (a CUDA build; it runs on CPU).
@@ -13,7 +15,7 @@ STAMP_TIMM := $(VENV_TIMM)/.installed
 TIMM_TORCH ?= torch==2.14.1 torchvision==0.29.1
 TIMM    ?= timm==1.0.31
 
-.PHONY: install test test-main test-timm bench-timm search bench clean
+.PHONY: install test lint test-main test-timm bench-timm search bench clean
 
 install: $(STAMP)
 
@@ -21,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e ".[test]" "$(RUFF)"
 	touch $(STAMP)
 
 $(STAMP_TIMM): pyproject.toml Makefile
@@ -31,7 +33,12 @@ $(STAMP_TIMM): pyproject.toml Makefile
 	$(VENV_TIMM)/bin/pip install -q --no-deps -e .   # the model code only: no Ray/Optuna stack needed here
 	touch $(STAMP_TIMM)
 
-test: test-main test-timm
+test: lint test-main test-timm
+
+# ruff (configured in pyproject.toml): lint rules and the formatter's layout; `ruff format .` fixes the latter
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-main: $(STAMP)
 	$(BIN)/python -m pytest -q

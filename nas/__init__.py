@@ -3,6 +3,7 @@
 Data flows one way: YAML -> ``SearchSpace`` -> ``Architecture`` -> ``nn.Module`` -> proxy training ->
 search -> export. The names below are the public API; heavy modules load on first use.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -16,6 +16,7 @@ that they cover exactly this table; the space validator reads the table's proper
 ``order``, ``default_choice``). Adding a letter is one entry here, one module in ``nas/blocks.py`` and one cost
 function in ``nas/cost.py``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,8 +27,20 @@ from typing import Any, Literal
 
 from .errors import ConfigError, check_keys, parse_dataclass
 
-__all__ = ["BlockKind", "BLOCKS", "BLOCK_TYPES", "VIT_BLOCK", "BlockOptions", "Architecture", "ModelConfig",
-           "VIT_REL", "known_blocks", "is_block_letter", "check_block_table", "check_layout"]
+__all__ = [
+    "BlockKind",
+    "BLOCKS",
+    "BLOCK_TYPES",
+    "VIT_BLOCK",
+    "BlockOptions",
+    "Architecture",
+    "ModelConfig",
+    "VIT_REL",
+    "known_blocks",
+    "is_block_letter",
+    "check_block_table",
+    "check_layout",
+]
 
 
 @dataclass(frozen=True)
@@ -46,12 +59,25 @@ class BlockKind:
     """In a stage's block choices when ``space.stages.Sx.block`` is omitted."""
 
 
-BLOCKS: dict[str, BlockKind] = {kind.letter: kind for kind in (
-    BlockKind("C", "MBConv", "pre-activation inverted bottleneck with depthwise 3x3 conv and squeeze-excitation",
-              attention=False, order=0),
-    BlockKind("T", "relative-attention transformer", "pre-norm self-attention with a 2-D relative position bias "
-              "(paper Eq. 3) and an FFN", attention=True, order=1),
-)}
+BLOCKS: dict[str, BlockKind] = {
+    kind.letter: kind
+    for kind in (
+        BlockKind(
+            "C",
+            "MBConv",
+            "pre-activation inverted bottleneck with depthwise 3x3 conv and squeeze-excitation",
+            attention=False,
+            order=0,
+        ),
+        BlockKind(
+            "T",
+            "relative-attention transformer",
+            "pre-norm self-attention with a 2-D relative position bias (paper Eq. 3) and an FFN",
+            attention=True,
+            order=1,
+        ),
+    )
+}
 """The block letters, in their canonical order (choices and layouts are listed in this order)."""
 
 BLOCK_TYPES = tuple(BLOCKS)
@@ -76,8 +102,10 @@ def check_block_table(table: Mapping[str, Any], name: str) -> None:
     of :data:`BLOCKS`; the builder's and the cost model's letter tables call it at import."""
     missing, extra = [b for b in BLOCKS if b not in table], [b for b in table if b not in BLOCKS]
     if missing or extra:
-        raise RuntimeError(f"{name} must map exactly the block letters of nas.arch.BLOCKS ({', '.join(BLOCKS)}): "
-                           f"missing {missing}, not in BLOCKS {extra}")
+        raise RuntimeError(
+            f"{name} must map exactly the block letters of nas.arch.BLOCKS ({', '.join(BLOCKS)}): "
+            f"missing {missing}, not in BLOCKS {extra}"
+        )
 
 
 def check_layout(letters: Sequence[Any], file: str | None, key: str, value: Any) -> tuple[str, ...]:
@@ -167,14 +195,16 @@ class Architecture:
         return VIT_REL if self.is_vit else "-".join(self.layout)
 
     def __str__(self) -> str:
-        text = (f"{self.layout_name} L={','.join(map(str, self.depths))} "
-                f"D={','.join(map(str, self.widths))}")
+        text = f"{self.layout_name} L={','.join(map(str, self.depths))} D={','.join(map(str, self.widths))}"
         extras = [f"{k}={v}" for k, v in self._non_default_options().items()]
         return " ".join([text, *extras])
 
     def _non_default_options(self) -> dict[str, Any]:
-        out = {f.name: getattr(self.options, f.name) for f in dataclasses.fields(BlockOptions)
-               if getattr(self.options, f.name) != f.default}
+        out = {
+            f.name: getattr(self.options, f.name)
+            for f in dataclasses.fields(BlockOptions)
+            if getattr(self.options, f.name) != f.default
+        }
         if self.is_vit:
             out["patch"] = self.patch_size
         if self.stem_stride != 2:
@@ -202,12 +232,10 @@ class Architecture:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], file: str | None = None, path: str = "architecture"
-                  ) -> "Architecture":
+    def from_dict(cls, data: Mapping[str, Any], file: str | None = None, path: str = "architecture") -> Architecture:
         """Inverse of :meth:`to_dict`; raises :class:`ConfigError` naming the bad key."""
         if not isinstance(data, Mapping):
-            raise ConfigError(file, path, "must be a mapping", "keys layout, depths, widths, options",
-                              value=data)
+            raise ConfigError(file, path, "must be a mapping", "keys layout, depths, widths, options", value=data)
         check_keys(data, ("depths", "layout", "options", "patch_size", "stem_stride", "widths"), file, path)
         for key in ("layout", "depths", "widths"):
             if key not in data:
@@ -224,10 +252,14 @@ class Architecture:
         seqs = {}
         for key in ("depths", "widths"):
             seq = data[key]
-            if (not isinstance(seq, (list, tuple)) or len(seq) != 5
-                    or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in seq)):
-                raise ConfigError(file, f"{path}.{key}", "must list 5 positive integers (S0..S4)",
-                                  "e.g. [2, 2, 3, 5, 2]", value=seq)
+            if (
+                not isinstance(seq, (list, tuple))
+                or len(seq) != 5
+                or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in seq)
+            ):
+                raise ConfigError(
+                    file, f"{path}.{key}", "must list 5 positive integers (S0..S4)", "e.g. [2, 2, 3, 5, 2]", value=seq
+                )
             seqs[key] = tuple(seq)
         options = parse_dataclass(BlockOptions, data.get("options") or {}, file, f"{path}.options")
         patch = data.get("patch_size", 16)
@@ -235,13 +267,19 @@ class Architecture:
             raise ConfigError(file, f"{path}.patch_size", "must be a positive integer", value=patch)
         stride = data.get("stem_stride", 2)
         if isinstance(stride, bool) or stride not in (1, 2) or (stem == "patch" and stride != 2):
-            raise ConfigError(file, f"{path}.stem_stride", "must be 1 or 2 (2 for ViT_REL)", "1, 2",
-                              value=stride)
-        return cls(layout=tuple(layout), depths=seqs["depths"], widths=seqs["widths"], options=options,
-                   stem=stem, patch_size=patch, stem_stride=stride)
+            raise ConfigError(file, f"{path}.stem_stride", "must be 1 or 2 (2 for ViT_REL)", "1, 2", value=stride)
+        return cls(
+            layout=tuple(layout),
+            depths=seqs["depths"],
+            widths=seqs["widths"],
+            options=options,
+            stem=stem,
+            patch_size=patch,
+            stem_stride=stride,
+        )
 
     @classmethod
-    def parse(cls, text: str, options: BlockOptions | None = None) -> "Architecture":
+    def parse(cls, text: str, options: BlockOptions | None = None) -> Architecture:
         """Parse the short string form, e.g. ``"C-C-T-T L=2,2,3,5,2 D=64,96,192,384,768"``.
 
         Trailing ``key=value`` pairs set block options (and ``patch`` for ViT_REL, ``stem_stride``).
@@ -294,10 +332,15 @@ class ModelConfig:
         }
 
     @classmethod
-    def from_dict(cls, data: Any, file: str | None = None) -> "ModelConfig":
+    def from_dict(cls, data: Any, file: str | None = None) -> ModelConfig:
         if not isinstance(data, Mapping):
-            raise ConfigError(file, "<top level>", "must be a mapping",
-                              "keys architecture, image_size, num_classes, in_chans, provenance", value=data)
+            raise ConfigError(
+                file,
+                "<top level>",
+                "must be a mapping",
+                "keys architecture, image_size, num_classes, in_chans, provenance",
+                value=data,
+            )
         check_keys(data, ("architecture", "image_size", "num_classes", "in_chans", "provenance"), file, "")
         if "architecture" not in data:
             raise ConfigError(file, "architecture", "is missing", "a mapping with layout, depths, widths")
@@ -306,8 +349,7 @@ class ModelConfig:
         for key, default, low in (("image_size", None, 8), ("num_classes", None, 1), ("in_chans", 3, 1)):
             value = data.get(key, default)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(file, key, "must be an integer" + (f" >= {low}"), f"an integer >= {low}",
-                                  value=value)
+                raise ConfigError(file, key, "must be an integer" + (f" >= {low}"), f"an integer >= {low}", value=value)
             ints[key] = value
         provenance = data.get("provenance") or {}
         if not isinstance(provenance, Mapping):

@@ -4,6 +4,7 @@ block letter of ``nas.arch.BLOCKS`` to the module that implements it.
 Shapes are NCHW between blocks. Every stride-2 op uses kernel 3 / padding 1 (or kernel 1 / padding 0),
 so an H x H map becomes ceil(H / 2) on both the residual and the shortcut path, odd sizes included.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -15,16 +16,29 @@ from torch import nn
 from .arch import BlockOptions, check_block_table
 from .geometry import downsampled  # re-exported: it lived here before nas.geometry
 
-__all__ = ["ConvStem", "PatchStem", "Downsample2d", "SqueezeExcite", "MBConvBlock", "RelPosAttention",
-           "TransformerBlock", "LayerNorm2d", "rel_pos_index", "downsampled", "BLOCK_MODULES", "BlockFactory"]
+__all__ = [
+    "ConvStem",
+    "PatchStem",
+    "Downsample2d",
+    "SqueezeExcite",
+    "MBConvBlock",
+    "RelPosAttention",
+    "TransformerBlock",
+    "LayerNorm2d",
+    "rel_pos_index",
+    "downsampled",
+    "BLOCK_MODULES",
+    "BlockFactory",
+]
 
 
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channel dim of an NCHW tensor."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
-                            self.eps).permute(0, 3, 1, 2)
+        return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps).permute(
+            0, 3, 1, 2
+        )
 
 
 def fold_conv_bias(state_dict: dict, prefix: str, conv: str, norm: str) -> None:
@@ -52,8 +66,17 @@ class ConvStem(nn.Module):
         self.depth = depth
         for k in range(1, depth + 1):
             # a conv followed by BatchNorm needs no bias (BN's shift absorbs it); the last one keeps its bias
-            self.add_module(f"conv{k}", nn.Conv2d(in_chs if k == 1 else out_chs, out_chs, 3,
-                                                  stride=stride if k == 1 else 1, padding=1, bias=k == depth))
+            self.add_module(
+                f"conv{k}",
+                nn.Conv2d(
+                    in_chs if k == 1 else out_chs,
+                    out_chs,
+                    3,
+                    stride=stride if k == 1 else 1,
+                    padding=1,
+                    bias=k == depth,
+                ),
+            )
             if k < depth:
                 self.add_module(f"norm{k}", nn.BatchNorm2d(out_chs))
                 self.add_module(f"act{k}", nn.GELU())
@@ -135,8 +158,16 @@ class MBConvBlock(nn.Module):
     The expanded width is ``out_chs * expansion``; the SE bottleneck is ``in_chs * se_ratio``.
     """
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, expansion: float = 4.0,
-                 se_ratio: float = 0.25, downsample: str = "conv1x1", drop_path: float = 0.0):
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: int = 1,
+        expansion: float = 4.0,
+        se_ratio: float = 0.25,
+        downsample: str = "conv1x1",
+        drop_path: float = 0.0,
+    ):
         super().__init__()
         mid = max(1, int(round(out_chs * expansion)))
         s1, s2 = (stride, 1) if downsample == "conv1x1" else (1, stride)
@@ -180,8 +211,9 @@ class RelPosAttention(nn.Module):
     Loading a state dict made for another feature size resizes the table bilinearly.
     """
 
-    def __init__(self, in_chs: int, out_chs: int, feat_size: tuple[int, int], head_dim: int = 32,
-                 rel_attn: str = "pre"):
+    def __init__(
+        self, in_chs: int, out_chs: int, feat_size: tuple[int, int], head_dim: int = 32, rel_attn: str = "pre"
+    ):
         super().__init__()
         self.num_heads = max(1, out_chs // head_dim)
         self.head_dim = out_chs // self.num_heads
@@ -207,12 +239,12 @@ class RelPosAttention(nn.Module):
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         if self.rel_attn == "pre" and q.device.type == "cpu":
             # on CPU the plain matmul-softmax is faster than SDPA with a float bias (docs/model.md)
-            attn = (q * self.head_dim ** -0.5) @ k.transpose(-2, -1) + self.bias().to(q.dtype)
+            attn = (q * self.head_dim**-0.5) @ k.transpose(-2, -1) + self.bias().to(q.dtype)
             out = attn.softmax(-1) @ v
         elif self.rel_attn == "pre":
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias().to(q.dtype))
         elif self.rel_attn == "post":
-            attn = (q @ k.transpose(-2, -1)) * self.head_dim ** -0.5
+            attn = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5
             out = (attn.softmax(-1) + self.bias().to(q.dtype)) @ v
         else:
             out = F.scaled_dot_product_attention(q, k, v)
@@ -222,8 +254,9 @@ class RelPosAttention(nn.Module):
         key = prefix + "rel_bias"
         if key in state_dict and hasattr(self, "rel_bias") and state_dict[key].shape != self.rel_bias.shape:
             table = state_dict[key]
-            state_dict[key] = F.interpolate(table[None].float(), size=self.rel_bias.shape[1:], mode="bilinear",
-                                            align_corners=True)[0].to(table.dtype)
+            state_dict[key] = F.interpolate(
+                table[None].float(), size=self.rel_bias.shape[1:], mode="bilinear", align_corners=True
+            )[0].to(table.dtype)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
@@ -247,8 +280,17 @@ class TransformerBlock(nn.Module):
     ``feat_size`` is the map size after the stride.
     """
 
-    def __init__(self, in_chs: int, out_chs: int, feat_size: tuple[int, int], stride: int = 1,
-                 head_dim: int = 32, ffn_expansion: float = 4.0, rel_attn: str = "pre", drop_path: float = 0.0):
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        feat_size: tuple[int, int],
+        stride: int = 1,
+        head_dim: int = 32,
+        ffn_expansion: float = 4.0,
+        rel_attn: str = "pre",
+        drop_path: float = 0.0,
+    ):
         super().__init__()
         self.shortcut = Downsample2d(in_chs, out_chs, stride, pool="max")
         self.norm1 = LayerNorm2d(in_chs)
@@ -279,10 +321,12 @@ def _mbconv(in_chs: int, out_chs: int, stride: int, feat_size: int, o: BlockOpti
     return MBConvBlock(in_chs, out_chs, stride, o.mbconv_expansion, o.se_ratio, o.downsample, drop_path)
 
 
-def _transformer(in_chs: int, out_chs: int, stride: int, feat_size: int, o: BlockOptions,
-                 drop_path: float) -> nn.Module:
-    return TransformerBlock(in_chs, out_chs, (feat_size, feat_size), stride, o.head_dim, o.ffn_expansion,
-                            o.rel_attn, drop_path)
+def _transformer(
+    in_chs: int, out_chs: int, stride: int, feat_size: int, o: BlockOptions, drop_path: float
+) -> nn.Module:
+    return TransformerBlock(
+        in_chs, out_chs, (feat_size, feat_size), stride, o.head_dim, o.ffn_expansion, o.rel_attn, drop_path
+    )
 
 
 BLOCK_MODULES: dict[str, BlockFactory] = {"C": _mbconv, "T": _transformer}

@@ -8,6 +8,7 @@ pooling and softmax are not counted. Tests check both numbers against the real m
 ``BLOCK_COSTS`` maps each block letter of ``nas.arch.BLOCKS`` to its cost function; the blocks and their sizes
 come from ``nas.geometry.block_plan``, the plan the builder follows too. Torch-free.
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,7 +26,7 @@ class Cost:
     params: int
     macs: int
 
-    def __add__(self, other: "Cost") -> "Cost":
+    def __add__(self, other: Cost) -> Cost:
         return Cost(self.params + other.params, self.macs + other.macs)
 
     def __str__(self) -> str:
@@ -84,11 +85,11 @@ def _stem(arch: Architecture, size: int, in_chans: int) -> Cost:
     """S0: the conv stem (3x3 convs with BN between them) or ViT_REL's patchify conv."""
     w = arch.widths[0]
     if arch.is_vit:
-        return _conv(in_chans, w, arch.patch_size, size ** 2)
+        return _conv(in_chans, w, arch.patch_size, size**2)
     d = arch.depths[0]
-    cost = _conv(in_chans, w, 3, size ** 2, bias=d == 1)  # a conv right before a BN has no bias
+    cost = _conv(in_chans, w, 3, size**2, bias=d == 1)  # a conv right before a BN has no bias
     for k in range(2, d + 1):
-        cost += Cost(2 * w, 0) + _conv(w, w, 3, size ** 2, bias=k == d)
+        cost += Cost(2 * w, 0) + _conv(w, w, 3, size**2, bias=k == d)
     return cost
 
 
@@ -103,8 +104,9 @@ def _count(arch: Architecture, image_size: int, num_classes: int, in_chans: int)
     return cost
 
 
-def count_cost(arch: Architecture | ModelConfig, image_size: int = 224, num_classes: int = 1000,
-               in_chans: int = 3) -> Cost:
+def count_cost(
+    arch: Architecture | ModelConfig, image_size: int = 224, num_classes: int = 1000, in_chans: int = 3
+) -> Cost:
     """Parameters and MACs of ``arch`` at ``image_size`` (a ModelConfig brings its own sizes). Cached."""
     if isinstance(arch, ModelConfig):
         arch, image_size, num_classes, in_chans = arch.arch, arch.image_size, arch.num_classes, arch.in_chans

@@ -4,6 +4,7 @@ A :class:`UserError` is a mistake the user can fix (a bad YAML value, a missing 
 flag). Its message is one complete paragraph; the command-line tools print it without a traceback and
 exit with status 2. Anything else that escapes is a bug and keeps its traceback.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,8 +42,7 @@ class ConfigError(UserError):
 
     _NO_VALUE = object()
 
-    def __init__(self, file: str | None, key: str, problem: str, allowed: str | None = None,
-                 value: Any = _NO_VALUE):
+    def __init__(self, file: str | None, key: str, problem: str, allowed: str | None = None, value: Any = _NO_VALUE):
         self.file, self.key, self.problem, self.allowed = file, key, problem, allowed
         self.value = value
         where = f"{file}: " if file else ""
@@ -77,8 +77,9 @@ def check_keys(data: Any, allowed: typing.Iterable[str], file: str | None, path:
     if data is None:
         return {}
     if not isinstance(data, Mapping):
-        raise ConfigError(file, path or "<top level>", "must be a mapping of keys to values",
-                          f"keys {', '.join(allowed)}", value=data)
+        raise ConfigError(
+            file, path or "<top level>", "must be a mapping of keys to values", f"keys {', '.join(allowed)}", value=data
+        )
     for key in data:
         if key not in allowed:
             near = difflib.get_close_matches(str(key), allowed, n=1) or _prefix_match(str(key), allowed)
@@ -104,14 +105,16 @@ def describe_type(tp: Any) -> str:
         return " | ".join(repr(a) for a in get_args(tp))
     if origin in (Union, types.UnionType):
         return " or ".join(describe_type(a) for a in get_args(tp) if a is not type(None)) + (
-            " or null" if type(None) in get_args(tp) else "")
+            " or null" if type(None) in get_args(tp) else ""
+        )
     if origin in (list, tuple):
         args = [a for a in get_args(tp) if a is not Ellipsis]
         return f"a list of {describe_type(args[0])}" if args else "a list"
     if origin in (dict, Mapping):
         return "a mapping"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
-        tp, getattr(tp, "__name__", str(tp)))
+        tp, getattr(tp, "__name__", str(tp))
+    )
 
 
 def _coerce(value: Any, tp: Any, file: str | None, key: str) -> Any:

@@ -15,6 +15,7 @@ Rules (issue 10; docs/search.md "Output files"):
 Operating-system failures (a full disk, a read-only or vanished folder) become one-paragraph
 :class:`~nas.errors.UserError`s naming the file.
 """
+
 from __future__ import annotations
 
 import errno
@@ -25,16 +26,36 @@ from pathlib import Path
 
 from .errors import UserError
 
-__all__ = ["atomic_write", "append_line", "check_output_file", "check_output_dir", "os_problem",
-           "RUN_FILES", "is_run_dir"]
+__all__ = [
+    "atomic_write",
+    "append_line",
+    "check_output_file",
+    "check_output_dir",
+    "os_problem",
+    "RUN_FILES",
+    "is_run_dir",
+]
 
 # Files and folders a search run directory consists of (nas.search.rundir); never another command's output.
-RUN_FILES = ("space.yaml", "experiment.json", "optuna.journal", "trials.jsonl", "leaderboard.csv",
-             "leaderboard.json", "best.yaml", "search.log", "driver.lock", "pareto.png", "report.md", "tune")
+RUN_FILES = (
+    "space.yaml",
+    "experiment.json",
+    "optuna.journal",
+    "trials.jsonl",
+    "leaderboard.csv",
+    "leaderboard.json",
+    "best.yaml",
+    "search.log",
+    "driver.lock",
+    "pareto.png",
+    "report.md",
+    "tune",
+)
 
 _HINTS = {
     errno.ENOSPC: "the disk is full: free some space",
-    errno.EFBIG: "the file is too large for this file system or the file-size limit (ulimit -f): free space or raise the limit",
+    errno.EFBIG: "the file is too large for this file system or the file-size limit (ulimit -f): free space or "
+    "raise the limit",
     errno.EDQUOT: "the disk quota is exceeded: free some space",
     errno.EROFS: "the file system is read-only: choose a writable place",
     errno.EACCES: "permission denied: make it writable by this user or choose another place",
@@ -84,8 +105,10 @@ def atomic_write(path: str | os.PathLike, data: str | bytes, *, what: str = "") 
         os.replace(tmp, path)
         tmp = None
     except OSError as err:
-        raise UserError(f"Cannot write {what or path}: {os_problem(err)}. Nothing was changed: the file keeps "
-                        "its previous content (or does not exist).") from None
+        raise UserError(
+            f"Cannot write {what or path}: {os_problem(err)}. Nothing was changed: the file keeps "
+            "its previous content (or does not exist)."
+        ) from None
     finally:
         if tmp is not None:
             try:
@@ -115,8 +138,10 @@ def append_line(path: str | os.PathLike, text: str, *, sync: bool = False) -> No
 
 def is_run_dir(folder: Path) -> bool:
     """``folder`` is a search run directory (it has the files ``nas-search`` writes)."""
-    return (folder / "experiment.json").is_file() or ((folder / "space.yaml").is_file() and (
-        (folder / "trials.jsonl").is_file() or (folder / "optuna.journal").is_file()))
+    return (folder / "experiment.json").is_file() or (
+        (folder / "space.yaml").is_file()
+        and ((folder / "trials.jsonl").is_file() or (folder / "optuna.journal").is_file())
+    )
 
 
 def _inside_run(path: Path) -> Path | None:
@@ -131,9 +156,14 @@ def _inside_run(path: Path) -> Path | None:
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device")):
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -147,11 +177,15 @@ def _writable_folder(folder: Path, shown: str, flag: str) -> None:
             raise UserError(f"{flag} {shown}: {probe} is a dangling symbolic link. Choose another place.")
         probe = probe.parent
     if not probe.is_dir():
-        raise UserError(f"{flag} {shown}: {probe} is a file, not a folder, so nothing can be written below it. "
-                        "Choose another place.")
+        raise UserError(
+            f"{flag} {shown}: {probe} is a file, not a folder, so nothing can be written below it. "
+            "Choose another place."
+        )
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"{flag} {shown}: the folder {probe} is not writable by this user (permission denied or "
-                        "read-only). Choose a writable place.")
+        raise UserError(
+            f"{flag} {shown}: the folder {probe} is not writable by this user (permission denied or "
+            "read-only). Choose a writable place."
+        )
 
 
 def check_output_file(path: str | os.PathLike, *, force: bool = False, flag: str = "--out") -> Path:
@@ -171,20 +205,25 @@ def check_output_file(path: str | os.PathLike, *, force: bool = False, flag: str
         raise UserError(f"{flag} {shown}: cannot check this path ({os_problem(err)}).") from None
     run = _inside_run(Path(os.path.realpath(absolute.parent)) / absolute.name)
     if run is not None:
-        raise UserError(f"{flag} {shown} is a file of the search run directory {run}; a command never writes over "
-                        "a run's own files (not even with --force). Choose a path outside the run directory.")
+        raise UserError(
+            f"{flag} {shown} is a file of the search run directory {run}; a command never writes over "
+            "a run's own files (not even with --force). Choose a path outside the run directory."
+        )
     if st is not None:
         if not stat.S_ISREG(st.st_mode):
-            raise UserError(f"{flag} {shown} exists and is {_kind(st.st_mode)}; only a regular file may be "
-                            "replaced (not even --force replaces anything else). Choose another path.")
+            raise UserError(
+                f"{flag} {shown} exists and is {_kind(st.st_mode)}; only a regular file may be "
+                "replaced (not even --force replaces anything else). Choose another path."
+            )
         if not force:
             raise UserError(f"{flag} {shown} already exists. Pass --force to replace it, or choose another path.")
     _writable_folder(absolute.parent, shown, flag)
     return p
 
 
-def check_output_dir(path: str | os.PathLike, names: tuple[str, ...], *, force: bool = False,
-                     flag: str = "--out") -> Path:
+def check_output_dir(
+    path: str | os.PathLike, names: tuple[str, ...], *, force: bool = False, flag: str = "--out"
+) -> Path:
     """Refuse an output folder that is not a folder, is a search run directory, or holds any of ``names``
     (unless ``force``); each of ``names`` is checked like :func:`check_output_file`. Nothing is created."""
     p = Path(path).expanduser()
@@ -193,8 +232,10 @@ def check_output_dir(path: str | os.PathLike, names: tuple[str, ...], *, force: 
         kind = "a symbolic link" if p.is_symlink() else "not a folder"
         raise UserError(f"{flag} {shown} exists and is {kind}. Choose a new or existing folder.")
     if p.is_dir() and is_run_dir(p):
-        raise UserError(f"{flag} {shown} is a search run directory; a command never writes into a run's own "
-                        "folder (not even with --force). Choose another folder.")
+        raise UserError(
+            f"{flag} {shown} is a search run directory; a command never writes into a run's own "
+            "folder (not even with --force). Choose another folder."
+        )
     for name in names:
         check_output_file(p / name, force=force, flag=flag)
     _writable_folder(Path(os.path.abspath(p)), shown, flag)

@@ -3,6 +3,7 @@
 The builder (``nas.model``) and the cost model (``nas.cost``) both walk :func:`block_plan`, so they agree on
 every block's letter, widths, stride and map sizes by construction.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,10 +51,19 @@ def block_plan(arch: Architecture, image_size: int) -> list[BlockSlot]:
     for i, letter in enumerate(arch.layout):
         for j in range(arch.depths[i + 1]):
             first = j == 0
-            plan.append(BlockSlot(stage=i, index=j, number=len(plan), letter=letter,
-                                  in_chs=w[i] if first else w[i + 1], out_chs=w[i + 1],
-                                  stride=(1 if arch.is_vit else 2) if first else 1,
-                                  size_in=sizes[i] if first else sizes[i + 1], size_out=sizes[i + 1]))
+            plan.append(
+                BlockSlot(
+                    stage=i,
+                    index=j,
+                    number=len(plan),
+                    letter=letter,
+                    in_chs=w[i] if first else w[i + 1],
+                    out_chs=w[i + 1],
+                    stride=(1 if arch.is_vit else 2) if first else 1,
+                    size_in=sizes[i] if first else sizes[i + 1],
+                    size_out=sizes[i + 1],
+                )
+            )
     return plan
 
 
@@ -62,14 +72,18 @@ def check_buildable(arch: Architecture, image_size: int) -> None:
     stage whose width does not split into heads."""
     sizes = feature_sizes(arch, image_size)
     if min(sizes) < 1:
-        raise UserError(f"image size {image_size} is too small for {arch}: the feature map would shrink "
-                        f"below 1x1 (sizes after S0..S4: {sizes}). Use a larger image_size"
-                        + (" or a smaller patch size." if arch.is_vit else " (at least 16 px)."))
+        raise UserError(
+            f"image size {image_size} is too small for {arch}: the feature map would shrink "
+            f"below 1x1 (sizes after S0..S4: {sizes}). Use a larger image_size"
+            + (" or a smaller patch size." if arch.is_vit else " (at least 16 px).")
+        )
     head_dim = arch.options.head_dim
     for i, letter in enumerate(arch.layout):
         width = arch.widths[i + 1]
         heads = max(1, width // head_dim)
         if BLOCKS[letter].attention and width % heads:
-            raise UserError(f"architecture {arch}: stage S{i + 1} width {width} does not split "
-                            f"into {heads} attention heads (width // head_dim {head_dim}); "
-                            f"use a width that is a multiple of head_dim or smaller than it.")
+            raise UserError(
+                f"architecture {arch}: stage S{i + 1} width {width} does not split "
+                f"into {heads} attention heads (width // head_dim {head_dim}); "
+                f"use a width that is a multiple of head_dim or smaller than it."
+            )

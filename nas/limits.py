@@ -6,6 +6,7 @@ its range is a one-paragraph :class:`~nas.errors.ConfigError` naming the file, t
 The table is documented in docs/space.md ("Limits") and docs/search.md; tests/test_bad_input.py
 exercises it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,16 +18,16 @@ from .errors import ConfigError
 __all__ = ["RANGES", "MAX_CHOICES", "MAX_GRID", "SEED_MAX", "check_ranges", "check_value", "int_choice_limit"]
 
 SEED_MAX = 2**32 - 1  # numpy and torch seeds are 32-bit
-MAX_CHOICES = 1024    # values one choice list (or {min, max, step} range) of the space may expand to
-MAX_GRID = 100_000    # candidates the grid sampler may queue
+MAX_CHOICES = 1024  # values one choice list (or {min, max, step} range) of the space may expand to
+MAX_GRID = 100_000  # candidates the grid sampler may queue
 
 # dotted key (the last part(s) of the path) -> (lowest, highest) allowed, inclusive
 RANGES: dict[str, tuple[float, float]] = {
     # space: (space.py checks these per choice, with the choice-list length above)
     "space.input.image_size": (32, 1024),
     "space.input.channels": (1, 64),
-    "depth": (1, 64),            # blocks per stage (and 3x3 convs of the stem)
-    "width": (1, 8192),          # channels of a stage or the stem
+    "depth": (1, 64),  # blocks per stage (and 3x3 convs of the stem)
+    "width": (1, 8192),  # channels of a stage or the stem
     "patch_size": (1, 1024),
     # model configs (nas-train CONFIG)
     "image_size": (8, 1024),
@@ -64,8 +65,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "search.scheduler.reduction_factor": (1, 1000),
     "search.scheduler.max_t": (1, 1_000_000),
     # command-line only
-    "samples": (1, 10_000),      # nas-search --dry-run --samples
-    "threads": (1, 1024),        # nas-train --threads
+    "samples": (1, 10_000),  # nas-search --dry-run --samples
+    "threads": (1, 1024),  # nas-train --threads
 }
 
 

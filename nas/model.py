@@ -3,6 +3,7 @@
 Layer names double as state-dict keys: ``stem.conv1``, ``stem.conv2`` (``stem.proj`` for ViT_REL),
 ``stages.{i}.blocks.{j}`` (``.attn`` inside transformer blocks) and ``head.fc``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,8 +22,12 @@ class Stage(nn.Module):
 
     def __init__(self, slots: list[BlockSlot], options: BlockOptions, drop_path: list[float]):
         super().__init__()
-        self.blocks = nn.Sequential(*(BLOCK_MODULES[s.letter](s.in_chs, s.out_chs, s.stride, s.size_out, options,
-                                                              rate) for s, rate in zip(slots, drop_path)))
+        self.blocks = nn.Sequential(
+            *(
+                BLOCK_MODULES[s.letter](s.in_chs, s.out_chs, s.stride, s.size_out, options, rate)
+                for s, rate in zip(slots, drop_path)
+            )
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(x)
@@ -44,8 +49,14 @@ class Head(nn.Module):
 class CoAtNet(nn.Module):
     """Stem S0, four stages S1-S4 (each of one block letter of ``nas.arch.BLOCKS``), pooled linear head."""
 
-    def __init__(self, arch: Architecture, num_classes: int = 1000, image_size: int = 224, in_chans: int = 3,
-                 drop_path_rate: float = 0.0):
+    def __init__(
+        self,
+        arch: Architecture,
+        num_classes: int = 1000,
+        image_size: int = 224,
+        in_chans: int = 3,
+        drop_path_rate: float = 0.0,
+    ):
         super().__init__()
         self.arch, self.num_classes, self.image_size, self.in_chans = arch, num_classes, image_size, in_chans
         check_buildable(arch, image_size)
@@ -89,15 +100,22 @@ class CoAtNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def build_model(arch: Architecture | ModelConfig | str, num_classes: int = 1000, image_size: int = 224,
-                in_chans: int = 3, drop_path_rate: float = 0.0) -> CoAtNet:
+def build_model(
+    arch: Architecture | ModelConfig | str,
+    num_classes: int = 1000,
+    image_size: int = 224,
+    in_chans: int = 3,
+    drop_path_rate: float = 0.0,
+) -> CoAtNet:
     """Build the network for ``arch``: an :class:`Architecture`, a preset name (``"coatnet-0"``), the short
     string form (``"C-C-T-T L=2,2,3,5,2 D=64,96,192,384,768"``) or a :class:`ModelConfig`, which supplies its
     own classes, size and channels."""
     if isinstance(arch, str):
         from . import presets
+
         arch = presets.get(arch) if arch in presets.names() or "=" not in arch else Architecture.parse(arch)
     if isinstance(arch, ModelConfig):
         arch, num_classes, image_size, in_chans = arch.arch, arch.num_classes, arch.image_size, arch.in_chans
-    return CoAtNet(arch, num_classes=num_classes, image_size=image_size, in_chans=in_chans,
-                   drop_path_rate=drop_path_rate)
+    return CoAtNet(
+        arch, num_classes=num_classes, image_size=image_size, in_chans=in_chans, drop_path_rate=drop_path_rate
+    )

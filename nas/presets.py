@@ -1,4 +1,5 @@
 """The paper's CoAtNet-0..4 as architectures (S1-S2 MBConv, S3-S4 transformer), by name."""
+
 from __future__ import annotations
 
 from .arch import Architecture
@@ -7,7 +8,8 @@ from .errors import UserError
 __all__ = ["get", "names", "PRESETS"]
 
 PRESETS: dict[str, Architecture] = {
-    name: Architecture.parse(text) for name, text in {
+    name: Architecture.parse(text)
+    for name, text in {
         "coatnet-0": "C-C-T-T L=2,2,3,5,2 D=64,96,192,384,768",
         "coatnet-1": "C-C-T-T L=2,2,6,14,2 D=64,96,192,384,768",
         "coatnet-2": "C-C-T-T L=2,2,6,14,2 D=128,128,256,512,1024",

@@ -3,6 +3,7 @@
 Everything is derived from the run directory's ``trials.jsonl`` (the single source of truth), so a report
 can be written at any time, also while the search runs.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,6 +18,7 @@ __all__ = ["write_report", "plot_pareto", "summary_markdown"]
 def plot_pareto(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path:
     """Scatter of generalization vs capacity per layout, the Pareto front joined by a line (PNG)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -24,12 +26,10 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=110)
     for layout in sorted({r["layout"] for r in ok}):
         pts = [r for r in ok if r["layout"] == layout]
-        ax.scatter([r["generalization"] for r in pts], [r["capacity"] for r in pts], label=layout, s=28,
-                   alpha=0.8)
+        ax.scatter([r["generalization"] for r in pts], [r["capacity"] for r in pts], label=layout, s=28, alpha=0.8)
     front = sorted((r for r in ok if r["pareto"]), key=lambda r: r["generalization"])
     if front:
-        ax.plot([r["generalization"] for r in front], [r["capacity"] for r in front], "k--", lw=1,
-                label="Pareto front")
+        ax.plot([r["generalization"] for r in front], [r["capacity"] for r in front], "k--", lw=1, label="Pareto front")
     ax.set_xlabel("generalization (higher is better)")
     ax.set_ylabel("capacity (higher is better)")
     ax.set_title(title or "generalization vs capacity")
@@ -40,6 +40,7 @@ def plot_pareto(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path
     import io
 
     from .fsio import atomic_write
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
@@ -69,24 +70,48 @@ def summary_markdown(rows: list[dict[str, Any]], meta: dict[str, Any], exp: Any,
     ok = [r for r in rows if r["status"] == "ok"]
     failed = [r for r in rows if r["status"] != "ok"]
     from .search.leaderboard import extra_columns
-    cols = ["rank", "trial", "layout", "depths", "widths", "params", "macs", "generalization", "capacity",
-            *extra_columns(records, exp.objective.axes), "score", "pareto", "status"]
-    lines = [f"# Search report: {meta.get('name')}", "",
-             f"- space: `{meta.get('source')}` (fingerprint `{meta.get('fingerprint')}`, "
-             f"{exp.space.size():,} candidates)",
-             f"- data: {exp.train.data.name}, {exp.space.image_size}px x{exp.space.in_chans}; objective mode "
-             f"{exp.objective.mode}; sampler {exp.search.sampler}",
-             f"- trials: {len(rows)} finished ({len(ok)} ok, {len(failed)} failed or stopped) of "
-             f"{exp.search.trials} wanted; {len(meta.get('sessions', []))} driver session(s)",
-             f"- wall time of training: {sum(r.get('metrics', {}).get('wall_s', 0.0) for r in records):.0f} s "
-             "(sum over trials)", ""]
+
+    cols = [
+        "rank",
+        "trial",
+        "layout",
+        "depths",
+        "widths",
+        "params",
+        "macs",
+        "generalization",
+        "capacity",
+        *extra_columns(records, exp.objective.axes),
+        "score",
+        "pareto",
+        "status",
+    ]
+    lines = [
+        f"# Search report: {meta.get('name')}",
+        "",
+        f"- space: `{meta.get('source')}` (fingerprint `{meta.get('fingerprint')}`, {exp.space.size():,} candidates)",
+        f"- data: {exp.train.data.name}, {exp.space.image_size}px x{exp.space.in_chans}; objective mode "
+        f"{exp.objective.mode}; sampler {exp.search.sampler}",
+        f"- trials: {len(rows)} finished ({len(ok)} ok, {len(failed)} failed or stopped) of "
+        f"{exp.search.trials} wanted; {len(meta.get('sessions', []))} driver session(s)",
+        f"- wall time of training: {sum(r.get('metrics', {}).get('wall_s', 0.0) for r in records):.0f} s "
+        "(sum over trials)",
+        "",
+    ]
     if ok:
         b = ok[0]
-        lines += [f"**Best**: trial {b['trial']}, {b['arch'] or b['layout']}: score {b['score']:.3f} "
-                  f"(generalization {b['generalization']:.3f}, capacity {b['capacity']:.3f}), "
-                  f"{b['params'] / 1e6:.3f}M params. Exported as `best.yaml`.", ""]
-        lines += ["## Best per layout", "",
-                  "The paper's question: which layout generalizes and which has capacity.", ""]
+        lines += [
+            f"**Best**: trial {b['trial']}, {b['arch'] or b['layout']}: score {b['score']:.3f} "
+            f"(generalization {b['generalization']:.3f}, capacity {b['capacity']:.3f}), "
+            f"{b['params'] / 1e6:.3f}M params. Exported as `best.yaml`.",
+            "",
+        ]
+        lines += [
+            "## Best per layout",
+            "",
+            "The paper's question: which layout generalizes and which has capacity.",
+            "",
+        ]
         per = {}
         for r in ok:
             per.setdefault(r["layout"], r)
@@ -96,16 +121,19 @@ def summary_markdown(rows: list[dict[str, Any]], meta: dict[str, Any], exp: Any,
     lines += ["", "## Leaderboard (top 20)", ""] + _md_table(rows[:20], cols)
     if failed:
         lines += ["", "## Failed or stopped trials", ""]
-        lines += [f"- trial {r['trial']} ({r['layout']} L={r['depths']} D={r['widths']}): {r['status']}: "
-                  f"{r['reason']}" for r in failed]
+        lines += [
+            f"- trial {r['trial']} ({r['layout']} L={r['depths']} D={r['widths']}): {r['status']}: {r['reason']}"
+            for r in failed
+        ]
     return "\n".join(lines) + "\n"
 
 
 REPORT_FILES = ("leaderboard.csv", "leaderboard.json", "pareto.png", "report.md")
 
 
-def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
-                 force: bool = False) -> dict[str, Path]:
+def write_report(
+    run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, force: bool = False
+) -> dict[str, Path]:
     """Write ``leaderboard.csv``/``.json``, ``pareto.png`` and ``report.md`` into the run directory, or into
     the folder ``out`` (for a run that is read-only to this user; existing report files there are only
     replaced with ``force``)."""
@@ -123,9 +151,11 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     records = run.read_records()
     if out is None:
         if not os.access(run.path, os.W_OK | os.X_OK):
-            raise UserError(f"{run.path} is not writable by this user (read-only run directory), so the report "
-                            "cannot be written into it. Pass `--out DIR` to write the report files "
-                            f"({', '.join(REPORT_FILES)}) into another folder.")
+            raise UserError(
+                f"{run.path} is not writable by this user (read-only run directory), so the report "
+                "cannot be written into it. Pass `--out DIR` to write the report files "
+                f"({', '.join(REPORT_FILES)}) into another folder."
+            )
         rows = write_leaderboard(run, records)
         folder = run.path
     else:
@@ -137,5 +167,9 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     png = plot_pareto(rows, folder / "pareto.png", title=f"{meta.get('name')}: {len(rows)} trials")
     md = folder / "report.md"
     atomic_write(md, summary_markdown(rows, meta, exp, records))
-    return {"leaderboard_csv": folder / "leaderboard.csv", "leaderboard_json": folder / "leaderboard.json",
-            "pareto_png": png, "report_md": md}
+    return {
+        "leaderboard_csv": folder / "leaderboard.csv",
+        "leaderboard_json": folder / "leaderboard.json",
+        "pareto_png": png,
+        "report_md": md,
+    }

@@ -6,6 +6,7 @@ baseline), per-stage depth and width choices and block-option choices, filtered 
 huge spaces cost nothing. Reading and validating the YAML is ``nas.space_yaml``'s job (its names are
 re-exported here); ``docs/space.md`` is the YAML reference.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,14 +20,30 @@ from typing import Any
 
 from .arch import VIT_BLOCK, VIT_REL, Architecture, BlockOptions
 from .errors import ConfigError
-from .space_yaml import (STAGES, TOP_LEVEL_KEYS, Budgets, StageChoices, bundled_spaces, load_yaml, parse_space,
-                         resolve_space_path)
+from .space_yaml import (
+    STAGES,
+    TOP_LEVEL_KEYS,
+    Budgets,
+    StageChoices,
+    bundled_spaces,
+    load_yaml,
+    parse_space,
+    resolve_space_path,
+)
 
-__all__ = ["Budgets", "SearchSpace", "resolve_space_path", "load_yaml", "load_space", "bundled_spaces",
-           "TOP_LEVEL_KEYS", "STAGES"]
+__all__ = [
+    "Budgets",
+    "SearchSpace",
+    "resolve_space_path",
+    "load_yaml",
+    "load_space",
+    "bundled_spaces",
+    "TOP_LEVEL_KEYS",
+    "STAGES",
+]
 
 
-def load_space(path_or_name: str | Path) -> "SearchSpace":
+def load_space(path_or_name: str | Path) -> SearchSpace:
     """The :class:`SearchSpace` of the ``space:`` section of a search YAML."""
     path, data = load_yaml(path_or_name)
     return SearchSpace.from_dict(data["space"], file=str(path))
@@ -35,10 +52,22 @@ def load_space(path_or_name: str | Path) -> "SearchSpace":
 class SearchSpace:
     """A set of :class:`Architecture` candidates described by the ``space:`` YAML section. Immutable."""
 
-    def __init__(self, *, image_size: int, in_chans: int, stem: StageChoices, stages: dict[str, StageChoices],
-                 layouts: tuple[str, ...], patch_sizes: tuple[int, ...], options: dict[str, tuple],
-                 monotone: bool, non_decreasing_widths: bool, budgets: Budgets, file: str | None = None,
-                 stem_stride: int = 2):
+    def __init__(
+        self,
+        *,
+        image_size: int,
+        in_chans: int,
+        stem: StageChoices,
+        stages: dict[str, StageChoices],
+        layouts: tuple[str, ...],
+        patch_sizes: tuple[int, ...],
+        options: dict[str, tuple],
+        monotone: bool,
+        non_decreasing_widths: bool,
+        budgets: Budgets,
+        file: str | None = None,
+        stem_stride: int = 2,
+    ):
         self._image_size, self._in_chans, self._stem_stride = image_size, in_chans, stem_stride
         self._stem, self._stages = stem, dict(stages)
         self._layouts, self._patch_sizes = layouts, patch_sizes
@@ -67,13 +96,17 @@ class SearchSpace:
 
     # ------------------------------------------------------------------------------- parsing
     @classmethod
-    def from_dict(cls, data: Any, file: str | None = None) -> "SearchSpace":
+    def from_dict(cls, data: Any, file: str | None = None) -> SearchSpace:
         """Parse and validate the ``space:`` section (``data`` is its mapping; see ``nas.space_yaml``)."""
         space = cls(**parse_space(data, file))
         if space._chains[0] and not any(space._chains[0].values()):
-            raise ConfigError(space.file, "space.rules.non_decreasing_widths", "cannot be satisfied: no choice "
-                              "of widths S0..S4 is non-decreasing", "widths choices that allow a non-decreasing "
-                              "chain, or non_decreasing_widths: false", value=True)
+            raise ConfigError(
+                space.file,
+                "space.rules.non_decreasing_widths",
+                "cannot be satisfied: no choice of widths S0..S4 is non-decreasing",
+                "widths choices that allow a non-decreasing chain, or non_decreasing_widths: false",
+                value=True,
+            )
         return space
 
     # ----------------------------------------------------------------------------- counting
@@ -109,25 +142,40 @@ class SearchSpace:
 
     def size(self) -> int:
         """Exact number of valid candidates (rules applied, block options included)."""
-        return (sum(self._layout_weight(l) for l in self._layouts) * self._n_widths() * self._n_depths()
-                * self._n_options())
+        return (
+            sum(self._layout_weight(l) for l in self._layouts) * self._n_widths() * self._n_depths() * self._n_options()
+        )
 
     # ----------------------------------------------------------------------------- building
     def _make(self, layout: str, depths, widths, opts: Mapping[str, Any], patch: int | None) -> Architecture:
         options = BlockOptions(**opts)
         if layout == VIT_REL:
-            return Architecture(layout=(VIT_BLOCK,) * 4, depths=tuple(depths), widths=tuple(widths), options=options,
-                                stem="patch", patch_size=int(patch))
-        return Architecture(layout=tuple(layout.split("-")), depths=tuple(depths), widths=tuple(widths),
-                            options=options, stem_stride=self._stem_stride)
+            return Architecture(
+                layout=(VIT_BLOCK,) * 4,
+                depths=tuple(depths),
+                widths=tuple(widths),
+                options=options,
+                stem="patch",
+                patch_size=int(patch),
+            )
+        return Architecture(
+            layout=tuple(layout.split("-")),
+            depths=tuple(depths),
+            widths=tuple(widths),
+            options=options,
+            stem_stride=self._stem_stride,
+        )
 
     def _depth_lists(self) -> list[tuple[int, ...]]:
         return [self._stem.depth, *(self._stages[s].depth for s in STAGES)]
 
     def _width_choices_after(self, i: int, prev: int | None) -> list[int]:
         """Widths for position i (0 = stem) that keep a valid chain, given the previous width."""
-        return [w for w in self._width_lists[i] if self._chains[i][w] > 0
-                and (prev is None or not self._nondec or w >= prev)]
+        return [
+            w
+            for w in self._width_lists[i]
+            if self._chains[i][w] > 0 and (prev is None or not self._nondec or w >= prev)
+        ]
 
     def sample(self, rng: random.Random) -> Architecture:
         """A candidate drawn uniformly (exactly) from the valid ones."""
@@ -149,6 +197,7 @@ class SearchSpace:
                 return
             for w in self._width_choices_after(i, prev):
                 yield from rec(i + 1, w, acc + (w,))
+
         yield from rec(0, None, ())
 
     def enumerate(self, limit: int | None = None) -> Iterator[Architecture]:
@@ -156,7 +205,7 @@ class SearchSpace:
         names = list(self._options)
         n = 0
         for layout in self._layouts:
-            for patch in (self._patch_sizes if layout == VIT_REL else (None,)):
+            for patch in self._patch_sizes if layout == VIT_REL else (None,):
                 for widths in self._width_chains():
                     for depths in itertools.product(*self._depth_lists()):
                         for vals in itertools.product(*(self._options[k] for k in names)):
@@ -175,7 +224,7 @@ class SearchSpace:
             widths.append(prev)
         out = []
         for layout in self._layouts:
-            for patch in (self._patch_sizes if layout == VIT_REL else (None,)):
+            for patch in self._patch_sizes if layout == VIT_REL else (None,):
                 for vals in itertools.product(*(self._options[k] for k in names)):
                     out.append(self._make(layout, depths, widths, dict(zip(names, vals)), patch))
         return out
@@ -217,18 +266,22 @@ class SearchSpace:
         Every parameter name has one fixed choice list: a width whose choices depend on the previous
         stage's width carries that width in its name (``S2.width|S1=48``).
         """
-        layout = trial.suggest_categorical("layout", list(self._layouts)) if len(self._layouts) > 1 \
-            else self._layouts[0]
+        layout = (
+            trial.suggest_categorical("layout", list(self._layouts)) if len(self._layouts) > 1 else self._layouts[0]
+        )
         patch = None
         if layout == VIT_REL:
-            patch = (trial.suggest_categorical("vit_rel.patch_size", list(self._patch_sizes))
-                     if len(self._patch_sizes) > 1 else self._patch_sizes[0])
+            patch = (
+                trial.suggest_categorical("vit_rel.patch_size", list(self._patch_sizes))
+                if len(self._patch_sizes) > 1
+                else self._patch_sizes[0]
+            )
         names = ("S0", *STAGES)
         depths = []
         for name, ds in zip(names, self._depth_lists()):
             depths.append(trial.suggest_categorical(f"{name}.depth", list(ds)) if len(ds) > 1 else ds[0])
         widths, prev = [], None
-        for i, name in enumerate(names):
+        for i in range(len(names)):
             ws = self._width_choices_after(i, prev)
             if len(ws) > 1:
                 pname = self._width_param(i, prev)
@@ -281,8 +334,10 @@ class SearchSpace:
         """Raise :class:`ConfigError` when even the smallest candidate exceeds a budget."""
         if self._budgets.max_params is None and self._budgets.max_macs is None:
             return
-        costs = [(a, cost_fn(a, image_size=self._image_size, num_classes=num_classes, in_chans=self._in_chans))
-                 for a in self.minimal_architectures()]
+        costs = [
+            (a, cost_fn(a, image_size=self._image_size, num_classes=num_classes, in_chans=self._in_chans))
+            for a in self.minimal_architectures()
+        ]
         for key, attr, unit in (("max_params", "params", "parameters"), ("max_macs", "macs", "MACs")):
             limit = getattr(self._budgets, key)
             if limit is None:
@@ -290,26 +345,45 @@ class SearchSpace:
             arch, cost = min(costs, key=lambda ac: getattr(ac[1], attr))
             smallest = int(getattr(cost, attr))
             if smallest > limit:
-                raise ConfigError(self._file, f"space.budgets.{key}", f"is below the cost of the smallest "
-                                  f"candidate ({arch}: {smallest:,} {unit}), so no candidate fits",
-                                  f"a value >= {smallest:,}, or null for no limit", value=limit)
-        if all((self._budgets.max_params is not None and c.params > self._budgets.max_params)
-               or (self._budgets.max_macs is not None and c.macs > self._budgets.max_macs) for _, c in costs):
-            raise ConfigError(self._file, "space.budgets", "no minimal candidate fits both max_params and "
-                              "max_macs at once", "larger limits, or null for no limit",
-                              value=dataclasses.asdict(self._budgets))
+                raise ConfigError(
+                    self._file,
+                    f"space.budgets.{key}",
+                    f"is below the cost of the smallest candidate ({arch}: {smallest:,} {unit}), so no candidate fits",
+                    f"a value >= {smallest:,}, or null for no limit",
+                    value=limit,
+                )
+        if all(
+            (self._budgets.max_params is not None and c.params > self._budgets.max_params)
+            or (self._budgets.max_macs is not None and c.macs > self._budgets.max_macs)
+            for _, c in costs
+        ):
+            raise ConfigError(
+                self._file,
+                "space.budgets",
+                "no minimal candidate fits both max_params and max_macs at once",
+                "larger limits, or null for no limit",
+                value=dataclasses.asdict(self._budgets),
+            )
 
     # ---------------------------------------------------------------------------- identity
     def to_dict(self) -> dict[str, Any]:
         """Resolved canonical form (every choice list explicit and sorted)."""
         return {
             "input": {"image_size": self._image_size, "channels": self._in_chans},
-            "stem": {"depth": list(self._stem.depth), "width": list(self._stem.width),
-                     **({"stride": self._stem_stride} if self._stem_stride != 2 else {})},
-            "stages": {s: {"block": list(c.block), "depth": list(c.depth), "width": list(c.width)}
-                       for s, c in self._stages.items()},
-            "rules": {"monotone": self._monotone, "non_decreasing_widths": self._nondec,
-                      "layouts": list(self._layouts)},
+            "stem": {
+                "depth": list(self._stem.depth),
+                "width": list(self._stem.width),
+                **({"stride": self._stem_stride} if self._stem_stride != 2 else {}),
+            },
+            "stages": {
+                s: {"block": list(c.block), "depth": list(c.depth), "width": list(c.width)}
+                for s, c in self._stages.items()
+            },
+            "rules": {
+                "monotone": self._monotone,
+                "non_decreasing_widths": self._nondec,
+                "layouts": list(self._layouts),
+            },
             "vit_rel": {"patch_size": list(self._patch_sizes)},
             "blocks": {k: list(v) for k, v in self._options.items()},
             "budgets": dataclasses.asdict(self._budgets),
@@ -320,7 +394,7 @@ class SearchSpace:
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def diff(self, other: "SearchSpace") -> list[str]:
+    def diff(self, other: SearchSpace) -> list[str]:
         """Changed keys in words, e.g. ``space.stages.S2.width: [64, 96] -> [64, 128]``."""
         a, b = _flatten(self.to_dict(), "space"), _flatten(other.to_dict(), "space")
         out = []

@@ -5,6 +5,7 @@
 Block letters and their properties come from ``nas.arch.BLOCKS``. ``docs/space.md`` is the YAML reference.
 Everything public here is re-exported from ``nas.space``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,8 +24,17 @@ from .errors import ConfigError, UserError, check_keys, parse_dataclass, yaml_pr
 from .limits import MAX_CHOICES, check_value, int_choice_limit
 from .yamlio import load_yaml_file
 
-__all__ = ["TOP_LEVEL_KEYS", "SPACE_KEYS", "STAGES", "Budgets", "StageChoices", "bundled_spaces",
-           "resolve_space_path", "load_yaml", "parse_space"]
+__all__ = [
+    "TOP_LEVEL_KEYS",
+    "SPACE_KEYS",
+    "STAGES",
+    "Budgets",
+    "StageChoices",
+    "bundled_spaces",
+    "resolve_space_path",
+    "load_yaml",
+    "parse_space",
+]
 
 TOP_LEVEL_KEYS = ("space", "train", "objective", "search")
 SPACE_KEYS = ("input", "stem", "stages", "rules", "vit_rel", "blocks", "budgets")
@@ -54,10 +64,14 @@ def resolve_space_path(path_or_name: str | Path) -> Path:
         if res.is_file():
             return Path(str(res))
     if path.is_dir():
-        raise UserError(f"Search-space file {str(path_or_name)!r} is a folder, not a YAML file. Pass a search "
-                        f"YAML file (see docs/space.md) or a bundled space: {', '.join(bundled_spaces())}.")
-    raise UserError(f"Search-space file {name!r} was not found: it is neither an existing file (relative to "
-                    f"{Path.cwd()}) nor a bundled space. Bundled spaces: {', '.join(bundled_spaces())}.")
+        raise UserError(
+            f"Search-space file {str(path_or_name)!r} is a folder, not a YAML file. Pass a search "
+            f"YAML file (see docs/space.md) or a bundled space: {', '.join(bundled_spaces())}."
+        )
+    raise UserError(
+        f"Search-space file {name!r} was not found: it is neither an existing file (relative to "
+        f"{Path.cwd()}) nor a bundled space. Bundled spaces: {', '.join(bundled_spaces())}."
+    )
 
 
 def load_yaml(path_or_name: str | Path) -> tuple[Path, dict]:
@@ -66,17 +80,27 @@ def load_yaml(path_or_name: str | Path) -> tuple[Path, dict]:
     try:
         data = load_yaml_file(path)
     except yaml.YAMLError as err:
-        raise ConfigError(str(path), "<top level>", f"is not valid YAML {yaml_problem(err)}",
-                          "a YAML mapping with keys " + ", ".join(TOP_LEVEL_KEYS)) from None
+        raise ConfigError(
+            str(path),
+            "<top level>",
+            f"is not valid YAML {yaml_problem(err)}",
+            "a YAML mapping with keys " + ", ".join(TOP_LEVEL_KEYS),
+        ) from None
     except OSError as err:
-        raise UserError(f"Cannot read search-space file {path}: {err.strerror}. Make it readable by this user "
-                        f"(e.g. `chmod u+r {path}`) or pass another search YAML.") from None
+        raise UserError(
+            f"Cannot read search-space file {path}: {err.strerror}. Make it readable by this user "
+            f"(e.g. `chmod u+r {path}`) or pass another search YAML."
+        ) from None
     if data is None:
         data = {}
     check_keys(data, TOP_LEVEL_KEYS, str(path), "")
     if "space" not in data:
-        raise ConfigError(str(path), "space", "is missing", "a mapping with input, stem, stages, rules, vit_rel, "
-                          "blocks, budgets (see docs/space.md)")
+        raise ConfigError(
+            str(path),
+            "space",
+            "is missing",
+            "a mapping with input, stem, stages, rules, vit_rel, blocks, budgets (see docs/space.md)",
+        )
     return path, dict(data)
 
 
@@ -91,8 +115,10 @@ class Budgets:
     def excess(self, cost: Any) -> tuple[float, float]:
         """Relative excess of ``cost`` (params, MACs) over each limit: ``value / limit - 1`` (<= 0 is within
         it; -1 for no limit): the constraints the search gives Optuna's samplers."""
-        return tuple(-1.0 if limit is None else float(value) / float(limit) - 1.0
-                     for limit, value in ((self.max_params, cost.params), (self.max_macs, cost.macs)))
+        return tuple(
+            -1.0 if limit is None else float(value) / float(limit) - 1.0
+            for limit, value in ((self.max_params, cost.params), (self.max_macs, cost.macs))
+        )
 
     def allows(self, cost: Any) -> bool:
         """Whether ``cost`` is within every limit."""
@@ -128,21 +154,37 @@ def parse_space(data: Any, file: str | None = None) -> dict[str, Any]:
     budgets = _parse_budgets(data.get("budgets"), f)
     _check_head_dims(stages, options["head_dim"], include_vit or (fixed is not None and VIT_REL in fixed), f)
     layouts = _valid_layouts(stages, fixed, flags["monotone"], f, include_vit)
-    return dict(image_size=image_size, in_chans=in_chans, stem=stem, stages=stages, layouts=tuple(layouts),
-                patch_sizes=patch_sizes, options=options, monotone=flags["monotone"],
-                non_decreasing_widths=flags["non_decreasing_widths"], budgets=budgets, file=f,
-                stem_stride=stem_stride)
+    return dict(
+        image_size=image_size,
+        in_chans=in_chans,
+        stem=stem,
+        stages=stages,
+        layouts=tuple(layouts),
+        patch_sizes=patch_sizes,
+        options=options,
+        monotone=flags["monotone"],
+        non_decreasing_widths=flags["non_decreasing_widths"],
+        budgets=budgets,
+        file=f,
+        stem_stride=stem_stride,
+    )
 
 
 def _parse_input(data: Any, f: str | None) -> tuple[int, int]:
     inp = check_keys(data, ("image_size", "channels"), f, "space.input")
     image_size, in_chans = inp.get("image_size", 32), inp.get("channels", 3)
     if not _is_int(image_size) or image_size < 32:
-        raise ConfigError(f, "space.input.image_size", "is too small for the stem and four stages, which "
-                          "halve it 5 times (32x) in total", "an integer >= 32", value=image_size)
+        raise ConfigError(
+            f,
+            "space.input.image_size",
+            "is too small for the stem and four stages, which halve it 5 times (32x) in total",
+            "an integer >= 32",
+            value=image_size,
+        )
     if not _is_int(in_chans) or in_chans < 1:
-        raise ConfigError(f, "space.input.channels", "must be a positive integer", "e.g. 1 (grey) or 3 (RGB)",
-                          value=in_chans)
+        raise ConfigError(
+            f, "space.input.channels", "must be a positive integer", "e.g. 1 (grey) or 3 (RGB)", value=in_chans
+        )
     check_value(image_size, "space.input.image_size", f)
     check_value(in_chans, "space.input.channels", f)
     return image_size, in_chans
@@ -154,11 +196,19 @@ def _parse_stem(data: Any, f: str | None) -> tuple[StageChoices, int]:
         raise ConfigError(f, "space.stem.width", "is missing", "a positive integer or a list of them")
     stem_stride = stem_d.get("stride", 2)
     if isinstance(stem_stride, bool) or stem_stride not in (1, 2):
-        raise ConfigError(f, "space.stem.stride", "must be 1 or 2 (one value per space): 2 is the paper's "
-                          "stem (32x downsampling in all), 1 keeps twice the resolution in every stage "
-                          "(16x), for 32-64 px images", "1, 2", value=stem_stride)
-    stem = StageChoices(depth=_int_choices(stem_d.get("depth", 2), f, "space.stem.depth", "number of 3x3 convs"),
-                        width=_int_choices(stem_d["width"], f, "space.stem.width", "channels"))
+        raise ConfigError(
+            f,
+            "space.stem.stride",
+            "must be 1 or 2 (one value per space): 2 is the paper's "
+            "stem (32x downsampling in all), 1 keeps twice the resolution in every stage "
+            "(16x), for 32-64 px images",
+            "1, 2",
+            value=stem_stride,
+        )
+    stem = StageChoices(
+        depth=_int_choices(stem_d.get("depth", 2), f, "space.stem.depth", "number of 3x3 convs"),
+        width=_int_choices(stem_d["width"], f, "space.stem.width", "channels"),
+    )
     return stem, stem_stride
 
 
@@ -173,9 +223,11 @@ def _parse_stages(data: Any, f: str | None) -> dict[str, StageChoices]:
         for k in ("depth", "width"):
             if k not in sd:
                 raise ConfigError(f, f"{key}.{k}", "is missing", "a positive integer or a list of them")
-        stages[s] = StageChoices(block=_block_choices(sd.get("block", list(DEFAULT_BLOCKS)), f, f"{key}.block"),
-                                 depth=_int_choices(sd["depth"], f, f"{key}.depth", "number of blocks"),
-                                 width=_int_choices(sd["width"], f, f"{key}.width", "channels"))
+        stages[s] = StageChoices(
+            block=_block_choices(sd.get("block", list(DEFAULT_BLOCKS)), f, f"{key}.block"),
+            depth=_int_choices(sd["depth"], f, f"{key}.depth", "number of blocks"),
+            width=_int_choices(sd["width"], f, f"{key}.width", "channels"),
+        )
     return stages
 
 
@@ -191,27 +243,41 @@ def _parse_rules(data: Any, f: str | None) -> tuple[dict[str, bool], list[str] |
     fixed = rules.get("layouts")
     if fixed is not None:
         if not isinstance(fixed, (list, tuple)) or not fixed:
-            raise ConfigError(f, "space.rules.layouts", "must be a non-empty list of layouts or null",
-                              f"e.g. [C-C-T-T, {VIT_REL}]", value=fixed)
+            raise ConfigError(
+                f,
+                "space.rules.layouts",
+                "must be a non-empty list of layouts or null",
+                f"e.g. [C-C-T-T, {VIT_REL}]",
+                value=fixed,
+            )
         fixed = [_parse_layout(t, f, f"space.rules.layouts[{i}]") for i, t in enumerate(fixed)]
         fixed = list(dict.fromkeys(fixed))
     return flags, fixed
 
 
-def _parse_vit_rel(data: Any, fixed: list[str] | None, image_size: int, f: str | None
-                   ) -> tuple[bool, tuple[int, ...]]:
+def _parse_vit_rel(data: Any, fixed: list[str] | None, image_size: int, f: str | None) -> tuple[bool, tuple[int, ...]]:
     vit = check_keys(data, ("include", "patch_size"), f, "space.vit_rel")
     include_vit = vit.get("include", False)
     if not isinstance(include_vit, bool):
         raise ConfigError(f, "space.vit_rel.include", "must be true or false", "true, false", value=include_vit)
     if include_vit and fixed is not None:
-        raise ConfigError(f, "space.vit_rel.include", "cannot be used together with space.rules.layouts",
-                          f"list '{VIT_REL}' in space.rules.layouts instead", value=include_vit)
+        raise ConfigError(
+            f,
+            "space.vit_rel.include",
+            "cannot be used together with space.rules.layouts",
+            f"list '{VIT_REL}' in space.rules.layouts instead",
+            value=include_vit,
+        )
     patch_sizes = _int_choices(vit.get("patch_size", 4), f, "space.vit_rel.patch_size", "pixels")
     for p in patch_sizes:
         if image_size % p:
-            raise ConfigError(f, "space.vit_rel.patch_size", "does not divide space.input.image_size "
-                              f"({image_size})", f"a divisor of {image_size}", value=p)
+            raise ConfigError(
+                f,
+                "space.vit_rel.patch_size",
+                f"does not divide space.input.image_size ({image_size})",
+                f"a divisor of {image_size}",
+                value=p,
+            )
     return include_vit, patch_sizes
 
 
@@ -225,16 +291,21 @@ def _parse_budgets(data: Any, f: str | None) -> Budgets:
                 v = float(v)
             except ValueError:
                 pass
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
-                              or not math.isfinite(v) or v > 1e18):
-            raise ConfigError(f, f"space.budgets.{k}", "must be a positive number or null",
-                              "a number from 1 to 1e18, e.g. 5.0e6, or null", value=v)
+        if v is not None and (
+            isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or not math.isfinite(v) or v > 1e18
+        ):
+            raise ConfigError(
+                f,
+                f"space.budgets.{k}",
+                "must be a positive number or null",
+                "a number from 1 to 1e18, e.g. 5.0e6, or null",
+                value=v,
+            )
         limits[k] = None if v is None else int(v)
     return Budgets(**limits)
 
 
-def _check_head_dims(stages: Mapping[str, StageChoices], head_dims: tuple[int, ...], vit: bool,
-                     f: str | None) -> None:
+def _check_head_dims(stages: Mapping[str, StageChoices], head_dims: tuple[int, ...], vit: bool, f: str | None) -> None:
     """Stages where an attention block is possible need widths divisible by every head_dim choice."""
     for s in STAGES:
         letters = [b for b in stages[s].block if BLOCKS[b].attention] or ([VIT_BLOCK] if vit else [])
@@ -243,9 +314,14 @@ def _check_head_dims(stages: Mapping[str, StageChoices], head_dims: tuple[int, .
         for hd in head_dims:
             for w in stages[s].width:
                 if w % hd:
-                    raise ConfigError(f, f"space.stages.{s}.width", f"has a width not divisible by head_dim {hd}, "
-                                      f"but a {'/'.join(letters)} block is possible in {s}",
-                                      "multiples of every space.blocks.head_dim choice", value=w)
+                    raise ConfigError(
+                        f,
+                        f"space.stages.{s}.width",
+                        f"has a width not divisible by head_dim {hd}, "
+                        f"but a {'/'.join(letters)} block is possible in {s}",
+                        "multiples of every space.blocks.head_dim choice",
+                        value=w,
+                    )
 
 
 # --------------------------------------------------------------------------------------- choices
@@ -265,9 +341,13 @@ def _int_choices(value: Any, file: str | None, key: str, what: str) -> tuple[int
         if lo > hi:
             raise ConfigError(file, key, "has min > max", allowed, value=dict(value))
         if (hi - lo) // step + 1 > MAX_CHOICES:
-            raise ConfigError(file, key, f"expands to {(hi - lo) // step + 1:,} choices", f"at most "
-                              f"{MAX_CHOICES} choices per list or range (raise step, or narrow min..max)",
-                              value=dict(value))
+            raise ConfigError(
+                file,
+                key,
+                f"expands to {(hi - lo) // step + 1:,} choices",
+                f"at most {MAX_CHOICES} choices per list or range (raise step, or narrow min..max)",
+                value=dict(value),
+            )
         _check_int_limit(hi, file, f"{key}.max")
         return tuple(range(lo, hi + 1, step))
     items = list(value) if isinstance(value, (list, tuple)) else [value]
@@ -318,8 +398,9 @@ def _option_choices(data: Any, file: str | None, key: str) -> dict[str, tuple]:
         raw = data.get(name, getattr(defaults, name))
         items = list(raw) if isinstance(raw, (list, tuple)) else [raw]
         if not items:
-            raise ConfigError(file, f"{key}.{name}", "is an empty list of choices",
-                              "a value or a non-empty list of values", value=raw)
+            raise ConfigError(
+                file, f"{key}.{name}", "is an empty list of choices", "a value or a non-empty list of values", value=raw
+            )
         vals = []
         for i, v in enumerate(items):
             sub = f"{key}.{name}[{i}]" if isinstance(raw, (list, tuple)) else f"{key}.{name}"
@@ -344,8 +425,14 @@ def _layout_problem(layout: str, stages: Mapping[str, StageChoices], monotone: b
     """Why the stage block choices or ``rules.monotone`` exclude ``layout``; ``None`` when they allow it."""
     if layout == VIT_REL:
         bad = [s for s in STAGES if VIT_BLOCK not in stages[s].block]
-        return (f"{VIT_REL} needs {VIT_BLOCK} allowed in every stage, but "
-                + "; ".join(f"{s} allows only {', '.join(stages[s].block)}" for s in bad)) if bad else None
+        return (
+            (
+                f"{VIT_REL} needs {VIT_BLOCK} allowed in every stage, but "
+                + "; ".join(f"{s} allows only {', '.join(stages[s].block)}" for s in bad)
+            )
+            if bad
+            else None
+        )
     blocks = layout.split("-")
     for s, b in zip(STAGES, blocks):
         if b not in stages[s].block:
@@ -356,30 +443,48 @@ def _layout_problem(layout: str, stages: Mapping[str, StageChoices], monotone: b
     return None
 
 
-def _valid_layouts(stages: Mapping[str, StageChoices], fixed: list[str] | None, monotone: bool,
-                   file: str | None, include_vit: bool = False) -> list[str]:
+def _valid_layouts(
+    stages: Mapping[str, StageChoices],
+    fixed: list[str] | None,
+    monotone: bool,
+    file: str | None,
+    include_vit: bool = False,
+) -> list[str]:
     """Layouts allowed by the stage block choices and the rules; error when none (or a fixed one) is."""
     if fixed is not None:
         for i, layout in enumerate(fixed):
             why = _layout_problem(layout, stages, monotone)
             if why:
-                raise ConfigError(file, f"space.rules.layouts[{i}]", f"contradicts the stage choices: {why}",
-                                  "layouts whose stages use allowed block letters"
-                                  + (f" and, with rules.monotone, keep the order {_block_order()}" if monotone
-                                     else ""), value=layout)
+                raise ConfigError(
+                    file,
+                    f"space.rules.layouts[{i}]",
+                    f"contradicts the stage choices: {why}",
+                    "layouts whose stages use allowed block letters"
+                    + (f" and, with rules.monotone, keep the order {_block_order()}" if monotone else ""),
+                    value=layout,
+                )
         return fixed
     combos = ["-".join(p) for p in itertools.product(*(stages[s].block for s in STAGES))]
     out = [l for l in combos if _layout_problem(l, stages, monotone) is None]
     if include_vit:
         why = _layout_problem(VIT_REL, stages, monotone)
         if why:
-            raise ConfigError(file, "space.vit_rel.include", f"cannot be satisfied: {why}",
-                              f"{VIT_BLOCK} in every stage's block choices, or include: false", value=True)
+            raise ConfigError(
+                file,
+                "space.vit_rel.include",
+                f"cannot be satisfied: {why}",
+                f"{VIT_BLOCK} in every stage's block choices, or include: false",
+                value=True,
+            )
         out.append(VIT_REL)
     if not out:
-        raise ConfigError(file, "space.rules.monotone", "cannot be satisfied by the stage block choices: every "
-                          f"combination breaks the order {_block_order()} (e.g. {combos[0]}: "
-                          f"{_layout_problem(combos[0], stages, monotone)})",
-                          f"block choices that allow stages in the order {_block_order()}, or monotone: false",
-                          value=True)
+        raise ConfigError(
+            file,
+            "space.rules.monotone",
+            "cannot be satisfied by the stage block choices: every "
+            f"combination breaks the order {_block_order()} (e.g. {combos[0]}: "
+            f"{_layout_problem(combos[0], stages, monotone)})",
+            f"block choices that allow stages in the order {_block_order()}, or monotone: false",
+            value=True,
+        )
     return out

@@ -23,21 +23,30 @@ How the maths lines up (checked by ``tests_timm/``, outputs equal to float round
 
 What timm cannot express is refused by :func:`check_timm` with a :class:`UserError` naming the option.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
 from .arch import Architecture, ModelConfig
 from .errors import UserError
 
-__all__ = ["check_timm", "timm_model_args", "to_timm_state_dict", "export_timm", "CONFIG_FILE", "WEIGHTS_FILE",
-           "timm_name"]
+__all__ = [
+    "check_timm",
+    "timm_model_args",
+    "to_timm_state_dict",
+    "export_timm",
+    "CONFIG_FILE",
+    "WEIGHTS_FILE",
+    "timm_name",
+]
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "pytorch_model.bin"
@@ -64,43 +73,59 @@ def check_timm(mc: ModelConfig) -> None:
     arch, o = mc.arch, mc.arch.options
     what = f"architecture {arch} cannot be exported to timm:"
     if arch.is_vit:
-        raise UserError(f"{what} the ViT_REL layout (patch stem, no downsampling) has no timm MaxxVit "
-                        "equivalent, which always has a two-conv stem and four stride-2 stages. Allowed with "
-                        "--format timm: layouts of C and T stages (C-C-C-C .. T-T-T-T), or use --format yaml.")
+        raise UserError(
+            f"{what} the ViT_REL layout (patch stem, no downsampling) has no timm MaxxVit "
+            "equivalent, which always has a two-conv stem and four stride-2 stages. Allowed with "
+            "--format timm: layouts of C and T stages (C-C-C-C .. T-T-T-T), or use --format yaml."
+        )
     if arch.depths[0] != 2:
-        raise UserError(f"{what} stem depth L0 = {arch.depths[0]} (architecture.depths[0]); timm's MaxxVit stem "
-                        "is exactly two 3x3 convs. Allowed with --format timm: depths[0] = 2.")
+        raise UserError(
+            f"{what} stem depth L0 = {arch.depths[0]} (architecture.depths[0]); timm's MaxxVit stem "
+            "is exactly two 3x3 convs. Allowed with --format timm: depths[0] = 2."
+        )
     if arch.stem_stride != 2:
-        raise UserError(f"{what} stem_stride {arch.stem_stride}; timm's MaxxVit stem always has stride 2. "
-                        "Allowed with --format timm: stem_stride 2 (the default).")
+        raise UserError(
+            f"{what} stem_stride {arch.stem_stride}; timm's MaxxVit stem always has stride 2. "
+            "Allowed with --format timm: stem_stride 2 (the default)."
+        )
     if o.rel_attn == "post":
-        raise UserError(f"{what} `rel_attn: post` adds the relative bias after softmax, which timm's attention "
-                        "does not do. Allowed with --format timm: rel_attn pre (timm rel_pos_type 'bias') or none.")
+        raise UserError(
+            f"{what} `rel_attn: post` adds the relative bias after softmax, which timm's attention "
+            "does not do. Allowed with --format timm: rel_attn pre (timm rel_pos_type 'bias') or none."
+        )
     for i, block in enumerate(arch.layout):
         w = arch.widths[i + 1]
         if block == "C":
             mid = _mbconv_mid(w, o.mbconv_expansion)
             if _make_divisible(w * o.mbconv_expansion) != mid:
-                raise UserError(f"{what} stage S{i + 1} (width {w}) expands MBConv to {mid} channels "
-                                f"(mbconv_expansion {o.mbconv_expansion:g}), but timm rounds the expanded width to "
-                                f"a multiple of 8 ({_make_divisible(w * o.mbconv_expansion)}). Allowed with "
-                                "--format timm: widths of C stages whose width x mbconv_expansion is a multiple "
-                                "of 8 (even widths for expansion 4).")
+                raise UserError(
+                    f"{what} stage S{i + 1} (width {w}) expands MBConv to {mid} channels "
+                    f"(mbconv_expansion {o.mbconv_expansion:g}), but timm rounds the expanded width to "
+                    f"a multiple of 8 ({_make_divisible(w * o.mbconv_expansion)}). Allowed with "
+                    "--format timm: widths of C stages whose width x mbconv_expansion is a multiple "
+                    "of 8 (even widths for expansion 4)."
+                )
         else:
             hidden = max(1, int(round(w * o.ffn_expansion)))
             if int(w * o.ffn_expansion) != hidden:
-                raise UserError(f"{what} stage S{i + 1} (width {w}) has an FFN of {hidden} channels "
-                                f"(ffn_expansion {o.ffn_expansion:g}), but timm truncates width x ffn_expansion to "
-                                f"{int(w * o.ffn_expansion)}. Allowed with --format timm: widths where width x "
-                                "ffn_expansion is a whole number.")
+                raise UserError(
+                    f"{what} stage S{i + 1} (width {w}) has an FFN of {hidden} channels "
+                    f"(ffn_expansion {o.ffn_expansion:g}), but timm truncates width x ffn_expansion to "
+                    f"{int(w * o.ffn_expansion)}. Allowed with --format timm: widths where width x "
+                    "ffn_expansion is a whole number."
+                )
             if w < o.head_dim:
-                raise UserError(f"{what} stage S{i + 1} width {w} is below head_dim {o.head_dim}: coatnas then "
-                                "uses one narrower head, while timm's heads are always head_dim wide. Allowed with "
-                                "--format timm: T-stage widths that are multiples of head_dim.")
+                raise UserError(
+                    f"{what} stage S{i + 1} width {w} is below head_dim {o.head_dim}: coatnas then "
+                    "uses one narrower head, while timm's heads are always head_dim wide. Allowed with "
+                    "--format timm: T-stage widths that are multiples of head_dim."
+                )
     if mc.image_size % 2 and "T" in arch.layout and o.rel_attn != "none":
-        raise UserError(f"{what} image_size {mc.image_size} is odd; timm sizes its relative-bias tables from "
-                        "image_size // 2 after the stem where the network has ceil(image_size / 2). Allowed with "
-                        "--format timm: an even image_size.")
+        raise UserError(
+            f"{what} image_size {mc.image_size} is odd; timm sizes its relative-bias tables from "
+            "image_size // 2 after the stem where the network has ceil(image_size / 2). Allowed with "
+            "--format timm: an even image_size."
+        )
 
 
 def timm_name(mc: ModelConfig, name: str | None = None) -> str:
@@ -108,8 +133,10 @@ def timm_name(mc: ModelConfig, name: str | None = None) -> str:
     if name is None:
         return f"coatnas_{mc.arch.id}"
     if not _NAME.match(name):
-        raise UserError(f"--name {name!r} is not a usable timm model name (timm splits names at '.', ':' and "
-                        "'/'). Allowed: lower-case letters, digits and '_', starting with a letter.")
+        raise UserError(
+            f"--name {name!r} is not a usable timm model name (timm splits names at '.', ':' and "
+            "'/'). Allowed: lower-case letters, digits and '_', starting with a letter."
+        )
     return name
 
 
@@ -119,13 +146,33 @@ def timm_model_args(mc: ModelConfig) -> dict[str, Any]:
     check_timm(mc)
     arch, o = mc.arch, mc.arch.options
     se_ratio = o.se_ratio
-    conv = {"stride_mode": "1x1" if o.downsample == "conv1x1" else "dw", "pool_type": "avg",
-            "expand_ratio": o.mbconv_expansion, "attn_layer": "se" if se_ratio > 0 else "",
-            "attn_act_layer": "gelu", "attn_ratio": se_ratio or 0.25, "act_layer": "gelu", "norm_eps": 1e-5}
-    trans = {"dim_head": o.head_dim, "expand_ratio": o.ffn_expansion, "pool_type": "max",
-             "rel_pos_type": "" if o.rel_attn == "none" else "bias", "act_layer": "gelu", "norm_eps": 1e-5}
-    cfg = {"embed_dim": list(arch.widths[1:]), "depths": list(arch.depths[1:]), "block_type": list(arch.layout),
-           "stem_width": arch.widths[0], "stem_bias": True, "conv_cfg": conv, "transformer_cfg": trans}
+    conv = {
+        "stride_mode": "1x1" if o.downsample == "conv1x1" else "dw",
+        "pool_type": "avg",
+        "expand_ratio": o.mbconv_expansion,
+        "attn_layer": "se" if se_ratio > 0 else "",
+        "attn_act_layer": "gelu",
+        "attn_ratio": se_ratio or 0.25,
+        "act_layer": "gelu",
+        "norm_eps": 1e-5,
+    }
+    trans = {
+        "dim_head": o.head_dim,
+        "expand_ratio": o.ffn_expansion,
+        "pool_type": "max",
+        "rel_pos_type": "" if o.rel_attn == "none" else "bias",
+        "act_layer": "gelu",
+        "norm_eps": 1e-5,
+    }
+    cfg = {
+        "embed_dim": list(arch.widths[1:]),
+        "depths": list(arch.depths[1:]),
+        "block_type": list(arch.layout),
+        "stem_width": arch.widths[0],
+        "stem_bias": True,
+        "conv_cfg": conv,
+        "transformer_cfg": trans,
+    }
     se = {}
     for i, block in enumerate(arch.layout):
         if block != "C" or se_ratio == 0:
@@ -160,7 +207,7 @@ def to_timm_state_dict(state: Mapping[str, torch.Tensor], mc: ModelConfig) -> di
             for key, value in state.items():
                 if not key.startswith(p):
                     continue
-                rest = key[len(p):]
+                rest = key[len(p) :]
                 if rest == "attn.rel_bias":
                     out[p + "attn.rel_pos.relative_position_bias_table"] = _convert(rest, value, block, arch, i)
                     continue
@@ -174,14 +221,29 @@ def to_timm_state_dict(state: Mapping[str, torch.Tensor], mc: ModelConfig) -> di
     return out
 
 
-_MBCONV = {"shortcut.proj": "shortcut.expand", "norm": "pre_norm", "conv1": "conv1_1x1", "norm1": "norm1",
-           "conv2": "conv2_kxk", "norm2": "norm2", "se.fc1": "se.fc1", "se.fc2": "se.fc2", "conv3": "conv3_1x1"}
+_MBCONV = {
+    "shortcut.proj": "shortcut.expand",
+    "norm": "pre_norm",
+    "conv1": "conv1_1x1",
+    "norm1": "norm1",
+    "conv2": "conv2_kxk",
+    "norm2": "norm2",
+    "se.fc1": "se.fc1",
+    "se.fc2": "se.fc2",
+    "conv3": "conv3_1x1",
+}
 
 
 def _transformer_names(first: bool) -> dict[str, str]:
-    return {"shortcut.proj": "shortcut.expand", "norm1": "norm1.norm" if first else "norm1",
-            "attn.qkv": "attn.qkv", "attn.proj": "attn.proj", "norm2": "norm2",
-            "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
+    return {
+        "shortcut.proj": "shortcut.expand",
+        "norm1": "norm1.norm" if first else "norm1",
+        "attn.qkv": "attn.qkv",
+        "attn.proj": "attn.proj",
+        "norm2": "norm2",
+        "mlp.fc1": "mlp.fc1",
+        "mlp.fc2": "mlp.fc2",
+    }
 
 
 def _convert(rest: str, value: torch.Tensor, block: str, arch: Architecture, stage: int) -> torch.Tensor:
@@ -198,8 +260,14 @@ def _convert(rest: str, value: torch.Tensor, block: str, arch: Architecture, sta
     return value
 
 
-def export_timm(mc: ModelConfig, out: str | os.PathLike, *, state: Mapping[str, torch.Tensor] | None = None,
-                name: str | None = None, force: bool = False) -> Path:
+def export_timm(
+    mc: ModelConfig,
+    out: str | os.PathLike,
+    *,
+    state: Mapping[str, torch.Tensor] | None = None,
+    name: str | None = None,
+    force: bool = False,
+) -> Path:
     """Write ``config.json`` (and ``pytorch_model.bin`` when ``state`` is given) into the folder ``out``.
 
     The folder must not hold those files unless ``force``; nothing is written when ``mc`` is refused.
@@ -216,9 +284,13 @@ def export_timm(mc: ModelConfig, out: str | os.PathLike, *, state: Mapping[str, 
         "architecture": name,
         "num_classes": mc.num_classes,
         "num_features": mc.arch.widths[-1],
-        "pretrained_cfg": {"num_classes": mc.num_classes, "input_size": [mc.in_chans, mc.image_size, mc.image_size],
-                           "classifier": "head.fc", "first_conv": "stem.conv1",
-                           "file": WEIGHTS_FILE if converted is not None else None},
+        "pretrained_cfg": {
+            "num_classes": mc.num_classes,
+            "input_size": [mc.in_chans, mc.image_size, mc.image_size],
+            "classifier": "head.fc",
+            "first_conv": "stem.conv1",
+            "file": WEIGHTS_FILE if converted is not None else None,
+        },
         "model_args": {**args, "img_size": mc.image_size, "in_chans": mc.in_chans},
         "coatnas": mc.to_dict(),
     }
@@ -233,8 +305,9 @@ def export_timm(mc: ModelConfig, out: str | os.PathLike, *, state: Mapping[str, 
     return folder
 
 
-def load_source(source: str | os.PathLike, *, rank: int | None = None, trial: str | int | None = None
-                ) -> tuple[ModelConfig, dict[str, torch.Tensor] | None]:
+def load_source(
+    source: str | os.PathLike, *, rank: int | None = None, trial: str | int | None = None
+) -> tuple[ModelConfig, dict[str, torch.Tensor] | None]:
     """(model config, coatnas state dict or ``None``) of what ``nas-export --format timm`` exports.
 
     ``source`` is a search run directory (its trial at ``rank``/``trial``; no weights), a ``nas-train``
@@ -249,9 +322,9 @@ def load_source(source: str | os.PathLike, *, rank: int | None = None, trial: st
         return _load_checkpoint(path)
     if path.is_file():
         from .export import load_model_config
+
         return load_model_config(path), None
-    from .export import select_record
-    from .export import model_config_of
+    from .export import model_config_of, select_record
 
     rec, run, exp = select_record(path, rank=rank, trial=trial)
     return model_config_of(rec, exp, run), None
@@ -268,14 +341,17 @@ def _load_checkpoint(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     except (OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError) as err:
         if isinstance(err, UserError):
             raise
-        raise UserError(f"{path}: not a checkpoint written by `nas-train` ({str(err).splitlines()[0][:200]}). "
-                        "Pass its model.pt (or the folder holding it), a model config YAML or a run directory.") \
-            from None
+        raise UserError(
+            f"{path}: not a checkpoint written by `nas-train` ({str(err).splitlines()[0][:200]}). "
+            "Pass its model.pt (or the folder holding it), a model config YAML or a run directory."
+        ) from None
     check_timm(mc)
     model = build_model(mc)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise UserError(f"{path}: its weights do not fit its own model config ({str(err).splitlines()[0][:200]}). "
-                        "Re-train it with `nas-train`.") from None
+        raise UserError(
+            f"{path}: its weights do not fit its own model config ({str(err).splitlines()[0][:200]}). "
+            "Re-train it with `nas-train`."
+        ) from None
     return mc, model.state_dict()

@@ -13,6 +13,7 @@ timm's own scripts (``train.py``, ``validate.py``) run with the exports register
 for the second), the head pools before its LayerNorm (and has no pre-logits layer), and the SE
 layers listed in ``se_channels`` get coatnas's bottleneck width (``nas/timm_export.py`` explains both).
 """
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,9 @@ def maxxvit_cfg(data: dict[str, Any]) -> MaxxVitCfg:
 class CoatnasMaxxVit(MaxxVit):
     """timm's ``MaxxVit`` with coatnas's head (pool, LayerNorm, linear) and SE widths."""
 
-    def __init__(self, cfg: MaxxVitCfg, se_channels: dict[str, int] | None = None, head_norm_eps: float = 1e-5,
-                 **kwargs: Any):
+    def __init__(
+        self, cfg: MaxxVitCfg, se_channels: dict[str, int] | None = None, head_norm_eps: float = 1e-5, **kwargs: Any
+    ):
         super().__init__(cfg, **kwargs)
         self.stem.conv1.register_parameter("bias", None)  # stem_bias=True is for conv2; conv1 feeds a BatchNorm
         for key, rd in (se_channels or {}).items():
@@ -60,9 +62,14 @@ class CoatnasMaxxVit(MaxxVit):
             mid = block.conv2_kxk.out_channels
             block.se = SEModule(mid, rd_channels=rd, act_layer=nn.GELU) if rd > 0 else None
         self.norm = nn.Identity()
-        self.head = NormMlpClassifierHead(self.num_features, self.num_classes, hidden_size=None,
-                                          pool_type=self.global_pool, drop_rate=self.drop_rate,
-                                          norm_layer=partial(LayerNorm2d, eps=head_norm_eps))
+        self.head = NormMlpClassifierHead(
+            self.num_features,
+            self.num_classes,
+            hidden_size=None,
+            pool_type=self.global_pool,
+            drop_rate=self.drop_rate,
+            norm_layer=partial(LayerNorm2d, eps=head_norm_eps),
+        )
         self.head_hidden_size = self.head.num_features
 
 
@@ -75,8 +82,7 @@ def _read_config(folder: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
         config = json.loads(path.read_text())
         config["model_args"]["model_cfg"]
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UserError(f"{path}: not a config written by `nas-export --format timm` ({err}). Re-export it.") \
-            from None
+        raise UserError(f"{path}: not a config written by `nas-export --format timm` ({err}). Re-export it.") from None
     return path.parent, config
 
 
@@ -96,9 +102,15 @@ def register(folder: str | os.PathLike, name: str | None = None) -> str:
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> CoatnasMaxxVit:
         given = kwargs.pop("pretrained_cfg", None)  # timm.create_model passes None unless the caller sets one
         merged = {**args, **kwargs}
-        return build_model_with_cfg(CoatnasMaxxVit, name, pretrained, model_cfg=cfg,
-                                    pretrained_cfg=given or pretrained_cfg,
-                                    feature_cfg=dict(flatten_sequential=True), **merged)
+        return build_model_with_cfg(
+            CoatnasMaxxVit,
+            name,
+            pretrained,
+            model_cfg=cfg,
+            pretrained_cfg=given or pretrained_cfg,
+            feature_cfg=dict(flatten_sequential=True),
+            **merged,
+        )
 
     entrypoint.__name__ = name
     entrypoint.__qualname__ = name
@@ -122,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nas.timm_model: {err}", file=sys.stderr)
         return 2
     print(f"nas.timm_model: registered {', '.join(names)}", file=sys.stderr)
-    script, *rest = argv[cut + 1:]
+    script, *rest = argv[cut + 1 :]
     sys.argv = [script, *rest]
     runpy.run_path(script, run_name="__main__")
     return 0

@@ -5,6 +5,7 @@ raises ``RecursionError`` on very deep nesting. :func:`load_yaml_file` / :func:`
 three with a one-paragraph :class:`~nas.errors.ConfigError` (duplicate keys name both lines); YAML syntax
 errors still raise ``yaml.YAMLError`` and unreadable files ``OSError`` for the caller's own message.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,12 +39,15 @@ class _StrictLoader(yaml.SafeLoader):
                     continue  # the base class reports unhashable keys with its own message
                 line = key_node.start_mark.line + 1
                 if key in seen:
-                    raise ConfigError(self.file, str(key), f"appears twice in one mapping, at line {seen[key]} "
-                                      f"and at line {line} (YAML would silently keep only the second)",
-                                      "each key once per mapping: delete or rename one of them")
+                    raise ConfigError(
+                        self.file,
+                        str(key),
+                        f"appears twice in one mapping, at line {seen[key]} "
+                        f"and at line {line} (YAML would silently keep only the second)",
+                        "each key once per mapping: delete or rename one of them",
+                    )
                 seen[key] = line
         return super().construct_mapping(node, deep=deep)
-
 
 
 def load_yaml_text(data: str | bytes, file: str | None = None, allowed: str | None = None) -> Any:
@@ -52,11 +56,15 @@ def load_yaml_text(data: str | bytes, file: str | None = None, allowed: str | No
         try:
             data = data.decode("utf-8")
         except UnicodeDecodeError as err:
-            line = data[:err.start].count(b"\n") + 1
+            line = data[: err.start].count(b"\n") + 1
             binary = b"\0" in data[:4096]
-            raise ConfigError(file, "<top level>", f"is not UTF-8 text{' (it looks like a binary file)' if binary else ''}: "
-                              f"byte 0x{data[err.start]:02x} at line {line} cannot be decoded",
-                              allowed or "a YAML text file in UTF-8 encoding") from None
+            raise ConfigError(
+                file,
+                "<top level>",
+                f"is not UTF-8 text{' (it looks like a binary file)' if binary else ''}: "
+                f"byte 0x{data[err.start]:02x} at line {line} cannot be decoded",
+                allowed or "a YAML text file in UTF-8 encoding",
+            ) from None
     if data.startswith("\ufeff"):
         data = data[1:]
     loader = _StrictLoader(data)
@@ -64,8 +72,12 @@ def load_yaml_text(data: str | bytes, file: str | None = None, allowed: str | No
     try:
         return loader.get_single_data()
     except RecursionError:
-        raise ConfigError(file, "<top level>", "is nested too deeply to be a config file",
-                          allowed or "a YAML mapping a few levels deep") from None
+        raise ConfigError(
+            file,
+            "<top level>",
+            "is nested too deeply to be a config file",
+            allowed or "a YAML mapping a few levels deep",
+        ) from None
     finally:
         loader.dispose()
 
@@ -76,6 +88,10 @@ def load_yaml_file(path: str | os.PathLike, allowed: str | None = None) -> Any:
     with open(path, "rb") as fh:
         data = fh.read(MAX_BYTES + 1)
     if len(data) > MAX_BYTES:
-        raise ConfigError(str(path), "<top level>", f"is larger than {MAX_BYTES // 2**20} MiB, too large for a "
-                          "config file", allowed or "a YAML text file of a few KB")
+        raise ConfigError(
+            str(path),
+            "<top level>",
+            f"is larger than {MAX_BYTES // 2**20} MiB, too large for a config file",
+            allowed or "a YAML text file of a few KB",
+        )
     return load_yaml_text(data, str(path), allowed)

@@ -23,6 +23,7 @@ images/s of drawing random training batches of 256 (``x_train[idx]``, decode thr
 and the training images/s of ``trainers.proxy.fit`` (30 steps of 64 on a small CoAtNet, 32 px, one torch
 thread, one decode thread), with the ratios.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,8 +81,13 @@ print(json.dumps({"mode": mode, "images": len(x) + len(d.x_val), "stored": str(s
 
 
 def measure(mode: str, npz: str, limit: int, before_dir: str = "") -> dict:
-    proc = subprocess.run([sys.executable, "-c", CHILD, mode, npz, str(limit), before_dir], cwd=ROOT,
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, mode, npz, str(limit), before_dir],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -91,8 +97,9 @@ def before_package(ref: str, into: Path) -> str:
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     for name in ("data.py", "safe_pickle.py"):
-        text = subprocess.run(["git", "show", f"{ref}:trainers/{name}"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout
+        text = subprocess.run(
+            ["git", "show", f"{ref}:trainers/{name}"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
         (pkg / name).write_text(text)
     return str(into)
 
@@ -102,6 +109,7 @@ def batch_rate(x, batches: int = 20, batch: int = 256, seed: int = 0) -> float:
     import time
 
     import torch
+
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     for _ in range(batches):
@@ -117,14 +125,22 @@ def fit_rate(ds, steps: int = 30) -> float:
     from nas import Architecture, build_model
     from trainers.config import TrainConfig
     from trainers.proxy import fit
+
     torch.manual_seed(0)
     arch = Architecture.parse("C-C-T-T L=1,1,1,1,1 D=32,32,64,64,128")
     model = build_model(arch, num_classes=ds.num_classes, image_size=ds.image_size, in_chans=ds.in_chans)
     small = torch.arange(64)
-    view = type(ds)(ds.x_train, ds.y_train, ds.x_val.subset(small), ds.y_val[:64], ds.num_classes, ds.in_chans,
-                    ds.name)  # a 64-image validation split: the evaluation is not what is measured
-    gen = fit(model, view, TrainConfig(steps=steps, batch_size=64, bn_recalibrate=0, device="cpu"),
-              device=torch.device("cpu"), eval_idx=small, report_every=steps)
+    view = type(ds)(
+        ds.x_train, ds.y_train, ds.x_val.subset(small), ds.y_val[:64], ds.num_classes, ds.in_chans, ds.name
+    )  # a 64-image validation split: the evaluation is not what is measured
+    gen = fit(
+        model,
+        view,
+        TrainConfig(steps=steps, batch_size=64, bn_recalibrate=0, device="cpu"),
+        device=torch.device("cpu"),
+        eval_idx=small,
+        report_every=steps,
+    )
     while True:
         try:
             next(gen)
@@ -138,6 +154,7 @@ def stream_main(args) -> None:
     import torch
 
     from trainers.data import DataConfig, read_dataset
+
     torch.set_num_threads(1)
     cfg = DataConfig(name="imagefolder", path=args.stream_folder, limit=args.limit or None)
     data, rows = {}, {}
@@ -153,15 +170,19 @@ def stream_main(args) -> None:
         for mode, ds in data.items():
             rows[mode]["fit img/s"] = max(rows[mode].get("fit img/s", 0.0), fit_rate(ds))
     n = len(x) + len(data["streamed"].x_val)
-    print(f"{args.stream_folder}: {n:,} images at 32 px; random batches of 256 (img/s); fit: 30 steps of 64, "
-          f"1 torch thread, best of {args.repeats}")
+    print(
+        f"{args.stream_folder}: {n:,} images at 32 px; random batches of 256 (img/s); fit: 30 steps of 64, "
+        f"1 torch thread, best of {args.repeats}"
+    )
     for mode, r in rows.items():
         print(f"{mode:9s} " + "  ".join(f"{k} {v:8.1f}" if k.endswith(" s") else f"{k} {v:8.0f}" for k, v in r.items()))
     m, s_ = rows["in-memory"], rows["streamed"]
-    print(f"streamed / in-memory: set-up {s_['set-up s'] / m['set-up s']:.3f}x, batches "
-          f"{s_['batches 1 thread'] / m['batches 1 thread']:.3f}x (1 decode thread), "
-          f"{s_[f'batches {args.threads} threads'] / m['batches 1 thread']:.3f}x ({args.threads} decode threads), "
-          f"fit {s_['fit img/s'] / m['fit img/s']:.2f}x")
+    print(
+        f"streamed / in-memory: set-up {s_['set-up s'] / m['set-up s']:.3f}x, batches "
+        f"{s_['batches 1 thread'] / m['batches 1 thread']:.3f}x (1 decode thread), "
+        f"{s_[f'batches {args.threads} threads'] / m['batches 1 thread']:.3f}x ({args.threads} decode threads), "
+        f"fit {s_['fit img/s'] / m['fit img/s']:.2f}x"
+    )
 
 
 def main() -> None:
@@ -179,6 +200,7 @@ def main() -> None:
         npz = args.npz
         if not Path(npz).is_file():
             import numpy as np
+
             print(f"{npz} not found: using 50,000 random uint8 images of 32x32x3 instead")
             rng = np.random.default_rng(0)
             npz = os.path.join(tmp, "random.npz")
@@ -190,14 +212,18 @@ def main() -> None:
     print(f"{'mode':8s} {'stored':14s} {'images MB':>10s} {'RSS +MB':>8s} {'peak +MB':>9s} {'batch of 256':>13s}")
     mb = 1e6
     for r in rows:
-        print(f"{r['mode']:8s} {r['stored']:14s} {r['data_bytes'] / mb:10.1f} {(r['rss'] - r['base_rss']) / mb:8.1f} "
-              f"{(r['peak'] - r['base_rss']) / mb:9.1f} {r['batch_us']:10.0f} us")
+        print(
+            f"{r['mode']:8s} {r['stored']:14s} {r['data_bytes'] / mb:10.1f} {(r['rss'] - r['base_rss']) / mb:8.1f} "
+            f"{(r['peak'] - r['base_rss']) / mb:9.1f} {r['batch_us']:10.0f} us"
+        )
     new = rows[0]
     for r in rows[1:]:
-        print(f"{r['mode']} / uint8: images {r['data_bytes'] / new['data_bytes']:.2f}x, resident "
-              f"{(r['rss'] - r['base_rss']) / (new['rss'] - new['base_rss']):.2f}x, peak "
-              f"{(r['peak'] - r['base_rss']) / (new['peak'] - new['base_rss']):.2f}x; a normalised batch from "
-              f"uint8 takes {new['batch_us'] / r['batch_us']:.2f}x the time of one from {r['mode']}")
+        print(
+            f"{r['mode']} / uint8: images {r['data_bytes'] / new['data_bytes']:.2f}x, resident "
+            f"{(r['rss'] - r['base_rss']) / (new['rss'] - new['base_rss']):.2f}x, peak "
+            f"{(r['peak'] - r['base_rss']) / (new['peak'] - new['base_rss']):.2f}x; a normalised batch from "
+            f"uint8 takes {new['batch_us'] / r['batch_us']:.2f}x the time of one from {r['mode']}"
+        )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Memory is from ``/proc/<pid>/smaps_rollup``: RSS counts shared pages in full in 
 them among the processes mapping them, USS (private pages) is what the worker alone costs. A missing
 ``--npz`` is replaced by random uint8 images of the CIFAR-10 shape (``scripts/prepare_cifar.py`` makes it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,6 +51,7 @@ class Worker:
 
         import trainers.data  # noqa: F401
         import trainers.shared  # noqa: F401
+
         torch.set_num_threads(1)
         return os.getpid()
 
@@ -60,6 +62,7 @@ class Worker:
 
         from trainers.data import load_dataset
         from trainers.shared import worker_dataset
+
         gc.collect()
         before = smaps()
         t0 = time.perf_counter()
@@ -70,12 +73,19 @@ class Worker:
             total += float(ds.x_train[torch.arange(i, min(i + 256, len(ds.x_train)))][:, :, 0, 0].sum())
         gc.collect()
         after = smaps()
-        return {"before": before, "after": after, "load_s": load_s, "images": len(ds.x_train) + len(ds.x_val),
-                "stored": str(ds.x_train.raw.dtype), "checksum": total}
+        return {
+            "before": before,
+            "after": after,
+            "load_s": load_s,
+            "images": len(ds.x_train) + len(ds.x_val),
+            "stored": str(ds.x_train.raw.dtype),
+            "checksum": total,
+        }
 
 
 def run_mode(ray, mode: str, cfg, size: int, workers: int) -> tuple[list[dict], float]:
     from trainers.shared import share_datasets
+
     actor = ray.remote(num_cpus=1)(Worker)
     procs = [actor.remote() for _ in range(workers)]
     ray.get([p.ready.remote() for p in procs])
@@ -100,6 +110,7 @@ def main() -> None:
     import ray
 
     from trainers.config import DataConfig
+
     with tempfile.TemporaryDirectory() as tmp:
         npz = args.npz
         if not Path(npz).is_file():
@@ -115,23 +126,32 @@ def main() -> None:
             ray.shutdown()
     mb = 1e6
     first = results["process"][0][0]
-    print(f"source {args.npz}: {first['images']:,} images at {args.image_size} px stored {first['stored']}, "
-          f"{args.workers} concurrent workers; memory added by getting the dataset and one pass over it")
+    print(
+        f"source {args.npz}: {first['images']:,} images at {args.image_size} px stored {first['stored']}, "
+        f"{args.workers} concurrent workers; memory added by getting the dataset and one pass over it"
+    )
     print(f"{'mode':8s} {'worker':>6s} {'RSS +MB':>8s} {'PSS +MB':>8s} {'USS +MB':>8s} {'get s':>6s}")
     mean = {}
     for mode, (rows, share_s) in results.items():
         for i, r in enumerate(rows):
             d = {k: (r["after"][k] - r["before"][k]) / mb for k in ("rss", "pss", "uss")}
             print(f"{mode:8s} {i:6d} {d['rss']:8.1f} {d['pss']:8.1f} {d['uss']:8.1f} {r['load_s']:6.2f}")
-        mean[mode] = {k: sum((r["after"][k] - r["before"][k]) / mb for r in rows) / len(rows)
-                      for k in ("rss", "pss", "uss")}
+        mean[mode] = {
+            k: sum((r["after"][k] - r["before"][k]) / mb for r in rows) / len(rows) for k in ("rss", "pss", "uss")
+        }
         if mode == "shared":
             print(f"shared: the driver's loading task took {share_s:.2f} s (one load for the node)")
     assert len({r["checksum"] for rows, _ in results.values() for r in rows}) == 1, "the modes saw other data"
     p, s = mean["process"], mean["shared"]
-    print("per worker, process / shared: " + ", ".join(
-        f"{k.upper()} {p[k]:.1f} / {s[k]:.1f} MB = {p[k] / s[k]:.1f}x" if s[k] > 0.05 else
-        f"{k.upper()} {p[k]:.1f} / {s[k]:.1f} MB" for k in ("rss", "pss", "uss")))
+    print(
+        "per worker, process / shared: "
+        + ", ".join(
+            f"{k.upper()} {p[k]:.1f} / {s[k]:.1f} MB = {p[k] / s[k]:.1f}x"
+            if s[k] > 0.05
+            else f"{k.upper()} {p[k]:.1f} / {s[k]:.1f} MB"
+            for k in ("rss", "pss", "uss")
+        )
+    )
 
 
 if __name__ == "__main__":

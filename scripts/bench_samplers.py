@@ -12,6 +12,7 @@ search. Random search's median is checked against its exact expectation for samp
 Results are cached per (sampler, seed) in --out/results.json, so an interrupted run continues; a figure of
 the median curves goes to --out/samplers.png.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     k = sum(s["score"] >= target - 1e-12 for s in scores)
     hv_all = hypervolume([(s["generalization"], s["capacity"]) for s in scores])
     n = len(table.entries)
-    print(f"table {table.path}: {n} candidates, best score {best:.4f}; {k} within {a.tolerance * 100:g} pp; "
-          f"hypervolume of all {hv_all:.4f}")
+    print(
+        f"table {table.path}: {n} candidates, best score {best:.4f}; {k} within {a.tolerance * 100:g} pp; "
+        f"hypervolume of all {hv_all:.4f}"
+    )
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -103,13 +106,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--space", default="bench-cifar-replay.yaml",
-                   help="a search YAML with search.trainer: table:...")
+    p.add_argument("--space", default="bench-cifar-replay.yaml", help="a search YAML with search.trainer: table:...")
     p.add_argument("--samplers", nargs="+", default=["tpe:8", "tpe:4", "tpe:16", "nsga2:8", "gp:8", "random"])
     p.add_argument("--seeds", type=int, default=20)
     p.add_argument("--trials", type=int, default=100)
-    p.add_argument("--tolerance", type=float, default=0.005,
-                   help="score points below the table's best (0.005 = 0.5 pp)")
+    p.add_argument(
+        "--tolerance", type=float, default=0.005, help="score points below the table's best (0.005 = 0.5 pp)"
+    )
     p.add_argument("--out", default="runs/bench-samplers")
     return p.parse_args(argv)
 
@@ -123,18 +126,27 @@ def _replay_all(exp, a: argparse.Namespace, cache: dict, cache_path: Path, key_b
             if key in cache:
                 continue
             t0 = time.perf_counter()
-            recs = replay_search(exp, trials=a.trials, seed=seed, sampler=name,
-                                 startup_trials=int(startup) if startup else None)
-            cache[key] = {"ids": [r["id"] for r in recs], "status": [r["status"] for r in recs],
-                          "gen": [r["generalization"] for r in recs], "cap": [r["capacity"] for r in recs],
-                          "score": [r["score"] for r in recs], "seconds": time.perf_counter() - t0}
+            recs = replay_search(
+                exp, trials=a.trials, seed=seed, sampler=name, startup_trials=int(startup) if startup else None
+            )
+            cache[key] = {
+                "ids": [r["id"] for r in recs],
+                "status": [r["status"] for r in recs],
+                "gen": [r["generalization"] for r in recs],
+                "cap": [r["capacity"] for r in recs],
+                "score": [r["score"] for r in recs],
+                "seconds": time.perf_counter() - t0,
+            }
             cache_path.write_text(json.dumps(cache))
-            print(f"  {spec:8s} seed {seed:2d}: best {max(cache[key]['score']):.4f} "
-                  f"({cache[key]['seconds']:.1f} s)", flush=True)
+            print(
+                f"  {spec:8s} seed {seed:2d}: best {max(cache[key]['score']):.4f} ({cache[key]['seconds']:.1f} s)",
+                flush=True,
+            )
 
 
-def _summarise(cache: dict, key_base: str, a: argparse.Namespace, target: float,
-               marks: list[int]) -> tuple[list[tuple], dict[str, tuple]]:
+def _summarise(
+    cache: dict, key_base: str, a: argparse.Namespace, target: float, marks: list[int]
+) -> tuple[list[tuple], dict[str, tuple]]:
     """Per sampler: the table row (trials to the target, best score and hypervolume at the marks, seconds)
     and the median curves over the seeds."""
     rows, med_curves = [], {}
@@ -142,44 +154,55 @@ def _summarise(cache: dict, key_base: str, a: argparse.Namespace, target: float,
         runs = []
         for seed in range(a.seeds):
             c = cache[f"{key_base}|{spec}|{seed}"]
-            recs = [{"status": s, "score": sc, "generalization": g, "capacity": cp}
-                    for s, sc, g, cp in zip(c["status"], c["score"], c["gen"], c["cap"])]
+            recs = [
+                {"status": s, "score": sc, "generalization": g, "capacity": cp}
+                for s, sc, g, cp in zip(c["status"], c["score"], c["gen"], c["cap"])
+            ]
             runs.append((curves(recs, a.trials), c["seconds"]))
         hit = [trials_to(cv["best"], target) for cv, _ in runs]
         need = [h if h is not None else a.trials + 1 for h in hit]
         m, lo, hi = iqr(need)
         at = {t: statistics.median(cv["best"][t - 1] for cv, _ in runs) for t in marks}
         hv = {t: statistics.median(cv["hv"][t - 1] for cv, _ in runs) for t in marks}
-        rows.append((spec, m, lo, hi, sum(h is not None for h in hit), at, hv,
-                     statistics.median(s for _, s in runs)))
-        med_curves[spec] = (np.median([cv["best"] for cv, _ in runs], axis=0),
-                            np.median([cv["hv"] for cv, _ in runs], axis=0))
+        rows.append((spec, m, lo, hi, sum(h is not None for h in hit), at, hv, statistics.median(s for _, s in runs)))
+        med_curves[spec] = (
+            np.median([cv["best"] for cv, _ in runs], axis=0),
+            np.median([cv["hv"] for cv, _ in runs], axis=0),
+        )
     return rows, med_curves
 
 
-def _print_results(rows: list[tuple], marks: list[int], a: argparse.Namespace, n: int, k: int,
-                   hv_all: float) -> None:
+def _print_results(rows: list[tuple], marks: list[int], a: argparse.Namespace, n: int, k: int, hv_all: float) -> None:
     """The markdown table of the samplers, and random search's exact expectation beside it."""
     at_s = " / ".join(f"@{t}" for t in marks)
-    print(f"\n| sampler | trials to within {a.tolerance * 100:g} pp: median [IQR] | reached | best score {at_s} | "
-          f"hypervolume {at_s} | s per search |")
+    print(
+        f"\n| sampler | trials to within {a.tolerance * 100:g} pp: median [IQR] | reached | best score {at_s} | "
+        f"hypervolume {at_s} | s per search |"
+    )
     print("|---|---|---|---|---|---|")
     for spec, m, lo, hi, reached, at, hv, secs in rows:
-        print(f"| {spec} | {m:.0f} [{lo:.0f}, {hi:.0f}] | {reached}/{a.seeds} | "
-              f"{' / '.join(f'{at[t]:.4f}' for t in marks)} | {' / '.join(f'{hv[t]:.4f}' for t in marks)} "
-              f"| {secs:.1f} |")
+        print(
+            f"| {spec} | {m:.0f} [{lo:.0f}, {hi:.0f}] | {reached}/{a.seeds} | "
+            f"{' / '.join(f'{at[t]:.4f}' for t in marks)} | {' / '.join(f'{hv[t]:.4f}' for t in marks)} "
+            f"| {secs:.1f} |"
+        )
     mean, q1, med, q3 = random_law(n, k)
-    print(f"\n(a search that does not get there within {a.trials} trials counts as {a.trials + 1}; table "
-          f"hypervolume {hv_all:.4f}. Check: uniform sampling without replacement needs {med} [{q1}, {q3}] trials "
-          f"(exact median [IQR]; mean {mean:.1f}), to set beside `random` above.)")
+    print(
+        f"\n(a search that does not get there within {a.trials} trials counts as {a.trials + 1}; table "
+        f"hypervolume {hv_all:.4f}. Check: uniform sampling without replacement needs {med} [{q1}, {q3}] trials "
+        f"(exact median [IQR]; mean {mean:.1f}), to set beside `random` above.)"
+    )
 
 
-def _plot(med_curves: dict[str, tuple], a: argparse.Namespace, target: float, best: float, hv_all: float,
-          out: Path) -> None:
+def _plot(
+    med_curves: dict[str, tuple], a: argparse.Namespace, target: float, best: float, hv_all: float, out: Path
+) -> None:
     """The median best-score and hypervolume curves of every sampler, to ``out/samplers.png``."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     x = np.arange(1, a.trials + 1)
     for spec, (b, h) in med_curves.items():

@@ -12,6 +12,7 @@ runs train the same candidates) in a fresh Python process, so Ray start-up is co
   thread each, on 2 cores (ideal 2.0); the ceiling the hardware allows is 2 x (mean training time alone) /
   (mean training time when two run at once), measured in the same run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,15 +49,20 @@ res = run(sys.argv[1], run_dir=sys.argv[2], max_concurrent=int(sys.argv[3]), pro
 from nas.search import RunDir
 recs = RunDir(res.run_dir).read_records()
 print(json.dumps({"import_s": 0.0, "t_import": time.perf_counter() - t0, **res.timings,
-                  "trial_s": [r["metrics"]["trial_s"] for r in recs], "setup_s": [r["metrics"]["setup_s"] for r in recs],
+                  "trial_s": [r["metrics"]["trial_s"] for r in recs],
+                  "setup_s": [r["metrics"]["setup_s"] for r in recs],
                   "ids": sorted(r["id"] for r in recs), "statuses": [r["status"] for r in recs]}))
 """
 
 
 def search(space: Path, run_dir: Path, concurrent: int) -> dict:
     t_start = __import__("time").perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHILD, str(space), str(run_dir), str(concurrent)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(space), str(run_dir), str(concurrent)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     wall = __import__("time").perf_counter() - t_start
     res = json.loads(out.stdout.strip().splitlines()[-1])
     res["process_s"] = wall
@@ -80,16 +86,18 @@ def main() -> None:
     over_seq = 1 - train_seq / seq["search_s"]
     over_par = 1 - train_par / (2 * par["search_s"])
     first = seq["t_import"] - seq["total_s"] + seq["first_trial_s"]
-    print(textwrap.dedent(f"""\
+    print(
+        textwrap.dedent(f"""\
         bench_search: {n} trials, {args.samples} synthetic images x {args.epochs} epochs, 1 thread per trial
           mean trial (in-worker training) .......... {train_seq / n:6.2f} s  (two at a time: {train_par / n:.2f} s)
-          mean in-worker set-up (data, model import)  {sum(seq['setup_s']) / n:6.3f} s
-          Ray ready after run() called ............. {seq['ray_ready_s']:6.2f} s
+          mean in-worker set-up (data, model import)  {sum(seq["setup_s"]) / n:6.3f} s
+          Ray ready after run() called ............. {seq["ray_ready_s"]:6.2f} s
           process start -> first trial running ..... {first:6.2f} s
-          search wall, one at a time ............... {seq['search_s']:6.2f} s  overhead share {100 * over_seq:5.1f} %
-          search wall, two at a time ............... {par['search_s']:6.2f} s  overhead share {100 * over_par:5.1f} %
-          throughput two at a time / one at a time . {seq['search_s'] / par['search_s']:6.2f} x  (aim >= 1.7)
-          hardware ceiling 2 x t_alone / t_together  {2 * train_seq / train_par:6.2f} x  (the trials' own slowdown)"""))
+          search wall, one at a time ............... {seq["search_s"]:6.2f} s  overhead share {100 * over_seq:5.1f} %
+          search wall, two at a time ............... {par["search_s"]:6.2f} s  overhead share {100 * over_par:5.1f} %
+          throughput two at a time / one at a time . {seq["search_s"] / par["search_s"]:6.2f} x  (aim >= 1.7)
+          hardware ceiling 2 x t_alone / t_together  {2 * train_seq / train_par:6.2f} x  (the trials' own slowdown)""")
+    )
 
 
 if __name__ == "__main__":

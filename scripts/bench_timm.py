@@ -17,6 +17,7 @@ Needs timm (``.venv-timm``, created by ``make test-timm``/``make bench-timm``).
    (``train.py --channels-last``), so timm is measured both ways; and coatnas in NCHW shows what its
    channels-last layout gains.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,10 @@ LAYOUTS = ("C-C-C-C", "C-C-C-T", "C-C-T-T", "C-T-T-T", "T-T-T-T")
 
 def param_table() -> None:
     print("== parameters at 224 px, 1,000 classes (M) ==")
-    print(f"{'preset':<10} {'coatnas':>10} {'timm':>10} {'paper':>6} {'timm-ours':>10} {'pre-logits':>11} "
-          f"{'SE':>8} {'stem bias':>10} {'rest':>5}")
+    print(
+        f"{'preset':<10} {'coatnas':>10} {'timm':>10} {'paper':>6} {'timm-ours':>10} {'pre-logits':>11} "
+        f"{'SE':>8} {'stem bias':>10} {'rest':>5}"
+    )
     for i, (name, arch) in enumerate(PRESETS.items()):
         with torch.device("meta"):
             theirs = sum(p.numel() for p in timm.create_model(f"coatnet_{i}_224").parameters())
@@ -57,8 +60,10 @@ def param_table() -> None:
                 se += (rd_timm - rd_ours) * (2 * mid + 1)
         pre = w[4] ** 2 + w[4]
         rest = theirs - ours - pre - se + w[0]
-        print(f"{name:<10} {ours / 1e6:10.2f} {theirs / 1e6:10.2f} {PAPER[name]:6d} {theirs - ours:10,d} "
-              f"{pre:11,d} {se:8,d} {-w[0]:10,d} {rest:5d}")
+        print(
+            f"{name:<10} {ours / 1e6:10.2f} {theirs / 1e6:10.2f} {PAPER[name]:6d} {theirs - ours:10,d} "
+            f"{pre:11,d} {se:8,d} {-w[0]:10,d} {rest:5d}"
+        )
 
 
 def step_time(model: torch.nn.Module, opt: torch.optim.Optimizer, batches, channels_last: bool = False) -> float:
@@ -75,13 +80,18 @@ def step_time(model: torch.nn.Module, opt: torch.optim.Optimizer, batches, chann
 
 def throughput(rounds: int, steps: int, batch: int, depth: str, width: str) -> None:
     torch.set_num_threads(1)
-    print(f"\n== training step, CPU, 1 thread, 32 px, batch {batch}, {steps} steps x {rounds} alternating rounds, "
-          f"L={depth} D={width}, torch {torch.__version__}, timm {timm.__version__} ==")
-    print(f"{'layout':<8} {'params':>9} {'coatnas img/s':>14} {'timm img/s':>11} {'timm/coatnas':>13} {'range':>10} "
-          f"{'timm-CL/coatnas':>16} {'range':>10} {'NCHW/coatnas':>13} {'range':>10} {'max diff':>9}")
+    print(
+        f"\n== training step, CPU, 1 thread, 32 px, batch {batch}, {steps} steps x {rounds} alternating rounds, "
+        f"L={depth} D={width}, torch {torch.__version__}, timm {timm.__version__} =="
+    )
+    print(
+        f"{'layout':<8} {'params':>9} {'coatnas img/s':>14} {'timm img/s':>11} {'timm/coatnas':>13} {'range':>10} "
+        f"{'timm-CL/coatnas':>16} {'range':>10} {'NCHW/coatnas':>13} {'range':>10} {'max diff':>9}"
+    )
     g = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g))
-               for _ in range(steps)]
+    batches = [
+        (torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g)) for _ in range(steps)
+    ]
     for layout in LAYOUTS:
         mc = ModelConfig(arch=Architecture.parse(f"{layout} L={depth} D={width}"), num_classes=10, image_size=32)
         torch.manual_seed(0)
@@ -106,10 +116,13 @@ def throughput(rounds: int, steps: int, batch: int, depth: str, width: str) -> N
                 times[k].append(step_time(models[k], opts[k], batches, k == 2))
         rat = [sorted(b / a for a, b in zip(times[0], times[k])) for k in (1, 2, 3)]
         med = [statistics.median(times[k]) for k in (0, 1)]
-        print(f"{layout:<8} {count_cost(mc).params:9,d} {batch * steps / med[0]:14.0f} {batch * steps / med[1]:11.0f} "
-              f"{statistics.median(rat[0]):13.3f} {rat[0][0]:4.2f}-{rat[0][-1]:.2f} "
-              f"{statistics.median(rat[1]):16.3f} {rat[1][0]:4.2f}-{rat[1][-1]:.2f} "
-              f"{statistics.median(rat[2]):13.3f} {rat[2][0]:4.2f}-{rat[2][-1]:.2f} {diff:9.1e}", flush=True)
+        print(
+            f"{layout:<8} {count_cost(mc).params:9,d} {batch * steps / med[0]:14.0f} {batch * steps / med[1]:11.0f} "
+            f"{statistics.median(rat[0]):13.3f} {rat[0][0]:4.2f}-{rat[0][-1]:.2f} "
+            f"{statistics.median(rat[1]):16.3f} {rat[1][0]:4.2f}-{rat[1][-1]:.2f} "
+            f"{statistics.median(rat[2]):13.3f} {rat[2][0]:4.2f}-{rat[2][-1]:.2f} {diff:9.1e}",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@
 4. With ``--trials E``: whole proxy trials on digits (both objective modes), wall time and the axes.
 Figures are ratios within one run; absolute numbers depend on the machine (see docs/trainer.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,13 @@ def bare_steps(model, batches, device, train, channels_last) -> float:
 
 
 def bench_layouts(device: torch.device, steps: int, batch: int, width: str, depth: str) -> None:
-    data = load_dataset(DataConfig(name="synthetic", synthetic_samples=int(batch * (steps + 2) / 0.9),
-                                   synthetic_classes=10, val_fraction=0.1), 32, 3).to(device)
+    data = load_dataset(
+        DataConfig(
+            name="synthetic", synthetic_samples=int(batch * (steps + 2) / 0.9), synthetic_classes=10, val_fraction=0.1
+        ),
+        32,
+        3,
+    ).to(device)
     assert len(data.y_train) >= batch * steps
     train = TrainConfig(batch_size=batch, steps=steps, warmup=0.0, device=device.type)
     cl = device.type == "cuda"
@@ -68,9 +74,13 @@ def bench_layouts(device: torch.device, steps: int, batch: int, width: str, dept
         idx = torch.arange(len(data.y_train), device=device)
         batches = []
         for i in range(steps):
-            xb = data.x_train[idx[i * batch:(i + 1) * batch]]
-            batches.append((xb.contiguous(memory_format=torch.channels_last) if cl else xb,
-                            data.y_train[idx[i * batch:(i + 1) * batch]]))
+            xb = data.x_train[idx[i * batch : (i + 1) * batch]]
+            batches.append(
+                (
+                    xb.contiguous(memory_format=torch.channels_last) if cl else xb,
+                    data.y_train[idx[i * batch : (i + 1) * batch]],
+                )
+            )
         bare_steps(model, batches[:3], device, train, cl)  # warm-up
         t_bare = bare_steps(model, batches, device, train, cl)
         torch.manual_seed(0)
@@ -83,8 +93,10 @@ def bench_layouts(device: torch.device, steps: int, batch: int, width: str, dept
             m = stop.value.metrics
         n = steps * batch
         # per-epoch metrics are part of fit's train_s; validation is outside it
-        print(f"{layout:<9} {sum(p.numel() for p in model.parameters()) / 1e6:7.2f}M {n / t_bare:11.0f} "
-              f"{m['images_per_s']:10.0f} {max(0.0, 1 - t_bare / m['train_s']):19.1%}")
+        print(
+            f"{layout:<9} {sum(p.numel() for p in model.parameters()) / 1e6:7.2f}M {n / t_bare:11.0f} "
+            f"{m['images_per_s']:10.0f} {max(0.0, 1 - t_bare / m['train_s']):19.1%}"
+        )
 
 
 class MatmulSoftmaxAttention(torch.nn.Module):
@@ -98,7 +110,7 @@ class MatmulSoftmaxAttention(torch.nn.Module):
         r = self.ref
         b, n, _ = x.shape
         q, k, v = r.qkv(x).reshape(b, n, 3, r.num_heads, r.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        attn = (q @ k.transpose(-2, -1)) * r.head_dim ** -0.5 + r.bias().to(q.dtype)
+        attn = (q @ k.transpose(-2, -1)) * r.head_dim**-0.5 + r.bias().to(q.dtype)
         out = attn.softmax(-1) @ v
         return r.proj(out.transpose(1, 2).reshape(b, n, -1))
 
@@ -116,9 +128,11 @@ def bench_attention(device: torch.device, reps: int) -> None:
             diff = (attn(x).float() - plain(x).float()).abs().max().item()
         times = {}
         for name, mod in (("sdpa", attn), ("plain", plain)):
+
             def step():
                 with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
                     mod(x).float().sum().backward()
+
             for _ in range(3):
                 step()
             sync(device)
@@ -130,28 +144,37 @@ def bench_attention(device: torch.device, reps: int) -> None:
                 sync(device)
                 best = min(best, (time.perf_counter() - t0) / reps)
             times[name] = best * 1e3
-        print(f"{size * size:7d} {chs:5d} {batch:6d} {times['sdpa']:9.2f} {times['plain']:10.2f} "
-              f"{times['plain'] / times['sdpa']:12.2f} {diff:9.1e}")
+        print(
+            f"{size * size:7d} {chs:5d} {batch:6d} {times['sdpa']:9.2f} {times['plain']:10.2f} "
+            f"{times['plain'] / times['sdpa']:12.2f} {diff:9.1e}"
+        )
 
 
-TRIAL_ARCHS = ("C-C-T-T L=2,1,2,2,1 D=32,64,64,96,128", "C-C-C-C L=2,1,1,1,1 D=16,32,32,64,96",
-               "T-T-T-T L=2,2,2,3,2 D=32,64,64,96,128")
+TRIAL_ARCHS = (
+    "C-C-T-T L=2,1,2,2,1 D=32,64,64,96,128",
+    "C-C-C-C L=2,1,1,1,1 D=16,32,32,64,96",
+    "T-T-T-T L=2,2,2,3,2 D=32,64,64,96,128",
+)
 
 
 def bench_trials(epochs: int) -> None:
     """Whole proxy trials on digits (32 px, grey) with the coatnet.yaml protocol, both objective modes."""
     from trainers.objective import ObjectiveConfig
     from trainers.proxy import train_candidate
+
     data = load_dataset(DataConfig(), 32, 1)
     print(f"\n== proxy trials on digits, 32 px x1, {epochs} epochs, cpu ==")
     print(f"{'architecture':<40} {'mode':<7} {'wall s':>7} {'gen':>6} {'cap':>6} {'score':>6} {'val_acc':>8}")
     for text in TRIAL_ARCHS:
         for mode in ("both", "single"):
             t0 = time.perf_counter()
-            r = train_candidate(Architecture.parse(text), data, TrainConfig(epochs=epochs, device="cpu"),
-                                ObjectiveConfig(mode=mode))
-            print(f"{text:<40} {mode:<7} {time.perf_counter() - t0:7.1f} {r.generalization:6.3f} "
-                  f"{r.capacity:6.3f} {r.score:6.3f} {r.metrics.get('val_acc', 0.0):8.3f}")
+            r = train_candidate(
+                Architecture.parse(text), data, TrainConfig(epochs=epochs, device="cpu"), ObjectiveConfig(mode=mode)
+            )
+            print(
+                f"{text:<40} {mode:<7} {time.perf_counter() - t0:7.1f} {r.generalization:6.3f} "
+                f"{r.capacity:6.3f} {r.score:6.3f} {r.metrics.get('val_acc', 0.0):8.3f}"
+            )
 
 
 def main() -> None:
@@ -163,15 +186,22 @@ def main() -> None:
     p.add_argument("--depths", default="1,1,2,2,1")
     p.add_argument("--widths", default="32,32,64,96,128")
     p.add_argument("--device", choices=["all", "cpu", "cuda"], default="all")
-    p.add_argument("--trials", type=int, default=0, metavar="EPOCHS",
-                   help="also time whole proxy trials on digits with this many epochs (0: skip)")
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=0,
+        metavar="EPOCHS",
+        help="also time whole proxy trials on digits with this many epochs (0: skip)",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")] if args.device in ("all", "cpu") else []
     if args.device in ("all", "cuda") and torch.cuda.is_available():
         devices.append(torch.device("cuda"))
-    print(f"torch {torch.__version__}, {args.threads} CPU thread(s), cuda: "
-          f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
+    print(
+        f"torch {torch.__version__}, {args.threads} CPU thread(s), cuda: "
+        f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}"
+    )
     for dev in devices:
         bench_layouts(dev, args.steps, args.batch_size, args.widths, args.depths)
         bench_attention(dev, args.reps)

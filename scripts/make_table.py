@@ -6,6 +6,7 @@ The table (format coatnas-table/1, docs/benchmark.md) records the space and prot
 hardware and seeds, and per candidate the proxy's raw measurements and per-round history, the zero-cost
 proxies and the reference where the study trained it. Prints a summary.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,9 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     by = collections.defaultdict(list)
     for e in ok:
         by[e["layout"]].append(axes(e, cfg, t.num_classes)["score"])
-    print(f"{path}: {len(t.entries)} candidates, {len(ok)} ok, best score {t.best():.4f}; "
-          f"{sum('reference' in e for e in t.entries.values())} with a reference; "
-          f"proxy training median {statistics.median(e['metrics']['wall_s'] for e in ok):.1f} s")
+    print(
+        f"{path}: {len(t.entries)} candidates, {len(ok)} ok, best score {t.best():.4f}; "
+        f"{sum('reference' in e for e in t.entries.values())} with a reference; "
+        f"proxy training median {statistics.median(e['metrics']['wall_s'] for e in ok):.1f} s"
+    )
     for lay, v in sorted(by.items()):
         print(f"  {lay:8s} n={len(v):3d} score mean {statistics.fmean(v):.4f} max {max(v):.4f}")
     return 0

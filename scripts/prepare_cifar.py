@@ -6,6 +6,7 @@ arrays are exactly what an ``imagefolder`` source pointed at the same folder wou
 
     python scripts/prepare_cifar.py ../shared/data/cifar10-jpg.tar.gz data/   # -> data/cifar10-{train,test}.npz
 """
+
 from __future__ import annotations
 
 import argparse

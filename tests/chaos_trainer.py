@@ -8,6 +8,7 @@ Stage S3 and the S1 width pick the fault; every other candidate is trained for r
 ``train_marked`` trains every candidate for real but first leaves a file ``<node id>.<arch id>`` in
 ``$CHAOS_MARKERS``, so a test knows which node a trial is running on.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,6 +41,7 @@ def train(arch, dataset, train, objective, **kwargs) -> TrialResult:
 
 def train_marked(arch, dataset, train, objective, **kwargs) -> TrialResult:
     import ray
+
     folder = os.environ["CHAOS_MARKERS"]
     open(os.path.join(folder, f"{ray.get_runtime_context().get_node_id()}.{arch.id}"), "w").close()
     return train_candidate(arch, dataset, train, objective, **kwargs)

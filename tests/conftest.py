@@ -1,4 +1,5 @@
 """Shared fixtures: one local Ray instance for the whole session (2 CPUs, no dashboard)."""
+
 from __future__ import annotations
 
 import os
@@ -14,9 +15,11 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_HERE, os.environ.get("PY
 def ray_local():
     """A local Ray started once for every test that needs it; shut down at the end of the session."""
     import os
+
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     import ray
+
     started = False
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -50,11 +53,15 @@ search: {trials: 4, sampler: SAMPLER, max_concurrent: 2, seed: 0}
 def write_space(tmp_path):
     """``write_space(name, max_params=..., sampler=..., epochs=...) -> Path``: a tiny search YAML (24
     candidates of ~10-40 k parameters, synthetic data, one-second trials)."""
-    def make(name: str = "tiny.yaml", *, max_params: str = "null", sampler: str = "random", epochs: int = 1,
-             extra: str = ""):
+
+    def make(
+        name: str = "tiny.yaml", *, max_params: str = "null", sampler: str = "random", epochs: int = 1, extra: str = ""
+    ):
         path = tmp_path / name
-        text = (TINY_SPACE.replace("MAX_PARAMS", str(max_params)).replace("SAMPLER", sampler)
-                .replace("EPOCHS", str(epochs)))
+        text = (
+            TINY_SPACE.replace("MAX_PARAMS", str(max_params)).replace("SAMPLER", sampler).replace("EPOCHS", str(epochs))
+        )
         path.write_text(text + extra)
         return path
+
     return make

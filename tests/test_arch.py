@@ -1,4 +1,5 @@
 """Architecture / ModelConfig contracts: canonical string, stable id, round trips, validation."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,18 +45,25 @@ def test_vit_rel_round_trip():
     assert Architecture.from_dict(yaml.safe_load(yaml.safe_dump(vit.to_dict()))).id == vit.id
 
 
-@pytest.mark.parametrize("data, fragment", [
-    ({"layout": "C-X-T-T", "depths": [1] * 5, "widths": [8] * 5}, "architecture.layout"),
-    ({"layout": "C-C-T", "depths": [1] * 5, "widths": [8] * 5}, "architecture.layout"),
-    ({"layout": "C-C-T-T", "depths": [1] * 4, "widths": [8] * 5}, "architecture.depths"),
-    ({"layout": "C-C-T-T", "depths": [1] * 5, "widths": [8, 8, 8, 8, 0]}, "architecture.widths"),
-    ({"layout": "C-C-T-T", "depths": [1] * 5, "widths": [8] * 5, "colour": 1}, "architecture.colour"),
-    ({"layout": "C-C-T-T", "depths": [1] * 5, "widths": [8] * 5, "options": {"rel_attn": "mid"}},
-     "architecture.options.rel_attn"),
-    ({"layout": "C-C-T-T", "depths": [1] * 5, "widths": [8] * 5, "options": {"se_ratio": 2}},
-     "architecture.options.se_ratio"),
-    ({"depths": [1] * 5, "widths": [8] * 5}, "architecture.layout"),
-])
+@pytest.mark.parametrize(
+    "data, fragment",
+    [
+        ({"layout": "C-X-T-T", "depths": [1] * 5, "widths": [8] * 5}, "architecture.layout"),
+        ({"layout": "C-C-T", "depths": [1] * 5, "widths": [8] * 5}, "architecture.layout"),
+        ({"layout": "C-C-T-T", "depths": [1] * 4, "widths": [8] * 5}, "architecture.depths"),
+        ({"layout": "C-C-T-T", "depths": [1] * 5, "widths": [8, 8, 8, 8, 0]}, "architecture.widths"),
+        ({"layout": "C-C-T-T", "depths": [1] * 5, "widths": [8] * 5, "colour": 1}, "architecture.colour"),
+        (
+            {"layout": "C-C-T-T", "depths": [1] * 5, "widths": [8] * 5, "options": {"rel_attn": "mid"}},
+            "architecture.options.rel_attn",
+        ),
+        (
+            {"layout": "C-C-T-T", "depths": [1] * 5, "widths": [8] * 5, "options": {"se_ratio": 2}},
+            "architecture.options.se_ratio",
+        ),
+        ({"depths": [1] * 5, "widths": [8] * 5}, "architecture.layout"),
+    ],
+)
 def test_from_dict_errors_name_the_key(data, fragment):
     with pytest.raises(ConfigError) as info:
         Architecture.from_dict(data, file="m.yaml")
@@ -63,25 +71,32 @@ def test_from_dict_errors_name_the_key(data, fragment):
 
 
 def test_model_config_yaml_round_trip(tmp_path):
-    cfg = ModelConfig(Architecture.parse(C0), num_classes=10, image_size=32, in_chans=1,
-                      provenance={"run": "r1", "trial": 3})
+    cfg = ModelConfig(
+        Architecture.parse(C0), num_classes=10, image_size=32, in_chans=1, provenance={"run": "r1", "trial": 3}
+    )
     path = save_model_config(cfg, tmp_path / "sub" / "model.yaml")
     back = load_model_config(path)
     assert back == cfg and back.provenance == {"run": "r1", "trial": 3}
     assert not list(tmp_path.glob("sub/*.tmp"))
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("architecture: {layout: C-C-T-T, depths: [1,1,1,1,1], widths: [8,8,8,8,8]}\nimage_size: 4\n"
-     "num_classes: 10\n", "image_size"),
-    ("architecture: {layout: C-C-T-T, depths: [1,1,1,1,1], widths: [8,8,8,8,8]}\nimage_size: 32\n",
-     "num_classes"),
-    ("image_size: 32\nnum_classes: 10\n", "architecture"),
-    ("architecture: [1, 2]\nimage_size: 32\nnum_classes: 10\n", "architecture"),
-    ("[unclosed\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        (
+            "architecture: {layout: C-C-T-T, depths: [1,1,1,1,1], widths: [8,8,8,8,8]}\nimage_size: 4\n"
+            "num_classes: 10\n",
+            "image_size",
+        ),
+        ("architecture: {layout: C-C-T-T, depths: [1,1,1,1,1], widths: [8,8,8,8,8]}\nimage_size: 32\n", "num_classes"),
+        ("image_size: 32\nnum_classes: 10\n", "architecture"),
+        ("architecture: [1, 2]\nimage_size: 32\nnum_classes: 10\n", "architecture"),
+        ("[unclosed\n", "not valid YAML"),
+    ],
+)
 def test_model_config_errors(tmp_path, text, fragment):
     from nas.errors import UserError
+
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     with pytest.raises(UserError) as info:
@@ -91,6 +106,7 @@ def test_model_config_errors(tmp_path, text, fragment):
 
 def test_missing_model_config_file(tmp_path):
     from nas.errors import UserError
+
     with pytest.raises(UserError, match="no such model config"):
         load_model_config(tmp_path / "nope.yaml")
 

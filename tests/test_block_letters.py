@@ -1,4 +1,5 @@
 """Block letters come from one table (nas.arch.BLOCKS); the torch-free rooms stay torch-free."""
+
 from __future__ import annotations
 
 import subprocess
@@ -35,11 +36,16 @@ def test_builder_and_cost_model_cover_exactly_the_table():
         check_block_table({"C": 1, "X": 2}, "a table")
 
 
-@pytest.mark.parametrize("layout, problem", [("C-X-T-T", "unknown block letter 'X'"),
-                                             (["C", "C", "T", 7], "unknown block letter 7"),
-                                             (["C", ["T"], "T", "T"], "unknown block letter ['T']"),
-                                             ("C-C-T", "not a layout of four stages"),
-                                             (5, "not a layout of four stages")])
+@pytest.mark.parametrize(
+    "layout, problem",
+    [
+        ("C-X-T-T", "unknown block letter 'X'"),
+        (["C", "C", "T", 7], "unknown block letter 7"),
+        (["C", ["T"], "T", "T"], "unknown block letter ['T']"),
+        ("C-C-T", "not a layout of four stages"),
+        (5, "not a layout of four stages"),
+    ],
+)
 def test_unknown_letter_in_from_dict_is_a_config_error_listing_the_known_ones(layout, problem):
     with pytest.raises(ConfigError, match="architecture.layout") as err:
         nas.Architecture.from_dict({**GOOD, "layout": layout})
@@ -55,19 +61,24 @@ def test_unknown_letter_in_the_string_form_and_the_constructor_lists_the_known_o
 
 def test_unknown_letter_in_a_model_config_file(tmp_path):
     path = tmp_path / "m.yaml"
-    path.write_text("architecture: {layout: C-C-X-T, depths: [1, 1, 1, 1, 1], widths: [8, 8, 16, 32, 32]}\n"
-                    "image_size: 32\nnum_classes: 4\nin_chans: 1\n")
+    path.write_text(
+        "architecture: {layout: C-C-X-T, depths: [1, 1, 1, 1, 1], widths: [8, 8, 16, 32, 32]}\n"
+        "image_size: 32\nnum_classes: 4\nin_chans: 1\n"
+    )
     with pytest.raises(ConfigError) as err:
         load_model_config(path)
     text = str(err.value)
     assert str(path) in text and "`architecture.layout`" in text and "'X'" in text and known_blocks() in text
 
 
-@pytest.mark.parametrize("space, key, fragment", [
-    (stages(S2=["C", "X"]), "space.stages.S2.block", "(got 'X')"),
-    (stages(S2=[["C"]]), "space.stages.S2.block", "(got ['C'])"),
-    ({**SPACE, "rules": {"layouts": ["C-C-T-T", "C-Z-T-T"]}}, "space.rules.layouts[1]", "unknown block letter 'Z'"),
-])
+@pytest.mark.parametrize(
+    "space, key, fragment",
+    [
+        (stages(S2=["C", "X"]), "space.stages.S2.block", "(got 'X')"),
+        (stages(S2=[["C"]]), "space.stages.S2.block", "(got ['C'])"),
+        ({**SPACE, "rules": {"layouts": ["C-C-T-T", "C-Z-T-T"]}}, "space.rules.layouts[1]", "unknown block letter 'Z'"),
+    ],
+)
 def test_unknown_letter_in_a_space_is_a_config_error_listing_the_known_ones(space, key, fragment):
     with pytest.raises(ConfigError) as err:
         SearchSpace.from_dict(space)
@@ -77,8 +88,11 @@ def test_unknown_letter_in_a_space_is_a_config_error_listing_the_known_ones(spac
 def test_a_new_letter_is_one_entry_per_table(monkeypatch):
     """Register ``X`` (a convolution block ordered with C): the space, the builder and the cost model take it
     from the tables, and the stage it names is built of MBConv blocks, not transformers."""
-    monkeypatch.setitem(BLOCKS, "X", BlockKind("X", "test conv", "an MBConv under another letter",
-                                               attention=False, order=0, default_choice=False))
+    monkeypatch.setitem(
+        BLOCKS,
+        "X",
+        BlockKind("X", "test conv", "an MBConv under another letter", attention=False, order=0, default_choice=False),
+    )
     monkeypatch.setitem(BLOCK_MODULES, "X", BLOCK_MODULES["C"])
     monkeypatch.setitem(BLOCK_COSTS, "X", BLOCK_COSTS["C"])
     space = SearchSpace.from_dict(stages(S1=["C", "X"], S2=["X"], S3=["T"], S4=["T"]))
@@ -93,17 +107,20 @@ def test_a_new_letter_is_one_entry_per_table(monkeypatch):
 
 
 def test_torch_free_rooms_do_not_import_torch():
-    code = ("import sys, nas, nas.cost, nas.space, nas.space_yaml, nas.arch, nas.geometry, nas.presets\n"
-            "assert 'torch' not in sys.modules, 'torch imported'\n"
-            "nas.count_cost(nas.presets.get('coatnet-0'), 224)\n"
-            "assert 'torch' not in sys.modules, 'torch imported by count_cost'\n"
-            "assert {'build_model', 'load_space', 'count_cost', 'SearchSpace'} <= set(dir(nas))\n"
-            "assert nas.build_model('coatnet-0', image_size=32).num_classes == 1000\n"
-            "assert 'torch' in sys.modules\n")
+    code = (
+        "import sys, nas, nas.cost, nas.space, nas.space_yaml, nas.arch, nas.geometry, nas.presets\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "nas.count_cost(nas.presets.get('coatnet-0'), 224)\n"
+        "assert 'torch' not in sys.modules, 'torch imported by count_cost'\n"
+        "assert {'build_model', 'load_space', 'count_cost', 'SearchSpace'} <= set(dir(nas))\n"
+        "assert nas.build_model('coatnet-0', image_size=32).num_classes == 1000\n"
+        "assert 'torch' in sys.modules\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
 
 
 def test_geometry_names_stay_importable_where_they_were():
     from nas import blocks, geometry, model
+
     assert model.feature_sizes is geometry.feature_sizes and blocks.downsampled is geometry.downsampled

@@ -1,4 +1,5 @@
 """nas-search / nas-export / nas-report command lines: user mistakes give one paragraph and exit 2."""
+
 from __future__ import annotations
 
 import subprocess
@@ -21,8 +22,9 @@ def _recorded_run(space: Path, run_dir: Path) -> RunDir:
     rd = RunDir(run_dir)
     rd.path.mkdir(parents=True)
     rd.write_experiment(exp, "r")
-    rd.write_meta({"format": 1, "name": "r", "fingerprint": exp.space.fingerprint(), "source": str(space),
-                   "sessions": []})
+    rd.write_meta(
+        {"format": 1, "name": "r", "fingerprint": exp.space.fingerprint(), "source": str(space), "sessions": []}
+    )
     return rd
 
 
@@ -111,15 +113,18 @@ def test_corrupted_trials_file_is_named(write_space, tmp_path, capsys):
 
 
 def test_dry_run_prints_size_and_candidates_without_ray(write_space, capsys):
-    rc, out, _ = _main(search_cli, ["--space", str(write_space(max_params=18000)), "--dry-run", "--samples", "12"],
-                       capsys)
+    rc, out, _ = _main(
+        search_cli, ["--space", str(write_space(max_params=18000)), "--dry-run", "--samples", "12"], capsys
+    )
     assert rc == 0
     assert "24 candidates" in out and "max_params 18000" in out
     lines = [l for l in out.splitlines() if "params" in l and "MACs" in l and "id " in l]
     assert len(lines) == 12
     assert any("OVER BUDGET" in l for l in lines) and any("OVER BUDGET" not in l for l in lines)
-    code = ("import sys; from nas.cli.search import main; rc = main(['--space', 'coatnet.yaml', '--dry-run']); "
-            "print('ray imported' if 'ray' in sys.modules else 'no ray', rc)")
+    code = (
+        "import sys; from nas.cli.search import main; rc = main(['--space', 'coatnet.yaml', '--dry-run']); "
+        "print('ray imported' if 'ray' in sys.modules else 'no ray', rc)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip().endswith("no ray 0"), proc.stdout + proc.stderr
 
@@ -137,8 +142,7 @@ def test_export_cli_errors(write_space, tmp_path, capsys):
 def test_real_process_prints_no_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("space:\n  stages: {S5: {}}\n")
-    proc = subprocess.run([str(BIN / "nas-search"), "--space", str(bad)], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([str(BIN / "nas-search"), "--space", str(bad)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     _one_paragraph_error(proc.stderr)
     assert proc.stdout == ""

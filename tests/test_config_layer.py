@@ -1,4 +1,5 @@
 """The configuration layer is torch-free: a whole experiment is parsed and validated without torch or Ray."""
+
 from __future__ import annotations
 
 import subprocess
@@ -18,8 +19,12 @@ def _imports_after(code: str) -> set[str]:
 
 
 def test_loading_the_shipped_space_imports_neither_torch_nor_ray():
-    assert _imports_after("from nas.search import load_experiment\n"
-                          "e = load_experiment('coatnet.yaml')\nassert e.space.size() > 0") == set()
+    assert (
+        _imports_after(
+            "from nas.search import load_experiment\ne = load_experiment('coatnet.yaml')\nassert e.space.size() > 0"
+        )
+        == set()
+    )
 
 
 def test_an_npz_source_counts_its_classes_without_torch(write_space, tmp_path):
@@ -27,13 +32,18 @@ def test_an_npz_source_counts_its_classes_without_torch(write_space, tmp_path):
     rng = np.random.default_rng(0)
     np.savez(npz, x=rng.integers(0, 255, (40, 8, 8), dtype=np.uint8), y=np.arange(40) % 5)
     path = write_space()
-    path.write_text(path.read_text().replace(
-        "data: {name: synthetic, synthetic_samples: 160, synthetic_classes: 4, synthetic_difficulty: 0.3}",
-        f"data: {{name: npz, path: {npz}}}"))
+    path.write_text(
+        path.read_text().replace(
+            "data: {name: synthetic, synthetic_samples: 160, synthetic_classes: 4, synthetic_difficulty: 0.3}",
+            f"data: {{name: npz, path: {npz}}}",
+        )
+    )
     code = f"from nas.search import load_experiment\ne = load_experiment({str(path)!r})\nassert e.num_classes == 5"
     assert _imports_after(code) == set()
 
 
 def test_cost_model_and_space_import_without_torch():
-    assert _imports_after("import nas.cost, nas.space, nas.arch, trainers.config, trainers.objective, "
-                          "nas.search.config") == set()
+    assert (
+        _imports_after("import nas.cost, nas.space, nas.arch, trainers.config, trainers.objective, nas.search.config")
+        == set()
+    )

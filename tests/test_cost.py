@@ -1,4 +1,5 @@
 """Cost model: exact against the real module and the flop counter; caching; round trips."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,11 +20,18 @@ def tiny(layout: str, options: BlockOptions = BlockOptions()) -> Architecture:
     return dataclasses.replace(Architecture.parse(f"{layout} L=2,1,2,1,1 D=16,16,32,32,64"), options=options)
 
 
-@pytest.mark.parametrize("arch", [tiny("C-C-T-T"), Architecture.parse("C-C-C-T L=3,1,1,1,1 D=8,8,16,16,32"),
-                         Architecture.parse("C-C-C-T L=1,1,1,1,1 D=8,8,16,16,32"),
-                         tiny("C-T-T-T", BlockOptions(rel_attn="post",
-                         downsample="dwconv", se_ratio=0.0)), tiny("C-C-C-C"),
-                         Architecture.parse("ViT_REL L=1,1,1,1,1 D=32,32,32,64,64 patch=4")], ids=str)
+@pytest.mark.parametrize(
+    "arch",
+    [
+        tiny("C-C-T-T"),
+        Architecture.parse("C-C-C-T L=3,1,1,1,1 D=8,8,16,16,32"),
+        Architecture.parse("C-C-C-T L=1,1,1,1,1 D=8,8,16,16,32"),
+        tiny("C-T-T-T", BlockOptions(rel_attn="post", downsample="dwconv", se_ratio=0.0)),
+        tiny("C-C-C-C"),
+        Architecture.parse("ViT_REL L=1,1,1,1,1 D=32,32,32,64,64 patch=4"),
+    ],
+    ids=str,
+)
 def test_cost_matches_real_module(arch):
     model = build_model(arch, num_classes=10, image_size=32, in_chans=1).eval()
     cost = count_cost(arch, image_size=32, num_classes=10, in_chans=1)

@@ -1,4 +1,5 @@
 """The dashboards docs/dashboards.md documents, started for real on 127.0.0.1 over a run directory's files."""
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,12 @@ def test_optuna_dashboard_reads_the_run_journal_live(tmp_path):
     tell(study, 0.7, 0.8)
     tell(study, 0.6, 0.5)  # dominated by both
     port = free_port()
-    proc = subprocess.Popen([str(BIN / "optuna-dashboard"), str(run.journal), "--host", "127.0.0.1", "--port",
-                             str(port), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [str(BIN / "optuna-dashboard"), str(run.journal), "--host", "127.0.0.1", "--port", str(port), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         studies = get_json(f"{base}/api/studies", proc=proc)["study_summaries"]

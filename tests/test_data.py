@@ -47,6 +47,7 @@ def test_synthetic_deterministic_and_limit():
     check_dataset(a, 12, 1, 4)
     assert len(a.y_train) + len(a.y_val) == 100
     from trainers.data import _load_cached
+
     b = _load_cached.__wrapped__(cfg, 12, 1, None)
     assert torch.equal(a.x_train.float(), b.x_train.float()) and torch.equal(a.y_val, b.y_val)
 
@@ -57,8 +58,9 @@ def write_cifar(folder, n_files, key, n=20, classes=10):
     names = [f"data_batch_{i}" for i in range(1, 6)] if n_files == 5 else ["train"]
     for name in names:
         with open(folder / name, "wb") as fh:
-            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                         key: [i % classes for i in range(n)]}, fh)
+            pickle.dump(
+                {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), key: [i % classes for i in range(n)]}, fh
+            )
 
 
 def test_cifar10_happy_and_missing_batches(tmp_path):
@@ -120,15 +122,18 @@ def old_float32(x, y, cfg, image_size, in_chans):
     """The float32 tensors every source was held as before images were kept as uint8 (the old loader's
     arithmetic: x / 255, resize, then (x - mean) / std with the training split's float32 statistics)."""
     import torch.nn.functional as F
+
     from trainers.data import stratified_split
+
     tr, va = stratified_split(y, cfg.val_fraction, cfg.seed)
     t = torch.from_numpy(np.ascontiguousarray(x))
     t = t.float().div_(255.0) if t.dtype == torch.uint8 else t.float()
     if t.shape[1] != in_chans:
         t = t.expand(-1, in_chans, -1, -1)
     if t.shape[-1] != image_size:
-        t = F.interpolate(t, size=(image_size, image_size), mode="bilinear", align_corners=False,
-                          antialias=t.shape[-1] > image_size)
+        t = F.interpolate(
+            t, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=t.shape[-1] > image_size
+        )
     t = t.contiguous()
     trt = torch.from_numpy(tr)
     mean = t[trt].mean((0, 2, 3), keepdim=True)
@@ -137,8 +142,9 @@ def old_float32(x, y, cfg, image_size, in_chans):
     return t[trt], t[torch.from_numpy(va)]
 
 
-@pytest.mark.parametrize("shape,size,chans", [((600, 32, 32, 3), 32, 3), ((300, 12, 12), 12, 3),
-                                               ((300, 12, 12, 3), 16, 3)])
+@pytest.mark.parametrize(
+    "shape,size,chans", [((600, 32, 32, 3), 32, 3), ((300, 12, 12), 12, 3), ((300, 12, 12, 3), 16, 3)]
+)
 def test_uint8_storage_gives_the_old_float32_batches(tmp_path, shape, size, chans):
     rng = np.random.default_rng(3)
     x = rng.integers(0, 256, shape, dtype=np.uint8)
@@ -162,6 +168,7 @@ def test_uint8_storage_gives_the_old_float32_batches(tmp_path, shape, size, chan
 
 def test_float_sources_unchanged_and_subsets_keep_storage():
     from sklearn.datasets import load_digits
+
     dig = load_digits()
     cfg = DataConfig()
     d = load_dataset(cfg, 16, 3)

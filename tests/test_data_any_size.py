@@ -1,5 +1,6 @@
 """Data of any size: one copy per node in Ray's object store (trainers.shared), and image folders streamed
 batch by batch above `train.data.stream_above_mb` (trainers.stream)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,27 +41,41 @@ def _folder(root, per_class=8, sizes=((12, 12), (12, 12), (14, 10))):
 
 # --------------------------------------------------------------------------- the shared path (Ray)
 
+
 def _in_worker(cfg: DataConfig, size: int, chans: int, shared: dict, idx: torch.Tensor) -> dict:
     """In a Ray worker: the shared dataset's batches, and where its images live."""
     import ray
 
     from trainers.shared import worker_dataset
+
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # torch's non-writable warning must not escape
         ds = worker_dataset(cfg, size, chans, shared)
     again = worker_dataset(cfg, size, chans, shared)
     store = ray.get(shared[cfg])["x_train"]  # another zero-copy view of the stored array
     ptr = ds.x_train.raw.data_ptr()
-    mapping = next(line.split() for line in open("/proc/self/maps")
-                   if int(line.split("-")[0], 16) <= ptr < int(line.split()[0].split("-")[1], 16))
-    return {"train": ds.x_train[idx], "val": ds.x_val[:17], "y_train": ds.y_train.clone(),
-            "y_val": ds.y_val.clone(), "same_ptr": ptr == store.ctypes.data, "store_writeable": store.flags.writeable,
-            "mapping_perms": mapping[1], "cached": again is ds, "stored": str(ds.x_train.raw.dtype)}
+    mapping = next(
+        line.split()
+        for line in open("/proc/self/maps")
+        if int(line.split("-")[0], 16) <= ptr < int(line.split()[0].split("-")[1], 16)
+    )
+    return {
+        "train": ds.x_train[idx],
+        "val": ds.x_val[:17],
+        "y_train": ds.y_train.clone(),
+        "y_val": ds.y_val.clone(),
+        "same_ptr": ptr == store.ctypes.data,
+        "store_writeable": store.flags.writeable,
+        "mapping_perms": mapping[1],
+        "cached": again is ds,
+        "stored": str(ds.x_train.raw.dtype),
+    }
 
 
 @pytest.mark.parametrize("size", [12, 16])  # 12: uint8 at its own size; 16: resampled, float32
 def test_shared_batches_bitwise_equal_and_not_copied(ray_local, tmp_path, size):
     from trainers.shared import share_datasets
+
     cfg = DataConfig(name="npz", path=_npz(tmp_path / "d.npz"), val_fraction=0.25)
     shared = share_datasets([cfg, cfg], size, 3)
     assert list(shared) == [cfg]
@@ -78,6 +93,7 @@ def test_shared_batches_bitwise_equal_and_not_copied(ray_local, tmp_path, size):
 
 def test_shared_only_file_sources_and_load_errors_on_the_driver(ray_local, tmp_path):
     from trainers.shared import share_datasets, worker_dataset
+
     synth = DataConfig(name="synthetic", synthetic_samples=40, synthetic_classes=2)
     assert share_datasets([synth], 8, 1) == {}
     assert isinstance(worker_dataset(synth, 8, 1, {}).x_train, Images)  # the per-process path
@@ -88,6 +104,7 @@ def test_shared_only_file_sources_and_load_errors_on_the_driver(ray_local, tmp_p
 
 
 # --------------------------------------------------------------------------- streaming
+
 
 @pytest.mark.parametrize("size,chans", [(12, 3), (16, 3), (8, 1)])
 def test_streamed_matches_in_memory(tmp_path, size, chans):
@@ -101,8 +118,12 @@ def test_streamed_matches_in_memory(tmp_path, size, chans):
     assert torch.equal(st.y_train, mem.y_train) and torch.equal(st.y_val, mem.y_val)
     assert st.x_train.shape == mem.x_train.shape and len(st.x_val) == len(mem.x_val)
     idx = torch.tensor([4, 0, 11, 7, 2])
-    for a, b in [(st.x_train[idx], mem.x_train[idx]), (st.x_val[:], mem.x_val[:]), (st.x_train[3], mem.x_train[3]),
-                 (st.x_train.subset(idx)[1:3], mem.x_train.subset(idx)[1:3])]:
+    for a, b in [
+        (st.x_train[idx], mem.x_train[idx]),
+        (st.x_val[:], mem.x_val[:]),
+        (st.x_train[3], mem.x_train[3]),
+        (st.x_train.subset(idx)[1:3], mem.x_train.subset(idx)[1:3]),
+    ]:
         assert a.dtype == torch.float32 and a.shape == b.shape
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
 
@@ -135,13 +156,18 @@ def test_stream_chosen_by_size(tmp_path):
 
 
 def test_streamed_dataset_trains_and_names_a_broken_file(tmp_path):
-    cfg = DataConfig(name="imagefolder", path=_folder(tmp_path / "imgs", per_class=12), val_fraction=0.25,
-                     stream_above_mb=0)
+    cfg = DataConfig(
+        name="imagefolder", path=_folder(tmp_path / "imgs", per_class=12), val_fraction=0.25, stream_above_mb=0
+    )
     ds = read_dataset(cfg, 32, 3)
     arch = Architecture.parse("C-C-T-T L=1,1,1,1,1 D=8,8,16,16,32")
-    res = train_candidate(arch, ds, TrainConfig(data=cfg, epochs=1, batch_size=8, eval_batch_size=16,
-                                                bn_recalibrate=16, augment=True),
-                          ObjectiveConfig(mode="single"), num_threads=1)
+    res = train_candidate(
+        arch,
+        ds,
+        TrainConfig(data=cfg, epochs=1, batch_size=8, eval_batch_size=16, bn_recalibrate=16, augment=True),
+        ObjectiveConfig(mode="single"),
+        num_threads=1,
+    )
     assert res.status == "ok" and res.metrics["steps"] == 3
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "imgs" / "ant" / "00.png")  # another size: ok
     (tmp_path / "imgs" / "bee" / "01.jpg").write_bytes(b"broken")
@@ -150,8 +176,11 @@ def test_streamed_dataset_trains_and_names_a_broken_file(tmp_path):
 
 
 def test_stream_key_bad_values():
-    for bad, problem in [(-1, r"is out of range \(got -1\)\. Allowed: a number of megabytes >= 0 \(0: always"),
-                         ("lots", "has the wrong type"), (True, "has the wrong type")]:
+    for bad, problem in [
+        (-1, r"is out of range \(got -1\)\. Allowed: a number of megabytes >= 0 \(0: always"),
+        ("lots", "has the wrong type"),
+        (True, "has the wrong type"),
+    ]:
         with pytest.raises(ConfigError, match=rf"s.yaml: `train.data.stream_above_mb`: {problem}"):
             parse_dataclass(DataConfig, {"stream_above_mb": bad}, "s.yaml", "train.data")
     assert parse_dataclass(DataConfig, {"stream_above_mb": None}).stream_above_mb is None

@@ -1,4 +1,5 @@
 """``download: true`` against a real HTTP server on 127.0.0.1 serving small archives of the CIFAR format."""
+
 from __future__ import annotations
 
 import hashlib
@@ -26,8 +27,10 @@ def cifar_archive(name: str = "cifar10", n: int = 60, extra: dict[str, tarfile.T
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for member in arc.members:
-            body = pickle.dumps({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                                 label_key: [i % classes for i in range(n)]}, protocol=2)
+            body = pickle.dumps(
+                {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), label_key: [i % classes for i in range(n)]},
+                protocol=2,
+            )
             info = tarfile.TarInfo(f"{arc.folder}/{member}")
             info.size = len(body)
             tar.addfile(info, io.BytesIO(body))
@@ -56,7 +59,7 @@ class Server:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body[:outer.cut.get(self.path, len(body))])
+                self.wfile.write(body[: outer.cut.get(self.path, len(body))])
                 self.wfile.flush()
                 self.close_connection = True
 
@@ -93,8 +96,9 @@ def leftovers(folder):
 def test_download_verifies_caches_and_reuses_without_server(server, tmp_path, capsys):
     body = cifar_archive()
     server.files["/c10.tar.gz"] = body
-    cfg = DataConfig(name="cifar10", download=True, path=str(tmp_path / "cache"), url=server.url("/c10.tar.gz"),
-                     md5=md5(body))
+    cfg = DataConfig(
+        name="cifar10", download=True, path=str(tmp_path / "cache"), url=server.url("/c10.tar.gz"), md5=md5(body)
+    )
     d = load_dataset(cfg, 16, 3)
     assert len(d.y_train) + len(d.y_val) == 300 and d.num_classes == 10 and d.x_train.shape[1:] == (3, 16, 16)
     assert server.hits == 1
@@ -106,8 +110,9 @@ def test_download_verifies_caches_and_reuses_without_server(server, tmp_path, ca
     assert torch.equal(plain.x_train.raw, d.x_train.raw)
     # a second load (a fresh process's cache: another seed) uses the files, the server is gone
     server.stop()
-    again = load_dataset(DataConfig(name="cifar10", download=True, path=str(tmp_path / "cache"),
-                                    url=cfg.url, md5=cfg.md5, seed=5), 16, 3)
+    again = load_dataset(
+        DataConfig(name="cifar10", download=True, path=str(tmp_path / "cache"), url=cfg.url, md5=cfg.md5, seed=5), 16, 3
+    )
     assert len(again.y_train) + len(again.y_val) == 300
     # the driver resolves the source to the extracted folder: workers read it, a new node downloads into its parent
     resolved = resolve_source(cfg, None)
@@ -118,8 +123,9 @@ def test_cached_archive_is_unpacked_without_server(server, tmp_path):
     body = cifar_archive("cifar100", n=200)
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "cifar-100-python.tar.gz").write_bytes(body)
-    cfg = DataConfig(name="cifar100", download=True, path=str(tmp_path / "cache"), url=server.url("/none"),
-                     md5=md5(body))
+    cfg = DataConfig(
+        name="cifar100", download=True, path=str(tmp_path / "cache"), url=server.url("/none"), md5=md5(body)
+    )
     d = load_dataset(cfg, 8, 1)
     assert d.num_classes == 100 and len(d.y_train) + len(d.y_val) == 200 and server.hits == 0
 
@@ -182,8 +188,9 @@ def test_archive_members_cannot_escape_or_be_links(server, tmp_path):
     body = cifar_archive(extra={"evil": evil})
     server.files["/evil.tar.gz"] = body
     cache = tmp_path / "deep" / "cache"
-    d = load_dataset(DataConfig(name="cifar10", download=True, path=str(cache), url=server.url("/evil.tar.gz"),
-                                md5=md5(body)), 8, 3)
+    d = load_dataset(
+        DataConfig(name="cifar10", download=True, path=str(cache), url=server.url("/evil.tar.gz"), md5=md5(body)), 8, 3
+    )
     assert d.num_classes == 10 and not (tmp_path / "escaped").exists() and not (tmp_path / "deep" / "escaped").exists()
     # a pickle that is a symbolic link (to any file of the machine) is refused
     link = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
@@ -193,8 +200,17 @@ def test_archive_members_cannot_escape_or_be_links(server, tmp_path):
         tar.addfile(link)
     server.files["/link.tar.gz"] = buf.getvalue()
     with pytest.raises(UserError, match=r"data_batch_1` is not a regular file.*Delete it"):
-        load_dataset(DataConfig(name="cifar10", download=True, path=str(tmp_path / "c2"),
-                                url=server.url("/link.tar.gz"), md5=md5(buf.getvalue())), 8, 3)
+        load_dataset(
+            DataConfig(
+                name="cifar10",
+                download=True,
+                path=str(tmp_path / "c2"),
+                url=server.url("/link.tar.gz"),
+                md5=md5(buf.getvalue()),
+            ),
+            8,
+            3,
+        )
     assert not (tmp_path / "c2" / "cifar-10-batches-py").exists()
 
 
@@ -216,20 +232,24 @@ def test_nas_search_downloads_on_the_driver_and_refuses_a_bad_archive(server, tm
 
     body = cifar_archive()
     server.files["/c.tar.gz"] = body
-    space = ("space:\n  input: {image_size: 32, channels: 3}\n  stem: {width: 8}\n  stages:\n"
-             + "".join(f"    S{i}: {{block: [C], depth: 1, width: 16}}\n" for i in range(1, 5))
-             + f"train:\n  data: {{name: cifar10, download: true, path: cache, url: '{server.url('/c.tar.gz')}',"
-             f" md5: 'MD5'}}\n")
+    space = (
+        "space:\n  input: {image_size: 32, channels: 3}\n  stem: {width: 8}\n  stages:\n"
+        + "".join(f"    S{i}: {{block: [C], depth: 1, width: 16}}\n" for i in range(1, 5))
+        + f"train:\n  data: {{name: cifar10, download: true, path: cache, url: '{server.url('/c.tar.gz')}',"
+        f" md5: 'MD5'}}\n"
+    )
     nas_search = str(Path(sys.executable).parent / "nas-search")
     (tmp_path / "bad.yaml").write_text(space.replace("MD5", "0" * 32))
-    proc = subprocess.run([nas_search, "--space", "bad.yaml", "--dry-run"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [nas_search, "--space", "bad.yaml", "--dry-run"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "not the expected 00000000000000000000000000000000" in " ".join(proc.stderr.split())
     assert leftovers(tmp_path / "cache") == []
     (tmp_path / "ok.yaml").write_text(space.replace("MD5", md5(body)))
-    proc = subprocess.run([nas_search, "--space", "ok.yaml", "--dry-run"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [nas_search, "--space", "ok.yaml", "--dry-run"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "cache" / "cifar-10-batches-py" / "data_batch_5").is_file() and server.hits == 2
 
@@ -238,6 +258,7 @@ def test_new_keys_leave_recorded_protocols_unchanged():
     """A run's protocol (experiment.json) recorded before these keys existed reads them as missing (None):
     their defaults must be None too, or every older run would refuse to resume."""
     import dataclasses
+
     d = dataclasses.asdict(DataConfig())
     assert (d["download"], d["url"], d["md5"]) == (None, None, None)
     with pytest.raises(ConfigError, match=r"`train.data.download`: has the wrong type.*true or false or null"):

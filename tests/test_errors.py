@@ -1,4 +1,5 @@
 """The validation kit behind every config section."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -32,18 +33,21 @@ def test_defaults_and_coercion():
     assert parse_dataclass(Section, None) == Section()
 
 
-@pytest.mark.parametrize("data, fragments", [
-    ({"lrr": 1}, ["f.yaml", "`train.lrr`", "unknown key", "unknown key. Did you mean `lr`? Allowed: lr, epochs"]),
-    ({"lr": -1}, ["`train.lr`", "out of range", "(got -1", "Allowed: > 0"]),
-    ({"lr": "fast"}, ["`train.lr`", "wrong type", "a number"]),
-    ({"epochs": 2.5}, ["`train.epochs`", "an integer"]),
-    ({"epochs": True}, ["`train.epochs`", "an integer"]),
-    ({"mode": "c"}, ["`train.mode`", "'a' | 'b'"]),
-    ({"flag": "yes"}, ["`train.flag`", "true or false"]),
-    ({"sizes": [1, "x"]}, ["`train.sizes[1]`"]),
-    ({"inner": {"q": 1}}, ["`train.inner.q`", "unknown key"]),
-    ([1, 2], ["`train`", "mapping"]),
-])
+@pytest.mark.parametrize(
+    "data, fragments",
+    [
+        ({"lrr": 1}, ["f.yaml", "`train.lrr`", "unknown key", "unknown key. Did you mean `lr`? Allowed: lr, epochs"]),
+        ({"lr": -1}, ["`train.lr`", "out of range", "(got -1", "Allowed: > 0"]),
+        ({"lr": "fast"}, ["`train.lr`", "wrong type", "a number"]),
+        ({"epochs": 2.5}, ["`train.epochs`", "an integer"]),
+        ({"epochs": True}, ["`train.epochs`", "an integer"]),
+        ({"mode": "c"}, ["`train.mode`", "'a' | 'b'"]),
+        ({"flag": "yes"}, ["`train.flag`", "true or false"]),
+        ({"sizes": [1, "x"]}, ["`train.sizes[1]`"]),
+        ({"inner": {"q": 1}}, ["`train.inner.q`", "unknown key"]),
+        ([1, 2], ["`train`", "mapping"]),
+    ],
+)
 def test_errors_name_file_key_value_and_allowed(data, fragments):
     with pytest.raises(ConfigError) as info:
         parse_dataclass(Section, data, "f.yaml", "train")

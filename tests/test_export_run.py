@@ -1,4 +1,5 @@
 """nas.export.export_from_run: pick a trial of a run by rank, number or id; the config rebuilds its network."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,15 +16,27 @@ def _run_with_records(space, path, scores):
     rd = RunDir(path)
     rd.path.mkdir()
     rd.write_experiment(exp, "r")
-    rd.write_meta({"format": 1, "name": "r", "fingerprint": exp.space.fingerprint(), "source": str(space),
-                   "sessions": []})
+    rd.write_meta(
+        {"format": 1, "name": "r", "fingerprint": exp.space.fingerprint(), "source": str(space), "sessions": []}
+    )
     archs = list(exp.space.enumerate(len(scores)))
     for i, (a, s) in enumerate(zip(archs, scores)):
         cost = count_cost(a, image_size=32, num_classes=4, in_chans=1)
-        rd.append_record({"id": a.id, "arch": a.to_dict(), "arch_str": str(a), "number": i, "status": "ok",
-                          "reason": "", "generalization": s, "capacity": s, "score": s,
-                          "metrics": {"params": float(cost.params), "macs": float(cost.macs), "num_classes": 4.0},
-                          "history": []})
+        rd.append_record(
+            {
+                "id": a.id,
+                "arch": a.to_dict(),
+                "arch_str": str(a),
+                "number": i,
+                "status": "ok",
+                "reason": "",
+                "generalization": s,
+                "capacity": s,
+                "score": s,
+                "metrics": {"params": float(cost.params), "macs": float(cost.macs), "num_classes": 4.0},
+                "history": [],
+            }
+        )
     return rd, archs
 
 

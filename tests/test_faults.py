@@ -2,6 +2,7 @@
 memory or kills its worker; a worker node that dies mid-trial (a real 2-node cluster on this machine); two
 drivers on one run directory; damaged run-directory files; the study in an RDB; a run directory on a URI,
 resumed from another machine's cache."""
+
 from __future__ import annotations
 
 import json
@@ -84,8 +85,8 @@ def test_raise_nan_oom_and_dead_worker_are_recorded_and_the_search_goes_on(ray_l
 
 def _start_cluster():
     from ray.cluster_utils import Cluster
-    cluster = Cluster(initialize_head=True, connect=False,
-                      head_node_args={"num_cpus": 1, "include_dashboard": False})
+
+    cluster = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 1, "include_dashboard": False})
     worker = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     return cluster, worker
@@ -102,9 +103,24 @@ def test_worker_node_dies_mid_trial_the_trial_is_retried(write_space, tmp_path, 
     space.write_text(space.read_text().replace("seed: 0}", 'seed: 0, trainer: "chaos_trainer:train_marked"}'))
     rd = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.Popen([str(BIN / "nas-search"), "--space", str(space), "--run-dir", str(rd), "--trials", "4",
-                             "--address", cluster.address, "--quiet"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            str(BIN / "nas-search"),
+            "--space",
+            str(space),
+            "--run-dir",
+            str(rd),
+            "--trials",
+            "4",
+            "--address",
+            cluster.address,
+            "--quiet",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.time() + 120
         while not list(markers.glob(f"{worker.node_id}.*")):
@@ -133,8 +149,13 @@ def test_second_driver_on_a_run_directory_is_refused(ray_local, write_space, tmp
     space = write_space(epochs=3)
     rd = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.Popen([str(BIN / "nas-search"), "--space", str(space), "--run-dir", str(rd), "--trials", "3",
-                             "--quiet"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(BIN / "nas-search"), "--space", str(space), "--run-dir", str(rd), "--trials", "3", "--quiet"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         lock = rd / "driver.lock"
         deadline = time.time() + 60
@@ -167,9 +188,11 @@ def test_damaged_run_files_name_the_file_or_are_rebuilt(ray_local, write_space, 
     res = run(None, resume=True, run_dir=rd, trials=3, progress=False)
     assert res.completed == 3 and len(json.loads((rd / "leaderboard.json").read_text())) == 3
     # State files: a clear error naming the file and what to do; nothing is changed.
-    for name, damage, says in [("experiment.json", '{"name": "run", "finger', "experiment.json"),
-                               ("space.yaml", "space: [unclosed", "space.yaml"),
-                               ("trials.jsonl", None, "line 1")]:
+    for name, damage, says in [
+        ("experiment.json", '{"name": "run", "finger', "experiment.json"),
+        ("space.yaml", "space: [unclosed", "space.yaml"),
+        ("trials.jsonl", None, "line 1"),
+    ]:
         path = rd / name
         good = path.read_bytes()
         path.write_bytes(good.replace(b"{", b"#", 1) if damage is None else damage.encode())
@@ -220,6 +243,7 @@ def test_study_in_an_rdb_and_resume(ray_local, write_space, tmp_path):
     assert res.completed == 3
     records = _records_match_study(rd)
     import optuna
+
     study = optuna.load_study(study_name=meta["study"], storage=url)
     assert {t.number for t in study.trials if t.state == TrialState.COMPLETE} >= {r["number"] for r in records}
     with pytest.raises(UserError, match="its Optuna study lives in sqlite"):

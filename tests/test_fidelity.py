@@ -1,5 +1,6 @@
 """nas-fidelity: rank statistics (checked against scipy), study validation, a tiny study on real Ray with
 resume, a budget-limited run and a SIGTERM pause."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,19 @@ import pytest
 import scipy.stats
 
 from nas.errors import ConfigError, UserError
-from nas.fidelity import (StudyDir, agreement, bootstrap_ci, kendall_tau, load_study, plan_jobs, run_study,
-                          sample_architectures, spearman_rho, top_overlap, write_report)
+from nas.fidelity import (
+    StudyDir,
+    agreement,
+    bootstrap_ci,
+    kendall_tau,
+    load_study,
+    plan_jobs,
+    run_study,
+    sample_architectures,
+    spearman_rho,
+    top_overlap,
+    write_report,
+)
 from nas.fidelity.runner import ZERO_COST_JOB
 
 BIN = Path(sys.executable).parent
@@ -38,7 +50,7 @@ def test_tau_and_rho_match_scipy_with_ties(seed):
 def test_statistics_on_known_orders():
     up = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     assert kendall_tau(up, up) == 1 and kendall_tau(up, up[::-1]) == -1
-    assert spearman_rho(up, [v ** 3 for v in up]) == pytest.approx(1.0)
+    assert spearman_rho(up, [v**3 for v in up]) == pytest.approx(1.0)
     assert top_overlap(up, up, 0.2) == 1.0 and top_overlap(up, up[::-1], 0.2) == 0.0
     assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))  # a constant has no order
     assert kendall_tau([1, 2, float("nan"), 3], [1, 2, 5, 3]) == 1  # NaN pairs are left out
@@ -62,7 +74,9 @@ def test_bootstrap_interval_brackets_the_estimate_and_shrinks_with_n():
 # ------------------------------------------------------------------------------------------ study files
 def _write_study(tmp_path: Path, write_space, body: str = "", *, archs: int = 4, extra_space: str = "") -> Path:
     write_space("space.yaml", extra=extra_space)
-    text = body or f"""\
+    text = (
+        body
+        or f"""\
 study: {{space: space.yaml, architectures: {archs}, max_concurrent: 2, bootstrap: 50,
         zero_cost: [params, synflow, naswot]}}
 proxies:
@@ -70,20 +84,24 @@ proxies:
   p1-running-bn: {{train: {{steps: 2, bn_recalibrate: 0}}}}
 reference: {{seeds: [0, 1], train: {{steps: 40}}}}
 """
+    )
     path = tmp_path / "study.yaml"
     path.write_text(text)
     return path
 
 
-@pytest.mark.parametrize("body, key", [
-    ("study: {space: space.yaml, architectures: 1}", "study.architectures"),
-    ("study: {space: space.yaml, zero_cost: [flops]}", "study.zero_cost"),
-    ("study: {space: space.yaml}\nproxies: {reference: {}}", "proxies.reference"),
-    ("study: {space: space.yaml}\nproxies: {p: {train: {stepz: 3}}}", "proxies.p.train"),
-    ("study: {space: space.yaml}\nreference: {seeds: []}", "reference.seeds"),
-    ("study: {space: space.yaml, bootstrap: 1}", "study.bootstrap"),
-    ("studdy: {}", "studdy"),
-])
+@pytest.mark.parametrize(
+    "body, key",
+    [
+        ("study: {space: space.yaml, architectures: 1}", "study.architectures"),
+        ("study: {space: space.yaml, zero_cost: [flops]}", "study.zero_cost"),
+        ("study: {space: space.yaml}\nproxies: {reference: {}}", "proxies.reference"),
+        ("study: {space: space.yaml}\nproxies: {p: {train: {stepz: 3}}}", "proxies.p.train"),
+        ("study: {space: space.yaml}\nreference: {seeds: []}", "reference.seeds"),
+        ("study: {space: space.yaml, bootstrap: 1}", "study.bootstrap"),
+        ("studdy: {}", "studdy"),
+    ],
+)
 def test_bad_study_files_name_the_key(tmp_path, write_space, body, key):
     path = _write_study(tmp_path, write_space, body)
     with pytest.raises(ConfigError) as err:
@@ -154,15 +172,26 @@ def test_torn_last_line_is_repaired_and_the_job_rerun(tmp_path, write_space, ray
 
 
 def test_sigterm_pauses_the_study_and_resume_finishes_it(tmp_path, write_space):
-    study_file = _write_study(tmp_path, write_space, archs=2, body="""\
+    study_file = _write_study(
+        tmp_path,
+        write_space,
+        archs=2,
+        body="""\
 study: {space: space.yaml, architectures: 2, max_concurrent: 1, zero_cost: []}
 proxies: {p: {train: {steps: 2}}}
 reference: {seeds: [0], train: {steps: 400}}
-""")
+""",
+    )
     sdir = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([str(BIN / "nas-fidelity"), str(study_file), "--study-dir", str(sdir)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [str(BIN / "nas-fidelity"), str(study_file), "--study-dir", str(sdir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not (sdir / "jobs.jsonl").is_file():
         time.sleep(0.5)
@@ -174,17 +203,25 @@ reference: {seeds: [0], train: {steps: 400}}
     assert "Traceback" not in out
     done = StudyDir(sdir).read_records()
     assert 1 <= len(done) < 4
-    res = subprocess.run([str(BIN / "nas-fidelity"), "--resume", str(sdir), "--max-jobs", "1"],
-                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    res = subprocess.run(
+        [str(BIN / "nas-fidelity"), "--resume", str(sdir), "--max-jobs", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert len(StudyDir(sdir).read_records()) == len(done) + 1
 
 
 def test_cli_user_errors_are_one_paragraph(tmp_path):
-    for argv, needle in ((["--resume", str(tmp_path)], "not a study directory"),
-                         ([], "give a study YAML"),
-                         (["x.yaml", "--name", "a b"], "--name"),
-                         (["x.yaml", "--max-jobs", "0"], "--max-jobs")):
+    for argv, needle in (
+        (["--resume", str(tmp_path)], "not a study directory"),
+        ([], "give a study YAML"),
+        (["x.yaml", "--name", "a b"], "--name"),
+        (["x.yaml", "--max-jobs", "0"], "--max-jobs"),
+    ):
         res = subprocess.run([str(BIN / "nas-fidelity"), *argv], capture_output=True, text=True, cwd=tmp_path)
         assert res.returncode == 2, res.stderr
         assert needle in res.stderr and "Traceback" not in res.stderr
@@ -196,6 +233,7 @@ def test_prescreen_selection_against_brute_force_random_subsets():
     import statistics
 
     from nas.fidelity.report import _selection
+
     ref = [0.1, 0.5, 0.3, 0.9, 0.7, 0.2, 0.6, 0.4]
     rows = [{"ref": {"score": v}, "zc": v + (1.0 if i == 0 else 0)} for i, v in enumerate(ref)]
     sel = _selection(rows, lambda r: r["zc"], share=0.25)

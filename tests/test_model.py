@@ -1,4 +1,5 @@
 """Model builder: every layout/option builds and trains a step; attention maths; state-dict behaviour."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,9 +16,14 @@ from nas.errors import UserError
 torch.set_num_threads(1)
 
 LAYOUTS = ["C-C-C-C", "C-C-C-T", "C-C-T-T", "C-T-T-T", "T-T-T-T", "T-C-T-C"]
-OPTIONS = [BlockOptions(), BlockOptions(rel_attn="post"), BlockOptions(rel_attn="none"),
-           BlockOptions(downsample="dwconv"), BlockOptions(se_ratio=0.0), BlockOptions(mbconv_expansion=2.0,
-           ffn_expansion=2.0, head_dim=8)]
+OPTIONS = [
+    BlockOptions(),
+    BlockOptions(rel_attn="post"),
+    BlockOptions(rel_attn="none"),
+    BlockOptions(downsample="dwconv"),
+    BlockOptions(se_ratio=0.0),
+    BlockOptions(mbconv_expansion=2.0, ffn_expansion=2.0, head_dim=8),
+]
 
 
 def tiny(layout: str, options: BlockOptions = BlockOptions()) -> Architecture:
@@ -25,8 +31,13 @@ def tiny(layout: str, options: BlockOptions = BlockOptions()) -> Architecture:
 
 
 @pytest.mark.parametrize("size", [32, 64])
-@pytest.mark.parametrize("arch", [tiny(l) for l in LAYOUTS] + [tiny("C-C-T-T", o) for o in OPTIONS]
-                         + [Architecture.parse("ViT_REL L=1,1,1,1,1 D=32,32,32,64,64 patch=8")], ids=str)
+@pytest.mark.parametrize(
+    "arch",
+    [tiny(l) for l in LAYOUTS]
+    + [tiny("C-C-T-T", o) for o in OPTIONS]
+    + [Architecture.parse("ViT_REL L=1,1,1,1,1 D=32,32,32,64,64 patch=8")],
+    ids=str,
+)
 def test_builds_and_trains_a_step(arch, size):
     model = build_model(arch, num_classes=7, image_size=size, in_chans=1)
     x = torch.randn(2, 1, size, size)
@@ -42,8 +53,14 @@ def test_builds_and_trains_a_step(arch, size):
 
 def test_state_dict_names():
     keys = build_model(tiny("C-C-T-T"), num_classes=3, image_size=32).state_dict().keys()
-    for expected in ("stem.conv1.weight", "stem.conv2.weight", "stages.0.blocks.0.conv1.weight",
-                     "stages.2.blocks.0.attn.qkv.weight", "stages.2.blocks.0.attn.rel_bias", "head.fc.weight"):
+    for expected in (
+        "stem.conv1.weight",
+        "stem.conv2.weight",
+        "stages.0.blocks.0.conv1.weight",
+        "stages.2.blocks.0.attn.qkv.weight",
+        "stages.2.blocks.0.attn.rel_bias",
+        "head.fc.weight",
+    ):
         assert expected in keys
     three = build_model(Architecture.parse("C-C-C-T L=3,1,1,1,1 D=8,8,16,16,32"), 3, 32).state_dict()
     assert "stem.conv3.weight" in three and "stem.norm2.weight" in three
@@ -76,8 +93,10 @@ def test_translation_property_of_index():
 def test_rel_attn_variants_differ_for_same_weights():
     torch.manual_seed(0)
     base = tiny("C-C-T-T")
-    models = {v: build_model(dataclasses.replace(base, options=BlockOptions(rel_attn=v)), 5, 32).eval()
-              for v in ("pre", "post", "none")}
+    models = {
+        v: build_model(dataclasses.replace(base, options=BlockOptions(rel_attn=v)), 5, 32).eval()
+        for v in ("pre", "post", "none")
+    }
     state = models["pre"].state_dict()
     for v in ("post", "none"):
         models[v].load_state_dict(state, strict=(v != "none"))
@@ -98,7 +117,7 @@ def test_pre_bias_matches_explicit_softmax():
     attn = RelPosAttention(16, 16, (3, 3), head_dim=8)
     x = torch.randn(2, 9, 16)
     q, k, v = attn.qkv(x).reshape(2, 9, 3, 2, 8).permute(2, 0, 3, 1, 4)
-    ref = ((q @ k.transpose(-2, -1)) / 8 ** 0.5 + attn.bias()).softmax(-1) @ v
+    ref = ((q @ k.transpose(-2, -1)) / 8**0.5 + attn.bias()).softmax(-1) @ v
     ref = attn.proj(ref.transpose(1, 2).reshape(2, 9, 16))
     assert torch.allclose(attn(x), ref, atol=1e-5)
 

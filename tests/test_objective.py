@@ -9,8 +9,10 @@ from trainers.objective import ObjectiveConfig, capacity, generalization, pareto
 def brute_force_mask(points):
     def dominated(i):
         a = points[i]
-        return any(b[0] >= a[0] and b[1] >= a[1] and (b[0] > a[0] or b[1] > a[1])
-                   for j, b in enumerate(points) if j != i)
+        return any(
+            b[0] >= a[0] and b[1] >= a[1] and (b[0] > a[0] or b[1] > a[1]) for j, b in enumerate(points) if j != i
+        )
+
     return [not dominated(i) for i in range(len(points))]
 
 
@@ -30,10 +32,14 @@ def test_pareto_matches_brute_force():
     from hypothesis import strategies as st
 
     @settings(max_examples=200, deadline=None)
-    @given(st.lists(st.tuples(st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0]),
-                              st.sampled_from([0.0, 0.3, 0.6, 1.0])), max_size=12))
+    @given(
+        st.lists(
+            st.tuples(st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0]), st.sampled_from([0.0, 0.3, 0.6, 1.0])), max_size=12
+        )
+    )
     def check(points):
         assert pareto_mask(points) == brute_force_mask(points)
+
     check()
 
 

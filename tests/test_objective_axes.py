@@ -1,4 +1,5 @@
 """The registry of objectives: named axes, their directions, the latency objective and budget, N-axis fronts."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,14 @@ from nas.search.leaderboard import build_rows, format_table
 from nas.search.optuna_bridge import open_study
 from nas.search.record import TrialRecord, axis_values
 from trainers.latency import measure_latency
-from trainers.objective import OBJECTIVES, LatencyConfig, ObjectiveConfig, measure_objectives, objectives_of, pareto_mask
+from trainers.objective import (
+    OBJECTIVES,
+    LatencyConfig,
+    ObjectiveConfig,
+    measure_objectives,
+    objectives_of,
+    pareto_mask,
+)
 
 LATENCY_AXES = "{mode: single, axes: [generalization, capacity, latency], latency: {repeats: 5}}"
 
@@ -60,8 +68,15 @@ def test_pareto_mask_matches_brute_force_with_directions(dims):
 
 def test_record_is_flat_on_disk_with_every_objective_under_its_name():
     arch = Architecture(layout=("C", "C", "T", "T"), depths=(1, 1, 1, 1, 1), widths=(8, 8, 16, 16, 32))
-    payload = {"status": "ok", "reason": "", "generalization": 0.6, "capacity": 0.4, "score": 0.5,
-               "metrics": {"latency": 2.5, "params": 10.0}, "history": []}
+    payload = {
+        "status": "ok",
+        "reason": "",
+        "generalization": 0.6,
+        "capacity": 0.4,
+        "score": 0.5,
+        "metrics": {"latency": 2.5, "params": 10.0},
+        "history": [],
+    }
     rec = TrialRecord.from_payload(arch, 3, "t3", payload).to_json()
     assert rec["generalization"] == 0.6 and rec["capacity"] == 0.4 and rec["latency"] == 2.5
     assert rec["id"] == arch.id and rec["number"] == 3 and rec["score"] == 0.5
@@ -103,8 +118,9 @@ def test_search_with_a_latency_axis_and_a_latency_budget(ray_local, write_space,
     for rec in records:
         assert by_number[rec["number"]].values == [rec["generalization"], rec["capacity"], rec["latency"]]
     rows = json.loads((res.run_dir / "leaderboard.json").read_text())
-    front = pareto_mask([(r["generalization"], r["capacity"], r["latency"]) for r in rows],
-                        ["maximize", "maximize", "minimize"])
+    front = pareto_mask(
+        [(r["generalization"], r["capacity"], r["latency"]) for r in rows], ["maximize", "maximize", "minimize"]
+    )
     assert [r["pareto"] for r in rows] == front and "latency" in (res.run_dir / "leaderboard.csv").read_text()
 
     # A budget no candidate meets: every trial is recorded infeasible with its reason, none trained.
@@ -122,9 +138,14 @@ def test_a_resume_cannot_change_the_axes(ray_local, write_space, tmp_path):
     run(space, trials=1, run_dir=tmp_path / "run", progress=False)
     _objective(space, "{mode: single, axes: [generalization]}")
     from nas.errors import UserError
+
     with pytest.raises(UserError, match="axes of a run cannot change"):
         run(space, trials=2, run_dir=tmp_path / "run", progress=False, new_protocol=True)
     assert len(RunDir(tmp_path / "run").read_records()) == 1
-    study = optuna.load_study(study_name="nas", storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(tmp_path / "run" / "optuna.journal"))))
+    study = optuna.load_study(
+        study_name="nas",
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(tmp_path / "run" / "optuna.journal"))
+        ),
+    )
     assert len(study.directions) == 2 and sum(t.state == TrialState.COMPLETE for t in study.trials) == 1

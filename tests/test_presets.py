@@ -1,4 +1,5 @@
 """Presets: CoAtNet-0..4 as in the paper's Table 3, built on the meta device."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,8 +11,13 @@ from nas.errors import UserError
 from nas.presets import PRESETS, get, names
 
 # Paper, Table 3 (params M, FLOPs G at 224) - "FLOPs" there are multiply-adds.
-PAPER = {"coatnet-0": (25, 4.2), "coatnet-1": (42, 8.4), "coatnet-2": (75, 15.7), "coatnet-3": (168, 34.7),
-         "coatnet-4": (275, 62.4)}
+PAPER = {
+    "coatnet-0": (25, 4.2),
+    "coatnet-1": (42, 8.4),
+    "coatnet-2": (75, 15.7),
+    "coatnet-3": (168, 34.7),
+    "coatnet-4": (275, 62.4),
+}
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -36,6 +42,7 @@ def test_names_and_lookup():
 
 def test_build_model_takes_a_preset_name_or_the_string_form():
     from nas.arch import Architecture
+
     by_name = build_model("coatnet_0", num_classes=10, image_size=64)
     by_text = build_model(str(get("coatnet-0")), num_classes=10, image_size=64)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731

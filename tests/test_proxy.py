@@ -25,8 +25,22 @@ def digits():
 def check_metrics(r):
     assert r.status == "ok", r.reason
     m = r.metrics
-    for key in ("params", "macs", "images_per_s", "wall_s", "val_acc", "train_acc", "gap", "train_loss",
-                "epochs", "gen_val_acc", "gen_train_acc", "gen_gap", "cap_train_acc", "cap_train_loss"):
+    for key in (
+        "params",
+        "macs",
+        "images_per_s",
+        "wall_s",
+        "val_acc",
+        "train_acc",
+        "gap",
+        "train_loss",
+        "epochs",
+        "gen_val_acc",
+        "gen_train_acc",
+        "gen_gap",
+        "cap_train_acc",
+        "cap_train_loss",
+    ):
         assert key in m and math.isfinite(m[key]), key
     for key in ("val_acc", "train_acc", "gen_val_acc", "gen_train_acc", "cap_train_acc"):
         assert 0.0 <= m[key] <= 1.0
@@ -38,8 +52,7 @@ def check_metrics(r):
 
 def test_digits_single_mode_learns_and_reports_each_epoch():
     seen = []
-    r = train_candidate(ARCH, digits(), FAST, ObjectiveConfig(mode="single"),
-                        on_epoch=lambda e, m: seen.append((e, m)))
+    r = train_candidate(ARCH, digits(), FAST, ObjectiveConfig(mode="single"), on_epoch=lambda e, m: seen.append((e, m)))
     check_metrics(r)
     assert r.metrics["val_acc"] > 0.6  # chance is 0.1
     assert [e for e, _ in seen] == [1, 2] and len(r.history) == 2
@@ -50,8 +63,9 @@ def test_digits_single_mode_learns_and_reports_each_epoch():
 
 
 def test_synthetic_both_modes_above_chance_and_deterministic():
-    data = load_dataset(DataConfig(name="synthetic", synthetic_samples=400, synthetic_classes=4,
-                                   synthetic_difficulty=0.3), 16, 3)
+    data = load_dataset(
+        DataConfig(name="synthetic", synthetic_samples=400, synthetic_classes=4, synthetic_difficulty=0.3), 16, 3
+    )
     cfg = TrainConfig(epochs=3, batch_size=32, lr=3e-3, augment=True, seed=5)
     objective = ObjectiveConfig(mode="both", subset_fraction=0.25)
     epochs = []
@@ -67,14 +81,21 @@ def test_synthetic_both_modes_above_chance_and_deterministic():
     assert gen[-1]["passes"] > 3 * full[-1]["passes"]
     assert epochs == list(range(1, 7)) and a.metrics["epochs"] == 6
     b = train_candidate(ARCH, data, cfg, objective)
-    strip = lambda m: {k: v for k, v in m.items() if k not in ("wall_s", "images_per_s", "train_s")}
+
+    def strip(m):
+        return {k: v for k, v in m.items() if k not in ("wall_s", "images_per_s", "train_s")}
+
     assert strip(a.metrics) == strip(b.metrics)
     assert (a.generalization, a.capacity, a.score) == (b.generalization, b.capacity, b.score)
 
 
 def test_huge_lr_diverges_without_raising():
-    r = train_candidate(ARCH, digits(), TrainConfig(epochs=1, batch_size=32, lr=1e8, grad_clip=0.0,
-                                                     warmup=0.0), ObjectiveConfig(mode="single"))
+    r = train_candidate(
+        ARCH,
+        digits(),
+        TrainConfig(epochs=1, batch_size=32, lr=1e8, grad_clip=0.0, warmup=0.0),
+        ObjectiveConfig(mode="single"),
+    )
     assert r.status == "diverged" and "training loss" in r.reason
     assert r.score == 0.0 and r.generalization == 0.0 and r.metrics["params"] > 0
 
@@ -82,7 +103,9 @@ def test_huge_lr_diverges_without_raising():
 def test_model_error_is_a_result_and_callback_exceptions_propagate():
     # data with 2 channels for a model built for `in_chans` 1: the model's forward raises
     d = digits()
-    bad = Dataset(d.x_train.float().repeat(1, 2, 1, 1), d.y_train, d.x_val.float().repeat(1, 2, 1, 1), d.y_val, 10, 1, "bad")
+    bad = Dataset(
+        d.x_train.float().repeat(1, 2, 1, 1), d.y_train, d.x_val.float().repeat(1, 2, 1, 1), d.y_val, 10, 1, "bad"
+    )
     r = train_candidate(ARCH, bad, FAST, ObjectiveConfig(mode="single"))
     assert r.status == "error" and "RuntimeError" in r.reason and "channels" in r.reason
     assert r.score == 0.0 and r.metrics["params"] > 0
@@ -116,6 +139,7 @@ def test_shipped_spaces_have_valid_train_and_objective(name):
     import yaml
 
     from trainers.proxy import parse_objective
+
     path = Path(__file__).parent.parent / "search_spaces" / name
     data = yaml.safe_load(path.read_text())
     train, objective = parse_train(data["train"], str(path)), parse_objective(data["objective"], str(path))
@@ -133,12 +157,14 @@ def test_out_of_memory_is_a_result():
 
 def test_objective_weights_error_names_the_file():
     from trainers.proxy import parse_objective
+
     with pytest.raises(ConfigError, match=r"^s.yaml: `objective.weight_generalization`.*both 0"):
         parse_objective({"weight_generalization": 0, "weight_capacity": 0}, "s.yaml")
 
 
 def test_augment_crops_windows_of_the_padded_image_and_flips():
     from trainers.fit import _augment
+
     x = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8)
     flips = 0
     for seed in range(8):
@@ -146,7 +172,7 @@ def test_augment_crops_windows_of_the_padded_image_and_flips():
         assert out.shape == x.shape
         padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
         for b in range(2):
-            windows = [padded[b, :, i:i + 8, j:j + 8] for i in range(3) for j in range(3)]
+            windows = [padded[b, :, i : i + 8, j : j + 8] for i in range(3) for j in range(3)]
             plain = any(torch.equal(out[b], w) for w in windows)
             flipped = any(torch.equal(out[b], w.flip(-1)) for w in windows)
             assert plain or flipped
@@ -157,6 +183,7 @@ def test_augment_crops_windows_of_the_padded_image_and_flips():
 def _fit(arch: Architecture, ds: Dataset, train: TrainConfig):
     from nas.model import build_model
     from trainers.proxy import fit, seed_everything
+
     seed_everything(0)
     model = build_model(arch, num_classes=ds.num_classes, image_size=ds.image_size, in_chans=ds.in_chans)
     it, rows = fit(model, ds, train), []
@@ -182,9 +209,11 @@ def test_one_epoch_on_digits_evaluates_far_above_chance_once_bn_statistics_are_r
 def test_recalibrated_bn_statistics_are_the_exact_statistics_of_the_images():
     from nas.model import build_model
     from trainers.proxy import recalibrate_bn
+
     torch.manual_seed(0)
-    model = build_model(Architecture.parse("C-C-C-C L=2,1,1,1,1 D=8,8,16,16,32"), num_classes=4, image_size=32,
-                        in_chans=1)
+    model = build_model(
+        Architecture.parse("C-C-C-C L=2,1,1,1,1 D=8,8,16,16,32"), num_classes=4, image_size=32, in_chans=1
+    )
     model.train()
     x = torch.randn(96, 1, 32, 32)
     assert recalibrate_bn(model, x, images=96, batch_size=96)
@@ -195,5 +224,11 @@ def test_recalibrated_bn_statistics_are_the_exact_statistics_of_the_images():
     assert torch.allclose(bn.running_mean, h.mean((0, 2, 3)), atol=1e-5)
     assert torch.allclose(bn.running_var, h.var((0, 2, 3), unbiased=True), rtol=1e-4)
     assert bn.momentum == 0.1
-    assert not recalibrate_bn(build_model(Architecture.parse("ViT_REL L=1,1,1,1,1 D=32,32,32,32,32 patch=8"),
-                                          num_classes=4, image_size=32, in_chans=1), x, 96, 96)
+    assert not recalibrate_bn(
+        build_model(
+            Architecture.parse("ViT_REL L=1,1,1,1,1 D=32,32,32,32,32 patch=8"), num_classes=4, image_size=32, in_chans=1
+        ),
+        x,
+        96,
+        96,
+    )

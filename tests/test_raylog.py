@@ -1,4 +1,5 @@
 """A normal nas-search run shows only coatnas's own lines: Ray's start-up notices go to search.log."""
+
 from __future__ import annotations
 
 import logging
@@ -20,8 +21,14 @@ def test_tiny_search_prints_no_ray_notice(write_space, tmp_path):
     space.write_text(space.read_text().replace("trials: 4", "trials: 2"))
     # a user's shell: no Ray address or auth mode set (the test session's own Ray sets both in os.environ)
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
-    proc = subprocess.run([str(BIN / "nas-search"), "--space", str(space), "--run-dir", str(tmp_path / "run")],
-                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [str(BIN / "nas-search"), "--space", str(space), "--run-dir", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "[  2/2]" in proc.stdout and "nas-search: best" in proc.stdout
     assert NOTICE not in proc.stdout and NOTICE not in proc.stderr, proc.stderr

@@ -5,6 +5,7 @@ lets nothing but a UserError escape (a hypothesis property test).
 Every damage docs/search.md lists ("Damaged run directories") has a test here that applies it to a copy of
 one finished run, runs the command the docs name (or the recovery step the message names) and then a
 second command that must succeed."""
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import TINY_SPACE  # noqa: E402
 
 BIN = Path(sys.executable).parent
-SPACE = (TINY_SPACE.replace("MAX_PARAMS", "null").replace("SAMPLER", "random").replace("EPOCHS", "1"))
+SPACE = TINY_SPACE.replace("MAX_PARAMS", "null").replace("SAMPLER", "random").replace("EPOCHS", "1")
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,7 @@ def test_torn_last_line_is_cut_and_every_later_command_accepts_the_run(rd, capsy
     data = (rd / "trials.jsonl").read_bytes()
     last = data.rstrip(b"\n").rsplit(b"\n", 1)[1]
     (rd / "trials.jsonl").write_bytes(data[: len(data) - len(last) - 1] + last[: len(last) // 2])  # torn
-    out = _resume_ok(rd, capsys)  # the torn trial is recovered from the study, nothing retrained
+    _resume_ok(rd, capsys)  # the torn trial is recovered from the study, nothing retrained
     assert not (rd / "trials.jsonl").read_bytes().endswith(last[: len(last) // 2])
     assert (rd / "trials.jsonl.torn").read_bytes() == last[: len(last) // 2] + b"\n"
     assert "torn last line" in (rd / "search.log").read_text()
@@ -115,8 +116,9 @@ def test_space_yaml_damaged_the_named_step_recovers(rd, capsys):
     (rd / "space.yaml").write_text("space: [unclosed\n")
     rc, _, err = _cli(search_cli, ["--resume", str(rd), "--quiet"], capsys)
     source = rd.parent / "space.yaml"
-    assert rc == 2 and "space.yaml is corrupted" in err and f"copy the search YAML the run started from ({source})" \
-        in err, err
+    assert (
+        rc == 2 and "space.yaml is corrupted" in err and f"copy the search YAML the run started from ({source})" in err
+    ), err
     shutil.copy(source, rd / "space.yaml")  # the step the message names
     _resume_ok(rd, capsys)
 
@@ -135,7 +137,7 @@ def test_trials_line_damaged_inside_the_named_step_recovers(rd, capsys):
 
 def test_trials_file_lost_is_recovered_from_the_study(rd, capsys):
     (rd / "trials.jsonl").unlink()
-    out = _resume_ok(rd, capsys)
+    _resume_ok(rd, capsys)
     assert "recovered" in (rd / "search.log").read_text()
     assert len(RunDir(rd).read_records()) == 3
     _resume_ok(rd, capsys)
@@ -149,11 +151,19 @@ def test_stale_driver_lock_of_a_killed_driver_does_not_block(rd, capsys):
 # ------------------------------------------------------------------------------------- full disk
 def _limited(argv: list[str], limit: int) -> subprocess.CompletedProcess:
     """Run a console script with a file-size limit (writes beyond it fail with EFBIG, as on a full disk)."""
+
     def pre():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120, preexec_fn=pre,
-                          env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+
+    return subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=pre,
+        env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+    )
 
 
 def test_full_disk_leaves_no_tmp_and_the_run_resumable(rd, tmp_path, capsys):
@@ -229,6 +239,7 @@ def _wait_gone(mark: str, seconds: float) -> list[int]:
 def test_sighup_stops_like_ctrl_c(tmp_path, ray_local, capsys):
     """SIGHUP (a closed terminal) to the driver, in process on the shared Ray: exit 129, everything saved."""
     import threading
+
     (tmp_path / "s.yaml").write_text(SPACE.replace("epochs: 1", "epochs: 3"))
     rd = tmp_path / "run"
     sent = threading.Event()
@@ -245,8 +256,9 @@ def test_sighup_stops_like_ctrl_c(tmp_path, ray_local, capsys):
 
     t = threading.Thread(target=hang_up, daemon=True)
     t.start()
-    rc, out, err = _cli(search_cli, ["--space", str(tmp_path / "s.yaml"), "--run-dir", str(rd), "--trials", "4",
-                                     "--quiet"], capsys)
+    rc, out, err = _cli(
+        search_cli, ["--space", str(tmp_path / "s.yaml"), "--run-dir", str(rd), "--trials", "4", "--quiet"], capsys
+    )
     t.join(5)
     assert sent.is_set() and rc == 129, (rc, out, err)
     log = (rd / "search.log").read_text()
@@ -265,9 +277,14 @@ def test_sigterm_stops_like_ctrl_c_without_orphans(tmp_path, ray_local):
     mark = f"coatnas-test-{uuid.uuid4().hex}"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["COATNAS_TEST_MARK"] = mark
-    proc = subprocess.Popen([str(BIN / "nas-search"), "--space", str(tmp_path / "s.yaml"), "--run-dir", str(rd),
-                             "--trials", "4"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [str(BIN / "nas-search"), "--space", str(tmp_path / "s.yaml"), "--run-dir", str(rd), "--trials", "4"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     jsonl = rd / "trials.jsonl"
     try:
         deadline = time.monotonic() + 180
@@ -291,6 +308,7 @@ def test_sigterm_stops_like_ctrl_c_without_orphans(tmp_path, ray_local):
     assert meta["sessions"][-1]["stopped_by"] == signal.Signals(sig).name
     # the resume finishes the search
     import io
+
     # the progress line's "best" must remember the first session's trials: make one of them unbeatable
     lines = (rd / "trials.jsonl").read_text().splitlines()
     top = json.loads(lines[0])
@@ -307,8 +325,11 @@ def test_dry_run_uses_the_yaml_seed(tmp_path, capsys):
     (tmp_path / "a.yaml").write_text(SPACE.replace("seed: 0}", "seed: 7}"))
     (tmp_path / "b.yaml").write_text(SPACE)
     outs = {}
-    for name, argv in (("yaml7", ["--space", str(tmp_path / "a.yaml")]), ("yaml0", ["--space", str(tmp_path / "b.yaml")]),
-                       ("flag7", ["--space", str(tmp_path / "b.yaml"), "--seed", "7"])):
+    for name, argv in (
+        ("yaml7", ["--space", str(tmp_path / "a.yaml")]),
+        ("yaml0", ["--space", str(tmp_path / "b.yaml")]),
+        ("flag7", ["--space", str(tmp_path / "b.yaml"), "--seed", "7"]),
+    ):
         rc, out, err = _cli(search_cli, [*argv, "--dry-run", "--samples", "8"], capsys)
         assert rc == 0, err
         outs[name] = [line for line in out.splitlines() if " id " in line]
@@ -333,15 +354,52 @@ def test_generated_yaml_loads_or_raises_a_user_error(tmp_path):
 
     base = yaml.safe_load(SPACE)
     scalars = st.one_of(
-        st.none(), st.booleans(), st.integers(), st.integers(min_value=-2**70, max_value=2**70),
-        st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0, 1, -1, 2**63, 1e308, 1e-308, 0.5]),
-        st.text(max_size=12), st.sampled_from(["C", "T", "grid", "tpe", "synthetic", "digits", "ViT_REL", "C-C-T-T",
-                                               "npz", "cifar10", "imagefolder", "1e9", ".nan", "~", "é", "\u202e"]))
-    values = st.recursive(scalars, lambda inner: st.one_of(
-        st.lists(inner, max_size=5), st.dictionaries(st.one_of(st.text(max_size=8), scalars.filter(
-            lambda v: v is None or isinstance(v, (bool, int, str))), st.sampled_from(
-            ["space", "train", "search", "stages", "S1", "depth", "width", "min", "max", "step", "block"])),
-            inner, max_size=5)), max_leaves=20)
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.integers(min_value=-(2**70), max_value=2**70),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.sampled_from([0, 1, -1, 2**63, 1e308, 1e-308, 0.5]),
+        st.text(max_size=12),
+        st.sampled_from(
+            [
+                "C",
+                "T",
+                "grid",
+                "tpe",
+                "synthetic",
+                "digits",
+                "ViT_REL",
+                "C-C-T-T",
+                "npz",
+                "cifar10",
+                "imagefolder",
+                "1e9",
+                ".nan",
+                "~",
+                "é",
+                "\u202e",
+            ]
+        ),
+    )
+    values = st.recursive(
+        scalars,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=5),
+            st.dictionaries(
+                st.one_of(
+                    st.text(max_size=8),
+                    scalars.filter(lambda v: v is None or isinstance(v, (bool, int, str))),
+                    st.sampled_from(
+                        ["space", "train", "search", "stages", "S1", "depth", "width", "min", "max", "step", "block"]
+                    ),
+                ),
+                inner,
+                max_size=5,
+            ),
+        ),
+        max_leaves=20,
+    )
 
     def paths(d, prefix=()):
         yield prefix
@@ -364,6 +422,7 @@ def test_generated_yaml_loads_or_raises_a_user_error(tmp_path):
     @given(st.lists(st.tuples(st.sampled_from(all_paths), values), min_size=1, max_size=3))
     def spliced(edits):
         import copy
+
         data = copy.deepcopy(base)
         for path, value in edits:
             node = data
@@ -380,8 +439,11 @@ def test_generated_yaml_loads_or_raises_a_user_error(tmp_path):
         check(text)
 
     @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-    @given(st.one_of(values.map(lambda v: yaml.safe_dump(v, allow_unicode=True)), st.text(max_size=200),
-                     st.binary(max_size=200)))
+    @given(
+        st.one_of(
+            values.map(lambda v: yaml.safe_dump(v, allow_unicode=True)), st.text(max_size=200), st.binary(max_size=200)
+        )
+    )
     def raw(doc):
         check(doc)
 
@@ -395,6 +457,7 @@ def test_replaced_data_files_change_the_protocol(rd, capsys):
     import yaml
 
     from nas.search.config import protocol_of
+
     data = rd.parent / "d.npz"
     rng = np.random.default_rng(0)
     np.savez(data, x=rng.integers(0, 255, (40, 32, 32), dtype=np.uint8), y=np.arange(40) % 4)
@@ -427,14 +490,20 @@ def test_cifar_unpickler_reads_the_format_and_refuses_code(protocol, tmp_path):
     import numpy as np
 
     from trainers.safe_pickle import load_cifar_pickle
-    batch = {b"batch_label": b"training batch 1 of 5", b"labels": [3, 1, 4],
-             b"data": np.arange(3 * 3072, dtype=np.uint8).reshape(3, 3072), b"filenames": [b"a.png", b"b.png", b"c.png"]}
+
+    batch = {
+        b"batch_label": b"training batch 1 of 5",
+        b"labels": [3, 1, 4],
+        b"data": np.arange(3 * 3072, dtype=np.uint8).reshape(3, 3072),
+        b"filenames": [b"a.png", b"b.png", b"c.png"],
+    }
     got = load_cifar_pickle(io.BytesIO(pickle.dumps(batch, protocol=protocol)))
     assert got[b"labels"] == [3, 1, 4] and np.array_equal(got[b"data"], batch[b"data"])
 
     class Evil:
         def __reduce__(self):
             return (os.system, (f"touch {tmp_path}/pwned",))
+
     with pytest.raises(pickle.UnpicklingError, match="refused to load the global .*system"):
         load_cifar_pickle(io.BytesIO(pickle.dumps({b"data": Evil()}, protocol=protocol)))
     assert not (tmp_path / "pwned").exists()

@@ -1,4 +1,5 @@
 """nas-report: leaderboard files, a Pareto PNG and a markdown summary from a run directory."""
+
 from __future__ import annotations
 
 import json
@@ -14,15 +15,27 @@ def test_report_files(write_space, tmp_path, capsys):
     rd = RunDir(tmp_path / "r")
     rd.path.mkdir()
     rd.write_experiment(exp, "r")
-    rd.write_meta({"format": 1, "name": "r", "fingerprint": exp.space.fingerprint(), "source": str(space),
-                   "sessions": [{}]})
+    rd.write_meta(
+        {"format": 1, "name": "r", "fingerprint": exp.space.fingerprint(), "source": str(space), "sessions": [{}]}
+    )
     archs = list(exp.space.enumerate(4))
     pts = [(0.8, 0.2), (0.3, 0.9), (0.2, 0.2), (0.0, 0.0)]
     for i, (a, (g, c)) in enumerate(zip(archs, pts)):
-        rd.append_record({"id": a.id, "arch": a.to_dict(), "arch_str": str(a), "number": i,
-                          "status": "ok" if i < 3 else "oom", "reason": "" if i < 3 else "out of memory",
-                          "generalization": g, "capacity": c, "score": (g + c) / 2,
-                          "metrics": {"params": 1e4, "macs": 1e5, "wall_s": 2.0}, "history": []})
+        rd.append_record(
+            {
+                "id": a.id,
+                "arch": a.to_dict(),
+                "arch_str": str(a),
+                "number": i,
+                "status": "ok" if i < 3 else "oom",
+                "reason": "" if i < 3 else "out of memory",
+                "generalization": g,
+                "capacity": c,
+                "score": (g + c) / 2,
+                "metrics": {"params": 1e4, "macs": 1e5, "wall_s": 2.0},
+                "history": [],
+            }
+        )
     paths = write_report(rd.path)
     assert paths["pareto_png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = json.loads(paths["leaderboard_json"].read_text())

@@ -1,4 +1,5 @@
 """End-to-end searches on synthetic data with tiny budgets on a real local Ray (the session fixture)."""
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,12 @@ def test_search_leaderboard_pareto_export(ray_local, write_space, tmp_path):
         assert t.state == TrialState.COMPLETE
         assert t.values == [rec["generalization"], rec["capacity"]]
         assert t.user_attrs["score"] == rec["score"] and t.user_attrs["arch_id"] == rec["id"]
-    loaded = optuna.load_study(study_name="nas", storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(res.run_dir / "optuna.journal"))))
+    loaded = optuna.load_study(
+        study_name="nas",
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(res.run_dir / "optuna.journal"))
+        ),
+    )
     assert len(loaded.trials) == len(study.trials)
 
     # best.yaml and nas-export rebuild exactly the network: same parameter count, same layer names.
@@ -85,7 +90,6 @@ def test_budget_candidates_never_reach_a_worker(ray_local, write_space, tmp_path
 
 
 def test_grid_runs_every_candidate_once_then_finishes(ray_local, write_space, tmp_path):
-    extra = "\n"
     path = write_space(sampler="grid", max_params=14000)  # only 5 candidates fit (12,264..13,936 params)
     res = run(path, trials=50, run_dir=tmp_path / "run", progress=False)
     records = RunDir(res.run_dir).read_records()
@@ -97,8 +101,10 @@ def test_grid_runs_every_candidate_once_then_finishes(ray_local, write_space, tm
 def test_asha_scheduler_search_completes(ray_local, write_space, tmp_path):
     extra = "  scheduler: {type: asha, grace_period: 1, reduction_factor: 2}\n"
     path = write_space(epochs=3, extra="")
-    text = path.read_text().replace("search: {trials: 4, sampler: random, max_concurrent: 2, seed: 0}",
-                                    "search:\n  trials: 4\n  sampler: random\n  max_concurrent: 2\n" + extra)
+    text = path.read_text().replace(
+        "search: {trials: 4, sampler: random, max_concurrent: 2, seed: 0}",
+        "search:\n  trials: 4\n  sampler: random\n  max_concurrent: 2\n" + extra,
+    )
     path.write_text(text)
     res = run(path, run_dir=tmp_path / "run", progress=False)
     records = RunDir(res.run_dir).read_records()
@@ -144,8 +150,10 @@ def test_prescreen_queues_the_best_zero_cost_candidates_as_the_first_trials(ray_
     assert res.completed == 4
 
 
-@pytest.mark.parametrize("prescreen, fragment", [("{proxy: flops}", "not a zero-cost proxy"),
-                                                 ("{proxy: snip, keep: 0}", "search.prescreen.keep")])
+@pytest.mark.parametrize(
+    "prescreen, fragment",
+    [("{proxy: flops}", "not a zero-cost proxy"), ("{proxy: snip, keep: 0}", "search.prescreen.keep")],
+)
 def test_prescreen_config_errors(write_space, prescreen, fragment):
     from nas.errors import ConfigError
     from nas.search import load_experiment

@@ -1,5 +1,6 @@
 """Resume: a search stopped after k of N trials (in-process, or its driver SIGKILLed) finishes with exactly N
 distinct completed trials, none trained twice, and the Optuna study holding them all."""
+
 from __future__ import annotations
 
 import os
@@ -47,7 +48,7 @@ def test_resume_after_in_process_stop(ray_local, write_space, tmp_path):
     assert second.completed == 6 and not second.interrupted
     records = _check_complete(rd, 6)
     # Trials finished before the stop kept their records (same Optuna trial), they were not re-run.
-    assert {r["id"]: r["number"] for r in records[:len(done_first)]} == done_first
+    assert {r["id"]: r["number"] for r in records[: len(done_first)]} == done_first
     # --trials on resume extends the budget.
     third = run(space, resume=True, run_dir=rd, trials=7, progress=False)
     assert third.completed == 7
@@ -60,13 +61,18 @@ def test_resume_after_driver_sigkill(ray_local, write_space, tmp_path):
     and runtime-env agents have been seen to linger longer on this loaded machine (docs/cluster.md), so
     they are reported, not asserted. Then the run resumes."""
     from test_reliability import _marked
+
     space = write_space(epochs=2)
     rd = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COATNAS_TEST_MARK": f"coatnas-test-{os.getpid()}-kill"}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen([str(BIN / "nas-search"), "--space", str(space), "--run-dir", str(rd), "--trials", "5",
-                             "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [str(BIN / "nas-search"), "--space", str(space), "--run-dir", str(rd), "--trials", "5", "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
     jsonl = rd / "trials.jsonl"
     deadline = time.time() + 120
     try:
@@ -81,7 +87,9 @@ def test_resume_after_driver_sigkill(ray_local, write_space, tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
         deadline = time.monotonic() + 30  # trial workers, raylet, GCS: asserted; Ray's agents: reported
-        while time.monotonic() < deadline and any("Agent" not in _cmdline(p) for p in _marked(env["COATNAS_TEST_MARK"])):
+        while time.monotonic() < deadline and any(
+            "Agent" not in _cmdline(p) for p in _marked(env["COATNAS_TEST_MARK"])
+        ):
             time.sleep(0.2)
         left = _marked(env["COATNAS_TEST_MARK"])
         names = {pid: _cmdline(pid) for pid in left}
@@ -113,14 +121,20 @@ def _cmdline(pid: int) -> str:
 def test_ctrl_c_stops_cleanly_and_resumes(ray_local, write_space, tmp_path):
     """SIGINT to the whole process group, as a terminal's Ctrl-C sends it: exit 130, resume hint, no loss."""
     from test_reliability import _wait_gone
+
     space = write_space(epochs=3)
     rd = tmp_path / "run"
     mark = f"coatnas-test-{os.getpid()}-int"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["COATNAS_TEST_MARK"] = mark
-    proc = subprocess.Popen([str(BIN / "nas-search"), "--space", str(space), "--run-dir", str(rd), "--trials", "5"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            env=env)
+    proc = subprocess.Popen(
+        [str(BIN / "nas-search"), "--space", str(space), "--run-dir", str(rd), "--trials", "5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env=env,
+    )
     jsonl = rd / "trials.jsonl"
     deadline = time.time() + 120
     try:

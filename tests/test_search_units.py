@@ -1,11 +1,11 @@
 """Units of the search without Ray: the search section, the run directory records and the leaderboard."""
+
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
 import numpy as np
 import pytest
-from pathlib import Path
 
 from nas.errors import ConfigError, UserError
 from nas.search import RunDir, SearchConfig, load_experiment
@@ -15,9 +15,19 @@ from trainers.objective import pareto_mask
 
 
 def _rec(arch, number, g, c, status="ok"):
-    return {"id": arch.id, "arch": arch.to_dict(), "arch_str": str(arch), "number": number, "status": status,
-            "reason": "" if status == "ok" else "boom", "generalization": g, "capacity": c, "score": (g + c) / 2,
-            "metrics": {"params": 1000.0 + number, "macs": 5000.0}, "history": []}
+    return {
+        "id": arch.id,
+        "arch": arch.to_dict(),
+        "arch_str": str(arch),
+        "number": number,
+        "status": status,
+        "reason": "" if status == "ok" else "boom",
+        "generalization": g,
+        "capacity": c,
+        "score": (g + c) / 2,
+        "metrics": {"params": 1000.0 + number, "macs": 5000.0},
+        "history": [],
+    }
 
 
 def test_search_section_defaults_and_validation(write_space):
@@ -30,17 +40,20 @@ def test_search_section_defaults_and_validation(write_space):
         exp.with_search(gpus_per_trial=-1)
 
 
-@pytest.mark.parametrize("snippet,key", [
-    ("search: {trials: 4, sampler: bayes}", "search.sampler"),
-    ("search: {trials: 4, cpus_per_trial: 0}", "search.cpus_per_trial"),
-    ("search: {trials: 4, schedulr: {}}", "search.schedulr"),
-    ("search: {trials: 4, scheduler: {type: asha, reduction_factor: 1}}", "search.scheduler.reduction_factor"),
-    ("search: {trials: 4, scheduler: {type: hyperband}}", "search.scheduler.type"),
-])
+@pytest.mark.parametrize(
+    "snippet,key",
+    [
+        ("search: {trials: 4, sampler: bayes}", "search.sampler"),
+        ("search: {trials: 4, cpus_per_trial: 0}", "search.cpus_per_trial"),
+        ("search: {trials: 4, schedulr: {}}", "search.schedulr"),
+        ("search: {trials: 4, scheduler: {type: asha, reduction_factor: 1}}", "search.scheduler.reduction_factor"),
+        ("search: {trials: 4, scheduler: {type: hyperband}}", "search.scheduler.type"),
+    ],
+)
 def test_bad_search_values_name_the_key(snippet, key, write_space):
     path = write_space()
     text = path.read_text()
-    path.write_text(text[:text.index("search:")] + snippet + "\n")
+    path.write_text(text[: text.index("search:")] + snippet + "\n")
     with pytest.raises(ConfigError) as info:
         load_experiment(path)
     assert f"`{key}`" in str(info.value) and str(path) in str(info.value)
@@ -52,6 +65,7 @@ def test_every_sampler_name_has_a_factory_and_an_unknown_one_is_refused():
     from nas.search.config import SAMPLER_NAMES, SCHEDULER_NAMES
     from nas.search.optuna_bridge import SAMPLERS, make_sampler
     from nas.search.schedulers import SCHEDULERS
+
     assert set(SAMPLER_NAMES) == set(SAMPLERS) and set(SCHEDULER_NAMES) == set(SCHEDULERS)
     for name in SAMPLERS:
         assert isinstance(make_sampler(name, 0, 4), optuna.samplers.BaseSampler)
@@ -67,6 +81,7 @@ def test_budget_below_smallest_candidate_is_refused(write_space):
 @pytest.mark.parametrize("name", bundled_spaces())
 def test_shipped_spaces_have_valid_search_sections(name, tmp_path, monkeypatch):
     from nas.space import load_yaml
+
     _, data = load_yaml(name)
     path = (data["train"].get("data") or {}).get("path")
     replayed = str((data.get("search") or {}).get("trainer", "")).startswith("table:")  # reads no data
@@ -128,7 +143,9 @@ def test_leaderboard_ranks_pareto_and_failures(write_space):
 def test_relative_data_path_resolves_next_to_the_yaml(write_space, tmp_path, monkeypatch):
     """Workers run in other folders: the driver makes the data path absolute (found next to the YAML)."""
     import numpy as np
+
     from nas.search.config import load_experiment
+
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "tiny.npz", x=rng.integers(0, 255, (40, 8, 8), dtype=np.uint8), y=np.arange(40) % 4)
     path = write_space()
@@ -144,6 +161,7 @@ def test_where_the_data_comes_from_is_not_part_of_the_protocol(write_space):
     import dataclasses
 
     from nas.search.config import protocol_of
+
     exp = load_experiment(write_space())
     data = dataclasses.replace(exp.train.data, url="http://127.0.0.1:1/c.tar.gz", md5="0" * 32, download=True)
     moved = dataclasses.replace(exp, train=dataclasses.replace(exp.train, data=data))

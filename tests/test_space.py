@@ -1,4 +1,5 @@
 """SearchSpace: exact counting, uniform sampling, Optuna round trips, shipped spaces, budgets, models."""
+
 from __future__ import annotations
 
 import copy
@@ -46,11 +47,18 @@ SPACES = {
     "no_rules": variant(**{"rules.monotone": False, "rules.non_decreasing_widths": False}),
     "monotone_only": variant(**{"rules.non_decreasing_widths": False}),
     "widths_only": variant(**{"rules.monotone": False}),
-    "with_vit": variant(**{"stages.S1.block": ["C", "T"], "vit_rel": {"include": True, "patch_size": [2, 4]},
-                           "blocks.rel_attn": ["pre", "post"]}),
+    "with_vit": variant(
+        **{
+            "stages.S1.block": ["C", "T"],
+            "vit_rel": {"include": True, "patch_size": [2, 4]},
+            "blocks.rel_attn": ["pre", "post"],
+        }
+    ),
     "fixed_layouts": variant(**{"stages.S1.block": ["C", "T"], "rules.layouts": ["C-C-T-T", VIT_REL, "C-T-T-T"]}),
-    "single": {"stem": {"width": 8}, "stages": {s: {"depth": 1, "width": 16, "block": "C"}
-                                                for s in ("S1", "S2", "S3", "S4")}},
+    "single": {
+        "stem": {"width": 8},
+        "stages": {s: {"depth": 1, "width": 16, "block": "C"} for s in ("S1", "S2", "S3", "S4")},
+    },
 }
 
 
@@ -72,7 +80,7 @@ def brute_force(data: dict) -> set[Architecture]:
     names = list(spec["blocks"])
     out = set()
     for layout in layouts:
-        for patch in (spec["vit_rel"]["patch_size"] if layout == VIT_REL else [16]):
+        for patch in spec["vit_rel"]["patch_size"] if layout == VIT_REL else [16]:
             for widths in itertools.product(spec["stem"]["width"], *(st["width"] for st in stages)):
                 if nondec and list(widths) != sorted(widths):
                     continue
@@ -107,11 +115,14 @@ def test_rules_change_the_count():
 
 def test_huge_space_is_counted_instantly():
     wide = list(range(32, 32 * 200, 32))
-    data = {"stem": {"width": wide}, "blocks": {"head_dim": 32, "se_ratio": [0.0, 0.1, 0.2, 0.25]},
-            "stages": {s: {"depth": {"min": 1, "max": 30}, "width": wide} for s in ("S1", "S2", "S3", "S4")}}
+    data = {
+        "stem": {"width": wide},
+        "blocks": {"head_dim": 32, "se_ratio": [0.0, 0.1, 0.2, 0.25]},
+        "stages": {s: {"depth": {"min": 1, "max": 30}, "width": wide} for s in ("S1", "S2", "S3", "S4")},
+    }
     space = SearchSpace.from_dict(data)
     # 5 monotone layouts x non-decreasing 5-chains from 199 widths (multisets) x 30^4 depths x 4 se_ratios
-    assert space.size() == 5 * math.comb(199 + 5 - 1, 5) * 30 ** 4 * 4 > 10 ** 16
+    assert space.size() == 5 * math.comb(199 + 5 - 1, 5) * 30**4 * 4 > 10**16
     arch = space.sample(random.Random(1))
     assert space.contains(arch)
 
@@ -190,14 +201,17 @@ def test_shipped_spaces_load_by_name_from_another_cwd(tmp_path, monkeypatch):
     default = load_space("coatnet.yaml")
     assert load_space("coatnet") == default
     assert default.in_chans == 1 and default.image_size == 32
-    assert 100 < default.size() < 10 ** 6
+    assert 100 < default.size() < 10**6
     paper = load_space("coatnet-paper")
     assert paper.size() == 5 and paper.in_chans == 3
     assert sorted(a.layout_name for a in paper.enumerate()) == sorted(
-        ["C-C-C-C", "C-C-C-T", "C-C-T-T", "C-T-T-T", VIT_REL])
+        ["C-C-C-C", "C-C-C-T", "C-C-T-T", "C-T-T-T", VIT_REL]
+    )
     # a local file of the same name wins over the bundled one
-    (tmp_path / "coatnet.yaml").write_text("space:\n  stem: {width: 8}\n  stages:\n" + "".join(
-        f"    {s}: {{block: C, depth: 1, width: 16}}\n" for s in ("S1", "S2", "S3", "S4")))
+    (tmp_path / "coatnet.yaml").write_text(
+        "space:\n  stem: {width: 8}\n  stages:\n"
+        + "".join(f"    {s}: {{block: C, depth: 1, width: 16}}\n" for s in ("S1", "S2", "S3", "S4"))
+    )
     assert resolve_space_path("coatnet.yaml") == Path("coatnet.yaml")
     assert load_space("coatnet.yaml").size() == 1
     with pytest.raises(UserError, match="coatnet-paper.yaml"):
@@ -206,8 +220,10 @@ def test_shipped_spaces_load_by_name_from_another_cwd(tmp_path, monkeypatch):
 
 def test_other_sections_are_kept_for_other_modules(tmp_path):
     f = tmp_path / "s.yaml"
-    f.write_text("space: {stem: {width: 8}, stages: {S1: {depth: 1, width: 8}, S2: {depth: 1, width: 8}, "
-                 "S3: {depth: 1, width: 8}, S4: {depth: 1, width: 8}}}\ntrain: {epochs: 1}\nsearch: {trials: 3}\n")
+    f.write_text(
+        "space: {stem: {width: 8}, stages: {S1: {depth: 1, width: 8}, S2: {depth: 1, width: 8}, "
+        "S3: {depth: 1, width: 8}, S4: {depth: 1, width: 8}}}\ntrain: {epochs: 1}\nsearch: {trials: 3}\n"
+    )
     path, data = load_yaml(f)
     assert path == f and data["train"] == {"epochs": 1} and data["search"] == {"trials": 3}
 
@@ -217,8 +233,16 @@ def test_to_dict_round_trip_fingerprint_and_diff():
     again = SearchSpace.from_dict(a.to_dict())
     assert again == a and again.fingerprint() == a.fingerprint() and again.size() == a.size()
     assert set(again.enumerate()) == set(a.enumerate())
-    b = SearchSpace.from_dict(variant(**{"stages.S1.block": ["C", "T"], "vit_rel": {"include": True, "patch_size": [2, 4]},
-                                         "blocks.rel_attn": ["pre", "post"], "stages.S3.width": [32, 96]}))
+    b = SearchSpace.from_dict(
+        variant(
+            **{
+                "stages.S1.block": ["C", "T"],
+                "vit_rel": {"include": True, "patch_size": [2, 4]},
+                "blocks.rel_attn": ["pre", "post"],
+                "stages.S3.width": [32, 96],
+            }
+        )
+    )
     assert b.fingerprint() != a.fingerprint()
     assert a.diff(a) == []
     changes = a.diff(b)
@@ -240,8 +264,9 @@ def test_minimal_architectures_are_smallest():
 def test_check_budgets_with_count_cost():
     space = load_space("coatnet")
     space.check_budgets(count_cost)  # the shipped default fits its own budgets
-    smallest = min(count_cost(a, image_size=32, num_classes=10, in_chans=1).params
-                   for a in space.minimal_architectures())
+    smallest = min(
+        count_cost(a, image_size=32, num_classes=10, in_chans=1).params for a in space.minimal_architectures()
+    )
     tight = SearchSpace.from_dict({**space.to_dict(), "budgets": {"max_params": smallest - 1}})
     with pytest.raises(ConfigError, match=r"space\.budgets\.max_params.*smallest candidate") as err:
         tight.check_budgets(count_cost)
@@ -260,17 +285,20 @@ def test_shipped_paper_space_fits_its_budgets_and_sizes_are_comparable():
 
 
 try:
-    from hypothesis import HealthCheck, given, settings, strategies as st
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
 except ImportError:  # pragma: no cover
     given = None
 
 
 if given is not None:
+
     @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(name=st.sampled_from(["coatnet", "coatnet-paper"]), seed=st.integers(0, 2 ** 32 - 1))
+    @given(name=st.sampled_from(["coatnet", "coatnet-paper"]), seed=st.integers(0, 2**32 - 1))
     def test_sampled_architectures_build_and_run(name, seed):
         torch = pytest.importorskip("torch")
         from nas.model import build_model
+
         torch.set_num_threads(1)
         space = load_space(name)
         arch = space.sample(random.Random(seed))
@@ -281,16 +309,21 @@ if given is not None:
 
 
 def test_stem_stride_is_a_validated_per_space_option():
-    space = SearchSpace.from_dict(variant(**{"stem.stride": 1, "vit_rel": {"include": True, "patch_size": 4},
-                                             "stages.S1.block": ["C", "T"]}))
+    space = SearchSpace.from_dict(
+        variant(**{"stem.stride": 1, "vit_rel": {"include": True, "patch_size": 4}, "stages.S1.block": ["C", "T"]})
+    )
     archs = list(space.enumerate())
     assert {a.stem_stride for a in archs if not a.is_vit} == {1} and {a.stem_stride for a in archs if a.is_vit} == {2}
     assert all(a in space for a in archs)
     other = dataclasses.replace(next(a for a in archs if not a.is_vit), stem_stride=2)
     assert "stem_stride" in space.why_invalid(other)
     assert space.to_dict()["stem"]["stride"] == 1 and "stride" not in SearchSpace.from_dict(TINY).to_dict()["stem"]
-    assert space.fingerprint() != SearchSpace.from_dict(variant(**{"vit_rel": {"include": True, "patch_size": 4},
-                                                                   "stages.S1.block": ["C", "T"]})).fingerprint()
+    assert (
+        space.fingerprint()
+        != SearchSpace.from_dict(
+            variant(**{"vit_rel": {"include": True, "patch_size": 4}, "stages.S1.block": ["C", "T"]})
+        ).fingerprint()
+    )
     for bad in (3, 0, True, [1, 2]):
         with pytest.raises(ConfigError, match="space.stem.stride"):
             SearchSpace.from_dict(variant(**{"stem.stride": bad}))

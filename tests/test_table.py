@@ -1,5 +1,6 @@
 """Tabulated benchmarks: a study of every candidate becomes a table; a search replays on it with the real
 driver (Ray, Optuna) and in-process, with the same proposals; bad tables and mismatched YAMLs are refused."""
+
 from __future__ import annotations
 
 import json
@@ -76,20 +77,27 @@ def test_table_records_every_candidate_with_its_provenance(table_dir):
 
 def test_replay_recomputes_the_objective_from_the_raw_measurements(table_dir):
     t = load_table(table_dir / "t.json")
-    recs = {json.loads(line)["arch_id"]: json.loads(line) for line in
-            (table_dir / "study" / "jobs.jsonl").read_text().splitlines()}
+    recs = {
+        json.loads(line)["arch_id"]: json.loads(line)
+        for line in (table_dir / "study" / "jobs.jsonl").read_text().splitlines()
+    }
     from nas.arch import Architecture
+
     e = next(iter(t.entries.values()))
     arch = Architecture.from_dict(e["arch"])
     seen = []
     res = replay(arch, t, objective_of(t), on_epoch=lambda i, m: seen.append((i, m["score"])))
-    study_rec = next(json.loads(line) for line in (table_dir / "study" / "jobs.jsonl").read_text().splitlines()
-                     if json.loads(line)["key"] == f"{arch.id}/default/0")
+    study_rec = next(
+        json.loads(line)
+        for line in (table_dir / "study" / "jobs.jsonl").read_text().splitlines()
+        if json.loads(line)["key"] == f"{arch.id}/default/0"
+    )
     assert res.score == pytest.approx(study_rec["score"]) and res.capacity == pytest.approx(study_rec["capacity"])
     assert [i for i, _ in seen] == [1, 2, 3, 4] and seen[-1][1] == pytest.approx(res.score)
     assert recs  # the study recorded its jobs
-    strict = obj.ObjectiveConfig(mode="both", subset_fraction=0.5, gap_penalty=1.0, capacity_metric="accuracy",
-                                 weight_capacity=0.0)
+    strict = obj.ObjectiveConfig(
+        mode="both", subset_fraction=0.5, gap_penalty=1.0, capacity_metric="accuracy", weight_capacity=0.0
+    )
     res2 = replay(arch, t, strict)
     m = e["metrics"]
     want_g = max(0.0, m["gen_val_acc"] - max(0.0, m["gen_train_acc"] - m["gen_val_acc"]))
@@ -120,11 +128,14 @@ def test_grid_replay_covers_the_table_and_finds_its_best(table_dir):
     assert max(r["score"] for r in recs) == pytest.approx(t.best("score"))
 
 
-@pytest.mark.parametrize("change, key, needle", [
-    (("width: 32}", "width: 64}"), "space", "differs from the space of the table"),
-    (("epochs: 2", "epochs: 3"), "train", "train.epochs: table 2, YAML 3"),
-    (("subset_fraction: 0.5", "subset_fraction: 0.4"), "train", "objective.subset_fraction"),
-])
+@pytest.mark.parametrize(
+    "change, key, needle",
+    [
+        (("width: 32}", "width: 64}"), "space", "differs from the space of the table"),
+        (("epochs: 2", "epochs: 3"), "train", "train.epochs: table 2, YAML 3"),
+        (("subset_fraction: 0.5", "subset_fraction: 0.4"), "train", "objective.subset_fraction"),
+    ],
+)
 def test_a_yaml_that_differs_from_the_table_is_refused(table_dir, change, key, needle):
     p = _replay_yaml(table_dir, "trials: 2", "bad.yaml", SPACE.replace(*change))
     with pytest.raises(ConfigError) as err:
@@ -133,17 +144,23 @@ def test_a_yaml_that_differs_from_the_table_is_refused(table_dir, change, key, n
 
 
 def test_scoring_may_differ_from_the_table(table_dir):
-    p = _replay_yaml(table_dir, "trials: 3, sampler: random", "weights.yaml",
-                     SPACE.replace("subset_fraction: 0.5}", "subset_fraction: 0.5, gap_penalty: 1.0, "
-                                   "weight_capacity: 0}"))
+    p = _replay_yaml(
+        table_dir,
+        "trials: 3, sampler: random",
+        "weights.yaml",
+        SPACE.replace("subset_fraction: 0.5}", "subset_fraction: 0.5, gap_penalty: 1.0, weight_capacity: 0}"),
+    )
     for r in replay_search(p):
         assert r["score"] == pytest.approx(r["generalization"])
 
 
-@pytest.mark.parametrize("trainer, needle", [
-    ("table:missing.json", "neither a file"),
-    ("table:space.yaml", "could not be read as a table"),
-])
+@pytest.mark.parametrize(
+    "trainer, needle",
+    [
+        ("table:missing.json", "neither a file"),
+        ("table:space.yaml", "could not be read as a table"),
+    ],
+)
 def test_missing_or_foreign_table_files_are_user_errors(table_dir, trainer, needle):
     p = table_dir / "t2.yaml"
     p.write_text(SPACE + f"search: {{trainer: '{trainer}'}}\n")
@@ -184,15 +201,17 @@ def _res(it, g, c, last=0):
 
 
 def test_pareto_halving_keeps_one_axis_specialists_that_score_halving_drops():
-    from nas.search.schedulers import CompletingASHA, ParetoHalving, nondominated_ranks
     from ray.tune.schedulers import TrialScheduler
+
+    from nas.search.schedulers import CompletingASHA, ParetoHalving, nondominated_ranks
 
     assert nondominated_ranks([(1, 0), (0, 1), (0.5, 0.5), (0.4, 0.4), (0, 0)]) == [0, 0, 0, 1, 2]
     # balanced trials first, then a specialist (best on one axis, lower score), then a dominated one
     seq = [("a", 0.6, 0.6), ("b", 0.55, 0.55), ("c", 0.9, 0.1), ("e", 0.3, 0.3)]
     ph = ParetoHalving(max_t=5, grace_period=1, reduction_factor=2)
-    asha = CompletingASHA(time_attr="training_iteration", metric="score", mode="max", max_t=5, grace_period=1,
-                          reduction_factor=2)
+    asha = CompletingASHA(
+        time_attr="training_iteration", metric="score", mode="max", max_t=5, grace_period=1, reduction_factor=2
+    )
     got_p, got_a = {}, {}
     for tid, g, c in seq:
         t = _T(tid)
@@ -210,8 +229,12 @@ def test_pareto_halving_keeps_one_axis_specialists_that_score_halving_drops():
 
 @pytest.mark.parametrize("kind", ["asha", "pareto"])
 def test_schedulers_on_a_replay_stop_only_between_rounds(table_dir, ray_local, kind):
-    p = _replay_yaml(table_dir, f"trials: 6, sampler: random, max_concurrent: 1, scheduler: {{type: {kind}, "
-                     "grace_period: 1, reduction_factor: 3}", f"{kind}.yaml")
+    p = _replay_yaml(
+        table_dir,
+        f"trials: 6, sampler: random, max_concurrent: 1, scheduler: {{type: {kind}, "
+        "grace_period: 1, reduction_factor: 3}",
+        f"{kind}.yaml",
+    )
     run(p, run_dir=table_dir / f"run-{kind}", progress=False)
     recs = [json.loads(line) for line in (table_dir / f"run-{kind}" / "trials.jsonl").read_text().splitlines()]
     assert len(recs) == 6 and {r["status"] for r in recs} <= {"ok", "stopped"}

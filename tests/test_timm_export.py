@@ -1,6 +1,7 @@
 """``nas-export --format timm`` in the default install (no timm): refusals, the state-dict conversion, and
 checkpoints saved before the conv biases in front of BatchNorm were dropped. The parity with the real timm
 is ``tests_timm/`` (``make test-timm``)."""
+
 from __future__ import annotations
 
 import json
@@ -32,6 +33,7 @@ def _mc(text: str = OK, size: int = 32, **opts) -> ModelConfig:
     arch = Architecture.parse(text, BlockOptions(**opts))
     if stem:
         from dataclasses import replace
+
         arch = replace(arch, **stem)
     return ModelConfig(arch=arch, num_classes=4, image_size=size, in_chans=1)
 
@@ -62,8 +64,14 @@ def test_refused_with_one_paragraph_naming_the_option(mc, fragment, tmp_path, ca
 
 
 def test_expressible_variants_pass():
-    for mc in (_mc(), _mc(rel_attn="none"), _mc(se_ratio=0.0), _mc(downsample="dwconv"),
-               _mc("C-C-C-C L=2,1,1,1,1 D=16,24,32,64,96", size=33), _mc(size=48)):
+    for mc in (
+        _mc(),
+        _mc(rel_attn="none"),
+        _mc(se_ratio=0.0),
+        _mc(downsample="dwconv"),
+        _mc("C-C-C-C L=2,1,1,1,1 D=16,24,32,64,96", size=33),
+        _mc(size=48),
+    ):
         check_timm(mc)
 
 
@@ -80,8 +88,9 @@ def test_state_dict_conversion_keys_shapes_and_layouts():
     model = build_model(mc)
     ours = model.state_dict()
     theirs = to_timm_state_dict(ours, mc)
-    assert sum(v.numel() for k, v in theirs.items() if "num_batches" not in k) == \
-        sum(v.numel() for k, v in ours.items() if "num_batches" not in k)
+    assert sum(v.numel() for k, v in theirs.items() if "num_batches" not in k) == sum(
+        v.numel() for k, v in ours.items() if "num_batches" not in k
+    )
     assert "stem.conv1.bias" not in theirs and "stages.0.blocks.0.conv1_1x1.weight" in theirs
     assert "stages.2.blocks.0.norm1.norm.weight" in theirs and "stages.2.blocks.1.norm1.weight" in theirs
     # relative-bias table: (heads, 2H-1, 2W-1) -> ((2H-1)(2W-1), heads), same entries
@@ -91,10 +100,16 @@ def test_state_dict_conversion_keys_shapes_and_layouts():
     # qkv rows: coatnas (3, heads, head_dim), timm (heads, 3, head_dim); stage S3 has 64 / 32 = 2 heads
     qkv, conv = ours["stages.2.blocks.0.attn.qkv.weight"], theirs["stages.2.blocks.0.attn.qkv.weight"]
     assert conv.shape == (*qkv.shape, 1, 1)
-    rows = {"q0": qkv[0:32], "q1": qkv[32:64], "k0": qkv[64:96], "k1": qkv[96:128], "v0": qkv[128:160],
-            "v1": qkv[160:192]}
+    rows = {
+        "q0": qkv[0:32],
+        "q1": qkv[32:64],
+        "k0": qkv[64:96],
+        "k1": qkv[96:128],
+        "v0": qkv[128:160],
+        "v1": qkv[160:192],
+    }
     for n, name in enumerate(("q0", "k0", "v0", "q1", "k1", "v1")):
-        assert torch.equal(conv[32 * n:32 * (n + 1), :, 0, 0], rows[name]), name
+        assert torch.equal(conv[32 * n : 32 * (n + 1), :, 0, 0], rows[name]), name
 
 
 def test_export_writes_config_and_weights(tmp_path, capsys):
@@ -121,8 +136,9 @@ def test_export_writes_config_and_weights(tmp_path, capsys):
 
 
 def _with_bias(conv: nn.Conv2d, g: torch.Generator) -> nn.Conv2d:
-    new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    groups=conv.groups, bias=True)
+    new = nn.Conv2d(
+        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, groups=conv.groups, bias=True
+    )
     with torch.no_grad():
         new.weight.copy_(conv.weight)
         new.bias.copy_(torch.randn(conv.out_channels, generator=g))

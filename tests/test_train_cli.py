@@ -19,8 +19,9 @@ def test_nas_train_model_config_end_to_end(tmp_path, capsys):
     arch = Architecture.parse("C-C-T-T L=1,1,1,1,1 D=16,16,32,32,64")
     cfg = save_model_config(ModelConfig(arch=arch, num_classes=10, image_size=16, in_chans=1), tmp_path / "m.yaml")
     out = tmp_path / "out"
-    rc = main([str(cfg), "--data", "digits", "--epochs", "2", "--batch-size", "32", "--out", str(out),
-               "--threads", "1"])
+    rc = main(
+        [str(cfg), "--data", "digits", "--epochs", "2", "--batch-size", "32", "--out", str(out), "--threads", "1"]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "epoch   1/2" in text and "epoch   2/2" in text and "val_acc" in text

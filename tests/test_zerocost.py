@@ -1,4 +1,5 @@
 """Zero-cost proxies on real (tiny) CoAtNet models and synthetic 32 px data."""
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,12 @@ from trainers.zerocost import ZERO_COST, ProxyInput, naswot, proxy_batch, zero_c
 
 NAMES = ["params", "macs", "synflow", "naswot", "grad_norm", "snip", "jacov"]
 SMALL = "C-C-T-T L=2,1,1,1,1 D=16,16,32,32,64"
-ARCHS = ["C-C-C-C L=2,1,1,1,1 D=16,16,32,32,64", SMALL, "C-T-T-T L=1,1,1,1,1 D=16,16,32,32,64",
-         "ViT_REL L=1,1,1,1,1 D=32,32,32,32,32 patch=8"]
+ARCHS = [
+    "C-C-C-C L=2,1,1,1,1 D=16,16,32,32,64",
+    SMALL,
+    "C-T-T-T L=1,1,1,1,1 D=16,16,32,32,64",
+    "ViT_REL L=1,1,1,1,1 D=32,32,32,32,32 patch=8",
+]
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 Runs in ``.venv-timm`` (``make test-timm``), with the real timm and torchvision; the default install has
 neither, so these tests live outside ``tests/``.
 """
+
 from __future__ import annotations
 
 import json
@@ -85,30 +86,62 @@ def test_without_weights_builds_the_same_shapes(tmp_path):
     model = timm.create_model(register(folder, "coatnas_test_shapes"))
     ours = build_model(mc)
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 5)
-    assert sorted(v.shape for v in model.state_dict().values() if v.ndim) == \
-        sorted(v.shape for v in _timm_state(mc, ours).values() if v.ndim)
+    assert sorted(v.shape for v in model.state_dict().values() if v.ndim) == sorted(
+        v.shape for v in _timm_state(mc, ours).values() if v.ndim
+    )
     # timm's usual knobs work on the registered model: another classifier
     assert timm.create_model("coatnas_test_shapes", num_classes=3)(torch.randn(1, 1, 32, 32)).shape == (1, 3)
 
 
 def _timm_state(mc, model):
     from nas.timm_export import to_timm_state_dict
+
     return to_timm_state_dict(model.state_dict(), mc)
 
 
 def test_nas_train_checkpoint_through_the_cli(tmp_path):
     """nas-train a small model, nas-export its checkpoint --format timm, load it in timm: same logits."""
     arch = Architecture.parse("C-C-T-T L=2,1,1,1,1 D=16,16,32,32,64")
-    yaml_path = save_model_config(ModelConfig(arch=arch, num_classes=10, image_size=16, in_chans=1),
-                                  tmp_path / "model.yaml")
+    yaml_path = save_model_config(
+        ModelConfig(arch=arch, num_classes=10, image_size=16, in_chans=1), tmp_path / "model.yaml"
+    )
     bin_dir = Path(sys.executable).parent
-    run = subprocess.run([str(bin_dir / "nas-train"), str(yaml_path), "--data", "synthetic", "--steps", "3",
-                          "--batch-size", "8", "--threads", "1", "--quiet", "--out", str(tmp_path / "trained")],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            str(bin_dir / "nas-train"),
+            str(yaml_path),
+            "--data",
+            "synthetic",
+            "--steps",
+            "3",
+            "--batch-size",
+            "8",
+            "--threads",
+            "1",
+            "--quiet",
+            "--out",
+            str(tmp_path / "trained"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
-    run = subprocess.run([str(bin_dir / "nas-export"), str(tmp_path / "trained" / "model.pt"), "--format", "timm",
-                          "--name", "coatnas_cli_test", "--out", str(tmp_path / "timm")],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            str(bin_dir / "nas-export"),
+            str(tmp_path / "trained" / "model.pt"),
+            "--format",
+            "timm",
+            "--name",
+            "coatnas_cli_test",
+            "--out",
+            str(tmp_path / "timm"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     config = json.loads((tmp_path / "timm" / "config.json").read_text())
     assert config["architecture"] == "coatnas_cli_test" and config["pretrained_cfg"]["file"]
@@ -127,7 +160,11 @@ def test_timm_script_runner(tmp_path):
     folder = export_timm(ModelConfig(arch=arch, num_classes=4, image_size=32), tmp_path / "e", name="coatnas_runner")
     script = tmp_path / "script.py"
     script.write_text("import sys, timm\nm = timm.create_model(sys.argv[1])\nprint(type(m).__name__, m.num_classes)\n")
-    run = subprocess.run([sys.executable, "-m", "nas.timm_model", str(folder), "--", str(script), "coatnas_runner"],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "nas.timm_model", str(folder), "--", str(script), "coatnas_runner"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["CoatnasMaxxVit", "4"]

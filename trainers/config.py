@@ -4,6 +4,7 @@ Torch-free, like the rest of the configuration layer (``nas.space``, ``nas.searc
 ``trainers.objective``): a search YAML is parsed and validated on the driver without importing torch, and
 the workers receive these frozen objects as they are.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -59,15 +60,27 @@ class DataConfig:
     synthetic_classes: int = field(default=10, metadata=_min(2))
     synthetic_difficulty: float = field(default=0.5, metadata=_in(0.0, 1.0))
     download: bool | None = None  # null (as a protocol recorded before the key existed reads) = false
-    url: str | None = field(default=None, metadata={
-        "check": lambda v: v is None or re.match(r"(https?|file)://\S+$", v) is not None,
-        "allowed": "an http://, https:// or file:// URL of the archive, or null for the official one"})
-    md5: str | None = field(default=None, metadata={
-        "check": lambda v: v is None or re.fullmatch(r"[0-9a-fA-F]{32}", v) is not None,
-        "allowed": "32 hexadecimal digits, or null for the official archive's"})
-    stream_above_mb: float | None = field(default=2048.0, metadata={
-        "check": lambda v: v is None or v >= 0,
-        "allowed": "a number of megabytes >= 0 (0: always stream an image folder), or null (never stream)"})
+    url: str | None = field(
+        default=None,
+        metadata={
+            "check": lambda v: v is None or re.match(r"(https?|file)://\S+$", v) is not None,
+            "allowed": "an http://, https:// or file:// URL of the archive, or null for the official one",
+        },
+    )
+    md5: str | None = field(
+        default=None,
+        metadata={
+            "check": lambda v: v is None or re.fullmatch(r"[0-9a-fA-F]{32}", v) is not None,
+            "allowed": "32 hexadecimal digits, or null for the official archive's",
+        },
+    )
+    stream_above_mb: float | None = field(
+        default=2048.0,
+        metadata={
+            "check": lambda v: v is None or v >= 0,
+            "allowed": "a number of megabytes >= 0 (0: always stream an image folder), or null (never stream)",
+        },
+    )
 
 
 def _ge(lo: float, kind: str = "a number"):
@@ -109,8 +122,9 @@ class TrainConfig:
     lr: float = field(default=2e-3, metadata={"check": lambda v: v > 0, "allowed": "a number > 0"})
     weight_decay: float = field(default=0.05, metadata=_ge(0))
     warmup: float = field(default=0.1, metadata={"check": lambda v: 0 <= v < 1, "allowed": "a number in [0, 1)"})
-    label_smoothing: float = field(default=0.1, metadata={"check": lambda v: 0 <= v < 1,
-                                                          "allowed": "a number in [0, 1)"})
+    label_smoothing: float = field(
+        default=0.1, metadata={"check": lambda v: 0 <= v < 1, "allowed": "a number in [0, 1)"}
+    )
     grad_clip: float = field(default=1.0, metadata=_ge(0))
     seed: int = 0
     augment: bool = False
@@ -125,12 +139,14 @@ class TrainConfig:
 def parse_train(data: Any, file: str | None = None) -> TrainConfig:
     """Parse a ``train:`` mapping (``None``: all defaults)."""
     from nas.errors import parse_dataclass
+
     return parse_dataclass(TrainConfig, data, file, "train")
 
 
 def parse_objective(data: Any, file: str | None = None) -> ObjectiveConfig:
     """Parse an ``objective:`` mapping (``None``: all defaults)."""
     from nas.errors import ConfigError, parse_dataclass
+
     try:
         return parse_dataclass(ObjectiveConfig, data, file, "objective")
     except ConfigError as err:
@@ -154,4 +170,7 @@ def flat(d: Any, prefix: str) -> dict[str, Any]:
 def default_protocol() -> dict[str, Any]:
     """The flat ``train.*``/``objective.*`` protocol of the defaults (what a key recorded before it existed
     meant)."""
-    return {**flat(dataclasses.asdict(TrainConfig()), "train"), **flat(dataclasses.asdict(ObjectiveConfig()), "objective")}
+    return {
+        **flat(dataclasses.asdict(TrainConfig()), "train"),
+        **flat(dataclasses.asdict(ObjectiveConfig()), "objective"),
+    }

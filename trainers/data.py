@@ -7,16 +7,13 @@ stratified split from a seed. Loaded datasets are cached per process: a worker r
 and resizes once (``trainers.shared`` loads once per Ray node instead). An image folder too large for memory
 (``train.data.stream_above_mb``) is streamed: :class:`~trainers.stream.StreamedImages` decodes each batch.
 """
+
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
-import pickle
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -29,9 +26,22 @@ from .images import Images, channel_stats
 from .sources import EXPECTED, IMAGE_EXTS, Origin, bad_source, downloaded, resolve_source, source_path
 from .stream import in_memory_uint8
 
-__all__ = ["DataConfig", "Dataset", "Images", "load_dataset", "resolve_source", "stratified_split",
-           "stratified_subset", "SOURCES", "READERS", "read_imagefolder", "clear_dataset_cache", "read_dataset",
-           "decode_rgb", "in_memory_bytes"]
+__all__ = [
+    "DataConfig",
+    "Dataset",
+    "Images",
+    "load_dataset",
+    "resolve_source",
+    "stratified_split",
+    "stratified_subset",
+    "SOURCES",
+    "READERS",
+    "read_imagefolder",
+    "clear_dataset_cache",
+    "read_dataset",
+    "decode_rgb",
+    "in_memory_bytes",
+]
 
 
 @dataclass(eq=False)
@@ -60,15 +70,22 @@ class Dataset:
     def image_size(self) -> int:
         return int(self.x_train.shape[-1])
 
-    def to(self, device: str | torch.device) -> "Dataset":
+    def to(self, device: str | torch.device) -> Dataset:
         """The same data on ``device`` (moved once, then memoised)."""
         device = torch.device(device)
         if self.x_train.device == device:
             return self
         key = str(device)
         if key not in self._copies:
-            self._copies[key] = Dataset(self.x_train.to(device), self.y_train.to(device), self.x_val.to(device),
-                                        self.y_val.to(device), self.num_classes, self.in_chans, self.name)
+            self._copies[key] = Dataset(
+                self.x_train.to(device),
+                self.y_train.to(device),
+                self.x_val.to(device),
+                self.y_val.to(device),
+                self.num_classes,
+                self.in_chans,
+                self.name,
+            )
         return self._copies[key]
 
 
@@ -101,8 +118,9 @@ def stratified_subset(y: torch.Tensor | np.ndarray, fraction: float, seed: int) 
     return torch.from_numpy(np.sort(np.concatenate(keep)))
 
 
-def load_dataset(cfg: DataConfig, image_size: int, in_chans: int, *, file: str | None = None,
-                 key: str = "train.data.path") -> Dataset:
+def load_dataset(
+    cfg: DataConfig, image_size: int, in_chans: int, *, file: str | None = None, key: str = "train.data.path"
+) -> Dataset:
     """Load ``cfg``'s source at ``image_size`` with ``in_chans`` channels (cached per process).
 
     ``file`` is the YAML the config came from and ``key`` what the user set the path with (a YAML key, or
@@ -118,13 +136,15 @@ def clear_dataset_cache() -> None:
 
 
 @functools.lru_cache(maxsize=8)
-def _load_cached(cfg: DataConfig, image_size: int, in_chans: int, file: str | None,
-                 key: str = "train.data.path") -> Dataset:
+def _load_cached(
+    cfg: DataConfig, image_size: int, in_chans: int, file: str | None, key: str = "train.data.path"
+) -> Dataset:
     return read_dataset(cfg, image_size, in_chans, file=file, key=key)
 
 
-def read_dataset(cfg: DataConfig, image_size: int, in_chans: int, *, file: str | None = None,
-                 key: str = "train.data.path") -> Dataset:
+def read_dataset(
+    cfg: DataConfig, image_size: int, in_chans: int, *, file: str | None = None, key: str = "train.data.path"
+) -> Dataset:
     """:func:`load_dataset` without the per-process cache (the shared path loads once and caches nothing).
 
     An ``imagefolder`` larger in memory than ``cfg.stream_above_mb`` comes back streamed
@@ -145,8 +165,9 @@ def read_dataset(cfg: DataConfig, image_size: int, in_chans: int, *, file: str |
     del x, xt
     mean, std = channel_stats(x_tr)
     std = std.clamp_min(1e-6)
-    return Dataset(Images(x_tr, mean, std), yt[tr_t], Images(x_va, mean, std), yt[va_t], num_classes, in_chans,
-                   cfg.name)
+    return Dataset(
+        Images(x_tr, mean, std), yt[tr_t], Images(x_va, mean, std), yt[va_t], num_classes, in_chans, cfg.name
+    )
 
 
 def _limit_split(y: np.ndarray, cfg: DataConfig, file: str | None):
@@ -157,8 +178,12 @@ def _limit_split(y: np.ndarray, cfg: DataConfig, file: str | None):
         y = y[keep]
     tr, va = stratified_split(y, cfg.val_fraction, cfg.seed)
     if len(tr) == 0 or len(va) == 0:
-        raise ConfigError(file, "train.data", f"too few examples ({len(y)}) to split into train and validation",
-                          "a source with at least 2 examples per class")
+        raise ConfigError(
+            file,
+            "train.data",
+            f"too few examples ({len(y)}) to split into train and validation",
+            "a source with at least 2 examples per class",
+        )
     return keep, tr, va
 
 
@@ -185,6 +210,7 @@ def _stream_listing(cfg: DataConfig, image_size: int, in_chans: int, origin: Ori
 def _first_size(cfg: DataConfig, f: Path, origin: Origin) -> tuple[int, int]:
     """(height, width) of the folder's first image: every other is resized to it, as when loading."""
     from PIL import Image
+
     try:
         with Image.open(f) as im:
             return im.size[1], im.size[0]
@@ -192,9 +218,18 @@ def _first_size(cfg: DataConfig, f: Path, origin: Origin) -> tuple[int, int]:
         raise bad_source(cfg, f, origin, f"unreadable image ({err})") from None
 
 
-def _load_streamed(cfg: DataConfig, files: list[Path], y: np.ndarray, num_classes: int, ref_hw: tuple[int, int],
-                   image_size: int, in_chans: int, file: str | None) -> Dataset:
+def _load_streamed(
+    cfg: DataConfig,
+    files: list[Path],
+    y: np.ndarray,
+    num_classes: int,
+    ref_hw: tuple[int, int],
+    image_size: int,
+    in_chans: int,
+    file: str | None,
+) -> Dataset:
     from .stream import StreamedImages, sample_stats
+
     keep, tr, va = _limit_split(y, cfg, file)
     if keep is not None:
         files, y = [files[i] for i in keep], y[keep]
@@ -221,14 +256,19 @@ def _to_images(x: np.ndarray, image_size: int, in_chans: int) -> torch.Tensor:
         elif c == 3 and in_chans == 1:
             t = (t * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
         else:
-            raise UserError(f"the data has {c} channels but the model wants {in_chans}; only grey<->RGB "
-                            "conversion is automatic. Set `space.input.channels` to match the data.")
+            raise UserError(
+                f"the data has {c} channels but the model wants {in_chans}; only grey<->RGB "
+                "conversion is automatic. Set `space.input.channels` to match the data."
+            )
     if t.shape[-2:] != (image_size, image_size):
         out = []
         for chunk in t.split(4096):
             down = chunk.shape[-1] > image_size
-            out.append(F.interpolate(chunk, size=(image_size, image_size), mode="bilinear",
-                                     align_corners=False, antialias=down))
+            out.append(
+                F.interpolate(
+                    chunk, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=down
+                )
+            )
         t = torch.cat(out)
     return t.contiguous()
 
@@ -241,13 +281,13 @@ def _read_source(cfg: DataConfig, image_size: int, in_chans: int, origin: Origin
     if not needs_path:
         return reader(cfg, image_size, in_chans)
     if cfg.path is None:
-        raise ConfigError(origin.file, origin.key, f"is required for the `{cfg.name}` source",
-                          EXPECTED[cfg.name])
+        raise ConfigError(origin.file, origin.key, f"is required for the `{cfg.name}` source", EXPECTED[cfg.name])
     return reader(cfg, source_path(cfg, origin), origin)
 
 
 def _digits(cfg: DataConfig, image_size: int, in_chans: int):
     from sklearn.datasets import load_digits
+
     d = load_digits()
     return (d.images[:, None].astype(np.float32) / 16.0), d.target.astype(np.int64), 10
 
@@ -257,8 +297,9 @@ def _synthetic(cfg: DataConfig, image_size: int, in_chans: int):
     rng = np.random.default_rng(cfg.seed + 12345)
     k, n = cfg.synthetic_classes, cfg.synthetic_samples
     coarse = rng.standard_normal((k, in_chans, 4, 4)).astype(np.float32)
-    protos = F.interpolate(torch.from_numpy(coarse), size=(image_size, image_size), mode="bicubic",
-                           align_corners=False).numpy()
+    protos = F.interpolate(
+        torch.from_numpy(coarse), size=(image_size, image_size), mode="bicubic", align_corners=False
+    ).numpy()
     protos /= protos.std(axis=(1, 2, 3), keepdims=True) + 1e-6
     y = np.arange(n) % k
     rng.shuffle(y)
@@ -275,6 +316,7 @@ def _synthetic(cfg: DataConfig, image_size: int, in_chans: int):
 
 def _unpickle(cfg, path: Path, origin: Origin):
     from .safe_pickle import load_cifar_pickle
+
     try:
         with open(path, "rb") as fh:
             d = load_cifar_pickle(fh)  # only numpy arrays, lists, numbers, strings: no code
@@ -325,6 +367,7 @@ def _list_imagefolder(cfg: DataConfig, path: Path, origin: Origin) -> tuple[list
 def decode_rgb(f: str | Path, ref_hw: tuple[int, int] | None = None) -> np.ndarray:
     """The image file ``f`` as RGB uint8 (H, W, 3), resized (bilinear) to ``ref_hw`` when given and different."""
     from PIL import Image
+
     with Image.open(f) as im:
         arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
     if ref_hw is not None and arr.shape[:2] != tuple(ref_hw):
@@ -362,8 +405,9 @@ def _npz(cfg: DataConfig, path: Path, origin: Origin):
     except Exception as err:  # noqa: BLE001
         raise bad_source(cfg, path, origin, f"not a readable .npz ({err})") from None
     if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
-        raise bad_source(cfg, path, origin, f"`y` must be {len(x)} non-negative integer labels, got shape {y.shape} "
-                   f"dtype {y.dtype}")
+        raise bad_source(
+            cfg, path, origin, f"`y` must be {len(x)} non-negative integer labels, got shape {y.shape} dtype {y.dtype}"
+        )
     if x.ndim == 3:
         x = x[:, None]
     elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
@@ -377,8 +421,16 @@ def _npz(cfg: DataConfig, path: Path, origin: Origin):
 
 # source name (``trainers.config.SOURCES``) -> (reader, whether it reads ``path``): a reader with a path
 # takes (cfg, path, origin), one without (cfg, image_size, in_chans); each returns (x NCHW, y, num_classes).
-READERS = {"digits": (_digits, False), "synthetic": (_synthetic, False), "cifar10": (_cifar, True),
-           "cifar100": (_cifar, True), "imagefolder": (_imagefolder, True), "npz": (_npz, True)}
+READERS = {
+    "digits": (_digits, False),
+    "synthetic": (_synthetic, False),
+    "cifar10": (_cifar, True),
+    "cifar100": (_cifar, True),
+    "imagefolder": (_imagefolder, True),
+    "npz": (_npz, True),
+}
 if set(READERS) != set(SOURCES):
-    raise ImportError(f"trainers.data.READERS {sorted(READERS)} and trainers.config.SOURCES {sorted(SOURCES)} "
-                      "must name the same sources")
+    raise ImportError(
+        f"trainers.data.READERS {sorted(READERS)} and trainers.config.SOURCES {sorted(SOURCES)} "
+        "must name the same sources"
+    )

@@ -7,6 +7,7 @@ extracted (by name, regular files only, written by this module under names it bu
 temporary folder renamed into place when complete: no member of the archive chooses where it lands. A
 lock file serialises processes (workers of one node) that share the cache folder.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -18,10 +19,10 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from nas.errors import UserError
 
@@ -51,13 +52,20 @@ class Archive:
 
 
 ARCHIVES = {
-    "cifar10": Archive("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                       "c58f30108f718f92721af3b95e74349a", "cifar-10-batches-py",
-                       tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta"),
-                       tuple(f"data_batch_{i}" for i in range(1, 6))),
-    "cifar100": Archive("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-                        "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python", ("train", "test", "meta"),
-                        ("train",)),
+    "cifar10": Archive(
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "c58f30108f718f92721af3b95e74349a",
+        "cifar-10-batches-py",
+        tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta"),
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+    ),
+    "cifar100": Archive(
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "eb9058c3a382ffc7106e4002c42a8d85",
+        "cifar-100-python",
+        ("train", "test", "meta"),
+        ("train",),
+    ),
 }
 
 
@@ -76,11 +84,13 @@ def archive_url(name: str, url: str | None) -> str:
     return f"{mirror.rstrip('/')}/{arc.filename}" if mirror else arc.url
 
 
-def ensure_cifar(name: str, cache: Path, *, url: str | None = None, md5: str | None = None,
-                 where: str = "train.data") -> Path:
+def ensure_cifar(
+    name: str, cache: Path, *, url: str | None = None, md5: str | None = None, where: str = "train.data"
+) -> Path:
     """The folder holding ``name``'s extracted pickles: ``cache`` itself or ``cache/<archive folder>``
-    when they are there, else the latter after downloading and extracting the archive into ``cache``. ``md5`` replaces the official checksum (a mirror serving a
-    re-packed archive); ``where`` names the YAML section in messages."""
+    when they are there, else the latter after downloading and extracting the archive into ``cache``.
+    ``md5`` replaces the official checksum (a mirror serving a re-packed archive); ``where`` names the YAML
+    section in messages."""
     arc = ARCHIVES[name]
     if cache.name == arc.folder:  # the extracted folder itself (a path resolved on the driver)
         cache = cache.parent
@@ -91,8 +101,10 @@ def ensure_cifar(name: str, cache: Path, *, url: str | None = None, md5: str | N
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise UserError(f"`{where}.path`: cannot create the download cache folder {cache} ({err.strerror}). "
-                        f"Set `{where}.path` to a writable folder for the {name} archive.") from None
+        raise UserError(
+            f"`{where}.path`: cannot create the download cache folder {cache} ({err.strerror}). "
+            f"Set `{where}.path` to a writable folder for the {name} archive."
+        ) from None
     with _locked(cache / f".{arc.filename}.lock", where):
         if _complete(target, arc):  # another process finished it while we waited
             return target
@@ -113,8 +125,10 @@ def _locked(path: Path, where: str) -> Iterator[None]:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as err:
-        raise UserError(f"`{where}.path`: cannot open the lock file {path} ({err.strerror}). Set "
-                        f"`{where}.path` to a writable folder you own.") from None
+        raise UserError(
+            f"`{where}.path`: cannot open the lock file {path} ({err.strerror}). Set "
+            f"`{where}.path` to a writable folder you own."
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -151,16 +165,23 @@ def _download(url: str, dest: Path, expected_md5: str, where: str) -> None:
                 out.flush()
                 os.fsync(out.fileno())
         except (urllib.error.URLError, OSError, ValueError) as err:
-            reason = (f"HTTP {err.code} {err.reason}" if isinstance(err, urllib.error.HTTPError)
-                      else getattr(err, "reason", None) or err)
+            reason = (
+                f"HTTP {err.code} {err.reason}"
+                if isinstance(err, urllib.error.HTTPError)
+                else getattr(err, "reason", None) or err
+            )
             raise _failed(url, dest, f"failed after {done:,} bytes ({reason})", where) from None
         if total is not None and done != total:
-            raise _failed(url, dest, f"stopped after {done:,} of {total:,} bytes (the connection closed early)",
-                          where)
+            raise _failed(url, dest, f"stopped after {done:,} of {total:,} bytes (the connection closed early)", where)
         got = h.hexdigest()
         if got != expected_md5:
-            raise _failed(url, dest, f"gave a file of {done:,} bytes with MD5 {got}, not the expected "
-                          f"{expected_md5} (a damaged or different file)", where)
+            raise _failed(
+                url,
+                dest,
+                f"gave a file of {done:,} bytes with MD5 {got}, not the expected "
+                f"{expected_md5} (a damaged or different file)",
+                where,
+            )
         os.replace(tmp, dest)
         print(f"coatnas: downloaded {dest.name} ({done:,} bytes, MD5 verified)", file=sys.stderr, flush=True)
     finally:
@@ -172,10 +193,12 @@ def _mb(n: int | None) -> str:
 
 
 def _failed(url: str, dest: Path, what: str, where: str) -> UserError:
-    return UserError(f"Downloading {url} (`{where}.download: true`) {what}; nothing was kept, so {dest} is "
-                     "not used. Run the command again to retry; or set `{w}.url` (or the environment "
-                     f"variable {MIRROR_ENV}) to a mirror; or fetch the archive yourself and place it at {dest} "
-                     "(it is checked, then unpacked there).".replace("{w}", where))
+    return UserError(
+        f"Downloading {url} (`{where}.download: true`) {what}; nothing was kept, so {dest} is "
+        "not used. Run the command again to retry; or set `{w}.url` (or the environment "
+        f"variable {MIRROR_ENV}) to a mirror; or fetch the archive yourself and place it at {dest} "
+        "(it is checked, then unpacked there).".replace("{w}", where)
+    )
 
 
 def _extract(archive: Path, target: Path, arc: Archive, where: str) -> None:
@@ -200,14 +223,18 @@ def _extract(archive: Path, target: Path, arc: Archive, where: str) -> None:
         if missing:
             raise _corrupt(archive, f"lacks {', '.join(f'{arc.folder}/{m}' for m in missing)}", where)
         if target.exists():  # never made by this module: extraction renames a complete folder into place
-            raise UserError(f"`{where}.path`: {target} exists but lacks some of "
-                            f"{', '.join(arc.needed)}; it was not made by a download. Move it aside (the "
-                            "archive is then unpacked there), or complete it.")
+            raise UserError(
+                f"`{where}.path`: {target} exists but lacks some of "
+                f"{', '.join(arc.needed)}; it was not made by a download. Move it aside (the "
+                "archive is then unpacked there), or complete it."
+            )
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _corrupt(archive: Path, what: str, where: str) -> UserError:
-    return UserError(f"The archive {archive} (`{where}.download: true`) {what}. Delete it and run again to "
-                     "download it anew, or place the official archive there.")
+    return UserError(
+        f"The archive {archive} (`{where}.download: true`) {what}. Delete it and run again to "
+        "download it anew, or place the official archive there."
+    )

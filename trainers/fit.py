@@ -4,6 +4,7 @@ recalibration and evaluation after every round; used by every proxy training and
 Data stay on the training device as loaded (uint8 where exact) and are batched by index tensors; indexing
 the images gives the normalised float32 batch (``trainers.images.Images``).
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,16 @@ import torch.nn.functional as F
 from .config import TrainConfig
 from .data import Dataset, Images
 
-__all__ = ["fit", "FitResult", "Diverged", "autocast", "resolve_device", "seed_everything", "evaluate",
-           "recalibrate_bn"]
+__all__ = [
+    "fit",
+    "FitResult",
+    "Diverged",
+    "autocast",
+    "resolve_device",
+    "seed_everything",
+    "evaluate",
+    "recalibrate_bn",
+]
 
 
 class Diverged(RuntimeError):
@@ -46,9 +55,12 @@ def resolve_device(train: TrainConfig, device: str | torch.device | None = None)
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         from nas.errors import UserError
-        raise UserError(f"The device is {name!r} (`train.device` or `--device`), but PyTorch sees no CUDA GPU here "
-                        f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}). Allowed: `auto` "
-                        "(CUDA when present, else CPU) or `cpu`; or run where a GPU is visible.")
+
+        raise UserError(
+            f"The device is {name!r} (`train.device` or `--device`), but PyTorch sees no CUDA GPU here "
+            f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}). Allowed: `auto` "
+            "(CUDA when present, else CPU) or `cpu`; or run where a GPU is visible."
+        )
     return torch.device(name)
 
 
@@ -81,8 +93,9 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, x: torch.Tensor | Images, images: int, batch_size: int, seed: int = 0,
-                   channels_last: bool = False) -> bool:
+def recalibrate_bn(
+    model: nn.Module, x: torch.Tensor | Images, images: int, batch_size: int, seed: int = 0, channels_last: bool = False
+) -> bool:
     """Recompute every BatchNorm's running mean/variance from ``images`` examples of ``x``.
 
     The statistics become the exact average over the batches (momentum ``None``), with every other module
@@ -103,7 +116,7 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor | Images, images: int, batc
     bs = max(2, min(batch_size, len(idx)))
     try:
         for i in range(0, len(idx) - 1, bs):  # a last batch of one image has no variance: skip it
-            xb = x[idx[i:i + bs]]
+            xb = x[idx[i : i + bs]]
             if len(xb) < 2:
                 break
             if channels_last:
@@ -117,14 +130,20 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor | Images, images: int, batc
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor | Images, y: torch.Tensor, train: TrainConfig,
-             device: torch.device, channels_last: bool) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor | Images,
+    y: torch.Tensor,
+    train: TrainConfig,
+    device: torch.device,
+    channels_last: bool,
+) -> tuple[float, float]:
     """(mean cross-entropy without smoothing, accuracy) of ``model`` on ``x, y``."""
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     for i in range(0, len(y), train.eval_batch_size):
-        xb, yb = x[i:i + train.eval_batch_size], y[i:i + train.eval_batch_size]
+        xb, yb = x[i : i + train.eval_batch_size], y[i : i + train.eval_batch_size]
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         with autocast(device, train):
@@ -135,9 +154,18 @@ def evaluate(model: nn.Module, x: torch.Tensor | Images, y: torch.Tensor, train:
     return loss_sum.item() / n, correct.item() / n
 
 
-def fit(model: nn.Module, dataset: Dataset, train: TrainConfig, *, train_idx: torch.Tensor | None = None,
-        steps: int | None = None, device: torch.device | None = None, eval_idx: torch.Tensor | None = None,
-        report_every: int | None = None, regime: str = "full") -> Iterator[dict[str, float]]:
+def fit(
+    model: nn.Module,
+    dataset: Dataset,
+    train: TrainConfig,
+    *,
+    train_idx: torch.Tensor | None = None,
+    steps: int | None = None,
+    device: torch.device | None = None,
+    eval_idx: torch.Tensor | None = None,
+    report_every: int | None = None,
+    regime: str = "full",
+) -> Iterator[dict[str, float]]:
     """Train ``model`` in place; yield one metrics dict per round; return a :class:`FitResult`.
 
     A generator so that callers can report each round (and stop) between rounds. A round is one epoch of
@@ -172,32 +200,50 @@ def fit(model: nn.Module, dataset: Dataset, train: TrainConfig, *, train_idx: to
         model.train()
         t0 = time.perf_counter()
         count = min(report_every, total - step)
-        loss_sum, correct, seen = _train_round(model, opt, sched, batches, x_all, y_all, count, train, device,
-                                               channels_last, gen)
+        loss_sum, correct, seen = _train_round(
+            model, opt, sched, batches, x_all, y_all, count, train, device, channels_last, gen
+        )
         step += count
         sync()
         train_s += time.perf_counter() - t0
         images += seen
         running_loss = loss_sum.item() / max(1, seen)
         _check_diverged(running_loss, chance_loss, rnd, regime, train)
-        val_loss, val_acc, fit_loss, fit_acc = _measure_round(model, x_all, data, xe, ye, train, device,
-                                                              channels_last)
-        row = {"regime": regime, "epoch": rnd, "step": step, "passes": images / n, "train_loss": fit_loss,
-               "train_acc": fit_acc, "val_loss": val_loss, "val_acc": val_acc,
-               "running_loss": running_loss, "running_acc": correct.item() / max(1, seen),
-               "lr": opt.param_groups[0]["lr"], "round_s": time.perf_counter() - t0}
+        val_loss, val_acc, fit_loss, fit_acc = _measure_round(model, x_all, data, xe, ye, train, device, channels_last)
+        row = {
+            "regime": regime,
+            "epoch": rnd,
+            "step": step,
+            "passes": images / n,
+            "train_loss": fit_loss,
+            "train_acc": fit_acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "running_loss": running_loss,
+            "running_acc": correct.item() / max(1, seen),
+            "lr": opt.param_groups[0]["lr"],
+            "round_s": time.perf_counter() - t0,
+        }
         history.append(row)
         yield row
-    metrics = {"train_loss": history[-1]["train_loss"], "train_acc": history[-1]["train_acc"],
-               "val_loss": history[-1]["val_loss"], "val_acc": history[-1]["val_acc"],
-               "gap": history[-1]["train_acc"] - history[-1]["val_acc"], "epochs": rounds,
-               "passes": images / n, "steps": step, "train_images": images, "train_s": train_s,
-               "images_per_s": images / train_s if train_s > 0 else 0.0, "train_size": n}
+    metrics = {
+        "train_loss": history[-1]["train_loss"],
+        "train_acc": history[-1]["train_acc"],
+        "val_loss": history[-1]["val_loss"],
+        "val_acc": history[-1]["val_acc"],
+        "gap": history[-1]["train_acc"] - history[-1]["val_acc"],
+        "epochs": rounds,
+        "passes": images / n,
+        "steps": step,
+        "train_images": images,
+        "train_s": train_s,
+        "images_per_s": images / train_s if train_s > 0 else 0.0,
+        "train_size": n,
+    }
     return FitResult(model, metrics, history)
 
 
-def _train_examples(data: Dataset, train_idx: torch.Tensor | None,
-                    device: torch.device) -> tuple[Images, torch.Tensor]:
+def _train_examples(data: Dataset, train_idx: torch.Tensor | None, device: torch.device) -> tuple[Images, torch.Tensor]:
     """The training images and labels, restricted to ``train_idx`` when given."""
     x_all, y_all = data.x_train, data.y_train
     if train_idx is not None:
@@ -215,15 +261,18 @@ def _place(model: nn.Module, train: TrainConfig, device: torch.device) -> bool:
     return channels_last
 
 
-def _optimizer(model: nn.Module, train: TrainConfig, device: torch.device,
-               total: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+def _optimizer(
+    model: nn.Module, train: TrainConfig, device: torch.device, total: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW (no weight decay on biases and norms) and its schedule: linear warmup, then cosine to zero
     at step ``total``."""
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": train.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=train.lr,
-                            foreach=device.type == "cuda")
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=train.lr,
+        foreach=device.type == "cuda",
+    )
     warm = int(train.warmup * total)
 
     def lr_at(step: int) -> float:
@@ -246,14 +295,24 @@ class _Batches:
     def next(self) -> torch.Tensor:
         if self.pos >= self.per_epoch:
             self.perm, self.pos = torch.randperm(self.n, generator=self.gen).to(self.device), 0
-        idx = self.perm[self.pos * self.bs:(self.pos + 1) * self.bs]
+        idx = self.perm[self.pos * self.bs : (self.pos + 1) * self.bs]
         self.pos += 1
         return idx
 
 
-def _train_round(model: nn.Module, opt: torch.optim.Optimizer, sched, batches: _Batches, x_all: Images,
-                 y_all: torch.Tensor, count: int, train: TrainConfig, device: torch.device, channels_last: bool,
-                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _train_round(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched,
+    batches: _Batches,
+    x_all: Images,
+    y_all: torch.Tensor,
+    count: int,
+    train: TrainConfig,
+    device: torch.device,
+    channels_last: bool,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """``count`` optimizer steps; return the summed training loss (on the device), the number of correct
     predictions and the number of images seen."""
     loss_sum = torch.zeros((), device=device)
@@ -284,12 +343,22 @@ def _train_round(model: nn.Module, opt: torch.optim.Optimizer, sched, batches: _
 def _check_diverged(running_loss: float, chance_loss: float, rnd: int, regime: str, train: TrainConfig) -> None:
     """Raise :class:`Diverged` if the round's training loss is not finite or over 100x chance."""
     if not math.isfinite(running_loss) or running_loss > 100 * chance_loss:
-        raise Diverged(f"training loss {running_loss:.4g} at round {rnd} ({regime} regime, lr {train.lr:g}) "
-                       f"is {'not finite' if not math.isfinite(running_loss) else 'over 100x chance'}")
+        raise Diverged(
+            f"training loss {running_loss:.4g} at round {rnd} ({regime} regime, lr {train.lr:g}) "
+            f"is {'not finite' if not math.isfinite(running_loss) else 'over 100x chance'}"
+        )
 
 
-def _measure_round(model: nn.Module, x_all: Images, data: Dataset, xe: Images, ye: torch.Tensor,
-                   train: TrainConfig, device: torch.device, channels_last: bool) -> tuple[float, float, float, float]:
+def _measure_round(
+    model: nn.Module,
+    x_all: Images,
+    data: Dataset,
+    xe: Images,
+    ye: torch.Tensor,
+    train: TrainConfig,
+    device: torch.device,
+    channels_last: bool,
+) -> tuple[float, float, float, float]:
     """(val_loss, val_acc, fit_loss, fit_acc) after a round.
 
     Every round is measured like the final result: BN statistics recomputed, eval mode, the same

@@ -5,6 +5,7 @@ quarter of the float32 bytes, in every process that holds it. Indexing an :class
 normalised float32 batch the models see, computed on the device the images are on, by the same operations
 in the same order as the float32 tensors held before (``x / 255``, then ``(x - mean) / std``).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -42,8 +43,12 @@ class Images:
 
     def _pick(self, idx: Any) -> torch.Tensor:
         # index_select is 5-20x faster than advanced indexing on CPU for a batch of indices
-        if isinstance(idx, torch.Tensor) and idx.dim() == 1 and not idx.dtype.is_floating_point \
-                and idx.dtype != torch.bool:
+        if (
+            isinstance(idx, torch.Tensor)
+            and idx.dim() == 1
+            and not idx.dtype.is_floating_point
+            and idx.dtype != torch.bool
+        ):
             return self.raw.index_select(0, idx)
         return self.raw[idx]
 
@@ -68,11 +73,11 @@ class Images:
         """Bytes of the stored images."""
         return self.raw.numel() * self.raw.element_size()
 
-    def subset(self, idx: torch.Tensor) -> "Images":
+    def subset(self, idx: torch.Tensor) -> Images:
         """The images at ``idx``, stored as these are (no float copy)."""
         return Images(self._pick(idx.to(self.raw.device)), self.mean, self.std)
 
-    def to(self, device: str | torch.device) -> "Images":
+    def to(self, device: str | torch.device) -> Images:
         device = torch.device(device)
         if self.raw.device == device:
             return self

@@ -6,6 +6,7 @@ ones, with the worker's threads (CPU) or synchronised CUDA timing (GPU). Deploym
 as a third axis (``objective.axes: [generalization, capacity, latency]``) or as a budget
 (``objective.latency.max_ms``); see docs/objective.md.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -39,8 +40,17 @@ def time_forward(model: torch.nn.Module, x: torch.Tensor, repeats: int, warmup: 
     return times
 
 
-def measure_latency(arch: Architecture, cfg: ObjectiveConfig, *, image_size: int, in_chans: int, num_classes: int,
-                    device: str | torch.device = "cpu", threads: int | None = None, **_: Any) -> float:
+def measure_latency(
+    arch: Architecture,
+    cfg: ObjectiveConfig,
+    *,
+    image_size: int,
+    in_chans: int,
+    num_classes: int,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+    **_: Any,
+) -> float:
     """Median latency in milliseconds of one ``cfg.latency.batch_size`` batch through ``arch``."""
     from nas.model import build_model
 

@@ -6,6 +6,7 @@ records, the leaderboard and its Pareto front, the report, the per-round reports
 an entry here and, when a worker measures it, a function in a room of its own (``trainers/latency.py``
 measures ``latency``). Definitions and the reasons for them: ``docs/objective.md``. No torch here.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -14,8 +15,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["ObjectiveConfig", "LatencyConfig", "Objective", "OBJECTIVES", "DEFAULT_AXES", "objectives_of",
-           "measure_objectives", "generalization", "capacity", "score", "round_axes", "pareto_mask"]
+__all__ = [
+    "ObjectiveConfig",
+    "LatencyConfig",
+    "Objective",
+    "OBJECTIVES",
+    "DEFAULT_AXES",
+    "objectives_of",
+    "measure_objectives",
+    "generalization",
+    "capacity",
+    "score",
+    "round_axes",
+    "pareto_mask",
+]
 
 DEFAULT_AXES = ("generalization", "capacity")
 
@@ -32,13 +45,17 @@ class LatencyConfig:
             (``null``: no budget). Measured on the worker's own device and threads.
     """
 
-    batch_size: int = field(default=1, metadata={"check": lambda v: 1 <= v <= 4096,
-                                                 "allowed": "an integer from 1 to 4096"})
-    repeats: int = field(default=20, metadata={"check": lambda v: 3 <= v <= 10_000,
-                                               "allowed": "an integer from 3 to 10000"})
+    batch_size: int = field(
+        default=1, metadata={"check": lambda v: 1 <= v <= 4096, "allowed": "an integer from 1 to 4096"}
+    )
+    repeats: int = field(
+        default=20, metadata={"check": lambda v: 3 <= v <= 10_000, "allowed": "an integer from 3 to 10000"}
+    )
     warmup: int = field(default=3, metadata={"check": lambda v: 0 <= v <= 1000, "allowed": "an integer from 0 to 1000"})
-    max_ms: float | None = field(default=None, metadata={"check": lambda v: v is None or v > 0,
-                                                         "allowed": "a number of milliseconds > 0, or null"})
+    max_ms: float | None = field(
+        default=None,
+        metadata={"check": lambda v: v is None or v > 0, "allowed": "a number of milliseconds > 0, or null"},
+    )
 
 
 @dataclass(frozen=True)
@@ -60,13 +77,14 @@ class ObjectiveConfig:
     """
 
     mode: Literal["both", "single"] = "both"
-    subset_fraction: float = field(default=0.2, metadata={"check": lambda v: 0.0 < v <= 1.0,
-                                                          "allowed": "a number in (0, 1]"})
-    gap_penalty: float = field(default=0.25, metadata={"check": lambda v: 0.0 <= v <= 1.0,
-                                                       "allowed": "a number from 0 to 1"})
+    subset_fraction: float = field(
+        default=0.2, metadata={"check": lambda v: 0.0 < v <= 1.0, "allowed": "a number in (0, 1]"}
+    )
+    gap_penalty: float = field(
+        default=0.25, metadata={"check": lambda v: 0.0 <= v <= 1.0, "allowed": "a number from 0 to 1"}
+    )
     capacity_metric: Literal["accuracy", "loss", "mean"] = "mean"
-    weight_generalization: float = field(default=1.0, metadata={"check": lambda v: v >= 0,
-                                                                "allowed": "a number >= 0"})
+    weight_generalization: float = field(default=1.0, metadata={"check": lambda v: v >= 0, "allowed": "a number >= 0"})
     weight_capacity: float = field(default=1.0, metadata={"check": lambda v: v >= 0, "allowed": "a number >= 0"})
     train_eval_limit: int = field(default=4096, metadata={"check": lambda v: v >= 1, "allowed": "an integer >= 1"})
     axes: tuple[str, ...] = DEFAULT_AXES
@@ -74,15 +92,24 @@ class ObjectiveConfig:
 
     def __post_init__(self) -> None:
         from nas.errors import ConfigError
+
         if self.weight_generalization + self.weight_capacity <= 0:
-            raise ConfigError(None, "objective.weight_generalization",
-                              "and `objective.weight_capacity` are both 0", "at least one weight > 0",
-                              value=(self.weight_generalization, self.weight_capacity))
+            raise ConfigError(
+                None,
+                "objective.weight_generalization",
+                "and `objective.weight_capacity` are both 0",
+                "at least one weight > 0",
+                value=(self.weight_generalization, self.weight_capacity),
+            )
         unknown = [a for a in self.axes if a not in OBJECTIVES]
         if unknown or not self.axes or len(set(self.axes)) != len(self.axes):
-            raise ConfigError(None, "objective.axes", f"names an unknown objective ({unknown[0]!r})" if unknown
-                              else "is empty or names an objective twice",
-                              f"a list of distinct objectives from: {', '.join(OBJECTIVES)}", value=list(self.axes))
+            raise ConfigError(
+                None,
+                "objective.axes",
+                f"names an unknown objective ({unknown[0]!r})" if unknown else "is empty or names an objective twice",
+                f"a list of distinct objectives from: {', '.join(OBJECTIVES)}",
+                value=list(self.axes),
+            )
 
 
 @dataclass(frozen=True)
@@ -108,31 +135,45 @@ class Objective:
     description: str
     unit: str = ""
     measure: str | None = None
-    limit: Callable[["ObjectiveConfig"], float | None] | None = None
+    limit: Callable[[ObjectiveConfig], float | None] | None = None
 
     def beyond(self, value: float, bound: float) -> bool:
         """``value`` is worse than the budget ``bound``."""
         return value > bound if self.direction == "minimize" else value < bound
 
 
-OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
-    Objective("generalization", "maximize", 0.0, "validation accuracy after training on a small subset, less a "
-              "penalty for the train/validation gap (docs/objective.md)"),
-    Objective("capacity", "maximize", 0.0, "how well a training on the full split fits it (docs/objective.md)"),
-    Objective("latency", "minimize", 1e9, "median inference latency of one batch on the worker's device "
-              "(objective.latency)", unit="ms", measure="trainers.latency:measure_latency",
-              limit=lambda cfg: cfg.latency.max_ms),
-)}
+OBJECTIVES: dict[str, Objective] = {
+    o.name: o
+    for o in (
+        Objective(
+            "generalization",
+            "maximize",
+            0.0,
+            "validation accuracy after training on a small subset, less a "
+            "penalty for the train/validation gap (docs/objective.md)",
+        ),
+        Objective("capacity", "maximize", 0.0, "how well a training on the full split fits it (docs/objective.md)"),
+        Objective(
+            "latency",
+            "minimize",
+            1e9,
+            "median inference latency of one batch on the worker's device (objective.latency)",
+            unit="ms",
+            measure="trainers.latency:measure_latency",
+            limit=lambda cfg: cfg.latency.max_ms,
+        ),
+    )
+}
 
 
-def objectives_of(cfg: "ObjectiveConfig | Sequence[str] | None") -> tuple[Objective, ...]:
+def objectives_of(cfg: ObjectiveConfig | Sequence[str] | None) -> tuple[Objective, ...]:
     """The :class:`Objective` of each axis of ``cfg`` (an ObjectiveConfig or axis names; ``None``: the
     default axes), in order."""
     names = DEFAULT_AXES if cfg is None else getattr(cfg, "axes", cfg)
     return tuple(OBJECTIVES[n] for n in names)
 
 
-def measure_objectives(arch: Any, cfg: "ObjectiveConfig", **context: Any) -> tuple[dict[str, float], str]:
+def measure_objectives(arch: Any, cfg: ObjectiveConfig, **context: Any) -> tuple[dict[str, float], str]:
     """Measure, before training, each objective that has a ``measure`` and is an axis of ``cfg`` or has a
     budget set there. Returns the values and, for a candidate beyond a budget, the reason (else ``""``).
     ``context``: image_size, in_chans, num_classes, device, threads."""

@@ -3,6 +3,7 @@ regime (a small subset) and the capacity regime (the full split), each one :func
 turns both into a :class:`~trainers.result.TrialResult`, failures (divergence, out of memory, errors)
 included.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,22 @@ from .fit import Diverged, FitResult, autocast, evaluate, fit, recalibrate_bn, r
 from .objective import ObjectiveConfig
 from .result import TrialResult
 
-__all__ = ["TrainConfig", "train_candidate", "fit", "autocast", "FitResult", "Diverged", "resolve_device", "evaluate",
-           "recalibrate_bn", "fit_eval_subset", "is_oom", "seed_everything", "parse_train", "parse_objective"]
+__all__ = [
+    "TrainConfig",
+    "train_candidate",
+    "fit",
+    "autocast",
+    "FitResult",
+    "Diverged",
+    "resolve_device",
+    "evaluate",
+    "recalibrate_bn",
+    "fit_eval_subset",
+    "is_oom",
+    "seed_everything",
+    "parse_train",
+    "parse_objective",
+]
 
 OnEpoch = Callable[[int, dict[str, float]], None]
 
@@ -41,13 +56,21 @@ def is_oom(err: BaseException) -> bool:
     text = str(err).lower()
     return (oom is not None and isinstance(err, oom)) or (
         isinstance(err, (RuntimeError, MemoryError))
-        and ("out of memory" in text or "can't allocate memory" in text or isinstance(err, MemoryError)))
+        and ("out of memory" in text or "can't allocate memory" in text or isinstance(err, MemoryError))
+    )
 
 
-def train_candidate(arch: Architecture | ModelConfig, dataset: Dataset, train: TrainConfig,
-                    objective: ObjectiveConfig, *, device: str | torch.device | None = None,
-                    num_threads: int | None = None, on_epoch: OnEpoch | None = None,
-                    image_size: int | None = None) -> TrialResult:
+def train_candidate(
+    arch: Architecture | ModelConfig,
+    dataset: Dataset,
+    train: TrainConfig,
+    objective: ObjectiveConfig,
+    *,
+    device: str | torch.device | None = None,
+    num_threads: int | None = None,
+    on_epoch: OnEpoch | None = None,
+    image_size: int | None = None,
+) -> TrialResult:
     """Proxy-train ``arch`` on ``dataset`` and measure generalization, capacity and cost.
 
     ``mode: both`` trains a fresh model on a stratified ``subset_fraction`` of the training split
@@ -99,9 +122,18 @@ def train_candidate(arch: Architecture | ModelConfig, dataset: Dataset, train: T
     return _result(out, base, objective, k, t_start, history)
 
 
-def _trainings(arch: Architecture, dataset: Dataset, train: TrainConfig, objective: ObjectiveConfig, size: int,
-               dev: torch.device, full_steps: int, full_epoch: int, limit_idx: torch.Tensor | None,
-               state: dict[str, Any]) -> Iterator[dict[str, float]]:
+def _trainings(
+    arch: Architecture,
+    dataset: Dataset,
+    train: TrainConfig,
+    objective: ObjectiveConfig,
+    size: int,
+    dev: torch.device,
+    full_steps: int,
+    full_epoch: int,
+    limit_idx: torch.Tensor | None,
+    state: dict[str, Any],
+) -> Iterator[dict[str, float]]:
     """The trainings of one trial as one stream of rounds (the generalization one first in ``both`` mode,
     its generalization axis left in ``state["gen"]``); return their metrics (``gen``, ``cap``)."""
     from nas.model import build_model
@@ -111,38 +143,50 @@ def _trainings(arch: Architecture, dataset: Dataset, train: TrainConfig, objecti
     out: dict[str, Any] = {}
     if objective.mode == "both":
         sub = stratified_subset(dataset.y_train, objective.subset_fraction, train.seed)
-        model = build_model(arch, num_classes=k, image_size=size, in_chans=dataset.in_chans,
-                            drop_path_rate=train.drop_path)
-        res = yield from fit(model, dataset, train, train_idx=sub, steps=full_steps, device=dev,
-                             report_every=full_epoch, regime="generalization",
-                             eval_idx=fit_eval_subset(dataset.y_train[sub], objective.train_eval_limit,
-                                                      train.seed))
+        model = build_model(
+            arch, num_classes=k, image_size=size, in_chans=dataset.in_chans, drop_path_rate=train.drop_path
+        )
+        res = yield from fit(
+            model,
+            dataset,
+            train,
+            train_idx=sub,
+            steps=full_steps,
+            device=dev,
+            report_every=full_epoch,
+            regime="generalization",
+            eval_idx=fit_eval_subset(dataset.y_train[sub], objective.train_eval_limit, train.seed),
+        )
         out["gen"] = res.metrics
         state["gen"] = obj.generalization(res.metrics["val_acc"], res.metrics["train_acc"], objective)
         del model, res
         seed_everything(train.seed + 1)
-    model = build_model(arch, num_classes=k, image_size=size, in_chans=dataset.in_chans,
-                        drop_path_rate=train.drop_path)
-    res = yield from fit(model, dataset, train, steps=full_steps, device=dev, eval_idx=limit_idx,
-                         regime="full")
+    model = build_model(arch, num_classes=k, image_size=size, in_chans=dataset.in_chans, drop_path_rate=train.drop_path)
+    res = yield from fit(model, dataset, train, steps=full_steps, device=dev, eval_idx=limit_idx, regime="full")
     out["cap"] = res.metrics
     return out
 
 
-def _error_result(err: Exception, dev: torch.device, base: dict[str, float], t_start: float,
-                  history: list[dict[str, Any]]) -> TrialResult:
+def _error_result(
+    err: Exception, dev: torch.device, base: dict[str, float], t_start: float, history: list[dict[str, Any]]
+) -> TrialResult:
     """The failed result of a training that raised ``err``: ``oom`` for an allocation failure (the CUDA
     cache emptied), else ``error``."""
     if is_oom(err):
         if dev.type == "cuda":
             torch.cuda.empty_cache()
-        return _failed("oom", f"out of memory on {dev}: {str(err).splitlines()[0]}", base, t_start,
-                       history)
+        return _failed("oom", f"out of memory on {dev}: {str(err).splitlines()[0]}", base, t_start, history)
     return _failed("error", f"{type(err).__name__}: {err}", base, t_start, history)
 
 
-def _result(out: dict[str, Any], base: dict[str, float], objective: ObjectiveConfig, k: int, t_start: float,
-            history: list[dict[str, Any]]) -> TrialResult:
+def _result(
+    out: dict[str, Any],
+    base: dict[str, float],
+    objective: ObjectiveConfig,
+    k: int,
+    t_start: float,
+    history: list[dict[str, Any]],
+) -> TrialResult:
     """The successful result of a trial from the metrics of its trainings (``gen`` if any, ``cap``): the
     three axes and the flat metrics."""
     cap = out["cap"]
@@ -154,23 +198,41 @@ def _result(out: dict[str, Any], base: dict[str, float], objective: ObjectiveCon
     train_s = sum(m["train_s"] for m in runs)
     metrics = {
         **base,
-        "val_acc": cap["val_acc"], "train_acc": cap["train_acc"], "gap": cap["train_acc"] - cap["val_acc"],
-        "train_loss": cap["train_loss"], "val_loss": cap["val_loss"],
-        "epochs": float(sum(m["epochs"] for m in runs)), "steps": float(sum(m["steps"] for m in runs)),
+        "val_acc": cap["val_acc"],
+        "train_acc": cap["train_acc"],
+        "gap": cap["train_acc"] - cap["val_acc"],
+        "train_loss": cap["train_loss"],
+        "val_loss": cap["val_loss"],
+        "epochs": float(sum(m["epochs"] for m in runs)),
+        "steps": float(sum(m["steps"] for m in runs)),
         "images_per_s": sum(m["train_images"] for m in runs) / train_s if train_s > 0 else 0.0,
-        "train_s": train_s, "wall_s": time.perf_counter() - t_start,
-        "gen_val_acc": gen_m["val_acc"], "gen_train_acc": gen_m["train_acc"], "gen_gap": gen_m["gap"],
-        "gen_train_size": float(gen_m["train_size"]), "gen_passes": gen_m["passes"],
-        "cap_train_acc": cap["train_acc"], "cap_train_loss": cap["train_loss"], "cap_val_acc": cap["val_acc"],
-        "generalization": g, "capacity": c, "score": s,
+        "train_s": train_s,
+        "wall_s": time.perf_counter() - t_start,
+        "gen_val_acc": gen_m["val_acc"],
+        "gen_train_acc": gen_m["train_acc"],
+        "gen_gap": gen_m["gap"],
+        "gen_train_size": float(gen_m["train_size"]),
+        "gen_passes": gen_m["passes"],
+        "cap_train_acc": cap["train_acc"],
+        "cap_train_loss": cap["train_loss"],
+        "cap_val_acc": cap["val_acc"],
+        "generalization": g,
+        "capacity": c,
+        "score": s,
     }
-    return TrialResult(status="ok", generalization=g, capacity=c, score=s,
-                       metrics={k2: float(v) for k2, v in metrics.items()}, history=history)
+    return TrialResult(
+        status="ok",
+        generalization=g,
+        capacity=c,
+        score=s,
+        metrics={k2: float(v) for k2, v in metrics.items()},
+        history=history,
+    )
 
 
-def _failed(status: str, reason: str, base: dict[str, float], t_start: float,
-            history: list[dict[str, Any]]) -> TrialResult:
-    res = TrialResult.failed(status, reason, **base, wall_s=time.perf_counter() - t_start,
-                             epochs=float(len(history)))
+def _failed(
+    status: str, reason: str, base: dict[str, float], t_start: float, history: list[dict[str, Any]]
+) -> TrialResult:
+    res = TrialResult.failed(status, reason, **base, wall_s=time.perf_counter() - t_start, epochs=float(len(history)))
     res.history = history
     return res

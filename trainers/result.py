@@ -1,4 +1,5 @@
 """`TrialResult`: what one proxy training returns (the contract between trainers and the search)."""
+
 from __future__ import annotations
 
 import math
@@ -35,16 +36,21 @@ class TrialResult:
         return self.status == "ok"
 
     @classmethod
-    def failed(cls, status: Status, reason: str, **metrics: float) -> "TrialResult":
+    def failed(cls, status: Status, reason: str, **metrics: float) -> TrialResult:
         return cls(status=status, reason=reason, metrics=dict(metrics))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrialResult":
-        return cls(**{k: data[k] for k in ("status", "generalization", "capacity", "score", "reason",
-                                           "metrics", "history") if k in data})
+    def from_dict(cls, data: dict[str, Any]) -> TrialResult:
+        return cls(
+            **{
+                k: data[k]
+                for k in ("status", "generalization", "capacity", "score", "reason", "metrics", "history")
+                if k in data
+            }
+        )
 
     def __post_init__(self) -> None:
         for name in ("generalization", "capacity", "score"):

@@ -6,6 +6,7 @@ uint8 ``numpy.ndarray`` (``data``), lists of ints (labels) and bytes/str (file n
 :class:`CifarUnpickler` resolves only numpy's array reconstruction globals; any other global is refused
 with :class:`pickle.UnpicklingError` naming it (``trainers.data`` turns that into a one-paragraph error).
 """
+
 from __future__ import annotations
 
 import pickle
@@ -14,17 +15,19 @@ from typing import IO, Any
 __all__ = ["CifarUnpickler", "load_cifar_pickle", "ALLOWED"]
 
 # (module, name) pairs a numpy array pickle refers to, numpy 1.x and 2.x spellings
-ALLOWED = frozenset({
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),  # protocol 5 (out-of-band buffers)
-    ("numpy._core.numeric", "_frombuffer"),
-    ("_codecs", "encode"),  # how Python 3 pickles bytes with protocol 2 (numpy's array payload)
-})
+ALLOWED = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),  # protocol 5 (out-of-band buffers)
+        ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),  # how Python 3 pickles bytes with protocol 2 (numpy's array payload)
+    }
+)
 
 
 class CifarUnpickler(pickle.Unpickler):
@@ -33,9 +36,11 @@ class CifarUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refused to load the global {module}.{name}: a CIFAR pickle holds only "
-                                     "numpy arrays, lists, numbers and strings (a pickle naming other code "
-                                     "could run it)")
+        raise pickle.UnpicklingError(
+            f"refused to load the global {module}.{name}: a CIFAR pickle holds only "
+            "numpy arrays, lists, numbers and strings (a pickle naming other code "
+            "could run it)"
+        )
 
 
 def load_cifar_pickle(fh: IO[bytes]) -> Any:

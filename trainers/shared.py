@@ -12,6 +12,7 @@ Only file-backed sources are shared (``SHARED_SOURCES``); ``digits`` and ``synth
 to regenerate and keep the per-process path, as do ``nas-train`` and the tests (no Ray). A streamed image
 folder is shared too: its names and statistics, so that workers skip the statistics sample.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -37,9 +38,17 @@ def pack(ds) -> dict[str, Any]:
     def images(x) -> Any:
         return x if isinstance(x, StreamedImages) else x.raw.numpy()
 
-    return {"x_train": images(ds.x_train), "x_val": images(ds.x_val), "y_train": ds.y_train.numpy(),
-            "y_val": ds.y_val.numpy(), "mean": ds.x_train.mean.numpy(), "std": ds.x_train.std.numpy(),
-            "num_classes": ds.num_classes, "in_chans": ds.in_chans, "name": ds.name}
+    return {
+        "x_train": images(ds.x_train),
+        "x_val": images(ds.x_val),
+        "y_train": ds.y_train.numpy(),
+        "y_val": ds.y_val.numpy(),
+        "mean": ds.x_train.mean.numpy(),
+        "std": ds.x_train.std.numpy(),
+        "num_classes": ds.num_classes,
+        "in_chans": ds.in_chans,
+        "name": ds.name,
+    }
 
 
 def unpack(packed: dict[str, Any]):
@@ -59,14 +68,22 @@ def unpack(packed: dict[str, Any]):
     def images(x: Any) -> Images:
         return Images(tensor(x), mean, std) if isinstance(x, np.ndarray) else x
 
-    return Dataset(images(packed["x_train"]), tensor(packed["y_train"]), images(packed["x_val"]),
-                   tensor(packed["y_val"]), int(packed["num_classes"]), int(packed["in_chans"]), packed["name"])
+    return Dataset(
+        images(packed["x_train"]),
+        tensor(packed["y_train"]),
+        images(packed["x_val"]),
+        tensor(packed["y_val"]),
+        int(packed["num_classes"]),
+        int(packed["in_chans"]),
+        packed["name"],
+    )
 
 
 def load_packed(cfg: DataConfig, image_size: int, in_chans: int) -> dict[str, Any]:
     """The body of the loading task: read the source (no per-process cache: the task's process keeps
     nothing) and pack it."""
     from .data import read_dataset
+
     return pack(read_dataset(cfg, image_size, in_chans))
 
 
@@ -77,8 +94,7 @@ def share_datasets(configs: Iterable[DataConfig], image_size: int, in_chans: int
     import ray
 
     task = ray.remote(load_packed).options(num_cpus=1, max_retries=1)
-    refs = {cfg: task.remote(cfg, image_size, in_chans) for cfg in dict.fromkeys(configs)
-            if cfg.name in SHARED_SOURCES}
+    refs = {cfg: task.remote(cfg, image_size, in_chans) for cfg in dict.fromkeys(configs) if cfg.name in SHARED_SOURCES}
     for ref in refs.values():
         try:
             ray.get(ref)  # zero-copy views, dropped at once: only to surface a loading error
@@ -95,10 +111,12 @@ def worker_dataset(cfg: DataConfig, image_size: int, in_chans: int, shared: dict
     ref = (shared or {}).get(cfg)
     if ref is None:
         from .data import load_dataset
+
         return load_dataset(cfg, image_size, in_chans)
     key = ref.hex()
     if key not in _WORKER:
         import ray
+
         if len(_WORKER) >= 4:
             _WORKER.pop(next(iter(_WORKER)))
         _WORKER[key] = unpack(ray.get(ref))

@@ -3,6 +3,7 @@
 The search driver resolves and checks a source with :func:`resolve_source` while validating the YAML, so a
 wrong path is reported before a worker starts; :mod:`trainers.data` reads the files.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,10 +53,16 @@ def resolve_source(cfg: DataConfig, file: str | None = None, key: str = "train.d
 def downloaded(cfg: DataConfig, origin: Origin) -> Path:
     """The folder of the pickles of a ``download: true`` source, fetched into ``path`` if not there."""
     from .download import default_cache, ensure_cifar
-    section = origin.key[:-len(".path")] if origin.key.endswith(".path") else "train.data"
+
+    section = origin.key[: -len(".path")] if origin.key.endswith(".path") else "train.data"
     if cfg.name not in ("cifar10", "cifar100"):
-        raise ConfigError(origin.file, f"{section}.download", f"is not available for the `{cfg.name}` source",
-                          "true only with `cifar10` or `cifar100`; false (the default) otherwise", value=True)
+        raise ConfigError(
+            origin.file,
+            f"{section}.download",
+            f"is not available for the `{cfg.name}` source",
+            "true only with `cifar10` or `cifar100`; false (the default) otherwise",
+            value=True,
+        )
     cache = source_path(cfg, origin) if cfg.path is not None else default_cache()
     return ensure_cifar(cfg.name, cache, url=cfg.url, md5=cfg.md5, where=section)
 
@@ -69,17 +76,17 @@ def source_path(cfg: DataConfig, origin: Origin) -> Path:
 
 EXPECTED = {
     "cifar10": "a folder holding the CIFAR-10 python pickles `data_batch_1` ... `data_batch_5` (and "
-               "`test_batch`), as unpacked from cifar-10-python.tar.gz",
+    "`test_batch`), as unpacked from cifar-10-python.tar.gz",
     "cifar100": "a folder holding the CIFAR-100 python pickles `train` (and `test`), as unpacked from "
-                "cifar-100-python.tar.gz",
-    "imagefolder": "a folder with one sub-folder per class holding image files "
-                   f"({', '.join(IMAGE_EXTS)})",
+    "cifar-100-python.tar.gz",
+    "imagefolder": f"a folder with one sub-folder per class holding image files ({', '.join(IMAGE_EXTS)})",
     "npz": "a .npz file with arrays `x` (N,H,W or N,H,W,C or N,C,H,W; uint8 0-255 or float) and `y` "
-           "(N integer labels 0..K-1)",
+    "(N integer labels 0..K-1)",
 }
 
 
 def bad_source(cfg: DataConfig, path: Path, origin: Origin, problem: str) -> UserError:
     where = f"{origin.file}: " if origin.file else ""
-    return UserError(f"{where}`{origin.key}` for source `{cfg.name}`: {problem} ({path}). "
-                     f"Expected {EXPECTED[cfg.name]}.")
+    return UserError(
+        f"{where}`{origin.key}` for source `{cfg.name}`: {problem} ({path}). Expected {EXPECTED[cfg.name]}."
+    )

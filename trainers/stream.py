@@ -10,6 +10,7 @@ The statistics come from a seeded sample of at most :data:`STATS_SAMPLE` trainin
 smaller split, which then gives the in-memory statistics up to float rounding); a sample of 2,048 images
 estimates a channel mean to about 0.002 (a tenth of the images' spread / sqrt(2,048)).
 """
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,9 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     return _POOLS[threads]
 
 
-def decode_batch(root: str, names: np.ndarray, ref_hw: tuple[int, int], image_size: int, in_chans: int,
-                 threads: int | None = None) -> torch.Tensor:
+def decode_batch(
+    root: str, names: np.ndarray, ref_hw: tuple[int, int], image_size: int, in_chans: int, threads: int | None = None
+) -> torch.Tensor:
     """The files ``root/names`` as the loader stores them: NCHW uint8 at their own size, else float32 in
     [0, 1] resized to ``image_size`` (one paragraph naming the file when one cannot be read)."""
     from .data import _to_images, decode_rgb
@@ -46,8 +48,10 @@ def decode_batch(root: str, names: np.ndarray, ref_hw: tuple[int, int], image_si
         try:
             return decode_rgb(path, ref_hw)
         except Exception as err:  # noqa: BLE001 - any failure means an unreadable file
-            raise UserError(f"streamed image folder {root}: unreadable image {path} ({err}). Remove or replace "
-                            "the file; every file of the folder is decoded when its batch is drawn.") from None
+            raise UserError(
+                f"streamed image folder {root}: unreadable image {path} ({err}). Remove or replace "
+                "the file; every file of the folder is decoded when its batch is drawn."
+            ) from None
 
     threads = max(1, threads or torch.get_num_threads())
     arrs = [one(n) for n in names] if threads == 1 or len(names) < 8 else list(_pool(threads).map(one, names))
@@ -55,8 +59,16 @@ def decode_batch(root: str, names: np.ndarray, ref_hw: tuple[int, int], image_si
     return _to_images(x, image_size, in_chans)
 
 
-def sample_stats(root: str, names: np.ndarray, ref_hw: tuple[int, int], image_size: int, in_chans: int,
-                 seed: int, sample: int = STATS_SAMPLE, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_stats(
+    root: str,
+    names: np.ndarray,
+    ref_hw: tuple[int, int],
+    image_size: int,
+    in_chans: int,
+    seed: int,
+    sample: int = STATS_SAMPLE,
+    chunk: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and unbiased std (shape ``(C, 1, 1)``, ``[0, 1]`` units) of a seeded sample of at
     most ``sample`` of the images (all when there are no more), accumulated in float64 chunk by chunk."""
     n = len(names)
@@ -65,7 +77,7 @@ def sample_stats(root: str, names: np.ndarray, ref_hw: tuple[int, int], image_si
     total_sq = np.zeros(in_chans)
     count = 0
     for i in range(0, len(pick), chunk):
-        raw = decode_batch(root, names[pick[i:i + chunk]], ref_hw, image_size, in_chans)
+        raw = decode_batch(root, names[pick[i : i + chunk]], ref_hw, image_size, in_chans)
         x = raw.double() / 255.0 if raw.dtype == torch.uint8 else raw.double()
         total += x.sum((0, 2, 3)).numpy()
         total_sq += (x * x).sum((0, 2, 3)).numpy()
@@ -84,9 +96,18 @@ class StreamedImages(Images):
     ``subset``/``to`` give other views of the same files; nothing of the pixels is held in memory.
     """
 
-    def __init__(self, root: str, names: np.ndarray, ref_hw: tuple[int, int], image_size: int, in_chans: int,
-                 mean: torch.Tensor, std: torch.Tensor, device: str | torch.device = "cpu",
-                 threads: int | None = None):
+    def __init__(
+        self,
+        root: str,
+        names: np.ndarray,
+        ref_hw: tuple[int, int],
+        image_size: int,
+        in_chans: int,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        device: str | torch.device = "cpu",
+        threads: int | None = None,
+    ):
         self.root, self.names = str(root), np.asarray(names, dtype=np.bytes_)
         self.ref_hw, self.image_size, self.in_chans = (int(ref_hw[0]), int(ref_hw[1])), int(image_size), int(in_chans)
         self._device = torch.device(device)
@@ -131,8 +152,9 @@ class StreamedImages(Images):
         return int(self.names.nbytes)
 
     def _with(self, names: np.ndarray, device: torch.device) -> StreamedImages:
-        return StreamedImages(self.root, names, self.ref_hw, self.image_size, self.in_chans, self.mean, self.std,
-                              device, self.threads)
+        return StreamedImages(
+            self.root, names, self.ref_hw, self.image_size, self.in_chans, self.mean, self.std, device, self.threads
+        )
 
     def subset(self, idx: torch.Tensor) -> StreamedImages:
         """The images at ``idx`` (still streamed)."""

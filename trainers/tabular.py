@@ -13,6 +13,7 @@ the two axes and the score recomputed from the raw measurements under the YAML's
 
 This module imports neither torch nor Ray.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,14 +28,29 @@ from typing import Any
 from . import objective as obj
 from .result import TrialResult
 
-__all__ = ["TABLE_FORMAT", "TABLE_PREFIX", "Table", "load_table", "replay", "is_table", "table_path",
-           "protocol_mismatch"]
+__all__ = [
+    "TABLE_FORMAT",
+    "TABLE_PREFIX",
+    "Table",
+    "load_table",
+    "replay",
+    "is_table",
+    "table_path",
+    "protocol_mismatch",
+]
 
 TABLE_FORMAT = "coatnas-table/1"
 TABLE_PREFIX = "table:"
 # train:/objective: keys that do not change a recorded training (where it ran, how it is scored)
-_FREE_KEYS = {"train.device", "train.precision", "train.data.path", "objective.gap_penalty",
-              "objective.capacity_metric", "objective.weight_generalization", "objective.weight_capacity"}
+_FREE_KEYS = {
+    "train.device",
+    "train.precision",
+    "train.data.path",
+    "objective.gap_penalty",
+    "objective.capacity_metric",
+    "objective.weight_generalization",
+    "objective.weight_capacity",
+}
 
 
 def is_table(trainer: str | None) -> bool:
@@ -43,7 +59,7 @@ def is_table(trainer: str | None) -> bool:
 
 
 def table_path(trainer: str) -> str:
-    return trainer[len(TABLE_PREFIX):]
+    return trainer[len(TABLE_PREFIX) :]
 
 
 @dataclass(frozen=True)
@@ -67,8 +83,11 @@ class Table:
 
     def best(self, key: str = "score", cfg: obj.ObjectiveConfig | None = None) -> float:
         """The best ``generalization``/``capacity``/``score`` of the ok entries under ``cfg``."""
-        vals = [axes(e, cfg or objective_of(self), self.num_classes)[key]
-                for e in self.entries.values() if e["status"] == "ok"]
+        vals = [
+            axes(e, cfg or objective_of(self), self.num_classes)[key]
+            for e in self.entries.values()
+            if e["status"] == "ok"
+        ]
         return max(vals)
 
 
@@ -101,11 +120,18 @@ def protocol_mismatch(table: Table, protocol: dict[str, Any]) -> list[str]:
     the keys that do not change a recorded training (device, precision, data path, and the objective's
     scoring: gap penalty, capacity metric and weights are recomputed)."""
     from .config import default_protocol
+
     rec, defaults = table.meta["protocol"], default_protocol()  # a key the table lacks meant its default
-    keys = {k for k in set(rec) | set(protocol)
-            if k.startswith(("train.", "objective.")) and k not in _FREE_KEYS and k != "train.data.files"}
-    return [f"{k}: table {rec.get(k, '(none)')!r}, YAML {protocol.get(k, '(none)')!r}" for k in sorted(keys)
-            if rec.get(k, defaults.get(k)) != protocol.get(k)]
+    keys = {
+        k
+        for k in set(rec) | set(protocol)
+        if k.startswith(("train.", "objective.")) and k not in _FREE_KEYS and k != "train.data.files"
+    }
+    return [
+        f"{k}: table {rec.get(k, '(none)')!r}, YAML {protocol.get(k, '(none)')!r}"
+        for k in sorted(keys)
+        if rec.get(k, defaults.get(k)) != protocol.get(k)
+    ]
 
 
 def axes(entry: dict[str, Any], cfg: obj.ObjectiveConfig, num_classes: int) -> dict[str, float]:
@@ -127,8 +153,12 @@ def _rounds(entry: dict[str, Any], cfg: obj.ObjectiveConfig, num_classes: int) -
     return out
 
 
-def replay(arch: Any, table: Table, objective: obj.ObjectiveConfig,
-           on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrialResult:
+def replay(
+    arch: Any,
+    table: Table,
+    objective: obj.ObjectiveConfig,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrialResult:
     """The recorded outcome of ``arch`` (an :class:`~nas.arch.Architecture`): its rounds reported to
     ``on_epoch`` as a training would report them (a scheduler may stop it), then its result. The metric
     ``table_train_s`` is the recorded training's cost, so a replayed search can count the compute it
@@ -137,19 +167,32 @@ def replay(arch: Any, table: Table, objective: obj.ObjectiveConfig,
     if entry is None:
         return TrialResult.failed("error", f"{arch} (id {arch.id}) is not in the table {table.path}")
     recorded_s = float(entry["metrics"].get("wall_s", math.nan))
-    base = {"params": float(entry["metrics"].get("params", 0.0)), "macs": float(entry["metrics"].get("macs", 0.0)),
-            "table_train_s": recorded_s}
+    base = {
+        "params": float(entry["metrics"].get("params", 0.0)),
+        "macs": float(entry["metrics"].get("macs", 0.0)),
+        "table_train_s": recorded_s,
+    }
     if entry["status"] != "ok":
         return TrialResult(status=entry["status"], reason=entry.get("reason", ""), metrics=base)
     k = table.num_classes
     rounds = _rounds(entry, objective, k)
     for i, row in enumerate(rounds, start=1):
         if on_epoch is not None:
-            on_epoch(i, {**{k2: float(v) for k2, v in row.items() if isinstance(v, (int, float))},
-                         "epoch_total": float(i), "rounds_total": float(len(rounds))})
+            on_epoch(
+                i,
+                {
+                    **{k2: float(v) for k2, v in row.items() if isinstance(v, (int, float))},
+                    "epoch_total": float(i),
+                    "rounds_total": float(len(rounds)),
+                },
+            )
     a = axes(entry, objective, k)
-    metrics = {**{k2: float(v) for k2, v in entry["metrics"].items() if isinstance(v, (int, float))}, **base, **a,
-               "num_classes": float(k)}
+    metrics = {
+        **{k2: float(v) for k2, v in entry["metrics"].items() if isinstance(v, (int, float))},
+        **base,
+        **a,
+        "num_classes": float(k),
+    }
     return TrialResult(status="ok", metrics=metrics, history=rounds, **a)
 
 

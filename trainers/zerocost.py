@@ -18,6 +18,7 @@ No global state changes: the seed is applied inside ``torch.random.fork_rng`` (t
 as it was), grad mode is set with context managers and hooks are removed. Models are built on the
 dataset's device.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,8 +41,7 @@ __all__ = ["ZERO_COST", "ProxyInput", "zero_cost_scores", "proxy_batch"]
 
 # Rectifier-like modules whose input sign gives NASWOT's binary code. ``nas.blocks`` uses only nn.GELU
 # (stem, MBConv, squeeze-excite, transformer MLP); the others are covered in case blocks change.
-ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Mish, nn.ELU, nn.CELU,
-               nn.SELU)
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Mish, nn.ELU, nn.CELU, nn.SELU)
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)  # LayerNorm2d is a LayerNorm
 
 
@@ -61,8 +61,9 @@ class ProxyInput:
         """A fresh model initialised from ``seed`` on the batch's device, without touching the caller's RNG."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            model = build_model(self.arch, num_classes=self.num_classes, image_size=self.image_size,
-                                in_chans=self.in_chans)
+            model = build_model(
+                self.arch, num_classes=self.num_classes, image_size=self.image_size, in_chans=self.in_chans
+            )
         return model.to(self.x.device)
 
 
@@ -222,17 +223,28 @@ def _adapt(x: torch.Tensor, image_size: int, in_chans: int) -> torch.Tensor:
         elif in_chans == 1:
             x = x.mean(1, keepdim=True)
         else:
-            raise UserError(f"the data has {c} channels but in_chans is {in_chans}; only grey <-> RGB is "
-                            "converted. Pass in_chans matching the data (or leave it unset).")
+            raise UserError(
+                f"the data has {c} channels but in_chans is {in_chans}; only grey <-> RGB is "
+                "converted. Pass in_chans matching the data (or leave it unset)."
+            )
     if x.shape[-1] != image_size or x.shape[-2] != image_size:
-        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False,
-                          antialias=x.shape[-1] > image_size)
+        x = F.interpolate(
+            x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > image_size
+        )
     return x.contiguous()
 
 
-def zero_cost_scores(arch: Architecture, dataset: Dataset, names: Iterable[str] | None = None, *,
-                     batch_size: int = 64, seed: int = 0, image_size: int | None = None,
-                     num_classes: int | None = None, in_chans: int | None = None) -> dict[str, float]:
+def zero_cost_scores(
+    arch: Architecture,
+    dataset: Dataset,
+    names: Iterable[str] | None = None,
+    *,
+    batch_size: int = 64,
+    seed: int = 0,
+    image_size: int | None = None,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+) -> dict[str, float]:
     """Scores of ``arch`` by the proxies ``names`` (default: all of :data:`ZERO_COST`), in that order.
 
     The batch is :func:`proxy_batch` of the training split; ``seed`` picks it and initialises every model.
@@ -241,8 +253,7 @@ def zero_cost_scores(arch: Architecture, dataset: Dataset, names: Iterable[str] 
     names = list(ZERO_COST) if names is None else [names] if isinstance(names, str) else list(names)
     unknown = [n for n in names if n not in ZERO_COST]
     if unknown:
-        raise UserError(f"unknown zero-cost proxy {', '.join(map(repr, unknown))}; known: "
-                        f"{', '.join(ZERO_COST)}.")
+        raise UserError(f"unknown zero-cost proxy {', '.join(map(repr, unknown))}; known: {', '.join(ZERO_COST)}.")
     if batch_size < 2:
         raise UserError(f"batch_size must be at least 2 for zero-cost proxies, got {batch_size}.")
     image_size = dataset.image_size if image_size is None else int(image_size)
@@ -250,8 +261,10 @@ def zero_cost_scores(arch: Architecture, dataset: Dataset, names: Iterable[str] 
     in_chans = dataset.in_chans if in_chans is None else int(in_chans)
     x, y = proxy_batch(dataset, batch_size, seed)
     if len(y) and int(y.max()) >= num_classes:
-        raise UserError(f"num_classes is {num_classes} but the data has labels up to {int(y.max())}; "
-                        "leave num_classes unset to use the dataset's.")
+        raise UserError(
+            f"num_classes is {num_classes} but the data has labels up to {int(y.max())}; "
+            "leave num_classes unset to use the dataset's."
+        )
     inp = ProxyInput(arch, _adapt(x, image_size, in_chans), y, num_classes, image_size, in_chans, seed)
     return {name: float(ZERO_COST[name](inp)) for name in names}
 
@@ -263,9 +276,13 @@ if __name__ == "__main__":  # seconds per proxy on one CPU thread: python -m tra
 
     torch.set_num_threads(1)
     data = load_dataset(DataConfig(name="synthetic", synthetic_samples=400), 32, 3)
-    for text in ("C-C-T-T L=2,1,1,1,1 D=16,16,32,32,64", "C-C-C-C L=2,2,2,3,2 D=32,48,64,128,256",
-                 "C-C-T-T L=2,2,3,4,2 D=32,48,96,160,256", "C-T-T-T L=2,2,2,3,2 D=32,64,128,160,256",
-                 "ViT_REL L=1,2,2,2,2 D=128,128,128,128,128 patch=8"):
+    for text in (
+        "C-C-T-T L=2,1,1,1,1 D=16,16,32,32,64",
+        "C-C-C-C L=2,2,2,3,2 D=32,48,64,128,256",
+        "C-C-T-T L=2,2,3,4,2 D=32,48,96,160,256",
+        "C-T-T-T L=2,2,2,3,2 D=32,64,128,160,256",
+        "ViT_REL L=1,2,2,2,2 D=128,128,128,128,128 patch=8",
+    ):
         a = Architecture.parse(text)
         print(f"{text}  ({count_cost(a, 32, data.num_classes, 3)})")
         for proxy in ZERO_COST:

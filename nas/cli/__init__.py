@@ -3,6 +3,7 @@
 Each command module defines ``main(argv=None) -> int`` and wraps its body with :func:`run_cli`, so user
 mistakes (:class:`nas.errors.UserError`) print one paragraph on stderr and exit 2, with no traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,5 +44,6 @@ def run_cli(prog: str, body: Callable[[], int | None]) -> int:
         return 128 + signum
     except OSError as err:  # a full disk, a read-only or vanished folder: the OS's words and the file
         from ..fsio import os_problem
+
         where = f" {err.filename}" if err.filename else ""
         return fail(prog, f"Cannot access{where}: {os_problem(err)}.")

@@ -9,6 +9,7 @@
 ``nas.build_model(nas.load_model_config("model.yaml"))`` rebuilds the network; ``nas-train model.yaml``
 trains it. A timm export is loaded with ``nas.timm_model.register(FOLDER)`` then ``timm.create_model``.
 """
+
 from __future__ import annotations
 
 import sys
@@ -22,18 +23,34 @@ PROG = "nas-export"
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog=PROG, description="Export a trial of a search run as a model config YAML, or a network "
-                       "for timm (--format timm).")
-    p.add_argument("run_dir", metavar="SOURCE", help="the run directory of a search (e.g. runs/coatnet); with "
-                   "--format timm also a nas-train checkpoint (model.pt or its folder) or a model config YAML")
+    p = ArgumentParser(
+        prog=PROG,
+        description="Export a trial of a search run as a model config YAML, or a network for timm (--format timm).",
+    )
+    p.add_argument(
+        "run_dir",
+        metavar="SOURCE",
+        help="the run directory of a search (e.g. runs/coatnet); with "
+        "--format timm also a nas-train checkpoint (model.pt or its folder) or a model config YAML",
+    )
     which = p.add_mutually_exclusive_group()
     which.add_argument("--rank", type=int, metavar="K", help="leaderboard rank (1 = best, the default)")
     which.add_argument("--trial", metavar="ID", help="Optuna trial number or architecture id")
-    p.add_argument("--out", metavar="FILE", default=None, help="output YAML (default model.yaml), or folder for "
-                   "--format timm (default: the timm model name); an existing file is only replaced with --force, "
-                   "and never a file of a run directory")
-    p.add_argument("--format", choices=["yaml", "timm"], default="yaml", help="yaml: coatnas model config "
-                   "(default); timm: config.json for timm's MaxxVit and, from a checkpoint, pytorch_model.bin")
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        default=None,
+        help="output YAML (default model.yaml), or folder for "
+        "--format timm (default: the timm model name); an existing file is only replaced with --force, "
+        "and never a file of a run directory",
+    )
+    p.add_argument(
+        "--format",
+        choices=["yaml", "timm"],
+        default="yaml",
+        help="yaml: coatnas model config "
+        "(default); timm: config.json for timm's MaxxVit and, from a checkpoint, pytorch_model.bin",
+    )
     p.add_argument("--name", metavar="NAME", help="timm model name for --format timm (default coatnas_<id>)")
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
     return p
@@ -49,14 +66,18 @@ def _main(args) -> int:
     if args.name is not None:
         raise UserError("--name names a timm model; it only applies with --format timm.")
     if Path(args.run_dir).is_file():
-        raise UserError(f"{args.run_dir} is a file; the yaml format exports a trial of a search run directory. "
-                        "A nas-train checkpoint or a model config YAML is exported for timm with --format timm.")
+        raise UserError(
+            f"{args.run_dir} is a file; the yaml format exports a trial of a search run directory. "
+            "A nas-train checkpoint or a model config YAML is exported for timm with --format timm."
+        )
     args.out = args.out or "model.yaml"
     path = export_from_run(args.run_dir, args.out, rank=args.rank, trial=args.trial, force=args.force)
     mc = load_model_config(path)
     prov = mc.provenance
-    print(f"{PROG}: trial {prov.get('trial')} {mc.arch} ({mc.image_size}px x{mc.in_chans}, {mc.num_classes} "
-          f"classes, score {prov.get('metrics', {}).get('score')}) -> {path}")
+    print(
+        f"{PROG}: trial {prov.get('trial')} {mc.arch} ({mc.image_size}px x{mc.in_chans}, {mc.num_classes} "
+        f"classes, score {prov.get('metrics', {}).get('score')}) -> {path}"
+    )
     return 0
 
 
@@ -67,9 +88,11 @@ def _export_timm(args) -> int:
     name = timm_name(mc, args.name)
     folder = export_timm(mc, args.out or name, state=state, name=name, force=args.force)
     weights = f" + {WEIGHTS_FILE}" if state is not None else " (no weights: timm initialises them)"
-    print(f"{PROG}: {mc.arch} ({mc.image_size}px x{mc.in_chans}, {mc.num_classes} classes) -> {folder}/config.json"
-          f"{weights}; timm model {name!r}: nas.timm_model.register({str(folder)!r}) then "
-          f"timm.create_model({name!r}{', pretrained=True' if state is not None else ''})")
+    print(
+        f"{PROG}: {mc.arch} ({mc.image_size}px x{mc.in_chans}, {mc.num_classes} classes) -> {folder}/config.json"
+        f"{weights}; timm model {name!r}: nas.timm_model.register({str(folder)!r}) then "
+        f"timm.create_model({name!r}{', pretrained=True' if state is not None else ''})"
+    )
     return 0
 
 

@@ -1,5 +1,6 @@
 """``nas-fidelity STUDY.yaml``: train sampled architectures under proxy and reference protocols and report
 how well each proxy (and each zero-cost proxy) ranks them."""
+
 from __future__ import annotations
 
 import re
@@ -13,10 +14,13 @@ PROG = "nas-fidelity"
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog=PROG, description="Fidelity study: rank agreement of proxy protocols and zero-cost "
-                       "proxies with a long reference training (docs/fidelity.md).",
-                       epilog="Exit status: 0 done; 2 a user error (one paragraph, nothing changed); 130 Ctrl-C "
-                       "(SIGINT), 143 SIGTERM, 129 SIGHUP: finished jobs are kept, `--resume DIR` goes on.")
+    p = ArgumentParser(
+        prog=PROG,
+        description="Fidelity study: rank agreement of proxy protocols and zero-cost "
+        "proxies with a long reference training (docs/fidelity.md).",
+        epilog="Exit status: 0 done; 2 a user error (one paragraph, nothing changed); 130 Ctrl-C "
+        "(SIGINT), 143 SIGTERM, 129 SIGHUP: finished jobs are kept, `--resume DIR` goes on.",
+    )
     p.add_argument("study", nargs="?", metavar="STUDY.yaml", help="study YAML (e.g. fidelity-cifar.yaml)")
     p.add_argument("--name", help="study directory runs/NAME (default: the study file's name)")
     p.add_argument("--study-dir", metavar="DIR", help="study directory (instead of runs/NAME)")
@@ -35,8 +39,11 @@ def _study_dir(args) -> Path:
     name = args.name or (Path(args.study).stem if args.study else None)
     if not name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         from nas.errors import UserError
-        raise UserError(f"--name {name!r} is not a usable study name: letters, digits, '.', '_' and '-', starting "
-                        "with a letter or digit.")
+
+        raise UserError(
+            f"--name {name!r} is not a usable study name: letters, digits, '.', '_' and '-', starting "
+            "with a letter or digit."
+        )
     return Path("runs") / name
 
 
@@ -53,8 +60,9 @@ def _main(args) -> int:
     sdir = _study_dir(args)
     status = {"stopped": False}
     if not args.report_only:
-        status = run_study(None if args.resume else args.study, study_dir=sdir, address=args.address,
-                           max_jobs=args.max_jobs)
+        status = run_study(
+            None if args.resume else args.study, study_dir=sdir, address=args.address, max_jobs=args.max_jobs
+        )
     if not (sdir / "study.json").is_file():
         raise UserError(f"{sdir} is not a study directory (no study.json).")
     paths = write_report(sdir)

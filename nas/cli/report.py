@@ -1,4 +1,5 @@
 """``nas-report RUN_DIR``: write the leaderboard, a Pareto-front PNG and a markdown summary of a search run."""
+
 from __future__ import annotations
 
 import sys
@@ -11,16 +12,21 @@ PROG = "nas-report"
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description="Leaderboard, Pareto plot and summary of a search run.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory of a search (e.g. runs/coatnet)")
-    p.add_argument("--out", metavar="DIR", help="write the report files into DIR instead of RUN_DIR (for a "
-                   "read-only run); existing report files there are only replaced with --force")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="write the report files into DIR instead of RUN_DIR (for a "
+        "read-only run); existing report files there are only replaced with --force",
+    )
     p.add_argument("--force", action="store_true", help="replace existing report files in --out DIR")
     return p
 
 
 def _main(args) -> int:
+    import json
+
     from nas.report import write_report
     from nas.search.leaderboard import format_table
-    import json
 
     paths = write_report(args.run_dir, args.out, force=args.force)
     rows = json.loads(paths["leaderboard_json"].read_text())

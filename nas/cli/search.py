@@ -7,6 +7,7 @@
 
 Flags override the YAML's ``search:`` section. Ctrl-C stops cleanly; everything is saved.
 """
+
 from __future__ import annotations
 
 import sys
@@ -20,35 +21,58 @@ PROG = "nas-search"
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog=PROG, description="Search a CoAtNet-style space: Ray Tune runs trials, Optuna ranks "
-                       "them on generalization vs capacity.", epilog="Security: the YAML key search.trainer "
-                       "(module:function) is imported on the driver (also by --dry-run) and imported and called on "
-                       "every worker: it executes code, so only use search YAML files you trust. Exit status: 0 done, "
-                       "2 a user error (one paragraph, nothing changed), 130 Ctrl-C (SIGINT), 143 SIGTERM, 129 "
-                       "SIGHUP: stopped cleanly, everything saved, resume with --resume RUN_DIR.")
-    p.add_argument("--space", metavar="FILE|NAME", help="search YAML, or a bundled space (coatnet.yaml, "
-                   "coatnet-paper.yaml)")
+    p = ArgumentParser(
+        prog=PROG,
+        description="Search a CoAtNet-style space: Ray Tune runs trials, Optuna ranks "
+        "them on generalization vs capacity.",
+        epilog="Security: the YAML key search.trainer "
+        "(module:function) is imported on the driver (also by --dry-run) and imported and called on "
+        "every worker: it executes code, so only use search YAML files you trust. Exit status: 0 done, "
+        "2 a user error (one paragraph, nothing changed), 130 Ctrl-C (SIGINT), 143 SIGTERM, 129 "
+        "SIGHUP: stopped cleanly, everything saved, resume with --resume RUN_DIR.",
+    )
+    p.add_argument(
+        "--space", metavar="FILE|NAME", help="search YAML, or a bundled space (coatnet.yaml, coatnet-paper.yaml)"
+    )
     p.add_argument("--trials", type=int, help="completed trials wanted in total (on resume: the new total)")
     p.add_argument("--name", help="run name: the run directory is runs/NAME (default: the space file's stem)")
-    p.add_argument("--run-dir", metavar="DIR", help="run directory (instead of runs/NAME): a path, or a URI "
-                   "such as s3://bucket/runs/x, gs://..., file:///...")
+    p.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        help="run directory (instead of runs/NAME): a path, or a URI such as s3://bucket/runs/x, gs://..., file:///...",
+    )
     p.add_argument("--max-concurrent", type=int, metavar="K", help="trials running at once")
     p.add_argument("--cpus-per-trial", type=float, metavar="C", help="CPUs (= torch threads) of one trial")
     p.add_argument("--gpus-per-trial", type=float, metavar="G", help="GPUs of one trial; fractions pack trials")
     p.add_argument("--sampler", choices=list(SAMPLER_NAMES))
     p.add_argument("--seed", type=int)
     p.add_argument("--address", metavar="ADDR", help="Ray cluster to join: HOST:PORT, ray://HOST:PORT or auto")
-    p.add_argument("--storage", metavar="URL", help="Optuna study in a database: postgresql://user:pw@host/db, "
-                   "sqlite:///study.db (default: the journal file RUN_DIR/optuna.journal)")
-    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
-                   help="continue the run in RUN_DIR (or the one named by --name/--run-dir)")
-    p.add_argument("--dry-run", action="store_true", help="validate, print the size and sampled candidates; "
-                   "no training, no Ray")
+    p.add_argument(
+        "--storage",
+        metavar="URL",
+        help="Optuna study in a database: postgresql://user:pw@host/db, "
+        "sqlite:///study.db (default: the journal file RUN_DIR/optuna.journal)",
+    )
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR (or the one named by --name/--run-dir)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="validate, print the size and sampled candidates; no training, no Ray"
+    )
     p.add_argument("--samples", type=int, default=5, help="candidates shown by --dry-run (default 5)")
     p.add_argument("--quiet", action="store_true", help="no progress lines; only the final leaderboard")
-    p.add_argument("--new-protocol", action="store_true", help="resume although train:, objective:, "
-                   "search.trainer or the data files changed since the run started (refused otherwise, with "
-                   "the diff); new trials are ranked beside the old ones and experiment.json records the change")
+    p.add_argument(
+        "--new-protocol",
+        action="store_true",
+        help="resume although train:, objective:, "
+        "search.trainer or the data files changed since the run started (refused otherwise, with "
+        "the diff); new trials are ranked beside the old ones and experiment.json records the change",
+    )
     return p
 
 
@@ -56,6 +80,7 @@ def _check(args) -> None:
     import math
 
     from nas.limits import allowed_text, check_value
+
     for flag in ("trials", "max_concurrent", "samples"):
         v = getattr(args, flag)
         if v is not None and v < 1:
@@ -63,25 +88,36 @@ def _check(args) -> None:
     for flag in ("cpus_per_trial", "gpus_per_trial"):
         v = getattr(args, flag)
         if v is not None and not math.isfinite(v):
-            raise UserError(f"--{flag.replace('_', '-')} must be a finite number (got {v}). Allowed: "
-                            f"{allowed_text('search.' + flag)}.")
+            raise UserError(
+                f"--{flag.replace('_', '-')} must be a finite number (got {v}). Allowed: "
+                f"{allowed_text('search.' + flag)}."
+            )
     if args.cpus_per_trial is not None and args.cpus_per_trial <= 0:
         raise UserError(f"--cpus-per-trial must be > 0 (got {args.cpus_per_trial:g}).")
     if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
         raise UserError(f"--gpus-per-trial must be >= 0 (got {args.gpus_per_trial:g}).")
-    for flag, key in (("trials", "search.trials"), ("max_concurrent", "search.max_concurrent"),
-                      ("samples", "samples"), ("seed", "search.seed"), ("cpus_per_trial", "search.cpus_per_trial"),
-                      ("gpus_per_trial", "search.gpus_per_trial")):
+    for flag, key in (
+        ("trials", "search.trials"),
+        ("max_concurrent", "search.max_concurrent"),
+        ("samples", "samples"),
+        ("seed", "search.seed"),
+        ("cpus_per_trial", "search.cpus_per_trial"),
+        ("gpus_per_trial", "search.gpus_per_trial"),
+    ):
         check_value(getattr(args, flag), key, None, "--" + flag.replace("_", "-"))
     if isinstance(args.resume, str) and args.run_dir and args.resume != args.run_dir:
-        raise UserError(f"--resume {args.resume} and --run-dir {args.run_dir} name different run directories; "
-                        "give one of them.")
+        raise UserError(
+            f"--resume {args.resume} and --run-dir {args.run_dir} name different run directories; give one of them."
+        )
     if args.address:
         from nas.search.cluster import parse_address
+
         parse_address(args.address)
     if not args.space and not args.resume:
-        raise UserError("nas-search needs `--space FILE|NAME` (a search YAML or a bundled space: coatnet.yaml, "
-                        "coatnet-paper.yaml) or `--resume RUN_DIR`.")
+        raise UserError(
+            "nas-search needs `--space FILE|NAME` (a search YAML or a bundled space: coatnet.yaml, "
+            "coatnet-paper.yaml) or `--resume RUN_DIR`."
+        )
     if args.resume is True and not (args.name or args.run_dir or args.space):
         raise UserError("--resume needs the run directory: `--resume RUN_DIR` (or --name / --run-dir).")
 
@@ -96,16 +132,29 @@ def _main(args) -> int:
         print(dry_run(args.space, samples=args.samples, seed=args.seed, trials=args.trials))
         return 0
     run_dir = args.resume if isinstance(args.resume, str) else args.run_dir
-    res = run(args.space, trials=args.trials, name=args.name, run_dir=run_dir, resume=bool(args.resume),
-              address=args.address, storage=args.storage, max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
-              gpus_per_trial=args.gpus_per_trial, sampler=args.sampler, seed=args.seed,
-              progress=sys.stdout if not args.quiet else False, new_protocol=args.new_protocol)
+    res = run(
+        args.space,
+        trials=args.trials,
+        name=args.name,
+        run_dir=run_dir,
+        resume=bool(args.resume),
+        address=args.address,
+        storage=args.storage,
+        max_concurrent=args.max_concurrent,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        sampler=args.sampler,
+        seed=args.seed,
+        progress=sys.stdout if not args.quiet else False,
+        new_protocol=args.new_protocol,
+    )
     if args.quiet:
         print(res.table())
         if res.best_path:
             print(f"best -> {res.best_path}")
     if res.interrupted:
         from nas.search.signals import EXIT_CODES
+
         return EXIT_CODES.get(res.stopped_by, 130)
     return 0
 

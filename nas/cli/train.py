@@ -8,6 +8,7 @@ The protocol starts from the defaults (or the ``train:`` section of ``--protocol
 space YAML) and the flags override it. Writes ``model.pt`` (state dict + model config), ``model.yaml``
 and ``metrics.json`` into ``--out``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,11 @@ PROG = "nas-train"
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description="Train a preset or an exported model config fully.")
     p.add_argument("config", metavar="CONFIG", help="preset name (coatnet-0..4) or model config YAML")
-    p.add_argument("--protocol", metavar="FILE", help="YAML whose `train:` section sets the protocol "
-                   "(e.g. the search space file); flags override it")
+    p.add_argument(
+        "--protocol",
+        metavar="FILE",
+        help="YAML whose `train:` section sets the protocol (e.g. the search space file); flags override it",
+    )
     p.add_argument("--data", choices=["digits", "synthetic", "cifar10", "cifar100", "imagefolder", "npz"])
     p.add_argument("--data-path", metavar="PATH", help="folder/file for cifar10, cifar100, imagefolder, npz")
     p.add_argument("--epochs", type=int)
@@ -44,11 +48,14 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None, help="random crop + flip")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
-    p.add_argument("--image-size", type=int, help="input size for presets (model configs bring theirs; "
-                   "default 32)")
+    p.add_argument("--image-size", type=int, help="input size for presets (model configs bring theirs; default 32)")
     p.add_argument("--in-chans", type=int, help="input channels for presets (default 3)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default runs/train-<name>); checked before "
-                   "training: its model.pt, model.yaml, metrics.json are only replaced with --force")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output folder (default runs/train-<name>); checked before "
+        "training: its model.pt, model.yaml, metrics.json are only replaced with --force",
+    )
     p.add_argument("--force", action="store_true", help="replace model.pt, model.yaml, metrics.json in --out")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     return p
@@ -58,6 +65,7 @@ def resolve_model(config: str, image_size: int | None, in_chans: int | None) -> 
     """(model config, short name) of a preset name or a model config YAML path."""
     from nas import presets
     from nas.export import load_model_config
+
     if config.endswith((".yaml", ".yml")) or os.path.sep in config or Path(config).is_file():
         mc = load_model_config(config)
         if image_size and image_size != mc.image_size:
@@ -68,31 +76,37 @@ def resolve_model(config: str, image_size: int | None, in_chans: int | None) -> 
     try:
         arch = presets.get(config)
     except UserError as err:
-        raise UserError(f"CONFIG {config!r} is neither an existing model config YAML file nor a preset: "
-                        f"{err}") from None
-    return ModelConfig(arch=arch, num_classes=1000, image_size=image_size or 32, in_chans=in_chans or 3,
-                       provenance={"preset": config}), config
+        raise UserError(
+            f"CONFIG {config!r} is neither an existing model config YAML file nor a preset: {err}"
+        ) from None
+    return ModelConfig(
+        arch=arch, num_classes=1000, image_size=image_size or 32, in_chans=in_chans or 3, provenance={"preset": config}
+    ), config
 
 
 def load_protocol(path: str | None):
     from trainers.config import parse_train
+
     if path is None:
         return parse_train(None)
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"--protocol {path}: no such file. Pass a YAML with a `train:` section "
-                        "(a search space file works).")
+        raise UserError(
+            f"--protocol {path}: no such file. Pass a YAML with a `train:` section (a search space file works)."
+        )
     try:
         data = load_yaml_file(p) or {}
     except yaml.YAMLError as err:
-        raise UserError(f"--protocol {path}: not valid YAML {yaml_problem(err)}. Pass a YAML with a `train:` "
-                        "section (a search space file works).") from None
+        raise UserError(
+            f"--protocol {path}: not valid YAML {yaml_problem(err)}. Pass a YAML with a `train:` "
+            "section (a search space file works)."
+        ) from None
     except OSError as err:
         raise UserError(f"--protocol {path}: cannot read it ({err.strerror}).") from None
     if not isinstance(data, dict):
-        raise UserError(f"--protocol {path}: expected a mapping with a `train:` section, got "
-                        f"{type(data).__name__}.")
+        raise UserError(f"--protocol {path}: expected a mapping with a `train:` section, got {type(data).__name__}.")
     from nas.limits import check_ranges
+
     train = parse_train(data.get("train"), str(p))
     check_ranges(train, "train", str(p))
     return train
@@ -128,15 +142,20 @@ def _main(args) -> int:
     data = train.data
     cost = count_cost(mc)
     if not args.quiet:
-        print(f"{PROG}: {mc.arch}  {cost}  data {data.name} ({len(dataset.y_train)} train / "
-              f"{len(dataset.y_val)} val, {mc.image_size}px x{mc.in_chans})  device {device}", flush=True)
+        print(
+            f"{PROG}: {mc.arch}  {cost}  data {data.name} ({len(dataset.y_train)} train / "
+            f"{len(dataset.y_val)} val, {mc.image_size}px x{mc.in_chans})  device {device}",
+            flush=True,
+        )
     model = _build(mc, train, cost)
     t0 = time.perf_counter()
     res = _train(model, dataset, train, device, mc, t0, quiet=args.quiet)
     metrics = {**res.metrics, "params": cost.params, "macs": cost.macs, "wall_s": time.perf_counter() - t0}
     _write_outputs(out, mc, train, res, metrics)
-    print(f"{PROG}: val_acc {metrics['val_acc']:.4f}  train_acc {metrics['train_acc']:.4f}  "
-          f"{metrics['images_per_s']:.0f} img/s  -> {out}/model.pt, metrics.json")
+    print(
+        f"{PROG}: val_acc {metrics['val_acc']:.4f}  train_acc {metrics['train_acc']:.4f}  "
+        f"{metrics['images_per_s']:.0f} img/s  -> {out}/model.pt, metrics.json"
+    )
     return 0
 
 
@@ -149,11 +168,20 @@ def _check_args(args) -> None:
     for name in ("epochs", "steps", "batch_size", "threads", "image_size", "in_chans"):
         _check_positive("--" + name.replace("_", "-"), getattr(args, name))
     if args.lr is not None and (not math.isfinite(args.lr) or args.lr <= 0):
-        raise UserError(f"--lr must be a finite number > 0 (got {args.lr}). Allowed: > 0 and at most 10; "
-                        "AdamW's usual range is 1e-4 to 1e-2.")
-    for name, key in (("epochs", "train.epochs"), ("steps", "train.steps"), ("batch_size", "train.batch_size"),
-                      ("lr", "train.lr"), ("seed", "train.seed"), ("threads", "threads"),
-                      ("image_size", "image_size"), ("in_chans", "in_chans")):
+        raise UserError(
+            f"--lr must be a finite number > 0 (got {args.lr}). Allowed: > 0 and at most 10; "
+            "AdamW's usual range is 1e-4 to 1e-2."
+        )
+    for name, key in (
+        ("epochs", "train.epochs"),
+        ("steps", "train.steps"),
+        ("batch_size", "train.batch_size"),
+        ("lr", "train.lr"),
+        ("seed", "train.seed"),
+        ("threads", "threads"),
+        ("image_size", "image_size"),
+        ("in_chans", "in_chans"),
+    ):
         check_value(getattr(args, name), key, None, "--" + name.replace("_", "-"))
 
 
@@ -165,8 +193,11 @@ def _protocol_of(args):
         data = replace(data, name=args.data)
     if args.data_path:
         data = replace(data, path=args.data_path)
-    over = {k: getattr(args, k) for k in ("epochs", "steps", "batch_size", "lr", "seed", "augment", "device")
-            if getattr(args, k) is not None}
+    over = {
+        k: getattr(args, k)
+        for k in ("epochs", "steps", "batch_size", "lr", "seed", "augment", "device")
+        if getattr(args, k) is not None
+    }
     train = replace(train, data=data, **over)
     if args.epochs is not None and args.steps is None:
         train = replace(train, steps=None)
@@ -181,16 +212,28 @@ def _load_data(args, train, mc: ModelConfig):
     data = train.data
     # messages name what the user set the data path with: the protocol file's key, else --data-path
     from_file = args.protocol is not None and not args.data_path and train.data.path is not None
-    dataset = load_dataset(train.data, mc.image_size, mc.in_chans, file=args.protocol if from_file else None,
-                           key="train.data.path" if from_file else "--data-path")
+    dataset = load_dataset(
+        train.data,
+        mc.image_size,
+        mc.in_chans,
+        file=args.protocol if from_file else None,
+        key="train.data.path" if from_file else "--data-path",
+    )
     where = args.protocol if from_file else "--data-path"
-    check_value(dataset.num_classes, "num_classes", None,
-                f"the number of classes of the data ({data.name}{', ' + str(data.path) if data.path else ''}, "
-                f"set by {where}: the largest label + 1)")
+    check_value(
+        dataset.num_classes,
+        "num_classes",
+        None,
+        f"the number of classes of the data ({data.name}{', ' + str(data.path) if data.path else ''}, "
+        f"set by {where}: the largest label + 1)",
+    )
     if dataset.num_classes != mc.num_classes:
         if "preset" not in mc.provenance:
-            print(f"{PROG}: note: the model config has {mc.num_classes} classes, the data {dataset.num_classes}; "
-                  "training a new classifier head for the data", file=sys.stderr)
+            print(
+                f"{PROG}: note: the model config has {mc.num_classes} classes, the data {dataset.num_classes}; "
+                "training a new classifier head for the data",
+                file=sys.stderr,
+            )
         mc = replace(mc, num_classes=dataset.num_classes)
     return dataset, mc
 
@@ -206,9 +249,11 @@ def _build(mc: ModelConfig, train, cost):
     except Exception as err:  # noqa: BLE001 - a model too large for this machine's memory is the user's to fix
         if not is_oom(err):
             raise
-        raise UserError(f"Out of memory while building {mc.arch} ({cost}): {str(err).splitlines()[0][:200]}. "
-                        "Nothing was written. Use a smaller model (depths, widths) or a machine with more "
-                        "memory.") from None
+        raise UserError(
+            f"Out of memory while building {mc.arch} ({cost}): {str(err).splitlines()[0][:200]}. "
+            "Nothing was written. Use a smaller model (depths, widths) or a machine with more "
+            "memory."
+        ) from None
 
 
 def _train(model, dataset, train, device, mc: ModelConfig, t0: float, quiet: bool):
@@ -222,20 +267,26 @@ def _train(model, dataset, train, device, mc: ModelConfig, t0: float, quiet: boo
         except StopIteration as stop:
             return stop.value
         except Diverged as err:
-            raise UserError(f"Training diverged: {err}. Nothing was written. Lower the learning rate (--lr, or "
-                            "`train.lr` in the --protocol file; AdamW's usual range is 1e-4 to 1e-2) or keep "
-                            "`train.grad_clip` on.") from None
+            raise UserError(
+                f"Training diverged: {err}. Nothing was written. Lower the learning rate (--lr, or "
+                "`train.lr` in the --protocol file; AdamW's usual range is 1e-4 to 1e-2) or keep "
+                "`train.grad_clip` on."
+            ) from None
         except Exception as err:  # noqa: BLE001 - only an out-of-memory failure is the user's to fix
             if not is_oom(err):
                 raise
-            raise UserError(f"Out of memory while training {mc.arch} at {mc.image_size}px x{mc.in_chans}, batch "
-                            f"{train.batch_size} on {device}: {str(err).splitlines()[0][:200]}. Nothing was "
-                            "written. Lower --batch-size or --image-size, or use a smaller model.") from None
+            raise UserError(
+                f"Out of memory while training {mc.arch} at {mc.image_size}px x{mc.in_chans}, batch "
+                f"{train.batch_size} on {device}: {str(err).splitlines()[0][:200]}. Nothing was "
+                "written. Lower --batch-size or --image-size, or use a smaller model."
+            ) from None
         if not quiet:
             epochs = train.epochs if train.steps is None else "?"
-            print(f"epoch {row['epoch']:>3}/{epochs}  loss {row['running_loss']:.4f}  train_acc "
-                  f"{row['train_acc']:.3f}  val_acc {row['val_acc']:.3f}  {time.perf_counter() - t0:6.1f}s",
-                  flush=True)
+            print(
+                f"epoch {row['epoch']:>3}/{epochs}  loss {row['running_loss']:.4f}  train_acc "
+                f"{row['train_acc']:.3f}  val_acc {row['val_acc']:.3f}  {time.perf_counter() - t0:6.1f}s",
+                flush=True,
+            )
 
 
 def _write_outputs(out: Path, mc: ModelConfig, train, res, metrics: dict) -> None:
@@ -248,15 +299,25 @@ def _write_outputs(out: Path, mc: ModelConfig, train, res, metrics: dict) -> Non
     from nas.fsio import atomic_write, make_dirs
 
     make_dirs(out)
-    mc = replace(mc, provenance={**dict(mc.provenance), "trained": {
-        "data": train.data.name, "epochs": res.metrics["epochs"], "val_acc": round(metrics["val_acc"], 4)}})
+    mc = replace(
+        mc,
+        provenance={
+            **dict(mc.provenance),
+            "trained": {
+                "data": train.data.name,
+                "epochs": res.metrics["epochs"],
+                "val_acc": round(metrics["val_acc"], 4),
+            },
+        },
+    )
     state = {k: v.detach().cpu() for k, v in res.model.state_dict().items()}
     buf = io.BytesIO()
     torch.save({"state_dict": state, "model_config": mc.to_dict()}, buf)
     atomic_write(out / "model.pt", buf.getvalue())
     save_model_config(mc, out / "model.yaml")
-    atomic_write(out / "metrics.json", json.dumps({"metrics": metrics, "history": res.history,
-                                                   "train": _plain(train)}, indent=2))
+    atomic_write(
+        out / "metrics.json", json.dumps({"metrics": metrics, "history": res.history, "train": _plain(train)}, indent=2)
+    )
 
 
 OUT_FILES = ("model.pt", "model.yaml", "metrics.json")
@@ -265,6 +326,7 @@ OUT_FILES = ("model.pt", "model.yaml", "metrics.json")
 def _check_model_limits(mc: ModelConfig, config: str) -> None:
     """The documented maxima (nas.limits) of a model config: sizes that could not be allocated."""
     from nas.limits import check_value
+
     file = config if config.endswith((".yaml", ".yml")) or os.path.sep in config else None
     for i, (d, w) in enumerate(zip(mc.arch.depths, mc.arch.widths)):
         check_value(d, "depths", file, f"architecture.depths[{i}]")
@@ -275,6 +337,7 @@ def _check_model_limits(mc: ModelConfig, config: str) -> None:
 
 def _plain(train) -> dict:
     from dataclasses import asdict
+
     return asdict(train)
 
 

@@ -5,11 +5,29 @@ protocol and the reference (on Ray, resumable), and computes zero-cost proxies; 
 Kendall tau, Spearman rho and top-10% overlap with bootstrap intervals, the reference's seed-to-seed noise
 ceiling, per-layout reference figures, a scatter plot and markdown. ``nas-fidelity`` wraps both.
 """
+
 from .config import Protocol, Study, StudySettings, load_study, study_from_dict
 from .report import analyse, format_tables, format_tables_of, write_report
 from .runner import StudyDir, plan_jobs, run_study, sample_architectures
 from .stats import agreement, bootstrap_ci, kendall_tau, spearman_rho, top_overlap
 
-__all__ = ["Protocol", "Study", "StudySettings", "load_study", "study_from_dict", "analyse", "format_tables", "format_tables_of", "write_report",
-           "StudyDir", "plan_jobs", "run_study", "sample_architectures", "agreement", "bootstrap_ci",
-           "kendall_tau", "spearman_rho", "top_overlap"]
+__all__ = [
+    "Protocol",
+    "Study",
+    "StudySettings",
+    "load_study",
+    "study_from_dict",
+    "analyse",
+    "format_tables",
+    "format_tables_of",
+    "write_report",
+    "StudyDir",
+    "plan_jobs",
+    "run_study",
+    "sample_architectures",
+    "agreement",
+    "bootstrap_ci",
+    "kendall_tau",
+    "spearman_rho",
+    "top_overlap",
+]

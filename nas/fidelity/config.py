@@ -20,6 +20,7 @@ overrides of that protocol for each proxy and for the reference::
 Everything is validated here, once, with the parsers of the rooms below (the trainers' ``train:`` and
 ``objective:`` dataclasses); the runner sees only validated objects.
 """
+
 from __future__ import annotations
 
 import copy
@@ -71,16 +72,19 @@ class StudySettings:
     seed: int = 0
     zero_cost: tuple[str, ...] = ("params", "macs", "synflow", "naswot", "grad_norm")
     zero_cost_batch: int = field(default=64, metadata={"check": lambda v: 2 <= v <= 4096, "allowed": "2..4096"})
-    max_concurrent: int | None = field(default=None, metadata={"check": lambda v: v is None or v >= 1,
-                                                               "allowed": "an integer >= 1 or null"})
+    max_concurrent: int | None = field(
+        default=None, metadata={"check": lambda v: v is None or v >= 1, "allowed": "an integer >= 1 or null"}
+    )
     cpus_per_trial: float = field(default=1.0, metadata={"check": lambda v: v > 0, "allowed": "a number > 0"})
     gpus_per_trial: float = field(default=0.0, metadata={"check": lambda v: v >= 0, "allowed": "a number >= 0"})
     max_retries: int = field(default=2, metadata={"check": lambda v: 0 <= v <= 100, "allowed": "0..100"})
     bootstrap: int = field(default=1000, metadata={"check": lambda v: 10 <= v <= 100_000, "allowed": "10..100000"})
-    ceiling_architectures: int | None = field(default=None, metadata={"check": lambda v: v is None or v >= 3,
-                                                                      "allowed": "an integer >= 3 or null"})
-    reference_architectures: int | None = field(default=None, metadata={"check": lambda v: v is None or v >= 3,
-                                                                        "allowed": "an integer >= 3 or null"})
+    ceiling_architectures: int | None = field(
+        default=None, metadata={"check": lambda v: v is None or v >= 3, "allowed": "an integer >= 3 or null"}
+    )
+    reference_architectures: int | None = field(
+        default=None, metadata={"check": lambda v: v is None or v >= 3, "allowed": "an integer >= 3 or null"}
+    )
 
 
 @dataclass(frozen=True)
@@ -127,22 +131,27 @@ def _merge(base: Any, over: Any) -> Any:
 
 
 def _protocol(name: str, section: Any, exp, file: str | None, path: str, seeds: Any) -> Protocol:
-    from trainers.sources import resolve_source
-    from trainers.objective import ObjectiveConfig
     from trainers.config import TrainConfig
+    from trainers.objective import ObjectiveConfig
+    from trainers.sources import resolve_source
 
     section = check_keys(section or {}, ("train", "objective", "seeds"), file, path)
     base_train = exp.raw.get("train") or {}
     base_obj = exp.raw.get("objective") or {}
     train = parse_dataclass(TrainConfig, _merge(base_train, section.get("train") or {}), file, f"{path}.train")
     train = dataclasses.replace(train, data=resolve_source(train.data, exp.file))
-    objective = parse_dataclass(ObjectiveConfig, _merge(base_obj, section.get("objective") or {}), file,
-                                f"{path}.objective")
+    objective = parse_dataclass(
+        ObjectiveConfig, _merge(base_obj, section.get("objective") or {}), file, f"{path}.objective"
+    )
     seeds = section.get("seeds", seeds)
-    if (not isinstance(seeds, (list, tuple)) or not seeds
-            or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)):
-        raise ConfigError(file, f"{path}.seeds", "must be a non-empty list of integers >= 0", "e.g. [0, 1]",
-                          value=seeds)
+    if (
+        not isinstance(seeds, (list, tuple))
+        or not seeds
+        or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)
+    ):
+        raise ConfigError(
+            file, f"{path}.seeds", "must be a non-empty list of integers >= 0", "e.g. [0, 1]", value=seeds
+        )
     return Protocol(name=name, train=train, objective=objective, seeds=tuple(dict.fromkeys(seeds)))
 
 
@@ -156,20 +165,33 @@ def study_from_dict(data: Any, file: str | None = None) -> Study:
     archs = s.pop("architectures", StudySettings.architectures)
     zc = s.pop("zero_cost", list(StudySettings.zero_cost))
     settings = parse_dataclass(StudySettings, s, file, "study")
-    if archs != "all" and (isinstance(archs, bool) or not isinstance(archs, int)
-                           or not 2 <= archs <= MAX_ARCHITECTURES):
-        raise ConfigError(file, "study.architectures", "must be an integer from 2 to 10000 or `all`",
-                          "e.g. 30, or all (every candidate of a small space)", value=archs)
+    if archs != "all" and (
+        isinstance(archs, bool) or not isinstance(archs, int) or not 2 <= archs <= MAX_ARCHITECTURES
+    ):
+        raise ConfigError(
+            file,
+            "study.architectures",
+            "must be an integer from 2 to 10000 or `all`",
+            "e.g. 30, or all (every candidate of a small space)",
+            value=archs,
+        )
     from trainers.zerocost import ZERO_COST
+
     if zc is None:
         zc = []
     if not isinstance(zc, (list, tuple)) or any(not isinstance(z, str) or z not in ZERO_COST for z in zc):
-        raise ConfigError(file, "study.zero_cost", "must be a list of zero-cost proxy names",
-                          f"any of {', '.join(ZERO_COST)} (or [] for none)", value=zc)
+        raise ConfigError(
+            file,
+            "study.zero_cost",
+            "must be a list of zero-cost proxy names",
+            f"any of {', '.join(ZERO_COST)} (or [] for none)",
+            value=zc,
+        )
     settings = dataclasses.replace(settings, architectures=archs, zero_cost=tuple(dict.fromkeys(zc)))
 
     if inline is not None:  # a saved study: the search YAML as it was, not as the file is now
         from ..search.config import experiment_from_dict
+
         space_file = str(inline.get("file") or "space.yaml")
         exp = experiment_from_dict(dict(inline["yaml"]), space_file)
         settings = dataclasses.replace(settings, space=Path(space_file).name)
@@ -183,22 +205,42 @@ def study_from_dict(data: Any, file: str | None = None) -> Study:
     if proxies_d is None:
         proxies_d = {"default": {}}
     if not isinstance(proxies_d, Mapping) or not proxies_d:
-        raise ConfigError(file, "proxies", "must be a mapping of proxy names to overrides",
-                          "e.g. {default: {}, short: {train: {steps: 50}}}", value=proxies_d)
+        raise ConfigError(
+            file,
+            "proxies",
+            "must be a mapping of proxy names to overrides",
+            "e.g. {default: {}, short: {train: {steps: 50}}}",
+            value=proxies_d,
+        )
     proxies = []
     for name, section in proxies_d.items():
         if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum() or name == REFERENCE:
-            raise ConfigError(file, f"proxies.{name}", "is not a usable proxy name",
-                              f"letters, digits, '-' and '_', not `{REFERENCE}`", value=name)
+            raise ConfigError(
+                file,
+                f"proxies.{name}",
+                "is not a usable proxy name",
+                f"letters, digits, '-' and '_', not `{REFERENCE}`",
+                value=name,
+            )
         proxies.append(_protocol(name, section, exp, file, f"proxies.{name}", [exp.train.seed]))
     reference = _protocol(REFERENCE, data.get("reference"), exp, file, "reference", [0, 1])
-    plain = {k: v for k, v in dataclasses.asdict(settings).items()
-             if not (k == "reference_architectures" and v is None)}  # fingerprints of earlier studies hold
-    raw = {"study": {**plain, "space": str(Path(space_file).name)},
-           "search_yaml": exp.raw, "proxies": {p.name: _plain(p) for p in proxies},
-           "reference": _plain(reference)}
-    return Study(settings=settings, experiment=exp, proxies=tuple(proxies), reference=reference, file=file,
-                 raw=json.loads(json.dumps(raw, default=str)))
+    plain = {
+        k: v for k, v in dataclasses.asdict(settings).items() if not (k == "reference_architectures" and v is None)
+    }  # fingerprints of earlier studies hold
+    raw = {
+        "study": {**plain, "space": str(Path(space_file).name)},
+        "search_yaml": exp.raw,
+        "proxies": {p.name: _plain(p) for p in proxies},
+        "reference": _plain(reference),
+    }
+    return Study(
+        settings=settings,
+        experiment=exp,
+        proxies=tuple(proxies),
+        reference=reference,
+        file=file,
+        raw=json.loads(json.dumps(raw, default=str)),
+    )
 
 
 def _plain(p: Protocol) -> dict:
@@ -227,8 +269,10 @@ def _resolve(path: str | Path) -> Path:
         if "/" not in cand and (root / cand).is_file():
             return Path(str(root / cand))
     what = "a folder, not a YAML file" if p.is_dir() else f"neither an existing file (relative to {Path.cwd()})"
-    raise UserError(f"Study file {str(path)!r} is {what} nor a bundled study. Bundled studies: "
-                    f"{', '.join(bundled_studies()) or 'none'}; see docs/fidelity.md for the format.")
+    raise UserError(
+        f"Study file {str(path)!r} is {what} nor a bundled study. Bundled studies: "
+        f"{', '.join(bundled_studies()) or 'none'}; see docs/fidelity.md for the format."
+    )
 
 
 def load_study(path: str | Path) -> Study:
@@ -237,8 +281,12 @@ def load_study(path: str | Path) -> Study:
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(str(p), "<top level>", f"is not valid YAML {yaml_problem(err)}",
-                          "a YAML mapping with keys study, proxies, reference") from None
+        raise ConfigError(
+            str(p),
+            "<top level>",
+            f"is not valid YAML {yaml_problem(err)}",
+            "a YAML mapping with keys study, proxies, reference",
+        ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"Cannot read study file {p}: {err}. Pass a readable YAML file.") from None
     return study_from_dict(data, str(p))

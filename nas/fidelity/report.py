@@ -9,6 +9,7 @@ Reference axes (what each proxy axis claims to measure), each the mean over the 
 - ``score``: the objective's weighted mean of those two; ``val_acc``: validation accuracy of the full-split
   training.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,13 @@ __all__ = ["analyse", "write_report", "format_tables", "format_tables_of", "AXES
 
 AXES = ("score", "generalization", "capacity", "val_acc")
 # proxy measure -> the reference axis it is compared with
-PROXY_MEASURES = {"score": "score", "generalization": "generalization", "capacity": "capacity",
-                  "gen_val_acc": "generalization", "val_acc": "val_acc"}
+PROXY_MEASURES = {
+    "score": "score",
+    "generalization": "generalization",
+    "capacity": "capacity",
+    "gen_val_acc": "generalization",
+    "val_acc": "val_acc",
+}
 
 
 def _reference_axes(rec: dict[str, Any], objective, num_classes: int) -> dict[str, float]:
@@ -59,9 +65,18 @@ def analyse(study: Study, records: list[dict[str, Any]]) -> dict[str, Any]:
     selection = _selections(study, rows)
     seeds = study.reference.seeds
     noise_ceiling = _noise_ceiling(rows, seeds, reps, seed)
-    return {"architectures": len(by_arch), "complete": len(rows), "failed": dict(failed), "rows": rows,
-            "proxies": proxies, "zero_cost": zero_cost, "noise_ceiling": noise_ceiling, "cost": cost,
-            "selection": selection, "layouts": _layouts(rows, seeds)}
+    return {
+        "architectures": len(by_arch),
+        "complete": len(rows),
+        "failed": dict(failed),
+        "rows": rows,
+        "proxies": proxies,
+        "zero_cost": zero_cost,
+        "noise_ceiling": noise_ceiling,
+        "cost": cost,
+        "selection": selection,
+        "layouts": _layouts(rows, seeds),
+    }
 
 
 def _by_arch(study: Study, records: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
@@ -79,14 +94,24 @@ def _by_arch(study: Study, records: list[dict[str, Any]]) -> tuple[dict[str, dic
         if r["protocol"] == ZERO_COST_JOB:
             a["zero_cost"] = r["zero_cost"]
         elif r["protocol"] == REFERENCE:
-            a["reference"][r["seed"]] = {**_reference_axes(r, study.reference.objective, k),
-                                         "wall_s": r["metrics"].get("wall_s", math.nan),
-                                         "params": r["metrics"].get("params"), "macs": r["metrics"].get("macs")}
+            a["reference"][r["seed"]] = {
+                **_reference_axes(r, study.reference.objective, k),
+                "wall_s": r["metrics"].get("wall_s", math.nan),
+                "params": r["metrics"].get("params"),
+                "macs": r["metrics"].get("macs"),
+            }
         else:
             m = r["metrics"]
-            a["proxies"][r["protocol"]].append({"score": r["score"], "generalization": r["generalization"],
-                                                "capacity": r["capacity"], "gen_val_acc": m.get("gen_val_acc"),
-                                                "val_acc": m.get("val_acc"), "wall_s": m.get("wall_s", math.nan)})
+            a["proxies"][r["protocol"]].append(
+                {
+                    "score": r["score"],
+                    "generalization": r["generalization"],
+                    "capacity": r["capacity"],
+                    "gen_val_acc": m.get("gen_val_acc"),
+                    "val_acc": m.get("val_acc"),
+                    "wall_s": m.get("wall_s", math.nan),
+                }
+            )
     return by_arch, failed
 
 
@@ -97,22 +122,31 @@ def _rows(by_arch: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         if not a["reference"]:
             continue
         refs = list(a["reference"].values())
-        row = {"arch_id": aid, "arch": a["arch"], "layout": a["layout"], "params": refs[0]["params"],
-               "macs": refs[0]["macs"], "ref_seeds": sorted(a["reference"]),
-               "ref": {ax: statistics.fmean(r[ax] for r in refs) for ax in AXES},
-               "ref_by_seed": {s: {ax: v[ax] for ax in AXES} for s, v in a["reference"].items()},
-               "ref_wall_s": statistics.fmean(r["wall_s"] for r in refs),
-               "proxies": {p: {m: statistics.fmean(x[m] for x in xs if x[m] is not None)
-                               for m in (*PROXY_MEASURES, "wall_s")}
-                           for p, xs in a["proxies"].items() if xs},
-               "zero_cost": a.get("zero_cost", {})}
+        row = {
+            "arch_id": aid,
+            "arch": a["arch"],
+            "layout": a["layout"],
+            "params": refs[0]["params"],
+            "macs": refs[0]["macs"],
+            "ref_seeds": sorted(a["reference"]),
+            "ref": {ax: statistics.fmean(r[ax] for r in refs) for ax in AXES},
+            "ref_by_seed": {s: {ax: v[ax] for ax in AXES} for s, v in a["reference"].items()},
+            "ref_wall_s": statistics.fmean(r["wall_s"] for r in refs),
+            "proxies": {
+                p: {m: statistics.fmean(x[m] for x in xs if x[m] is not None) for m in (*PROXY_MEASURES, "wall_s")}
+                for p, xs in a["proxies"].items()
+                if xs
+            },
+            "zero_cost": a.get("zero_cost", {}),
+        }
         rows.append(row)
     rows.sort(key=lambda r: -r["ref"]["score"])
     return rows
 
 
-def _proxy_agreement(study: Study, rows: list[dict[str, Any]], reps: int,
-                     seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def _proxy_agreement(
+    study: Study, rows: list[dict[str, Any]], reps: int, seed: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Per proxy protocol: the agreement of each measure with its reference axis; and the cost of each
     protocol (the proxies' against the reference's, then the reference's own)."""
     proxies: dict[str, Any] = {}
@@ -121,11 +155,13 @@ def _proxy_agreement(study: Study, rows: list[dict[str, Any]], reps: int,
         have = [r for r in rows if p.name in r["proxies"]]
         proxies[p.name] = {
             m: agreement([r["proxies"][p.name][m] for r in have], [r["ref"][ax] for r in have], reps=reps, seed=seed)
-            for m, ax in PROXY_MEASURES.items()}
+            for m, ax in PROXY_MEASURES.items()
+        }
         ratios = [r["proxies"][p.name]["wall_s"] / r["ref_wall_s"] for r in have if r["ref_wall_s"] > 0]
-        cost[p.name] = {"median_ratio": statistics.median(ratios) if ratios else math.nan,
-                        "median_proxy_s": statistics.median([r["proxies"][p.name]["wall_s"] for r in have])
-                        if have else math.nan}
+        cost[p.name] = {
+            "median_ratio": statistics.median(ratios) if ratios else math.nan,
+            "median_proxy_s": statistics.median([r["proxies"][p.name]["wall_s"] for r in have]) if have else math.nan,
+        }
     cost[REFERENCE] = {"median_s": statistics.median([r["ref_wall_s"] for r in rows]) if rows else math.nan}
     return proxies, cost
 
@@ -135,17 +171,22 @@ def _zero_cost_agreement(study: Study, rows: list[dict[str, Any]], reps: int, se
     out = {}
     for z in study.settings.zero_cost:
         have = [r for r in rows if z in r["zero_cost"]]
-        out[z] = {ax: agreement([r["zero_cost"][z] for r in have], [r["ref"][ax] for r in have],
-                                reps=reps, seed=seed) for ax in AXES}
+        out[z] = {
+            ax: agreement([r["zero_cost"][z] for r in have], [r["ref"][ax] for r in have], reps=reps, seed=seed)
+            for ax in AXES
+        }
     return out
 
 
 def _selections(study: Study, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The pre-screen of each proxy protocol and each zero-cost proxy (see ``_selection``)."""
-    out = {f"proxy:{p.name}": _selection(rows, lambda r, p=p.name: r["proxies"].get(p, {}).get("score"))
-           for p in study.proxies}
-    out.update({f"zero_cost:{z}": _selection(rows, lambda r, z=z: r["zero_cost"].get(z))
-                for z in study.settings.zero_cost})
+    out = {
+        f"proxy:{p.name}": _selection(rows, lambda r, p=p.name: r["proxies"].get(p, {}).get("score"))
+        for p in study.proxies
+    }
+    out.update(
+        {f"zero_cost:{z}": _selection(rows, lambda r, z=z: r["zero_cost"].get(z)) for z in study.settings.zero_cost}
+    )
     return out
 
 
@@ -155,9 +196,12 @@ def _noise_ceiling(rows: list[dict[str, Any]], seeds: tuple[int, ...], reps: int
         return {}
     s0, s1 = seeds[0], seeds[1]
     both = [r for r in rows if s0 in r["ref_by_seed"] and s1 in r["ref_by_seed"]]
-    return {ax: agreement([r["ref_by_seed"][s0][ax] for r in both],
-                          [r["ref_by_seed"][s1][ax] for r in both], reps=reps, seed=seed)
-            for ax in AXES}
+    return {
+        ax: agreement(
+            [r["ref_by_seed"][s0][ax] for r in both], [r["ref_by_seed"][s1][ax] for r in both], reps=reps, seed=seed
+        )
+        for ax in AXES
+    }
 
 
 def _selection(rows: list[dict[str, Any]], key, share: float = 0.25) -> dict[str, float]:
@@ -172,9 +216,15 @@ def _selection(rows: list[dict[str, Any]], key, share: float = 0.25) -> dict[str
     ref = sorted(r["ref"]["score"] for r in have)
     # E[max of a random k-subset] = sum_i v_(i) * C(i-1, k-1) / C(n, k), values sorted ascending
     expected_best = sum(v * math.comb(i, k - 1) for i, v in enumerate(ref)) / math.comb(n, k)
-    return {"n": n, "kept": k, "kept_mean": statistics.fmean(r["ref"]["score"] for r in kept),
-            "kept_best": max(r["ref"]["score"] for r in kept), "random_mean": statistics.fmean(ref),
-            "random_best": expected_best, "best": ref[-1]}
+    return {
+        "n": n,
+        "kept": k,
+        "kept_mean": statistics.fmean(r["ref"]["score"] for r in kept),
+        "kept_best": max(r["ref"]["score"] for r in kept),
+        "random_mean": statistics.fmean(ref),
+        "random_best": expected_best,
+        "best": ref[-1],
+    }
 
 
 def _layouts(rows: list[dict[str, Any]], seeds: tuple[int, ...]) -> dict[str, Any]:
@@ -198,43 +248,64 @@ def _fmt(a: dict[str, Any], key: str) -> str:
 
 def format_tables(res: dict[str, Any]) -> str:
     """The markdown tables of the report."""
-    lines = [f"{res['complete']} architectures with a reference result (of {res['architectures']}); failed jobs: "
-             f"{res['failed'] or 'none'}.", "",
-             "| proxy | measure | vs reference | n | Kendall tau [95% CI] | Spearman rho [95% CI] | top-10% overlap | cost vs reference |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"{res['complete']} architectures with a reference result (of {res['architectures']}); failed jobs: "
+        f"{res['failed'] or 'none'}.",
+        "",
+        "| proxy | measure | vs reference | n | Kendall tau [95% CI] | Spearman rho [95% CI] | top-10% overlap "
+        "| cost vs reference |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for p, ms in res["proxies"].items():
         ratio = res["cost"][p]["median_ratio"]
         for m, a in ms.items():
-            lines.append(f"| {p} | {m} | {PROXY_MEASURES[m]} | {a['n']} | {_fmt(a, 'tau')} | {_fmt(a, 'rho')} | "
-                         f"{_fmt(a, 'top10')} | {ratio:.3f} |")
+            lines.append(
+                f"| {p} | {m} | {PROXY_MEASURES[m]} | {a['n']} | {_fmt(a, 'tau')} | {_fmt(a, 'rho')} | "
+                f"{_fmt(a, 'top10')} | {ratio:.3f} |"
+            )
     for z, axes in res["zero_cost"].items():
         for ax in ("score", "generalization", "capacity"):
             a = axes[ax]
-            lines.append(f"| zero-cost | {z} | {ax} | {a['n']} | {_fmt(a, 'tau')} | {_fmt(a, 'rho')} | "
-                         f"{_fmt(a, 'top10')} | |")
+            lines.append(
+                f"| zero-cost | {z} | {ax} | {a['n']} | {_fmt(a, 'tau')} | {_fmt(a, 'rho')} | {_fmt(a, 'top10')} | |"
+            )
     for ax, a in res["noise_ceiling"].items():
-        lines.append(f"| noise ceiling | reference seed vs seed | {ax} | {a['n']} | {_fmt(a, 'tau')} | "
-                     f"{_fmt(a, 'rho')} | {_fmt(a, 'top10')} | |")
+        lines.append(
+            f"| noise ceiling | reference seed vs seed | {ax} | {a['n']} | {_fmt(a, 'tau')} | "
+            f"{_fmt(a, 'rho')} | {_fmt(a, 'top10')} | |"
+        )
     sel = res.get("selection", {})
     if sel:
-        lines += ["", "Pre-screen: keep the best 25% by each proxy; reference score of what is kept, against a random "
-                  "25% (expected values) and the best architecture of the sample.", "",
-                  "| kept by | n | kept | mean reference score kept | random | best kept | random (expected) | best of all |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Pre-screen: keep the best 25% by each proxy; reference score of what is kept, against a random "
+            "25% (expected values) and the best architecture of the sample.",
+            "",
+            "| kept by | n | kept | mean reference score kept | random | best kept | random (expected) | best of all |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for name, v in sel.items():
             if "kept" in v:
-                lines.append(f"| {name} | {v['n']} | {v['kept']} | {v['kept_mean']:.4f} | {v['random_mean']:.4f} | "
-                             f"{v['kept_best']:.4f} | {v['random_best']:.4f} | {v['best']:.4f} |")
-    lines += ["", "| layout | n | reference generalization | reference capacity | reference score | reference val_acc |",
-              "|---|---|---|---|---|---|"]
+                lines.append(
+                    f"| {name} | {v['n']} | {v['kept']} | {v['kept_mean']:.4f} | {v['random_mean']:.4f} | "
+                    f"{v['kept_best']:.4f} | {v['random_best']:.4f} | {v['best']:.4f} |"
+                )
+    lines += [
+        "",
+        "| layout | n | reference generalization | reference capacity | reference score | reference val_acc |",
+        "|---|---|---|---|---|---|",
+    ]
     for lay, v in sorted(res["layouts"].items(), key=lambda kv: -kv[1]["score"][0]):
-        cells = " | ".join(f"{v[ax][0]:.4f} ± {v[ax][1]:.4f}" for ax in ("generalization", "capacity", "score", "val_acc"))
+        cells = " | ".join(
+            f"{v[ax][0]:.4f} ± {v[ax][1]:.4f}" for ax in ("generalization", "capacity", "score", "val_acc")
+        )
         lines.append(f"| {lay} | {v['n']} | {cells} |")
     return "\n".join(lines)
 
 
 def _scatter(res: dict[str, Any], path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -249,7 +320,11 @@ def _scatter(res: dict[str, Any], path: Path) -> None:
     colors = {lay: plt.cm.tab10(i % 10) for i, lay in enumerate(layouts)}
     for ax, (p, m) in zip(axs.flat, panels):
         for lay in layouts:
-            pts = [(r["proxies"][p][m], r["ref"][PROXY_MEASURES[m]]) for r in rows if r["layout"] == lay and p in r["proxies"]]
+            pts = [
+                (r["proxies"][p][m], r["ref"][PROXY_MEASURES[m]])
+                for r in rows
+                if r["layout"] == lay and p in r["proxies"]
+            ]
             if pts:
                 ax.scatter(*zip(*pts), s=18, color=colors[lay], label=lay)
         a = res["proxies"][p][m]
@@ -271,11 +346,15 @@ def write_report(study_dir: str | Path) -> dict[str, Path]:
     res = analyse(study, sdir.read_records())
     paths = {"json": sdir.path / "fidelity.json", "md": sdir.path / "fidelity.md", "png": sdir.path / "scatter.png"}
     atomic_write(paths["json"], json.dumps(res, indent=1, default=str))
-    header = [f"# Fidelity study {sdir.path.name}", "",
-              f"Search YAML `{Path(study.experiment.file).name}`; proxies: "
-              + "; ".join(f"`{p.name}` (seeds {list(p.seeds)})" for p in study.proxies)
-              + f"; reference seeds {list(study.reference.seeds)}. Intervals: bootstrap over architectures "
-              f"({study.settings.bootstrap} resamples); layout intervals: 95% normal over architectures x seeds.", ""]
+    header = [
+        f"# Fidelity study {sdir.path.name}",
+        "",
+        f"Search YAML `{Path(study.experiment.file).name}`; proxies: "
+        + "; ".join(f"`{p.name}` (seeds {list(p.seeds)})" for p in study.proxies)
+        + f"; reference seeds {list(study.reference.seeds)}. Intervals: bootstrap over architectures "
+        f"({study.settings.bootstrap} resamples); layout intervals: 95% normal over architectures x seeds.",
+        "",
+    ]
     atomic_write(paths["md"], "\n".join(header) + format_tables(res) + "\n")
     _scatter(res, paths["png"])
     return paths

@@ -14,6 +14,7 @@ Running the same study again skips every recorded job: a crashed, interrupted (C
 or budget-limited study resumes where it stopped. A failed training (error, NaN, out of memory) is a
 record with its reason; the study goes on.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,13 +57,17 @@ class StudyDir:
         try:
             saved = json.loads(self.study_json.read_text())
         except (OSError, json.JSONDecodeError) as err:
-            raise UserError(f"{self.study_json} cannot be read ({err}); it is the study's own record. Restore "
-                            "it, or start the study again from its YAML under a new --name.") from None
+            raise UserError(
+                f"{self.study_json} cannot be read ({err}); it is the study's own record. Restore "
+                "it, or start the study again from its YAML under a new --name."
+            ) from None
         study = study_from_dict(saved["source"], saved.get("file"))
         if study.fingerprint() != saved.get("fingerprint"):
-            raise UserError(f"The search YAML {study.experiment.file} of the study in {self.path} changed since "
-                            "the study started, so new jobs would train under another protocol than the "
-                            "recorded ones. Restore that file, or start a new study under another --name.")
+            raise UserError(
+                f"The search YAML {study.experiment.file} of the study in {self.path} changed since "
+                "the study started, so new jobs would train under another protocol than the "
+                "recorded ones. Restore that file, or start a new study under another --name."
+            )
         return study
 
     def read_architectures(self) -> list[Architecture]:
@@ -81,8 +86,10 @@ class StudyDir:
                 out.append(json.loads(line))
             except json.JSONDecodeError:
                 if i != len(lines) - 1:
-                    raise UserError(f"{self.jobs} line {i + 1} is damaged (not JSON). Remove that line to re-run "
-                                    "its job; every other recorded job is kept.") from None
+                    raise UserError(
+                        f"{self.jobs} line {i + 1} is damaged (not JSON). Remove that line to re-run "
+                        "its job; every other recorded job is kept."
+                    ) from None
                 bad += 1
         if bad:  # rewrite without the fragment so the next append starts on a clean line
             atomic_write(self.jobs, "".join(json.dumps(r) + "\n" for r in out))
@@ -103,13 +110,16 @@ def sample_architectures(study: Study) -> list[Architecture]:
 
     def fits(a: Architecture) -> bool:
         return space.budgets.unlimited or space.budgets.allows(
-            count_cost(a, image_size=space.image_size, num_classes=k, in_chans=space.in_chans))
+            count_cost(a, image_size=space.image_size, num_classes=k, in_chans=space.in_chans)
+        )
 
     n = study.settings.architectures
     if n == "all":
         if space.size() > 10_000:
-            raise UserError(f"`study.architectures: all` asks for every candidate, but the space has "
-                            f"{space.size():,}. Give a number (e.g. 30) to sample that many.")
+            raise UserError(
+                f"`study.architectures: all` asks for every candidate, but the space has "
+                f"{space.size():,}. Give a number (e.g. 30) to sample that many."
+            )
         return _interleave_layouts([a for a in space.enumerate() if fits(a)], study.settings.seed)
     rng = random.Random(study.settings.seed)
     layouts = list(space.layouts)
@@ -177,8 +187,14 @@ def run_job(job: dict[str, Any], setup: dict[str, Any]) -> dict[str, Any]:
     threads = max(1, int(setup["cpus_per_trial"]))
     torch.set_num_threads(threads)
     arch: Architecture = job["arch"]
-    base = {"key": job["key"], "arch_id": arch.id, "arch": str(arch), "layout": arch.layout_name,
-            "protocol": job["protocol"], "seed": job["seed"]}
+    base = {
+        "key": job["key"],
+        "arch_id": arch.id,
+        "arch": str(arch),
+        "layout": arch.layout_name,
+        "protocol": job["protocol"],
+        "seed": job["seed"],
+    }
     t0 = time.perf_counter()
     if job["protocol"] == ZERO_COST_JOB:
         from trainers.zerocost import zero_cost_scores
@@ -186,13 +202,29 @@ def run_job(job: dict[str, Any], setup: dict[str, Any]) -> dict[str, Any]:
         train = setup["base_train"]
         dataset = worker_dataset(train.data, setup["image_size"], setup["in_chans"], setup.get("shared"))
         try:
-            scores = zero_cost_scores(arch, dataset, list(setup["zero_cost"]), batch_size=setup["zero_cost_batch"],
-                                      seed=setup["seed"], image_size=setup["image_size"])
-            return {**base, "status": "ok", "reason": "", "zero_cost": scores,
-                    "metrics": {"wall_s": time.perf_counter() - t0}}
+            scores = zero_cost_scores(
+                arch,
+                dataset,
+                list(setup["zero_cost"]),
+                batch_size=setup["zero_cost_batch"],
+                seed=setup["seed"],
+                image_size=setup["image_size"],
+            )
+            return {
+                **base,
+                "status": "ok",
+                "reason": "",
+                "zero_cost": scores,
+                "metrics": {"wall_s": time.perf_counter() - t0},
+            }
         except Exception as err:  # noqa: BLE001 - a failed measurement is a record, the study goes on
-            return {**base, "status": "error", "reason": f"{type(err).__name__}: {err}"[:500], "zero_cost": {},
-                    "metrics": {"wall_s": time.perf_counter() - t0}}
+            return {
+                **base,
+                "status": "error",
+                "reason": f"{type(err).__name__}: {err}"[:500],
+                "zero_cost": {},
+                "metrics": {"wall_s": time.perf_counter() - t0},
+            }
     from ..search.trainable import run_trainer
 
     train, objective = setup["protocols"][job["protocol"]]
@@ -208,13 +240,20 @@ def _setup(study: Study, shared: bool = False) -> dict[str, Any]:
     """What every job needs; ``shared``: also load the file-backed sources once into Ray's object store
     (``trainers.shared``; Ray must be initialised), read by every worker of a node without a copy."""
     exp = study.experiment
-    setup = {"cpus_per_trial": study.settings.cpus_per_trial, "image_size": exp.space.image_size,
-             "in_chans": exp.space.in_chans, "trainer": exp.search.trainer, "base_train": exp.train,
-             "protocols": {p.name: (p.train, p.objective) for p in study.protocols},
-             "zero_cost": study.settings.zero_cost, "zero_cost_batch": study.settings.zero_cost_batch,
-             "seed": study.settings.seed}
+    setup = {
+        "cpus_per_trial": study.settings.cpus_per_trial,
+        "image_size": exp.space.image_size,
+        "in_chans": exp.space.in_chans,
+        "trainer": exp.search.trainer,
+        "base_train": exp.train,
+        "protocols": {p.name: (p.train, p.objective) for p in study.protocols},
+        "zero_cost": study.settings.zero_cost,
+        "zero_cost_batch": study.settings.zero_cost_batch,
+        "seed": study.settings.seed,
+    }
     if shared:
         from trainers.shared import share_datasets
+
         configs = [exp.train.data, *(p.train.data for p in study.protocols)]
         setup["shared"] = share_datasets(configs, exp.space.image_size, exp.space.in_chans)
     return setup
@@ -225,21 +264,32 @@ def _prepare(sdir: StudyDir, study: Study | None) -> tuple[Study, list[Architect
     if sdir.exists():
         saved = json.loads(sdir.study_json.read_text())
         if study is not None and saved.get("fingerprint") != study.fingerprint():
-            raise UserError(f"{sdir.path} holds a study with other settings (the study YAML, its search YAML "
-                            "or a protocol changed since it started). Resume it as it was with "
-                            f"`nas-fidelity --resume {sdir.path}`, or give this study another --name.")
+            raise UserError(
+                f"{sdir.path} holds a study with other settings (the study YAML, its search YAML "
+                "or a protocol changed since it started). Resume it as it was with "
+                f"`nas-fidelity --resume {sdir.path}`, or give this study another --name."
+            )
         return sdir.read_study(), sdir.read_architectures()
     if study is None:
-        raise UserError(f"{sdir.path} is not a study directory (no study.json). Start a study with "
-                        "`nas-fidelity STUDY.yaml --name NAME`.")
+        raise UserError(
+            f"{sdir.path} is not a study directory (no study.json). Start a study with "
+            "`nas-fidelity STUDY.yaml --name NAME`."
+        )
     archs = sample_architectures(study)
     if len(archs) < 2:
-        raise UserError(f"The space of {study.experiment.file} gave {len(archs)} architecture(s) within its "
-                        "budgets; a study needs at least 2. Widen the space or its budgets.")
+        raise UserError(
+            f"The space of {study.experiment.file} gave {len(archs)} architecture(s) within its "
+            "budgets; a study needs at least 2. Widen the space or its budgets."
+        )
     sdir.path.mkdir(parents=True, exist_ok=True)
     atomic_write(sdir.archs_json, json.dumps([a.to_dict() for a in archs], indent=1))
-    atomic_write(sdir.study_json, json.dumps({"format": FORMAT, "fingerprint": study.fingerprint(),
-                                              "file": study.file, "source": _source(study)}, indent=1))
+    atomic_write(
+        sdir.study_json,
+        json.dumps(
+            {"format": FORMAT, "fingerprint": study.fingerprint(), "file": study.file, "source": _source(study)},
+            indent=1,
+        ),
+    )
     return study, archs
 
 
@@ -250,14 +300,22 @@ def _source(study: Study) -> dict[str, Any]:
 
     data = yaml.safe_load(Path(study.file).read_text()) if study.file else {}
     data = dict(data or {})
-    data["study"] = {**(data.get("study") or {}),
-                     "space": {"file": str(Path(study.experiment.file).resolve()), "yaml": study.experiment.raw}}
+    data["study"] = {
+        **(data.get("study") or {}),
+        "space": {"file": str(Path(study.experiment.file).resolve()), "yaml": study.experiment.raw},
+    }
     return data
 
 
-def run_study(study: Study | str | os.PathLike | None = None, *, study_dir: str | os.PathLike,
-              address: str | None = None, max_jobs: int | None = None, out: TextIO | None = sys.stdout,
-              on_record: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def run_study(
+    study: Study | str | os.PathLike | None = None,
+    *,
+    study_dir: str | os.PathLike,
+    address: str | None = None,
+    max_jobs: int | None = None,
+    out: TextIO | None = sys.stdout,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Run (or resume) the study in ``study_dir`` on Ray; return ``{"done", "ran", "remaining", "stopped"}``.
 
     ``study`` is a :class:`Study` or a study YAML path (``None``: resume the one saved in ``study_dir``).
@@ -295,6 +353,7 @@ def run_study(study: Study | str | os.PathLike | None = None, *, study_dir: str 
         progress = _Progress(sdir, len(done), len(todo), say, on_record)
         try:
             from ..search.raylog import ray_notices
+
             with ray_notices(lambda line: append_line(sdir.path / "ray.log", line + "\n")):  # not the terminal
                 started = connect(address, num_cpus=None)  # inside: a signal while Ray starts is a pause too
             stop.install()  # ray.init puts its own SIGTERM handler (a C++ stack dump) in place of ours
@@ -304,10 +363,17 @@ def run_study(study: Study | str | os.PathLike | None = None, *, study_dir: str 
                 ray.cancel(ref, force=True)
             why = stop.signal or "SIGINT"
             ran = progress.ran
-            say(f"nas-fidelity: stopped by {why}; {len(done) + ran} jobs are recorded, {len(inflight)} running "
-                f"job(s) dropped. Resume with: nas-fidelity --resume {sdir.path}")
-            return {"done": len(done) + ran, "ran": ran, "remaining": len(todo) - ran + left_after, "stopped": True,
-                    "signal": why}
+            say(
+                f"nas-fidelity: stopped by {why}; {len(done) + ran} jobs are recorded, {len(inflight)} running "
+                f"job(s) dropped. Resume with: nas-fidelity --resume {sdir.path}"
+            )
+            return {
+                "done": len(done) + ran,
+                "ran": ran,
+                "remaining": len(todo) - ran + left_after,
+                "stopped": True,
+                "signal": why,
+            }
         finally:
             stop.restore()
             if started:
@@ -315,8 +381,9 @@ def run_study(study: Study | str | os.PathLike | None = None, *, study_dir: str 
         return {"done": len(done) + progress.ran, "ran": progress.ran, "remaining": left_after, "stopped": False}
 
 
-def _pending(sdir: StudyDir, study: Study, archs: list[Architecture],
-             max_jobs: int | None) -> tuple[set[str], list[dict[str, Any]], int]:
+def _pending(
+    sdir: StudyDir, study: Study, archs: list[Architecture], max_jobs: int | None
+) -> tuple[set[str], list[dict[str, Any]], int]:
     """The recorded job keys, the jobs to run now (at most ``max_jobs``) and how many are left after them."""
     records = sdir.read_records()
     done = {r["key"] for r in records}
@@ -356,8 +423,14 @@ class _SignalStop:
 class _Progress:
     """Records each finished job and prints its progress line (with the elapsed time and an ETA)."""
 
-    def __init__(self, sdir: StudyDir, done: int, todo: int, say: Callable[[str], None],
-                 on_record: Callable[[dict[str, Any]], None] | None):
+    def __init__(
+        self,
+        sdir: StudyDir,
+        done: int,
+        todo: int,
+        say: Callable[[str], None],
+        on_record: Callable[[dict[str, Any]], None] | None,
+    ):
         self.sdir, self.done, self.todo, self.say, self.on_record = sdir, done, todo, say, on_record
         self.ran = 0
         self.t0 = time.perf_counter()
@@ -369,15 +442,23 @@ class _Progress:
             self.on_record(rec)
         el = time.perf_counter() - self.t0
         eta = el / self.ran * (self.todo - self.ran)
-        what = (f"score {rec['score']:.3f}" if rec.get("status") == "ok" and "score" in rec else
-                rec.get("status") if rec.get("status") != "ok" else "ok")
-        self.say(f"[{self.done + self.ran:>4}/{self.done + self.todo}] {rec['protocol']:<14} seed {rec['seed']} "
-                 f"{rec['arch']} -> {what} ({rec.get('metrics', {}).get('wall_s', 0):.1f}s) | "
-                 f"{el / 60:.1f} min elapsed, ETA {eta / 60:.1f} min")
+        what = (
+            f"score {rec['score']:.3f}"
+            if rec.get("status") == "ok" and "score" in rec
+            else rec.get("status")
+            if rec.get("status") != "ok"
+            else "ok"
+        )
+        self.say(
+            f"[{self.done + self.ran:>4}/{self.done + self.todo}] {rec['protocol']:<14} seed {rec['seed']} "
+            f"{rec['arch']} -> {what} ({rec.get('metrics', {}).get('wall_s', 0):.1f}s) | "
+            f"{el / 60:.1f} min elapsed, ETA {eta / 60:.1f} min"
+        )
 
 
-def _run_jobs(study: Study, todo: list[dict[str, Any]], inflight: dict[Any, dict[str, Any]],
-              progress: _Progress) -> None:
+def _run_jobs(
+    study: Study, todo: list[dict[str, Any]], inflight: dict[Any, dict[str, Any]], progress: _Progress
+) -> None:
     """Run the jobs as Ray tasks, at most the concurrency limit at once, recording each as it finishes;
     ``inflight`` holds the running ones (the caller cancels them on a stop)."""
     import ray
@@ -388,8 +469,9 @@ def _run_jobs(study: Study, todo: list[dict[str, Any]], inflight: dict[Any, dict
     check_resources(s.cpus_per_trial, s.gpus_per_trial)
     cpus = ray.cluster_resources().get("CPU", 1)
     limit = s.max_concurrent or max(1, int(cpus // s.cpus_per_trial))
-    remote = ray.remote(run_job).options(num_cpus=s.cpus_per_trial, num_gpus=s.gpus_per_trial,
-                                          max_retries=s.max_retries)
+    remote = ray.remote(run_job).options(
+        num_cpus=s.cpus_per_trial, num_gpus=s.gpus_per_trial, max_retries=s.max_retries
+    )
     setup_ref = ray.put(_setup(study, shared=True))
     queue = list(todo)
     while queue or inflight:
@@ -409,9 +491,17 @@ def _run_jobs(study: Study, todo: list[dict[str, Any]], inflight: dict[Any, dict
 def _lost_record(job: dict[str, Any], err: Exception) -> dict[str, Any]:
     """The error record of a job whose worker died beyond its retries."""
     a = job["arch"]
-    return {"key": job["key"], "arch_id": a.id, "arch": str(a), "layout": a.layout_name,
-            "protocol": job["protocol"], "seed": job["seed"], "status": "error",
-            "reason": f"worker lost: {str(err).strip().splitlines()[0][:300]}", "metrics": {}}
+    return {
+        "key": job["key"],
+        "arch_id": a.id,
+        "arch": str(a),
+        "layout": a.layout_name,
+        "protocol": job["protocol"],
+        "seed": job["seed"],
+        "status": "error",
+        "reason": f"worker lost: {str(err).strip().splitlines()[0][:300]}",
+        "metrics": {},
+    }
 
 
 def _mk(path: Path) -> Path:

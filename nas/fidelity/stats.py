@@ -3,6 +3,7 @@
 numpy only; Kendall's tau-b and Spearman's rho handle ties the usual way (scipy gives the same values,
 which ``tests/test_fidelity.py`` checks).
 """
+
 from __future__ import annotations
 
 import math
@@ -46,7 +47,7 @@ def _ranks(v: np.ndarray) -> np.ndarray:
         j = i
         while j + 1 < len(v) and sv[j + 1] == sv[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0
+        ranks[order[i : j + 1]] = (i + j) / 2.0
         i = j + 1
     return ranks
 
@@ -58,7 +59,7 @@ def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float:
         return math.nan
     ra, rb = _ranks(a), _ranks(b)
     ra, rb = ra - ra.mean(), rb - rb.mean()
-    denom = math.sqrt(float((ra ** 2).sum() * (rb ** 2).sum()))
+    denom = math.sqrt(float((ra**2).sum() * (rb**2).sum()))
     return float((ra * rb).sum()) / denom if denom > 0 else math.nan
 
 
@@ -73,8 +74,15 @@ def top_overlap(proxy: Sequence[float], reference: Sequence[float], fraction: fl
     return len(top_a & top_b) / k
 
 
-def bootstrap_ci(stat: Callable[[np.ndarray, np.ndarray], float], x: Sequence[float], y: Sequence[float], *,
-                 reps: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    stat: Callable[[np.ndarray, np.ndarray], float],
+    x: Sequence[float],
+    y: Sequence[float],
+    *,
+    reps: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Percentile interval of ``stat`` over ``reps`` resamples of the pairs (architectures) with replacement."""
     a, b = _pairs(x, y)
     if len(a) < 3:
@@ -96,13 +104,13 @@ class Agreement(dict):
     """``{"n", "tau", "tau_ci", "rho", "rho_ci", "top10", "top10_ci"}`` of one proxy against one reference."""
 
 
-def agreement(proxy: Sequence[float], reference: Sequence[float], *, reps: int = 1000, seed: int = 0,
-              top: float = 0.1) -> Agreement:
+def agreement(
+    proxy: Sequence[float], reference: Sequence[float], *, reps: int = 1000, seed: int = 0, top: float = 0.1
+) -> Agreement:
     """Kendall tau, Spearman rho and top-``top`` overlap, each with a bootstrap 95% interval."""
     a, b = _pairs(proxy, reference)
     out = Agreement(n=len(a))
-    for name, fn in (("tau", kendall_tau), ("rho", spearman_rho),
-                     ("top10", lambda p, r: top_overlap(p, r, top))):
+    for name, fn in (("tau", kendall_tau), ("rho", spearman_rho), ("top10", lambda p, r: top_overlap(p, r, top))):
         out[name] = fn(a, b)
         out[f"{name}_ci"] = bootstrap_ci(fn, a, b, reps=reps, seed=seed)
     return out

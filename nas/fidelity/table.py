@@ -6,6 +6,7 @@ The file records what produced it: the search YAML (space and protocol), the pro
 raw measurements, per-round history and cost of the proxy training, the zero-cost proxies and, where the
 study trained it, the reference.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,27 +19,45 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..search.config import protocol_of
 from ..fsio import atomic_write
+from ..search.config import protocol_of
 from .config import REFERENCE
 from .runner import ZERO_COST_JOB, StudyDir
 
 __all__ = ["tabulate", "write_table"]
 
 # measurements of the proxy kept per candidate (the objective is recomputed from these)
-KEEP_METRICS = ("params", "macs", "gen_val_acc", "gen_train_acc", "gen_gap", "cap_train_acc", "cap_train_loss",
-                "cap_val_acc", "val_acc", "val_loss", "train_acc", "train_loss", "steps", "epochs", "wall_s",
-                "train_s", "images_per_s")
-KEEP_HISTORY = ("regime", "epoch", "epoch_total", "step", "round_s", "train_acc", "train_loss", "val_acc",
-                "val_loss")
+KEEP_METRICS = (
+    "params",
+    "macs",
+    "gen_val_acc",
+    "gen_train_acc",
+    "gen_gap",
+    "cap_train_acc",
+    "cap_train_loss",
+    "cap_val_acc",
+    "val_acc",
+    "val_loss",
+    "train_acc",
+    "train_loss",
+    "steps",
+    "epochs",
+    "wall_s",
+    "train_s",
+    "images_per_s",
+)
+KEEP_HISTORY = ("regime", "epoch", "epoch_total", "step", "round_s", "train_acc", "train_loss", "val_acc", "val_loss")
 
 
 def _code_version(root: Path) -> dict[str, Any]:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20).stdout.strip()
+
     try:
-        return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "--",
-                                                                               "nas", "trainers"))}
+        return {
+            "commit": git("rev-parse", "HEAD") or None,
+            "dirty": bool(git("status", "--porcelain", "--", "nas", "trainers")),
+        }
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
 
@@ -53,12 +72,20 @@ def _hardware() -> dict[str, Any]:
     except OSError:
         pass
     import torch
-    return {"cpu": cpu, "cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
-            "torch": torch.__version__, "cuda": torch.version.cuda if torch.cuda.is_available() else None}
+
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+    }
 
 
-def tabulate(study_dir: str | os.PathLike, proxy: str = "default", *, name: str | None = None,
-             version: int = 1) -> dict[str, Any]:
+def tabulate(
+    study_dir: str | os.PathLike, proxy: str = "default", *, name: str | None = None, version: int = 1
+) -> dict[str, Any]:
     """The table of the study in ``study_dir``: its proxy ``proxy`` for every architecture (all must be
     recorded, failed ones with their reason), the zero-cost proxies and the reference where trained."""
     sdir = StudyDir(study_dir)
@@ -71,63 +98,85 @@ def tabulate(study_dir: str | os.PathLike, proxy: str = "default", *, name: str 
     seed = p.seeds[0]
     missing = [a for a in archs if (a.id, proxy, seed) not in recs]
     if missing:
-        raise UserError(f"{len(missing)} of {len(archs)} architectures have no {proxy!r} training recorded in "
-                        f"{sdir.jobs} (e.g. {missing[0]}). Finish the study: `nas-fidelity --resume {sdir.path}`.")
+        raise UserError(
+            f"{len(missing)} of {len(archs)} architectures have no {proxy!r} training recorded in "
+            f"{sdir.jobs} (e.g. {missing[0]}). Finish the study: `nas-fidelity --resume {sdir.path}`."
+        )
     entries = [_entry(a, recs, recs[(a.id, proxy, seed)], study.reference.seeds) for a in archs]
     exp = dataclasses.replace(study.experiment, train=p.train, objective=p.objective)
     raw = dict(study.experiment.raw)
     return {
         "format": "coatnas-table/1",
-        "name": name or Path(study.experiment.file or "table").stem, "version": version,
+        "name": name or Path(study.experiment.file or "table").stem,
+        "version": version,
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         "study": {"dir": sdir.path.name, "fingerprint": study.fingerprint(), "proxy": proxy},
         "code": _code_version(Path(__file__).resolve().parents[2]),
-        "hardware": {**_hardware(), "cpus_per_training": study.settings.cpus_per_trial,
-                     "trainings_at_once": study.settings.max_concurrent},
+        "hardware": {
+            **_hardware(),
+            "cpus_per_training": study.settings.cpus_per_trial,
+            "trainings_at_once": study.settings.max_concurrent,
+        },
         "search_yaml": {k: raw[k] for k in ("space", "train", "objective") if k in raw},
         "num_classes": study.experiment.num_classes,
         "seeds": {"proxy": [seed], "reference": list(study.reference.seeds)},
         "protocol": protocol_of(exp),
         "objective": dataclasses.asdict(p.objective),
-        "reference_protocol": protocol_of(dataclasses.replace(exp, train=study.reference.train,
-                                                              objective=study.reference.objective)),
+        "reference_protocol": protocol_of(
+            dataclasses.replace(exp, train=study.reference.train, objective=study.reference.objective)
+        ),
         "entries": entries,
     }
-
 
 
 def _read_study(sdir: StudyDir, proxy: str):
     """The study of ``sdir``, refused unless it trained every candidate and has the proxy ``proxy``."""
     if not sdir.exists():
-        raise UserError(f"{sdir.path} is not a study directory (no study.json). Run `nas-fidelity STUDY.yaml` "
-                        "with `architectures: all` first.")
+        raise UserError(
+            f"{sdir.path} is not a study directory (no study.json). Run `nas-fidelity STUDY.yaml` "
+            "with `architectures: all` first."
+        )
     study = sdir.read_study()
     if study.settings.architectures != "all":
-        raise UserError(f"The study in {sdir.path} sampled {study.settings.architectures} architectures; a table "
-                        "needs every candidate of the space (`study.architectures: all`).")
+        raise UserError(
+            f"The study in {sdir.path} sampled {study.settings.architectures} architectures; a table "
+            "needs every candidate of the space (`study.architectures: all`)."
+        )
     names = [p.name for p in study.proxies]
     if proxy not in names:
         raise UserError(f"The study in {sdir.path} has no proxy {proxy!r}; its proxies: {', '.join(names)}.")
     return study
 
 
-def _entry(a, recs: dict[tuple[str, str, int], dict[str, Any]], r: dict[str, Any],
-           ref_seeds: tuple[int, ...]) -> dict[str, Any]:
+def _entry(
+    a, recs: dict[tuple[str, str, int], dict[str, Any]], r: dict[str, Any], ref_seeds: tuple[int, ...]
+) -> dict[str, Any]:
     """The table entry of architecture ``a``: its proxy record ``r`` (kept measurements and history), its
     zero-cost scores if measured, and its reference results per seed where trained."""
     m = r.get("metrics") or {}
-    e = {"id": a.id, "arch": a.to_dict(), "arch_str": str(a), "layout": a.layout_name, "status": r["status"],
-         "reason": r.get("reason", ""), "metrics": {k: m[k] for k in KEEP_METRICS if k in m},
-         "history": [{k: h[k] for k in KEEP_HISTORY if k in h} for h in r.get("history") or []]}
+    e = {
+        "id": a.id,
+        "arch": a.to_dict(),
+        "arch_str": str(a),
+        "layout": a.layout_name,
+        "status": r["status"],
+        "reason": r.get("reason", ""),
+        "metrics": {k: m[k] for k in KEEP_METRICS if k in m},
+        "history": [{k: h[k] for k in KEEP_HISTORY if k in h} for h in r.get("history") or []],
+    }
     zc = recs.get((a.id, ZERO_COST_JOB, 0))
     if zc is not None and zc.get("status") == "ok":
         e["zero_cost"] = zc["zero_cost"]
     ref = {s: recs[(a.id, REFERENCE, s)] for s in ref_seeds if (a.id, REFERENCE, s) in recs}
     if ref:
-        e["reference"] = {str(s): {"status": v["status"], **{k: v.get(k) for k in ("generalization", "capacity",
-                                                                                    "score")},
-                                   **{k: (v.get("metrics") or {}).get(k) for k in KEEP_METRICS}}
-                          for s, v in ref.items()}
+        e["reference"] = {
+            str(s): {
+                "status": v["status"],
+                **{k: v.get(k) for k in ("generalization", "capacity", "score")},
+                **{k: (v.get("metrics") or {}).get(k) for k in KEEP_METRICS},
+            }
+            for s, v in ref.items()
+        }
     return e
 
 
@@ -139,5 +188,5 @@ def write_table(study_dir: str | os.PathLike, out: str | os.PathLike, **kw: Any)
     body = ",\n".join(json.dumps(e, separators=(",", ":")) for e in entries)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, f"{head},\n \"entries\": [\n{body}\n]\n}}\n")
+    atomic_write(out, f'{head},\n "entries": [\n{body}\n]\n}}\n')
     return out

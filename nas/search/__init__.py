@@ -3,6 +3,7 @@
 ``run(space, ...)`` is the Python API (``nas-search`` is argparse over it); ``dry_run`` describes a search
 without training; ``load_experiment`` validates a search YAML. Ray and Optuna load on first use.
 """
+
 from __future__ import annotations
 
 from .config import Experiment, SchedulerConfig, SearchConfig, load_experiment
@@ -11,5 +12,14 @@ from .dryrun import dry_run
 from .progress import Progress
 from .rundir import RunDir
 
-__all__ = ["run", "dry_run", "SearchResult", "Progress", "SearchConfig", "SchedulerConfig", "Experiment",
-           "load_experiment", "RunDir"]
+__all__ = [
+    "run",
+    "dry_run",
+    "SearchResult",
+    "Progress",
+    "SearchConfig",
+    "SchedulerConfig",
+    "Experiment",
+    "load_experiment",
+    "RunDir",
+]

@@ -3,6 +3,7 @@
 :func:`load_experiment` validates every section once, with the parsers of the rooms below, and checks the
 budgets against the cost model, so the search engine only ever sees validated objects.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,13 +12,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .prescreen import PrescreenConfig
-from ..errors import ConfigError, UserError, parse_dataclass
-from ..limits import MAX_GRID, check_ranges
 from trainers.config import default_protocol, flat
 
-__all__ = ["SchedulerConfig", "SearchConfig", "Experiment", "load_experiment", "experiment_from_dict",
-           "num_classes_hint", "protocol_of", "protocol_diff"]
+from ..errors import ConfigError, UserError, parse_dataclass
+from ..limits import MAX_GRID, check_ranges
+from .prescreen import PrescreenConfig
+
+__all__ = [
+    "SchedulerConfig",
+    "SearchConfig",
+    "Experiment",
+    "load_experiment",
+    "experiment_from_dict",
+    "num_classes_hint",
+    "protocol_of",
+    "protocol_diff",
+]
 
 # Names a YAML may use; their implementations are the tables nas.search.optuna_bridge.SAMPLERS and
 # nas.search.schedulers.SCHEDULERS (which import Optuna and Ray, so not here), checked against these at import.
@@ -40,8 +50,9 @@ class SchedulerConfig:
     type: Literal[SCHEDULER_NAMES] = "none"
     grace_period: int = field(default=1, metadata={"check": lambda v: v >= 1, "allowed": "an integer >= 1"})
     reduction_factor: float = field(default=3.0, metadata={"check": lambda v: v > 1, "allowed": "a number > 1"})
-    max_t: int | None = field(default=None, metadata={"check": lambda v: v is None or v >= 1,
-                                                      "allowed": "an integer >= 1 or null"})
+    max_t: int | None = field(
+        default=None, metadata={"check": lambda v: v is None or v >= 1, "allowed": "an integer >= 1 or null"}
+    )
 
 
 @dataclass(frozen=True)
@@ -72,8 +83,9 @@ class SearchConfig:
     trials: int = field(default=8, metadata={"check": lambda v: v >= 1, "allowed": "an integer >= 1"})
     sampler: Literal[SAMPLER_NAMES] = "tpe"
     seed: int = 0
-    max_concurrent: int | None = field(default=None, metadata={"check": lambda v: v is None or v >= 1,
-                                                               "allowed": "an integer >= 1 or null"})
+    max_concurrent: int | None = field(
+        default=None, metadata={"check": lambda v: v is None or v >= 1, "allowed": "an integer >= 1 or null"}
+    )
     cpus_per_trial: float = field(default=1.0, metadata={"check": lambda v: v > 0, "allowed": "a number > 0"})
     gpus_per_trial: float = field(default=0.0, metadata={"check": lambda v: v >= 0, "allowed": "a number >= 0"})
     max_retries: int = field(default=2, metadata={"check": lambda v: v >= 0, "allowed": "an integer >= 0"})
@@ -81,10 +93,14 @@ class SearchConfig:
     startup_trials: int = field(default=4, metadata={"check": lambda v: v >= 1, "allowed": "an integer >= 1"})
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     prescreen: PrescreenConfig = field(default_factory=PrescreenConfig)
-    trainer: str = field(default="trainers.proxy:train_candidate", metadata={
-        "check": lambda v: bool(re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v)) or v.startswith("table:"),
-        "allowed": "an importable `module:function`, e.g. trainers.proxy:train_candidate, or table:PATH (a "
-                   "tabulated benchmark, e.g. table:benchmarks/bench-cifar-v1.json)"})
+    trainer: str = field(
+        default="trainers.proxy:train_candidate",
+        metadata={
+            "check": lambda v: bool(re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v)) or v.startswith("table:"),
+            "allowed": "an importable `module:function`, e.g. trainers.proxy:train_candidate, or table:PATH (a "
+            "tabulated benchmark, e.g. table:benchmarks/bench-cifar-v1.json)",
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -99,7 +115,7 @@ class Experiment:
     raw: dict = field(default_factory=dict, compare=False)
     classes: int | None = None  # known without loading the data (a tabulated benchmark records it)
 
-    def with_search(self, **overrides: Any) -> "Experiment":
+    def with_search(self, **overrides: Any) -> Experiment:
         """A copy with ``search`` fields replaced (``None`` values are ignored), validated like the YAML."""
         over = {k: v for k, v in overrides.items() if v is not None}
         if not over:
@@ -121,9 +137,10 @@ def _plain(obj: Any) -> dict:
 
 def experiment_from_dict(data: dict, file: str | None = None) -> Experiment:
     """Validate a parsed search YAML (top-level keys space, train, objective, search)."""
+    from trainers.config import parse_objective, parse_train
+
     from ..cost import count_cost
     from ..space import SearchSpace
-    from trainers.config import parse_objective, parse_train
 
     space = SearchSpace.from_dict(data.get("space"), file=file)
     train = parse_train(data.get("train"), file)
@@ -136,9 +153,11 @@ def experiment_from_dict(data: dict, file: str | None = None) -> Experiment:
     exp = Experiment(space=space, train=train, objective=objective, search=search, file=file, raw=dict(data))
     if search.trainer.startswith("table:"):  # replayed: the data is not needed, the table knows its classes
         from .table import check_table
+
         exp = check_table(exp)
     else:
         from trainers.sources import resolve_source
+
         _check_trainer(search.trainer, file)
         exp = dataclasses.replace(exp, train=dataclasses.replace(train, data=resolve_source(train.data, file)))
     space.check_budgets(count_cost, num_classes=exp.classes or num_classes_hint(exp.train, file))
@@ -156,7 +175,7 @@ def protocol_of(exp: Experiment) -> dict[str, Any]:
     out.update(flat(dataclasses.asdict(exp.objective), "objective"))
     out["search.trainer"] = exp.search.trainer
     if exp.search.trainer.startswith("table:"):  # a replay reads no data; the table is known by name and size
-        table = Path(exp.search.trainer[len("table:"):])
+        table = Path(exp.search.trainer[len("table:") :])
         out["train.data.files"] = "-"
         out["search.trainer"] = f"table:{table.name} ({files_identity(table)})"
     return out
@@ -180,21 +199,35 @@ def _check_prescreen(search: SearchConfig, file: str | None) -> None:
     if proxy is None:
         return
     from trainers.zerocost import ZERO_COST
+
     if proxy not in ZERO_COST:
-        raise ConfigError(file, "search.prescreen.proxy", "is not a zero-cost proxy",
-                          f"one of {', '.join(ZERO_COST)}, or null for no pre-screen", value=proxy)
+        raise ConfigError(
+            file,
+            "search.prescreen.proxy",
+            "is not a zero-cost proxy",
+            f"one of {', '.join(ZERO_COST)}, or null for no pre-screen",
+            value=proxy,
+        )
     if search.sampler == "grid":
-        raise ConfigError(file, "search.prescreen.proxy", "has nothing to choose with the 'grid' sampler, which "
-                          "trains every candidate", "null with 'grid'; a pre-screen with 'tpe', 'nsga2' or 'random'",
-                          value=proxy)
+        raise ConfigError(
+            file,
+            "search.prescreen.proxy",
+            "has nothing to choose with the 'grid' sampler, which trains every candidate",
+            "null with 'grid'; a pre-screen with 'tpe', 'nsga2' or 'random'",
+            value=proxy,
+        )
 
 
 def _check_grid(search: SearchConfig, space: Any, file: str | None) -> None:
     """The grid sampler queues every candidate: refuse a space too large to enumerate."""
     if search.sampler == "grid" and space.size() > MAX_GRID:
-        raise ConfigError(file, "search.sampler", f"is 'grid', which queues every candidate, but the space has "
-                          f"{space.size():,} candidates", f"'grid' for spaces of at most {MAX_GRID:,} candidates; "
-                          "'tpe', 'nsga2' or 'random' for larger ones", value=search.sampler)
+        raise ConfigError(
+            file,
+            "search.sampler",
+            f"is 'grid', which queues every candidate, but the space has {space.size():,} candidates",
+            f"'grid' for spaces of at most {MAX_GRID:,} candidates; 'tpe', 'nsga2' or 'random' for larger ones",
+            value=search.sampler,
+        )
 
 
 def load_experiment(path_or_name: str | Path) -> Experiment:
@@ -209,13 +242,22 @@ def _check_trainer(path: str, file: str | None) -> None:
     if path == SearchConfig.trainer:
         return
     from .trainable import load_trainer
+
     try:
         load_trainer(path)
     except Exception as err:  # noqa: BLE001 - any import failure is the user's module
-        why = str(err) if isinstance(err, LookupError) else \
-            f"importing {path.partition(':')[0]} failed: {type(err).__name__}: {err}"
-        raise ConfigError(file, "search.trainer", why, "an importable `module:function` (on the driver and "
-                          "every worker), e.g. trainers.proxy:train_candidate", path) from None
+        why = (
+            str(err)
+            if isinstance(err, LookupError)
+            else f"importing {path.partition(':')[0]} failed: {type(err).__name__}: {err}"
+        )
+        raise ConfigError(
+            file,
+            "search.trainer",
+            why,
+            "an importable `module:function` (on the driver and every worker), e.g. trainers.proxy:train_candidate",
+            path,
+        ) from None
 
 
 def num_classes_hint(train: Any, file: str | None = None) -> int:
@@ -237,15 +279,19 @@ def num_classes_hint(train: Any, file: str | None = None) -> int:
         n = _npz_classes(d.path) if d.name == "npz" and d.path else None
         if n is None:
             from trainers.data import load_dataset
+
             n = load_dataset(d, 8, 3, file=file).num_classes
     except UserError:
         raise
     except Exception as err:  # noqa: BLE001 - reported as a user-facing data problem
-        raise ConfigError(None, "train.data", f"could not be loaded to count its classes ({err})",
-                          "a readable data source") from None
+        raise ConfigError(
+            None, "train.data", f"could not be loaded to count its classes ({err})", "a readable data source"
+        ) from None
     from ..limits import check_value
-    check_value(n, "num_classes", file, f"train.data ({d.name} {d.path}): its number of classes (the largest "
-                "label + 1)")
+
+    check_value(
+        n, "num_classes", file, f"train.data ({d.name} {d.path}): its number of classes (the largest label + 1)"
+    )
     return n
 
 
@@ -253,6 +299,7 @@ def _npz_classes(path: str) -> int | None:
     """Classes of an npz source from its labels alone, with numpy (``None`` when that does not work: the
     loader then reads it and reports what is wrong)."""
     import numpy as np
+
     try:
         with np.load(Path(path).expanduser(), allow_pickle=False) as z:
             y = z["y"]

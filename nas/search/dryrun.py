@@ -1,4 +1,5 @@
 """``nas-search --dry-run``: validate a search YAML and describe the search without training (no Ray)."""
+
 from __future__ import annotations
 
 import os
@@ -9,25 +10,29 @@ from .config import Experiment, load_experiment
 __all__ = ["dry_run"]
 
 
-def dry_run(space: str | os.PathLike | Experiment, *, samples: int = 5, seed: int | None = None,
-            trials: int | None = None) -> str:
+def dry_run(
+    space: str | os.PathLike | Experiment, *, samples: int = 5, seed: int | None = None, trials: int | None = None
+) -> str:
     """Validate the YAML and describe the search without training: size, budgets, sampled candidates
     (drawn with ``seed``, default the YAML's ``search.seed``)."""
     from ..cost import count_cost
     from ..limits import check_value
+
     check_value(samples, "samples", None, "--samples")
     exp = space if isinstance(space, Experiment) else load_experiment(space)
     exp = exp.with_search(trials=trials, seed=seed)
     seed = exp.search.seed
     sp, k = exp.space, exp.num_classes
     rng = random.Random(seed)
-    lines = [f"space {exp.file}: {sp.size():,} candidates, {len(sp.layouts)} layout(s) "
-             f"({', '.join(sp.layouts)}), input {sp.image_size}px x{sp.in_chans}, {k} classes "
-             f"({exp.train.data.name})",
-             f"budgets: max_params {sp.budgets.max_params or 'none'}, max_macs {sp.budgets.max_macs or 'none'}",
-             f"search: {exp.search.trials} trials, sampler {exp.search.sampler}, {exp.search.cpus_per_trial:g} "
-             f"CPU / {exp.search.gpus_per_trial:g} GPU per trial, scheduler {exp.search.scheduler.type}",
-             f"{samples} sampled candidates (seed {seed}):"]
+    lines = [
+        f"space {exp.file}: {sp.size():,} candidates, {len(sp.layouts)} layout(s) "
+        f"({', '.join(sp.layouts)}), input {sp.image_size}px x{sp.in_chans}, {k} classes "
+        f"({exp.train.data.name})",
+        f"budgets: max_params {sp.budgets.max_params or 'none'}, max_macs {sp.budgets.max_macs or 'none'}",
+        f"search: {exp.search.trials} trials, sampler {exp.search.sampler}, {exp.search.cpus_per_trial:g} "
+        f"CPU / {exp.search.gpus_per_trial:g} GPU per trial, scheduler {exp.search.scheduler.type}",
+        f"{samples} sampled candidates (seed {seed}):",
+    ]
     for _ in range(samples):
         arch = sp.sample(rng)
         cost = count_cost(arch, image_size=sp.image_size, num_classes=k, in_chans=sp.in_chans)

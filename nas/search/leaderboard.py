@@ -3,14 +3,14 @@
 
 Derived from ``trials.jsonl`` only, so it can be rebuilt at any time (``nas-report``).
 """
+
 from __future__ import annotations
 
 import csv
 import io
 import json
-from typing import Any
-
 from collections.abc import Sequence
+from typing import Any
 
 from trainers.objective import OBJECTIVES, objectives_of, pareto_mask
 
@@ -19,8 +19,22 @@ from .rundir import RunDir
 
 __all__ = ["COLUMNS", "build_rows", "extra_columns", "write_leaderboard", "format_table", "latest_records", "rows_csv"]
 
-COLUMNS = ("rank", "trial", "id", "layout", "depths", "widths", "params", "macs", "generalization", "capacity",
-           "score", "pareto", "status", "reason")
+COLUMNS = (
+    "rank",
+    "trial",
+    "id",
+    "layout",
+    "depths",
+    "widths",
+    "params",
+    "macs",
+    "generalization",
+    "capacity",
+    "score",
+    "pareto",
+    "status",
+    "reason",
+)
 
 
 def latest_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -44,8 +58,7 @@ def build_rows(records: list[dict[str, Any]], axes: Sequence[str] | None = None)
     extra = extra_columns(recs, [o.name for o in objectives])
     ok = [r for r in recs if r["status"] == "ok"]
     rest = [r for r in recs if r["status"] != "ok"]
-    mask = pareto_mask([[r.get(o.name, o.failed) for o in objectives] for r in ok],
-                       [o.direction for o in objectives])
+    mask = pareto_mask([[r.get(o.name, o.failed) for o in objectives] for r in ok], [o.direction for o in objectives])
     front = {r["id"] for r, m in zip(ok, mask) if m}
     ok.sort(key=lambda r: (-r["score"], -r["generalization"], r["metrics"].get("params", 0), r["id"]))
     rest.sort(key=lambda r: (-r.get("score", 0.0), r["id"]))
@@ -53,24 +66,26 @@ def build_rows(records: list[dict[str, Any]], axes: Sequence[str] | None = None)
     for i, r in enumerate(ok + rest):
         arch = r["arch"]
         m = r.get("metrics", {})
-        rows.append({
-            "rank": i + 1 if r["status"] == "ok" else None,
-            "trial": r.get("number"),
-            "id": r["id"],
-            "layout": arch["layout"],
-            "depths": ",".join(map(str, arch["depths"])),
-            "widths": ",".join(map(str, arch["widths"])),
-            "params": int(m.get("params", 0)),
-            "macs": int(m.get("macs", 0)),
-            "generalization": round(float(r["generalization"]), 4),
-            "capacity": round(float(r["capacity"]), 4),
-            "score": round(float(r["score"]), 4),
-            "pareto": r["id"] in front,
-            "status": r["status"],
-            "reason": r.get("reason", ""),
-            "arch": str(r.get("arch_str", "")),
-            **{n: round(float(r[n]), 4) if n in r else None for n in extra},
-        })
+        rows.append(
+            {
+                "rank": i + 1 if r["status"] == "ok" else None,
+                "trial": r.get("number"),
+                "id": r["id"],
+                "layout": arch["layout"],
+                "depths": ",".join(map(str, arch["depths"])),
+                "widths": ",".join(map(str, arch["widths"])),
+                "params": int(m.get("params", 0)),
+                "macs": int(m.get("macs", 0)),
+                "generalization": round(float(r["generalization"]), 4),
+                "capacity": round(float(r["capacity"]), 4),
+                "score": round(float(r["score"]), 4),
+                "pareto": r["id"] in front,
+                "status": r["status"],
+                "reason": r.get("reason", ""),
+                "arch": str(r.get("arch_str", "")),
+                **{n: round(float(r[n]), 4) if n in r else None for n in extra},
+            }
+        )
     return rows
 
 
@@ -96,17 +111,41 @@ def rows_csv(rows: list[dict[str, Any]]) -> str:
 def format_table(rows: list[dict[str, Any]], limit: int | None = 20) -> str:
     """A fixed-width text table of the leaderboard (``*`` marks the Pareto front)."""
     extra = [k for k in (rows[0] if rows else {}) if k not in COLUMNS and k != "arch"]
-    head = ("rank", "trial", "layout", "L (S0..S4)", "D (S0..S4)", "params", "MACs", "gen", "cap",
-            *(f"{k} ({OBJECTIVES[k].unit})" if OBJECTIVES[k].unit else k for k in extra), "score", "pareto", "status")
+    head = (
+        "rank",
+        "trial",
+        "layout",
+        "L (S0..S4)",
+        "D (S0..S4)",
+        "params",
+        "MACs",
+        "gen",
+        "cap",
+        *(f"{k} ({OBJECTIVES[k].unit})" if OBJECTIVES[k].unit else k for k in extra),
+        "score",
+        "pareto",
+        "status",
+    )
     lines = []
     shown = rows if limit is None else rows[:limit]
     for r in shown:
-        lines.append((
-            "-" if r["rank"] is None else str(r["rank"]), str(r["trial"]), r["layout"], r["depths"], r["widths"],
-            f"{r['params'] / 1e6:.3f}M", f"{r['macs'] / 1e6:.1f}M", f"{r['generalization']:.3f}",
-            f"{r['capacity']:.3f}", *("-" if r[k] is None else f"{r[k]:.3f}" for k in extra), f"{r['score']:.3f}",
-            "*" if r["pareto"] else "",
-            r["status"] + (f" ({r['reason'][:40]})" if r["status"] != "ok" and r["reason"] else "")))
+        lines.append(
+            (
+                "-" if r["rank"] is None else str(r["rank"]),
+                str(r["trial"]),
+                r["layout"],
+                r["depths"],
+                r["widths"],
+                f"{r['params'] / 1e6:.3f}M",
+                f"{r['macs'] / 1e6:.1f}M",
+                f"{r['generalization']:.3f}",
+                f"{r['capacity']:.3f}",
+                *("-" if r[k] is None else f"{r[k]:.3f}" for k in extra),
+                f"{r['score']:.3f}",
+                "*" if r["pareto"] else "",
+                r["status"] + (f" ({r['reason'][:40]})" if r["status"] != "ok" and r["reason"] else ""),
+            )
+        )
     left = {2, 3, 4, len(head) - 1}
     widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(head)]
     fmt = "  ".join(f"{{:{'<' if i in left else '>'}{w}}}" for i, w in enumerate(widths))

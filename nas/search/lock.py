@@ -4,6 +4,7 @@ The lock dies with its process (even on SIGKILL), so a crashed driver never bloc
 names the holder (host, pid, start time) for the message a second driver gets. On filesystems without
 working ``flock`` (some NFS setups) the lock is advisory only: docs/cluster.md says so.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -25,12 +26,13 @@ class RunLock:
         self.path = Path(run_dir) / "driver.lock"
         self._fd: int | None = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:  # never through a symbolic link: the lock file is truncated and rewritten below
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as err:
             from ..fsio import os_problem
+
             raise UserError(f"Cannot open the driver lock {self.path}: {os_problem(err)}.") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -41,10 +43,15 @@ class RunLock:
                 f"Run directory {self.path.parent} is in use by another nas-search driver ({holder}). "
                 "Wait for it to finish or stop it (Ctrl-C), then resume with "
                 f"`nas-search --resume {self.path.parent}`; use a different `--name`/`--run-dir` for a new "
-                "search.") from None
+                "search."
+            ) from None
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                                 "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+        os.write(
+            fd,
+            json.dumps(
+                {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+            ).encode(),
+        )
         os.fsync(fd)
         self._fd = fd
         return self
@@ -63,7 +70,7 @@ class RunLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

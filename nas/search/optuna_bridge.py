@@ -11,6 +11,7 @@ the budgets is told as infeasible (``constraints`` user attribute, read by the s
 ``constraints_func``), an architecture already trained is told its recorded values, and Optuna is asked
 again (a bounded number of times; then the space counts as exhausted).
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,21 @@ from .record import TrialRecord, axis_values
 from .rundir import STUDY_NAME, RunDir
 from .trainable import FINAL_KEY, RESULT_KEY
 
-__all__ = ["STUDY_NAME", "SAMPLERS", "open_study", "make_storage", "check_storage_url", "redact", "make_sampler",
-           "constraints_of", "reconcile", "recover_records", "OptunaSearcher", "enqueue_grid", "tell_record"]
+__all__ = [
+    "STUDY_NAME",
+    "SAMPLERS",
+    "open_study",
+    "make_storage",
+    "check_storage_url",
+    "redact",
+    "make_sampler",
+    "constraints_of",
+    "reconcile",
+    "recover_records",
+    "OptunaSearcher",
+    "enqueue_grid",
+    "tell_record",
+]
 
 
 def constraints_of(trial: optuna.trial.FrozenTrial) -> tuple[float, ...]:
@@ -64,7 +78,12 @@ def _random(seed: int, startup: int) -> optuna.samplers.BaseSampler:
 
 # sampler name -> factory(seed, startup_trials); ``grid`` queues every candidate, then samples at random
 SAMPLERS: dict[str, Callable[[int, int], optuna.samplers.BaseSampler]] = {
-    "tpe": _tpe, "nsga2": _nsga2, "gp": _gp, "random": _random, "grid": _random}
+    "tpe": _tpe,
+    "nsga2": _nsga2,
+    "gp": _gp,
+    "random": _random,
+    "grid": _random,
+}
 if set(SAMPLERS) != set(SAMPLER_NAMES):
     raise ImportError(f"SAMPLERS {sorted(SAMPLERS)} and nas.search.config.SAMPLER_NAMES differ")
 
@@ -85,6 +104,7 @@ def redact(url: str) -> str:
     """``url`` with its password hidden (for messages and ``experiment.json``)."""
     try:
         from sqlalchemy.engine import make_url
+
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - not a URL sqlalchemy understands: hide everything after the scheme
         return url.split("://", 1)[0] + "://***"
@@ -97,7 +117,8 @@ def check_storage_url(url: str) -> None:
         raise UserError(
             f"--storage {redact(url)!r} is not a database URL. Allowed: sqlite:///path/study.db (one machine), "
             "postgresql://user:password@host:5432/db or mysql+pymysql://user:password@host/db (several drivers "
-            "or dashboards); leave --storage out for the default, the journal file RUN_DIR/optuna.journal.")
+            "or dashboards); leave --storage out for the default, the journal file RUN_DIR/optuna.journal."
+        )
 
 
 def make_storage(run: RunDir, url: str | None = None):
@@ -105,24 +126,34 @@ def make_storage(run: RunDir, url: str | None = None):
     if url is None:
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
+
         return JournalStorage(JournalFileBackend(str(run.journal)))
     check_storage_url(url)
     try:
         return optuna.storages.RDBStorage(url)
     except ImportError as err:
-        raise UserError(f"--storage {redact(url)}: the database driver is not installed ({err}). Install it "
-                        "on the driver machine: `pip install psycopg2-binary` for PostgreSQL, `pip install "
-                        "pymysql` for MySQL.") from None
+        raise UserError(
+            f"--storage {redact(url)}: the database driver is not installed ({err}). Install it "
+            "on the driver machine: `pip install psycopg2-binary` for PostgreSQL, `pip install "
+            "pymysql` for MySQL."
+        ) from None
     except Exception as err:  # noqa: BLE001 - sqlalchemy's connection/argument errors
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"Cannot open the Optuna storage {redact(url)} ({first}). Check the host, port, "
-                        "database name and credentials, and that the database server is running; or leave "
-                        "--storage out to keep the study in RUN_DIR/optuna.journal.") from None
+        raise UserError(
+            f"Cannot open the Optuna storage {redact(url)} ({first}). Check the host, port, "
+            "database name and credentials, and that the database server is running; or leave "
+            "--storage out to keep the study in RUN_DIR/optuna.journal."
+        ) from None
 
 
-def open_study(run: RunDir, sampler: optuna.samplers.BaseSampler | None = None, *,
-               storage: str | None = None, study_name: str | None = None,
-               objectives: tuple[Objective, ...] | None = None) -> optuna.Study:
+def open_study(
+    run: RunDir,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    *,
+    storage: str | None = None,
+    study_name: str | None = None,
+    objectives: tuple[Objective, ...] | None = None,
+) -> optuna.Study:
     """Create or load the run's study, maximising or minimising each of ``objectives`` (default: the run's
     own axes) under its name.
 
@@ -135,16 +166,25 @@ def open_study(run: RunDir, sampler: optuna.samplers.BaseSampler | None = None, 
         storage = storage or meta.get("storage")
         study_name = study_name or meta.get("study") or STUDY_NAME
         if storage and "***" in storage:
-            raise UserError(f"The study of {run.path} lives in {storage}, whose password is not stored: pass "
-                            "the full URL again with `--storage` (storage= in Python).")
+            raise UserError(
+                f"The study of {run.path} lives in {storage}, whose password is not stored: pass "
+                "the full URL again with `--storage` (storage= in Python)."
+            )
     objectives = objectives or objectives_of(run.axes())
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=make_storage(run, storage), study_name=study_name,
-                                directions=[o.direction for o in objectives], sampler=sampler, load_if_exists=True)
+    study = optuna.create_study(
+        storage=make_storage(run, storage),
+        study_name=study_name,
+        directions=[o.direction for o in objectives],
+        sampler=sampler,
+        load_if_exists=True,
+    )
     if len(study.directions) != len(objectives):
-        raise UserError(f"The Optuna study of {run.path} optimises {len(study.directions)} objective(s), but "
-                        f"objective.axes names {len(objectives)} ({', '.join(o.name for o in objectives)}). The "
-                        "axes of a run cannot change: start a new run with another `--name`.")
+        raise UserError(
+            f"The Optuna study of {run.path} optimises {len(study.directions)} objective(s), but "
+            f"objective.axes names {len(objectives)} ({', '.join(o.name for o in objectives)}). The "
+            "axes of a run cannot change: start a new run with another `--name`."
+        )
     name_metrics(study, objectives)
     return study
 
@@ -177,12 +217,14 @@ def _objectives(study: optuna.Study) -> tuple[Objective, ...]:
     return objectives_of(study.metric_names or ("generalization", "capacity"))
 
 
-def tell_record(study: optuna.Study, trial: optuna.Trial | optuna.trial.FrozenTrial, rec: dict[str, Any],
-                **attrs: Any) -> None:
+def tell_record(
+    study: optuna.Study, trial: optuna.Trial | optuna.trial.FrozenTrial, rec: dict[str, Any], **attrs: Any
+) -> None:
     """Tell Optuna a recorded outcome: ok -> its values; stopped early -> PRUNED; failed -> each
     objective's ``failed`` value."""
-    _set_attrs(study, trial, {"score": rec["score"], "status": rec["status"], "reason": rec.get("reason", "")[:500],
-                              **attrs})
+    _set_attrs(
+        study, trial, {"score": rec["score"], "status": rec["status"], "reason": rec.get("reason", "")[:500], **attrs}
+    )
     if rec["status"] == "stopped":
         study.tell(trial.number, state=TrialState.PRUNED, skip_if_finished=True)
     else:
@@ -209,10 +251,16 @@ def recover_records(study: optuna.Study, records: list[dict[str, Any]], space, r
         objectives = _objectives(study)
         values = ft.values if ft.state == TrialState.COMPLETE and ft.values else [o.failed for o in objectives]
         rec = TrialRecord.of_trial(
-            arch, ft.number, a["tune_trial_id"], a["status"], reason=a.get("reason", ""),
-            score=float(a.get("score", 0.0)), values={o.name: float(v) for o, v in zip(objectives, values)},
+            arch,
+            ft.number,
+            a["tune_trial_id"],
+            a["status"],
+            reason=a.get("reason", ""),
+            score=float(a.get("score", 0.0)),
+            values={o.name: float(v) for o, v in zip(objectives, values)},
             metrics={"params": float(a.get("params", 0)), "macs": float(a.get("macs", 0))},
-            extra={"recovered_from": source}).to_json()
+            extra={"recovered_from": source},
+        ).to_json()
         run.append_record(rec)
         out.append(rec)
     return out
@@ -256,9 +304,19 @@ class OptunaSearcher(Searcher):
         run: where records are appended.
     """
 
-    def __init__(self, study: optuna.Study, space, cost_fn: Callable[[Architecture], Any],
-                 records: dict[str, dict[str, Any]], to_launch: int, *, run: RunDir, grid: bool = False,
-                 max_skips: int = 200, on_record: Callable[[dict[str, Any]], None] | None = None):
+    def __init__(
+        self,
+        study: optuna.Study,
+        space,
+        cost_fn: Callable[[Architecture], Any],
+        records: dict[str, dict[str, Any]],
+        to_launch: int,
+        *,
+        run: RunDir,
+        grid: bool = False,
+        max_skips: int = 200,
+        on_record: Callable[[dict[str, Any]], None] | None = None,
+    ):
         super().__init__(metric="score", mode="max")
         self.study, self.space, self.cost_fn, self.run = study, space, cost_fn, run
         self.records, self.to_launch, self.grid, self.max_skips = records, to_launch, grid, max_skips
@@ -267,8 +325,8 @@ class OptunaSearcher(Searcher):
         self.objectives = _objectives(study)
         self.live: dict[str, tuple[optuna.Trial, Architecture]] = {}
         self.launched = 0
-        self.skipped = 0      # over budget
-        self.duplicates = 0   # already trained (told the recorded values)
+        self.skipped = 0  # over budget
+        self.duplicates = 0  # already trained (told the recorded values)
         self.exhausted = False
         self.stopping = False
         self.last: dict[str, dict[str, Any]] = {}
@@ -294,8 +352,17 @@ class OptunaSearcher(Searcher):
             arch = self.space.suggest(trial)
             cost = self.cost_fn(arch)
             cons = self._constraints(cost)
-            _set_attrs(self.study, trial, {"arch": str(arch), "arch_id": arch.id, "params": int(cost.params),
-                                           "macs": int(cost.macs), "constraints": cons})
+            _set_attrs(
+                self.study,
+                trial,
+                {
+                    "arch": str(arch),
+                    "arch_id": arch.id,
+                    "params": int(cost.params),
+                    "macs": int(cost.macs),
+                    "constraints": cons,
+                },
+            )
             if TRIAL_CONSTRAINTS:
                 trial.set_constraint("params", cons[0])
                 trial.set_constraint("macs", cons[1])
@@ -352,19 +419,29 @@ class OptunaSearcher(Searcher):
             return  # interrupted (Ctrl-C, should_stop): left RUNNING, so reconcile() re-queues it
         elif error:
             cost = self.cost_fn(arch)
-            rec = TrialRecord.of_trial(arch, trial.number, trial_id, "error",
-                                       reason=self._worker_error(trial.number, arch),
-                                       metrics={"params": float(cost.params), "macs": float(cost.macs)}).to_json()
+            rec = TrialRecord.of_trial(
+                arch,
+                trial.number,
+                trial_id,
+                "error",
+                reason=self._worker_error(trial.number, arch),
+                metrics={"params": float(cost.params), "macs": float(cost.macs)},
+            ).to_json()
         elif "score" not in result:
             return  # ended before its first report without an error: re-queued like an interruption
         else:
             cost = self.cost_fn(arch)
             epoch = int(result.get("epoch", 0))
             rec = TrialRecord.of_trial(
-                arch, trial.number, trial_id, "stopped", reason=f"stopped early by the scheduler after {epoch} "
-                "report(s)", score=float(result["score"]),
+                arch,
+                trial.number,
+                trial_id,
+                "stopped",
+                reason=f"stopped early by the scheduler after {epoch} report(s)",
+                score=float(result["score"]),
                 values={o.name: float(result[o.name]) for o in self.objectives if o.name in result},
-                metrics={"params": float(cost.params), "macs": float(cost.macs), "epochs": float(epoch)}).to_json()
+                metrics={"params": float(cost.params), "macs": float(cost.macs), "epochs": float(epoch)},
+            ).to_json()
         self.run.append_record(rec)
         self.records.setdefault(arch.id, rec)
         tell_record(self.study, trial, rec)

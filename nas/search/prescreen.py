@@ -6,6 +6,7 @@ distinct architectures within the budgets, scores each with one training-free pr
 they are the first trials trained (in place of random start-up trials); the sampler takes over from there.
 docs/fidelity.md measures which proxy ranks CIFAR-10 candidates best and what a pre-screen keeps.
 """
+
 from __future__ import annotations
 
 import random
@@ -57,8 +58,9 @@ def prescreen(exp: Any, seed: int = 0) -> list[tuple[Any, float]]:
         if a.id in seen:
             continue
         seen.add(a.id)
-        if not b.unlimited and not b.allows(count_cost(a, image_size=space.image_size,
-                                                       num_classes=dataset.num_classes, in_chans=space.in_chans)):
+        if not b.unlimited and not b.allows(
+            count_cost(a, image_size=space.image_size, num_classes=dataset.num_classes, in_chans=space.in_chans)
+        ):
             continue
         archs.append(a)
     threads = torch.get_num_threads()
@@ -78,7 +80,9 @@ def enqueue_prescreened(study: Any, exp: Any, seed: int = 0) -> tuple[int, int, 
     t0 = time.perf_counter()
     cfg: PrescreenConfig = exp.search.prescreen
     ranked = prescreen(exp, seed)
-    for rank, (a, v) in enumerate(ranked[:cfg.keep], 1):
-        study.enqueue_trial(exp.space.encode(a), user_attrs={"prescreen": cfg.proxy, "prescreen_value": float(v),
-                                                            "prescreen_rank": rank})
+    for rank, (a, v) in enumerate(ranked[: cfg.keep], 1):
+        study.enqueue_trial(
+            exp.space.encode(a),
+            user_attrs={"prescreen": cfg.proxy, "prescreen_value": float(v), "prescreen_rank": rank},
+        )
     return min(cfg.keep, len(ranked)), len(ranked), time.perf_counter() - t0

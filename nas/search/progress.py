@@ -1,4 +1,5 @@
 """What a running search shows: the progress counts, one line per finished trial, and the log."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -61,6 +62,8 @@ def trial_line(prog: Progress, rec: dict[str, Any]) -> str:
     """The progress line printed when the trial of ``rec`` finished."""
     best = f"best {prog.best['score']:.3f} (trial {prog.best['number']})" if prog.best else "best -"
     what = f"{rec['status']}" + (f": {rec['reason'][:60]}" if rec["status"] != "ok" else f" score {rec['score']:.3f}")
-    return (f"[{prog.done:>3}/{prog.target}] trial {rec['number']} {rec['arch_str']} -> {what} | "
-            f"running {prog.running} failed {prog.failed} skipped {prog.skipped} | {best} | "
-            f"{fmt_duration(prog.elapsed_s)} elapsed, ETA {fmt_duration(prog.eta_s)}")
+    return (
+        f"[{prog.done:>3}/{prog.target}] trial {rec['number']} {rec['arch_str']} -> {what} | "
+        f"running {prog.running} failed {prog.failed} skipped {prog.skipped} | {best} | "
+        f"{fmt_duration(prog.elapsed_s)} elapsed, ETA {fmt_duration(prog.eta_s)}"
+    )

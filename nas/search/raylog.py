@@ -7,6 +7,7 @@ give, so while Ray starts, the loggers in :data:`NOTICE_LOGGERS` are held: on su
 handed to the caller's sink (the run's log), on failure they are printed to stderr with the error.
 Token authentication itself is left exactly as Ray sets it.
 """
+
 from __future__ import annotations
 
 import logging

@@ -5,6 +5,7 @@ recovered from the Optuna study) is a :class:`TrialRecord`; on disk it is one fl
 each objective's value under its own name (``generalization``, ``capacity``, ``latency``, ...), so files
 written before the registry of objectives read the same.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -41,21 +42,36 @@ class TrialRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def of_trial(cls, arch, number: int | None, tune_trial_id: str | None, status: str, **kw: Any) -> "TrialRecord":
+    def of_trial(cls, arch, number: int | None, tune_trial_id: str | None, status: str, **kw: Any) -> TrialRecord:
         """A record of ``arch`` (an :class:`~nas.arch.Architecture`) and the trial that ran it."""
-        return cls(id=arch.id, arch=arch.to_dict(), arch_str=str(arch), number=number, tune_trial_id=tune_trial_id,
-                   status=status, **kw)
+        return cls(
+            id=arch.id,
+            arch=arch.to_dict(),
+            arch_str=str(arch),
+            number=number,
+            tune_trial_id=tune_trial_id,
+            status=status,
+            **kw,
+        )
 
     @classmethod
-    def from_payload(cls, arch, number: int | None, tune_trial_id: str | None,
-                     payload: dict[str, Any]) -> "TrialRecord":
+    def from_payload(cls, arch, number: int | None, tune_trial_id: str | None, payload: dict[str, Any]) -> TrialRecord:
         """The record of a worker's final result (``TrialResult.to_dict()`` with the worker's metrics):
         generalization and capacity from the result, every other objective from its metrics."""
         metrics = payload["metrics"]
         values = {"generalization": payload["generalization"], "capacity": payload["capacity"]}
         values.update({k: float(metrics[k]) for k in OBJECTIVES if k not in values and k in metrics})
-        return cls.of_trial(arch, number, tune_trial_id, payload["status"], reason=payload["reason"],
-                            score=payload["score"], values=values, metrics=metrics, history=payload["history"])
+        return cls.of_trial(
+            arch,
+            number,
+            tune_trial_id,
+            payload["status"],
+            reason=payload["reason"],
+            score=payload["score"],
+            values=values,
+            metrics=metrics,
+            history=payload["history"],
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The flat dict written to ``trials.jsonl``."""

@@ -7,6 +7,7 @@ With one trial at a time, :func:`nas.search.run` on a table proposes the same ca
 (``scripts/bench_samplers.py``: samplers over 20+ seeds in minutes). Searches that need Ray's behaviour
 (several trials at once, ASHA) replay through :func:`nas.search.run` with ``search.trainer: table:PATH``.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,14 @@ class _Records:
         self.records.append(record)
 
 
-def replay_search(space: str | os.PathLike | Experiment, *, trials: int | None = None, seed: int | None = None,
-                  sampler: str | None = None, startup_trials: int | None = None) -> list[dict[str, Any]]:
+def replay_search(
+    space: str | os.PathLike | Experiment,
+    *,
+    trials: int | None = None,
+    seed: int | None = None,
+    sampler: str | None = None,
+    startup_trials: int | None = None,
+) -> list[dict[str, Any]]:
     """Replay a search whose ``search.trainer`` is a table; return its trial records in order (the same
     fields as ``trials.jsonl``). ``trials``, ``seed``, ``sampler`` and ``startup_trials`` override the YAML."""
     import optuna
@@ -51,16 +58,20 @@ def replay_search(space: str | os.PathLike | Experiment, *, trials: int | None =
     exp = exp.with_search(trials=trials, seed=seed, sampler=sampler, startup_trials=startup_trials)
     s, sp = exp.search, exp.space
     if not is_table(s.trainer):
-        raise UserError(f"replay_search needs a search YAML whose search.trainer is table:PATH; "
-                        f"{exp.file} trains with {s.trainer}. Use nas.search.run for real trainings.")
+        raise UserError(
+            f"replay_search needs a search YAML whose search.trainer is table:PATH; "
+            f"{exp.file} trains with {s.trainer}. Use nas.search.run for real trainings."
+        )
     table = load_table(table_path(s.trainer))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         objectives = objectives_of(exp.objective)
-        study = optuna.create_study(storage=optuna.storages.InMemoryStorage(),
-                                    directions=[o.direction for o in objectives],
-                                    sampler=ob.make_sampler(s.sampler, s.seed, s.startup_trials))
+        study = optuna.create_study(
+            storage=optuna.storages.InMemoryStorage(),
+            directions=[o.direction for o in objectives],
+            sampler=ob.make_sampler(s.sampler, s.seed, s.startup_trials),
+        )
         ob.name_metrics(study, objectives)
     if s.sampler == "grid":
         ob.enqueue_grid(study, sp)
@@ -69,15 +80,23 @@ def replay_search(space: str | os.PathLike | Experiment, *, trials: int | None =
         return count_cost(arch, image_size=sp.image_size, num_classes=table.num_classes, in_chans=sp.in_chans)
 
     sink = _Records()
-    searcher = ob.OptunaSearcher(study, sp, cost_fn, {}, s.trials, run=sink, grid=s.sampler == "grid",
-                                 max_skips=s.max_skips)
+    searcher = ob.OptunaSearcher(
+        study, sp, cost_fn, {}, s.trials, run=sink, grid=s.sampler == "grid", max_skips=s.max_skips
+    )
     for i in range(s.trials):
         tid = f"replay-{i}"
         config = searcher.suggest(tid)
         if config is None or config == Searcher.FINISHED:
             break
         res = replay(Architecture.from_dict(config["arch"]), table, exp.objective)
-        searcher.on_trial_complete(tid, {"score": res.score, "generalization": res.generalization,
-                                         "capacity": res.capacity, FINAL_KEY: 1,
-                                         RESULT_KEY: json.dumps(res.to_dict())})
+        searcher.on_trial_complete(
+            tid,
+            {
+                "score": res.score,
+                "generalization": res.generalization,
+                "capacity": res.capacity,
+                FINAL_KEY: 1,
+                RESULT_KEY: json.dumps(res.to_dict()),
+            },
+        )
     return sink.records

@@ -12,6 +12,7 @@ Layout::
       driver.lock         held by the running driver
       search.log          the driver's progress lines
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,11 +37,26 @@ STUDY_NAME = "nas"  # the study of a run whose study lives in its journal file
 NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
 
 
-def new_meta(name: str, fingerprint: str, source: str | None, *, storage: str | None = None,
-             study: str = STUDY_NAME, uri: str | None = None) -> dict[str, Any]:
+def new_meta(
+    name: str,
+    fingerprint: str,
+    source: str | None,
+    *,
+    storage: str | None = None,
+    study: str = STUDY_NAME,
+    uri: str | None = None,
+) -> dict[str, Any]:
     """The content of a new run's ``experiment.json`` (``storage`` without its password)."""
-    return {"format": FORMAT, "name": name, "fingerprint": fingerprint, "source": source, "storage": storage,
-            "study": study, "uri": uri, "sessions": []}
+    return {
+        "format": FORMAT,
+        "name": name,
+        "fingerprint": fingerprint,
+        "source": source,
+        "storage": storage,
+        "study": study,
+        "uri": uri,
+        "sessions": [],
+    }
 
 
 def resolve_run_dir(name: str | None, run_dir: str | os.PathLike | None, space_file: str | None) -> Path:
@@ -52,9 +68,11 @@ def resolve_run_dir(name: str | None, run_dir: str | os.PathLike | None, space_f
         name = Path(space_file).stem if space_file else "search"
     if not NAME_RE.fullmatch(name):
         which = f"--name {name!r}" if given else f"The run name {name!r} (the space file's stem)"
-        raise UserError(f"{which} is not a valid run name: use 1-100 letters, digits, '-', '_' and '.' (not "
-                        f"first) (it becomes the folder {DEFAULT_ROOT}/<name>); pass --name NAME, or --run-dir for "
-                        "any other place.")
+        raise UserError(
+            f"{which} is not a valid run name: use 1-100 letters, digits, '-', '_' and '.' (not "
+            f"first) (it becomes the folder {DEFAULT_ROOT}/<name>); pass --name NAME, or --run-dir for "
+            "any other place."
+        )
     return Path(DEFAULT_ROOT) / name
 
 
@@ -78,7 +96,8 @@ class RunDir:
     def exists(self) -> bool:
         """A search ran here: it has ``experiment.json``, or (that file lost) ``space.yaml`` and results."""
         return self.experiment_json.is_file() or (
-            self.space_yaml.is_file() and (self.trials_jsonl.is_file() or self.journal.is_file()))
+            self.space_yaml.is_file() and (self.trials_jsonl.is_file() or self.journal.is_file())
+        )
 
     def __str__(self) -> str:
         return str(self.path)
@@ -93,14 +112,18 @@ class RunDir:
                 raise ValueError("no fingerprint")
             return meta
         except FileNotFoundError:
-            raise UserError(f"{self.path} is not a nas-search run directory: it has no experiment.json. Pass "
-                            "the folder a search wrote (e.g. runs/<name>), or start a new search with "
-                            "`nas-search --space FILE`.") from None
+            raise UserError(
+                f"{self.path} is not a nas-search run directory: it has no experiment.json. Pass "
+                "the folder a search wrote (e.g. runs/<name>), or start a new search with "
+                "`nas-search --space FILE`."
+            ) from None
         except (ValueError, OSError) as err:
-            raise UserError(f"{self.experiment_json} is unreadable or corrupted ({err}). Move it aside "
-                            f"(`mv {self.experiment_json} {self.experiment_json}.bad`) and resume: nas-search "
-                            "rebuilds it from space.yaml, and trials.jsonl and optuna.journal keep every result; "
-                            "only the session history is lost.") from None
+            raise UserError(
+                f"{self.experiment_json} is unreadable or corrupted ({err}). Move it aside "
+                f"(`mv {self.experiment_json} {self.experiment_json}.bad`) and resume: nas-search "
+                "rebuilds it from space.yaml, and trials.jsonl and optuna.journal keep every result; "
+                "only the session history is lost."
+            ) from None
 
     def _rebuilt_meta(self) -> dict[str, Any]:
         """``experiment.json`` rebuilt from ``space.yaml`` (a journal study; the session history is gone)."""
@@ -115,6 +138,7 @@ class RunDir:
         """The run's objective axes (``objective.axes`` of ``space.yaml``; the default axes where it is
         unreadable or has none), read without validating the rest."""
         from trainers.objective import DEFAULT_AXES, OBJECTIVES
+
         try:
             axes = (load_yaml_file(self.space_yaml).get("objective") or {}).get("axes")
         except (OSError, yaml.YAMLError, UserError, AttributeError):
@@ -125,9 +149,12 @@ class RunDir:
     def read_experiment(self):
         """The :class:`Experiment` stored in ``space.yaml``."""
         from .config import experiment_from_dict
+
         if not self.space_yaml.is_file():
-            raise UserError(f"{self.path} has no space.yaml, so it is not a complete run directory. Start a new "
-                            "search with `nas-search --space FILE`.")
+            raise UserError(
+                f"{self.path} has no space.yaml, so it is not a complete run directory. Start a new "
+                "search with `nas-search --space FILE`."
+            )
         try:
             data = load_yaml_file(self.space_yaml)
         except (yaml.YAMLError, UserError) as err:
@@ -137,20 +164,29 @@ class RunDir:
                 source = json.loads(self.experiment_json.read_text()).get("source")
             except (OSError, ValueError, AttributeError):
                 pass
-            raise UserError(f"{self.space_yaml} is corrupted ({why}); it must not be edited by hand. Restore it: "
-                            f"copy the search YAML the run started from ({source or 'see experiment.json, key source'}) "
-                            f"to {self.space_yaml} and resume (nas-search checks that its space matches the run's "
-                            "fingerprint); trials.jsonl and optuna.journal keep every result.") from None
+            raise UserError(
+                f"{self.space_yaml} is corrupted ({why}); it must not be edited by hand. Restore it: "
+                f"copy the search YAML the run started from ({source or 'see experiment.json, key source'}) "
+                f"to {self.space_yaml} and resume (nas-search checks that its space matches the run's "
+                "fingerprint); trials.jsonl and optuna.journal keep every result."
+            ) from None
         except OSError as err:
             raise UserError(f"Cannot read {self.space_yaml}: {err.strerror}.") from None
         return experiment_from_dict(data, str(self.space_yaml))
 
     def write_experiment(self, exp, name: str) -> None:
         from trainers.config import TrainConfig  # noqa: F401 - the dataclasses below come from there
-        data = {"space": exp.space.to_dict(), "train": dataclasses.asdict(exp.train),
-                "objective": dataclasses.asdict(exp.objective), "search": dataclasses.asdict(exp.search)}
-        header = (f"# Resolved search of run {name!r} (from {exp.file}); written by nas-search, do not edit.\n"
-                  f"# space fingerprint: {exp.space.fingerprint()}\n")
+
+        data = {
+            "space": exp.space.to_dict(),
+            "train": dataclasses.asdict(exp.train),
+            "objective": dataclasses.asdict(exp.objective),
+            "search": dataclasses.asdict(exp.search),
+        }
+        header = (
+            f"# Resolved search of run {name!r} (from {exp.file}); written by nas-search, do not edit.\n"
+            f"# space fingerprint: {exp.space.fingerprint()}\n"
+        )
         atomic_write(self.space_yaml, header + yaml.safe_dump(data, sort_keys=False))
 
     # -------------------------------------------------------------------------------- trials
@@ -170,8 +206,10 @@ class RunDir:
             except ValueError as err:
                 if i == len(lines) - 1:
                     continue  # torn write of a killed driver: that trial is re-run
-                raise UserError(f"{self.trials_jsonl}: line {i + 1} is corrupted ({err}). Delete that line to "
-                                "re-run the trial, or restore the file; the other lines are intact.") from None
+                raise UserError(
+                    f"{self.trials_jsonl}: line {i + 1} is corrupted ({err}). Delete that line to "
+                    "re-run the trial, or restore the file; the other lines are intact."
+                ) from None
             out.append(rec)
         return out
 

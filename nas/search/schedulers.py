@@ -10,6 +10,7 @@
 Neither stops a trial after its last training round (``last_round`` in the report): the result follows at
 once, and stopping there would save nothing and lose the trial's final record.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,8 +40,11 @@ def nondominated_ranks(points: list[tuple[float, ...]]) -> list[int]:
     left = set(range(len(points)))
     r = 0
     while left:
-        front = {i for i in left if not any(points[j] != points[i] and all(a >= b for a, b in zip(points[j], points[i]))
-                                            for j in left)}
+        front = {
+            i
+            for i in left
+            if not any(points[j] != points[i] and all(a >= b for a, b in zip(points[j], points[i])) for j in left)
+        }
         for i in front:
             ranks[i] = r
         left -= front
@@ -57,8 +61,15 @@ class ParetoHalving(FIFOScheduler):
     ``reduction_factor`` trials at a rung always continue (nothing to compare with yet), as in ASHA.
     """
 
-    def __init__(self, *, max_t: int, grace_period: int = 1, reduction_factor: float = 3.0,
-                 time_attr: str = "training_iteration", objectives: tuple[Objective, ...] | None = None):
+    def __init__(
+        self,
+        *,
+        max_t: int,
+        grace_period: int = 1,
+        reduction_factor: float = 3.0,
+        time_attr: str = "training_iteration",
+        objectives: tuple[Objective, ...] | None = None,
+    ):
         super().__init__()
         self.objectives = objectives or objectives_of(None)
         self.time_attr, self.rf = time_attr, reduction_factor
@@ -78,14 +89,16 @@ class ParetoHalving(FIFOScheduler):
             if it < rung or trial.trial_id in self.recorded[rung]:
                 continue
             here = self.recorded[rung]
-            here[trial.trial_id] = (tuple(float(result[o.name]) * (-1.0 if o.direction == "minimize" else 1.0)
-                                          for o in self.objectives), float(result["score"]))
+            here[trial.trial_id] = (
+                tuple(float(result[o.name]) * (-1.0 if o.direction == "minimize" else 1.0) for o in self.objectives),
+                float(result["score"]),
+            )
             if len(here) <= self.rf:
                 return TrialScheduler.CONTINUE
             ids = list(here)
             ranks = nondominated_ranks([here[i][0] for i in ids])
             order = sorted(range(len(ids)), key=lambda k: (ranks[k], -here[ids[k]][1]))
-            keep = {ids[k] for k in order[:math.ceil(len(ids) / self.rf)]}
+            keep = {ids[k] for k in order[: math.ceil(len(ids) / self.rf)]}
             if trial.trial_id not in keep:
                 self.num_stopped += 1
                 return TrialScheduler.STOP
@@ -97,13 +110,23 @@ class ParetoHalving(FIFOScheduler):
 
 
 def _asha(cfg: Any, max_t: int, objectives: tuple[Objective, ...] | None) -> TrialScheduler:
-    return CompletingASHA(time_attr="training_iteration", metric="score", mode="max", max_t=cfg.max_t or max_t,
-                          grace_period=cfg.grace_period, reduction_factor=cfg.reduction_factor)
+    return CompletingASHA(
+        time_attr="training_iteration",
+        metric="score",
+        mode="max",
+        max_t=cfg.max_t or max_t,
+        grace_period=cfg.grace_period,
+        reduction_factor=cfg.reduction_factor,
+    )
 
 
 def _pareto(cfg: Any, max_t: int, objectives: tuple[Objective, ...] | None) -> TrialScheduler:
-    return ParetoHalving(max_t=cfg.max_t or max_t, grace_period=cfg.grace_period,
-                         reduction_factor=cfg.reduction_factor, objectives=objectives)
+    return ParetoHalving(
+        max_t=cfg.max_t or max_t,
+        grace_period=cfg.grace_period,
+        reduction_factor=cfg.reduction_factor,
+        objectives=objectives,
+    )
 
 
 # search.scheduler.type -> factory(SchedulerConfig, reports per trial, objectives); "none" trains every trial

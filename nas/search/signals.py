@@ -5,6 +5,7 @@ half-made start is cleaned up by the driver). Inside it the first signal asks th
 (running trials are re-run on resume) and a second one aborts the loop; either way everything recorded is
 saved and the process exits with 128 + the signal number (:data:`EXIT_CODES`).
 """
+
 from __future__ import annotations
 
 import signal
@@ -67,7 +68,7 @@ class StopSignals:
             old = signal.signal(sig, self._handle)
             self.old.setdefault(sig, old)
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         self.install()
         return self
 

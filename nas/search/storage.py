@@ -5,6 +5,7 @@ same filesystems Ray Tune's ``storage_path`` accepts) makes the driver work in a
 pulled from the URI on start and pushed after every finished trial and at the end, so a search started on
 one head node resumes from another. Plain paths (local disk, NFS) need no mirror.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,9 +38,11 @@ class Mirror:
         try:
             self.fs, self.root = pafs.FileSystem.from_uri(self.uri)
         except Exception as err:  # pyarrow raises ArrowInvalid / OSError subclasses
-            raise UserError(f"Cannot open run directory {uri!r}: {err}. Use a local or NFS path, or a URI that "
-                            "pyarrow understands (s3://bucket/path, gs://bucket/path, file:///abs/path) with "
-                            "its credentials set up.") from None
+            raise UserError(
+                f"Cannot open run directory {uri!r}: {err}. Use a local or NFS path, or a URI that "
+                "pyarrow understands (s3://bucket/path, gs://bucket/path, file:///abs/path) with "
+                "its credentials set up."
+            ) from None
         name = Path(self.root).name or "run"
         digest = hashlib.sha1(self.uri.encode()).hexdigest()[:8]
         self.local = Path(local) if local else _cache_root() / f"{name}-{digest}"

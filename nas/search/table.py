@@ -1,6 +1,7 @@
 """``search.trainer: table:PATH``: check that a tabulated benchmark can stand in for the trainings of a
 search YAML (same space, same protocol) before any worker starts. The replay itself is
 ``trainers.tabular.replay``, called by the trial worker."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,38 +36,70 @@ def check_table(exp: Experiment) -> Experiment:
     given = table_path(exp.search.trainer)
     path = resolve_table(given, file)
     if path is None:
-        raise ConfigError(file, key, f"names the table {given!r}, which is neither a file (relative to the "
-                          "current folder or to this YAML) nor bundled", "table:PATH to a table file written by "
-                          "scripts/make_table.py, e.g. table:benchmarks/bench-cifar-v1.json", exp.search.trainer)
+        raise ConfigError(
+            file,
+            key,
+            f"names the table {given!r}, which is neither a file (relative to the "
+            "current folder or to this YAML) nor bundled",
+            "table:PATH to a table file written by scripts/make_table.py, e.g. table:benchmarks/bench-cifar-v1.json",
+            exp.search.trainer,
+        )
     try:
         table = load_table(path)
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ConfigError(file, key, f"names {path}, which could not be read as a table ({err})",
-                          "a table file written by scripts/make_table.py", exp.search.trainer) from None
+        raise ConfigError(
+            file,
+            key,
+            f"names {path}, which could not be read as a table ({err})",
+            "a table file written by scripts/make_table.py",
+            exp.search.trainer,
+        ) from None
     recorded = SearchSpace.from_dict(table.search_yaml["space"], file=str(path))
     if recorded != exp.space:
         diff = "; ".join(recorded.diff(exp.space)[:5])
-        raise ConfigError(file, "space", f"differs from the space of the table {path} ({diff}), so most "
-                          "candidates would have no recorded training", "the table's own space (copy its "
-                          "`space:` section), or a real trainer in search.trainer")
+        raise ConfigError(
+            file,
+            "space",
+            f"differs from the space of the table {path} ({diff}), so most candidates would have no recorded training",
+            "the table's own space (copy its `space:` section), or a real trainer in search.trainer",
+        )
     if exp.search.prescreen.proxy is not None:
-        raise ConfigError(file, "search.prescreen.proxy", "needs the training data, which a replay on a table "
-                          "does not load", "null with search.trainer: table:...", exp.search.prescreen.proxy)
+        raise ConfigError(
+            file,
+            "search.prescreen.proxy",
+            "needs the training data, which a replay on a table does not load",
+            "null with search.trainer: table:...",
+            exp.search.prescreen.proxy,
+        )
     from trainers.objective import OBJECTIVES
-    measured = [o.name for o in OBJECTIVES.values() if o.measure and (o.name in exp.objective.axes or (
-        o.limit is not None and o.limit(exp.objective) is not None))]
+
+    measured = [
+        o.name
+        for o in OBJECTIVES.values()
+        if o.measure and (o.name in exp.objective.axes or (o.limit is not None and o.limit(exp.objective) is not None))
+    ]
     if measured:
-        raise ConfigError(file, "objective.axes", f"asks for {', '.join(measured)}, which a worker measures on a "
-                          "built model, and a replay on a table builds none", "axes the table records "
-                          "(generalization, capacity) and no objective budget with search.trainer: table:...",
-                          list(exp.objective.axes))
-    replay = dataclasses.replace(exp, search=dataclasses.replace(exp.search, trainer=f"{TABLE_PREFIX}{path}"),
-                                 classes=table.num_classes)
+        raise ConfigError(
+            file,
+            "objective.axes",
+            f"asks for {', '.join(measured)}, which a worker measures on a "
+            "built model, and a replay on a table builds none",
+            "axes the table records (generalization, capacity) and no objective budget with search.trainer: table:...",
+            list(exp.objective.axes),
+        )
+    replay = dataclasses.replace(
+        exp, search=dataclasses.replace(exp.search, trainer=f"{TABLE_PREFIX}{path}"), classes=table.num_classes
+    )
     diff = protocol_mismatch(table, protocol_of(replay))
     if diff:
-        raise ConfigError(file, "train", f"differs from the protocol the table {path.name} was trained with "
-                          f"({'; '.join(diff[:5])}{'; ...' if len(diff) > 5 else ''}), so a replay would not be "
-                          "what this YAML asks for", "the table's train: section and objective mode, "
-                          "subset_fraction and train_eval_limit (gap_penalty, capacity_metric and the weights "
-                          "may differ: they are recomputed from the recorded measurements)")
+        raise ConfigError(
+            file,
+            "train",
+            f"differs from the protocol the table {path.name} was trained with "
+            f"({'; '.join(diff[:5])}{'; ...' if len(diff) > 5 else ''}), so a replay would not be "
+            "what this YAML asks for",
+            "the table's train: section and objective mode, "
+            "subset_fraction and train_eval_limit (gap_penalty, capacity_metric and the weights "
+            "may differ: they are recomputed from the recorded measurements)",
+        )
     return replay

@@ -5,6 +5,7 @@ driver put into the object store (``setup["shared"]``, ``trainers.shared``: once
 loads it once per process (``trainers.data.load_dataset`` caches it; Tune reuses the actors). Per-epoch estimates are
 reported to Tune (so an ASHA scheduler can stop the trial); the last report carries the whole result.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -31,8 +32,17 @@ def load_trainer(path: str) -> Callable[..., Any]:
     return fn
 
 
-def run_trainer(path: str | None, arch, dataset, train, objective, threads: int, on_epoch, image_size: int,
-                passed: list[BaseException] = ()):
+def run_trainer(
+    path: str | None,
+    arch,
+    dataset,
+    train,
+    objective,
+    threads: int,
+    on_epoch,
+    image_size: int,
+    passed: list[BaseException] = (),
+):
     """Call the trainer at ``path`` (``module:function``, train_candidate's signature) and turn whatever goes
     wrong in it into a failed :class:`TrialResult` with its reason: an exception (``error``), out of
     memory (``oom``) or non-finite axes (``diverged``). Exceptions in ``passed`` (Tune stopping the trial)
@@ -43,8 +53,9 @@ def run_trainer(path: str | None, arch, dataset, train, objective, threads: int,
     path = path or DEFAULT_TRAINER
     t0 = time.perf_counter()
     try:
-        res = load_trainer(path)(arch, dataset, train, objective, num_threads=threads,
-                                             on_epoch=on_epoch, image_size=image_size)
+        res = load_trainer(path)(
+            arch, dataset, train, objective, num_threads=threads, on_epoch=on_epoch, image_size=image_size
+        )
         if not isinstance(res, TrialResult):
             raise TypeError(f"the trainer {path} returned {type(res).__name__}, not a TrialResult")
         return res
@@ -66,29 +77,48 @@ def _round_report(epoch: int, metrics: dict[str, float], measured: dict[str, flo
     ``last_round`` marks the round after which the trainer only assembles its result (a scheduler must not
     stop a trial whose training is done: ``nas.search.schedulers``)."""
     last = metrics.get("epoch_total", epoch) >= metrics.get("rounds_total", float("inf"))
-    return {"score": metrics["score"], "generalization": metrics["generalization"], "capacity": metrics["capacity"],
-            **measured, "epoch": epoch, "last_round": int(last), FINAL_KEY: 0}
+    return {
+        "score": metrics["score"],
+        "generalization": metrics["generalization"],
+        "capacity": metrics["capacity"],
+        **measured,
+        "epoch": epoch,
+        "last_round": int(last),
+        FINAL_KEY: 0,
+    }
 
 
-def _reporter(tune, passed: list[BaseException],
-              measured: dict[str, float] | None = None) -> Callable[[int, dict[str, float]], None]:
+def _reporter(
+    tune, passed: list[BaseException], measured: dict[str, float] | None = None
+) -> Callable[[int, dict[str, float]], None]:
     """The trainer's ``on_epoch``: report each round; what Tune raises to stop the trial is kept in
     ``passed`` (it is not a failure of the candidate) and re-raised."""
+
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         try:
             tune.report(_round_report(epoch, metrics, measured or {}))
         except BaseException as err:
             passed.append(err)
             raise
+
     return on_epoch
 
 
 def _final_report(res, payload: dict[str, Any]) -> dict[str, Any]:
     """The last report of a trial: the axes, the measured objectives and the whole result (``payload``)."""
     from trainers.objective import OBJECTIVES
+
     measured = {k: v for k, v in payload["metrics"].items() if k in OBJECTIVES}
-    return {**measured, "score": res.score, "generalization": res.generalization, "capacity": res.capacity,
-            "epoch": len(res.history) + 1, "last_round": 1, FINAL_KEY: 1, RESULT_KEY: json.dumps(payload)}
+    return {
+        **measured,
+        "score": res.score,
+        "generalization": res.generalization,
+        "capacity": res.capacity,
+        "epoch": len(res.history) + 1,
+        "last_round": 1,
+        FINAL_KEY: 1,
+        RESULT_KEY: json.dumps(payload),
+    }
 
 
 def measure_before_training(arch, objective, train, dataset, image_size: int, threads: int):
@@ -100,12 +130,19 @@ def measure_before_training(arch, objective, train, dataset, image_size: int, th
 
     t0 = time.perf_counter()
     try:
-        values, over = measure_objectives(arch, objective, image_size=image_size, in_chans=dataset.in_chans,
-                                          num_classes=dataset.num_classes, device=resolve_device(train),
-                                          threads=threads)
+        values, over = measure_objectives(
+            arch,
+            objective,
+            image_size=image_size,
+            in_chans=dataset.in_chans,
+            num_classes=dataset.num_classes,
+            device=resolve_device(train),
+            threads=threads,
+        )
     except Exception as err:  # noqa: BLE001 - a candidate that cannot be measured is a failed trial
-        return {}, TrialResult.failed("error", f"measuring objectives: {type(err).__name__}: {err}"[:500],
-                                      wall_s=time.perf_counter() - t0)
+        return {}, TrialResult.failed(
+            "error", f"measuring objectives: {type(err).__name__}: {err}"[:500], wall_s=time.perf_counter() - t0
+        )
     failed = TrialResult.failed("infeasible", over, **values) if over else None
     return values, failed
 
@@ -133,12 +170,26 @@ def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
 
     measured, failed = measure_before_training(arch, objective, train, dataset, setup["image_size"], threads)
     passed: list[BaseException] = []
-    res = failed or run_trainer(setup.get("trainer"), arch, dataset, train, objective, threads,
-                                _reporter(tune, passed, measured), setup["image_size"], passed)
+    res = failed or run_trainer(
+        setup.get("trainer"),
+        arch,
+        dataset,
+        train,
+        objective,
+        threads,
+        _reporter(tune, passed, measured),
+        setup["image_size"],
+        passed,
+    )
     t_end = time.perf_counter()
     payload = res.to_dict()
-    payload["metrics"] = {**payload["metrics"], **measured, "num_classes": float(dataset.num_classes),
-                          "setup_s": t_start - t_enter, "trial_s": t_end - t_start}
+    payload["metrics"] = {
+        **payload["metrics"],
+        **measured,
+        "num_classes": float(dataset.num_classes),
+        "setup_s": t_start - t_enter,
+        "trial_s": t_end - t_start,
+    }
     tune.report(_final_report(res, payload))
 
 

@@ -5,6 +5,7 @@ Tune places each trial on a worker (``nas.search.trainable``), and every finishe
 counted and printed as it arrives. It returns when the budget is spent, the space is exhausted, a signal
 or ``should_stop`` asked to stop, or the loop was aborted.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,11 +36,16 @@ def connect_ray(address: str | None, search, where_set: dict[str, str | None] | 
     import ray
 
     from .cluster import check_resources, connect
+
     started = connect(address)
     try:
         where_set = where_set or {}
-        check_resources(search.cpus_per_trial, search.gpus_per_trial, gpus_from=where_set.get("gpus"),
-                        cpus_from=where_set.get("cpus"))
+        check_resources(
+            search.cpus_per_trial,
+            search.gpus_per_trial,
+            gpus_from=where_set.get("gpus"),
+            cpus_from=where_set.get("cpus"),
+        )
     except BaseException:
         if started:
             ray.shutdown()
@@ -51,9 +57,9 @@ def connect_ray(address: str | None, search, where_set: dict[str, str | None] | 
 class LoopOutcome:
     """How one session's trial loop ended."""
 
-    stopped: bool                      # a signal, should_stop or an abort stopped it (resumable)
-    exhausted: bool                    # the space had no new candidates within the budgets
-    stopped_by: int | None             # the signal, if one stopped it
+    stopped: bool  # a signal, should_stop or an abort stopped it (resumable)
+    exhausted: bool  # the space had no new candidates within the budgets
+    stopped_by: int | None  # the signal, if one stopped it
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -61,6 +67,7 @@ def reports_per_trial(exp: Experiment) -> int:
     """How many reports a trial sends (its rounds and the final one): a scheduler's ``max_t`` default."""
     if exp.search.trainer.startswith("table:"):  # the recorded rounds, plus the final report
         from trainers.tabular import load_table, table_path
+
         table = load_table(table_path(exp.search.trainer))
         return max(len(e.get("history") or []) for e in table.entries.values()) + 1
     return exp.train.epochs * (2 if exp.objective.mode == "both" else 1) + 1
@@ -84,8 +91,10 @@ def _callbacks(say: Printer, max_retries: int, started: Callable[[], None]):
             started()
 
         def on_trial_recover(self, iteration, trials, trial, **info):
-            say(f"nas-search: trial {trial.config['number']} lost its worker (a dead process or node); Ray Tune "
-                f"re-runs it (search.max_retries {max_retries}); details in {_error_file(trial)}")
+            say(
+                f"nas-search: trial {trial.config['number']} lost its worker (a dead process or node); Ray Tune "
+                f"re-runs it (search.max_retries {max_retries}); details in {_error_file(trial)}"
+            )
 
     return [_Events()]
 
@@ -115,31 +124,61 @@ def _tuner(exp: Experiment, run: RunDir, searcher, remaining: int, session: int,
     from .trainable import train_trial
 
     s, sp = exp.search, exp.space
-    setup = {"train": exp.train, "objective": exp.objective, "image_size": sp.image_size, "in_chans": sp.in_chans,
-             "cpus_per_trial": s.cpus_per_trial, "trainer": s.trainer}
+    setup = {
+        "train": exp.train,
+        "objective": exp.objective,
+        "image_size": sp.image_size,
+        "in_chans": sp.in_chans,
+        "cpus_per_trial": s.cpus_per_trial,
+        "trainer": s.trainer,
+    }
     if not s.trainer.startswith("table:"):  # a file-backed source: loaded once, read by every worker of a node
         from trainers.shared import share_datasets
+
         setup["shared"] = share_datasets([exp.train.data], sp.image_size, sp.in_chans)
-    trainable = tune.with_resources(tune.with_parameters(train_trial, setup=setup),
-                                    {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial})
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, setup=setup), {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}
+    )
     scheduler = make_scheduler(s.scheduler, reports_per_trial(exp), objectives_of(exp.objective))
     run.tune_dir.mkdir(exist_ok=True)
     # Tune logs every lost worker with a full traceback; the trial record and a progress line say it instead.
     logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
-                                    max_concurrent_trials=s.max_concurrent, reuse_actors=True,
-                                    trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
-        run_config=tune.RunConfig(name=f"session-{session}", storage_path=str(run.tune_dir), verbose=0,
-                                  stop=_stopper(flag), callbacks=callbacks,
-                                  failure_config=tune.FailureConfig(max_failures=s.max_retries)),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=remaining,
+            max_concurrent_trials=s.max_concurrent,
+            reuse_actors=True,
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=f"session-{session}",
+            storage_path=str(run.tune_dir),
+            verbose=0,
+            stop=_stopper(flag),
+            callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=s.max_retries),
+        ),
     )
 
 
-def run_trials(exp: Experiment, run: RunDir, study, records: dict, remaining: int, session: int, prog: Progress,
-               say: Printer, should_stop: Callable[[Progress], bool] | None, t_cmd: float,
-               sync: Callable[[], None] | None, signals: StopSignals) -> LoopOutcome:
+def run_trials(
+    exp: Experiment,
+    run: RunDir,
+    study,
+    records: dict,
+    remaining: int,
+    session: int,
+    prog: Progress,
+    say: Printer,
+    should_stop: Callable[[Progress], bool] | None,
+    t_cmd: float,
+    sync: Callable[[], None] | None,
+    signals: StopSignals,
+) -> LoopOutcome:
     """Run up to ``remaining`` new trials of session ``session``; see the module docstring."""
     from ..cost import count_cost
     from .optuna_bridge import OptunaSearcher
@@ -165,16 +204,27 @@ def run_trials(exp: Experiment, run: RunDir, study, records: dict, remaining: in
             flag.request("should_stop")
             searcher.stopping = True
 
-    searcher = OptunaSearcher(study, sp, cost_fn, records, remaining, run=run, grid=s.sampler == "grid",
-                              max_skips=s.max_skips, on_record=on_record)
+    searcher = OptunaSearcher(
+        study,
+        sp,
+        cost_fn,
+        records,
+        remaining,
+        run=run,
+        grid=s.sampler == "grid",
+        max_skips=s.max_skips,
+        on_record=on_record,
+    )
     first = lambda: timings.setdefault("first_trial_s", time.perf_counter() - t_cmd)  # noqa: E731
     tuner = _tuner(exp, run, searcher, remaining, session, flag, _callbacks(say, s.max_retries, first))
 
     def on_signal(signum: int) -> None:
         flag.request(signal.Signals(signum).name)
         searcher.stopping = True
-        say(f"nas-search: {signal.Signals(signum).name}: stopping (Ctrl-C or the same signal again aborts at once); "
-            "running trials will be re-run on resume")
+        say(
+            f"nas-search: {signal.Signals(signum).name}: stopping (Ctrl-C or the same signal again aborts at once); "
+            "running trials will be re-run on resume"
+        )
 
     signals.on_stop = on_signal
     try:
