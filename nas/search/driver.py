@@ -8,16 +8,14 @@ Usable from a notebook::
 
 The run directory is the single source of truth (``nas.search.rundir``); calling ``run`` again with the
 same name (or ``resume=True`` and ``run_dir``) continues the search: finished trials are kept, interrupted
-ones re-run, and ``trials`` may raise the budget. The driver's steps, each in its own room: checking and
-opening the run directory (here), the session's study and records (here), the trial loop
+ones re-run, and ``trials`` may raise the budget. The driver's steps, each in its own room: deciding whether
+a search may start or resume (``nas.search.startup``), the session's study and records (here), the trial loop
 (``nas.search.tuning``), signals (``nas.search.signals``) and progress (``nas.search.progress``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import shutil
 import signal
 import sys
 import time
@@ -27,13 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..errors import UserError
-from .config import Experiment, load_experiment, protocol_diff, protocol_of
+from .config import Experiment, protocol_of
 from .leaderboard import format_table, latest_records, write_leaderboard
 from .progress import Printer, Progress
-from .rundir import STUDY_NAME, RunDir, new_meta, resolve_run_dir
+from .rundir import STUDY_NAME, new_meta
 from .signals import StopSignals
-from .storage import Mirror, is_uri
+from .startup import Target, after_failure, redact, resolve_target
 
 __all__ = ["run", "SearchResult"]
 
@@ -55,19 +52,6 @@ class SearchResult:
 
     def table(self, limit: int | None = 20) -> str:
         return format_table(self.rows, limit)
-
-
-@dataclass
-class _Target:
-    """Where a search runs and what was decided about it before the run directory is locked."""
-
-    exp: Experiment
-    run: RunDir
-    shown: str  # the run directory as the user named it (a URI for a mirror)
-    mirror: Mirror | None
-    existing: bool
-    protocol_change: list[str]
-    where_set: dict[str, str | None]  # where gpus/cpus per trial were set, for resource errors
 
 
 def run(
@@ -122,7 +106,7 @@ def run(
         seed=seed,
     )
     with StopSignals() as signals:
-        target = _target(space, name, run_dir, resume, storage, new_protocol, overrides)
+        target = resolve_target(space, name, run_dir, resume, storage, new_protocol, overrides)
         created = not target.run.path.exists()
         from ..fsio import make_dirs
 
@@ -133,189 +117,12 @@ def run(
             with RunLock(target.run.path):
                 return _session(target, address, storage, progress, should_stop, export, t_cmd, signals)
         except BaseException as err:
-            _after_failure(err, target, created, storage)
+            after_failure(err, target, created, storage)
             raise
 
 
-def _target(
-    space, name, run_dir, resume: bool, storage: str | None, new_protocol: bool, overrides: dict[str, Any]
-) -> _Target:
-    """Load the experiment and decide where it runs; refuse, before anything is written, a start or resume
-    that cannot go on (missing or foreign folder, edited space, changed protocol, other storage)."""
-    if space is None and not resume and run_dir is None and name is None:
-        raise UserError(
-            "nas-search needs a search space (`--space FILE|NAME`) or a run to resume (`--resume RUN_DIR`)."
-        )
-    exp = None if space is None else (space if isinstance(space, Experiment) else load_experiment(space))
-    if storage is not None:
-        from .optuna_bridge import check_storage_url
-
-        check_storage_url(storage)
-    mirror = None
-    if run_dir is not None and is_uri(run_dir):
-        mirror = Mirror(str(run_dir))
-        if mirror.exists():
-            mirror.pull()
-        elif mirror.local.exists():  # nothing at the URI (new, or deleted to start over): no stale local copy
-            shutil.rmtree(mirror.local)
-        run_dir = mirror.local
-    path = resolve_run_dir(name, run_dir, exp.file if exp else None)
-    shown = str(mirror.uri if mirror else path)
-    run_ = RunDir(path)
-    _check_folder(run_, shown, resume)
-    existing = run_.exists()
-    protocol_change: list[str] = []
-    if existing:
-        exp, protocol_change = _check_resume(run_, shown, exp, overrides["trials"], storage, new_protocol)
-    assert exp is not None
-    exp = exp.with_search(**overrides)
-    where_set = {
-        "gpus": None
-        if overrides["gpus_per_trial"] is not None or not exp.file
-        else f"`search.gpus_per_trial: {exp.search.gpus_per_trial:g}` (in {exp.file})",
-        "cpus": None
-        if overrides["cpus_per_trial"] is not None or not exp.file
-        else f"`search.cpus_per_trial` (in {exp.file})",
-    }
-    return _Target(exp, run_, shown, mirror, existing, protocol_change, where_set)
-
-
-def _check_folder(run_: RunDir, shown: str, resume: bool) -> None:
-    """Refuse a run directory that is a file, holds something else, or (on resume) holds no search."""
-    if resume and not run_.exists():
-        if run_.path.exists() and not run_.path.is_dir():
-            raise UserError(
-                f"--resume {shown}: that is a file, not a run directory. Pass the folder a search "
-                "wrote (e.g. runs/<name>)."
-            )
-        raise UserError(
-            f"--resume {shown}: no search was run there (no experiment.json). Pass the run "
-            "directory of an earlier search, or start one with `nas-search --space FILE`."
-        )
-    if run_.path.exists() and not run_.path.is_dir():
-        raise UserError(
-            f"Run directory {run_.path} exists and is not a folder. Choose another `--run-dir` or `--name`."
-        )
-    if not run_.exists() and run_.path.is_dir() and any(p for p in run_.path.iterdir() if p.name != "driver.lock"):
-        raise UserError(
-            f"Run directory {run_.path} exists and holds other files, but no search (no "
-            "experiment.json). Choose an empty or new folder with `--run-dir`/`--name`."
-        )
-    if run_.exists() and not os.access(run_.path, os.W_OK | os.X_OK):
-        raise UserError(
-            f"Cannot resume {shown}: the run directory is not writable by this user (permission "
-            "denied or read-only), and a search records every trial there. Make it writable, or copy "
-            f"it (`cp -r {shown} COPY`) and resume the copy; `nas-report {shown} --out DIR` reads it "
-            "as it is."
-        )
-
-
-def _check_resume(
-    run_: RunDir, shown: str, exp: Experiment | None, trials: int | None, storage: str | None, new_protocol: bool
-) -> tuple[Experiment, list[str]]:
-    """The experiment a resume continues (the recorded one, or ``exp`` if it matches it) and the protocol
-    change it brings; refused when the space, the protocol (without ``new_protocol``) or storage changed."""
-    meta = run_.read_meta()
-    stored = run_.read_experiment()
-    if stored.space.fingerprint() != meta["fingerprint"]:
-        raise UserError(
-            f"Cannot resume {shown}: the space in {run_.space_yaml} no longer matches the fingerprint "
-            f"recorded in {run_.experiment_json.name} when the run started ({stored.space.fingerprint()} vs "
-            f"{meta['fingerprint']}); space.yaml was edited. Restore it (copy the search YAML the run started "
-            f"from, {meta.get('source')}, to {run_.space_yaml}), or start a new run with another `--name`."
-        )
-    if exp is None:
-        exp = stored
-    else:
-        changed = stored.space.diff(exp.space)
-        if changed:
-            changed += protocol_diff(meta.get("protocol") or protocol_of(stored), protocol_of(exp))
-            raise UserError(
-                f"Cannot resume {shown}: the search space changed since that run started "
-                f"({exp.file} vs the recorded {run_.space_yaml}): {'; '.join(changed)}. Resume with the "
-                "original file (or with `--resume` alone), or start a new run with another `--name`."
-            )
-        if trials is None:  # the same command again never shrinks the budget of the run
-            keep = max(stored.search.trials, exp.search.trials)
-            exp = dataclasses.replace(exp, search=dataclasses.replace(exp.search, trials=keep))
-    protocol_change = protocol_diff(meta.get("protocol") or protocol_of(stored), protocol_of(exp))
-    if protocol_change and not new_protocol:
-        raise UserError(
-            f"Cannot resume {shown}: the training protocol changed since that run started, so new trials "
-            f"would be ranked beside old ones trained differently: {'; '.join(protocol_change)}. Resume "
-            "with the original settings (or with `--resume` alone), start a new run with another `--name`, "
-            "or pass --new-protocol to continue under the new protocol anyway (recorded in experiment.json)."
-        )
-    if storage is not None and _redact(storage) != (meta.get("storage") or "journal"):
-        raise UserError(
-            f"Cannot resume {shown} with --storage {_redact(storage)}: its Optuna study lives in "
-            f"{meta.get('storage') or 'RUN_DIR/optuna.journal'}. Leave --storage out, or give "
-            "the URL the run started with."
-        )
-    return exp, protocol_change
-
-
-def _after_failure(err: BaseException, target: _Target, created: bool, storage: str | None) -> None:
-    """A search that failed or was refused: remove what a new run made before anything was computed, or
-    turn the error into one paragraph that says the run stays resumable. Re-raises a rewritten error."""
-    run_, shown = target.run, target.shown
-    if created and not run_.read_records() and not _has_results(run_):
-        _drop_new_study(run_, storage)
-        shutil.rmtree(run_.path, ignore_errors=True)
-    elif isinstance(err, UserError) and run_.experiment_json.is_file() and "--resume" not in str(err):
-        raise UserError(f"{err} The run stays resumable: fix that, then `nas-search --resume {shown}`.") from None
-    if isinstance(err, OSError):  # a full disk, a vanished or read-only folder under the run
-        from ..fsio import os_problem
-
-        what = f" ({err.filename})" if err.filename else ""
-        resumable = (
-            (f" Nothing recorded was lost; the run stays resumable: fix that, then `nas-search --resume {shown}`.")
-            if run_.path.is_dir()
-            else ""
-        )
-        raise UserError(f"Cannot write to the run directory {shown}{what}: {os_problem(err)}.{resumable}") from None
-
-
-def _has_results(run_: RunDir) -> bool:
-    """The run's journal holds a finished trial (trials.jsonl may lag behind it)."""
-    if not run_.journal.is_file() or not run_.journal.stat().st_size:
-        return False
-    try:
-        from optuna.trial import TrialState
-
-        from .optuna_bridge import open_study
-
-        study = open_study(run_)
-        return bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-    except Exception:  # noqa: BLE001 - unreadable: keep the folder
-        return True
-
-
-def _drop_new_study(run_: RunDir, storage: str | None) -> None:
-    """Delete the study a refused new run created in an RDB (the journal goes with the folder)."""
-    if storage is None:
-        return
-    try:
-        import json
-
-        import optuna
-
-        meta = json.loads(run_.experiment_json.read_text())
-        study = optuna.load_study(study_name=meta["study"], storage=storage)
-        if not study.trials:
-            optuna.delete_study(study_name=meta["study"], storage=storage)
-    except Exception:  # noqa: BLE001 - nothing was created, or the database is unreachable
-        pass
-
-
-def _redact(url: str) -> str:
-    from .optuna_bridge import redact
-
-    return redact(url)
-
-
 def _session(
-    target: _Target,
+    target: Target,
     address: str | None,
     storage: str | None,
     progress: Any,
@@ -366,79 +173,23 @@ def _session(
     return result
 
 
-def _open_session(target: _Target, storage: str | None, address: str | None, goal: int, say: Printer):
-    """Record the new session, open the study, repair and reconcile what an earlier session left, queue the
-    grid or pre-screened candidates. Returns (study, records by architecture id, session number, progress)."""
-    from trainers.objective import objectives_of
-
-    from . import optuna_bridge as ob
-
-    exp, run_, s, existing = target.exp, target.run, target.exp.search, target.existing
-    name = run_.path.name
-    if existing:
-        meta = run_.read_meta()
-    else:
-        meta = new_meta(
-            name,
-            exp.space.fingerprint(),
-            exp.file,
-            storage=_redact(storage) if storage else None,
-            study=f"{name}-{uuid.uuid4().hex[:8]}" if storage else STUDY_NAME,
-            uri=target.mirror.uri if target.mirror else None,
-        )
+def _open_session(target: Target, storage: str | None, address: str | None, goal: int, say: Printer):
+    """Open the study, record the new session, settle what an earlier session left and queue the first
+    candidates. Returns (study, records by architecture id, session number, progress)."""
+    study, meta = _open_study(target, storage)
     session = len(meta["sessions"])
-    sampler = ob.make_sampler(s.sampler, s.seed + 1000 * session, s.startup_trials)
-    # the study first: a storage that cannot be opened changes nothing in the run directory
-    study = ob.open_study(
-        run_,
-        sampler,
-        storage=storage,
-        study_name=None if existing else meta["study"],
-        objectives=objectives_of(exp.objective),
-    )
-    all_records = run_.read_records()
-    torn = run_.repair_torn_tail() if existing else None
-    entry = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "trials": s.trials, "address": address}
-    if target.protocol_change:
-        entry["new_protocol"] = target.protocol_change
-    meta["sessions"].append(entry)
-    meta["protocol"] = protocol_of(exp)
-    run_.write_experiment(exp, name)
-    run_.write_meta(meta)
-    if torn:
-        say(
-            f"nas-search: cut a torn last line off {run_.trials_jsonl.name} (a driver killed mid-write; kept "
-            f"in trials.jsonl.torn); that trial is recovered from the study or re-run"
-        )
-    if target.protocol_change:
-        say(f"nas-search: continuing under a new protocol (--new-protocol): {'; '.join(target.protocol_change)}")
-    recovered = ob.recover_records(study, all_records, exp.space, run_) if existing else []
-    if recovered:
-        say(
-            f"nas-search: {len(recovered)} finished trial(s) missing from {run_.trials_jsonl.name} were recovered "
-            f"from the Optuna study (trials {', '.join(str(r['number']) for r in recovered)})"
-        )
-        all_records = run_.read_records()
-    records = {r["id"]: r for r in latest_records(all_records)}
-    requeued = ob.reconcile(study, all_records)
-    if s.sampler == "grid" and not existing:
-        ob.enqueue_grid(study, exp.space, limit=None)
-    if s.prescreen.proxy and not existing:
-        from .prescreen import enqueue_prescreened
-
-        queued, scored, secs = enqueue_prescreened(study, exp, s.seed)
-        say(
-            f"nas-search: pre-screen: {scored} candidates scored by {s.prescreen.proxy} in {secs:.1f} s; the best "
-            f"{queued} are the first trials"
-        )
+    all_records = target.run.read_records()
+    _record_session(target, meta, address, say)
+    records, requeued = _settle(target, study, all_records, say)
     prog = Progress(target=goal)
     for rec in records.values():
         prog.add(rec)
     prog.done_at_start = prog.done
+    exp, run_ = target.exp, target.run
     where = target.mirror.uri if target.mirror else run_.path
     say(
-        f"nas-search: {'Resuming' if existing else 'Starting'} run {where} ({exp.space.size():,} candidates, "
-        f"sampler {s.sampler}, {prog.done}/{goal} trials done"
+        f"nas-search: {'Resuming' if target.existing else 'Starting'} run {where} ({exp.space.size():,} "
+        f"candidates, sampler {exp.search.sampler}, {prog.done}/{goal} trials done"
         + (f", {requeued} interrupted re-queued" if requeued else "")
         + ")"
     )
@@ -448,8 +199,87 @@ def _open_session(target: _Target, storage: str | None, address: str | None, goa
     return study, records, session, prog
 
 
+def _open_study(target: Target, storage: str | None):
+    """The run's Optuna study with this session's sampler, and the run's metadata (new for a new run).
+    The study comes first: a storage that cannot be opened changes nothing in the run directory."""
+    from trainers.objective import objectives_of
+
+    from . import optuna_bridge as ob
+
+    exp, run_, s = target.exp, target.run, target.exp.search
+    name = run_.path.name
+    if target.existing:
+        meta = run_.read_meta()
+    else:
+        meta = new_meta(
+            name,
+            exp.space.fingerprint(),
+            exp.file,
+            storage=redact(storage) if storage else None,
+            study=f"{name}-{uuid.uuid4().hex[:8]}" if storage else STUDY_NAME,
+            uri=target.mirror.uri if target.mirror else None,
+        )
+    sampler = ob.make_sampler(s.sampler, s.seed + 1000 * len(meta["sessions"]), s.startup_trials)
+    study = ob.open_study(
+        run_,
+        sampler,
+        storage=storage,
+        study_name=None if target.existing else meta["study"],
+        objectives=objectives_of(exp.objective),
+    )
+    return study, meta
+
+
+def _record_session(target: Target, meta: dict[str, Any], address: str | None, say: Printer) -> None:
+    """Cut a torn last line of trials.jsonl, append this session to experiment.json with the protocol and
+    write the run's space.yaml."""
+    exp, run_ = target.exp, target.run
+    torn = run_.repair_torn_tail() if target.existing else None
+    entry = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "trials": exp.search.trials, "address": address}
+    if target.protocol_change:
+        entry["new_protocol"] = target.protocol_change
+    meta["sessions"].append(entry)
+    meta["protocol"] = protocol_of(exp)
+    run_.write_experiment(exp, run_.path.name)
+    run_.write_meta(meta)
+    if torn:
+        say(
+            f"nas-search: cut a torn last line off {run_.trials_jsonl.name} (a driver killed mid-write; kept "
+            f"in trials.jsonl.torn); that trial is recovered from the study or re-run"
+        )
+    if target.protocol_change:
+        say(f"nas-search: continuing under a new protocol (--new-protocol): {'; '.join(target.protocol_change)}")
+
+
+def _settle(target: Target, study, all_records: list[dict[str, Any]], say: Printer) -> tuple[dict, int]:
+    """Recover trials the study holds but trials.jsonl lacks, re-queue interrupted ones, and (in a new run)
+    queue the grid or the pre-screened candidates. Returns (records by architecture id, re-queued count)."""
+    from . import optuna_bridge as ob
+
+    exp, run_, s = target.exp, target.run, target.exp.search
+    recovered = ob.recover_records(study, all_records, exp.space, run_) if target.existing else []
+    if recovered:
+        say(
+            f"nas-search: {len(recovered)} finished trial(s) missing from {run_.trials_jsonl.name} were recovered "
+            f"from the Optuna study (trials {', '.join(str(r['number']) for r in recovered)})"
+        )
+        all_records = run_.read_records()
+    requeued = ob.reconcile(study, all_records)
+    if s.sampler == "grid" and not target.existing:
+        ob.enqueue_grid(study, exp.space, limit=None)
+    if s.prescreen.proxy and not target.existing:
+        from .prescreen import enqueue_prescreened
+
+        queued, scored, secs = enqueue_prescreened(study, exp, s.seed)
+        say(
+            f"nas-search: pre-screen: {scored} candidates scored by {s.prescreen.proxy} in {secs:.1f} s; the best "
+            f"{queued} are the first trials"
+        )
+    return {r["id"]: r for r in latest_records(all_records)}, requeued
+
+
 def _finish(
-    target: _Target, records: dict, goal: int, loop, export: bool, out: TextIO | None, say: Printer
+    target: Target, records: dict, goal: int, loop, export: bool, out: TextIO | None, say: Printer
 ) -> SearchResult:
     """Write the leaderboard, export the best trial, close the session in experiment.json and say how the
     search ended."""

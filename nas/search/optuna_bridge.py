@@ -1,4 +1,4 @@
-"""Optuna on the driver: a durable study in the run directory and a Ray Tune ``Searcher`` doing ask/tell.
+"""Optuna on the driver: a durable study in the run directory, its samplers, and telling it trial records.
 
 Why not Ray's ``OptunaSearch``: it keeps the study inside a pickled searcher, drops intermediate results
 with several objectives and disables pruners. Here the study lives in ``RUN_DIR/optuna.journal`` (a
@@ -6,31 +6,25 @@ with several objectives and disables pruners. Here the study lives in ``RUN_DIR/
 capacity]`` (or the axes ``objective.axes`` names, with their directions and names from
 ``trainers.objective.OBJECTIVES``) and keeps the scalar ``score`` as a user attribute.
 
-Inside :meth:`OptunaSearcher.suggest` each proposal is screened before it takes a worker: a candidate over
-the budgets is told as infeasible (``constraints`` user attribute, read by the sampler's
-``constraints_func``), an architecture already trained is told its recorded values, and Optuna is asked
-again (a bounded number of times; then the space counts as exhausted).
+The Ray Tune searcher that asks and tells this study is :class:`nas.search.searcher.OptunaSearcher`; this
+module needs no Ray, so reports and exports open a run's study without it.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from ray.tune.search import Searcher
 
 from trainers.objective import Objective, objectives_of
 
-from ..arch import Architecture
 from ..errors import UserError
 from .config import SAMPLER_NAMES
 from .record import TrialRecord, axis_values
 from .rundir import STUDY_NAME, RunDir
-from .trainable import FINAL_KEY, RESULT_KEY
 
 __all__ = [
     "STUDY_NAME",
@@ -43,9 +37,11 @@ __all__ = [
     "constraints_of",
     "reconcile",
     "recover_records",
-    "OptunaSearcher",
     "enqueue_grid",
     "tell_record",
+    "set_attrs",
+    "study_objectives",
+    "TRIAL_CONSTRAINTS",
 ]
 
 
@@ -207,12 +203,12 @@ def enqueue_grid(study: optuna.Study, space, limit: int | None = None) -> int:
     return n
 
 
-def _set_attrs(study: optuna.Study, trial: optuna.Trial | optuna.trial.FrozenTrial, attrs: dict[str, Any]) -> None:
+def set_attrs(study: optuna.Study, trial: optuna.Trial | optuna.trial.FrozenTrial, attrs: dict[str, Any]) -> None:
     for k, v in attrs.items():
         study._storage.set_trial_user_attr(trial._trial_id, k, v)
 
 
-def _objectives(study: optuna.Study) -> tuple[Objective, ...]:
+def study_objectives(study: optuna.Study) -> tuple[Objective, ...]:
     """The objectives of a study opened by :func:`open_study` (its metric names)."""
     return objectives_of(study.metric_names or ("generalization", "capacity"))
 
@@ -222,13 +218,13 @@ def tell_record(
 ) -> None:
     """Tell Optuna a recorded outcome: ok -> its values; stopped early -> PRUNED; failed -> each
     objective's ``failed`` value."""
-    _set_attrs(
+    set_attrs(
         study, trial, {"score": rec["score"], "status": rec["status"], "reason": rec.get("reason", "")[:500], **attrs}
     )
     if rec["status"] == "stopped":
         study.tell(trial.number, state=TrialState.PRUNED, skip_if_finished=True)
     else:
-        study.tell(trial.number, axis_values(rec, _objectives(study)), skip_if_finished=True)
+        study.tell(trial.number, axis_values(rec, study_objectives(study)), skip_if_finished=True)
 
 
 def recover_records(study: optuna.Study, records: list[dict[str, Any]], space, run: RunDir) -> list[dict[str, Any]]:
@@ -248,7 +244,7 @@ def recover_records(study: optuna.Study, records: list[dict[str, Any]], space, r
             continue
         if arch.id != a.get("arch_id"):
             continue  # the space cannot rebuild it exactly: leave it to be trained again
-        objectives = _objectives(study)
+        objectives = study_objectives(study)
         values = ft.values if ft.state == TrialState.COMPLETE and ft.values else [o.failed for o in objectives]
         rec = TrialRecord.of_trial(
             arch,
@@ -281,169 +277,9 @@ def reconcile(study: optuna.Study, records: list[dict[str, Any]]) -> int:
         if rec is not None and rec["id"] == ft.user_attrs.get("arch_id"):
             tell_record(study, ft, rec)
             continue
-        _set_attrs(study, ft, {"interrupted" if "tune_trial_id" in ft.user_attrs else "abandoned": True})
+        set_attrs(study, ft, {"interrupted" if "tune_trial_id" in ft.user_attrs else "abandoned": True})
         study.tell(ft.number, state=TrialState.FAIL, skip_if_finished=True)
         if ft.params:
             study.enqueue_trial(dict(ft.params), user_attrs={"requeued_from": ft.number})
         requeued += 1
     return requeued
-
-
-class OptunaSearcher(Searcher):
-    """Ray Tune searcher over the study; one Tune trial per architecture to train.
-
-    Args:
-        study: the run's study.
-        space: the search space (``suggest``/``encode``).
-        cost_fn: ``cost_fn(arch) -> Cost`` at the run's image size and classes.
-        records: finished trials by architecture id (updated as trials finish).
-        to_launch: the most Tune trials to start.
-        grid: stop when the study's queue is empty (grid sampler).
-        max_skips: proposals in a row that may be skipped before the space counts as exhausted.
-        on_record: called with each new record after it was saved (progress, leaderboard).
-        run: where records are appended.
-    """
-
-    def __init__(
-        self,
-        study: optuna.Study,
-        space,
-        cost_fn: Callable[[Architecture], Any],
-        records: dict[str, dict[str, Any]],
-        to_launch: int,
-        *,
-        run: RunDir,
-        grid: bool = False,
-        max_skips: int = 200,
-        on_record: Callable[[dict[str, Any]], None] | None = None,
-    ):
-        super().__init__(metric="score", mode="max")
-        self.study, self.space, self.cost_fn, self.run = study, space, cost_fn, run
-        self.records, self.to_launch, self.grid, self.max_skips = records, to_launch, grid, max_skips
-        self.on_record = on_record
-        self.budgets = space.budgets
-        self.objectives = _objectives(study)
-        self.live: dict[str, tuple[optuna.Trial, Architecture]] = {}
-        self.launched = 0
-        self.skipped = 0  # over budget
-        self.duplicates = 0  # already trained (told the recorded values)
-        self.exhausted = False
-        self.stopping = False
-        self.last: dict[str, dict[str, Any]] = {}
-
-    # ------------------------------------------------------------------------------- helpers
-    def _constraints(self, cost) -> list[float]:
-        return list(self.budgets.excess(cost))
-
-    def _queue_empty(self) -> bool:
-        return not self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-
-    # ------------------------------------------------------------------------------ Searcher
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        if self.stopping or self.exhausted or self.launched >= self.to_launch:
-            return Searcher.FINISHED
-        running = {arch.id for _, arch in self.live.values()}
-        for _ in range(self.max_skips):
-            if self.grid and self._queue_empty():
-                break
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                trial = self.study.ask()
-            arch = self.space.suggest(trial)
-            cost = self.cost_fn(arch)
-            cons = self._constraints(cost)
-            _set_attrs(
-                self.study,
-                trial,
-                {
-                    "arch": str(arch),
-                    "arch_id": arch.id,
-                    "params": int(cost.params),
-                    "macs": int(cost.macs),
-                    "constraints": cons,
-                },
-            )
-            if TRIAL_CONSTRAINTS:
-                trial.set_constraint("params", cons[0])
-                trial.set_constraint("macs", cons[1])
-            if any(c > 0 for c in cons):
-                self.skipped += 1
-                _set_attrs(self.study, trial, {"status": "infeasible", "score": 0.0})
-                self.study.tell(trial, [o.failed for o in self.objectives])
-                continue
-            rec = self.records.get(arch.id)
-            if rec is not None:
-                self.duplicates += 1
-                tell_record(self.study, trial, rec, duplicate_of=rec.get("number"))
-                continue
-            if arch.id in running:
-                self.duplicates += 1
-                _set_attrs(self.study, trial, {"status": "duplicate", "duplicate_of_running": True})
-                self.study.tell(trial, state=TrialState.FAIL)
-                continue
-            _set_attrs(self.study, trial, {"tune_trial_id": trial_id})
-            self.live[trial_id] = (trial, arch)
-            self.launched += 1
-            return {"arch": arch.to_dict(), "number": trial.number, "arch_id": arch.id}
-        self.exhausted = True
-        return Searcher.FINISHED
-
-    def save(self, checkpoint_path: str) -> None:
-        """Nothing to save: the state is the study in the run directory."""
-
-    def restore(self, checkpoint_path: str) -> None:
-        """Nothing to restore: see :meth:`save`."""
-
-    def _worker_error(self, number: int, arch: Architecture) -> str:
-        """The last line of the failed trial's Tune error file, or a pointer to it."""
-        files = sorted(self.run.tune_dir.glob(f"session-*/trial-{number:04d}-{arch.id}/error.txt"))
-        for f in reversed(files):
-            lines = [l.strip() for l in f.read_text(errors="replace").splitlines() if l.strip()]
-            if lines:
-                return f"the worker failed: {lines[-1][:300]}"
-        return "the worker failed (its Ray Tune error log is under tune/)"
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        self.last[trial_id] = result
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        entry = self.live.pop(trial_id, None)
-        last = self.last.pop(trial_id, None)
-        if entry is None:
-            return
-        trial, arch = entry
-        result = result or last or {}
-        if result.get(FINAL_KEY) == 1:
-            rec = TrialRecord.from_payload(arch, trial.number, trial_id, json.loads(result[RESULT_KEY])).to_json()
-        elif self.stopping:
-            return  # interrupted (Ctrl-C, should_stop): left RUNNING, so reconcile() re-queues it
-        elif error:
-            cost = self.cost_fn(arch)
-            rec = TrialRecord.of_trial(
-                arch,
-                trial.number,
-                trial_id,
-                "error",
-                reason=self._worker_error(trial.number, arch),
-                metrics={"params": float(cost.params), "macs": float(cost.macs)},
-            ).to_json()
-        elif "score" not in result:
-            return  # ended before its first report without an error: re-queued like an interruption
-        else:
-            cost = self.cost_fn(arch)
-            epoch = int(result.get("epoch", 0))
-            rec = TrialRecord.of_trial(
-                arch,
-                trial.number,
-                trial_id,
-                "stopped",
-                reason=f"stopped early by the scheduler after {epoch} report(s)",
-                score=float(result["score"]),
-                values={o.name: float(result[o.name]) for o in self.objectives if o.name in result},
-                metrics={"params": float(cost.params), "macs": float(cost.macs), "epochs": float(epoch)},
-            ).to_json()
-        self.run.append_record(rec)
-        self.records.setdefault(arch.id, rec)
-        tell_record(self.study, trial, rec)
-        if self.on_record is not None:
-            self.on_record(rec)

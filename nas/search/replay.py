@@ -1,5 +1,5 @@
 """A search replayed on a tabulated benchmark in this process, without Ray: the same Optuna sampler, study
-and :class:`~nas.search.optuna_bridge.OptunaSearcher` (budget screening, duplicates, records) as
+and :class:`~nas.search.searcher.OptunaSearcher` (budget screening, duplicates, records) as
 :func:`nas.search.run`, with the trials answered one after another from the table.
 
 With one trial at a time, :func:`nas.search.run` on a table proposes the same candidates in the same order
@@ -52,6 +52,7 @@ def replay_search(
     from ..cost import count_cost
     from ..errors import UserError
     from . import optuna_bridge as ob
+    from .searcher import OptunaSearcher
     from .trainable import FINAL_KEY, RESULT_KEY
 
     exp = space if isinstance(space, Experiment) else load_experiment(space)
@@ -80,7 +81,7 @@ def replay_search(
         return count_cost(arch, image_size=sp.image_size, num_classes=table.num_classes, in_chans=sp.in_chans)
 
     sink = _Records()
-    searcher = ob.OptunaSearcher(
+    searcher = OptunaSearcher(
         study, sp, cost_fn, {}, s.trials, run=sink, grid=s.sampler == "grid", max_skips=s.max_skips
     )
     for i in range(s.trials):

@@ -181,7 +181,7 @@ def run_trials(
 ) -> LoopOutcome:
     """Run up to ``remaining`` new trials of session ``session``; see the module docstring."""
     from ..cost import count_cost
-    from .optuna_bridge import OptunaSearcher
+    from .searcher import OptunaSearcher
 
     s, sp = exp.search, exp.space
     timings: dict[str, float] = {}
