@@ -36,3 +36,25 @@ def test_stride_arms_sample_the_same_architectures(tmp_path):
     # the same protocols apart from the space: proxy and reference train alike in both arms
     assert [p.train for p in s1.protocols] == [p.train for p in s2.protocols]
     assert [p.objective for p in s1.protocols] == [p.objective for p in s2.protocols]
+
+
+def test_stride_pairs_script_pairs_rows_across_strides(tmp_path, capsys):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("stride_pairs", ROOT.parent / "scripts" / "stride_pairs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    archs = ["C-C-C-C L=1 D=1", "C-C-C-T L=1 D=1", "C-C-T-T L=1 D=1", "ViT_REL L=1 D=1 patch=8"]
+    for name, suffix, sign in (("s2", "", 1), ("s1", " stem_stride=1", -1)):
+        rows = [{"arch": a + ("" if a.startswith("ViT") else suffix), "ref_wall_s": 10.0,
+                 "ref": {"score": sign * i, "generalization": i, "capacity": sign * i},
+                 "proxies": {"default": {"score": i, "wall_s": 1.0}}} for i, a in enumerate(archs)]
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "fidelity.json").write_text(json.dumps({"rows": rows}))
+    assert mod.main([str(tmp_path / "s2"), str(tmp_path / "s1")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("4 architectures with a reference result in both s2 and s1.")
+    assert "| s2 reference score | s1 reference score | 4 | -1.00 [" in out
+    assert "| s2 reference generalization | s1 reference generalization | 4 | 1.00 [" in out
+    assert "| s1 proxy default score | s2 reference score | 4 | 1.00 [" in out
