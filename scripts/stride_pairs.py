@@ -29,14 +29,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("a", help="study directory of one arm (e.g. runs/stride2-cifar)")
     p.add_argument("b", help="study directory of the other arm (e.g. runs/stride1-cifar)")
     p.add_argument("--proxy", default="default", help="proxy name in both studies (default: default)")
+    p.add_argument("--without", action="append", default=[], metavar="LAYOUT",
+                   help="leave out a layout (e.g. ViT_REL, the same network in both arms); repeatable")
     args = p.parse_args(argv)
     ra, rb = _rows(args.a), _rows(args.b)
-    both = [k for k in ra if k in rb]
+    both = [k for k in ra if k in rb and ra[k]["arch"].split()[0] not in args.without]
     na, nb = Path(args.a).name, Path(args.b).name
-    print(f"{len(both)} architectures with a reference result in both {na} and {nb}.\n")
+    left = f" (without {', '.join(args.without)})" if args.without else ""
+    print(f"{len(both)} architectures with a reference result in both {na} and {nb}{left}.\n")
     print("| x | y | n | Kendall tau [95% CI] | Spearman rho [95% CI] |")
     print("|---|---|---|---|---|")
-    pairs = [(f"{na} reference {ax}", f"{nb} reference {ax}", [ra[k]["ref"][ax] for k in both],
+    pairs = [(f"{n} proxy {args.proxy} {ax}", f"{n} reference {ax}", [r[k]["proxies"][args.proxy][ax] for k in both],
+              [r[k]["ref"][ax] for k in both]) for n, r in ((na, ra), (nb, rb))
+             for ax in ("score", "generalization", "capacity")]
+    pairs += [(f"{na} reference {ax}", f"{nb} reference {ax}", [ra[k]["ref"][ax] for k in both],
               [rb[k]["ref"][ax] for k in both]) for ax in ("score", "generalization", "capacity")]
     pairs += [(f"{na} proxy {args.proxy} score", f"{nb} reference score",
                [ra[k]["proxies"][args.proxy]["score"] for k in both], [rb[k]["ref"]["score"] for k in both]),

@@ -49,7 +49,9 @@ def test_stride_pairs_script_pairs_rows_across_strides(tmp_path, capsys):
     for name, suffix, sign in (("s2", "", 1), ("s1", " stem_stride=1", -1)):
         rows = [{"arch": a + ("" if a.startswith("ViT") else suffix), "ref_wall_s": 10.0,
                  "ref": {"score": sign * i, "generalization": i, "capacity": sign * i},
-                 "proxies": {"default": {"score": i, "wall_s": 1.0}}} for i, a in enumerate(archs)]
+                 "layout": a.split()[0],
+                 "proxies": {"default": {"score": i, "generalization": i, "capacity": i, "wall_s": 1.0}}}
+                for i, a in enumerate(archs)]
         (tmp_path / name).mkdir()
         (tmp_path / name / "fidelity.json").write_text(json.dumps({"rows": rows}))
     assert mod.main([str(tmp_path / "s2"), str(tmp_path / "s1")]) == 0
@@ -58,3 +60,7 @@ def test_stride_pairs_script_pairs_rows_across_strides(tmp_path, capsys):
     assert "| s2 reference score | s1 reference score | 4 | -1.00 [" in out
     assert "| s2 reference generalization | s1 reference generalization | 4 | 1.00 [" in out
     assert "| s1 proxy default score | s2 reference score | 4 | 1.00 [" in out
+    assert "| s1 proxy default score | s1 reference score | 4 | -1.00 [" in out
+    assert mod.main([str(tmp_path / "s2"), str(tmp_path / "s1"), "--without", "ViT_REL"]) == 0
+    assert capsys.readouterr().out.startswith("3 architectures with a reference result in both s2 and s1 "
+                                              "(without ViT_REL).")
