@@ -1,0 +1,66 @@
+"""The paired stem-stride study of docs/fidelity.md (issue 9): both arms must train the same architectures,
+the canonical strings differing only in ``stem_stride``. Sampling only (no training, no CIFAR-10 files): the
+spaces' data source is swapped for a synthetic one of the same 10 classes, which the sample does not see
+beyond the classifier's size."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+import search_spaces
+from nas.fidelity import load_study, sample_architectures
+
+ROOT = Path(search_spaces.__file__).parent
+
+
+def _copy(src: Path, dst: Path) -> None:
+    data = yaml.safe_load(src.read_text())
+    if "train" in data and "data" in data["train"]:  # a search YAML: no data files needed to sample it
+        data["train"]["data"] = {"name": "synthetic", "synthetic_classes": 10}
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_stride_arms_sample_the_same_architectures(tmp_path):
+    _copy(ROOT / "coatnet-cifar.yaml", tmp_path / "coatnet-cifar.yaml")
+    for name in ("coatnet-cifar-stride1.yaml", "stride1-cifar.yaml", "stride2-cifar.yaml"):
+        _copy(ROOT / "studies" / name, tmp_path / "studies" / name)
+    s1, s2 = (load_study(tmp_path / "studies" / f"stride{s}-cifar.yaml") for s in (1, 2))
+    assert s1.experiment.space.stem_stride == 1 and s2.experiment.space.stem_stride == 2
+    a1, a2 = sample_architectures(s1), sample_architectures(s2)
+    assert len(a1) == len(a2) == 12
+    assert [str(a).replace(" stem_stride=1", "") for a in a1] == [str(a) for a in a2]
+    for x, y in zip(a1, a2):
+        assert x.stem_stride == (2 if x.is_vit else 1) and y.stem_stride == 2
+    # the same protocols apart from the space: proxy and reference train alike in both arms
+    assert [p.train for p in s1.protocols] == [p.train for p in s2.protocols]
+    assert [p.objective for p in s1.protocols] == [p.objective for p in s2.protocols]
+
+
+def test_stride_pairs_script_pairs_rows_across_strides(tmp_path, capsys):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("stride_pairs", ROOT.parent / "scripts" / "stride_pairs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    archs = ["C-C-C-C L=1 D=1", "C-C-C-T L=1 D=1", "C-C-T-T L=1 D=1", "ViT_REL L=1 D=1 patch=8"]
+    for name, suffix, sign in (("s2", "", 1), ("s1", " stem_stride=1", -1)):
+        rows = [{"arch": a + ("" if a.startswith("ViT") else suffix), "ref_wall_s": 10.0,
+                 "ref": {"score": sign * i, "generalization": i, "capacity": sign * i},
+                 "layout": a.split()[0],
+                 "proxies": {"default": {"score": i, "generalization": i, "capacity": i, "wall_s": 1.0}}}
+                for i, a in enumerate(archs)]
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "fidelity.json").write_text(json.dumps({"rows": rows}))
+    assert mod.main([str(tmp_path / "s2"), str(tmp_path / "s1")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("4 architectures with a reference result in both s2 and s1.")
+    assert "| s2 reference score | s1 reference score | 4 | -1.00 [" in out
+    assert "| s2 reference generalization | s1 reference generalization | 4 | 1.00 [" in out
+    assert "| s1 proxy default score | s2 reference score | 4 | 1.00 [" in out
+    assert "| s1 proxy default score | s1 reference score | 4 | -1.00 [" in out
+    assert mod.main([str(tmp_path / "s2"), str(tmp_path / "s1"), "--without", "ViT_REL"]) == 0
+    assert capsys.readouterr().out.startswith("3 architectures with a reference result in both s2 and s1 "
+                                              "(without ViT_REL).")
