@@ -5,6 +5,7 @@ architectures against the reference (and the proxy) at the other, with the stati
 
     python scripts/stride_pairs.py runs/stride2-cifar runs/stride1-cifar
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("a", help="study directory of one arm (e.g. runs/stride2-cifar)")
     p.add_argument("b", help="study directory of the other arm (e.g. runs/stride1-cifar)")
     p.add_argument("--proxy", default="default", help="proxy name in both studies (default: default)")
-    p.add_argument("--without", action="append", default=[], metavar="LAYOUT",
-                   help="leave out a layout (e.g. ViT_REL, the same network in both arms); repeatable")
+    p.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        metavar="LAYOUT",
+        help="leave out a layout (e.g. ViT_REL, the same network in both arms); repeatable",
+    )
     args = p.parse_args(argv)
     ra, rb = _rows(args.a), _rows(args.b)
     both = [k for k in ra if k in rb and ra[k]["arch"].split()[0] not in args.without]
@@ -39,27 +45,55 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(both)} architectures with a reference result in both {na} and {nb}{left}.\n")
     print("| x | y | n | Kendall tau [95% CI] | Spearman rho [95% CI] |")
     print("|---|---|---|---|---|")
-    pairs = [(f"{n} proxy {args.proxy} {ax}", f"{n} reference {ax}", [r[k]["proxies"][args.proxy][ax] for k in both],
-              [r[k]["ref"][ax] for k in both]) for n, r in ((na, ra), (nb, rb))
-             for ax in ("score", "generalization", "capacity")]
-    pairs += [(f"{na} reference {ax}", f"{nb} reference {ax}", [ra[k]["ref"][ax] for k in both],
-              [rb[k]["ref"][ax] for k in both]) for ax in ("score", "generalization", "capacity")]
-    pairs += [(f"{na} proxy {args.proxy} score", f"{nb} reference score",
-               [ra[k]["proxies"][args.proxy]["score"] for k in both], [rb[k]["ref"]["score"] for k in both]),
-              (f"{nb} proxy {args.proxy} score", f"{na} reference score",
-               [rb[k]["proxies"][args.proxy]["score"] for k in both], [ra[k]["ref"]["score"] for k in both])]
+    pairs = [
+        (
+            f"{n} proxy {args.proxy} {ax}",
+            f"{n} reference {ax}",
+            [r[k]["proxies"][args.proxy][ax] for k in both],
+            [r[k]["ref"][ax] for k in both],
+        )
+        for n, r in ((na, ra), (nb, rb))
+        for ax in ("score", "generalization", "capacity")
+    ]
+    pairs += [
+        (
+            f"{na} reference {ax}",
+            f"{nb} reference {ax}",
+            [ra[k]["ref"][ax] for k in both],
+            [rb[k]["ref"][ax] for k in both],
+        )
+        for ax in ("score", "generalization", "capacity")
+    ]
+    pairs += [
+        (
+            f"{na} proxy {args.proxy} score",
+            f"{nb} reference score",
+            [ra[k]["proxies"][args.proxy]["score"] for k in both],
+            [rb[k]["ref"]["score"] for k in both],
+        ),
+        (
+            f"{nb} proxy {args.proxy} score",
+            f"{na} reference score",
+            [rb[k]["proxies"][args.proxy]["score"] for k in both],
+            [ra[k]["ref"]["score"] for k in both],
+        ),
+    ]
     for x, y, vx, vy in pairs:
         a = agreement(vx, vy)
         print(f"| {x} | {y} | {a['n']} | {_fmt(a, 'tau')} | {_fmt(a, 'rho')} |")
-    print(f"\n| architecture | {na} proxy score | {na} reference score | {nb} proxy score | {nb} reference score "
-          f"| {na} proxy / reference s | {nb} proxy / reference s |")
+    print(
+        f"\n| architecture | {na} proxy score | {na} reference score | {nb} proxy score | {nb} reference score "
+        f"| {na} proxy / reference s | {nb} proxy / reference s |"
+    )
     print("|---|---|---|---|---|---|---|")
     for k in sorted(both, key=lambda k: -rb[k]["ref"]["score"]):
         x, y = ra[k], rb[k]
-        print(f"| {k} | {x['proxies'][args.proxy]['score']:.4f} | {x['ref']['score']:.4f} | "
-              f"{y['proxies'][args.proxy]['score']:.4f} | {y['ref']['score']:.4f} | "
-              f"{x['proxies'][args.proxy]['wall_s']:.1f} / {x['ref_wall_s']:.1f} | "
-              f"{y['proxies'][args.proxy]['wall_s']:.1f} / {y['ref_wall_s']:.1f} |")
+        print(
+            f"| {k} | {x['proxies'][args.proxy]['score']:.4f} | {x['ref']['score']:.4f} | "
+            f"{y['proxies'][args.proxy]['score']:.4f} | {y['ref']['score']:.4f} | "
+            f"{x['proxies'][args.proxy]['wall_s']:.1f} / {x['ref_wall_s']:.1f} | "
+            f"{y['proxies'][args.proxy]['wall_s']:.1f} / {y['ref_wall_s']:.1f} |"
+        )
     return 0
 
 

@@ -2,6 +2,7 @@
 the canonical strings differing only in ``stem_stride``. Sampling only (no training, no CIFAR-10 files): the
 spaces' data source is swapped for a synthetic one of the same 10 classes, which the sample does not see
 beyond the classifier's size."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,11 +48,16 @@ def test_stride_pairs_script_pairs_rows_across_strides(tmp_path, capsys):
     spec.loader.exec_module(mod)
     archs = ["C-C-C-C L=1 D=1", "C-C-C-T L=1 D=1", "C-C-T-T L=1 D=1", "ViT_REL L=1 D=1 patch=8"]
     for name, suffix, sign in (("s2", "", 1), ("s1", " stem_stride=1", -1)):
-        rows = [{"arch": a + ("" if a.startswith("ViT") else suffix), "ref_wall_s": 10.0,
-                 "ref": {"score": sign * i, "generalization": i, "capacity": sign * i},
-                 "layout": a.split()[0],
-                 "proxies": {"default": {"score": i, "generalization": i, "capacity": i, "wall_s": 1.0}}}
-                for i, a in enumerate(archs)]
+        rows = [
+            {
+                "arch": a + ("" if a.startswith("ViT") else suffix),
+                "ref_wall_s": 10.0,
+                "ref": {"score": sign * i, "generalization": i, "capacity": sign * i},
+                "layout": a.split()[0],
+                "proxies": {"default": {"score": i, "generalization": i, "capacity": i, "wall_s": 1.0}},
+            }
+            for i, a in enumerate(archs)
+        ]
         (tmp_path / name).mkdir()
         (tmp_path / name / "fidelity.json").write_text(json.dumps({"rows": rows}))
     assert mod.main([str(tmp_path / "s2"), str(tmp_path / "s1")]) == 0
@@ -62,5 +68,6 @@ def test_stride_pairs_script_pairs_rows_across_strides(tmp_path, capsys):
     assert "| s1 proxy default score | s2 reference score | 4 | 1.00 [" in out
     assert "| s1 proxy default score | s1 reference score | 4 | -1.00 [" in out
     assert mod.main([str(tmp_path / "s2"), str(tmp_path / "s1"), "--without", "ViT_REL"]) == 0
-    assert capsys.readouterr().out.startswith("3 architectures with a reference result in both s2 and s1 "
-                                              "(without ViT_REL).")
+    assert capsys.readouterr().out.startswith(
+        "3 architectures with a reference result in both s2 and s1 (without ViT_REL)."
+    )
