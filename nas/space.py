@@ -4,7 +4,7 @@ A :class:`SearchSpace` is the cross product of a layout (block letter per stage 
 baseline), per-stage depth and width choices and block-option choices, filtered by the rules
 (``monotone``, ``non_decreasing_widths``). Counting and uniform sampling are exact and combinatorial, so
 huge spaces cost nothing. Reading and validating the YAML is ``nas.space_yaml``'s job (its names are
-re-exported here); ``docs/space.md`` is the YAML reference.
+re-exported here); the Optuna parameters are ``nas.space_optuna``'s; ``docs/space.md`` is the YAML reference.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 from .arch import VIT_BLOCK, VIT_REL, Architecture, BlockOptions
 from .errors import ConfigError
+from .space_optuna import OptunaEncoding
 from .space_yaml import (
     STAGES,
     TOP_LEVEL_KEYS,
@@ -49,8 +50,11 @@ def load_space(path_or_name: str | Path) -> SearchSpace:
     return SearchSpace.from_dict(data["space"], file=str(path))
 
 
-class SearchSpace:
-    """A set of :class:`Architecture` candidates described by the ``space:`` YAML section. Immutable."""
+class SearchSpace(OptunaEncoding):
+    """A set of :class:`Architecture` candidates described by the ``space:`` YAML section. Immutable.
+
+    ``suggest`` and ``encode`` (its choices as Optuna parameters) come from :class:`nas.space_optuna.OptunaEncoding`.
+    """
 
     def __init__(
         self,
@@ -258,76 +262,6 @@ class SearchSpace:
 
     def __contains__(self, arch: object) -> bool:
         return isinstance(arch, Architecture) and self.contains(arch)
-
-    # ------------------------------------------------------------------------------- optuna
-    def suggest(self, trial: Any) -> Architecture:
-        """Define-by-run sampling with ``trial.suggest_categorical`` only; always returns a valid candidate.
-
-        Every parameter name has one fixed choice list: a width whose choices depend on the previous
-        stage's width carries that width in its name (``S2.width|S1=48``).
-        """
-        layout = (
-            trial.suggest_categorical("layout", list(self._layouts)) if len(self._layouts) > 1 else self._layouts[0]
-        )
-        patch = None
-        if layout == VIT_REL:
-            patch = (
-                trial.suggest_categorical("vit_rel.patch_size", list(self._patch_sizes))
-                if len(self._patch_sizes) > 1
-                else self._patch_sizes[0]
-            )
-        names = ("S0", *STAGES)
-        depths = []
-        for name, ds in zip(names, self._depth_lists()):
-            depths.append(trial.suggest_categorical(f"{name}.depth", list(ds)) if len(ds) > 1 else ds[0])
-        widths, prev = [], None
-        for i in range(len(names)):
-            ws = self._width_choices_after(i, prev)
-            if len(ws) > 1:
-                pname = self._width_param(i, prev)
-                prev = trial.suggest_categorical(pname, ws)
-            else:
-                prev = ws[0]
-            widths.append(prev)
-        opts = {}
-        for k, vals in self._options.items():
-            opts[k] = trial.suggest_categorical(f"blocks.{k}", list(vals)) if len(vals) > 1 else vals[0]
-        return self._make(layout, depths, widths, opts, patch)
-
-    def _width_param(self, i: int, prev: int | None) -> str:
-        """``S2.width``, or ``S2.width|S1=48`` where the choices depend on the previous width (so that
-        every name has one fixed choice list); flat names keep a study's parameters few and dense."""
-        names = ("S0", *STAGES)
-        if i == 0 or not self._nondec:
-            return f"{names[i]}.width"
-        prevs = [w for w in self._width_lists[i - 1] if self._chains[i - 1][w] > 0]
-        if all(self._width_choices_after(i, p) == self._width_choices_after(i, prevs[0]) for p in prevs):
-            return f"{names[i]}.width"
-        return f"{names[i]}.width|{names[i - 1]}={prev}"
-
-    def encode(self, arch: Architecture) -> dict[str, Any]:
-        """The parameters for which ``suggest(optuna.trial.FixedTrial(params))`` returns ``arch``."""
-        why = self.why_invalid(arch)
-        if why:
-            raise ValueError(f"{arch} is not in this search space: {why}")
-        params: dict[str, Any] = {}
-        if len(self._layouts) > 1:
-            params["layout"] = arch.layout_name
-        if arch.is_vit and len(self._patch_sizes) > 1:
-            params["vit_rel.patch_size"] = arch.patch_size
-        names = ("S0", *STAGES)
-        for name, d, ds in zip(names, arch.depths, self._depth_lists()):
-            if len(ds) > 1:
-                params[f"{name}.depth"] = d
-        prev = None
-        for i, w in enumerate(arch.widths):
-            if len(self._width_choices_after(i, prev)) > 1:
-                params[self._width_param(i, prev)] = w
-            prev = w
-        for k, vals in self._options.items():
-            if len(vals) > 1:
-                params[f"blocks.{k}"] = getattr(arch.options, k)
-        return params
 
     # ------------------------------------------------------------------------------ budgets
     def check_budgets(self, cost_fn: Callable[..., Any], num_classes: int = 10) -> None:

@@ -3,25 +3,34 @@
 :func:`parse_space` validates the section once, at the edge, and returns the arguments of
 ``nas.space.SearchSpace``; every mistake is a :class:`ConfigError` naming the file, the key and what is allowed.
 Block letters and their properties come from ``nas.arch.BLOCKS``. ``docs/space.md`` is the YAML reference.
+The choice lists and parsed values are ``nas.space_choices``, the allowed layouts ``nas.space_layouts``.
 Everything public here is re-exported from ``nas.space``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.resources
-import itertools
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .arch import BLOCKS, VIT_BLOCK, VIT_REL, BlockOptions, check_layout, is_block_letter, known_blocks
-from .errors import ConfigError, UserError, check_keys, parse_dataclass, yaml_problem
-from .limits import MAX_CHOICES, check_value, int_choice_limit
+from .arch import BLOCKS, VIT_BLOCK, VIT_REL
+from .errors import ConfigError, UserError, check_keys, yaml_problem
+from .limits import check_value
+from .space_choices import (
+    DEFAULT_BLOCKS,
+    STAGES,
+    Budgets,
+    StageChoices,
+    block_choices,
+    int_choices,
+    is_int,
+    option_choices,
+)
+from .space_layouts import parse_layout, valid_layouts
 from .yamlio import load_yaml_file
 
 __all__ = [
@@ -38,9 +47,6 @@ __all__ = [
 
 TOP_LEVEL_KEYS = ("space", "train", "objective", "search")
 SPACE_KEYS = ("input", "stem", "stages", "rules", "vit_rel", "blocks", "budgets")
-STAGES = ("S1", "S2", "S3", "S4")
-OPTION_NAMES = tuple(f.name for f in dataclasses.fields(BlockOptions))
-DEFAULT_BLOCKS = tuple(b for b, kind in BLOCKS.items() if kind.default_choice)
 
 
 # ------------------------------------------------------------------------------------------- files
@@ -104,40 +110,6 @@ def load_yaml(path_or_name: str | Path) -> tuple[Path, dict]:
     return path, dict(data)
 
 
-# ---------------------------------------------------------------------------------- parsed values
-@dataclass(frozen=True)
-class Budgets:
-    """Optional upper limits on a candidate's cost; ``None`` means unlimited."""
-
-    max_params: int | None = None
-    max_macs: int | None = None
-
-    def excess(self, cost: Any) -> tuple[float, float]:
-        """Relative excess of ``cost`` (params, MACs) over each limit: ``value / limit - 1`` (<= 0 is within
-        it; -1 for no limit): the constraints the search gives Optuna's samplers."""
-        return tuple(
-            -1.0 if limit is None else float(value) / float(limit) - 1.0
-            for limit, value in ((self.max_params, cost.params), (self.max_macs, cost.macs))
-        )
-
-    def allows(self, cost: Any) -> bool:
-        """Whether ``cost`` is within every limit."""
-        return all(e <= 0 for e in self.excess(cost))
-
-    @property
-    def unlimited(self) -> bool:
-        return self.max_params is None and self.max_macs is None
-
-
-@dataclass(frozen=True)
-class StageChoices:
-    """The choices of the stem or of one stage: depths, widths and (stages only) block letters."""
-
-    depth: tuple[int, ...]
-    width: tuple[int, ...]
-    block: tuple[str, ...] = DEFAULT_BLOCKS
-
-
 # ---------------------------------------------------------------------------------- the section
 def parse_space(data: Any, file: str | None = None) -> dict[str, Any]:
     """Validate the ``space:`` section (``data`` is its mapping): the keyword arguments of ``SearchSpace``."""
@@ -150,10 +122,10 @@ def parse_space(data: Any, file: str | None = None) -> dict[str, Any]:
     stages = _parse_stages(data.get("stages"), f)
     flags, fixed = _parse_rules(data.get("rules"), f)
     include_vit, patch_sizes = _parse_vit_rel(data.get("vit_rel"), fixed, image_size, f)
-    options = _option_choices(data.get("blocks"), f, "space.blocks")
+    options = option_choices(data.get("blocks"), f, "space.blocks")
     budgets = _parse_budgets(data.get("budgets"), f)
     _check_head_dims(stages, options["head_dim"], include_vit or (fixed is not None and VIT_REL in fixed), f)
-    layouts = _valid_layouts(stages, fixed, flags["monotone"], f, include_vit)
+    layouts = valid_layouts(stages, fixed, flags["monotone"], f, include_vit)
     return dict(
         image_size=image_size,
         in_chans=in_chans,
@@ -173,7 +145,7 @@ def parse_space(data: Any, file: str | None = None) -> dict[str, Any]:
 def _parse_input(data: Any, f: str | None) -> tuple[int, int]:
     inp = check_keys(data, ("image_size", "channels"), f, "space.input")
     image_size, in_chans = inp.get("image_size", 32), inp.get("channels", 3)
-    if not _is_int(image_size) or image_size < 32:
+    if not is_int(image_size) or image_size < 32:
         raise ConfigError(
             f,
             "space.input.image_size",
@@ -181,7 +153,7 @@ def _parse_input(data: Any, f: str | None) -> tuple[int, int]:
             "an integer >= 32",
             value=image_size,
         )
-    if not _is_int(in_chans) or in_chans < 1:
+    if not is_int(in_chans) or in_chans < 1:
         raise ConfigError(
             f, "space.input.channels", "must be a positive integer", "e.g. 1 (grey) or 3 (RGB)", value=in_chans
         )
@@ -206,8 +178,8 @@ def _parse_stem(data: Any, f: str | None) -> tuple[StageChoices, int]:
             value=stem_stride,
         )
     stem = StageChoices(
-        depth=_int_choices(stem_d.get("depth", 2), f, "space.stem.depth", "number of 3x3 convs"),
-        width=_int_choices(stem_d["width"], f, "space.stem.width", "channels"),
+        depth=int_choices(stem_d.get("depth", 2), f, "space.stem.depth", "number of 3x3 convs"),
+        width=int_choices(stem_d["width"], f, "space.stem.width", "channels"),
     )
     return stem, stem_stride
 
@@ -224,9 +196,9 @@ def _parse_stages(data: Any, f: str | None) -> dict[str, StageChoices]:
             if k not in sd:
                 raise ConfigError(f, f"{key}.{k}", "is missing", "a positive integer or a list of them")
         stages[s] = StageChoices(
-            block=_block_choices(sd.get("block", list(DEFAULT_BLOCKS)), f, f"{key}.block"),
-            depth=_int_choices(sd["depth"], f, f"{key}.depth", "number of blocks"),
-            width=_int_choices(sd["width"], f, f"{key}.width", "channels"),
+            block=block_choices(sd.get("block", list(DEFAULT_BLOCKS)), f, f"{key}.block"),
+            depth=int_choices(sd["depth"], f, f"{key}.depth", "number of blocks"),
+            width=int_choices(sd["width"], f, f"{key}.width", "channels"),
         )
     return stages
 
@@ -250,7 +222,7 @@ def _parse_rules(data: Any, f: str | None) -> tuple[dict[str, bool], list[str] |
                 f"e.g. [C-C-T-T, {VIT_REL}]",
                 value=fixed,
             )
-        fixed = [_parse_layout(t, f, f"space.rules.layouts[{i}]") for i, t in enumerate(fixed)]
+        fixed = [parse_layout(t, f, f"space.rules.layouts[{i}]") for i, t in enumerate(fixed)]
         fixed = list(dict.fromkeys(fixed))
     return flags, fixed
 
@@ -268,7 +240,7 @@ def _parse_vit_rel(data: Any, fixed: list[str] | None, image_size: int, f: str |
             f"list '{VIT_REL}' in space.rules.layouts instead",
             value=include_vit,
         )
-    patch_sizes = _int_choices(vit.get("patch_size", 4), f, "space.vit_rel.patch_size", "pixels")
+    patch_sizes = int_choices(vit.get("patch_size", 4), f, "space.vit_rel.patch_size", "pixels")
     for p in patch_sizes:
         if image_size % p:
             raise ConfigError(
@@ -322,169 +294,3 @@ def _check_head_dims(stages: Mapping[str, StageChoices], head_dims: tuple[int, .
                         "multiples of every space.blocks.head_dim choice",
                         value=w,
                     )
-
-
-# --------------------------------------------------------------------------------------- choices
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _int_choices(value: Any, file: str | None, key: str, what: str) -> tuple[int, ...]:
-    """A scalar, a list of choices or ``{min, max[, step]}`` -> sorted tuple of distinct positive ints."""
-    allowed = "a positive integer, a non-empty list of positive integers, or {min: a, max: b, step: s}"
-    if isinstance(value, Mapping):
-        check_keys(value, ("min", "max", "step"), file, key)
-        lo, hi, step = value.get("min"), value.get("max"), value.get("step", 1)
-        for k, v in (("min", lo), ("max", hi), ("step", step)):
-            if not _is_int(v) or v < 1:
-                raise ConfigError(file, f"{key}.{k}", f"must be a positive integer ({what})", allowed, value=v)
-        if lo > hi:
-            raise ConfigError(file, key, "has min > max", allowed, value=dict(value))
-        if (hi - lo) // step + 1 > MAX_CHOICES:
-            raise ConfigError(
-                file,
-                key,
-                f"expands to {(hi - lo) // step + 1:,} choices",
-                f"at most {MAX_CHOICES} choices per list or range (raise step, or narrow min..max)",
-                value=dict(value),
-            )
-        _check_int_limit(hi, file, f"{key}.max")
-        return tuple(range(lo, hi + 1, step))
-    items = list(value) if isinstance(value, (list, tuple)) else [value]
-    if len(items) > MAX_CHOICES:
-        raise ConfigError(file, key, f"lists {len(items):,} choices", f"at most {MAX_CHOICES} choices per list")
-    if not items:
-        raise ConfigError(file, key, "is an empty list of choices", allowed, value=value)
-    for i, v in enumerate(items):
-        if not _is_int(v) or v < 1:
-            sub = f"{key}[{i}]" if isinstance(value, (list, tuple)) else key
-            raise ConfigError(file, sub, f"must be a positive integer ({what})", allowed, value=v)
-        _check_int_limit(v, file, f"{key}[{i}]" if isinstance(value, (list, tuple)) else key)
-    return tuple(sorted(set(items)))
-
-
-def _check_int_limit(v: int, file: str | None, key: str) -> None:
-    """The documented maximum of a depth, width or patch size (nas.limits)."""
-    limit = int_choice_limit(key[:-4] if key.endswith(".max") else key.split("[")[0])
-    if limit is not None and v > limit[1]:
-        raise ConfigError(file, key, "is above its sane maximum", f"at most {limit[1]:,}", value=v)
-
-
-def _block_choices(value: Any, file: str | None, key: str) -> tuple[str, ...]:
-    """A letter or a list of letters of ``nas.arch.BLOCKS`` -> the distinct ones in the table's order."""
-    allowed = f"a block letter or a non-empty list of them, from {known_blocks()}"
-    items = list(value) if isinstance(value, (list, tuple)) else [value]
-    if not items:
-        raise ConfigError(file, key, "is an empty list of choices", allowed, value=value)
-    for v in items:
-        if not is_block_letter(v):
-            raise ConfigError(file, key, "has an unknown block letter", allowed, value=v)
-    return tuple(b for b in BLOCKS if b in items)
-
-
-def _parse_layout(text: Any, file: str | None, key: str) -> str:
-    if text == VIT_REL:
-        return VIT_REL
-    letters = text.split("-") if isinstance(text, str) else ()
-    return "-".join(check_layout(letters, file, key, text))
-
-
-def _option_choices(data: Any, file: str | None, key: str) -> dict[str, tuple]:
-    """Each BlockOptions field: fixed (scalar) or searchable (list); validated by ``parse_dataclass``."""
-    data = check_keys(data, OPTION_NAMES, file, key)
-    defaults = BlockOptions()
-    out: dict[str, tuple] = {}
-    for name in OPTION_NAMES:
-        raw = data.get(name, getattr(defaults, name))
-        items = list(raw) if isinstance(raw, (list, tuple)) else [raw]
-        if not items:
-            raise ConfigError(
-                file, f"{key}.{name}", "is an empty list of choices", "a value or a non-empty list of values", value=raw
-            )
-        vals = []
-        for i, v in enumerate(items):
-            sub = f"{key}.{name}[{i}]" if isinstance(raw, (list, tuple)) else f"{key}.{name}"
-            try:
-                val = getattr(parse_dataclass(BlockOptions, {name: v}, file, key), name)
-            except ConfigError as err:
-                raise ConfigError(file, sub, err.problem, err.allowed, value=err.value) from None
-            if val not in vals:
-                vals.append(val)
-        out[name] = tuple(vals)
-    return out
-
-
-# --------------------------------------------------------------------------------------- layouts
-def _block_order() -> str:
-    """``C before T``: the order ``rules.monotone`` keeps along S1..S4 (letters of equal order joined by /)."""
-    orders = sorted({k.order for k in BLOCKS.values()})
-    return " before ".join("/".join(b for b, k in BLOCKS.items() if k.order == o) for o in orders)
-
-
-def _layout_problem(layout: str, stages: Mapping[str, StageChoices], monotone: bool) -> str | None:
-    """Why the stage block choices or ``rules.monotone`` exclude ``layout``; ``None`` when they allow it."""
-    if layout == VIT_REL:
-        bad = [s for s in STAGES if VIT_BLOCK not in stages[s].block]
-        return (
-            (
-                f"{VIT_REL} needs {VIT_BLOCK} allowed in every stage, but "
-                + "; ".join(f"{s} allows only {', '.join(stages[s].block)}" for s in bad)
-            )
-            if bad
-            else None
-        )
-    blocks = layout.split("-")
-    for s, b in zip(STAGES, blocks):
-        if b not in stages[s].block:
-            return f"{s} is {b} but space.stages.{s}.block allows only {list(stages[s].block)}"
-    for a, b in zip(blocks, blocks[1:]):
-        if monotone and BLOCKS[a].order > BLOCKS[b].order:
-            return f"it puts a {b} stage after a {a} stage, but rules.monotone is true"
-    return None
-
-
-def _valid_layouts(
-    stages: Mapping[str, StageChoices],
-    fixed: list[str] | None,
-    monotone: bool,
-    file: str | None,
-    include_vit: bool = False,
-) -> list[str]:
-    """Layouts allowed by the stage block choices and the rules; error when none (or a fixed one) is."""
-    if fixed is not None:
-        for i, layout in enumerate(fixed):
-            why = _layout_problem(layout, stages, monotone)
-            if why:
-                raise ConfigError(
-                    file,
-                    f"space.rules.layouts[{i}]",
-                    f"contradicts the stage choices: {why}",
-                    "layouts whose stages use allowed block letters"
-                    + (f" and, with rules.monotone, keep the order {_block_order()}" if monotone else ""),
-                    value=layout,
-                )
-        return fixed
-    combos = ["-".join(p) for p in itertools.product(*(stages[s].block for s in STAGES))]
-    out = [l for l in combos if _layout_problem(l, stages, monotone) is None]
-    if include_vit:
-        why = _layout_problem(VIT_REL, stages, monotone)
-        if why:
-            raise ConfigError(
-                file,
-                "space.vit_rel.include",
-                f"cannot be satisfied: {why}",
-                f"{VIT_BLOCK} in every stage's block choices, or include: false",
-                value=True,
-            )
-        out.append(VIT_REL)
-    if not out:
-        raise ConfigError(
-            file,
-            "space.rules.monotone",
-            "cannot be satisfied by the stage block choices: every "
-            f"combination breaks the order {_block_order()} (e.g. {combos[0]}: "
-            f"{_layout_problem(combos[0], stages, monotone)})",
-            f"block choices that allow stages in the order {_block_order()}, or monotone: false",
-            value=True,
-        )
-    return out

@@ -16,7 +16,7 @@ from .objective import ObjectiveConfig
 
 __all__ = ["SOURCES", "DataConfig", "TrainConfig", "parse_train", "parse_objective", "flat", "default_protocol"]
 
-# The data sources: a name here, its reader in ``trainers.data.READERS`` (a test keeps the two in step).
+# The data sources: a name here, its reader in ``trainers.readers.READERS`` (a test keeps the two in step).
 SOURCES = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder", "npz")
 
 

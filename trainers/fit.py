@@ -226,7 +226,14 @@ def fit(
         }
         history.append(row)
         yield row
-    metrics = {
+    return FitResult(model, _summary(history, rounds, step, images, n, train_s), history)
+
+
+def _summary(
+    history: list[dict[str, Any]], rounds: int, step: int, images: int, n: int, train_s: float
+) -> dict[str, Any]:
+    """The metrics of a finished :func:`fit`: the last round's fit and validation, the budget spent, speed."""
+    return {
         "train_loss": history[-1]["train_loss"],
         "train_acc": history[-1]["train_acc"],
         "val_loss": history[-1]["val_loss"],
@@ -240,7 +247,6 @@ def fit(
         "images_per_s": images / train_s if train_s > 0 else 0.0,
         "train_size": n,
     }
-    return FitResult(model, metrics, history)
 
 
 def _train_examples(data: Dataset, train_idx: torch.Tensor | None, device: torch.device) -> tuple[Images, torch.Tensor]:

@@ -157,10 +157,33 @@ def _protocol(name: str, section: Any, exp, file: str | None, path: str, seeds: 
 
 def study_from_dict(data: Any, file: str | None = None) -> Study:
     """Validate a parsed study YAML (top-level keys ``study``, ``proxies``, ``reference``)."""
-    from ..search.config import load_experiment
-
     data = check_keys(data if data is not None else {}, ("study", "proxies", "reference"), file, "")
-    s = dict(check_keys(data.get("study") or {}, [f.name for f in dataclasses.fields(StudySettings)], file, "study"))
+    settings, inline = _settings(data.get("study"), file)
+    settings, exp, space_file = _experiment(settings, inline, file)
+    proxies = _proxies(data.get("proxies"), exp, file)
+    reference = _protocol(REFERENCE, data.get("reference"), exp, file, "reference", [0, 1])
+    plain = {
+        k: v for k, v in dataclasses.asdict(settings).items() if not (k == "reference_architectures" and v is None)
+    }  # fingerprints of earlier studies hold
+    raw = {
+        "study": {**plain, "space": str(Path(space_file).name)},
+        "search_yaml": exp.raw,
+        "proxies": {p.name: _plain(p) for p in proxies},
+        "reference": _plain(reference),
+    }
+    return Study(
+        settings=settings,
+        experiment=exp,
+        proxies=tuple(proxies),
+        reference=reference,
+        file=file,
+        raw=json.loads(json.dumps(raw, default=str)),
+    )
+
+
+def _settings(section: Any, file: str | None) -> tuple[StudySettings, Mapping | None]:
+    """The ``study:`` section as :class:`StudySettings`, and the search YAML inlined in it (a saved study)."""
+    s = dict(check_keys(section or {}, [f.name for f in dataclasses.fields(StudySettings)], file, "study"))
     inline = s.pop("space") if isinstance(s.get("space"), Mapping) else None  # as saved in study.json
     archs = s.pop("architectures", StudySettings.architectures)
     zc = s.pop("zero_cost", list(StudySettings.zero_cost))
@@ -187,8 +210,12 @@ def study_from_dict(data: Any, file: str | None = None) -> Study:
             f"any of {', '.join(ZERO_COST)} (or [] for none)",
             value=zc,
         )
-    settings = dataclasses.replace(settings, architectures=archs, zero_cost=tuple(dict.fromkeys(zc)))
+    return dataclasses.replace(settings, architectures=archs, zero_cost=tuple(dict.fromkeys(zc))), inline
 
+
+def _experiment(settings: StudySettings, inline: Mapping | None, file: str | None):
+    """(settings, the search YAML's experiment, its path): the inlined one of a saved study, else the file
+    ``study.space`` names (relative to the study file when it is there)."""
     if inline is not None:  # a saved study: the search YAML as it was, not as the file is now
         from ..search.config import experiment_from_dict
 
@@ -196,12 +223,17 @@ def study_from_dict(data: Any, file: str | None = None) -> Study:
         exp = experiment_from_dict(dict(inline["yaml"]), space_file)
         settings = dataclasses.replace(settings, space=Path(space_file).name)
     else:
+        from ..search.config import load_experiment
+
         space_file = settings.space
         if file is not None and not Path(space_file).is_absolute() and (Path(file).parent / space_file).is_file():
             space_file = str(Path(file).parent / space_file)
         exp = load_experiment(space_file)
+    return settings, exp, space_file
 
-    proxies_d = data.get("proxies")
+
+def _proxies(proxies_d: Any, exp, file: str | None) -> list[Protocol]:
+    """The ``proxies:`` section (name -> overrides of the search YAML's protocol; default ``{default: {}}``)."""
     if proxies_d is None:
         proxies_d = {"default": {}}
     if not isinstance(proxies_d, Mapping) or not proxies_d:
@@ -223,24 +255,7 @@ def study_from_dict(data: Any, file: str | None = None) -> Study:
                 value=name,
             )
         proxies.append(_protocol(name, section, exp, file, f"proxies.{name}", [exp.train.seed]))
-    reference = _protocol(REFERENCE, data.get("reference"), exp, file, "reference", [0, 1])
-    plain = {
-        k: v for k, v in dataclasses.asdict(settings).items() if not (k == "reference_architectures" and v is None)
-    }  # fingerprints of earlier studies hold
-    raw = {
-        "study": {**plain, "space": str(Path(space_file).name)},
-        "search_yaml": exp.raw,
-        "proxies": {p.name: _plain(p) for p in proxies},
-        "reference": _plain(reference),
-    }
-    return Study(
-        settings=settings,
-        experiment=exp,
-        proxies=tuple(proxies),
-        reference=reference,
-        file=file,
-        raw=json.loads(json.dumps(raw, default=str)),
-    )
+    return proxies
 
 
 def _plain(p: Protocol) -> dict:

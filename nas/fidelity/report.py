@@ -21,8 +21,9 @@ from typing import Any
 
 from ..fsio import atomic_write
 from .config import REFERENCE, Study
-from .runner import ZERO_COST_JOB, StudyDir
+from .plan import ZERO_COST_JOB
 from .stats import agreement
+from .studydir import StudyDir
 
 __all__ = ["analyse", "write_report", "format_tables", "format_tables_of", "AXES", "PROXY_MEASURES"]
 

@@ -1,15 +1,8 @@
-"""Run a fidelity study: sample architectures, train each under every protocol on Ray, record, resume.
+"""Run a fidelity study: train each job of the study under its protocol on Ray, record it, resume.
 
-The study directory holds all state::
-
-    STUDY_DIR/
-      study.json          the resolved study (settings, search YAML, every protocol) and its fingerprint
-      architectures.json  the sampled architectures, fixed at the first start
-      jobs.jsonl          one line per finished job (training or zero-cost), appended and fsync'd
-      driver.lock         held by the running driver
-      fidelity.md/.json, scatter.png   derived by nas.fidelity.report
-
-A job is one (architecture, protocol, seed) training, or the zero-cost proxies of one architecture.
+A job is one (architecture, protocol, seed) training, or the zero-cost proxies of one architecture
+(:mod:`nas.fidelity.plan`); its record is appended to the study directory's ``jobs.jsonl``
+(:mod:`nas.fidelity.studydir`, which describes the directory's files).
 Running the same study again skips every recorded job: a crashed, interrupted (Ctrl-C, SIGTERM, SIGHUP)
 or budget-limited study resumes where it stopped. A failed training (error, NaN, out of memory) is a
 record with its reason; the study goes on.
@@ -18,9 +11,7 @@ record with its reason; the study goes on.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import random
 import shutil
 import signal
 import sys
@@ -31,150 +22,12 @@ from typing import Any, TextIO
 
 from ..arch import Architecture
 from ..errors import UserError
-from ..fsio import append_line, atomic_write
-from .config import REFERENCE, Study, study_from_dict
+from ..fsio import append_line
+from .config import Study
+from .plan import ZERO_COST_JOB, plan_jobs, sample_architectures
+from .studydir import StudyDir, pending, prepare
 
 __all__ = ["StudyDir", "sample_architectures", "plan_jobs", "run_study", "ZERO_COST_JOB"]
-
-ZERO_COST_JOB = "zero_cost"
-FORMAT = 1
-
-
-class StudyDir:
-    """The files of one study directory (see the module docstring)."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.study_json = self.path / "study.json"
-        self.archs_json = self.path / "architectures.json"
-        self.jobs = self.path / "jobs.jsonl"
-
-    def exists(self) -> bool:
-        return self.study_json.is_file()
-
-    def read_study(self) -> Study:
-        """The study as saved at the first start (no source file needed)."""
-        try:
-            saved = json.loads(self.study_json.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise UserError(
-                f"{self.study_json} cannot be read ({err}); it is the study's own record. Restore "
-                "it, or start the study again from its YAML under a new --name."
-            ) from None
-        study = study_from_dict(saved["source"], saved.get("file"))
-        if study.fingerprint() != saved.get("fingerprint"):
-            raise UserError(
-                f"The search YAML {study.experiment.file} of the study in {self.path} changed since "
-                "the study started, so new jobs would train under another protocol than the "
-                "recorded ones. Restore that file, or start a new study under another --name."
-            )
-        return study
-
-    def read_architectures(self) -> list[Architecture]:
-        return [Architecture.from_dict(a, str(self.archs_json)) for a in json.loads(self.archs_json.read_text())]
-
-    def read_records(self) -> list[dict[str, Any]]:
-        """Recorded jobs; a torn last line (a crash mid-write) is dropped and the file repaired."""
-        if not self.jobs.is_file():
-            return []
-        lines = self.jobs.read_text().splitlines()
-        out, bad = [], 0
-        for i, line in enumerate(lines):
-            if not line.strip():
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                if i != len(lines) - 1:
-                    raise UserError(
-                        f"{self.jobs} line {i + 1} is damaged (not JSON). Remove that line to re-run "
-                        "its job; every other recorded job is kept."
-                    ) from None
-                bad += 1
-        if bad:  # rewrite without the fragment so the next append starts on a clean line
-            atomic_write(self.jobs, "".join(json.dumps(r) + "\n" for r in out))
-        return out
-
-    def append(self, record: dict[str, Any]) -> None:
-        append_line(self.jobs, json.dumps(record) + "\n", sync=True)
-
-
-def sample_architectures(study: Study) -> list[Architecture]:
-    """``study.architectures`` distinct candidates within the budgets, the layouts taken in turn (so every
-    layout is equally represented), or every candidate for ``all``."""
-    from ..cost import count_cost
-
-    exp = study.experiment
-    space = exp.space
-    k = exp.num_classes
-
-    def fits(a: Architecture) -> bool:
-        return space.budgets.unlimited or space.budgets.allows(
-            count_cost(a, image_size=space.image_size, num_classes=k, in_chans=space.in_chans)
-        )
-
-    n = study.settings.architectures
-    if n == "all":
-        if space.size() > 10_000:
-            raise UserError(
-                f"`study.architectures: all` asks for every candidate, but the space has "
-                f"{space.size():,}. Give a number (e.g. 30) to sample that many."
-            )
-        return _interleave_layouts([a for a in space.enumerate() if fits(a)], study.settings.seed)
-    rng = random.Random(study.settings.seed)
-    layouts = list(space.layouts)
-    out: list[Architecture] = []
-    seen: set[str] = set()
-    misses = {lay: 0 for lay in layouts}
-    i = 0
-    while len(out) < n and layouts:
-        want = layouts[i % len(layouts)]
-        for _ in range(20_000):
-            a = space.sample(rng)
-            if a.layout_name == want and a.id not in seen and fits(a):
-                out.append(a)
-                seen.add(a.id)
-                break
-        else:  # this layout has no more distinct candidates within budget
-            misses[want] += 1
-            layouts.remove(want)
-            continue
-        i += 1
-    return out
-
-
-def _interleave_layouts(archs: list[Architecture], seed: int) -> list[Architecture]:
-    """``archs`` shuffled within each layout (``seed``) and the layouts taken in turn, so that every prefix
-    is a random sample stratified over layouts (the reference and the noise ceiling train prefixes)."""
-    rng = random.Random(seed)
-    groups: dict[str, list[Architecture]] = {}
-    for a in archs:
-        groups.setdefault(a.layout_name, []).append(a)
-    for g in groups.values():
-        rng.shuffle(g)
-    out: list[Architecture] = []
-    for i in range(max((len(g) for g in groups.values()), default=0)):
-        out += [g[i] for g in groups.values() if i < len(g)]
-    return out
-
-
-def plan_jobs(study: Study, archs: list[Architecture]) -> list[dict[str, Any]]:
-    """Every job of the study, cheapest first: zero-cost, proxies, reference seeds one after the other (so
-    a study stopped early has complete architectures for the first reference seed). Seeds after the first
-    train the first ``study.ceiling_architectures`` architectures, the first seed the first
-    ``study.reference_architectures`` (the sample is in layout order, so each prefix is stratified)."""
-    jobs = []
-    if study.settings.zero_cost:
-        jobs += [{"key": f"{a.id}/{ZERO_COST_JOB}", "arch": a, "protocol": ZERO_COST_JOB, "seed": 0} for a in archs]
-    for p in study.proxies:
-        for s in p.seeds:
-            jobs += [{"key": f"{a.id}/{p.name}/{s}", "arch": a, "protocol": p.name, "seed": s} for a in archs]
-    first, ceiling = study.settings.reference_architectures, study.settings.ceiling_architectures
-    for i, s in enumerate(study.reference.seeds):
-        n = first if i == 0 else ceiling if ceiling is not None else first
-        some = archs if n is None else archs[:n]
-        jobs += [{"key": f"{a.id}/{REFERENCE}/{s}", "arch": a, "protocol": REFERENCE, "seed": s} for a in some]
-    return jobs
 
 
 def run_job(job: dict[str, Any], setup: dict[str, Any]) -> dict[str, Any]:
@@ -259,54 +112,6 @@ def _setup(study: Study, shared: bool = False) -> dict[str, Any]:
     return setup
 
 
-def _prepare(sdir: StudyDir, study: Study | None) -> tuple[Study, list[Architecture]]:
-    """Create the study directory at the first start, or check that a rerun asks for the same study."""
-    if sdir.exists():
-        saved = json.loads(sdir.study_json.read_text())
-        if study is not None and saved.get("fingerprint") != study.fingerprint():
-            raise UserError(
-                f"{sdir.path} holds a study with other settings (the study YAML, its search YAML "
-                "or a protocol changed since it started). Resume it as it was with "
-                f"`nas-fidelity --resume {sdir.path}`, or give this study another --name."
-            )
-        return sdir.read_study(), sdir.read_architectures()
-    if study is None:
-        raise UserError(
-            f"{sdir.path} is not a study directory (no study.json). Start a study with "
-            "`nas-fidelity STUDY.yaml --name NAME`."
-        )
-    archs = sample_architectures(study)
-    if len(archs) < 2:
-        raise UserError(
-            f"The space of {study.experiment.file} gave {len(archs)} architecture(s) within its "
-            "budgets; a study needs at least 2. Widen the space or its budgets."
-        )
-    sdir.path.mkdir(parents=True, exist_ok=True)
-    atomic_write(sdir.archs_json, json.dumps([a.to_dict() for a in archs], indent=1))
-    atomic_write(
-        sdir.study_json,
-        json.dumps(
-            {"format": FORMAT, "fingerprint": study.fingerprint(), "file": study.file, "source": _source(study)},
-            indent=1,
-        ),
-    )
-    return study, archs
-
-
-def _source(study: Study) -> dict[str, Any]:
-    """The study YAML with its search YAML inlined (content and path), so the study reloads from study.json
-    alone, whatever happens to the search YAML file later."""
-    import yaml
-
-    data = yaml.safe_load(Path(study.file).read_text()) if study.file else {}
-    data = dict(data or {})
-    data["study"] = {
-        **(data.get("study") or {}),
-        "space": {"file": str(Path(study.experiment.file).resolve()), "yaml": study.experiment.raw},
-    }
-    return data
-
-
 def run_study(
     study: Study | str | os.PathLike | None = None,
     *,
@@ -332,16 +137,16 @@ def run_study(
         study = load_study(study)
     sdir = StudyDir(study_dir)
     if study is None and not sdir.exists():
-        _prepare(sdir, None)
+        prepare(sdir, None)
     created = not sdir.path.exists()
     with RunLock(_mk(sdir.path)):
         try:
-            study, archs = _prepare(sdir, study)
+            study, archs = prepare(sdir, study)
         except UserError:
             if created:  # a refused start leaves nothing behind
                 shutil.rmtree(sdir.path, ignore_errors=True)
             raise
-        done, todo, left_after = _pending(sdir, study, archs, max_jobs)
+        done, todo, left_after = pending(sdir, study, archs, max_jobs)
         say = (lambda text: print(text, file=out, flush=True)) if out is not None else (lambda text: None)
         say(f"nas-fidelity: {len(archs)} architectures, {len(done)} jobs recorded, {len(todo)} to run -> {sdir.path}")
         if not todo:
@@ -379,19 +184,6 @@ def run_study(
             if started:
                 ray.shutdown()
         return {"done": len(done) + progress.ran, "ran": progress.ran, "remaining": left_after, "stopped": False}
-
-
-def _pending(
-    sdir: StudyDir, study: Study, archs: list[Architecture], max_jobs: int | None
-) -> tuple[set[str], list[dict[str, Any]], int]:
-    """The recorded job keys, the jobs to run now (at most ``max_jobs``) and how many are left after them."""
-    records = sdir.read_records()
-    done = {r["key"] for r in records}
-    todo = [j for j in plan_jobs(study, archs) if j["key"] not in done]
-    left_after = max(0, len(todo) - max_jobs) if max_jobs is not None else 0
-    if max_jobs is not None:
-        todo = todo[:max_jobs]
-    return done, todo, left_after
 
 
 class _SignalStop:

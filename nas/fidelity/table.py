@@ -22,7 +22,8 @@ from ..errors import UserError
 from ..fsio import atomic_write
 from ..search.config import protocol_of
 from .config import REFERENCE
-from .runner import ZERO_COST_JOB, StudyDir
+from .plan import ZERO_COST_JOB
+from .studydir import StudyDir
 
 __all__ = ["tabulate", "write_table"]
 

@@ -28,9 +28,33 @@ def check_table(exp: Experiment) -> Experiment:
     """``exp`` with ``search.trainer`` pointing at the table's absolute path and its number of classes;
     :class:`ConfigError` when the file is missing or not a table, or when its space or protocol differ
     from the YAML's (a replay would then answer another question than the search asks)."""
-    from trainers.tabular import TABLE_PREFIX, load_table, protocol_mismatch, table_path
+    from trainers.tabular import TABLE_PREFIX, protocol_mismatch
 
-    from ..space import SearchSpace
+    file = exp.file
+    path, table = _read_table(exp)
+    _check_space(exp, table, path)
+    _check_replayable(exp)
+    replay = dataclasses.replace(
+        exp, search=dataclasses.replace(exp.search, trainer=f"{TABLE_PREFIX}{path}"), classes=table.num_classes
+    )
+    diff = protocol_mismatch(table, protocol_of(replay))
+    if diff:
+        raise ConfigError(
+            file,
+            "train",
+            f"differs from the protocol the table {path.name} was trained with "
+            f"({'; '.join(diff[:5])}{'; ...' if len(diff) > 5 else ''}), so a replay would not be "
+            "what this YAML asks for",
+            "the table's train: section and objective mode, "
+            "subset_fraction and train_eval_limit (gap_penalty, capacity_metric and the weights "
+            "may differ: they are recomputed from the recorded measurements)",
+        )
+    return replay
+
+
+def _read_table(exp: Experiment):
+    """(absolute path, loaded table) of the table ``search.trainer`` names."""
+    from trainers.tabular import load_table, table_path
 
     file, key = exp.file, "search.trainer"
     given = table_path(exp.search.trainer)
@@ -54,15 +78,27 @@ def check_table(exp: Experiment) -> Experiment:
             "a table file written by scripts/make_table.py",
             exp.search.trainer,
         ) from None
+    return path, table
+
+
+def _check_space(exp: Experiment, table, path: Path) -> None:
+    """The YAML's space must be the table's (else most candidates would have no recorded training)."""
+    from ..space import SearchSpace
+
     recorded = SearchSpace.from_dict(table.search_yaml["space"], file=str(path))
     if recorded != exp.space:
         diff = "; ".join(recorded.diff(exp.space)[:5])
         raise ConfigError(
-            file,
+            exp.file,
             "space",
             f"differs from the space of the table {path} ({diff}), so most candidates would have no recorded training",
             "the table's own space (copy its `space:` section), or a real trainer in search.trainer",
         )
+
+
+def _check_replayable(exp: Experiment) -> None:
+    """Nothing the YAML asks for may need the data or a built model (a replay has neither)."""
+    file = exp.file
     if exp.search.prescreen.proxy is not None:
         raise ConfigError(
             file,
@@ -87,19 +123,3 @@ def check_table(exp: Experiment) -> Experiment:
             "axes the table records (generalization, capacity) and no objective budget with search.trainer: table:...",
             list(exp.objective.axes),
         )
-    replay = dataclasses.replace(
-        exp, search=dataclasses.replace(exp.search, trainer=f"{TABLE_PREFIX}{path}"), classes=table.num_classes
-    )
-    diff = protocol_mismatch(table, protocol_of(replay))
-    if diff:
-        raise ConfigError(
-            file,
-            "train",
-            f"differs from the protocol the table {path.name} was trained with "
-            f"({'; '.join(diff[:5])}{'; ...' if len(diff) > 5 else ''}), so a replay would not be "
-            "what this YAML asks for",
-            "the table's train: section and objective mode, "
-            "subset_fraction and train_eval_limit (gap_penalty, capacity_metric and the weights "
-            "may differ: they are recomputed from the recorded measurements)",
-        )
-    return replay
