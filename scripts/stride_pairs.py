@@ -25,7 +25,7 @@ def _fmt(a: dict, key: str) -> str:
     return f"{a[key]:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("a", help="study directory of one arm (e.g. runs/stride2-cifar)")
     p.add_argument("b", help="study directory of the other arm (e.g. runs/stride1-cifar)")
@@ -37,50 +37,37 @@ def main(argv: list[str] | None = None) -> int:
         metavar="LAYOUT",
         help="leave out a layout (e.g. ViT_REL, the same network in both arms); repeatable",
     )
-    args = p.parse_args(argv)
-    ra, rb = _rows(args.a), _rows(args.b)
-    both = [k for k in ra if k in rb and ra[k]["arch"].split()[0] not in args.without]
-    na, nb = Path(args.a).name, Path(args.b).name
-    left = f" (without {', '.join(args.without)})" if args.without else ""
-    print(f"{len(both)} architectures with a reference result in both {na} and {nb}{left}.\n")
-    print("| x | y | n | Kendall tau [95% CI] | Spearman rho [95% CI] |")
-    print("|---|---|---|---|---|")
+    return p.parse_args(argv)
+
+
+def _pairs(arms: list[tuple[str, dict]], both: list[str], proxy: str) -> list[tuple[str, str, list, list]]:
+    """(x name, y name, x values, y values) of each comparison: within each arm, reference vs reference
+    across arms, and each arm's proxy against the other arm's reference."""
+    (na, ra), (nb, rb) = arms
+    axes = ("score", "generalization", "capacity")
+
+    def proxy_of(r: dict, ax: str) -> list:
+        return [r[k]["proxies"][proxy][ax] for k in both]
+
+    def ref_of(r: dict, ax: str) -> list:
+        return [r[k]["ref"][ax] for k in both]
+
     pairs = [
-        (
-            f"{n} proxy {args.proxy} {ax}",
-            f"{n} reference {ax}",
-            [r[k]["proxies"][args.proxy][ax] for k in both],
-            [r[k]["ref"][ax] for k in both],
-        )
-        for n, r in ((na, ra), (nb, rb))
-        for ax in ("score", "generalization", "capacity")
+        (f"{n} proxy {proxy} {ax}", f"{n} reference {ax}", proxy_of(r, ax), ref_of(r, ax))
+        for n, r in arms
+        for ax in axes
     ]
+    pairs += [(f"{na} reference {ax}", f"{nb} reference {ax}", ref_of(ra, ax), ref_of(rb, ax)) for ax in axes]
     pairs += [
-        (
-            f"{na} reference {ax}",
-            f"{nb} reference {ax}",
-            [ra[k]["ref"][ax] for k in both],
-            [rb[k]["ref"][ax] for k in both],
-        )
-        for ax in ("score", "generalization", "capacity")
+        (f"{na} proxy {proxy} score", f"{nb} reference score", proxy_of(ra, "score"), ref_of(rb, "score")),
+        (f"{nb} proxy {proxy} score", f"{na} reference score", proxy_of(rb, "score"), ref_of(ra, "score")),
     ]
-    pairs += [
-        (
-            f"{na} proxy {args.proxy} score",
-            f"{nb} reference score",
-            [ra[k]["proxies"][args.proxy]["score"] for k in both],
-            [rb[k]["ref"]["score"] for k in both],
-        ),
-        (
-            f"{nb} proxy {args.proxy} score",
-            f"{na} reference score",
-            [rb[k]["proxies"][args.proxy]["score"] for k in both],
-            [ra[k]["ref"]["score"] for k in both],
-        ),
-    ]
-    for x, y, vx, vy in pairs:
-        a = agreement(vx, vy)
-        print(f"| {x} | {y} | {a['n']} | {_fmt(a, 'tau')} | {_fmt(a, 'rho')} |")
+    return pairs
+
+
+def _per_architecture(arms: list[tuple[str, dict]], both: list[str], proxy: str) -> None:
+    """A row per architecture: each arm's proxy and reference score and seconds."""
+    (na, ra), (nb, rb) = arms
     print(
         f"\n| architecture | {na} proxy score | {na} reference score | {nb} proxy score | {nb} reference score "
         f"| {na} proxy / reference s | {nb} proxy / reference s |"
@@ -89,11 +76,26 @@ def main(argv: list[str] | None = None) -> int:
     for k in sorted(both, key=lambda k: -rb[k]["ref"]["score"]):
         x, y = ra[k], rb[k]
         print(
-            f"| {k} | {x['proxies'][args.proxy]['score']:.4f} | {x['ref']['score']:.4f} | "
-            f"{y['proxies'][args.proxy]['score']:.4f} | {y['ref']['score']:.4f} | "
-            f"{x['proxies'][args.proxy]['wall_s']:.1f} / {x['ref_wall_s']:.1f} | "
-            f"{y['proxies'][args.proxy]['wall_s']:.1f} / {y['ref_wall_s']:.1f} |"
+            f"| {k} | {x['proxies'][proxy]['score']:.4f} | {x['ref']['score']:.4f} | "
+            f"{y['proxies'][proxy]['score']:.4f} | {y['ref']['score']:.4f} | "
+            f"{x['proxies'][proxy]['wall_s']:.1f} / {x['ref_wall_s']:.1f} | "
+            f"{y['proxies'][proxy]['wall_s']:.1f} / {y['ref_wall_s']:.1f} |"
         )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    ra, rb = _rows(args.a), _rows(args.b)
+    both = [k for k in ra if k in rb and ra[k]["arch"].split()[0] not in args.without]
+    arms = [(Path(args.a).name, ra), (Path(args.b).name, rb)]
+    left = f" (without {', '.join(args.without)})" if args.without else ""
+    print(f"{len(both)} architectures with a reference result in both {arms[0][0]} and {arms[1][0]}{left}.\n")
+    print("| x | y | n | Kendall tau [95% CI] | Spearman rho [95% CI] |")
+    print("|---|---|---|---|---|")
+    for x, y, vx, vy in _pairs(arms, both, args.proxy):
+        a = agreement(vx, vy)
+        print(f"| {x} | {y} | {a['n']} | {_fmt(a, 'tau')} | {_fmt(a, 'rho')} |")
+    _per_architecture(arms, both, args.proxy)
     return 0
 
 
