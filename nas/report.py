@@ -69,23 +69,11 @@ def _md_table(rows: list[dict[str, Any]], cols: list[str]) -> list[str]:
 def summary_markdown(rows: list[dict[str, Any]], meta: dict[str, Any], exp: Any, records: list[dict]) -> str:
     ok = [r for r in rows if r["status"] == "ok"]
     failed = [r for r in rows if r["status"] != "ok"]
-    from .search.leaderboard import extra_columns
+    from .search.leaderboard import COLUMNS, extra_columns
 
-    cols = [
-        "rank",
-        "trial",
-        "layout",
-        "depths",
-        "widths",
-        "params",
-        "macs",
-        "generalization",
-        "capacity",
-        *extra_columns(records, exp.objective.axes),
-        "score",
-        "pareto",
-        "status",
-    ]
+    shown = [c for c in COLUMNS if c not in ("id", "reason")]  # the leaderboard's, further objectives after capacity
+    at = shown.index("capacity") + 1
+    cols = [*shown[:at], *extra_columns(records, exp.objective.axes), *shown[at:]]
     lines = [
         f"# Search report: {meta.get('name')}",
         "",

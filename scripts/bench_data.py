@@ -80,6 +80,19 @@ print(json.dumps({"mode": mode, "images": len(x) + len(d.x_val), "stored": str(s
 """
 
 
+def npz_or_random(npz: str, tmp: str) -> str:
+    """``npz`` if it exists, else 50,000 random uint8 32x32x3 images with 10 labels written into ``tmp``."""
+    if Path(npz).is_file():
+        return npz
+    import numpy as np
+
+    print(f"{npz} not found: using 50,000 random uint8 images of 32x32x3 instead")
+    rng = np.random.default_rng(0)
+    path = os.path.join(tmp, "random.npz")
+    np.savez(path, x=rng.integers(0, 256, (50_000, 32, 32, 3), dtype=np.uint8), y=np.arange(50_000) % 10)
+    return path
+
+
 def measure(mode: str, npz: str, limit: int, before_dir: str = "") -> dict:
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, mode, npz, str(limit), before_dir],
@@ -197,14 +210,7 @@ def main() -> None:
     if args.stream_folder:
         return stream_main(args)
     with tempfile.TemporaryDirectory() as tmp:
-        npz = args.npz
-        if not Path(npz).is_file():
-            import numpy as np
-
-            print(f"{npz} not found: using 50,000 random uint8 images of 32x32x3 instead")
-            rng = np.random.default_rng(0)
-            npz = os.path.join(tmp, "random.npz")
-            np.savez(npz, x=rng.integers(0, 256, (50_000, 32, 32, 3), dtype=np.uint8), y=np.arange(50_000) % 10)
+        npz = npz_or_random(args.npz, tmp)
         modes = ["uint8", "float32"] + (["before"] if args.before else [])
         before_dir = before_package(args.before, Path(tmp)) if args.before else ""
         rows = [measure(m, npz, args.limit, before_dir) for m in modes]

@@ -106,18 +106,13 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=32, help="32: uint8 as stored; another size: float32")
     args = ap.parse_args()
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    import numpy as np
     import ray
+    from bench_data import npz_or_random  # scripts/ is on sys.path when a script runs
 
     from trainers.config import DataConfig
 
     with tempfile.TemporaryDirectory() as tmp:
-        npz = args.npz
-        if not Path(npz).is_file():
-            print(f"{npz} not found: using 50,000 random uint8 images of 32x32x3 instead")
-            rng = np.random.default_rng(0)
-            npz = os.path.join(tmp, "random.npz")
-            np.savez(npz, x=rng.integers(0, 256, (50_000, 32, 32, 3), dtype=np.uint8), y=np.arange(50_000) % 10)
+        npz = npz_or_random(args.npz, tmp)
         cfg = DataConfig(name="npz", path=str(Path(npz).absolute()))
         ray.init(num_cpus=args.workers + 1, include_dashboard=False, log_to_driver=True, configure_logging=False)
         try:
