@@ -149,3 +149,22 @@ def test_a_resume_cannot_change_the_axes(ray_local, write_space, tmp_path):
         ),
     )
     assert len(study.directions) == 2 and sum(t.state == TrialState.COMPLETE for t in study.trials) == 1
+
+
+def test_a_table_replay_refuses_a_measured_objective(tmp_path):
+    from importlib.resources import files
+
+    bundled = files("search_spaces")
+    text = (bundled / "bench-cifar-replay.yaml").read_text()
+    text = text.replace("table:benchmarks/", f"table:{bundled / 'benchmarks'}/")
+    for section in (
+        "  train_eval_limit: 1000\n  axes: [generalization, capacity, latency]\n",
+        "  train_eval_limit: 1000\n  latency: {max_ms: 5.0}\n",
+    ):
+        path = tmp_path / "replay.yaml"
+        path.write_text(text.replace("  train_eval_limit: 1000\n", section))
+        with pytest.raises(ConfigError, match="objective.axes") as err:
+            load_experiment(path)
+        assert "latency" in str(err.value) and "table" in str(err.value)
+    path.write_text(text)
+    assert load_experiment(path).search.trainer.startswith("table:")  # the unchanged YAML replays

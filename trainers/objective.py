@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_AXES",
     "objectives_of",
     "measure_objectives",
+    "measured_objectives",
     "generalization",
     "capacity",
     "score",
@@ -137,6 +138,10 @@ class Objective:
     measure: str | None = None
     limit: Callable[[ObjectiveConfig], float | None] | None = None
 
+    def bound(self, cfg: ObjectiveConfig) -> float | None:
+        """The budget ``cfg`` sets on this objective, if any."""
+        return self.limit(cfg) if self.limit is not None else None
+
     def beyond(self, value: float, bound: float) -> bool:
         """``value`` is worse than the budget ``bound``."""
         return value > bound if self.direction == "minimize" else value < bound
@@ -173,15 +178,18 @@ def objectives_of(cfg: ObjectiveConfig | Sequence[str] | None) -> tuple[Objectiv
     return tuple(OBJECTIVES[n] for n in names)
 
 
+def measured_objectives(cfg: ObjectiveConfig) -> list[Objective]:
+    """The objectives a worker measures before training under ``cfg``: those with a ``measure`` that are an
+    axis of ``cfg`` or have a budget set there."""
+    return [o for o in OBJECTIVES.values() if o.measure and (o.name in cfg.axes or o.bound(cfg) is not None)]
+
+
 def measure_objectives(arch: Any, cfg: ObjectiveConfig, **context: Any) -> tuple[dict[str, float], str]:
-    """Measure, before training, each objective that has a ``measure`` and is an axis of ``cfg`` or has a
-    budget set there. Returns the values and, for a candidate beyond a budget, the reason (else ``""``).
-    ``context``: image_size, in_chans, num_classes, device, threads."""
+    """Measure each of :func:`measured_objectives`. Returns the values and, for a candidate beyond a budget,
+    the reason (else ``""``). ``context``: image_size, in_chans, num_classes, device, threads."""
     values: dict[str, float] = {}
-    for o in OBJECTIVES.values():
-        bound = o.limit(cfg) if o.limit is not None else None
-        if o.measure is None or (o.name not in cfg.axes and bound is None):
-            continue
+    for o in measured_objectives(cfg):
+        bound = o.bound(cfg)
         module, _, fn = o.measure.partition(":")
         values[o.name] = v = float(getattr(importlib.import_module(module), fn)(arch, cfg, **context))
         if bound is not None and o.beyond(v, bound):

@@ -107,13 +107,9 @@ def _check_replayable(exp: Experiment) -> None:
             "null with search.trainer: table:...",
             exp.search.prescreen.proxy,
         )
-    from trainers.objective import OBJECTIVES
+    from trainers.objective import measured_objectives
 
-    measured = [
-        o.name
-        for o in OBJECTIVES.values()
-        if o.measure and (o.name in exp.objective.axes or (o.limit is not None and o.limit(exp.objective) is not None))
-    ]
+    measured = [o.name for o in measured_objectives(exp.objective)]
     if measured:
         raise ConfigError(
             file,
