@@ -51,6 +51,8 @@ __all__ = [
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "pytorch_model.bin"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# the block letters of nas.arch.BLOCKS that timm's MaxxVit has a block for (its stage types "C" and "T")
+TIMM_BLOCKS = ("C", "T")
 
 
 def _make_divisible(v: float, divisor: int = 8, round_limit: float = 0.9) -> int:
@@ -95,6 +97,11 @@ def check_timm(mc: ModelConfig) -> None:
         )
     for i, block in enumerate(arch.layout):
         w = arch.widths[i + 1]
+        if block not in TIMM_BLOCKS:
+            raise UserError(
+                f"{what} stage S{i + 1} is a `{block}` block, which timm's MaxxVit has no block for. Allowed "
+                f"with --format timm: the block letters {', '.join(TIMM_BLOCKS)}, or use --format yaml."
+            )
         if block == "C":
             mid = _mbconv_mid(w, o.mbconv_expansion)
             if _make_divisible(w * o.mbconv_expansion) != mid:

@@ -12,6 +12,7 @@ from torch import nn
 
 from nas.arch import Architecture, BlockOptions, ModelConfig
 from nas.cli.export import main as export_cli
+from nas.errors import UserError
 from nas.export import save_model_config
 from nas.model import build_model
 from nas.timm_export import check_timm, timm_model_args, to_timm_state_dict
@@ -180,3 +181,18 @@ def test_export_a_trial_of_a_search_run(write_space, tmp_path, capsys):
     assert config["architecture"] == f"coatnas_{archs[2].id}" and config["pretrained_cfg"]["file"] is None
     assert Architecture.from_dict(config["coatnas"]["architecture"]) == archs[2]
     assert not (tmp_path / "t" / "pytorch_model.bin").exists() and "no weights" in out
+
+
+def test_a_block_letter_timm_has_no_block_for_is_refused(monkeypatch):
+    """A letter registered in nas.arch.BLOCKS (here an MBConv under ``X``) is not silently exported as a
+    transformer stage: the refusal names the stage and the letters timm takes."""
+    from nas.arch import BLOCKS, BlockKind
+
+    monkeypatch.setitem(
+        BLOCKS,
+        "X",
+        BlockKind("X", "test conv", "an MBConv under another letter", attention=False, order=0, default_choice=False),
+    )
+    arch = Architecture(layout=("C", "X", "T", "T"), depths=(2, 1, 1, 1, 1), widths=(16, 32, 64, 64, 128))
+    with pytest.raises(UserError, match=r"stage S2 is a `X` block.*C, T"):
+        check_timm(ModelConfig(arch, 10, 32, 3))
