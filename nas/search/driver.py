@@ -286,7 +286,7 @@ def _finish(
     from ..export import model_config_of, save_model_config
 
     run_, mirror = target.run, target.mirror
-    rows = write_leaderboard(run_)
+    rows = write_leaderboard(run_, axes=target.exp.objective.axes)
     best = next((r for r in rows if r["status"] == "ok"), None)
     best_path = None
     if best is not None and export:

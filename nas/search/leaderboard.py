@@ -89,9 +89,12 @@ def build_rows(records: list[dict[str, Any]], axes: Sequence[str] | None = None)
     return rows
 
 
-def write_leaderboard(run: RunDir, records: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Rewrite ``leaderboard.csv`` and ``leaderboard.json`` atomically; return the rows."""
-    rows = build_rows(run.read_records() if records is None else records, run.axes())
+def write_leaderboard(
+    run: RunDir, records: list[dict[str, Any]] | None = None, axes: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Rewrite ``leaderboard.csv`` and ``leaderboard.json`` atomically; return the rows. ``axes``: the run's
+    objective axes when the caller has them (the driver), else read from its ``space.yaml``."""
+    rows = build_rows(run.read_records() if records is None else records, axes or run.axes())
     atomic_write(run.leaderboard_csv, rows_csv(rows))
     atomic_write(run.leaderboard_json, json.dumps(rows, indent=1))
     return rows

@@ -197,7 +197,7 @@ def run_trials(
         prog.running = len(searcher.live)
         prog.skipped = searcher.skipped + searcher.duplicates
         say(trial_line(prog, rec))
-        write_leaderboard(run)
+        write_leaderboard(run, axes=exp.objective.axes)
         if sync is not None:
             sync()
         if should_stop is not None and not flag.set and should_stop(prog):
