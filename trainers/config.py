@@ -113,6 +113,12 @@ class TrainConfig:
             averages before every evaluation (0: evaluate with the running averages). After a few dozen
             steps the running averages still hold mostly their initial values, so without this a short
             training evaluates near chance and conv-heavy layouts (more BatchNorm) are penalised.
+        report_every: optimizer steps per round: how often a training is measured and reported to the
+            scheduler, which may stop it between rounds (``null``: one epoch of the full training split).
+        round_eval_limit: validation images measured at the rounds before a training's last, a fixed
+            stratified subset (and at most as many fit and BatchNorm-recalibration images), so that
+            frequent rounds stay cheap; the last round is always measured in full (``null``: every round
+            in full).
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -134,6 +140,8 @@ class TrainConfig:
     eval_batch_size: int = field(default=512, metadata=_ge(1, "an integer"))
     drop_path: float = field(default=0.0, metadata={"check": lambda v: 0 <= v < 1, "allowed": "a number in [0, 1)"})
     bn_recalibrate: int = field(default=1024, metadata=_ge(0, "an integer"))
+    report_every: int | None = field(default=None, metadata=_ge(1, "an integer"))
+    round_eval_limit: int | None = field(default=None, metadata=_ge(2, "an integer"))
 
 
 def parse_train(data: Any, file: str | None = None) -> TrainConfig:

@@ -168,12 +168,13 @@ def fit(
 ) -> Iterator[dict[str, float]]:
     """Train ``model`` in place; yield one metrics dict per round; return a :class:`FitResult`.
 
-    A generator so that callers can report each round (and stop) between rounds. A round is one epoch of
-    the training examples unless ``report_every`` (steps) says otherwise; the validation split is
-    evaluated once per round. ``train_idx`` selects the training examples (default: the whole training
-    split); ``steps`` overrides the config's budget; ``eval_idx`` picks the training examples whose fit
-    (``train_loss``/``train_acc``, eval mode) is measured after every round. Before each evaluation the
-    BatchNorm statistics are recomputed (``train.bn_recalibrate``). Rows also carry the train-mode running
+    A generator so that callers can report each round (and stop) between rounds. A round is
+    ``report_every`` steps (default ``train.report_every``, else one epoch of the training examples); the
+    validation split is evaluated once per round, on ``train.round_eval_limit`` images before the last.
+    ``train_idx`` selects the training examples (default: the whole training split); ``steps`` overrides
+    the config's budget; ``eval_idx`` picks the training examples whose fit (``train_loss``/``train_acc``,
+    eval mode) is measured after every round. Before each evaluation the BatchNorm statistics are
+    recomputed (``train.bn_recalibrate``). Rows also carry the train-mode running
     figures of the round (``running_loss``/``running_acc``). Raises :class:`Diverged` on a non-finite or
     exploding training loss.
     """
@@ -184,12 +185,14 @@ def fit(
     bs = min(train.batch_size, n)
     per_epoch = max(1, n // bs)  # drop the last incomplete batch: no tiny batches for BatchNorm
     total = steps or train.steps or train.epochs * per_epoch
-    report_every = report_every or per_epoch
+    report_every = report_every or train.report_every or per_epoch
     rounds = math.ceil(total / report_every)
     channels_last = _place(model, train, device)
     opt, sched = _optimizer(model, train, device, total)
     ev = eval_idx.to(device) if eval_idx is not None else None
     xe, ye = (x_all, y_all) if ev is None else (x_all.subset(ev), y_all[ev])
+    full = _Probe(data.x_val, data.y_val, xe, ye, train.bn_recalibrate)
+    light = full.limited(train.round_eval_limit, train.seed)
     gen = torch.Generator(device="cpu").manual_seed(train.seed)
     batches = _Batches(n, bs, per_epoch, gen, device)
     chance_loss = math.log(max(2, dataset.num_classes))
@@ -209,7 +212,8 @@ def fit(
         images += seen
         running_loss = loss_sum.item() / max(1, seen)
         _check_diverged(running_loss, chance_loss, rnd, regime, train)
-        val_loss, val_acc, fit_loss, fit_acc = _measure_round(model, x_all, data, xe, ye, train, device, channels_last)
+        probe = full if rnd == rounds else light
+        val_loss, val_acc, fit_loss, fit_acc = _measure_round(model, x_all, probe, train, device, channels_last)
         row = {
             "regime": regime,
             "epoch": rnd,
@@ -355,22 +359,48 @@ def _check_diverged(running_loss: float, chance_loss: float, rnd: int, regime: s
         )
 
 
+@dataclass(frozen=True)
+class _Probe:
+    """What a round is measured on: validation images, fit images and the BatchNorm recalibration count."""
+
+    x_val: Images
+    y_val: torch.Tensor
+    x_fit: Images
+    y_fit: torch.Tensor
+    bn_images: int
+
+    def limited(self, limit: int | None, seed: int) -> _Probe:
+        """This probe cut to at most ``limit`` images each (stratified, fixed by ``seed``); itself for
+        ``None`` or a limit it is within."""
+        if limit is None or (len(self.y_val) <= limit and len(self.y_fit) <= limit and self.bn_images <= limit):
+            return self
+        from .data import stratified_subset
+
+        def cut(x: Images, y: torch.Tensor) -> tuple[Images, torch.Tensor]:
+            if len(y) <= limit:
+                return x, y
+            idx = stratified_subset(y, limit / len(y), seed).to(y.device)
+            return x.subset(idx), y[idx]
+
+        return _Probe(*cut(self.x_val, self.y_val), *cut(self.x_fit, self.y_fit), min(self.bn_images, limit))
+
+
 def _measure_round(
     model: nn.Module,
     x_all: Images,
-    data: Dataset,
-    xe: Images,
-    ye: torch.Tensor,
+    probe: _Probe,
     train: TrainConfig,
     device: torch.device,
     channels_last: bool,
 ) -> tuple[float, float, float, float]:
-    """(val_loss, val_acc, fit_loss, fit_acc) after a round.
+    """(val_loss, val_acc, fit_loss, fit_acc) after a round, on ``probe``'s images.
 
-    Every round is measured like the final result: BN statistics recomputed, eval mode, the same
-    examples, so that per-round estimates (ASHA) and the leaderboard agree.
+    Every round is measured like the final result: BN statistics recomputed (from a prefix of the same
+    permutation of the training images), eval mode, the same examples every round (a fixed stratified
+    subset of them before the last round when ``train.round_eval_limit`` is set), so that per-round
+    estimates (ASHA) and the leaderboard agree.
     """
-    recalibrate_bn(model, x_all, train.bn_recalibrate, train.eval_batch_size, train.seed, channels_last)
-    val_loss, val_acc = evaluate(model, data.x_val, data.y_val, train, device, channels_last)
-    fit_loss, fit_acc = evaluate(model, xe, ye, train, device, channels_last)
+    recalibrate_bn(model, x_all, probe.bn_images, train.eval_batch_size, train.seed, channels_last)
+    val_loss, val_acc = evaluate(model, probe.x_val, probe.y_val, train, device, channels_last)
+    fit_loss, fit_acc = evaluate(model, probe.x_fit, probe.y_fit, train, device, channels_last)
     return val_loss, val_acc, fit_loss, fit_acc

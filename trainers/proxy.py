@@ -75,9 +75,9 @@ def train_candidate(
 
     ``mode: both`` trains a fresh model on a stratified ``subset_fraction`` of the training split
     (generalization) and another on the full split (capacity), each for the same number of steps;
-    ``single`` trains once. ``on_epoch(epoch, metrics)`` gets the running estimates after every round of
-    one full-split epoch's worth of steps, numbered across both trainings (``2 * epochs`` calls in
-    ``both`` mode); exceptions it raises propagate (a scheduler stopping the trial).
+    ``single`` trains once. ``on_epoch(epoch, metrics)`` gets the running estimates after every round
+    (``train.report_every`` steps, default one full-split epoch's worth), numbered across both trainings;
+    exceptions it raises propagate (a scheduler stopping the trial).
     Divergence, out-of-memory and model errors become failed results; this never raises for them.
     """
     from nas.cost import count_cost
@@ -100,8 +100,9 @@ def train_candidate(
     state: dict[str, Any] = {"gen": None}
     full_epoch = max(1, len(dataset.y_train) // min(train.batch_size, len(dataset.y_train)))
     full_steps = train.steps or train.epochs * full_epoch  # per regime
-    rounds_total = math.ceil(full_steps / full_epoch) * (2 if objective.mode == "both" else 1)
-    it = _trainings(arch, dataset, train, objective, size, dev, full_steps, full_epoch, limit_idx, state)
+    per_round = train.report_every or full_epoch
+    rounds_total = math.ceil(full_steps / per_round) * (2 if objective.mode == "both" else 1)
+    it = _trainings(arch, dataset, train, objective, size, dev, full_steps, per_round, limit_idx, state)
     epoch = 0
     while True:
         try:
@@ -130,7 +131,7 @@ def _trainings(
     size: int,
     dev: torch.device,
     full_steps: int,
-    full_epoch: int,
+    per_round: int,
     limit_idx: torch.Tensor | None,
     state: dict[str, Any],
 ) -> Iterator[dict[str, float]]:
@@ -153,7 +154,7 @@ def _trainings(
             train_idx=sub,
             steps=full_steps,
             device=dev,
-            report_every=full_epoch,
+            report_every=per_round,
             regime="generalization",
             eval_idx=fit_eval_subset(dataset.y_train[sub], objective.train_eval_limit, train.seed),
         )
@@ -162,7 +163,9 @@ def _trainings(
         del model, res
         seed_everything(train.seed + 1)
     model = build_model(arch, num_classes=k, image_size=size, in_chans=dataset.in_chans, drop_path_rate=train.drop_path)
-    res = yield from fit(model, dataset, train, steps=full_steps, device=dev, eval_idx=limit_idx, regime="full")
+    res = yield from fit(
+        model, dataset, train, steps=full_steps, device=dev, eval_idx=limit_idx, report_every=per_round, regime="full"
+    )
     out["cap"] = res.metrics
     return out
 
