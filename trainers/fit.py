@@ -175,7 +175,8 @@ def fit(
     the config's budget; ``eval_idx`` picks the training examples whose fit (``train_loss``/``train_acc``,
     eval mode) is measured after every round. Before each evaluation the BatchNorm statistics are
     recomputed (``train.bn_recalibrate``). Rows also carry the train-mode running
-    figures of the round (``running_loss``/``running_acc``). Raises :class:`Diverged` on a non-finite or
+    figures of the round (``running_loss``/``running_acc``), its seconds (``round_s``) and those of its
+    measurement (``eval_s``). Raises :class:`Diverged` on a non-finite or
     exploding training loss.
     """
     device = device or resolve_device(train)
@@ -213,7 +214,9 @@ def fit(
         running_loss = loss_sum.item() / max(1, seen)
         _check_diverged(running_loss, chance_loss, rnd, regime, train)
         probe = full if rnd == rounds else light
+        t_eval = time.perf_counter()
         val_loss, val_acc, fit_loss, fit_acc = _measure_round(model, x_all, probe, train, device, channels_last)
+        eval_s = time.perf_counter() - t_eval
         row = {
             "regime": regime,
             "epoch": rnd,
@@ -227,6 +230,7 @@ def fit(
             "running_acc": correct.item() / max(1, seen),
             "lr": opt.param_groups[0]["lr"],
             "round_s": time.perf_counter() - t0,
+            "eval_s": eval_s,
         }
         history.append(row)
         yield row

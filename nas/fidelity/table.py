@@ -47,7 +47,18 @@ KEEP_METRICS = (
     "train_s",
     "images_per_s",
 )
-KEEP_HISTORY = ("regime", "epoch", "epoch_total", "step", "round_s", "train_acc", "train_loss", "val_acc", "val_loss")
+KEEP_HISTORY = (
+    "regime",
+    "epoch",
+    "epoch_total",
+    "step",
+    "round_s",
+    "eval_s",
+    "train_acc",
+    "train_loss",
+    "val_acc",
+    "val_loss",
+)
 
 
 def _code_version(root: Path) -> dict[str, Any]:
