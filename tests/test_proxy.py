@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -232,3 +233,33 @@ def test_recalibrated_bn_statistics_are_the_exact_statistics_of_the_images():
         96,
         96,
     )
+
+
+def test_finer_rounds_with_light_measurements_leave_the_training_and_its_result_unchanged():
+    """``report_every`` splits each regime into rounds; ``round_eval_limit`` measures the rounds before a
+    regime's last on a fixed stratified subset. The training itself (steps, batches, augmentation) and the
+    final measurement are those of the one-round protocol."""
+    data = digits()
+    objective = ObjectiveConfig(mode="both", subset_fraction=0.3)
+    coarse = TrainConfig(steps=12, batch_size=32, lr=3e-3, augment=True, seed=3)
+    fine = dataclasses.replace(coarse, report_every=5, round_eval_limit=20)
+    seen = []
+    a = train_candidate(ARCH, data, coarse, objective)
+    b = train_candidate(ARCH, data, fine, objective, on_epoch=lambda e, m: seen.append(e))
+    check_metrics(b)
+    for key in ("gen_val_acc", "gen_train_acc", "cap_train_acc", "cap_train_loss", "val_acc", "val_loss"):
+        assert b.metrics[key] == a.metrics[key], key
+    assert b.score == a.score
+    assert [h["step"] for h in a.history] == [12, 12]
+    assert [(h["regime"][0], h["step"]) for h in b.history] == [(r, s) for r in "gf" for s in (5, 10, 12)]
+    assert seen == list(range(1, 7)) and all(h["rounds_total"] == 6 for h in b.history)
+    assert all(h["eval_s"] > 0 and h["round_s"] >= h["eval_s"] for h in b.history)
+    n_val = len(data.y_val)
+    for h in b.history:  # 20 of the validation images (2 per class) before a regime's last round
+        n = 20 if h["step"] < 12 else n_val
+        assert abs(h["val_acc"] * n - round(h["val_acc"] * n)) < 1e-9, (h["step"], h["val_acc"])
+    assert any(abs(h["val_acc"] * 20 - round(h["val_acc"] * 20)) > 1e-9 for h in b.history if h["step"] == 12)
+    with pytest.raises(ConfigError, match=r"`train.report_every`: is out of range.*>= 1"):
+        parse_train({"report_every": 0}, "s.yaml")
+    with pytest.raises(ConfigError, match=r"`train.round_eval_limit`: is out of range.*>= 2"):
+        parse_train({"round_eval_limit": 1}, "s.yaml")
