@@ -176,11 +176,14 @@ def test_prescreen_with_a_table_is_refused(table_dir):
         load_experiment(p)
 
 
-def test_the_bundled_table_replays_with_its_bundled_yaml(tmp_path, monkeypatch):
-    """The shipped CIFAR-10 layout benchmark is complete and replays where the CIFAR-10 files are absent
-    (its YAML names data/cifar10-train.npz, which a replay never reads)."""
+@pytest.mark.parametrize(
+    "yaml_name", ["bench-cifar-replay.yaml", "bench-cifar-rounds-replay.yaml", "bench-cifar-rounds-250-replay.yaml"]
+)
+def test_the_bundled_table_replays_with_its_bundled_yaml(tmp_path, monkeypatch, yaml_name):
+    """The shipped CIFAR-10 layout benchmarks are complete and replay where the CIFAR-10 files are absent
+    (their YAMLs name data/cifar10-train.npz, which a replay never reads)."""
     monkeypatch.chdir(tmp_path)
-    exp = load_experiment("bench-cifar-replay.yaml")
+    exp = load_experiment(yaml_name)
     t = load_table(exp.search.trainer.removeprefix("table:"))
     assert len(t.entries) == exp.space.size()
     ok = [e for e in t.entries.values() if e["status"] == "ok"]
@@ -188,6 +191,29 @@ def test_the_bundled_table_replays_with_its_bundled_yaml(tmp_path, monkeypatch):
     assert all(math.isfinite(axes(e, exp.objective, 10)["score"]) for e in ok)
     recs = replay_search(exp, trials=40, seed=0)
     assert len(recs) == 40 and len({r["id"] for r in recs}) == 40
+
+
+@pytest.mark.parametrize("name,limit", [("bench-cifar-rounds-v1.json", 500), ("bench-cifar-rounds-250-v1.json", 250)])
+def test_the_bundled_rounds_tables_hold_what_their_early_stopping_figures_assume(name, limit):
+    """Two rounds per regime (7 and 14 steps); the first measured on ``limit`` images, so its recorded
+    measurement costs well under the full one; the table records the protocol that says so."""
+    import search_spaces
+
+    t = load_table(Path(search_spaces.__file__).parent / "benchmarks" / name)
+    assert t.meta["protocol"]["train.report_every"] == 7
+    assert t.meta["protocol"]["train.round_eval_limit"] == limit
+    light, full = [], []
+    for e in t.entries.values():
+        assert [(h["regime"], h["step"]) for h in e["history"]] == [
+            ("generalization", 7),
+            ("generalization", 14),
+            ("full", 7),
+            ("full", 14),
+        ]
+        light += [e["history"][0]["eval_s"], e["history"][2]["eval_s"]]
+        full += [e["history"][1]["eval_s"], e["history"][3]["eval_s"]]
+        assert all(0 < h["eval_s"] < h["round_s"] for h in e["history"])
+    assert sorted(light)[len(light) // 2] < 0.7 * sorted(full)[len(full) // 2]
 
 
 # ------------------------------------------------------------------------------------------ early stopping
