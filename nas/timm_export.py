@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from .arch import Architecture, ModelConfig
+from .arch import Architecture, BlockOptions, ModelConfig
 from .errors import UserError
 
 __all__ = [
@@ -96,43 +96,48 @@ def check_timm(mc: ModelConfig) -> None:
             "does not do. Allowed with --format timm: rel_attn pre (timm rel_pos_type 'bias') or none."
         )
     for i, block in enumerate(arch.layout):
-        w = arch.widths[i + 1]
-        if block not in TIMM_BLOCKS:
-            raise UserError(
-                f"{what} stage S{i + 1} is a `{block}` block, which timm's MaxxVit has no block for. Allowed "
-                f"with --format timm: the block letters {', '.join(TIMM_BLOCKS)}, or use --format yaml."
-            )
-        if block == "C":
-            mid = _mbconv_mid(w, o.mbconv_expansion)
-            if _make_divisible(w * o.mbconv_expansion) != mid:
-                raise UserError(
-                    f"{what} stage S{i + 1} (width {w}) expands MBConv to {mid} channels "
-                    f"(mbconv_expansion {o.mbconv_expansion:g}), but timm rounds the expanded width to "
-                    f"a multiple of 8 ({_make_divisible(w * o.mbconv_expansion)}). Allowed with "
-                    "--format timm: widths of C stages whose width x mbconv_expansion is a multiple "
-                    "of 8 (even widths for expansion 4)."
-                )
-        else:
-            hidden = max(1, int(round(w * o.ffn_expansion)))
-            if int(w * o.ffn_expansion) != hidden:
-                raise UserError(
-                    f"{what} stage S{i + 1} (width {w}) has an FFN of {hidden} channels "
-                    f"(ffn_expansion {o.ffn_expansion:g}), but timm truncates width x ffn_expansion to "
-                    f"{int(w * o.ffn_expansion)}. Allowed with --format timm: widths where width x "
-                    "ffn_expansion is a whole number."
-                )
-            if w < o.head_dim:
-                raise UserError(
-                    f"{what} stage S{i + 1} width {w} is below head_dim {o.head_dim}: coatnas then "
-                    "uses one narrower head, while timm's heads are always head_dim wide. Allowed with "
-                    "--format timm: T-stage widths that are multiples of head_dim."
-                )
+        _check_stage(what, i, block, arch.widths[i + 1], o)
     if mc.image_size % 2 and "T" in arch.layout and o.rel_attn != "none":
         raise UserError(
             f"{what} image_size {mc.image_size} is odd; timm sizes its relative-bias tables from "
             "image_size // 2 after the stem where the network has ceil(image_size / 2). Allowed with "
             "--format timm: an even image_size."
         )
+
+
+def _check_stage(what: str, i: int, block: str, w: int, o: BlockOptions) -> None:
+    """Raise :class:`UserError` when stage S{i+1} (``block`` of width ``w``, block options ``o``) has no
+    exact timm equivalent."""
+    if block not in TIMM_BLOCKS:
+        raise UserError(
+            f"{what} stage S{i + 1} is a `{block}` block, which timm's MaxxVit has no block for. Allowed "
+            f"with --format timm: the block letters {', '.join(TIMM_BLOCKS)}, or use --format yaml."
+        )
+    if block == "C":
+        mid = _mbconv_mid(w, o.mbconv_expansion)
+        if _make_divisible(w * o.mbconv_expansion) != mid:
+            raise UserError(
+                f"{what} stage S{i + 1} (width {w}) expands MBConv to {mid} channels "
+                f"(mbconv_expansion {o.mbconv_expansion:g}), but timm rounds the expanded width to "
+                f"a multiple of 8 ({_make_divisible(w * o.mbconv_expansion)}). Allowed with "
+                "--format timm: widths of C stages whose width x mbconv_expansion is a multiple "
+                "of 8 (even widths for expansion 4)."
+            )
+    else:
+        hidden = max(1, int(round(w * o.ffn_expansion)))
+        if int(w * o.ffn_expansion) != hidden:
+            raise UserError(
+                f"{what} stage S{i + 1} (width {w}) has an FFN of {hidden} channels "
+                f"(ffn_expansion {o.ffn_expansion:g}), but timm truncates width x ffn_expansion to "
+                f"{int(w * o.ffn_expansion)}. Allowed with --format timm: widths where width x "
+                "ffn_expansion is a whole number."
+            )
+        if w < o.head_dim:
+            raise UserError(
+                f"{what} stage S{i + 1} width {w} is below head_dim {o.head_dim}: coatnas then "
+                "uses one narrower head, while timm's heads are always head_dim wide. Allowed with "
+                "--format timm: T-stage widths that are multiples of head_dim."
+            )
 
 
 def timm_name(mc: ModelConfig, name: str | None = None) -> str:

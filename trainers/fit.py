@@ -1,5 +1,5 @@
-"""One training of one model (``fit``): AdamW with warmup and cosine decay, augmentation, BatchNorm
-recalibration and evaluation after every round; used by every proxy training and by ``nas-train``.
+"""One training of one model (``fit``): AdamW with warmup and cosine decay, augmentation, and a measurement
+after every round (``trainers.measure``); used by every proxy training and by ``nas-train``.
 
 Data stay on the training device as loaded (uint8 where exact) and are batched by index tensors; indexing
 the images gives the normalised float32 batch (``trainers.images.Images``).
@@ -11,7 +11,6 @@ import math
 import random
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,17 +21,9 @@ import torch.nn.functional as F
 
 from .config import TrainConfig
 from .data import Dataset, Images
+from .measure import Probe, autocast, measure_round
 
-__all__ = [
-    "fit",
-    "FitResult",
-    "Diverged",
-    "autocast",
-    "resolve_device",
-    "seed_everything",
-    "evaluate",
-    "recalibrate_bn",
-]
+__all__ = ["fit", "FitResult", "Diverged", "resolve_device", "seed_everything"]
 
 
 class Diverged(RuntimeError):
@@ -70,12 +61,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def autocast(device: torch.device, train: TrainConfig):
-    """bf16 autocast where ``train.precision`` asks for it (``auto``: on CUDA), else a no-op context."""
-    bf16 = train.precision == "bf16" or (train.precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-
-
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random crop after reflect padding by size/8, and a random horizontal flip, per image (vectorised)."""
     b, _, h, w = x.shape
@@ -90,68 +75,6 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     out = xp[bidx, cidx, rows, cols]
     flip = (torch.rand(b, generator=gen, device=gen.device) < 0.5).to(x.device)[:, None, None, None]
     return torch.where(flip, out.flip(-1), out)
-
-
-@torch.no_grad()
-def recalibrate_bn(
-    model: nn.Module, x: torch.Tensor | Images, images: int, batch_size: int, seed: int = 0, channels_last: bool = False
-) -> bool:
-    """Recompute every BatchNorm's running mean/variance from ``images`` examples of ``x``.
-
-    The statistics become the exact average over the batches (momentum ``None``), with every other module
-    in eval mode (no dropout or stochastic depth while measuring). Returns whether the model has BatchNorm.
-    """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not bns or images <= 0 or len(x) == 0:
-        return bool(bns)
-    was_training = model.training
-    model.eval()
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-        m.train()
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    idx = torch.randperm(len(x), generator=gen)[:images].to(x.device)
-    bs = max(2, min(batch_size, len(idx)))
-    try:
-        for i in range(0, len(idx) - 1, bs):  # a last batch of one image has no variance: skip it
-            xb = x[idx[i : i + bs]]
-            if len(xb) < 2:
-                break
-            if channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            model(xb)
-    finally:
-        for m, mom in zip(bns, momenta):
-            m.momentum = mom
-        model.train(was_training)
-    return True
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    x: torch.Tensor | Images,
-    y: torch.Tensor,
-    train: TrainConfig,
-    device: torch.device,
-    channels_last: bool,
-) -> tuple[float, float]:
-    """(mean cross-entropy without smoothing, accuracy) of ``model`` on ``x, y``."""
-    model.eval()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    for i in range(0, len(y), train.eval_batch_size):
-        xb, yb = x[i : i + train.eval_batch_size], y[i : i + train.eval_batch_size]
-        if channels_last:
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        with autocast(device, train):
-            logits = model(xb)
-        loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
-        correct += (logits.argmax(-1) == yb).sum()
-    n = max(1, len(y))
-    return loss_sum.item() / n, correct.item() / n
 
 
 def fit(
@@ -192,7 +115,7 @@ def fit(
     opt, sched = _optimizer(model, train, device, total)
     ev = eval_idx.to(device) if eval_idx is not None else None
     xe, ye = (x_all, y_all) if ev is None else (x_all.subset(ev), y_all[ev])
-    full = _Probe(data.x_val, data.y_val, xe, ye, train.bn_recalibrate)
+    full = Probe(data.x_val, data.y_val, xe, ye, train.bn_recalibrate)
     light = full.limited(train.round_eval_limit, train.seed)
     gen = torch.Generator(device="cpu").manual_seed(train.seed)
     batches = _Batches(n, bs, per_epoch, gen, device)
@@ -215,7 +138,7 @@ def fit(
         _check_diverged(running_loss, chance_loss, rnd, regime, train)
         probe = full if rnd == rounds else light
         t_eval = time.perf_counter()
-        val_loss, val_acc, fit_loss, fit_acc = _measure_round(model, x_all, probe, train, device, channels_last)
+        val_loss, val_acc, fit_loss, fit_acc = measure_round(model, x_all, probe, train, device, channels_last)
         eval_s = time.perf_counter() - t_eval
         row = {
             "regime": regime,
@@ -361,50 +284,3 @@ def _check_diverged(running_loss: float, chance_loss: float, rnd: int, regime: s
             f"training loss {running_loss:.4g} at round {rnd} ({regime} regime, lr {train.lr:g}) "
             f"is {'not finite' if not math.isfinite(running_loss) else 'over 100x chance'}"
         )
-
-
-@dataclass(frozen=True)
-class _Probe:
-    """What a round is measured on: validation images, fit images and the BatchNorm recalibration count."""
-
-    x_val: Images
-    y_val: torch.Tensor
-    x_fit: Images
-    y_fit: torch.Tensor
-    bn_images: int
-
-    def limited(self, limit: int | None, seed: int) -> _Probe:
-        """This probe cut to at most ``limit`` images each (stratified, fixed by ``seed``); itself for
-        ``None`` or a limit it is within."""
-        if limit is None or (len(self.y_val) <= limit and len(self.y_fit) <= limit and self.bn_images <= limit):
-            return self
-        from .data import stratified_subset
-
-        def cut(x: Images, y: torch.Tensor) -> tuple[Images, torch.Tensor]:
-            if len(y) <= limit:
-                return x, y
-            idx = stratified_subset(y, limit / len(y), seed).to(y.device)
-            return x.subset(idx), y[idx]
-
-        return _Probe(*cut(self.x_val, self.y_val), *cut(self.x_fit, self.y_fit), min(self.bn_images, limit))
-
-
-def _measure_round(
-    model: nn.Module,
-    x_all: Images,
-    probe: _Probe,
-    train: TrainConfig,
-    device: torch.device,
-    channels_last: bool,
-) -> tuple[float, float, float, float]:
-    """(val_loss, val_acc, fit_loss, fit_acc) after a round, on ``probe``'s images.
-
-    Every round is measured like the final result: BN statistics recomputed (from a prefix of the same
-    permutation of the training images), eval mode, the same examples every round (a fixed stratified
-    subset of them before the last round when ``train.round_eval_limit`` is set), so that per-round
-    estimates (ASHA) and the leaderboard agree.
-    """
-    recalibrate_bn(model, x_all, probe.bn_images, train.eval_batch_size, train.seed, channels_last)
-    val_loss, val_acc = evaluate(model, probe.x_val, probe.y_val, train, device, channels_last)
-    fit_loss, fit_acc = evaluate(model, probe.x_fit, probe.y_fit, train, device, channels_last)
-    return val_loss, val_acc, fit_loss, fit_acc

@@ -18,7 +18,8 @@ from nas.arch import Architecture, ModelConfig
 from . import objective as obj
 from .config import TrainConfig, parse_objective, parse_train
 from .data import Dataset, stratified_subset
-from .fit import Diverged, FitResult, autocast, evaluate, fit, recalibrate_bn, resolve_device, seed_everything
+from .fit import Diverged, FitResult, fit, resolve_device, seed_everything
+from .measure import autocast, evaluate, recalibrate_bn
 from .objective import ObjectiveConfig
 from .result import TrialResult
 
