@@ -281,3 +281,53 @@ def test_a_replay_resumes_from_another_folder(table_dir, ray_local, tmp_path, mo
     assert len(res.rows) == 3
     proto = json.loads((table_dir / "run-resume" / "experiment.json").read_text())["protocol"]
     assert proto["train.data.files"] == "-" and proto["search.trainer"].startswith("table:t.json (1 file, ")
+
+
+def _script(name: str):
+    import importlib.util
+    import sys
+
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    sys.path.insert(0, str(scripts))  # bench_stop_sampler imports bench_early_stop
+    try:
+        spec = importlib.util.spec_from_file_location(name, scripts / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.remove(str(scripts))
+
+
+def test_early_stopping_compute_is_counted_from_the_rounds_a_trial_ran():
+    """The benchmark scripts' accounting: a stopped trial costs the rounds it ran; the one-round protocol
+    costs every round less the early measurements; the target is reached at the first finished trial
+    above it, counting the compute spent up to and including that trial."""
+    es, ss = _script("bench_early_stop"), _script("bench_stop_sampler")
+    hist = [
+        {"regime": "generalization", "step": 7, "round_s": 1.0, "eval_s": 0.25},
+        {"regime": "generalization", "step": 14, "round_s": 2.0, "eval_s": 1.0},
+        {"regime": "full", "step": 7, "round_s": 1.0, "eval_s": 0.25},
+        {"regime": "full", "step": 14, "round_s": 2.0, "eval_s": 1.0},
+    ]
+    assert es.light_eval_s(hist) == [0.25, 0.25]
+
+    class T:
+        entries = {"a": {"history": hist}, "b": {"history": hist}, "c": {"history": hist}}
+
+        def get(self, i):
+            return self.entries[i]
+
+    recs = [
+        {"id": "a", "status": "stopped", "metrics": {"epochs": 1}},
+        {"id": "b", "status": "ok", "score": 0.20, "metrics": {}},
+        {"id": "c", "status": "ok", "score": 0.30, "metrics": {}},
+    ]
+    r = ss._cost_to_target(recs, T(), target=0.25, one_round=False)
+    assert r["reached"] and r["to_target_s"] == 1.0 + 6.0 + 6.0 and r["best"] == 0.30 and r["stopped"] == 1
+    one = ss._cost_to_target(recs[1:], T(), target=0.25, one_round=True)
+    assert one["to_target_s"] == 2 * 5.5 and one["spent_s"] == 11.0
+    assert not ss._cost_to_target(recs[:2], T(), target=0.25, one_round=False)["reached"]
+    full = [dict(r, status="ok", score=r.get("score", 0.1), generalization=0.5, capacity=0.5) for r in recs]
+    c = es._compare(full, recs, T(), seed=0, wall=1.0)
+    assert c["saved"] == pytest.approx(5 / 18) and c["saved_vs_one_round"] == pytest.approx(1 - 13 / 16.5)
+    assert c["top5_kept"] == 2 and c["top5_lost_at"] == [1] and c["same_candidates"]
