@@ -331,3 +331,20 @@ def test_early_stopping_compute_is_counted_from_the_rounds_a_trial_ran():
     c = es._compare(full, recs, T(), seed=0, wall=1.0)
     assert c["saved"] == pytest.approx(5 / 18) and c["saved_vs_one_round"] == pytest.approx(1 - 13 / 16.5)
     assert c["top5_kept"] == 2 and c["top5_lost_at"] == [1] and c["same_candidates"]
+
+
+def test_the_early_stopping_lines_of_coatnet_cifar_are_a_valid_search_when_uncommented(tmp_path):
+    """coatnet-cifar.yaml carries the measured early-stopping setting (docs/benchmark.md) as comments; with
+    them uncommented it loads as that setting, on the table's protocol."""
+    import search_spaces
+
+    text = (Path(search_spaces.__file__).parent / "coatnet-cifar.yaml").read_text()
+    for key in ("report_every: 7", "round_eval_limit: 250", "scheduler: {type: asha"):
+        assert f"  # {key}" in text, key
+        text = text.replace(f"  # {key}", f"  {key}")
+    (tmp_path / "c.yaml").write_text(text)
+    exp = load_experiment(tmp_path / "c.yaml")
+    assert (exp.train.report_every, exp.train.round_eval_limit) == (7, 250)
+    assert (exp.search.scheduler.type, exp.search.scheduler.reduction_factor) == ("asha", 4.0)
+    rounds = load_experiment("bench-cifar-rounds-250-replay.yaml")
+    assert (rounds.train.report_every, rounds.train.round_eval_limit) == (7, 250)
