@@ -115,10 +115,10 @@ class TrainConfig:
             training evaluates near chance and conv-heavy layouts (more BatchNorm) are penalised.
         report_every: optimizer steps per round: how often a training is measured and reported to the
             scheduler, which may stop it between rounds (``null``: one epoch of the full training split).
-        round_eval_limit: validation images measured at the rounds before a training's last, a fixed
-            stratified subset (and at most as many fit and BatchNorm-recalibration images), so that
-            frequent rounds stay cheap; the last round is always measured in full (``null``: every round
-            in full).
+        round_eval_limit: validation images measured at the rounds before a training's last: a fixed
+            stratified subset of about this many (rounded per class), as many of the fit images, and at
+            most this many BatchNorm-recalibration images, so that frequent rounds stay cheap; the last
+            round is always measured in full (``null``: every round in full).
     """
 
     data: DataConfig = field(default_factory=DataConfig)

@@ -97,10 +97,9 @@ def fit(
     ``train_idx`` selects the training examples (default: the whole training split); ``steps`` overrides
     the config's budget; ``eval_idx`` picks the training examples whose fit (``train_loss``/``train_acc``,
     eval mode) is measured after every round. Before each evaluation the BatchNorm statistics are
-    recomputed (``train.bn_recalibrate``). Rows also carry the train-mode running
-    figures of the round (``running_loss``/``running_acc``), its seconds (``round_s``) and those of its
-    measurement (``eval_s``). Raises :class:`Diverged` on a non-finite or
-    exploding training loss.
+    recomputed (``train.bn_recalibrate``). Rows also carry the train-mode running figures of the round
+    (``running_loss``/``running_acc``), its seconds (``round_s``) and those of its measurement
+    (``eval_s``). Raises :class:`Diverged` on a non-finite or exploding training loss.
     """
     device = device or resolve_device(train)
     data = dataset.to(device)

@@ -96,8 +96,9 @@ class Probe:
     bn_images: int
 
     def limited(self, limit: int | None, seed: int) -> Probe:
-        """This probe cut to at most ``limit`` images each (stratified, fixed by ``seed``); itself for
-        ``None`` or a limit it is within."""
+        """This probe cut to about ``limit`` validation and fit images (stratified subsets fixed by
+        ``seed``, rounded per class, at least one per class) and at most ``limit`` BatchNorm images;
+        itself for ``None`` or a limit it is within."""
         if limit is None or (len(self.y_val) <= limit and len(self.y_fit) <= limit and self.bn_images <= limit):
             return self
         from .data import stratified_subset
