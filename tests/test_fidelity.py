@@ -7,6 +7,7 @@ import json
 import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -147,7 +148,16 @@ def test_tiny_study_end_to_end_resumes_without_retraining(tmp_path, write_space,
     assert set(res["proxies"]) == {"p1", "p1-running-bn"}
     assert res["noise_ceiling"]["score"]["n"] == 4
     assert set(res["zero_cost"]) == {"params", "synflow", "naswot"}
-    assert 0 < res["cost"]["p1"]["median_ratio"] < 1  # 2 steps against 40
+    # the cost column is the median over architectures of proxy seconds / reference seconds (each a mean
+    # over its seeds), read from the records; not a timing assertion (machines are noisy)
+    walls = {}
+    for r in recs:
+        if r["protocol"] in ("p1", "reference"):
+            walls.setdefault((r["protocol"], r["arch_id"]), []).append(r["metrics"]["wall_s"])
+    both = sorted({a for p, a in walls if p == "reference"} & {a for p, a in walls if p == "p1"})
+    ratios = [statistics.fmean(walls["p1", a]) / statistics.fmean(walls["reference", a]) for a in both]
+    assert len(both) == 4 and all(x > 0 for x in ratios)
+    assert res["cost"]["p1"]["median_ratio"] == pytest.approx(statistics.median(ratios))
     assert paths["png"].stat().st_size > 1000
     md = paths["md"].read_text()
     assert "noise ceiling" in md and "Kendall tau" in md

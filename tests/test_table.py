@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nas.errors import ConfigError
@@ -343,6 +344,8 @@ def test_the_early_stopping_lines_of_coatnet_cifar_are_a_valid_search_when_uncom
         assert f"  # {key}" in text, key
         text = text.replace(f"  # {key}", f"  {key}")
     (tmp_path / "c.yaml").write_text(text)
+    (tmp_path / "data").mkdir()  # the YAML's data file (CIFAR-10 is not part of a clean clone): 2 per class
+    np.savez(tmp_path / "data" / "cifar10-train.npz", x=np.zeros((20, 32, 32, 3), np.uint8), y=np.arange(20) % 10)
     exp = load_experiment(tmp_path / "c.yaml")
     assert (exp.train.report_every, exp.train.round_eval_limit) == (7, 250)
     assert (exp.search.scheduler.type, exp.search.scheduler.reduction_factor) == ("asha", 4.0)
