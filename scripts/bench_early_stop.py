@@ -121,11 +121,10 @@ def _compare(full: list[dict], recs: list[dict], table, seed: int, wall: float) 
     total = spent = one_round = 0.0
     for r in recs:
         hist = table.get(r["id"])["history"]
-        rounds = [h.get("round_s", 0.0) for h in hist]
-        total += sum(rounds)
-        one_round += sum(rounds) - sum(light_eval_s(hist))
-        done = len(rounds) if r["status"] != "stopped" else int(r["metrics"].get("epochs", 0))
-        spent += sum(rounds[:done])
+        trial_s = sum(h.get("round_s", 0.0) for h in hist)
+        total += trial_s
+        one_round += trial_s - sum(light_eval_s(hist))
+        spent += run_s(r, hist)
     return {
         "seed": seed,
         "same_candidates": {r["id"] for r in recs} == ids,
@@ -138,6 +137,13 @@ def _compare(full: list[dict], recs: list[dict], table, seed: int, wall: float) 
         "top5_lost_at": sorted(int(r["metrics"].get("epochs", 0)) for r in recs if r["id"] in top5 - finished),
         "wall_s": wall,
     }
+
+
+def run_s(rec: dict, hist: list[dict]) -> float:
+    """The recorded seconds of the rounds of ``hist`` the trial ``rec`` ran: all of them, or those before
+    the scheduler stopped it."""
+    done = len(hist) if rec["status"] != "stopped" else int(rec["metrics"].get("epochs", 0))
+    return sum(h.get("round_s", 0.0) for h in hist[:done])
 
 
 def light_eval_s(hist: list[dict]) -> list[float]:

@@ -21,6 +21,7 @@ import sys
 import time
 
 import torch
+from bench_early_stop import light_eval_s  # scripts/ is on the path when run as a script
 
 from nas.arch import Architecture
 from nas.search.config import load_experiment
@@ -60,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{arch}: the {name} protocol's result differs from the table's"
                     )
             hist = e["history"]
-            last = {h["regime"]: h["step"] for h in hist}
-            light = sum(h["eval_s"] for h in hist if h["step"] != last[h["regime"]])
+            light = sum(light_eval_s(hist))
             total = sum(h["round_s"] for h in hist)
             measured.append(statistics.median(secs["fine"]) / statistics.median(secs["coarse"]))
             estimated.append(total / (total - light))

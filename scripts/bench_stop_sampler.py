@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_early_stop import light_eval_s, replay_once  # scripts/ is on the path when run as a script
+from bench_early_stop import light_eval_s, replay_once, run_s  # scripts/ is on the path when run as a script
 
 from nas.search.config import load_experiment
 from trainers.tabular import load_table, table_path
@@ -88,9 +88,7 @@ def _cost_to_target(recs: list[dict], table, target: float, one_round: bool) -> 
     spent, to_target, best = 0.0, None, float("-inf")
     for r in recs:
         hist = table.get(r["id"])["history"]
-        rounds = [h.get("round_s", 0.0) for h in hist]
-        done = len(rounds) if r["status"] != "stopped" else int(r["metrics"].get("epochs", 0))
-        spent += sum(rounds[:done]) - (sum(light_eval_s(hist)) if one_round else 0.0)
+        spent += run_s(r, hist) - (sum(light_eval_s(hist)) if one_round else 0.0)
         if r["status"] == "ok":
             best = max(best, r["score"])
             if to_target is None and r["score"] >= target:

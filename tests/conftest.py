@@ -65,3 +65,24 @@ def write_space(tmp_path):
         return path
 
     return make
+
+
+@pytest.fixture
+def load_script():
+    """Import a script of ``scripts/`` by name (scripts/ on the path while it loads, as when it runs)."""
+    import importlib.util
+    import sys
+
+    scripts = os.path.join(os.path.dirname(_HERE), "scripts")
+
+    def load(name: str):
+        sys.path.insert(0, scripts)
+        try:
+            spec = importlib.util.spec_from_file_location(name, os.path.join(scripts, f"{name}.py"))
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+            return mod
+        finally:
+            sys.path.remove(scripts)
+
+    return load

@@ -39,13 +39,10 @@ def test_stride_arms_sample_the_same_architectures(tmp_path):
     assert [p.objective for p in s1.protocols] == [p.objective for p in s2.protocols]
 
 
-def test_stride_pairs_script_pairs_rows_across_strides(tmp_path, capsys):
-    import importlib.util
+def test_stride_pairs_script_pairs_rows_across_strides(tmp_path, capsys, load_script):
     import json
 
-    spec = importlib.util.spec_from_file_location("stride_pairs", ROOT.parent / "scripts" / "stride_pairs.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("stride_pairs")
     archs = ["C-C-C-C L=1 D=1", "C-C-C-T L=1 D=1", "C-C-T-T L=1 D=1", "ViT_REL L=1 D=1 patch=8"]
     for name, suffix, sign in (("s2", "", 1), ("s1", " stem_stride=1", -1)):
         rows = [

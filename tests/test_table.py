@@ -284,26 +284,11 @@ def test_a_replay_resumes_from_another_folder(table_dir, ray_local, tmp_path, mo
     assert proto["train.data.files"] == "-" and proto["search.trainer"].startswith("table:t.json (1 file, ")
 
 
-def _script(name: str):
-    import importlib.util
-    import sys
-
-    scripts = Path(__file__).resolve().parents[1] / "scripts"
-    sys.path.insert(0, str(scripts))  # bench_stop_sampler imports bench_early_stop
-    try:
-        spec = importlib.util.spec_from_file_location(name, scripts / f"{name}.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(str(scripts))
-
-
-def test_early_stopping_compute_is_counted_from_the_rounds_a_trial_ran():
+def test_early_stopping_compute_is_counted_from_the_rounds_a_trial_ran(load_script):
     """The benchmark scripts' accounting: a stopped trial costs the rounds it ran; the one-round protocol
     costs every round less the early measurements; the target is reached at the first finished trial
     above it, counting the compute spent up to and including that trial."""
-    es, ss = _script("bench_early_stop"), _script("bench_stop_sampler")
+    es, ss = load_script("bench_early_stop"), load_script("bench_stop_sampler")
     hist = [
         {"regime": "generalization", "step": 7, "round_s": 1.0, "eval_s": 0.25},
         {"regime": "generalization", "step": 14, "round_s": 2.0, "eval_s": 1.0},

@@ -99,50 +99,45 @@ def _timm_state(mc, model):
     return to_timm_state_dict(model.state_dict(), mc)
 
 
+def _cli(command: str, *args) -> None:
+    """Run one of the package's console scripts from this venv; it must exit 0."""
+    run = subprocess.run(
+        [str(Path(sys.executable).parent / command), *map(str, args)], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+
+
 def test_nas_train_checkpoint_through_the_cli(tmp_path):
     """nas-train a small model, nas-export its checkpoint --format timm, load it in timm: same logits."""
     arch = Architecture.parse("C-C-T-T L=2,1,1,1,1 D=16,16,32,32,64")
     yaml_path = save_model_config(
         ModelConfig(arch=arch, num_classes=10, image_size=16, in_chans=1), tmp_path / "model.yaml"
     )
-    bin_dir = Path(sys.executable).parent
-    run = subprocess.run(
-        [
-            str(bin_dir / "nas-train"),
-            str(yaml_path),
-            "--data",
-            "synthetic",
-            "--steps",
-            "3",
-            "--batch-size",
-            "8",
-            "--threads",
-            "1",
-            "--quiet",
-            "--out",
-            str(tmp_path / "trained"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    _cli(
+        "nas-train",
+        yaml_path,
+        "--data",
+        "synthetic",
+        "--steps",
+        "3",
+        "--batch-size",
+        "8",
+        "--threads",
+        "1",
+        "--quiet",
+        "--out",
+        tmp_path / "trained",
     )
-    assert run.returncode == 0, run.stderr
-    run = subprocess.run(
-        [
-            str(bin_dir / "nas-export"),
-            str(tmp_path / "trained" / "model.pt"),
-            "--format",
-            "timm",
-            "--name",
-            "coatnas_cli_test",
-            "--out",
-            str(tmp_path / "timm"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    _cli(
+        "nas-export",
+        tmp_path / "trained" / "model.pt",
+        "--format",
+        "timm",
+        "--name",
+        "coatnas_cli_test",
+        "--out",
+        tmp_path / "timm",
     )
-    assert run.returncode == 0, run.stderr
     config = json.loads((tmp_path / "timm" / "config.json").read_text())
     assert config["architecture"] == "coatnas_cli_test" and config["pretrained_cfg"]["file"]
     ckpt = torch.load(tmp_path / "trained" / "model.pt", weights_only=True)

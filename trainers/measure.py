@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import TrainConfig
+from .data import stratified_subset
 from .images import Images
 
 __all__ = ["autocast", "recalibrate_bn", "evaluate", "Probe", "measure_round"]
@@ -101,7 +102,6 @@ class Probe:
         itself for ``None`` or a limit it is within."""
         if limit is None or (len(self.y_val) <= limit and len(self.y_fit) <= limit and self.bn_images <= limit):
             return self
-        from .data import stratified_subset
 
         def cut(x: Images, y: torch.Tensor) -> tuple[Images, torch.Tensor]:
             if len(y) <= limit:
