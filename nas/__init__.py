@@ -9,22 +9,22 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .arch import Architecture, BlockOptions
-from .errors import ConfigError, UserError
+from nas.errors import ConfigError, UserError
+from nas.model.arch import Architecture, BlockOptions
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "build_model": "nas.model",
-    "CoAtNet": "nas.model",
-    "presets": "nas.presets",
-    "count_cost": "nas.cost",
-    "Cost": "nas.cost",
-    "SearchSpace": "nas.space",
-    "load_space": "nas.space",
-    "load_model_config": "nas.export",
-    "save_model_config": "nas.export",
-    "ModelConfig": "nas.export",
+    "build_model": "nas.model.builder",
+    "CoAtNet": "nas.model.builder",
+    "presets": "nas.model.presets",
+    "count_cost": "nas.model.cost",
+    "Cost": "nas.model.cost",
+    "SearchSpace": "nas.space.search_space",
+    "load_space": "nas.space.search_space",
+    "load_model_config": "nas.export.model_config",
+    "save_model_config": "nas.export.model_config",
+    "ModelConfig": "nas.export.model_config",
 }
 
 __all__ = ["Architecture", "BlockOptions", "ConfigError", "UserError", *_LAZY]

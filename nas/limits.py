@@ -13,7 +13,7 @@ import dataclasses
 import math
 from typing import Any
 
-from .errors import ConfigError
+from nas.errors import ConfigError
 
 __all__ = ["RANGES", "MAX_CHOICES", "MAX_GRID", "SEED_MAX", "check_ranges", "check_value", "int_choice_limit"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from nas.errors import ConfigError
 
 __all__ = ["load_yaml_file", "load_yaml_text", "MAX_BYTES"]
 

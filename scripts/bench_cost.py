@@ -11,8 +11,8 @@ import time
 import torch
 
 from nas import Architecture, build_model
-from nas.cost import clear_cost_cache, count_cost
-from nas.presets import get
+from nas.model.cost import clear_cost_cache, count_cost
+from nas.model.presets import get
 
 
 def per_call(fn, repeat: int) -> float:

@@ -7,20 +7,20 @@ Each measurement runs in a fresh Python process that imports torch and the loade
 memory (``VmRSS``), loads the npz source at its own size (32 px for CIFAR-10: the images stay uint8), and
 reads ``VmRSS`` again and the peak (``VmHWM``). Modes:
 
-- ``uint8``: ``trainers.data.load_dataset`` as it is (images stored as uint8, batches normalised on use);
+- ``uint8``: ``trainers.data.loading.load_dataset`` as it is (images stored as uint8, batches normalised on use);
 - ``float32``: the same dataset then held as normalised float32 tensors, the representation before
   (``Images.float()``; the uint8 copy dropped);
 - ``before`` (with ``--before REF``, default the commit before the change): the loader of git revision REF
-  itself (its ``trainers/data.py`` and ``trainers/safe_pickle.py``), for its real peak.
+  itself (its ``trainers/data/loading.py`` and ``trainers/data/safe_pickle.py``), for its real peak.
 
 Also the cost of building one normalised batch of 256 from each storage. A missing ``--npz`` file is
 replaced by random uint8 images of the CIFAR-10 shape (memory depends only on the shape).
 Ratios are within one run; see docs/trainer.md for the recorded figures.
 
 With ``--stream-folder`` it compares instead, in one process, an ``imagefolder`` source loaded into memory
-against the same folder streamed (``stream_above_mb: 0``, ``trainers.stream``): the set-up time, the
+against the same folder streamed (``stream_above_mb: 0``, ``trainers.data.stream``): the set-up time, the
 images/s of drawing random training batches of 256 (``x_train[idx]``, decode threads 1 and ``--threads``),
-and the training images/s of ``trainers.proxy.fit`` (30 steps of 64 on a small CoAtNet, 32 px, one torch
+and the training images/s of ``trainers.training.proxy.fit`` (30 steps of 64 on a small CoAtNet, 32 px, one torch
 thread, one decode thread), with the ratios.
 """
 
@@ -52,13 +52,13 @@ if mode == "before":
     sys.path.insert(0, sys.argv[4])
     from trainers_before.data import DataConfig, load_dataset
 else:
-    from trainers.data import DataConfig, Dataset, load_dataset
+    from trainers.data.loading import DataConfig, Dataset, load_dataset
 base = status()
 cfg = DataConfig(name="npz", path=npz, limit=limit or None)
 d = load_dataset(cfg, 32, 3)
 if mode == "float32":
     held = Dataset(d.x_train.float(), d.y_train, d.x_val.float(), d.y_val, d.num_classes, d.in_chans, d.name)
-    from trainers.data import clear_dataset_cache
+    from trainers.data.loading import clear_dataset_cache
     clear_dataset_cache()
     del d
     gc.collect()
@@ -131,13 +131,13 @@ def batch_rate(x, batches: int = 20, batch: int = 256, seed: int = 0) -> float:
 
 
 def fit_rate(ds, steps: int = 30) -> float:
-    """Training images/s of ``trainers.proxy.fit`` on ``ds`` (its ``images_per_s``: training-loop time,
+    """Training images/s of ``trainers.training.proxy.fit`` on ``ds`` (its ``images_per_s``: training-loop time,
     evaluation excluded) for ``steps`` steps of 64 on a small CoAtNet at the dataset's size."""
     import torch
 
     from nas import Architecture, build_model
-    from trainers.config import TrainConfig
-    from trainers.proxy import fit
+    from trainers.training.config import TrainConfig
+    from trainers.training.proxy import fit
 
     torch.manual_seed(0)
     arch = Architecture.parse("C-C-T-T L=1,1,1,1,1 D=32,32,64,64,128")
@@ -166,7 +166,7 @@ def stream_main(args) -> None:
 
     import torch
 
-    from trainers.data import DataConfig, read_dataset
+    from trainers.data.loading import DataConfig, read_dataset
 
     torch.set_num_threads(1)
     cfg = DataConfig(name="imagefolder", path=args.stream_folder, limit=args.limit or None)

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from nas.search import RunDir, run
 from nas.search.config import load_experiment
-from trainers.objective import pareto_mask
-from trainers.tabular import load_table, table_path
+from trainers.objectives.registry import pareto_mask
+from trainers.training.tabular import load_table, table_path
 
 
 def main(argv: list[str] | None = None) -> int:

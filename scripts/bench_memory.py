@@ -1,11 +1,11 @@
 """Memory per trial worker: the dataset loaded by every worker (per process) against one copy in Ray's
-object store read by all of them (``trainers.shared``), in the same run.
+object store read by all of them (``trainers.data.shared``), in the same run.
 
     .venv/bin/python scripts/bench_memory.py [--npz data/cifar10-train.npz] [--workers 2] [--image-size 32]
 
 For each mode, ``--workers`` Ray actors (1 CPU each, as trial workers) import torch and the loader, read
-their memory, get the dataset the way a trial does (``process``: ``trainers.data.load_dataset``;
-``shared``: ``trainers.shared.worker_dataset`` over the driver's ``share_datasets``), touch every training
+their memory, get the dataset the way a trial does (``process``: ``trainers.data.loading.load_dataset``;
+``shared``: ``trainers.data.shared.worker_dataset`` over the driver's ``share_datasets``), touch every training
 image once (an epoch of batches of 256, so that shared pages are mapped in) and read their memory again.
 Memory is from ``/proc/<pid>/smaps_rollup``: RSS counts shared pages in full in every process, PSS divides
 them among the processes mapping them, USS (private pages) is what the worker alone costs. A missing
@@ -49,8 +49,8 @@ class Worker:
     def ready(self) -> int:
         import torch  # noqa: F401 - the baseline includes torch and the loader, as in a trial worker
 
-        import trainers.data  # noqa: F401
-        import trainers.shared  # noqa: F401
+        import trainers.data.loading  # noqa: F401
+        import trainers.data.shared  # noqa: F401
 
         torch.set_num_threads(1)
         return os.getpid()
@@ -60,8 +60,8 @@ class Worker:
 
         import torch
 
-        from trainers.data import load_dataset
-        from trainers.shared import worker_dataset
+        from trainers.data.loading import load_dataset
+        from trainers.data.shared import worker_dataset
 
         gc.collect()
         before = smaps()
@@ -84,7 +84,7 @@ class Worker:
 
 
 def run_mode(ray, mode: str, cfg, size: int, workers: int) -> tuple[list[dict], float]:
-    from trainers.shared import share_datasets
+    from trainers.data.shared import share_datasets
 
     actor = ray.remote(num_cpus=1)(Worker)
     procs = [actor.remote() for _ in range(workers)]
@@ -109,7 +109,7 @@ def main() -> None:
     import ray
     from bench_data import npz_or_random  # scripts/ is on sys.path when a script runs
 
-    from trainers.config import DataConfig
+    from trainers.data.config import DataConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         npz = npz_or_random(args.npz, tmp)

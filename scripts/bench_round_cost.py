@@ -23,11 +23,11 @@ import time
 import torch
 from bench_early_stop import light_eval_s  # scripts/ is on the path when run as a script
 
-from nas.arch import Architecture
+from nas.model.arch import Architecture
 from nas.search.config import load_experiment
-from trainers.data import load_dataset
-from trainers.proxy import train_candidate
-from trainers.tabular import load_table, table_path
+from trainers.data.loading import load_dataset
+from trainers.training.proxy import train_candidate
+from trainers.training.tabular import load_table, table_path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ import numpy as np
 
 from nas.search.config import load_experiment
 from nas.search.replay import replay_search
-from trainers.tabular import axes, load_table, table_path
+from trainers.training.tabular import axes, load_table, table_path
 
 
 def hypervolume(points: list[tuple[float, float]]) -> float:

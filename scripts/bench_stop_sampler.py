@@ -26,7 +26,7 @@ from pathlib import Path
 from bench_early_stop import light_eval_s, replay_once, run_s  # scripts/ is on the path when run as a script
 
 from nas.search.config import load_experiment
-from trainers.tabular import load_table, table_path
+from trainers.training.tabular import load_table, table_path
 
 
 def main(argv: list[str] | None = None) -> int:

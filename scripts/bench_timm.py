@@ -13,7 +13,7 @@ Needs timm (``.venv-timm``, created by ``make test-timm``/``make bench-timm``).
    rounds alternate between them so load changes hit all. The ratio is timm's time / coatnas's time (above
    1: coatnas is faster), the median over rounds. Times are the process's CPU time (``time.process_time``;
    one thread, so wall time on an idle machine), which other jobs on a shared machine disturb less than wall
-   time. coatnas builds its networks in channels-last memory (``nas.model.CoAtNet``); timm does when asked
+   time. coatnas builds its networks in channels-last memory (``nas.model.builder.CoAtNet``); timm does when asked
    (``train.py --channels-last``), so timm is measured both ways; and coatnas in NCHW shows what its
    channels-last layout gains.
 """
@@ -30,12 +30,12 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from nas.arch import Architecture, ModelConfig
-from nas.cost import count_cost
-from nas.model import build_model
-from nas.presets import PRESETS
-from nas.timm_export import export_timm
-from nas.timm_model import register
+from nas.export.timm import export_timm
+from nas.export.timm_model import register
+from nas.model.arch import Architecture, ModelConfig
+from nas.model.builder import build_model
+from nas.model.cost import count_cost
+from nas.model.presets import PRESETS
 
 PAPER = {"coatnet-0": 25, "coatnet-1": 42, "coatnet-2": 75, "coatnet-3": 168, "coatnet-4": 275}
 LAYOUTS = ("C-C-C-C", "C-C-C-T", "C-C-T-T", "C-T-T-T", "T-T-T-T")

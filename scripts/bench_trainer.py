@@ -5,7 +5,7 @@
 
 1. images/s of a training step (forward, backward, AdamW) for C-C-C-C, C-C-C-T, C-C-T-T, C-T-T-T at 32 px,
    equal depths and widths, on CPU and on CUDA when present (bf16 autocast + channels_last there).
-2. Share of training time outside forward/backward/optimizer: ``trainers.proxy.fit`` (index batching,
+2. Share of training time outside forward/backward/optimizer: ``trainers.training.proxy.fit`` (index batching,
    metrics, schedule, clipping) against a bare loop over the same pre-sliced batches, same model and steps.
 3. Relative attention through ``scaled_dot_product_attention`` with the bias as ``attn_mask`` against a
    plain matmul-softmax of the same maths, forward + backward, same inputs, same run: the ratio.
@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from nas import Architecture
-from nas.blocks import RelPosAttention
-from nas.model import build_model
-from trainers.data import DataConfig, load_dataset
-from trainers.proxy import TrainConfig, autocast, fit
+from nas.model.blocks import RelPosAttention
+from nas.model.builder import build_model
+from trainers.data.loading import DataConfig, load_dataset
+from trainers.training.proxy import TrainConfig, autocast, fit
 
 LAYOUTS = ("C-C-C-C", "C-C-C-T", "C-C-T-T", "C-T-T-T")
 
@@ -159,8 +159,8 @@ TRIAL_ARCHS = (
 
 def bench_trials(epochs: int) -> None:
     """Whole proxy trials on digits (32 px, grey) with the coatnet.yaml protocol, both objective modes."""
-    from trainers.objective import ObjectiveConfig
-    from trainers.proxy import train_candidate
+    from trainers.objectives.registry import ObjectiveConfig
+    from trainers.training.proxy import train_candidate
 
     data = load_dataset(DataConfig(), 32, 1)
     print(f"\n== proxy trials on digits, 32 px x1, {epochs} epochs, cpu ==")

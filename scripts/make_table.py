@@ -15,7 +15,7 @@ import statistics
 import sys
 
 from nas.fidelity.table import write_table
-from trainers.tabular import axes, load_table, objective_of
+from trainers.training.tabular import axes, load_table, objective_of
 
 
 def main(argv: list[str] | None = None) -> int:

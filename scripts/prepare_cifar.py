@@ -1,7 +1,7 @@
 """Decode the CIFAR-10 JPEG folders once into uint8 ``.npz`` files for the ``npz`` data source.
 
 Studies and benchmarks load 50,000 images per worker; decoding JPEGs each time costs ~20 s, reading an
-``.npz`` well under a second. The decoding is the ``imagefolder`` source's own (``trainers.data``), so the
+``.npz`` well under a second. The decoding is the ``imagefolder`` source's own (``trainers.data.loading``), so the
 arrays are exactly what an ``imagefolder`` source pointed at the same folder would give.
 
     python scripts/prepare_cifar.py ../shared/data/cifar10-jpg.tar.gz data/   # -> data/cifar10-{train,test}.npz
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainers.data import DataConfig, read_imagefolder
+from trainers.data.loading import DataConfig, read_imagefolder
 
 
 def main(argv: list[str] | None = None) -> int:

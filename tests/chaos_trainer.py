@@ -15,8 +15,8 @@ import os
 
 import torch
 
-from trainers.proxy import train_candidate
-from trainers.result import TrialResult
+from trainers.training.proxy import train_candidate
+from trainers.training.result import TrialResult
 
 
 def fault_of(arch) -> str | None:

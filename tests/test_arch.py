@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import yaml
 
-from nas.arch import Architecture, BlockOptions, ModelConfig
 from nas.errors import ConfigError
-from nas.export import load_model_config, save_model_config
+from nas.export.model_config import load_model_config, save_model_config
+from nas.model.arch import Architecture, BlockOptions, ModelConfig
 
 C0 = "C-C-T-T L=2,2,3,5,2 D=64,96,192,384,768"
 

@@ -1,4 +1,4 @@
-"""Block letters come from one table (nas.arch.BLOCKS); the torch-free rooms stay torch-free."""
+"""Block letters come from one table (nas.model.arch.BLOCKS); the torch-free rooms stay torch-free."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import sys
 import pytest
 
 import nas
-from nas.arch import BLOCKS, BlockKind, ModelConfig, check_block_table, known_blocks
-from nas.blocks import BLOCK_MODULES, MBConvBlock, TransformerBlock
-from nas.cost import BLOCK_COSTS, count_cost
 from nas.errors import ConfigError
-from nas.export import load_model_config
-from nas.model import build_model
-from nas.space import SearchSpace
+from nas.export.model_config import load_model_config
+from nas.model.arch import BLOCKS, BlockKind, ModelConfig, check_block_table, known_blocks
+from nas.model.blocks import BLOCK_MODULES, MBConvBlock, TransformerBlock
+from nas.model.builder import build_model
+from nas.model.cost import BLOCK_COSTS, count_cost
+from nas.space.search_space import SearchSpace
 
 GOOD = {"layout": "C-C-T-T", "depths": [1] * 5, "widths": [8, 8, 16, 32, 32]}
 SPACE = {
@@ -108,9 +108,10 @@ def test_a_new_letter_is_one_entry_per_table(monkeypatch):
 
 def test_torch_free_rooms_do_not_import_torch():
     code = (
-        "import sys, nas, nas.cost, nas.space, nas.space_yaml, nas.arch, nas.geometry, nas.presets\n"
+        "import sys, nas, nas.model.cost, nas.space.search_space, nas.space.reading, nas.model.arch\n"
+        "import nas.model.geometry, nas.model.presets\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
-        "nas.count_cost(nas.presets.get('coatnet-0'), 224)\n"
+        "nas.count_cost(nas.model.presets.get('coatnet-0'), 224)\n"
         "assert 'torch' not in sys.modules, 'torch imported by count_cost'\n"
         "assert {'build_model', 'load_space', 'count_cost', 'SearchSpace'} <= set(dir(nas))\n"
         "assert nas.build_model('coatnet-0', image_size=32).num_classes == 1000\n"
@@ -118,9 +119,3 @@ def test_torch_free_rooms_do_not_import_torch():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-
-
-def test_geometry_names_stay_importable_where_they_were():
-    from nas import blocks, geometry, model
-
-    assert model.feature_sizes is geometry.feature_sizes and blocks.downsampled is geometry.downsampled

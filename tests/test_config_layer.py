@@ -44,6 +44,9 @@ def test_an_npz_source_counts_its_classes_without_torch(write_space, tmp_path):
 
 def test_cost_model_and_space_import_without_torch():
     assert (
-        _imports_after("import nas.cost, nas.space, nas.arch, trainers.config, trainers.objective, nas.search.config")
+        _imports_after(
+            "import nas.model.cost, nas.space.search_space, nas.model.arch, trainers.training.config, "
+            "trainers.objectives.registry, nas.search.config"
+        )
         == set()
     )

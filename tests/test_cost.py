@@ -9,9 +9,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from nas import Architecture, BlockOptions, build_model
-from nas.arch import ModelConfig
-from nas.cost import count_cost
-from nas.geometry import feature_sizes
+from nas.model.arch import ModelConfig
+from nas.model.cost import count_cost
+from nas.model.geometry import feature_sizes
 
 torch.set_num_threads(1)
 
@@ -63,7 +63,7 @@ def test_round_trip_preserves_id_and_params():
 
 
 def test_yaml_round_trip_preserves_id_and_params(tmp_path):
-    from nas.export import load_model_config, save_model_config
+    from nas.export.model_config import load_model_config, save_model_config
 
     cfg = ModelConfig(tiny("C-C-T-T", BlockOptions(downsample="dwconv", se_ratio=0.0)), 10, 32, 1)
     back = load_model_config(save_model_config(cfg, tmp_path / "m.yaml"))

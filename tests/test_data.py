@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from nas.errors import ConfigError, UserError, parse_dataclass
-from trainers.data import DataConfig, load_dataset, stratified_split, stratified_subset
+from trainers.data.loading import DataConfig, load_dataset, stratified_split, stratified_subset
 
 
 def check_dataset(d, size, chans, classes, stored=torch.float32):
@@ -46,7 +46,7 @@ def test_synthetic_deterministic_and_limit():
     a = load_dataset(cfg, 12, 1)
     check_dataset(a, 12, 1, 4)
     assert len(a.y_train) + len(a.y_val) == 100
-    from trainers.data import _load_cached
+    from trainers.data.loading import _load_cached
 
     b = _load_cached.__wrapped__(cfg, 12, 1, None)
     assert torch.equal(a.x_train.float(), b.x_train.float()) and torch.equal(a.y_val, b.y_val)
@@ -123,7 +123,7 @@ def old_float32(x, y, cfg, image_size, in_chans):
     arithmetic: x / 255, resize, then (x - mean) / std with the training split's float32 statistics)."""
     import torch.nn.functional as F
 
-    from trainers.data import stratified_split
+    from trainers.data.loading import stratified_split
 
     tr, va = stratified_split(y, cfg.val_fraction, cfg.seed)
     t = torch.from_numpy(np.ascontiguousarray(x))

@@ -1,5 +1,5 @@
-"""Data of any size: one copy per node in Ray's object store (trainers.shared), and image folders streamed
-batch by batch above `train.data.stream_above_mb` (trainers.stream)."""
+"""Data of any size: one copy per node in Ray's object store (trainers.data.shared), and image folders streamed
+batch by batch above `train.data.stream_above_mb` (trainers.data.stream)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from PIL import Image
 
 from nas import Architecture
 from nas.errors import ConfigError, UserError, parse_dataclass
-from trainers.config import DataConfig, TrainConfig
-from trainers.data import clear_dataset_cache, load_dataset, read_dataset
-from trainers.images import Images
-from trainers.objective import ObjectiveConfig
-from trainers.proxy import train_candidate
-from trainers.stream import StreamedImages, sample_stats
+from trainers.data.config import DataConfig
+from trainers.data.images import Images
+from trainers.data.loading import clear_dataset_cache, load_dataset, read_dataset
+from trainers.data.stream import StreamedImages, sample_stats
+from trainers.objectives.registry import ObjectiveConfig
+from trainers.training.config import TrainConfig
+from trainers.training.proxy import train_candidate
 
 
 def _npz(path, n=240, size=12, seed=0):
@@ -46,7 +47,7 @@ def _in_worker(cfg: DataConfig, size: int, chans: int, shared: dict, idx: torch.
     """In a Ray worker: the shared dataset's batches, and where its images live."""
     import ray
 
-    from trainers.shared import worker_dataset
+    from trainers.data.shared import worker_dataset
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # torch's non-writable warning must not escape
@@ -74,7 +75,7 @@ def _in_worker(cfg: DataConfig, size: int, chans: int, shared: dict, idx: torch.
 
 @pytest.mark.parametrize("size", [12, 16])  # 12: uint8 at its own size; 16: resampled, float32
 def test_shared_batches_bitwise_equal_and_not_copied(ray_local, tmp_path, size):
-    from trainers.shared import share_datasets
+    from trainers.data.shared import share_datasets
 
     cfg = DataConfig(name="npz", path=_npz(tmp_path / "d.npz"), val_fraction=0.25)
     shared = share_datasets([cfg, cfg], size, 3)
@@ -92,7 +93,7 @@ def test_shared_batches_bitwise_equal_and_not_copied(ray_local, tmp_path, size):
 
 
 def test_shared_only_file_sources_and_load_errors_on_the_driver(ray_local, tmp_path):
-    from trainers.shared import share_datasets, worker_dataset
+    from trainers.data.shared import share_datasets, worker_dataset
 
     synth = DataConfig(name="synthetic", synthetic_samples=40, synthetic_classes=2)
     assert share_datasets([synth], 8, 1) == {}
@@ -190,9 +191,9 @@ def test_stream_key_bad_values():
 @pytest.mark.slow
 def test_search_on_a_file_source_runs_through_the_shared_path(ray_local, write_space, tmp_path, monkeypatch):
     """A search on an npz source: the driver shares the data once (a spy counts it), the trials train on it."""
+    import trainers.data.shared as shared
     from nas.search import run
     from nas.search.rundir import RunDir
-    from trainers import shared
 
     calls = []
     real = shared.share_datasets

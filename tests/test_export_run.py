@@ -1,13 +1,13 @@
-"""nas.export.export_from_run: pick a trial of a run by rank, number or id; the config rebuilds its network."""
+"""nas.export.model_config.export_from_run: a trial of a run by rank, number or id; its config rebuilds the network."""
 
 from __future__ import annotations
 
 import pytest
 
-from nas.cost import count_cost
 from nas.errors import UserError
-from nas.export import export_from_run, load_model_config
-from nas.model import build_model
+from nas.export.model_config import export_from_run, load_model_config
+from nas.model.builder import build_model
+from nas.model.cost import count_cost
 from nas.search import RunDir, load_experiment
 
 

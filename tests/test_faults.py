@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from nas.arch import Architecture
 from nas.cli.search import main as search_cli
 from nas.errors import UserError
+from nas.model.arch import Architecture
 from nas.search import RunDir, run
 from nas.search.optuna_bridge import open_study
 

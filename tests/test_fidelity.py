@@ -267,7 +267,7 @@ def test_saved_study_resumes_and_reports_after_its_search_yaml_changed(tmp_path,
 
 
 def test_a_refused_study_start_leaves_no_folder(tmp_path, write_space):
-    from nas.cost import count_cost
+    from nas.model.cost import count_cost
     from nas.search import load_experiment
 
     exp = load_experiment(write_space("probe.yaml"))

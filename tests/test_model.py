@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from nas import Architecture, BlockOptions, build_model
-from nas.arch import ModelConfig
-from nas.blocks import RelPosAttention, rel_pos_index
 from nas.errors import UserError
+from nas.model.arch import ModelConfig
+from nas.model.blocks import RelPosAttention, rel_pos_index
 
 torch.set_num_threads(1)
 

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from nas.errors import ConfigError, parse_dataclass
-from trainers.objective import ObjectiveConfig, capacity, generalization, pareto_mask, score
+from trainers.objectives.registry import ObjectiveConfig, capacity, generalization, pareto_mask, score
 
 
 def brute_force_mask(points):

@@ -9,15 +9,15 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.arch import Architecture
 from nas.errors import ConfigError
+from nas.model.arch import Architecture
 from nas.search import RunDir, load_experiment, run
 from nas.search.config import protocol_diff, protocol_of
 from nas.search.leaderboard import build_rows, format_table
 from nas.search.optuna_bridge import open_study
 from nas.search.record import TrialRecord, axis_values
-from trainers.latency import measure_latency
-from trainers.objective import (
+from trainers.objectives.latency import measure_latency
+from trainers.objectives.registry import (
     OBJECTIVES,
     LatencyConfig,
     ObjectiveConfig,

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from nas import build_model
-from nas.cost import count_cost
 from nas.errors import UserError
-from nas.presets import PRESETS, get, names
+from nas.model.cost import count_cost
+from nas.model.presets import PRESETS, get, names
 
 # Paper, Table 3 (params M, FLOPs G at 224) - "FLOPs" there are multiply-adds.
 PAPER = {
@@ -41,7 +41,7 @@ def test_names_and_lookup():
 
 
 def test_build_model_takes_a_preset_name_or_the_string_form():
-    from nas.arch import Architecture
+    from nas.model.arch import Architecture
 
     by_name = build_model("coatnet_0", num_classes=10, image_size=64)
     by_text = build_model(str(get("coatnet-0")), num_classes=10, image_size=64)

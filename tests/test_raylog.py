@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nas.search.raylog import ray_notices
+from nas.runtime.raylog import ray_notices
 
 BIN = Path(sys.executable).parent
 NOTICE = "Token authentication is enabled"

@@ -489,7 +489,7 @@ def test_cifar_unpickler_reads_the_format_and_refuses_code(protocol, tmp_path):
 
     import numpy as np
 
-    from trainers.safe_pickle import load_cifar_pickle
+    from trainers.data.safe_pickle import load_cifar_pickle
 
     batch = {
         b"batch_label": b"training batch 1 of 5",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from nas.cli import report as report_cli
-from nas.report import write_report
 from nas.search import RunDir, load_experiment
+from nas.search.report import write_report
 
 
 def test_report_files(write_space, tmp_path, capsys):

@@ -8,13 +8,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.arch import Architecture
-from nas.cost import count_cost
-from nas.export import export_from_run, load_model_config
-from nas.model import build_model
+from nas.export.model_config import export_from_run, load_model_config
+from nas.model.arch import Architecture
+from nas.model.builder import build_model
+from nas.model.cost import count_cost
 from nas.search import RunDir, run
 from nas.search.optuna_bridge import open_study
-from trainers.objective import pareto_mask
+from trainers.objectives.registry import pareto_mask
 
 
 def _study(run_dir):

@@ -10,8 +10,8 @@ import pytest
 from nas.errors import ConfigError, UserError
 from nas.search import RunDir, SearchConfig, load_experiment
 from nas.search.leaderboard import build_rows, format_table
-from nas.space import bundled_spaces
-from trainers.objective import pareto_mask
+from nas.space.search_space import bundled_spaces
+from trainers.objectives.registry import pareto_mask
 
 
 def _rec(arch, number, g, c, status="ok"):
@@ -80,7 +80,7 @@ def test_budget_below_smallest_candidate_is_refused(write_space):
 
 @pytest.mark.parametrize("name", bundled_spaces())
 def test_shipped_spaces_have_valid_search_sections(name, tmp_path, monkeypatch):
-    from nas.space import load_yaml
+    from nas.space.search_space import load_yaml
 
     _, data = load_yaml(name)
     path = (data["train"].get("data") or {}).get("path")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from nas.arch import VIT_REL, Architecture, BlockOptions
-from nas.cost import count_cost
 from nas.errors import ConfigError, UserError
-from nas.space import Budgets, SearchSpace, bundled_spaces, load_space, load_yaml, resolve_space_path
+from nas.model.arch import VIT_REL, Architecture, BlockOptions
+from nas.model.cost import count_cost
+from nas.space.search_space import Budgets, SearchSpace, bundled_spaces, load_space, load_yaml, resolve_space_path
 
 TINY = {
     "input": {"image_size": 32, "channels": 1},
@@ -297,7 +297,7 @@ if given is not None:
     @given(name=st.sampled_from(["coatnet", "coatnet-paper"]), seed=st.integers(0, 2**32 - 1))
     def test_sampled_architectures_build_and_run(name, seed):
         torch = pytest.importorskip("torch")
-        from nas.model import build_model
+        from nas.model.builder import build_model
 
         torch.set_num_threads(1)
         space = load_space(name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nas.errors import ConfigError, UserError
-from nas.space import load_space
+from nas.space.search_space import load_space
 
 STAGES = """\
   stages:

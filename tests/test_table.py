@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import trainers.objectives.registry as obj
 from nas.errors import ConfigError
 from nas.fidelity import run_study
 from nas.fidelity.table import write_table
 from nas.search import run
 from nas.search.config import load_experiment
 from nas.search.replay import replay_search
-from trainers import objective as obj
-from trainers.tabular import axes, load_table, objective_of, replay
+from trainers.training.tabular import axes, load_table, objective_of, replay
 
 SPACE = """\
 space:
@@ -82,7 +82,7 @@ def test_replay_recomputes_the_objective_from_the_raw_measurements(table_dir):
         json.loads(line)["arch_id"]: json.loads(line)
         for line in (table_dir / "study" / "jobs.jsonl").read_text().splitlines()
     }
-    from nas.arch import Architecture
+    from nas.model.arch import Architecture
 
     e = next(iter(t.entries.values()))
     arch = Architecture.from_dict(e["arch"])

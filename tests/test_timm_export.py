@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from nas.arch import Architecture, BlockOptions, ModelConfig
 from nas.cli.export import main as export_cli
 from nas.errors import UserError
-from nas.export import save_model_config
-from nas.model import build_model
-from nas.timm_export import check_timm, timm_model_args, to_timm_state_dict
+from nas.export.model_config import save_model_config
+from nas.export.timm import check_timm, timm_model_args, to_timm_state_dict
+from nas.model.arch import Architecture, BlockOptions, ModelConfig
+from nas.model.builder import build_model
 
 OK = "C-C-T-T L=2,1,1,2,1 D=16,24,32,64,96"
 
@@ -184,9 +184,9 @@ def test_export_a_trial_of_a_search_run(write_space, tmp_path, capsys):
 
 
 def test_a_block_letter_timm_has_no_block_for_is_refused(monkeypatch):
-    """A letter registered in nas.arch.BLOCKS (here an MBConv under ``X``) is not silently exported as a
+    """A letter registered in nas.model.arch.BLOCKS (here an MBConv under ``X``) is not silently exported as a
     transformer stage: the refusal names the stage and the letters timm takes."""
-    from nas.arch import BLOCKS, BlockKind
+    from nas.model.arch import BLOCKS, BlockKind
 
     monkeypatch.setitem(
         BLOCKS,

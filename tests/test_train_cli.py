@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from nas import Architecture
-from nas.arch import ModelConfig
 from nas.cli.train import main
-from nas.export import load_model_config, save_model_config
-from nas.model import build_model
+from nas.export.model_config import load_model_config, save_model_config
+from nas.model.arch import ModelConfig
+from nas.model.builder import build_model
 
 
 @pytest.fixture(autouse=True)

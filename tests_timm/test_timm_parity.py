@@ -15,11 +15,11 @@ import pytest
 import timm
 import torch
 
-from nas.arch import Architecture, BlockOptions, ModelConfig
-from nas.export import save_model_config
-from nas.model import build_model
-from nas.timm_export import export_timm
-from nas.timm_model import CoatnasMaxxVit, register
+from nas.export.model_config import save_model_config
+from nas.export.timm import export_timm
+from nas.export.timm_model import CoatnasMaxxVit, register
+from nas.model.arch import Architecture, BlockOptions, ModelConfig
+from nas.model.builder import build_model
 
 torch.set_num_threads(1)
 
@@ -94,7 +94,7 @@ def test_without_weights_builds_the_same_shapes(tmp_path):
 
 
 def _timm_state(mc, model):
-    from nas.timm_export import to_timm_state_dict
+    from nas.export.timm import to_timm_state_dict
 
     return to_timm_state_dict(model.state_dict(), mc)
 
@@ -150,13 +150,13 @@ def test_nas_train_checkpoint_through_the_cli(tmp_path):
 
 
 def test_timm_script_runner(tmp_path):
-    """``python -m nas.timm_model FOLDER -- SCRIPT`` registers the export before the script runs."""
+    """``python -m nas.export.timm_model FOLDER -- SCRIPT`` registers the export before the script runs."""
     arch = Architecture.parse("C-C-C-C L=2,1,1,1,1 D=8,16,16,32,32")
     folder = export_timm(ModelConfig(arch=arch, num_classes=4, image_size=32), tmp_path / "e", name="coatnas_runner")
     script = tmp_path / "script.py"
     script.write_text("import sys, timm\nm = timm.create_model(sys.argv[1])\nprint(type(m).__name__, m.num_classes)\n")
     run = subprocess.run(
-        [sys.executable, "-m", "nas.timm_model", str(folder), "--", str(script), "coatnas_runner"],
+        [sys.executable, "-m", "nas.export.timm_model", str(folder), "--", str(script), "coatnas_runner"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -12,7 +12,7 @@ import sys
 import textwrap
 from collections.abc import Callable
 
-from ..errors import UserError
+from nas.errors import UserError
 
 __all__ = ["run_cli", "ArgumentParser", "fail"]
 
@@ -38,12 +38,12 @@ def run_cli(prog: str, body: Callable[[], int | None]) -> int:
         return int(body() or 0)
     except UserError as err:
         return fail(prog, str(err))
-    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM/SIGHUP during a search (nas.search.signals)
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM/SIGHUP during a search (nas.runtime.signals)
         signum = getattr(err, "signum", signal.SIGINT)
         print(f"{prog}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
         return 128 + signum
     except OSError as err:  # a full disk, a read-only or vanished folder: the OS's words and the file
-        from ..fsio import os_problem
+        from nas.fsio import os_problem
 
         where = f" {err.filename}" if err.filename else ""
         return fail(prog, f"Cannot access{where}: {os_problem(err)}.")

@@ -7,7 +7,7 @@
     nas-export runs/train-best/model.pt --format timm --out timm1   # a nas-train checkpoint, weights converted
 
 ``nas.build_model(nas.load_model_config("model.yaml"))`` rebuilds the network; ``nas-train model.yaml``
-trains it. A timm export is loaded with ``nas.timm_model.register(FOLDER)`` then ``timm.create_model``.
+trains it. A timm export is loaded with ``nas.export.timm_model.register(FOLDER)`` then ``timm.create_model``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from nas.cli import ArgumentParser, run_cli
 from nas.errors import UserError
-
-from . import ArgumentParser, run_cli
 
 PROG = "nas-export"
 
@@ -57,7 +56,7 @@ def build_parser() -> ArgumentParser:
 
 
 def _main(args) -> int:
-    from nas.export import export_from_run, load_model_config
+    from nas.export.model_config import export_from_run, load_model_config
 
     if args.rank is not None and args.rank < 1:
         raise UserError(f"--rank must be >= 1 (got {args.rank}).")
@@ -82,7 +81,7 @@ def _main(args) -> int:
 
 
 def _export_timm(args) -> int:
-    from nas.timm_export import WEIGHTS_FILE, export_timm, load_source, timm_name
+    from nas.export.timm import WEIGHTS_FILE, export_timm, load_source, timm_name
 
     mc, state = load_source(args.run_dir, rank=args.rank, trial=args.trial)
     name = timm_name(mc, args.name)
@@ -90,7 +89,7 @@ def _export_timm(args) -> int:
     weights = f" + {WEIGHTS_FILE}" if state is not None else " (no weights: timm initialises them)"
     print(
         f"{PROG}: {mc.arch} ({mc.image_size}px x{mc.in_chans}, {mc.num_classes} classes) -> {folder}/config.json"
-        f"{weights}; timm model {name!r}: nas.timm_model.register({str(folder)!r}) then "
+        f"{weights}; timm model {name!r}: nas.export.timm_model.register({str(folder)!r}) then "
         f"timm.create_model({name!r}{', pretrained=True' if state is not None else ''})"
     )
     return 0

@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from . import ArgumentParser, run_cli
+from nas.cli import ArgumentParser, run_cli
 
 PROG = "nas-fidelity"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from . import ArgumentParser, run_cli
+from nas.cli import ArgumentParser, run_cli
 
 PROG = "nas-report"
 
@@ -25,8 +25,8 @@ def build_parser() -> ArgumentParser:
 def _main(args) -> int:
     import json
 
-    from nas.report import write_report
     from nas.search.leaderboard import format_table
+    from nas.search.report import write_report
 
     paths = write_report(args.run_dir, args.out, force=args.force)
     rows = json.loads(paths["leaderboard_json"].read_text())

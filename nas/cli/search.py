@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import sys
 
+from nas.cli import ArgumentParser, run_cli
 from nas.errors import UserError
 from nas.search.config import SAMPLER_NAMES
-
-from . import ArgumentParser, run_cli
 
 PROG = "nas-search"
 
@@ -110,7 +109,7 @@ def _check(args) -> None:
             f"--resume {args.resume} and --run-dir {args.run_dir} name different run directories; give one of them."
         )
     if args.address:
-        from nas.search.cluster import parse_address
+        from nas.runtime.cluster import parse_address
 
         parse_address(args.address)
     if not args.space and not args.resume:
@@ -153,7 +152,7 @@ def _main(args) -> int:
         if res.best_path:
             print(f"best -> {res.best_path}")
     if res.interrupted:
-        from nas.search.signals import EXIT_CODES
+        from nas.runtime.signals import EXIT_CODES
 
         return EXIT_CODES.get(res.stopped_by, 130)
     return 0

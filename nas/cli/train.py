@@ -21,11 +21,10 @@ from pathlib import Path
 
 import yaml
 
-from nas.arch import ModelConfig
+from nas.cli import ArgumentParser, run_cli
 from nas.errors import UserError, yaml_problem
+from nas.model.arch import ModelConfig
 from nas.yamlio import load_yaml_file
-
-from . import ArgumentParser, run_cli
 
 PROG = "nas-train"
 
@@ -63,8 +62,8 @@ def build_parser() -> ArgumentParser:
 
 def resolve_model(config: str, image_size: int | None, in_chans: int | None) -> tuple[ModelConfig, str]:
     """(model config, short name) of a preset name or a model config YAML path."""
-    from nas import presets
-    from nas.export import load_model_config
+    import nas.model.presets as presets
+    from nas.export.model_config import load_model_config
 
     if config.endswith((".yaml", ".yml")) or os.path.sep in config or Path(config).is_file():
         mc = load_model_config(config)
@@ -85,7 +84,7 @@ def resolve_model(config: str, image_size: int | None, in_chans: int | None) -> 
 
 
 def load_protocol(path: str | None):
-    from trainers.config import parse_train
+    from trainers.training.config import parse_train
 
     if path is None:
         return parse_train(None)
@@ -125,9 +124,9 @@ def _check_positive(name: str, value) -> None:
 def _main(args) -> int:
     import torch
 
-    from nas.cost import count_cost
     from nas.fsio import check_output_dir
-    from trainers.proxy import resolve_device
+    from nas.model.cost import count_cost
+    from trainers.training.proxy import resolve_device
 
     _check_args(args)
     train = _protocol_of(args)
@@ -207,7 +206,7 @@ def _protocol_of(args):
 def _load_data(args, train, mc: ModelConfig):
     """Load the data set; return it and the model config with a classifier head sized for its classes."""
     from nas.limits import check_value
-    from trainers.data import load_dataset
+    from trainers.data.loading import load_dataset
 
     data = train.data
     # messages name what the user set the data path with: the protocol file's key, else --data-path
@@ -240,8 +239,8 @@ def _load_data(args, train, mc: ModelConfig):
 
 def _build(mc: ModelConfig, train, cost):
     """Seed, then build the model; running out of memory doing so is the user's to fix."""
-    from nas.model import build_model
-    from trainers.proxy import is_oom, seed_everything
+    from nas.model.builder import build_model
+    from trainers.training.proxy import is_oom, seed_everything
 
     seed_everything(train.seed)
     try:
@@ -258,7 +257,7 @@ def _build(mc: ModelConfig, train, cost):
 
 def _train(model, dataset, train, device, mc: ModelConfig, t0: float, quiet: bool):
     """Run the training to its end, printing one line per epoch unless quiet; return fit's result."""
-    from trainers.proxy import Diverged, fit, fit_eval_subset, is_oom
+    from trainers.training.proxy import Diverged, fit, fit_eval_subset, is_oom
 
     it = fit(model, dataset, train, device=device, eval_idx=fit_eval_subset(dataset.y_train, 4096, train.seed))
     while True:
@@ -295,7 +294,7 @@ def _write_outputs(out: Path, mc: ModelConfig, train, res, metrics: dict) -> Non
 
     import torch
 
-    from nas.export import save_model_config
+    from nas.export.model_config import save_model_config
     from nas.fsio import atomic_write, make_dirs
 
     make_dirs(out)

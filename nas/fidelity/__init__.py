@@ -6,10 +6,10 @@ Kendall tau, Spearman rho and top-10% overlap with bootstrap intervals, the refe
 ceiling, per-layout reference figures, a scatter plot and markdown. ``nas-fidelity`` wraps both.
 """
 
-from .config import Protocol, Study, StudySettings, load_study, study_from_dict
-from .report import analyse, format_tables, format_tables_of, write_report
-from .runner import StudyDir, plan_jobs, run_study, sample_architectures
-from .stats import agreement, bootstrap_ci, kendall_tau, spearman_rho, top_overlap
+from nas.fidelity.config import Protocol, Study, StudySettings, load_study, study_from_dict
+from nas.fidelity.report import analyse, format_tables, format_tables_of, write_report
+from nas.fidelity.runner import StudyDir, plan_jobs, run_study, sample_architectures
+from nas.fidelity.stats import agreement, bootstrap_ci, kendall_tau, spearman_rho, top_overlap
 
 __all__ = [
     "Protocol",

@@ -34,9 +34,8 @@ from typing import Any
 
 import yaml
 
-from trainers.config import DataConfig
-
-from ..errors import ConfigError, UserError, check_keys, parse_dataclass, yaml_problem
+from nas.errors import ConfigError, UserError, check_keys, parse_dataclass, yaml_problem
+from trainers.data.config import DataConfig
 
 __all__ = ["StudySettings", "Protocol", "Study", "load_study", "study_from_dict", "bundled_studies", "REFERENCE"]
 
@@ -52,7 +51,7 @@ class StudySettings:
         space: the search YAML whose space is sampled and whose train/objective are the base protocol.
         architectures: how many to sample (stratified over layouts), or ``all`` to take every candidate.
         seed: seed of the sample.
-        zero_cost: training-free proxies computed for every architecture (``trainers.zerocost``).
+        zero_cost: training-free proxies computed for every architecture (``trainers.objectives.zerocost``).
         zero_cost_batch: images per zero-cost measurement.
         max_concurrent: trainings at once (``null``: as many as the CPUs/GPUs allow).
         cpus_per_trial: CPUs (= torch threads) of one training.
@@ -92,8 +91,8 @@ class Protocol:
     """One way of training a candidate: a validated ``train:`` and ``objective:`` and the seeds it runs."""
 
     name: str
-    train: Any  # trainers.proxy.TrainConfig
-    objective: Any  # trainers.objective.ObjectiveConfig
+    train: Any  # trainers.training.proxy.TrainConfig
+    objective: Any  # trainers.objectives.registry.ObjectiveConfig
     seeds: tuple[int, ...]
 
 
@@ -131,9 +130,9 @@ def _merge(base: Any, over: Any) -> Any:
 
 
 def _protocol(name: str, section: Any, exp, file: str | None, path: str, seeds: Any) -> Protocol:
-    from trainers.config import TrainConfig
-    from trainers.objective import ObjectiveConfig
-    from trainers.sources import resolve_source
+    from trainers.data.sources import resolve_source
+    from trainers.objectives.registry import ObjectiveConfig
+    from trainers.training.config import TrainConfig
 
     section = check_keys(section or {}, ("train", "objective", "seeds"), file, path)
     base_train = exp.raw.get("train") or {}
@@ -198,7 +197,7 @@ def _settings(section: Any, file: str | None) -> tuple[StudySettings, Mapping | 
             "e.g. 30, or all (every candidate of a small space)",
             value=archs,
         )
-    from trainers.zerocost import ZERO_COST
+    from trainers.objectives.zerocost import ZERO_COST
 
     if zc is None:
         zc = []
@@ -217,13 +216,13 @@ def _experiment(settings: StudySettings, inline: Mapping | None, file: str | Non
     """(settings, the search YAML's experiment, its path): the inlined one of a saved study, else the file
     ``study.space`` names (relative to the study file when it is there)."""
     if inline is not None:  # a saved study: the search YAML as it was, not as the file is now
-        from ..search.config import experiment_from_dict
+        from nas.search.config import experiment_from_dict
 
         space_file = str(inline.get("file") or "space.yaml")
         exp = experiment_from_dict(dict(inline["yaml"]), space_file)
         settings = dataclasses.replace(settings, space=Path(space_file).name)
     else:
-        from ..search.config import load_experiment
+        from nas.search.config import load_experiment
 
         space_file = settings.space
         if file is not None and not Path(space_file).is_absolute() and (Path(file).parent / space_file).is_file():

@@ -6,9 +6,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from ..arch import Architecture
-from ..errors import UserError
-from .config import REFERENCE, Study
+from nas.errors import UserError
+from nas.fidelity.config import REFERENCE, Study
+from nas.model.arch import Architecture
 
 __all__ = ["ZERO_COST_JOB", "sample_architectures", "plan_jobs"]
 
@@ -18,7 +18,7 @@ ZERO_COST_JOB = "zero_cost"
 def sample_architectures(study: Study) -> list[Architecture]:
     """``study.architectures`` distinct candidates within the budgets, the layouts taken in turn (so every
     layout is equally represented), or every candidate for ``all``."""
-    from ..cost import count_cost
+    from nas.model.cost import count_cost
 
     exp = study.experiment
     space = exp.space

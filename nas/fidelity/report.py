@@ -19,11 +19,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ..fsio import atomic_write
-from .config import REFERENCE, Study
-from .plan import ZERO_COST_JOB
-from .stats import agreement
-from .studydir import StudyDir
+from nas.fidelity.config import REFERENCE, Study
+from nas.fidelity.plan import ZERO_COST_JOB
+from nas.fidelity.stats import agreement
+from nas.fidelity.studydir import StudyDir
+from nas.fsio import atomic_write
 
 __all__ = ["analyse", "write_report", "format_tables", "format_tables_of", "AXES", "PROXY_MEASURES"]
 
@@ -39,7 +39,7 @@ PROXY_MEASURES = {
 
 
 def _reference_axes(rec: dict[str, Any], objective, num_classes: int) -> dict[str, float]:
-    from trainers import objective as obj
+    import trainers.objectives.registry as obj
 
     m = rec["metrics"]
     g = m["gen_val_acc"]

@@ -20,12 +20,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..arch import Architecture
-from ..errors import UserError
-from ..fsio import append_line
-from .config import Study
-from .plan import ZERO_COST_JOB, plan_jobs, sample_architectures
-from .studydir import StudyDir, pending, prepare
+from nas.errors import UserError
+from nas.fidelity.config import Study
+from nas.fidelity.plan import ZERO_COST_JOB, plan_jobs, sample_architectures
+from nas.fidelity.studydir import StudyDir, pending, prepare
+from nas.fsio import append_line
+from nas.model.arch import Architecture
 
 __all__ = ["StudyDir", "sample_architectures", "plan_jobs", "run_study", "ZERO_COST_JOB"]
 
@@ -35,7 +35,7 @@ def run_job(job: dict[str, Any], setup: dict[str, Any]) -> dict[str, Any]:
     failures become results) or the zero-cost proxies. Returns the record to append."""
     import torch
 
-    from trainers.shared import worker_dataset
+    from trainers.data.shared import worker_dataset
 
     threads = max(1, int(setup["cpus_per_trial"]))
     torch.set_num_threads(threads)
@@ -50,7 +50,7 @@ def run_job(job: dict[str, Any], setup: dict[str, Any]) -> dict[str, Any]:
     }
     t0 = time.perf_counter()
     if job["protocol"] == ZERO_COST_JOB:
-        from trainers.zerocost import zero_cost_scores
+        from trainers.objectives.zerocost import zero_cost_scores
 
         train = setup["base_train"]
         dataset = worker_dataset(train.data, setup["image_size"], setup["in_chans"], setup.get("shared"))
@@ -78,7 +78,7 @@ def run_job(job: dict[str, Any], setup: dict[str, Any]) -> dict[str, Any]:
                 "zero_cost": {},
                 "metrics": {"wall_s": time.perf_counter() - t0},
             }
-    from ..search.trainable import run_trainer
+    from nas.search.trainable import run_trainer
 
     train, objective = setup["protocols"][job["protocol"]]
     train = dataclasses.replace(train, seed=job["seed"])
@@ -91,7 +91,7 @@ def run_job(job: dict[str, Any], setup: dict[str, Any]) -> dict[str, Any]:
 
 def _setup(study: Study, shared: bool = False) -> dict[str, Any]:
     """What every job needs; ``shared``: also load the file-backed sources once into Ray's object store
-    (``trainers.shared``; Ray must be initialised), read by every worker of a node without a copy."""
+    (``trainers.data.shared``; Ray must be initialised), read by every worker of a node without a copy."""
     exp = study.experiment
     setup = {
         "cpus_per_trial": study.settings.cpus_per_trial,
@@ -105,7 +105,7 @@ def _setup(study: Study, shared: bool = False) -> dict[str, Any]:
         "seed": study.settings.seed,
     }
     if shared:
-        from trainers.shared import share_datasets
+        from trainers.data.shared import share_datasets
 
         configs = [exp.train.data, *(p.train.data for p in study.protocols)]
         setup["shared"] = share_datasets(configs, exp.space.image_size, exp.space.in_chans)
@@ -129,9 +129,9 @@ def run_study(
     """
     import ray
 
-    from ..search.cluster import connect
-    from ..search.lock import RunLock
-    from .config import load_study
+    from nas.fidelity.config import load_study
+    from nas.runtime.cluster import connect
+    from nas.runtime.lock import RunLock
 
     if study is not None and not isinstance(study, Study):
         study = load_study(study)
@@ -157,7 +157,7 @@ def run_study(
         inflight: dict[Any, dict[str, Any]] = {}
         progress = _Progress(sdir, len(done), len(todo), say, on_record)
         try:
-            from ..search.raylog import ray_notices
+            from nas.runtime.raylog import ray_notices
 
             with ray_notices(lambda line: append_line(sdir.path / "ray.log", line + "\n")):  # not the terminal
                 started = connect(address, num_cpus=None)  # inside: a signal while Ray starts is a pause too
@@ -255,7 +255,7 @@ def _run_jobs(
     ``inflight`` holds the running ones (the caller cancels them on a stop)."""
     import ray
 
-    from ..search.cluster import check_resources
+    from nas.runtime.cluster import check_resources
 
     s = study.settings
     check_resources(s.cpus_per_trial, s.gpus_per_trial)

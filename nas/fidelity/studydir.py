@@ -17,11 +17,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..arch import Architecture
-from ..errors import UserError
-from ..fsio import append_line, atomic_write
-from .config import Study, study_from_dict
-from .plan import plan_jobs, sample_architectures
+from nas.errors import UserError
+from nas.fidelity.config import Study, study_from_dict
+from nas.fidelity.plan import plan_jobs, sample_architectures
+from nas.fsio import append_line, atomic_write
+from nas.model.arch import Architecture
 
 __all__ = ["StudyDir", "prepare", "pending"]
 

@@ -1,5 +1,5 @@
 """Turn a study that trained every candidate of a space (``architectures: all``) into a tabulated benchmark:
-one versioned JSON file (``trainers.tabular``) that a search replays with ``search.trainer: table:PATH``.
+one versioned JSON file (``trainers.training.tabular``) that a search replays with ``search.trainer: table:PATH``.
 
 The file records what produced it: the search YAML (space and protocol), the proxy's seeds, the code version
 (git commit, and whether the tree had uncommitted changes), the hardware and software, and per candidate the
@@ -18,12 +18,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from ..fsio import atomic_write
-from ..search.config import protocol_of
-from .config import REFERENCE
-from .plan import ZERO_COST_JOB
-from .studydir import StudyDir
+from nas.errors import UserError
+from nas.fidelity.config import REFERENCE
+from nas.fidelity.plan import ZERO_COST_JOB
+from nas.fidelity.studydir import StudyDir
+from nas.fsio import atomic_write
+from nas.search.config import protocol_of
 
 __all__ = ["tabulate", "write_table"]
 

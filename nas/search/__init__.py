@@ -6,11 +6,11 @@ without training; ``load_experiment`` validates a search YAML. Ray and Optuna lo
 
 from __future__ import annotations
 
-from .config import Experiment, SchedulerConfig, SearchConfig, load_experiment
-from .driver import SearchResult, run
-from .dryrun import dry_run
-from .progress import Progress
-from .rundir import RunDir
+from nas.search.config import Experiment, SchedulerConfig, SearchConfig, load_experiment
+from nas.search.driver import SearchResult, run
+from nas.search.dryrun import dry_run
+from nas.search.progress import Progress
+from nas.search.rundir import RunDir
 
 __all__ = [
     "run",

@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from trainers.config import default_protocol, flat
-
-from ..errors import ConfigError, UserError, parse_dataclass
-from ..limits import MAX_GRID, check_ranges
-from .prescreen import PrescreenConfig
+from nas.errors import ConfigError, UserError, parse_dataclass
+from nas.limits import MAX_GRID, check_ranges
+from nas.search.prescreen import PrescreenConfig
+from trainers.training.config import default_protocol, flat
 
 __all__ = [
     "SchedulerConfig",
@@ -74,9 +73,9 @@ class SearchConfig:
         scheduler: optional ASHA early stopping.
         prescreen: optional zero-cost pre-screen: the best of many sampled candidates by a training-free
             proxy become the first trials (``nas.search.prescreen``).
-        trainer: the proxy trainer, ``module:function`` with ``trainers.proxy.train_candidate``'s signature
+        trainer: the proxy trainer, ``module:function`` with ``trainers.training.proxy.train_candidate``'s signature
             and result (plug in your own proxy; it must be importable on every worker), or
-            ``table:PATH``: replay the recorded trainings of a tabulated benchmark (``trainers.tabular``;
+            ``table:PATH``: replay the recorded trainings of a tabulated benchmark (``trainers.training.tabular``;
             PATH relative to the YAML, or bundled such as ``table:benchmarks/bench-cifar-v1.json``).
     """
 
@@ -107,9 +106,9 @@ class SearchConfig:
 class Experiment:
     """A validated search YAML: the space, the training protocol, the objective and the search settings."""
 
-    space: Any  # nas.space.SearchSpace
-    train: Any  # trainers.proxy.TrainConfig
-    objective: Any  # trainers.objective.ObjectiveConfig
+    space: Any  # nas.space.search_space.SearchSpace
+    train: Any  # trainers.training.proxy.TrainConfig
+    objective: Any  # trainers.objectives.registry.ObjectiveConfig
     search: SearchConfig
     file: str | None = None
     raw: dict = field(default_factory=dict, compare=False)
@@ -137,10 +136,9 @@ def _plain(obj: Any) -> dict:
 
 def experiment_from_dict(data: dict, file: str | None = None) -> Experiment:
     """Validate a parsed search YAML (top-level keys space, train, objective, search)."""
-    from trainers.config import parse_objective, parse_train
-
-    from ..cost import count_cost
-    from ..space import SearchSpace
+    from nas.model.cost import count_cost
+    from nas.space.search_space import SearchSpace
+    from trainers.training.config import parse_objective, parse_train
 
     space = SearchSpace.from_dict(data.get("space"), file=file)
     train = parse_train(data.get("train"), file)
@@ -152,11 +150,11 @@ def experiment_from_dict(data: dict, file: str | None = None) -> Experiment:
     _check_prescreen(search, file)
     exp = Experiment(space=space, train=train, objective=objective, search=search, file=file, raw=dict(data))
     if search.trainer.startswith("table:"):  # replayed: the data is not needed, the table knows its classes
-        from .table import check_table
+        from nas.search.table import check_table
 
         exp = check_table(exp)
     else:
-        from trainers.sources import resolve_source
+        from trainers.data.sources import resolve_source
 
         _check_trainer(search.trainer, file)
         exp = dataclasses.replace(exp, train=dataclasses.replace(train, data=resolve_source(train.data, file)))
@@ -198,7 +196,7 @@ def _check_prescreen(search: SearchConfig, file: str | None) -> None:
     proxy = search.prescreen.proxy
     if proxy is None:
         return
-    from trainers.zerocost import ZERO_COST
+    from trainers.objectives.zerocost import ZERO_COST
 
     if proxy not in ZERO_COST:
         raise ConfigError(
@@ -232,7 +230,7 @@ def _check_grid(search: SearchConfig, space: Any, file: str | None) -> None:
 
 def load_experiment(path_or_name: str | Path) -> Experiment:
     """Read and validate a search YAML file, or a bundled space by name (``coatnet.yaml``)."""
-    from ..space import load_yaml
+    from nas.space.search_space import load_yaml
 
     path, data = load_yaml(path_or_name)
     return experiment_from_dict(data, str(path))
@@ -241,7 +239,7 @@ def load_experiment(path_or_name: str | Path) -> Experiment:
 def _check_trainer(path: str, file: str | None) -> None:
     if path == SearchConfig.trainer:
         return
-    from .trainable import load_trainer
+    from nas.search.trainable import load_trainer
 
     try:
         load_trainer(path)
@@ -278,7 +276,7 @@ def num_classes_hint(train: Any, file: str | None = None) -> int:
     try:
         n = _npz_classes(d.path) if d.name == "npz" and d.path else None
         if n is None:
-            from trainers.data import load_dataset
+            from trainers.data.loading import load_dataset
 
             n = load_dataset(d, 8, 3, file=file).num_classes
     except UserError:
@@ -287,7 +285,7 @@ def num_classes_hint(train: Any, file: str | None = None) -> int:
         raise ConfigError(
             None, "train.data", f"could not be loaded to count its classes ({err})", "a readable data source"
         ) from None
-    from ..limits import check_value
+    from nas.limits import check_value
 
     check_value(
         n, "num_classes", file, f"train.data ({d.name} {d.path}): its number of classes (the largest label + 1)"

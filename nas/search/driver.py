@@ -10,7 +10,7 @@ The run directory is the single source of truth (``nas.search.rundir``); calling
 same name (or ``resume=True`` and ``run_dir``) continues the search: finished trials are kept, interrupted
 ones re-run, and ``trials`` may raise the budget. The driver's steps, each in its own room: deciding whether
 a search may start or resume (``nas.search.startup``), the session's study and records (here), the trial loop
-(``nas.search.tuning``), signals (``nas.search.signals``) and progress (``nas.search.progress``).
+(``nas.search.tuning``), signals (``nas.runtime.signals``) and progress (``nas.search.progress``).
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .config import Experiment, protocol_of
-from .leaderboard import format_table, latest_records, write_leaderboard
-from .progress import Printer, Progress
-from .rundir import STUDY_NAME, new_meta
-from .signals import StopSignals
-from .startup import Target, after_failure, redact, resolve_target
+from nas.runtime.signals import StopSignals
+from nas.search.config import Experiment, protocol_of
+from nas.search.leaderboard import format_table, latest_records, write_leaderboard
+from nas.search.progress import Printer, Progress
+from nas.search.rundir import STUDY_NAME, new_meta
+from nas.search.startup import Target, after_failure, redact, resolve_target
 
 __all__ = ["run", "SearchResult"]
 
@@ -108,10 +108,10 @@ def run(
     with StopSignals() as signals:
         target = resolve_target(space, name, run_dir, resume, storage, new_protocol, overrides)
         created = not target.run.path.exists()
-        from ..fsio import make_dirs
+        from nas.fsio import make_dirs
 
         make_dirs(target.run.path, f"of the run, {target.shown}")
-        from .lock import RunLock
+        from nas.runtime.lock import RunLock
 
         try:
             with RunLock(target.run.path):
@@ -132,7 +132,7 @@ def _session(
     signals: StopSignals,
 ) -> SearchResult:
     """One driver session on the locked run directory: Ray, the study, the trial loop, the results."""
-    from .tuning import connect_ray, run_trials
+    from nas.search.tuning import connect_ray, run_trials
 
     exp, run_ = target.exp, target.run
     out = sys.stdout if progress is True else (progress or None)
@@ -141,7 +141,7 @@ def _session(
     goal = s.trials if s.sampler != "grid" else min(s.trials, exp.space.size())
     remaining = goal - len(latest_records(run_.read_records()))
     # Join Ray first: a wrong address or an impossible resource request changes nothing in the run directory.
-    from .raylog import ray_notices
+    from nas.runtime.raylog import ray_notices
 
     with ray_notices(run_.log_line):  # Ray's start-up notices go to search.log, not the terminal
         started = connect_ray(address, s, target.where_set) if remaining > 0 else False
@@ -156,7 +156,7 @@ def _session(
             loop = run_trials(
                 exp, run_, study, records, remaining, session, prog, say, should_stop, t_cmd, sync, signals
             )
-            from .optuna_bridge import reconcile
+            from nas.search.optuna_bridge import reconcile
 
             reconcile(study, run_.read_records())
     finally:
@@ -202,9 +202,8 @@ def _open_session(target: Target, storage: str | None, address: str | None, goal
 def _open_study(target: Target, storage: str | None):
     """The run's Optuna study with this session's sampler, and the run's metadata (new for a new run).
     The study comes first: a storage that cannot be opened changes nothing in the run directory."""
-    from trainers.objective import objectives_of
-
-    from . import optuna_bridge as ob
+    from nas.search import optuna_bridge as ob
+    from trainers.objectives.registry import objectives_of
 
     exp, run_, s = target.exp, target.run, target.exp.search
     name = run_.path.name
@@ -254,7 +253,7 @@ def _record_session(target: Target, meta: dict[str, Any], address: str | None, s
 def _settle(target: Target, study, all_records: list[dict[str, Any]], say: Printer) -> tuple[dict, int]:
     """Recover trials the study holds but trials.jsonl lacks, re-queue interrupted ones, and (in a new run)
     queue the grid or the pre-screened candidates. Returns (records by architecture id, re-queued count)."""
-    from . import optuna_bridge as ob
+    from nas.search import optuna_bridge as ob
 
     exp, run_, s = target.exp, target.run, target.exp.search
     recovered = ob.recover_records(study, all_records, exp.space, run_) if target.existing else []
@@ -268,7 +267,7 @@ def _settle(target: Target, study, all_records: list[dict[str, Any]], say: Print
     if s.sampler == "grid" and not target.existing:
         ob.enqueue_grid(study, exp.space, limit=None)
     if s.prescreen.proxy and not target.existing:
-        from .prescreen import enqueue_prescreened
+        from nas.search.prescreen import enqueue_prescreened
 
         queued, scored, secs = enqueue_prescreened(study, exp, s.seed)
         say(
@@ -283,7 +282,7 @@ def _finish(
 ) -> SearchResult:
     """Write the leaderboard, export the best trial, close the session in experiment.json and say how the
     search ended."""
-    from ..export import model_config_of, save_model_config
+    from nas.export.model_config import model_config_of, save_model_config
 
     run_, mirror = target.run, target.mirror
     rows = write_leaderboard(run_, axes=target.exp.objective.axes)

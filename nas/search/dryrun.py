@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import random
 
-from .config import Experiment, load_experiment
+from nas.search.config import Experiment, load_experiment
 
 __all__ = ["dry_run"]
 
@@ -15,8 +15,8 @@ def dry_run(
 ) -> str:
     """Validate the YAML and describe the search without training: size, budgets, sampled candidates
     (drawn with ``seed``, default the YAML's ``search.seed``)."""
-    from ..cost import count_cost
-    from ..limits import check_value
+    from nas.limits import check_value
+    from nas.model.cost import count_cost
 
     check_value(samples, "samples", None, "--samples")
     exp = space if isinstance(space, Experiment) else load_experiment(space)

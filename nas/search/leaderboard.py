@@ -1,5 +1,5 @@
 """The leaderboard: finished trials ranked by score, with the Pareto front of the run's objective axes
-(generalization and capacity unless ``objective.axes`` names others; ``trainers.objective.OBJECTIVES``).
+(generalization and capacity unless ``objective.axes`` names others; ``trainers.objectives.registry.OBJECTIVES``).
 
 Derived from ``trials.jsonl`` only, so it can be rebuilt at any time (``nas-report``).
 """
@@ -12,10 +12,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from trainers.objective import OBJECTIVES, objectives_of, pareto_mask
-
-from ..fsio import atomic_write
-from .rundir import RunDir
+from nas.fsio import atomic_write
+from nas.search.rundir import RunDir
+from trainers.objectives.registry import OBJECTIVES, objectives_of, pareto_mask
 
 __all__ = ["COLUMNS", "build_rows", "extra_columns", "write_leaderboard", "format_table", "latest_records", "rows_csv"]
 

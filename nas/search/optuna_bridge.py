@@ -4,7 +4,7 @@ Why not Ray's ``OptunaSearch``: it keeps the study inside a pickled searcher, dr
 with several objectives and disables pruners. Here the study lives in ``RUN_DIR/optuna.journal`` (a
 ``JournalStorage``, so ``optuna`` and ``optuna-dashboard`` open it), maximises ``[generalization,
 capacity]`` (or the axes ``objective.axes`` names, with their directions and names from
-``trainers.objective.OBJECTIVES``) and keeps the scalar ``score`` as a user attribute.
+``trainers.objectives.registry.OBJECTIVES``) and keeps the scalar ``score`` as a user attribute.
 
 The Ray Tune searcher that asks and tells this study is :class:`nas.search.searcher.OptunaSearcher`; this
 module needs no Ray, so reports and exports open a run's study without it.
@@ -19,12 +19,11 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from trainers.objective import Objective, objectives_of
-
-from ..errors import UserError
-from .config import SAMPLER_NAMES
-from .record import TrialRecord, axis_values
-from .rundir import STUDY_NAME, RunDir
+from nas.errors import UserError
+from nas.search.config import SAMPLER_NAMES
+from nas.search.record import TrialRecord, axis_values
+from nas.search.rundir import STUDY_NAME, RunDir
+from trainers.objectives.registry import Objective, objectives_of
 
 __all__ = [
     "STUDY_NAME",

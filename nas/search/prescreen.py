@@ -2,7 +2,7 @@
 
 The ``search.prescreen`` section turns it on. At the start of a new run the driver samples ``candidates``
 distinct architectures within the budgets, scores each with one training-free proxy of
-``trainers.zerocost`` (a fraction of a second each), and queues the best ``keep`` in the Optuna study, so
+``trainers.objectives.zerocost`` (a fraction of a second each), and queues the best ``keep`` in the Optuna study, so
 they are the first trials trained (in place of random start-up trials); the sampler takes over from there.
 docs/fidelity.md measures which proxy ranks CIFAR-10 candidates best and what a pre-screen keeps.
 """
@@ -40,10 +40,9 @@ def prescreen(exp: Any, seed: int = 0) -> list[tuple[Any, float]]:
 
     import torch
 
-    from trainers.data import load_dataset
-    from trainers.zerocost import zero_cost_scores
-
-    from ..cost import count_cost
+    from nas.model.cost import count_cost
+    from trainers.data.loading import load_dataset
+    from trainers.objectives.zerocost import zero_cost_scores
 
     cfg: PrescreenConfig = exp.search.prescreen
     space = exp.space

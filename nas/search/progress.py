@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from .rundir import RunDir
+from nas.search.rundir import RunDir
 
 __all__ = ["Progress", "Printer", "fmt_duration", "trial_line"]
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainers.objective import OBJECTIVES, Objective
+from trainers.objectives.registry import OBJECTIVES, Objective
 
 __all__ = ["TrialRecord", "axis_values"]
 
@@ -43,7 +43,7 @@ class TrialRecord:
 
     @classmethod
     def of_trial(cls, arch, number: int | None, tune_trial_id: str | None, status: str, **kw: Any) -> TrialRecord:
-        """A record of ``arch`` (an :class:`~nas.arch.Architecture`) and the trial that ran it."""
+        """A record of ``arch`` (an :class:`~nas.model.arch.Architecture`) and the trial that ran it."""
         return cls(
             id=arch.id,
             arch=arch.to_dict(),

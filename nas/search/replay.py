@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .config import Experiment, load_experiment
+from nas.search.config import Experiment, load_experiment
 
 __all__ = ["replay_search"]
 
@@ -45,15 +45,14 @@ def replay_search(
     import optuna
     from ray.tune.search import Searcher
 
-    from trainers.objective import objectives_of
-    from trainers.tabular import is_table, load_table, replay, table_path
-
-    from ..arch import Architecture
-    from ..cost import count_cost
-    from ..errors import UserError
-    from . import optuna_bridge as ob
-    from .searcher import OptunaSearcher
-    from .trainable import FINAL_KEY, RESULT_KEY
+    from nas.errors import UserError
+    from nas.model.arch import Architecture
+    from nas.model.cost import count_cost
+    from nas.search import optuna_bridge as ob
+    from nas.search.searcher import OptunaSearcher
+    from nas.search.trainable import FINAL_KEY, RESULT_KEY
+    from trainers.objectives.registry import objectives_of
+    from trainers.training.tabular import is_table, load_table, replay, table_path
 
     exp = space if isinstance(space, Experiment) else load_experiment(space)
     exp = exp.with_search(trials=trials, seed=seed, sampler=sampler, startup_trials=startup_trials)

@@ -25,9 +25,9 @@ from typing import Any
 
 import yaml
 
-from ..errors import UserError, yaml_problem
-from ..fsio import append_line, atomic_write
-from ..yamlio import load_yaml_file
+from nas.errors import UserError, yaml_problem
+from nas.fsio import append_line, atomic_write
+from nas.yamlio import load_yaml_file
 
 __all__ = ["RunDir", "new_meta", "resolve_run_dir", "DEFAULT_ROOT", "STUDY_NAME"]
 
@@ -137,7 +137,7 @@ class RunDir:
     def axes(self) -> tuple[str, ...]:
         """The run's objective axes (``objective.axes`` of ``space.yaml``; the default axes where it is
         unreadable or has none), read without validating the rest."""
-        from trainers.objective import DEFAULT_AXES, OBJECTIVES
+        from trainers.objectives.registry import DEFAULT_AXES, OBJECTIVES
 
         try:
             axes = (load_yaml_file(self.space_yaml).get("objective") or {}).get("axes")
@@ -148,7 +148,7 @@ class RunDir:
 
     def read_experiment(self):
         """The :class:`Experiment` stored in ``space.yaml``."""
-        from .config import experiment_from_dict
+        from nas.search.config import experiment_from_dict
 
         if not self.space_yaml.is_file():
             raise UserError(
@@ -175,7 +175,7 @@ class RunDir:
         return experiment_from_dict(data, str(self.space_yaml))
 
     def write_experiment(self, exp, name: str) -> None:
-        from trainers.config import TrainConfig  # noqa: F401 - the dataclasses below come from there
+        from trainers.training.config import TrainConfig  # noqa: F401 - the dataclasses below come from there
 
         data = {
             "space": exp.space.to_dict(),

@@ -18,9 +18,8 @@ from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from trainers.objective import Objective, objectives_of
-
-from .config import SCHEDULER_NAMES
+from nas.search.config import SCHEDULER_NAMES
+from trainers.objectives.registry import Objective, objectives_of
 
 __all__ = ["make_scheduler", "SCHEDULERS", "CompletingASHA", "ParetoHalving", "nondominated_ranks"]
 

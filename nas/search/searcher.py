@@ -19,11 +19,11 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from ..arch import Architecture
-from .optuna_bridge import TRIAL_CONSTRAINTS, set_attrs, study_objectives, tell_record
-from .record import TrialRecord
-from .rundir import RunDir
-from .trainable import FINAL_KEY, RESULT_KEY
+from nas.model.arch import Architecture
+from nas.search.optuna_bridge import TRIAL_CONSTRAINTS, set_attrs, study_objectives, tell_record
+from nas.search.record import TrialRecord
+from nas.search.rundir import RunDir
+from nas.search.trainable import FINAL_KEY, RESULT_KEY
 
 __all__ = ["OptunaSearcher"]
 

@@ -10,10 +10,10 @@ import shutil
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import UserError
-from .config import Experiment, load_experiment, protocol_diff, protocol_of
-from .rundir import RunDir, resolve_run_dir
-from .storage import Mirror, is_uri
+from nas.errors import UserError
+from nas.runtime.storage import Mirror, is_uri
+from nas.search.config import Experiment, load_experiment, protocol_diff, protocol_of
+from nas.search.rundir import RunDir, resolve_run_dir
 
 __all__ = ["Target", "resolve_target", "after_failure", "redact"]
 
@@ -42,7 +42,7 @@ def resolve_target(
         )
     exp = None if space is None else (space if isinstance(space, Experiment) else load_experiment(space))
     if storage is not None:
-        from .optuna_bridge import check_storage_url
+        from nas.search.optuna_bridge import check_storage_url
 
         check_storage_url(storage)
     mirror = None
@@ -159,7 +159,7 @@ def after_failure(err: BaseException, target: Target, created: bool, storage: st
     elif isinstance(err, UserError) and run_.experiment_json.is_file() and "--resume" not in str(err):
         raise UserError(f"{err} The run stays resumable: fix that, then `nas-search --resume {shown}`.") from None
     if isinstance(err, OSError):  # a full disk, a vanished or read-only folder under the run
-        from ..fsio import os_problem
+        from nas.fsio import os_problem
 
         what = f" ({err.filename})" if err.filename else ""
         resumable = (
@@ -177,7 +177,7 @@ def _has_results(run_: RunDir) -> bool:
     try:
         from optuna.trial import TrialState
 
-        from .optuna_bridge import open_study
+        from nas.search.optuna_bridge import open_study
 
         study = open_study(run_)
         return bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
@@ -203,6 +203,6 @@ def _drop_new_study(run_: RunDir, storage: str | None) -> None:
 
 
 def redact(url: str) -> str:
-    from .optuna_bridge import redact
+    from nas.search.optuna_bridge import redact
 
     return redact(url)

@@ -1,6 +1,6 @@
 """``search.trainer: table:PATH``: check that a tabulated benchmark can stand in for the trainings of a
 search YAML (same space, same protocol) before any worker starts. The replay itself is
-``trainers.tabular.replay``, called by the trial worker."""
+``trainers.training.tabular.replay``, called by the trial worker."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import dataclasses
 import importlib.resources
 from pathlib import Path
 
-from ..errors import ConfigError
-from .config import Experiment, protocol_of
+from nas.errors import ConfigError
+from nas.search.config import Experiment, protocol_of
 
 __all__ = ["check_table", "resolve_table"]
 
@@ -28,7 +28,7 @@ def check_table(exp: Experiment) -> Experiment:
     """``exp`` with ``search.trainer`` pointing at the table's absolute path and its number of classes;
     :class:`ConfigError` when the file is missing or not a table, or when its space or protocol differ
     from the YAML's (a replay would then answer another question than the search asks)."""
-    from trainers.tabular import TABLE_PREFIX, protocol_mismatch
+    from trainers.training.tabular import TABLE_PREFIX, protocol_mismatch
 
     file = exp.file
     path, table = _read_table(exp)
@@ -54,7 +54,7 @@ def check_table(exp: Experiment) -> Experiment:
 
 def _read_table(exp: Experiment):
     """(absolute path, loaded table) of the table ``search.trainer`` names."""
-    from trainers.tabular import load_table, table_path
+    from trainers.training.tabular import load_table, table_path
 
     file, key = exp.file, "search.trainer"
     given = table_path(exp.search.trainer)
@@ -83,7 +83,7 @@ def _read_table(exp: Experiment):
 
 def _check_space(exp: Experiment, table, path: Path) -> None:
     """The YAML's space must be the table's (else most candidates would have no recorded training)."""
-    from ..space import SearchSpace
+    from nas.space.search_space import SearchSpace
 
     recorded = SearchSpace.from_dict(table.search_yaml["space"], file=str(path))
     if recorded != exp.space:
@@ -107,7 +107,7 @@ def _check_replayable(exp: Experiment) -> None:
             "null with search.trainer: table:...",
             exp.search.prescreen.proxy,
         )
-    from trainers.objective import measured_objectives
+    from trainers.objectives.registry import measured_objectives
 
     measured = [o.name for o in measured_objectives(exp.objective)]
     if measured:

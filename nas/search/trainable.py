@@ -1,9 +1,10 @@
 """The Ray Tune trainable: one proxy training of one candidate inside a worker process.
 
 The worker uses exactly the CPUs it was given (torch threads = CPUs per trial) and reads the data set the
-driver put into the object store (``setup["shared"]``, ``trainers.shared``: once per node, not copied), or
-loads it once per process (``trainers.data.load_dataset`` caches it; Tune reuses the actors). Per-epoch estimates are
-reported to Tune (so an ASHA scheduler can stop the trial); the last report carries the whole result.
+driver put into the object store (``setup["shared"]``, ``trainers.data.shared``: once per node, not copied), or
+loads it once per process (``trainers.data.loading.load_dataset`` caches it; Tune reuses the actors).
+Per-epoch estimates are reported to Tune (so an ASHA scheduler can stop the trial); the last report carries
+the whole result.
 """
 
 from __future__ import annotations
@@ -14,18 +15,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from trainers.tabular import is_table
+from trainers.training.tabular import is_table
 
 __all__ = ["train_trial", "run_trainer", "load_trainer", "FINAL_KEY", "RESULT_KEY", "DEFAULT_TRAINER"]
 
 FINAL_KEY = "nas_final"
 RESULT_KEY = "nas_result"
+# The default trainer's name, as every recorded protocol and table holds it (``search.trainer``). The module
+# moved to ``trainers.training.proxy``; the recorded name stays valid through ``RECORDED_TRAINERS``.
 DEFAULT_TRAINER = "trainers.proxy:train_candidate"
+RECORDED_TRAINERS = {DEFAULT_TRAINER: "trainers.training.proxy:train_candidate"}
 
 
 def load_trainer(path: str) -> Callable[..., Any]:
     """The function at ``module:function``; :class:`LookupError` when the module has no such function."""
-    module, _, name = path.partition(":")
+    module, _, name = RECORDED_TRAINERS.get(path, path).partition(":")
     fn = getattr(importlib.import_module(module), name, None)
     if not callable(fn):
         raise LookupError(f"{module} has no function {name}")
@@ -47,8 +51,8 @@ def run_trainer(
     wrong in it into a failed :class:`TrialResult` with its reason: an exception (``error``), out of
     memory (``oom``) or non-finite axes (``diverged``). Exceptions in ``passed`` (Tune stopping the trial)
     propagate."""
-    from trainers.proxy import is_oom
-    from trainers.result import TrialResult
+    from trainers.training.proxy import is_oom
+    from trainers.training.result import TrialResult
 
     path = path or DEFAULT_TRAINER
     t0 = time.perf_counter()
@@ -106,7 +110,7 @@ def _reporter(
 
 def _final_report(res, payload: dict[str, Any]) -> dict[str, Any]:
     """The last report of a trial: the axes, the measured objectives and the whole result (``payload``)."""
-    from trainers.objective import OBJECTIVES
+    from trainers.objectives.registry import OBJECTIVES
 
     measured = {k: v for k, v in payload["metrics"].items() if k in OBJECTIVES}
     return {
@@ -122,11 +126,11 @@ def _final_report(res, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def measure_before_training(arch, objective, train, dataset, image_size: int, threads: int):
-    """The objectives a worker measures before training (``trainers.objective.measure_objectives``), and
+    """The objectives a worker measures before training (``trainers.objectives.registry.measure_objectives``), and
     the failed result that replaces the training when a budget is exceeded or the measurement fails."""
-    from trainers.objective import measure_objectives
-    from trainers.proxy import resolve_device
-    from trainers.result import TrialResult
+    from trainers.objectives.registry import measure_objectives
+    from trainers.training.proxy import resolve_device
+    from trainers.training.result import TrialResult
 
     t0 = time.perf_counter()
     try:
@@ -150,7 +154,7 @@ def measure_before_training(arch, objective, train, dataset, image_size: int, th
 def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     """Train ``config["arch"]`` with the protocol in ``setup`` (``train``: a TrainConfig, ``objective``: an
     ObjectiveConfig, ``image_size``, ``in_chans``, ``cpus_per_trial``, ``trainer``, optionally ``shared``:
-    the object refs of ``trainers.shared.share_datasets``) and report to Tune."""
+    the object refs of ``trainers.data.shared.share_datasets``) and report to Tune."""
     t_enter = time.perf_counter()
     from ray import tune
 
@@ -158,8 +162,8 @@ def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
         return _replay_trial(config, setup, tune, t_enter)
     import torch
 
-    from nas.arch import Architecture
-    from trainers.shared import worker_dataset
+    from nas.model.arch import Architecture
+    from trainers.data.shared import worker_dataset
 
     threads = max(1, int(setup["cpus_per_trial"]))
     torch.set_num_threads(threads)
@@ -196,8 +200,8 @@ def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
 def _replay_trial(config: dict[str, Any], setup: dict[str, Any], tune, t_enter: float) -> None:
     """``search.trainer: table:PATH``: report the recorded rounds and result of the candidate instead of
     training it (no data, no torch)."""
-    from nas.arch import Architecture
-    from trainers.tabular import load_table, replay, table_path
+    from nas.model.arch import Architecture
+    from trainers.training.tabular import load_table, replay, table_path
 
     table = load_table(table_path(setup["trainer"]))
     res = replay(Architecture.from_dict(config["arch"]), table, setup["objective"], _reporter(tune, []))

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import Experiment
-from .leaderboard import write_leaderboard
-from .progress import Printer, Progress, trial_line
-from .rundir import RunDir
-from .signals import StopFlag, StopSignals
+from nas.runtime.signals import StopFlag, StopSignals
+from nas.search.config import Experiment
+from nas.search.leaderboard import write_leaderboard
+from nas.search.progress import Printer, Progress, trial_line
+from nas.search.rundir import RunDir
 
 __all__ = ["connect_ray", "run_trials", "LoopOutcome", "reports_per_trial"]
 
@@ -35,7 +35,7 @@ def connect_ray(address: str | None, search, where_set: dict[str, str | None] | 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     import ray
 
-    from .cluster import check_resources, connect
+    from nas.runtime.cluster import check_resources, connect
 
     started = connect(address)
     try:
@@ -66,7 +66,7 @@ class LoopOutcome:
 def reports_per_trial(exp: Experiment) -> int:
     """How many reports a trial sends (its rounds and the final one): a scheduler's ``max_t`` default."""
     if exp.search.trainer.startswith("table:"):  # the recorded rounds, plus the final report
-        from trainers.tabular import load_table, table_path
+        from trainers.training.tabular import load_table, table_path
 
         table = load_table(table_path(exp.search.trainer))
         return max(len(e.get("history") or []) for e in table.entries.values()) + 1
@@ -118,10 +118,9 @@ def _tuner(exp: Experiment, run: RunDir, searcher, remaining: int, session: int,
     scheduler, and the session's folder ``RUN/tune/session-K``."""
     from ray import tune
 
-    from trainers.objective import objectives_of
-
-    from .schedulers import make_scheduler  # imports Ray: not at module level (the dry run stays Ray-free)
-    from .trainable import train_trial
+    from nas.search.schedulers import make_scheduler
+    from nas.search.trainable import train_trial
+    from trainers.objectives.registry import objectives_of
 
     s, sp = exp.search, exp.space
     setup = {
@@ -133,7 +132,7 @@ def _tuner(exp: Experiment, run: RunDir, searcher, remaining: int, session: int,
         "trainer": s.trainer,
     }
     if not s.trainer.startswith("table:"):  # a file-backed source: loaded once, read by every worker of a node
-        from trainers.shared import share_datasets
+        from trainers.data.shared import share_datasets
 
         setup["shared"] = share_datasets([exp.train.data], sp.image_size, sp.in_chans)
     trainable = tune.with_resources(
@@ -180,8 +179,8 @@ def run_trials(
     signals: StopSignals,
 ) -> LoopOutcome:
     """Run up to ``remaining`` new trials of session ``session``; see the module docstring."""
-    from ..cost import count_cost
-    from .searcher import OptunaSearcher
+    from nas.model.cost import count_cost
+    from nas.search.searcher import OptunaSearcher
 
     s, sp = exp.search, exp.space
     timings: dict[str, float] = {}

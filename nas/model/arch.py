@@ -1,0 +1,357 @@
+"""`Architecture`: one point of the search space, frozen and hashable.
+
+An architecture names, for the stem S0 and the stages S1-S4 of a CoAtNet-style network, the block type,
+the depth L and the width D, plus the block options. It knows nothing of torch; ``nas.model.builder`` builds it.
+
+String form (``str(arch)``)::
+
+    C-C-T-T L=2,2,3,5,2 D=64,96,192,384,768
+
+``L`` and ``D`` list S0..S4. Non-default block options follow as ``key=value`` pairs, so the string is the
+canonical form and ``arch.id`` (a hash of it) is stable across runs, machines and Python versions.
+
+The block letters of a layout come from one table, :data:`BLOCKS`. The builder (``nas.model.blocks.BLOCK_MODULES``)
+and the cost model (``nas.model.cost.BLOCK_COSTS``) each map every letter to their implementation and check at import
+that they cover exactly this table; the space validator reads the table's properties (``attention``,
+``order``, ``default_choice``). Adding a letter is one entry here, one module in ``nas/model/blocks.py`` and one cost
+function in ``nas/model/cost.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from nas.errors import ConfigError, check_keys, parse_dataclass
+
+__all__ = [
+    "BlockKind",
+    "BLOCKS",
+    "BLOCK_TYPES",
+    "VIT_BLOCK",
+    "BlockOptions",
+    "Architecture",
+    "ModelConfig",
+    "VIT_REL",
+    "known_blocks",
+    "is_block_letter",
+    "check_block_table",
+    "check_layout",
+]
+
+
+@dataclass(frozen=True)
+class BlockKind:
+    """One block letter of a layout and what the torch-free rooms need to know about it."""
+
+    letter: str
+    name: str
+    """Short name shown in messages, e.g. ``MBConv``."""
+    description: str
+    attention: bool
+    """Splits its width into ``head_dim``-sized heads: every width it may get must be a multiple of head_dim."""
+    order: int
+    """``rules.monotone``: along S1..S4 a stage's letter never has a lower order than the stage before it."""
+    default_choice: bool = True
+    """In a stage's block choices when ``space.stages.Sx.block`` is omitted."""
+
+
+BLOCKS: dict[str, BlockKind] = {
+    kind.letter: kind
+    for kind in (
+        BlockKind(
+            "C",
+            "MBConv",
+            "pre-activation inverted bottleneck with depthwise 3x3 conv and squeeze-excitation",
+            attention=False,
+            order=0,
+        ),
+        BlockKind(
+            "T",
+            "relative-attention transformer",
+            "pre-norm self-attention with a 2-D relative position bias (paper Eq. 3) and an FFN",
+            attention=True,
+            order=1,
+        ),
+    )
+}
+"""The block letters, in their canonical order (choices and layouts are listed in this order)."""
+
+BLOCK_TYPES = tuple(BLOCKS)
+"""The letters as a tuple (the name before :data:`BLOCKS`; kept for imports)."""
+VIT_BLOCK = "T"
+"""The letter of every stage of the ViT_REL baseline."""
+VIT_REL = "ViT_REL"
+
+
+def known_blocks() -> str:
+    """The known letters for messages: ``C, T (C = MBConv, T = relative-attention transformer)``."""
+    return f"{', '.join(BLOCKS)} ({', '.join(f'{k.letter} = {k.name}' for k in BLOCKS.values())})"
+
+
+def is_block_letter(value: Any) -> bool:
+    """Whether ``value`` is a letter of :data:`BLOCKS` (any value, hashable or not)."""
+    return isinstance(value, str) and value in BLOCKS
+
+
+def check_block_table(table: Mapping[str, Any], name: str) -> None:
+    """Raise ``RuntimeError`` (a bug in the package, not a user error) unless ``table`` has exactly the letters
+    of :data:`BLOCKS`; the builder's and the cost model's letter tables call it at import."""
+    missing, extra = [b for b in BLOCKS if b not in table], [b for b in table if b not in BLOCKS]
+    if missing or extra:
+        raise RuntimeError(
+            f"{name} must map exactly the block letters of nas.model.arch.BLOCKS ({', '.join(BLOCKS)}): "
+            f"missing {missing}, not in BLOCKS {extra}"
+        )
+
+
+def check_layout(letters: Sequence[Any], file: str | None, key: str, value: Any) -> tuple[str, ...]:
+    """Four known block letters as a tuple; else a :class:`ConfigError` naming the problem and the known letters."""
+    allowed = f"four block letters joined by '-' (e.g. 'C-C-T-T'), each one of {known_blocks()}; or '{VIT_REL}'"
+    if len(letters) != 4:
+        raise ConfigError(file, key, "is not a layout of four stages", allowed, value=value)
+    for letter in letters:
+        if not is_block_letter(letter):
+            raise ConfigError(file, key, f"has an unknown block letter {letter!r}", allowed, value=value)
+    return tuple(letters)
+
+
+RelAttn = Literal["pre", "post", "none"]
+Downsample = Literal["conv1x1", "dwconv"]
+
+
+@dataclass(frozen=True)
+class BlockOptions:
+    """Options shared by all blocks of one network (paper defaults)."""
+
+    mbconv_expansion: float = field(default=4.0, metadata={"check": lambda v: 1 <= v <= 8, "allowed": "1..8"})
+    """Inverted-bottleneck expansion of MBConv blocks."""
+    se_ratio: float = field(default=0.25, metadata={"check": lambda v: 0 <= v <= 1, "allowed": "0..1 (0 = no SE)"})
+    """Squeeze-excitation width as a fraction of the block's input width."""
+    head_dim: int = field(default=32, metadata={"check": lambda v: v >= 8, "allowed": ">= 8"})
+    """Attention head size; a stage of width D has D / head_dim heads."""
+    ffn_expansion: float = field(default=4.0, metadata={"check": lambda v: 1 <= v <= 8, "allowed": "1..8"})
+    """Hidden width of the transformer FFN relative to D."""
+    rel_attn: RelAttn = "pre"
+    """Relative position bias: added to logits before softmax (``pre``, the paper's Eq. 3), after it
+    (``post``), or not at all (``none``)."""
+    downsample: Downsample = "conv1x1"
+    """Where the first MBConv block of a stage applies stride 2: on the first 1x1 conv (the paper, Eq. 5)
+    or on the depthwise conv."""
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A CoAtNet-style network: stem S0 plus four stages S1-S4.
+
+    ``layout`` holds the block letter of S1..S4, each a key of :data:`BLOCKS` (``"C"`` MBConv or ``"T"``
+    relative-attention transformer).
+    ``depths`` and ``widths`` hold L and D for S0..S4 (five entries each; S0 is the stem).
+
+    ``stem="patch"`` makes the ViT_REL baseline: a ``patch_size`` x ``patch_size`` patchify conv replaces
+    S0's two 3x3 convs, every stage is a transformer and no stage downsamples.
+
+    ``stem_stride`` is the stride of the conv stem's first conv: 2 (the paper, 32x downsampling in all) or
+    1 (16x in all), which keeps S3/S4 at 4x4/2x2 tokens instead of 2x2/1x1 for 32 px inputs, as CIFAR
+    adaptations of ResNets and ViTs do. It is part of the canonical string (``stem_stride=1``) when not 2.
+    """
+
+    layout: tuple[str, str, str, str]
+    depths: tuple[int, int, int, int, int]
+    widths: tuple[int, int, int, int, int]
+    options: BlockOptions = BlockOptions()
+    stem: Literal["conv", "patch"] = "conv"
+    patch_size: int = 16
+    stem_stride: int = 2
+
+    def __post_init__(self) -> None:
+        # Normalise lists to tuples so equal architectures hash equally.
+        for name in ("layout", "depths", "widths"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if len(self.layout) != 4 or not all(map(is_block_letter, self.layout)):
+            raise ValueError(f"layout must be 4 block letters, each one of {known_blocks()}; got {self.layout}")
+        if len(self.depths) != 5 or len(self.widths) != 5:
+            raise ValueError("depths and widths need 5 entries (S0..S4)")
+        if any(int(d) < 1 for d in self.depths) or any(int(w) < 1 for w in self.widths):
+            raise ValueError(f"depths and widths must be positive, got {self.depths} {self.widths}")
+        if self.stem == "patch" and self.layout != (VIT_BLOCK,) * 4:
+            raise ValueError(f"the patch stem (ViT_REL) needs every stage to be {VIT_BLOCK}")
+        if self.stem not in ("conv", "patch"):
+            raise ValueError(f"stem must be 'conv' or 'patch', got {self.stem!r}")
+        if self.stem_stride not in (1, 2) or (self.stem == "patch" and self.stem_stride != 2):
+            raise ValueError(f"stem_stride must be 1 or 2 (and 2 for the patch stem), got {self.stem_stride!r}")
+
+    # ----------------------------------------------------------------- naming
+    @property
+    def is_vit(self) -> bool:
+        return self.stem == "patch"
+
+    @property
+    def layout_name(self) -> str:
+        """``C-C-T-T``, or ``ViT_REL`` for the patch-stem baseline."""
+        return VIT_REL if self.is_vit else "-".join(self.layout)
+
+    def __str__(self) -> str:
+        text = f"{self.layout_name} L={','.join(map(str, self.depths))} D={','.join(map(str, self.widths))}"
+        extras = [f"{k}={v}" for k, v in self._non_default_options().items()]
+        return " ".join([text, *extras])
+
+    def _non_default_options(self) -> dict[str, Any]:
+        out = {
+            f.name: getattr(self.options, f.name)
+            for f in dataclasses.fields(BlockOptions)
+            if getattr(self.options, f.name) != f.default
+        }
+        if self.is_vit:
+            out["patch"] = self.patch_size
+        if self.stem_stride != 2:
+            out["stem_stride"] = self.stem_stride
+        return out
+
+    @property
+    def id(self) -> str:
+        """Stable 12-hex-digit id: a hash of the canonical string."""
+        return hashlib.sha1(str(self).encode()).hexdigest()[:12]
+
+    # ------------------------------------------------------------- round trip
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (YAML/JSON friendly); :meth:`from_dict` inverts it."""
+        out: dict[str, Any] = {
+            "layout": self.layout_name,
+            "depths": list(self.depths),
+            "widths": list(self.widths),
+            "options": dataclasses.asdict(self.options),
+        }
+        if self.is_vit:
+            out["patch_size"] = self.patch_size
+        if self.stem_stride != 2:
+            out["stem_stride"] = self.stem_stride
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], file: str | None = None, path: str = "architecture") -> Architecture:
+        """Inverse of :meth:`to_dict`; raises :class:`ConfigError` naming the bad key."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(file, path, "must be a mapping", "keys layout, depths, widths, options", value=data)
+        check_keys(data, ("depths", "layout", "options", "patch_size", "stem_stride", "widths"), file, path)
+        for key in ("layout", "depths", "widths"):
+            if key not in data:
+                raise ConfigError(file, f"{path}.{key}", "is missing", "see `nas-export` output for an example")
+        layout = data["layout"]
+        stem = "conv"
+        if layout == VIT_REL:
+            stem, layout = "patch", (VIT_BLOCK,) * 4
+        elif isinstance(layout, str):
+            layout = tuple(layout.split("-"))
+        if not isinstance(layout, (list, tuple)):
+            layout = ()  # not a sequence of letters: reported as not a layout of four stages
+        layout = check_layout(layout, file, f"{path}.layout", data["layout"])
+        seqs = {}
+        for key in ("depths", "widths"):
+            seq = data[key]
+            if (
+                not isinstance(seq, (list, tuple))
+                or len(seq) != 5
+                or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in seq)
+            ):
+                raise ConfigError(
+                    file, f"{path}.{key}", "must list 5 positive integers (S0..S4)", "e.g. [2, 2, 3, 5, 2]", value=seq
+                )
+            seqs[key] = tuple(seq)
+        options = parse_dataclass(BlockOptions, data.get("options") or {}, file, f"{path}.options")
+        patch = data.get("patch_size", 16)
+        if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1:
+            raise ConfigError(file, f"{path}.patch_size", "must be a positive integer", value=patch)
+        stride = data.get("stem_stride", 2)
+        if isinstance(stride, bool) or stride not in (1, 2) or (stem == "patch" and stride != 2):
+            raise ConfigError(file, f"{path}.stem_stride", "must be 1 or 2 (2 for ViT_REL)", "1, 2", value=stride)
+        return cls(
+            layout=tuple(layout),
+            depths=seqs["depths"],
+            widths=seqs["widths"],
+            options=options,
+            stem=stem,
+            patch_size=patch,
+            stem_stride=stride,
+        )
+
+    @classmethod
+    def parse(cls, text: str, options: BlockOptions | None = None) -> Architecture:
+        """Parse the short string form, e.g. ``"C-C-T-T L=2,2,3,5,2 D=64,96,192,384,768"``.
+
+        Trailing ``key=value`` pairs set block options (and ``patch`` for ViT_REL, ``stem_stride``).
+        """
+        parts = text.split()
+        if len(parts) < 3 or not parts[1].startswith("L=") or not parts[2].startswith("D="):
+            raise ValueError(f"expected 'LAYOUT L=..,.. D=..,..', got {text!r}")
+        data: dict[str, Any] = {
+            "layout": parts[0],
+            "depths": [int(v) for v in parts[1][2:].split(",")],
+            "widths": [int(v) for v in parts[2][2:].split(",")],
+            "options": dataclasses.asdict(options or BlockOptions()),
+        }
+        hints = {f.name: f.type for f in dataclasses.fields(BlockOptions)}
+        for extra in parts[3:]:
+            key, _, val = extra.partition("=")
+            if key == "patch":
+                data["patch_size"] = int(val)
+            elif key == "stem_stride":
+                data["stem_stride"] = int(val)
+            elif key in hints:
+                default = getattr(BlockOptions(), key)
+                data["options"][key] = type(default)(val) if not isinstance(default, str) else val
+            else:
+                raise ValueError(f"unknown option {key!r} in {text!r}")
+        return cls.from_dict(data)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a network: the architecture, its input and its classifier size.
+
+    ``provenance`` records where it came from (run, trial, metrics); it does not affect the network.
+    ``nas.export.model_config`` reads and writes it as YAML; ``nas.build_model`` accepts it directly.
+    """
+
+    arch: Architecture
+    num_classes: int
+    image_size: int
+    in_chans: int = 3
+    provenance: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "architecture": self.arch.to_dict(),
+            "image_size": self.image_size,
+            "num_classes": self.num_classes,
+            "in_chans": self.in_chans,
+            "provenance": dict(self.provenance),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, file: str | None = None) -> ModelConfig:
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                file,
+                "<top level>",
+                "must be a mapping",
+                "keys architecture, image_size, num_classes, in_chans, provenance",
+                value=data,
+            )
+        check_keys(data, ("architecture", "image_size", "num_classes", "in_chans", "provenance"), file, "")
+        if "architecture" not in data:
+            raise ConfigError(file, "architecture", "is missing", "a mapping with layout, depths, widths")
+        arch = Architecture.from_dict(data["architecture"], file, "architecture")
+        ints = {}
+        for key, default, low in (("image_size", None, 8), ("num_classes", None, 1), ("in_chans", 3, 1)):
+            value = data.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(file, key, "must be an integer" + (f" >= {low}"), f"an integer >= {low}", value=value)
+            ints[key] = value
+        provenance = data.get("provenance") or {}
+        if not isinstance(provenance, Mapping):
+            raise ConfigError(file, "provenance", "must be a mapping", value=provenance)
+        return cls(arch=arch, provenance=dict(provenance), **ints)

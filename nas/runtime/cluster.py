@@ -1,0 +1,150 @@
+"""Connecting the driver to Ray: a local instance or an existing cluster, checked before use.
+
+``ray.init(address=...)`` retries for about a minute when nobody answers; :func:`connect` probes the
+address first with a short TCP timeout so a wrong address fails in seconds with a clear message.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+from nas.errors import UserError
+
+__all__ = ["ClusterAddress", "parse_address", "probe", "connect", "check_resources"]
+
+DEFAULT_GCS_PORT = 6379
+ADDRESS_HELP = (
+    "`--address` takes HOST:PORT of a Ray head node (the GCS port `ray start --head` prints, "
+    "6379 by default), `ray://HOST:PORT` for a Ray Client server (port 10001 by default), or "
+    "`auto` for a cluster already running on this machine"
+)
+
+
+@dataclass(frozen=True)
+class ClusterAddress:
+    """A parsed ``--address`` value; ``host`` is ``None`` for ``auto``."""
+
+    text: str
+    host: str | None = None
+    port: int | None = None
+    client: bool = False
+
+
+def parse_address(text: str) -> ClusterAddress:
+    """Parse ``HOST:PORT``, ``ray://HOST:PORT`` or ``auto``; raise :class:`UserError` otherwise."""
+    text = text.strip()
+    if text == "auto":
+        return ClusterAddress(text)
+    client = text.startswith("ray://")
+    rest = text[len("ray://") :] if client else text
+    host, sep, port_text = rest.rpartition(":")
+    if not sep:
+        host, port_text = rest, str(10001 if client else DEFAULT_GCS_PORT)
+    host = host.strip("[]")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536 or "/" in host:
+        raise UserError(f"Bad cluster address {text!r}: {ADDRESS_HELP}.")
+    return ClusterAddress(text, host, int(port_text), client)
+
+
+def probe(address: ClusterAddress, timeout: float = 10.0) -> None:
+    """Check that something answers at ``address`` within ``timeout`` seconds."""
+    if address.host is None:
+        return
+    try:
+        with socket.create_connection((address.host, address.port), timeout=timeout):
+            return
+    except TimeoutError:
+        why = f"no answer within {timeout:g} s"
+    except OSError as err:
+        why = err.strerror or str(err)
+    raise UserError(
+        f"Cannot reach a Ray cluster at {address.text} ({why}). Start the head node there with "
+        f"`ray start --head --port={address.port}`, check the host name and any firewall, or leave out "
+        f"`--address` to run on this machine alone. {ADDRESS_HELP}."
+    )
+
+
+def connect(address: str | None, *, num_cpus: int | None = None, timeout: float = 10.0) -> bool:
+    """Make sure Ray is initialised; return ``True`` when this call started it (so the caller shuts it down).
+
+    ``address=None`` reuses a running Ray in this process or starts a local instance; otherwise the driver
+    joins the cluster at ``address`` after :func:`probe`.
+    """
+    import ray
+
+    text = address or os.environ.get("RAY_ADDRESS") or None
+    parsed = parse_address(text) if text and text != "local" else None
+    if ray.is_initialized():  # a notebook or test that started Ray itself: use it, if it is the one asked for
+        if parsed is not None and parsed.host is not None and not parsed.client:
+            running = ray.get_runtime_context().gcs_address
+            if running.rpartition(":")[2] != str(parsed.port):
+                raise UserError(
+                    f"This process is already connected to the Ray cluster at {running}, not "
+                    f"{parsed.text}. Call ray.shutdown() first, or leave out the address."
+                )
+        return False
+    kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if parsed is None:
+        # "local": a fresh instance even when `ray start` runs a cluster on this machine.
+        ray.init(address="local", num_cpus=num_cpus, **kwargs)
+        return True
+    probe(parsed, timeout)
+    try:
+        ray.init(address=parsed.text, **kwargs)
+    except ConnectionError as err:
+        raise UserError(
+            f"Could not join a Ray cluster at {parsed.text}: {err}. Something answers there, so "
+            "if it is a Ray head node it may use token authentication (Ray 2.5x+ turns it on when "
+            "~/.ray/auth_token exists): run the driver with RAY_AUTH_MODE=token and the head's "
+            "token (~/.ray/auth_token or RAY_AUTH_TOKEN), or start every node with the same "
+            f"RAY_AUTH_MODE. {ADDRESS_HELP}."
+        ) from None
+    except Exception as err:  # noqa: BLE001 - e.g. token authentication refused
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        if "auth" not in first.lower() and "token" not in first.lower():
+            raise
+        raise UserError(
+            f"The Ray cluster at {parsed.text} refused this driver ({first}). Ray token "
+            "authentication is on there: copy ~/.ray/auth_token from the head node to this machine "
+            "(or set RAY_AUTH_TOKEN), or run every node and the driver with the same RAY_AUTH_MODE. "
+            "See docs/cluster.md."
+        ) from None
+    return True
+
+
+def check_resources(
+    cpus_per_trial: float, gpus_per_trial: float, *, gpus_from: str | None = None, cpus_from: str | None = None
+) -> None:
+    """Refuse per-trial requests that no node of the connected cluster can ever satisfy.
+
+    ``gpus_from``/``cpus_from`` say where the value was set (``--gpus-per-trial 1`` by default; a search
+    YAML's ``search.gpus_per_trial`` when the file set it), for the message.
+    """
+    import ray
+
+    gpus_from = gpus_from or f"`--gpus-per-trial {gpus_per_trial:g}`"
+    cpus_from = cpus_from or "`--cpus-per-trial`"
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    total_gpus = sum(n["Resources"].get("GPU", 0) for n in nodes)
+    if gpus_per_trial > 0 and total_gpus == 0:
+        raise UserError(
+            f"{gpus_from} asks for GPUs, but the Ray cluster has none "
+            f"({len(nodes)} node(s), {sum(n['Resources'].get('CPU', 0) for n in nodes):g} CPUs). Use "
+            "`--gpus-per-trial 0` (or `search.gpus_per_trial: 0` in the YAML) to train on CPUs, or add GPU "
+            "nodes (`ray start --num-gpus N`)."
+        )
+    fits = [
+        n
+        for n in nodes
+        if n["Resources"].get("CPU", 0) >= cpus_per_trial and n["Resources"].get("GPU", 0) >= gpus_per_trial
+    ]
+    if not fits:
+        biggest = max(((n["Resources"].get("CPU", 0), n["Resources"].get("GPU", 0)) for n in nodes), default=(0, 0))
+        raise UserError(
+            f"No Ray node can hold one trial of {cpus_per_trial:g} CPU(s) and {gpus_per_trial:g} GPU(s): the "
+            f"largest node has {biggest[0]:g} CPUs and {biggest[1]:g} GPUs. Lower {cpus_from} / "
+            f"{gpus_from} (fractions such as 0.25 GPU pack several trials on one card)."
+        )
