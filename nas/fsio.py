@@ -1,4 +1,11 @@
-"""Safe file output: the one place every command writes a file through.
+"""Safe file input and output: the one place every command reads a file it wrote, and writes any file.
+
+Reading (``read_json``, ``read_jsonl``): a record file is parsed line by line into typed objects by the
+caller's ``parse`` function, which raises :class:`Invalid` for a record it refuses (a wrong type, a NaN, a
+missing key, a foreign file). What is documented as repairable is repaired: a torn last line of a JSONL file
+(a process killed mid-write: no newline and not a whole record) is skipped when reading and cut off, into
+``NAME.torn``, by :func:`repair_jsonl_tail` before anything is appended; a whole last line that only lacks its
+newline gets one. Anything else is refused with one paragraph naming the file, the line and what to do.
 
 Rules (issue 10; docs/search.md "Output files"):
 
@@ -19,12 +26,15 @@ Operating-system failures (a full disk, a read-only or vanished folder) become o
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
-from .errors import UserError
+from nas.errors import UserError
 
 __all__ = [
     "atomic_write",
@@ -34,7 +44,18 @@ __all__ = [
     "os_problem",
     "RUN_FILES",
     "is_run_dir",
+    "make_dirs",
+    "Invalid",
+    "loads",
+    "read_json",
+    "read_jsonl",
+    "jsonl_tail",
+    "repair_jsonl_tail",
+    "append_jsonl",
 ]
+
+T = TypeVar("T")
+READ_MAX_BYTES = 1 << 30  # a record file past 1 GiB is not one of ours
 
 # Files and folders a search run directory consists of (nas.search.rundir); never another command's output.
 RUN_FILES = (
@@ -250,4 +271,123 @@ def make_dirs(path: Path, shown: str | None = None) -> None:
         raise UserError(f"Cannot create the folder {shown or path}: {os_problem(err)}.") from None
 
 
-__all__.append("make_dirs")
+# ------------------------------------------------------------------------------------------------ reading
+class Invalid(ValueError):
+    """Raised by a ``parse`` function for a record it refuses; the message says what is wrong with it."""
+
+
+def _no_nan(name: str) -> float:
+    if name == "NaN":
+        raise Invalid("it holds NaN, which no record of ours contains")
+    return float(name)  # Infinity, -Infinity: the failed value of an axis
+
+
+def loads(text: str | bytes) -> Any:
+    """``json.loads`` that refuses NaN (a foreign or damaged record), keeping +/-Infinity."""
+    return json.loads(text, parse_constant=_no_nan)
+
+
+def _read_bytes(path: Path, what: str) -> bytes:
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise UserError(f"{what} {path} is {_kind(st.st_mode)}, not a file this command wrote. Move it aside.")
+        if st.st_size > READ_MAX_BYTES:
+            raise UserError(
+                f"{what} {path} is {st.st_size / 2**30:.1f} GiB, far larger than any file this command writes; "
+                "it is not one of ours. Move it aside."
+            )
+        with open(path, "rb") as fh:
+            return fh.read(READ_MAX_BYTES + 1)
+    except OSError as err:
+        raise UserError(f"Cannot read {what} {path}: {err.strerror or err}.") from None
+
+
+def read_json(path: str | os.PathLike, parse: Callable[[Any], T], *, what: str, fix: str) -> T:
+    """The JSON document at ``path`` through ``parse``; a damaged or foreign file is a :class:`UserError`
+    naming the file and ending with ``fix`` (what the user can do)."""
+    path = Path(path)
+    data = _read_bytes(path, what)
+    try:
+        return parse(loads(data))
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as err:
+        raise UserError(f"{what} {path} is damaged or not one of ours ({_why(err)}). {fix}") from None
+
+
+def _why(err: BaseException) -> str:
+    if isinstance(err, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(err, json.JSONDecodeError):
+        return f"not JSON: {err.msg} at column {err.colno}"
+    if isinstance(err, KeyError):
+        return f"the key {err.args[0]!r} is missing"
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    return str(err) or type(err).__name__
+
+
+def _parses(line: bytes, parse: Callable[[Any], Any]) -> bool:
+    try:
+        parse(loads(line))
+        return True
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return False
+
+
+def jsonl_tail(path: str | os.PathLike, parse: Callable[[Any], Any]) -> tuple[int, bytes, bool] | None:
+    """``(offset, last line, whole)`` when the file's last line lacks its newline (``whole``: it is still a
+    record ``parse`` accepts), else ``None``."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    if not data or data.endswith(b"\n"):
+        return None
+    start = data.rfind(b"\n") + 1
+    return start, data[start:], _parses(data[start:], parse)
+
+
+def read_jsonl(
+    path: str | os.PathLike, parse: Callable[[Any], T], *, what: str, fix: str, missing_ok: bool = True
+) -> list[T]:
+    """Every record of the JSONL file at ``path``, each through ``parse``, in order. Blank lines are skipped
+    and so is a torn last line (see the module notes); any other bad line is a :class:`UserError` naming
+    the file and the line and ending with ``fix``."""
+    path = Path(path)
+    if missing_ok and not os.path.lexists(path):
+        return []
+    data = _read_bytes(path, what)
+    lines = data.split(b"\n")
+    out: list[T] = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(parse(loads(line)))
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as err:
+            if i == len(lines) - 1:  # no newline after it: the torn write of a killed process
+                continue
+            raise UserError(f"{what} {path}: line {i + 1} is damaged or not one of ours ({_why(err)}). {fix}") from None
+    return out
+
+
+def repair_jsonl_tail(path: str | os.PathLike, parse: Callable[[Any], Any]) -> bytes | None:
+    """Make the file end on a whole line before anything is appended: a torn last line is cut off (kept in
+    ``NAME.torn``) and returned; a whole record that only lacks its newline gets one."""
+    path = Path(path)
+    tail = jsonl_tail(path, parse)
+    if tail is None:
+        return None
+    start, fragment, whole = tail
+    if whole:
+        append_line(path, "\n", sync=True)
+        return None
+    append_line(path.with_name(path.name + ".torn"), fragment.decode(errors="replace") + "\n", sync=True)
+    atomic_write(path, path.read_bytes()[:start], what=str(path))
+    return fragment
+
+
+def append_jsonl(path: str | os.PathLike, record: Any, parse: Callable[[Any], Any]) -> None:
+    """Append one record as a line (repairing the tail first) and fsync."""
+    repair_jsonl_tail(path, parse)
+    append_line(path, json.dumps(record, sort_keys=True, default=float) + "\n", sync=True)
