@@ -30,7 +30,6 @@ from nas.errors import ConfigError, check_keys, parse_dataclass
 __all__ = [
     "BlockKind",
     "BLOCKS",
-    "BLOCK_TYPES",
     "VIT_BLOCK",
     "BlockOptions",
     "Architecture",
@@ -80,8 +79,6 @@ BLOCKS: dict[str, BlockKind] = {
 }
 """The block letters, in their canonical order (choices and layouts are listed in this order)."""
 
-BLOCK_TYPES = tuple(BLOCKS)
-"""The letters as a tuple (the name before :data:`BLOCKS`; kept for imports)."""
 VIT_BLOCK = "T"
 """The letter of every stage of the ViT_REL baseline."""
 VIT_REL = "ViT_REL"

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.model.arch import BlockOptions, check_block_table
-from nas.model.geometry import downsampled
 
 __all__ = [
     "ConvStem",
@@ -26,7 +25,6 @@ __all__ = [
     "TransformerBlock",
     "LayerNorm2d",
     "rel_pos_index",
-    "downsampled",
     "BLOCK_MODULES",
     "BlockFactory",
 ]

@@ -11,9 +11,9 @@ from torch import nn
 
 from nas.model.arch import Architecture, BlockOptions, ModelConfig
 from nas.model.blocks import BLOCK_MODULES, ConvStem, PatchStem
-from nas.model.geometry import BlockSlot, block_plan, check_buildable, feature_sizes
+from nas.model.geometry import BlockSlot, block_plan, check_buildable
 
-__all__ = ["CoAtNet", "build_model", "feature_sizes"]  # feature_sizes lives in nas.model.geometry (torch-free)
+__all__ = ["CoAtNet", "build_model"]
 
 
 class Stage(nn.Module):

@@ -3,8 +3,8 @@
 A :class:`SearchSpace` is the cross product of a layout (block letter per stage S1-S4, or the ``ViT_REL``
 baseline), per-stage depth and width choices and block-option choices, filtered by the rules
 (``monotone``, ``non_decreasing_widths``). Counting and uniform sampling are exact and combinatorial, so
-huge spaces cost nothing. Reading and validating the YAML is ``nas.space.reading``'s job (its names are
-re-exported here); the Optuna parameters are ``nas.space.encoding``'s; ``docs/space.md`` is the YAML reference.
+huge spaces cost nothing. Reading and validating the YAML is ``nas.space.reading``'s job; ``docs/space.md``
+is the YAML reference.
 """
 
 from __future__ import annotations
@@ -20,28 +20,15 @@ from typing import Any
 
 from nas.errors import ConfigError
 from nas.model.arch import VIT_BLOCK, VIT_REL, Architecture, BlockOptions
-from nas.space.encoding import OptunaEncoding
 from nas.space.reading import (
     STAGES,
-    TOP_LEVEL_KEYS,
     Budgets,
     StageChoices,
-    bundled_spaces,
     load_yaml,
     parse_space,
-    resolve_space_path,
 )
 
-__all__ = [
-    "Budgets",
-    "SearchSpace",
-    "resolve_space_path",
-    "load_yaml",
-    "load_space",
-    "bundled_spaces",
-    "TOP_LEVEL_KEYS",
-    "STAGES",
-]
+__all__ = ["SearchSpace", "load_space"]
 
 
 def load_space(path_or_name: str | Path) -> SearchSpace:
@@ -50,10 +37,14 @@ def load_space(path_or_name: str | Path) -> SearchSpace:
     return SearchSpace.from_dict(data["space"], file=str(path))
 
 
-class SearchSpace(OptunaEncoding):
+class SearchSpace:
     """A set of :class:`Architecture` candidates described by the ``space:`` YAML section. Immutable.
 
-    ``suggest`` and ``encode`` (its choices as Optuna parameters) come from :class:`nas.space.encoding.OptunaEncoding`.
+    Counting, sampling, enumeration, membership, budgets and identity, and (at the end) the Optuna side:
+    define-by-run parameters (``suggest``) and their inverse (``encode``). Every Optuna parameter is categorical
+    and each name has one fixed choice list, so any sampler (and a study resumed later) sees the same
+    parameters; a width whose choices depend on the previous stage's width carries that width in its name
+    (``S2.width|S1=48``).
     """
 
     def __init__(
@@ -341,8 +332,80 @@ class SearchSpace(OptunaEncoding):
                 out.append(f"{k}: {a[k]!r} -> {b[k]!r}")
         return out
 
+    # --------------------------------------------------------------------------------------- helpers
 
-# --------------------------------------------------------------------------------------- helpers
+    # ------------------------------------------------------------------ the Optuna side: suggest, encode
+
+    def suggest(self, trial: Any) -> Architecture:
+        """Define-by-run sampling with ``trial.suggest_categorical`` only; always returns a valid candidate.
+
+        Every parameter name has one fixed choice list: a width whose choices depend on the previous
+        stage's width carries that width in its name (``S2.width|S1=48``).
+        """
+        layout = (
+            trial.suggest_categorical("layout", list(self._layouts)) if len(self._layouts) > 1 else self._layouts[0]
+        )
+        patch = None
+        if layout == VIT_REL:
+            patch = (
+                trial.suggest_categorical("vit_rel.patch_size", list(self._patch_sizes))
+                if len(self._patch_sizes) > 1
+                else self._patch_sizes[0]
+            )
+        names = ("S0", *STAGES)
+        depths = []
+        for name, ds in zip(names, self._depth_lists()):
+            depths.append(trial.suggest_categorical(f"{name}.depth", list(ds)) if len(ds) > 1 else ds[0])
+        widths, prev = [], None
+        for i in range(len(names)):
+            ws = self._width_choices_after(i, prev)
+            if len(ws) > 1:
+                pname = self._width_param(i, prev)
+                prev = trial.suggest_categorical(pname, ws)
+            else:
+                prev = ws[0]
+            widths.append(prev)
+        opts = {}
+        for k, vals in self._options.items():
+            opts[k] = trial.suggest_categorical(f"blocks.{k}", list(vals)) if len(vals) > 1 else vals[0]
+        return self._make(layout, depths, widths, opts, patch)
+
+    def _width_param(self, i: int, prev: int | None) -> str:
+        """``S2.width``, or ``S2.width|S1=48`` where the choices depend on the previous width (so that
+        every name has one fixed choice list); flat names keep a study's parameters few and dense."""
+        names = ("S0", *STAGES)
+        if i == 0 or not self._nondec:
+            return f"{names[i]}.width"
+        prevs = [w for w in self._width_lists[i - 1] if self._chains[i - 1][w] > 0]
+        if all(self._width_choices_after(i, p) == self._width_choices_after(i, prevs[0]) for p in prevs):
+            return f"{names[i]}.width"
+        return f"{names[i]}.width|{names[i - 1]}={prev}"
+
+    def encode(self, arch: Architecture) -> dict[str, Any]:
+        """The parameters for which ``suggest(optuna.trial.FixedTrial(params))`` returns ``arch``."""
+        why = self.why_invalid(arch)
+        if why:
+            raise ValueError(f"{arch} is not in this search space: {why}")
+        params: dict[str, Any] = {}
+        if len(self._layouts) > 1:
+            params["layout"] = arch.layout_name
+        if arch.is_vit and len(self._patch_sizes) > 1:
+            params["vit_rel.patch_size"] = arch.patch_size
+        names = ("S0", *STAGES)
+        for name, d, ds in zip(names, arch.depths, self._depth_lists()):
+            if len(ds) > 1:
+                params[f"{name}.depth"] = d
+        prev = None
+        for i, w in enumerate(arch.widths):
+            if len(self._width_choices_after(i, prev)) > 1:
+                params[self._width_param(i, prev)] = w
+            prev = w
+        for k, vals in self._options.items():
+            if len(vals) > 1:
+                params[f"blocks.{k}"] = getattr(arch.options, k)
+        return params
+
+
 def _weighted(rng: random.Random, items: list[tuple[Any, int]]) -> Any:
     total = sum(w for _, w in items)
     r = rng.randrange(total)
