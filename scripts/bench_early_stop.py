@@ -105,7 +105,7 @@ def replay_once(
     t0 = time.perf_counter()
     run(yaml_path, run_dir=run_dir, progress=False)
     wall = time.perf_counter() - t0
-    return RunDir(run_dir).read_records(), wall
+    return [r.to_json() for r in RunDir(run_dir).read_records()], wall
 
 
 def _compare(full: list[dict], recs: list[dict], table, seed: int, wall: float) -> dict:
@@ -120,7 +120,7 @@ def _compare(full: list[dict], recs: list[dict], table, seed: int, wall: float) 
     finished = {r["id"] for r in recs if r["status"] == "ok"}
     total = spent = one_round = 0.0
     for r in recs:
-        hist = table.get(r["id"])["history"]
+        hist = table.get(r["id"]).history
         trial_s = sum(h.get("round_s", 0.0) for h in hist)
         total += trial_s
         one_round += trial_s - sum(light_eval_s(hist))

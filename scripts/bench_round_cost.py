@@ -23,7 +23,6 @@ import time
 import torch
 from bench_early_stop import light_eval_s  # scripts/ is on the path when run as a script
 
-from nas.model.arch import Architecture
 from nas.search.config import load_experiment
 from trainers.data.loading import load_dataset
 from trainers.training.proxy import train_candidate
@@ -44,29 +43,29 @@ def main(argv: list[str] | None = None) -> int:
     data = load_dataset(fine.data, exp.space.image_size, exp.space.in_chans)
     by_layout = collections.defaultdict(list)
     for e in table.entries.values():
-        if e["status"] == "ok" and len(by_layout[e["layout"]]) < a.per_layout:
-            by_layout[e["layout"]].append(e)
-    train_candidate(Architecture.from_dict(next(iter(by_layout.values()))[0]["arch"]), data, coarse, exp.objective)
+        if e.ok and len(by_layout[e.layout]) < a.per_layout:
+            by_layout[e.layout].append(e)
+    train_candidate(next(iter(by_layout.values()))[0].arch, data, coarse, exp.objective)
     measured, estimated = [], []
     for entries in by_layout.values():
         for e in entries:
-            arch = Architecture.from_dict(e["arch"])
+            arch = e.arch
             secs = {"coarse": [], "fine": []}
             for i in range(a.repeats):
                 for name in ("coarse", "fine") if i % 2 == 0 else ("fine", "coarse"):
                     t0 = time.perf_counter()
                     r = train_candidate(arch, data, coarse if name == "coarse" else fine, exp.objective)
                     secs[name].append(time.perf_counter() - t0)
-                    assert r.status == "ok" and r.metrics["cap_train_loss"] == e["metrics"]["cap_train_loss"], (
+                    assert r.status == "ok" and r.metrics["cap_train_loss"] == e.metrics["cap_train_loss"], (
                         f"{arch}: the {name} protocol's result differs from the table's"
                     )
-            hist = e["history"]
+            hist = e.history
             light = sum(light_eval_s(hist))
             total = sum(h["round_s"] for h in hist)
             measured.append(statistics.median(secs["fine"]) / statistics.median(secs["coarse"]))
             estimated.append(total / (total - light))
             print(
-                f"{e['arch_str'][:60]:60s} one round {statistics.median(secs['coarse']):5.2f} s, "
+                f"{e.arch_str[:60]:60s} one round {statistics.median(secs['coarse']):5.2f} s, "
                 f"2 rounds {statistics.median(secs['fine']):5.2f} s: x{measured[-1]:.3f} (table x{estimated[-1]:.3f})",
                 flush=True,
             )

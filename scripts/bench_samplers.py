@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     a = _parse_args(argv)
     exp = load_experiment(a.space)
     table = load_table(table_path(exp.search.trainer))
-    scores = [axes(e, exp.objective, table.num_classes) for e in table.entries.values() if e["status"] == "ok"]
+    scores = [axes(e, exp.objective, table.num_classes) for e in table.entries.values() if e.ok]
     best = max(s["score"] for s in scores)
     target = best - a.tolerance
     k = sum(s["score"] >= target - 1e-12 for s in scores)
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cache_path = out / "results.json"
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-    key_base = f"{table.meta.get('name')}-v{table.meta.get('version')}|{a.trials}"
+    key_base = f"{table.name}-v{table.version}|{a.trials}"
     _replay_all(exp, a, cache, cache_path, key_base)
     marks = sorted({min(t, a.trials) for t in (25, 50, a.trials)})
     rows, med_curves = _summarise(cache, key_base, a, target, marks)

@@ -49,9 +49,9 @@ res = run(sys.argv[1], run_dir=sys.argv[2], max_concurrent=int(sys.argv[3]), pro
 from nas.search import RunDir
 recs = RunDir(res.run_dir).read_records()
 print(json.dumps({"import_s": 0.0, "t_import": time.perf_counter() - t0, **res.timings,
-                  "trial_s": [r["metrics"]["trial_s"] for r in recs],
-                  "setup_s": [r["metrics"]["setup_s"] for r in recs],
-                  "ids": sorted(r["id"] for r in recs), "statuses": [r["status"] for r in recs]}))
+                  "trial_s": [r.metrics["trial_s"] for r in recs],
+                  "setup_s": [r.metrics["setup_s"] for r in recs],
+                  "ids": sorted(r.id for r in recs), "statuses": [r.status for r in recs]}))
 """
 
 

@@ -45,9 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     table = load_table(table_path(base.search.trainer))
     target = table.best() - a.within
     trial_s = statistics.median(
-        sum(h["round_s"] for h in e["history"]) - sum(light_eval_s(e["history"]))
-        for e in table.entries.values()
-        if e["status"] == "ok"
+        sum(h["round_s"] for h in e.history) - sum(light_eval_s(e.history)) for e in table.entries.values() if e.ok
     )
     stop = (a.scheduler, a.reduction_factor, a.grace_period)
     settings = [("none", (None, None, None)), (f"{a.scheduler} rf={a.reduction_factor:g}", stop)]
@@ -87,7 +85,7 @@ def _cost_to_target(recs: list[dict], table, target: float, one_round: bool) -> 
     ``one_round``, every trial costs what the one-round protocol would (no early measurements)."""
     spent, to_target, best = 0.0, None, float("-inf")
     for r in recs:
-        hist = table.get(r["id"])["history"]
+        hist = table.get(r["id"]).history
         spent += run_s(r, hist) - (sum(light_eval_s(hist)) if one_round else 0.0)
         if r["status"] == "ok":
             best = max(best, r["score"])

@@ -2,7 +2,7 @@
 
     python scripts/make_table.py runs/bench-cifar-table search_spaces/benchmarks/bench-cifar-v1.json
 
-The table (format coatnas-table/1, docs/benchmark.md) records the space and protocol, the code version,
+The table (format coatnas-table/2, docs/benchmark.md) records the space and protocol, the code version,
 hardware and seeds, and per candidate the proxy's raw measurements and per-round history, the zero-cost
 proxies and the reference where the study trained it. Prints a summary.
 """
@@ -15,7 +15,7 @@ import statistics
 import sys
 
 from nas.fidelity.table import write_table
-from trainers.training.tabular import axes, load_table, objective_of
+from trainers.training.tabular import axes, load_table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,15 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     path = write_table(a.study_dir, a.out, proxy=a.proxy, name=a.name, version=a.version)
     t = load_table(path)
-    cfg = objective_of(t)
-    ok = [e for e in t.entries.values() if e["status"] == "ok"]
+    cfg = t.objective
+    ok = [e for e in t.entries.values() if e.ok]
     by = collections.defaultdict(list)
     for e in ok:
-        by[e["layout"]].append(axes(e, cfg, t.num_classes)["score"])
+        by[e.layout].append(axes(e, cfg, t.num_classes)["score"])
     print(
         f"{path}: {len(t.entries)} candidates, {len(ok)} ok, best score {t.best():.4f}; "
-        f"{sum('reference' in e for e in t.entries.values())} with a reference; "
-        f"proxy training median {statistics.median(e['metrics']['wall_s'] for e in ok):.1f} s"
+        f"{sum(bool(e.reference) for e in t.entries.values())} with a reference; "
+        f"proxy training median {statistics.median(e.metrics['wall_s'] for e in ok):.1f} s"
     )
     for lay, v in sorted(by.items()):
         print(f"  {lay:8s} n={len(v):3d} score mean {statistics.fmean(v):.4f} max {max(v):.4f}")

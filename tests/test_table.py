@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import types
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from nas.fidelity.table import write_table
 from nas.search import run
 from nas.search.config import load_experiment
 from nas.search.replay import replay_search
-from trainers.training.tabular import axes, load_table, objective_of, replay
+from trainers.training.tabular import TABLE_FORMAT, axes, load_table, replay
 
 SPACE = """\
 space:
@@ -64,16 +65,18 @@ def _replay_yaml(d: Path, search: str, name: str = "replay.yaml", space: str = S
 def test_table_records_every_candidate_with_its_provenance(table_dir):
     t = load_table(table_dir / "t.json")
     exp = load_experiment(table_dir / "space.yaml")
-    assert {a.id for a in exp.space.enumerate()} == set(t.entries)
-    assert t.num_classes == 4 and t.meta["seeds"] == {"proxy": [0], "reference": [0]}
+    assert json.loads((table_dir / "t.json").read_text())["format"] == TABLE_FORMAT and t.migrated_from is None
+    assert {a.id for a in exp.space.enumerate()} == set(t.entries) and t.space == exp.space
+    assert t.num_classes == 4 and dict(t.seeds) == {"proxy": (0,), "reference": (0,)}
     assert len(t.meta["code"]["commit"] or "") in (0, 40) and t.meta["hardware"]["cpus"] >= 1
-    assert t.meta["protocol"]["train.epochs"] == 2
-    assert sum("reference" in e for e in t.entries.values()) == 3
+    assert t.protocol["train.epochs"] == 2 and t.objective.subset_fraction == 0.5
+    assert sum(bool(e.reference) for e in t.entries.values()) == 3
     for e in t.entries.values():
-        assert e["status"] == "ok", e["reason"]
-        assert [h["regime"] for h in e["history"]] == ["generalization"] * 2 + ["full"] * 2
-        assert all(h["round_s"] > 0 for h in e["history"])
-        assert set(e["zero_cost"]) == {"params", "synflow"}
+        assert e.status == "ok", e.reason
+        assert (e.proxy, e.seed) == ("default", 0)
+        assert [h["regime"] for h in e.history] == ["generalization"] * 2 + ["full"] * 2
+        assert all(h["round_s"] > 0 for h in e.history)
+        assert set(e.zero_cost) == {"params", "synflow"}
 
 
 def test_replay_recomputes_the_objective_from_the_raw_measurements(table_dir):
@@ -82,12 +85,10 @@ def test_replay_recomputes_the_objective_from_the_raw_measurements(table_dir):
         json.loads(line)["arch_id"]: json.loads(line)
         for line in (table_dir / "study" / "jobs.jsonl").read_text().splitlines()
     }
-    from nas.model.arch import Architecture
-
     e = next(iter(t.entries.values()))
-    arch = Architecture.from_dict(e["arch"])
+    arch = e.arch
     seen = []
-    res = replay(arch, t, objective_of(t), on_epoch=lambda i, m: seen.append((i, m["score"])))
+    res = replay(arch, t, t.objective, on_epoch=lambda i, m: seen.append((i, m["score"])))
     study_rec = next(
         json.loads(line)
         for line in (table_dir / "study" / "jobs.jsonl").read_text().splitlines()
@@ -100,7 +101,7 @@ def test_replay_recomputes_the_objective_from_the_raw_measurements(table_dir):
         mode="both", subset_fraction=0.5, gap_penalty=1.0, capacity_metric="accuracy", weight_capacity=0.0
     )
     res2 = replay(arch, t, strict)
-    m = e["metrics"]
+    m = e.metrics
     want_g = max(0.0, m["gen_val_acc"] - max(0.0, m["gen_train_acc"] - m["gen_val_acc"]))
     assert res2.generalization == pytest.approx(want_g) and res2.score == pytest.approx(want_g)
     assert res2.capacity == pytest.approx(m["cap_train_acc"])
@@ -117,7 +118,7 @@ def test_replay_through_ray_equals_the_in_process_replay(table_dir, ray_local):
     assert [r["id"] for r in sorted(driver, key=lambda r: r["number"])] == [r["id"] for r in fast]
     t = load_table(table_dir / "t.json")
     for r in driver:
-        assert r["score"] == pytest.approx(axes(t.get(r["id"]), objective_of(t), 4)["score"])
+        assert r["score"] == pytest.approx(axes(t.get(r["id"]), t.objective, 4)["score"])
         assert r["metrics"]["table_train_s"] > 0
     assert len(res.rows) == 5
 
@@ -159,7 +160,7 @@ def test_scoring_may_differ_from_the_table(table_dir):
     "trainer, needle",
     [
         ("table:missing.json", "neither a file"),
-        ("table:space.yaml", "could not be read as a table"),
+        ("table:space.yaml", "cannot be replayed: the table"),
     ],
 )
 def test_missing_or_foreign_table_files_are_user_errors(table_dir, trainer, needle):
@@ -187,7 +188,7 @@ def test_the_bundled_table_replays_with_its_bundled_yaml(tmp_path, monkeypatch, 
     exp = load_experiment(yaml_name)
     t = load_table(exp.search.trainer.removeprefix("table:"))
     assert len(t.entries) == exp.space.size()
-    ok = [e for e in t.entries.values() if e["status"] == "ok"]
+    ok = [e for e in t.entries.values() if e.ok]
     assert len(ok) >= 0.95 * len(t.entries)
     assert all(math.isfinite(axes(e, exp.objective, 10)["score"]) for e in ok)
     recs = replay_search(exp, trials=40, seed=0)
@@ -201,20 +202,60 @@ def test_the_bundled_rounds_tables_hold_what_their_early_stopping_figures_assume
     import search_spaces
 
     t = load_table(Path(search_spaces.__file__).parent / "benchmarks" / name)
-    assert t.meta["protocol"]["train.report_every"] == 7
-    assert t.meta["protocol"]["train.round_eval_limit"] == limit
+    assert t.protocol["train.report_every"] == 7
+    assert t.protocol["train.round_eval_limit"] == limit
     light, full = [], []
     for e in t.entries.values():
-        assert [(h["regime"], h["step"]) for h in e["history"]] == [
+        assert [(h["regime"], h["step"]) for h in e.history] == [
             ("generalization", 7),
             ("generalization", 14),
             ("full", 7),
             ("full", 14),
         ]
-        light += [e["history"][0]["eval_s"], e["history"][2]["eval_s"]]
-        full += [e["history"][1]["eval_s"], e["history"][3]["eval_s"]]
-        assert all(0 < h["eval_s"] < h["round_s"] for h in e["history"])
+        light += [e.history[0]["eval_s"], e.history[2]["eval_s"]]
+        full += [e.history[1]["eval_s"], e.history[3]["eval_s"]]
+        assert all(0 < h["eval_s"] < h["round_s"] for h in e.history)
     assert sorted(light)[len(light) // 2] < 0.7 * sorted(full)[len(full) // 2]
+
+
+@pytest.mark.parametrize(
+    "name, proxy",
+    [
+        ("bench-cifar-v1.json", "default"),
+        ("bench-cifar-rounds-v1.json", "rounds"),
+        ("bench-cifar-rounds-250-v1.json", "rounds"),
+    ],
+)
+def test_the_shipped_format_1_tables_are_migrated_on_reading_and_never_rewritten(name, proxy):
+    """Format 1 (the shipped tables, as they are): each entry gets the table's one proxy seed and protocol
+    name; an objective recorded before `axes` and `latency` existed gets their defaults. The file is read
+    only; written again through the one writer it is format 2 and reads back the same."""
+    import hashlib
+
+    import search_spaces
+    from trainers.training.tabular import dump_table, parse_table
+
+    path = Path(search_spaces.__file__).parent / "benchmarks" / name
+    before = (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
+    raw = json.loads(path.read_text())
+    assert raw["format"] == "coatnas-table/1" and all("seed" not in e for e in raw["entries"])
+    t = load_table(path)
+    assert t.migrated_from == "coatnas-table/1" and t.meta["format"] == TABLE_FORMAT
+    assert {(e.seed, e.proxy) for e in t.entries.values()} == {(0, proxy)}
+    assert t.objective.axes == obj.DEFAULT_AXES and t.objective.latency == obj.LatencyConfig()
+    assert ("axes" in raw["objective"]) == (name != "bench-cifar-v1.json")  # the oldest lacks them
+    assert (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns) == before
+    again = parse_table(json.loads(dump_table(raw)))  # format 1 in, format 2 out
+    assert again.migrated_from is None and set(again.entries) == set(t.entries)
+    for i, e in t.entries.items():
+        f = again.entries[i]
+        assert (dict(f.metrics), f.history, f.seed, f.proxy, f.arch) == (
+            dict(e.metrics),
+            e.history,
+            e.seed,
+            e.proxy,
+            e.arch,
+        )
 
 
 # ------------------------------------------------------------------------------------------ early stopping
@@ -298,7 +339,7 @@ def test_early_stopping_compute_is_counted_from_the_rounds_a_trial_ran(load_scri
     assert es.light_eval_s(hist) == [0.25, 0.25]
 
     class T:
-        entries = {"a": {"history": hist}, "b": {"history": hist}, "c": {"history": hist}}
+        entries = {i: types.SimpleNamespace(history=hist) for i in "abc"}
 
         def get(self, i):
             return self.entries[i]

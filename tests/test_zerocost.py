@@ -12,7 +12,8 @@ from nas.errors import UserError
 from nas.model.arch import Architecture
 from nas.model.cost import count_cost
 from trainers.data.loading import DataConfig, load_dataset
-from trainers.objectives.zerocost import ZERO_COST, ProxyInput, naswot, proxy_batch, zero_cost_scores
+from trainers.objectives.registry import ZERO_COST
+from trainers.objectives.zerocost import ProxyInput, naswot, proxy_batch, zero_cost_scores
 
 NAMES = ["params", "macs", "synflow", "naswot", "grad_norm", "snip", "jacov"]
 SMALL = "C-C-T-T L=2,1,1,1,1 D=16,16,32,32,64"

@@ -14,10 +14,16 @@ from typing import Any, Literal
 
 from nas.errors import ConfigError, UserError, parse_dataclass
 from nas.limits import MAX_GRID, check_ranges
+from nas.registry import Registry
 from nas.search.prescreen import PrescreenConfig
+from nas.search.table import check_protocol, check_replayable, check_space, read_table
+from trainers.objectives.registry import ZERO_COST
 from trainers.training.config import default_protocol, flat
+from trainers.training.tabular import TABLE_PREFIX, is_table, table_path
 
 __all__ = [
+    "SAMPLERS",
+    "SCHEDULERS",
     "SchedulerConfig",
     "SearchConfig",
     "Experiment",
@@ -28,10 +34,28 @@ __all__ = [
     "protocol_diff",
 ]
 
-# Names a YAML may use; their implementations are the tables nas.search.optuna_bridge.SAMPLERS and
-# nas.search.schedulers.SCHEDULERS (which import Optuna and Ray, so not here), checked against these at import.
-SAMPLER_NAMES = ("tpe", "nsga2", "gp", "random", "grid")
-SCHEDULER_NAMES = ("none", "asha", "pareto")
+# search.sampler -> factory(seed, startup_trials) -> an Optuna sampler; ``grid`` queues every candidate first,
+# then samples at random. Imported (with Optuna) only when a search makes its sampler.
+SAMPLERS = Registry(
+    "search.sampler",
+    {
+        "tpe": "nas.search.optuna_bridge:tpe_sampler",
+        "nsga2": "nas.search.optuna_bridge:nsga2_sampler",
+        "gp": "nas.search.optuna_bridge:gp_sampler",
+        "random": "nas.search.optuna_bridge:random_sampler",
+        "grid": "nas.search.optuna_bridge:random_sampler",
+    },
+)
+# search.scheduler.type -> factory(SchedulerConfig, reports per trial, objectives) -> a Ray Tune scheduler or
+# None (``none``: every trial to the end). Imported (with Ray) only when a search makes its scheduler.
+SCHEDULERS = Registry(
+    "search.scheduler.type",
+    {
+        "none": "nas.search.schedulers:no_scheduler",
+        "asha": "nas.search.schedulers:asha_scheduler",
+        "pareto": "nas.search.schedulers:pareto_scheduler",
+    },
+)
 
 
 @dataclass(frozen=True)
@@ -46,7 +70,7 @@ class SchedulerConfig:
         max_t: the most reports of a trial (``null``: the trainer's own count).
     """
 
-    type: Literal[SCHEDULER_NAMES] = "none"
+    type: Literal[SCHEDULERS.names] = "none"
     grace_period: int = field(default=1, metadata={"check": lambda v: v >= 1, "allowed": "an integer >= 1"})
     reduction_factor: float = field(default=3.0, metadata={"check": lambda v: v > 1, "allowed": "a number > 1"})
     max_t: int | None = field(
@@ -80,7 +104,7 @@ class SearchConfig:
     """
 
     trials: int = field(default=8, metadata={"check": lambda v: v >= 1, "allowed": "an integer >= 1"})
-    sampler: Literal[SAMPLER_NAMES] = "tpe"
+    sampler: Literal[SAMPLERS.names] = "tpe"
     seed: int = 0
     max_concurrent: int | None = field(
         default=None, metadata={"check": lambda v: v is None or v >= 1, "allowed": "an integer >= 1 or null"}
@@ -95,7 +119,9 @@ class SearchConfig:
     trainer: str = field(
         default="trainers.proxy:train_candidate",
         metadata={
-            "check": lambda v: bool(re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v)) or v.startswith("table:"),
+            "check": lambda v: (
+                bool(re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v)) or (is_table(v) and bool(table_path(v).strip()))
+            ),
             "allowed": "an importable `module:function`, e.g. trainers.proxy:train_candidate, or table:PATH (a "
             "tabulated benchmark, e.g. table:benchmarks/bench-cifar-v1.json)",
         },
@@ -149,10 +175,8 @@ def experiment_from_dict(data: dict, file: str | None = None) -> Experiment:
     _check_grid(search, space, file)
     _check_prescreen(search, file)
     exp = Experiment(space=space, train=train, objective=objective, search=search, file=file, raw=dict(data))
-    if search.trainer.startswith("table:"):  # replayed: the data is not needed, the table knows its classes
-        from nas.search.table import check_table
-
-        exp = check_table(exp)
+    if is_table(search.trainer):  # replayed: the data is not needed, the table knows its classes
+        exp = _on_table(exp)
     else:
         from trainers.data.sources import resolve_source
 
@@ -160,6 +184,20 @@ def experiment_from_dict(data: dict, file: str | None = None) -> Experiment:
         exp = dataclasses.replace(exp, train=dataclasses.replace(train, data=resolve_source(train.data, file)))
     space.check_budgets(count_cost, num_classes=exp.classes or num_classes_hint(exp.train, file))
     return exp
+
+
+def _on_table(exp: Experiment) -> Experiment:
+    """``exp`` replayed on the table ``search.trainer`` names: its trainer the table's absolute path, its
+    number of classes the table's; a :class:`ConfigError` naming the YAML, the key and the table when the
+    table is missing or damaged, or its space or protocol differ from the YAML's (``nas.search.table``)."""
+    path, table = read_table(exp.search.trainer, exp.file)
+    check_space(table, path, exp.space, exp.file)
+    check_replayable(exp.search, exp.objective, exp.file)
+    replay = dataclasses.replace(
+        exp, search=dataclasses.replace(exp.search, trainer=f"{TABLE_PREFIX}{path}"), classes=table.num_classes
+    )
+    check_protocol(table, path, protocol_of(replay), exp.file)
+    return replay
 
 
 def protocol_of(exp: Experiment) -> dict[str, Any]:
@@ -172,10 +210,10 @@ def protocol_of(exp: Experiment) -> dict[str, Any]:
     out["train.data.files"] = data_identity(exp.train.data)
     out.update(flat(dataclasses.asdict(exp.objective), "objective"))
     out["search.trainer"] = exp.search.trainer
-    if exp.search.trainer.startswith("table:"):  # a replay reads no data; the table is known by name and size
-        table = Path(exp.search.trainer[len("table:") :])
+    if is_table(exp.search.trainer):  # a replay reads no data; the table is known by name and size
+        table = Path(table_path(exp.search.trainer))
         out["train.data.files"] = "-"
-        out["search.trainer"] = f"table:{table.name} ({files_identity(table)})"
+        out["search.trainer"] = f"{TABLE_PREFIX}{table.name} ({files_identity(table)})"
     return out
 
 
@@ -196,14 +234,12 @@ def _check_prescreen(search: SearchConfig, file: str | None) -> None:
     proxy = search.prescreen.proxy
     if proxy is None:
         return
-    from trainers.objectives.zerocost import ZERO_COST
-
     if proxy not in ZERO_COST:
         raise ConfigError(
             file,
             "search.prescreen.proxy",
             "is not a zero-cost proxy",
-            f"one of {', '.join(ZERO_COST)}, or null for no pre-screen",
+            f"one of {ZERO_COST.allowed()}, or null for no pre-screen",
             value=proxy,
         )
     if search.sampler == "grid":
@@ -230,7 +266,7 @@ def _check_grid(search: SearchConfig, space: Any, file: str | None) -> None:
 
 def load_experiment(path_or_name: str | Path) -> Experiment:
     """Read and validate a search YAML file, or a bundled space by name (``coatnet.yaml``)."""
-    from nas.space.search_space import load_yaml
+    from nas.space.reading import load_yaml
 
     path, data = load_yaml(path_or_name)
     return experiment_from_dict(data, str(path))

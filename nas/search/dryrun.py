@@ -6,6 +6,7 @@ import os
 import random
 
 from nas.search.config import Experiment, load_experiment
+from trainers.training.tabular import is_table, table_path
 
 __all__ = ["dry_run"]
 
@@ -24,10 +25,14 @@ def dry_run(
     seed = exp.search.seed
     sp, k = exp.space, exp.num_classes
     rng = random.Random(seed)
+    source = (
+        f"replayed from the table {table_path(exp.search.trainer)}, no data read"
+        if is_table(exp.search.trainer)
+        else exp.train.data.name
+    )
     lines = [
         f"space {exp.file}: {sp.size():,} candidates, {len(sp.layouts)} layout(s) "
-        f"({', '.join(sp.layouts)}), input {sp.image_size}px x{sp.in_chans}, {k} classes "
-        f"({exp.train.data.name})",
+        f"({', '.join(sp.layouts)}), input {sp.image_size}px x{sp.in_chans}, {k} classes ({source})",
         f"budgets: max_params {sp.budgets.max_params or 'none'}, max_macs {sp.budgets.max_macs or 'none'}",
         f"search: {exp.search.trials} trials, sampler {exp.search.sampler}, {exp.search.cpus_per_trial:g} "
         f"CPU / {exp.search.gpus_per_trial:g} GPU per trial, scheduler {exp.search.scheduler.type}",

@@ -22,7 +22,8 @@ class PrescreenConfig:
     """The ``search.prescreen`` section.
 
     Args:
-        proxy: the zero-cost proxy (``snip``, ``naswot``, ``grad_norm``, ...; ``null``: no pre-screen).
+        proxy: the zero-cost proxy, a name of ``trainers.objectives.registry.ZERO_COST`` (``snip``,
+            ``naswot``, ``grad_norm``, ...; ``null``: no pre-screen).
         candidates: architectures sampled and scored.
         keep: the best this many are queued as the first trials.
         batch_size: images of the one batch each score uses.

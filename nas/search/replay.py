@@ -28,8 +28,8 @@ class _Records:
         self.records: list[dict[str, Any]] = []
         self.tune_dir = Path(os.devnull)
 
-    def append_record(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
+    def append_record(self, record) -> None:  # a nas.search.record.TrialRecord
+        self.records.append(record.to_json())
 
 
 def replay_search(

@@ -18,10 +18,18 @@ from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from nas.search.config import SCHEDULER_NAMES
+from nas.search.config import SCHEDULERS
 from trainers.objectives.registry import Objective, objectives_of
 
-__all__ = ["make_scheduler", "SCHEDULERS", "CompletingASHA", "ParetoHalving", "nondominated_ranks"]
+__all__ = [
+    "make_scheduler",
+    "no_scheduler",
+    "asha_scheduler",
+    "pareto_scheduler",
+    "CompletingASHA",
+    "ParetoHalving",
+    "nondominated_ranks",
+]
 
 
 class CompletingASHA(ASHAScheduler):
@@ -108,7 +116,15 @@ class ParetoHalving(FIFOScheduler):
         return f"ParetoHalving: rungs {self.rungs}, stopped {self.num_stopped}"
 
 
-def _asha(cfg: Any, max_t: int, objectives: tuple[Objective, ...] | None) -> TrialScheduler:
+# The schedulers by name are nas.search.config.SCHEDULERS (search.scheduler.type -> these factories, each
+# ``factory(SchedulerConfig, reports per trial, objectives)``, imported on use).
+def no_scheduler(cfg: Any, max_t: int, objectives: tuple[Objective, ...] | None) -> None:
+    """``none``: every trial trains to the end."""
+    return None
+
+
+def asha_scheduler(cfg: Any, max_t: int, objectives: tuple[Objective, ...] | None) -> TrialScheduler:
+    """``asha``: successive halving on the per-round ``score``."""
     return CompletingASHA(
         time_attr="training_iteration",
         metric="score",
@@ -119,20 +135,14 @@ def _asha(cfg: Any, max_t: int, objectives: tuple[Objective, ...] | None) -> Tri
     )
 
 
-def _pareto(cfg: Any, max_t: int, objectives: tuple[Objective, ...] | None) -> TrialScheduler:
+def pareto_scheduler(cfg: Any, max_t: int, objectives: tuple[Objective, ...] | None) -> TrialScheduler:
+    """``pareto``: successive halving on the non-dominated rank of the objective axes."""
     return ParetoHalving(
         max_t=cfg.max_t or max_t,
         grace_period=cfg.grace_period,
         reduction_factor=cfg.reduction_factor,
         objectives=objectives,
     )
-
-
-# search.scheduler.type -> factory(SchedulerConfig, reports per trial, objectives); "none" trains every trial
-# to the end. nas.search.config.SchedulerConfig.type lists the same names (a test keeps them in step).
-SCHEDULERS = {"none": lambda cfg, max_t, objectives: None, "asha": _asha, "pareto": _pareto}
-if set(SCHEDULERS) != set(SCHEDULER_NAMES):
-    raise ImportError(f"SCHEDULERS {sorted(SCHEDULERS)} and nas.search.config.SCHEDULER_NAMES differ")
 
 
 def make_scheduler(cfg: Any, max_t: int, objectives: tuple[Objective, ...] | None = None) -> TrialScheduler | None:

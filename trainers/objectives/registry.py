@@ -5,21 +5,26 @@ score, and the Pareto front over any number of axes.
 records, the leaderboard and its Pareto front, the report, the per-round reports of a trial): a new axis is
 an entry here and, when a worker measures it, a function in a room of its own (``trainers/objectives/latency.py``
 measures ``latency``). Definitions and the reasons for them: ``docs/objective.md``. No torch here.
+
+:data:`ZERO_COST` is the registry of the training-free proxies (``trainers/objectives/zerocost.py``): their
+names are read here, by the config layer, without importing torch.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from nas.registry import Registry, load
 
 __all__ = [
     "ObjectiveConfig",
     "LatencyConfig",
     "Objective",
     "OBJECTIVES",
+    "ZERO_COST",
     "DEFAULT_AXES",
     "objectives_of",
     "measure_objectives",
@@ -171,6 +176,17 @@ OBJECTIVES: dict[str, Objective] = {
 }
 
 
+# zero-cost proxy name -> its function (``fn(ProxyInput) -> float``, higher = better; docs in zerocost.py), in
+# the order nas-fidelity reports them. search.prescreen.proxy and study.zero_cost name these.
+ZERO_COST = Registry(
+    "zero-cost proxy",
+    {
+        name: f"trainers.objectives.zerocost:{name}"
+        for name in ("params", "macs", "synflow", "naswot", "grad_norm", "snip", "jacov")
+    },
+)
+
+
 def objectives_of(cfg: ObjectiveConfig | Sequence[str] | None) -> tuple[Objective, ...]:
     """The :class:`Objective` of each axis of ``cfg`` (an ObjectiveConfig or axis names; ``None``: the
     default axes), in order."""
@@ -190,8 +206,7 @@ def measure_objectives(arch: Any, cfg: ObjectiveConfig, **context: Any) -> tuple
     values: dict[str, float] = {}
     for o in measured_objectives(cfg):
         bound = o.bound(cfg)
-        module, _, fn = o.measure.partition(":")
-        values[o.name] = v = float(getattr(importlib.import_module(module), fn)(arch, cfg, **context))
+        values[o.name] = v = float(load(o.measure)(arch, cfg, **context))
         if bound is not None and o.beyond(v, bound):
             return values, f"{o.name} {v:.4g} {o.unit} is beyond its budget {bound:g} {o.unit}".replace("  ", " ")
     return values, ""

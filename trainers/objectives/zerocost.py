@@ -1,6 +1,7 @@
 """Training-free (zero-cost) proxies: score an untrained candidate from one batch in well under a second.
 
-:func:`zero_cost_scores` runs the proxies of :data:`ZERO_COST` on one architecture. Every proxy builds its
+:func:`zero_cost_scores` runs the proxies of ``trainers.objectives.registry.ZERO_COST`` (each a function
+of this module, by name) on one architecture. Every proxy builds its
 own freshly initialised model from the seed (so proxies do not interfere and a score does not depend on
 which others ran), and for every proxy *higher means better predicted accuracy*:
 
@@ -22,7 +23,7 @@ dataset's device.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,8 +36,9 @@ from nas.model.arch import Architecture
 from nas.model.builder import CoAtNet, build_model
 from nas.model.cost import count_cost
 from trainers.data.loading import Dataset
+from trainers.objectives.registry import ZERO_COST
 
-__all__ = ["ZERO_COST", "ProxyInput", "zero_cost_scores", "proxy_batch"]
+__all__ = ["ProxyInput", "zero_cost_scores", "proxy_batch"]
 
 # Rectifier-like modules whose input sign gives NASWOT's binary code. ``nas.model.blocks`` uses only nn.GELU
 # (stem, MBConv, squeeze-excite, transformer MLP); the others are covered in case blocks change.
@@ -184,18 +186,6 @@ def jacov(inp: ProxyInput) -> float:
     v = torch.linalg.eigvalsh(corr)
     k = 1e-5
     return float(-(torch.log(v + k) + 1.0 / (v + k)).sum())
-
-
-ZERO_COST: dict[str, Callable[[ProxyInput], float]] = {
-    "params": params,
-    "macs": macs,
-    "synflow": synflow,
-    "naswot": naswot,
-    "grad_norm": grad_norm,
-    "snip": snip,
-    "jacov": jacov,
-}
-"""Every proxy by name; each takes a :class:`ProxyInput` and returns a float, higher = better."""
 
 
 def proxy_batch(dataset: Dataset, batch_size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
