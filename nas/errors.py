@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import reprlib
 import types
 import typing
 from collections.abc import Mapping
@@ -67,8 +68,15 @@ def yaml_problem(err: Exception) -> str:
 
 
 def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
+    # a container is shown through reprlib, bounded in length and depth: a YAML alias "billion laughs" shares
+    # one list millions of times, and a full repr() of it would take minutes and gigabytes
+    text = _BOUNDED.repr(value) if isinstance(value, (list, tuple, dict, set, frozenset)) else repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_BOUNDED = reprlib.Repr()
+_BOUNDED.maxlevel, _BOUNDED.maxlist, _BOUNDED.maxtuple, _BOUNDED.maxdict = 4, 12, 12, 12
+_BOUNDED.maxset, _BOUNDED.maxfrozenset, _BOUNDED.maxstring, _BOUNDED.maxother = 12, 12, 80, 80
 
 
 def check_keys(data: Any, allowed: typing.Iterable[str], file: str | None, path: str) -> Mapping:

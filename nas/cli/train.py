@@ -66,6 +66,11 @@ def resolve_model(config: str, image_size: int | None, in_chans: int | None) -> 
     from nas.export.model_config import load_model_config
 
     if config.endswith((".yaml", ".yml")) or os.path.sep in config or Path(config).is_file():
+        if config.endswith((".pt", ".pth")):
+            raise UserError(
+                f"CONFIG {config} is a checkpoint; nas-train trains a model config: pass the model.yaml "
+                "written beside it (or a preset name)."
+            )
         mc = load_model_config(config)
         if image_size and image_size != mc.image_size:
             mc = replace(mc, image_size=image_size)
@@ -240,7 +245,8 @@ def _load_data(args, train, mc: ModelConfig):
 def _build(mc: ModelConfig, train, cost):
     """Seed, then build the model; running out of memory doing so is the user's to fix."""
     from nas.model.builder import build_model
-    from trainers.training.proxy import is_oom, seed_everything
+    from trainers.training.proxy import seed_everything
+    from trainers.training.result import is_oom
 
     seed_everything(train.seed)
     try:
@@ -257,7 +263,8 @@ def _build(mc: ModelConfig, train, cost):
 
 def _train(model, dataset, train, device, mc: ModelConfig, t0: float, quiet: bool):
     """Run the training to its end, printing one line per epoch unless quiet; return fit's result."""
-    from trainers.training.proxy import Diverged, fit, fit_eval_subset, is_oom
+    from trainers.training.proxy import Diverged, fit, fit_eval_subset
+    from trainers.training.result import is_oom
 
     it = fit(model, dataset, train, device=device, eval_idx=fit_eval_subset(dataset.y_train, 4096, train.seed))
     while True:
@@ -290,11 +297,7 @@ def _train(model, dataset, train, device, mc: ModelConfig, t0: float, quiet: boo
 
 def _write_outputs(out: Path, mc: ModelConfig, train, res, metrics: dict) -> None:
     """Write model.pt (state dict + model config), model.yaml and metrics.json into the output folder."""
-    import io
-
-    import torch
-
-    from nas.export.model_config import save_model_config
+    from nas.export.model_config import checkpoint_bytes, save_model_config
     from nas.fsio import atomic_write, make_dirs
 
     make_dirs(out)
@@ -309,10 +312,7 @@ def _write_outputs(out: Path, mc: ModelConfig, train, res, metrics: dict) -> Non
             },
         },
     )
-    state = {k: v.detach().cpu() for k, v in res.model.state_dict().items()}
-    buf = io.BytesIO()
-    torch.save({"state_dict": state, "model_config": mc.to_dict()}, buf)
-    atomic_write(out / "model.pt", buf.getvalue())
+    atomic_write(out / "model.pt", checkpoint_bytes(mc, res.model.state_dict()))
     save_model_config(mc, out / "model.yaml")
     atomic_write(
         out / "metrics.json", json.dumps({"metrics": metrics, "history": res.history, "train": _plain(train)}, indent=2)
@@ -323,15 +323,13 @@ OUT_FILES = ("model.pt", "model.yaml", "metrics.json")
 
 
 def _check_model_limits(mc: ModelConfig, config: str) -> None:
-    """The documented maxima (nas.limits) of a model config: sizes that could not be allocated."""
-    from nas.limits import check_value
+    """The documented maxima (nas.limits) of a model config: sizes that could not be allocated. The same
+    check as every reader of a model config (``nas.export.model_config.check_model_config``), run again
+    after --image-size / --in-chans replaced the config's own."""
+    from nas.export.model_config import check_model_config
 
     file = config if config.endswith((".yaml", ".yml")) or os.path.sep in config else None
-    for i, (d, w) in enumerate(zip(mc.arch.depths, mc.arch.widths)):
-        check_value(d, "depths", file, f"architecture.depths[{i}]")
-        check_value(w, "widths", file, f"architecture.widths[{i}]")
-    for key in ("image_size", "num_classes", "in_chans"):
-        check_value(getattr(mc, key), key, file)
+    check_model_config(mc, file)
 
 
 def _plain(train) -> dict:

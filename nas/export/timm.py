@@ -4,7 +4,10 @@ Nothing here imports timm, so ``nas-export --format timm`` runs in the default i
 (building, registering, loading) is :mod:`nas.export.timm_model`. An export folder holds
 
 * ``config.json``: timm's hub layout (``architecture``, ``num_classes``, ``pretrained_cfg``) with
-  ``model_args.model_cfg``: the ``MaxxVitCfg`` as plain data, and ``coatnas``: the coatnas model config;
+  ``model_args.model_cfg``: the ``MaxxVitCfg`` as plain data, ``coatnas``: the coatnas model config (the
+  source of truth: :func:`read_timm_export` checks that every other key is what it implies) and
+  ``format`` (:data:`TIMM_FORMAT`; files without it, from before, are read unchanged; a later format leaves
+  room for the preprocessing: mean/std, class names);
 * ``pytorch_model.bin`` (a checkpoint was exported): the state dict with timm's names and shapes.
 
 How the maths lines up (checked by ``tests_timm/``, outputs equal to float rounding):
@@ -30,12 +33,14 @@ import json
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from nas.errors import UserError
+from nas.fsio import loads
 from nas.model.arch import Architecture, BlockOptions, ModelConfig
 
 __all__ = [
@@ -43,14 +48,34 @@ __all__ = [
     "timm_model_args",
     "to_timm_state_dict",
     "export_timm",
+    "timm_config",
+    "TimmExport",
+    "parse_timm_config",
+    "read_timm_export",
+    "load_source",
+    "TIMM_FORMAT",
     "CONFIG_FILE",
     "WEIGHTS_FILE",
     "timm_name",
+    "TIMM_NAME",
+    "valid_timm_name",
+    "read_timm_weights",
 ]
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "pytorch_model.bin"
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+TIMM_FORMAT = 1  # config.json: 0 = before the `format` key (same layout, read unchanged), 1 = `format: 1`
+TIMM_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def valid_timm_name(name: object) -> bool:
+    """``name`` can name a timm model: lower-case letters, digits and ``_``, starting with a letter, and not a
+    Python keyword (timm registers the name as an entrypoint function; it splits names at '.', ':', '/')."""
+    import keyword
+
+    return isinstance(name, str) and bool(TIMM_NAME.match(name)) and not keyword.iskeyword(name)
+
+
 # the block letters of nas.model.arch.BLOCKS that timm's MaxxVit has a block for (its stage types "C" and "T")
 TIMM_BLOCKS = ("C", "T")
 
@@ -144,10 +169,10 @@ def timm_name(mc: ModelConfig, name: str | None = None) -> str:
     """The timm model name: ``name`` checked, or ``coatnas_<architecture id>``."""
     if name is None:
         return f"coatnas_{mc.arch.id}"
-    if not _NAME.match(name):
+    if not valid_timm_name(name):
         raise UserError(
             f"--name {name!r} is not a usable timm model name (timm splits names at '.', ':' and "
-            "'/'). Allowed: lower-case letters, digits and '_', starting with a letter."
+            "'/'). Allowed: lower-case letters, digits and '_', starting with a letter, not a Python keyword."
         )
     return name
 
@@ -272,6 +297,28 @@ def _convert(rest: str, value: torch.Tensor, block: str, arch: Architecture, sta
     return value
 
 
+def timm_config(mc: ModelConfig, name: str, *, weights: bool) -> dict[str, Any]:
+    """The ``config.json`` document of an export of ``mc`` under ``name`` (``weights``: with
+    ``pytorch_model.bin``); :func:`read_timm_export` reads it back."""
+    from nas.export.model_config import model_config_document
+
+    return {
+        "format": TIMM_FORMAT,
+        "architecture": name,
+        "num_classes": mc.num_classes,
+        "num_features": mc.arch.widths[-1],
+        "pretrained_cfg": {
+            "num_classes": mc.num_classes,
+            "input_size": [mc.in_chans, mc.image_size, mc.image_size],
+            "classifier": "head.fc",
+            "first_conv": "stem.conv1",
+            "file": WEIGHTS_FILE if weights else None,
+        },
+        "model_args": {**timm_model_args(mc), "img_size": mc.image_size, "in_chans": mc.in_chans},
+        "coatnas": model_config_document(mc, versioned=False),
+    }
+
+
 def export_timm(
     mc: ModelConfig,
     out: str | os.PathLike,
@@ -286,26 +333,15 @@ def export_timm(
     """
     import io
 
+    from nas.export.model_config import check_model_config
     from nas.fsio import atomic_write, check_output_dir, make_dirs
 
+    check_model_config(mc)
     name = timm_name(mc, name)
-    args = timm_model_args(mc)
     converted = to_timm_state_dict(state, mc) if state is not None else None
+    config = timm_config(mc, name, weights=converted is not None)
+    text = json.dumps(config, indent=2) + "\n"
     folder = check_output_dir(out, (CONFIG_FILE, WEIGHTS_FILE), force=force)
-    config = {
-        "architecture": name,
-        "num_classes": mc.num_classes,
-        "num_features": mc.arch.widths[-1],
-        "pretrained_cfg": {
-            "num_classes": mc.num_classes,
-            "input_size": [mc.in_chans, mc.image_size, mc.image_size],
-            "classifier": "head.fc",
-            "first_conv": "stem.conv1",
-            "file": WEIGHTS_FILE if converted is not None else None,
-        },
-        "model_args": {**args, "img_size": mc.image_size, "in_chans": mc.in_chans},
-        "coatnas": mc.to_dict(),
-    }
     make_dirs(folder)
     if converted is not None:
         buf = io.BytesIO()
@@ -313,8 +349,141 @@ def export_timm(
         atomic_write(folder / WEIGHTS_FILE, buf.getvalue())
     elif force and (folder / WEIGHTS_FILE).is_file():
         (folder / WEIGHTS_FILE).unlink()  # an older export's weights would not belong to this config
-    atomic_write(folder / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
+    atomic_write(folder / CONFIG_FILE, text)
     return folder
+
+
+# ------------------------------------------------------------------------------------------- reading back
+@dataclass(frozen=True)
+class TimmExport:
+    """An export folder as :func:`read_timm_export` validated it."""
+
+    folder: Path
+    name: str
+    model_config: ModelConfig
+    model_args: dict[str, Any]
+    pretrained_cfg: dict[str, Any]
+    format: int = TIMM_FORMAT
+
+    @property
+    def weights(self) -> Path | None:
+        """The converted weights file, when the export has one."""
+        file = self.pretrained_cfg.get("file")
+        return self.folder / file if file else None
+
+
+_TIMM_KEYS = ("format", "architecture", "num_classes", "num_features", "pretrained_cfg", "model_args", "coatnas")
+_REEXPORT = "Re-export it with `nas-export SOURCE --format timm --out FOLDER --force`."
+
+
+def _first_difference(ours: Any, theirs: Any, path: str) -> str | None:
+    """The dotted path of the first place where ``theirs`` differs from ``ours`` (``None``: equal)."""
+    if isinstance(ours, dict):
+        if not isinstance(theirs, dict):
+            return path
+        for key in sorted(set(ours) | set(theirs)):
+            if key not in ours or key not in theirs:
+                return f"{path}.{key}"
+            found = _first_difference(ours[key], theirs[key], f"{path}.{key}")
+            if found:
+                return found
+        return None
+    if isinstance(ours, list):
+        if not isinstance(theirs, list) or len(ours) != len(theirs):
+            return path
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            found = _first_difference(a, b, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    same_kind = isinstance(ours, bool) == isinstance(theirs, bool) and type(ours) in (type(theirs), int, float)
+    return None if same_kind and ours == theirs else path
+
+
+def parse_timm_config(data: Any, folder: Path | None = None) -> TimmExport:
+    """The typed form of a ``config.json`` written by :func:`export_timm`; :class:`Invalid` otherwise.
+
+    Its ``coatnas`` section (the model config, through ``parse_model_config``: sane ranges included) is the
+    source of truth: every other key must be what :func:`timm_config` writes for it, so a hand-edited or
+    damaged ``model_args`` never builds another network than the one exported. Files of format 0 (before
+    the ``format`` key) have the same layout and are read unchanged.
+    """
+    from nas.export.model_config import parse_model_config
+    from nas.fsio import Invalid
+
+    if not isinstance(data, dict):
+        raise Invalid(f"it holds {type(data).__name__}, not a mapping with the keys {', '.join(_TIMM_KEYS)}")
+    unknown = sorted(str(k) for k in data if k not in _TIMM_KEYS)
+    if unknown:
+        raise Invalid(f"it has the unknown key(s) {', '.join(unknown[:5])}; it is not an export of nas-export")
+    fmt = data.get("format", 0)
+    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 0:
+        raise Invalid(f"its `format` {fmt!r} is not a format version (0 to {TIMM_FORMAT})")
+    if fmt > TIMM_FORMAT:
+        raise Invalid(
+            f"its `format` is {fmt}: it was written by a newer coatnas, which this version cannot read; upgrade "
+            "coatnas (pip install -U coatnas)"
+        )
+    missing = [k for k in _TIMM_KEYS if k != "format" and k not in data]
+    if missing:
+        raise Invalid(f"the key(s) {', '.join(missing)} are missing")
+    try:
+        mc = parse_model_config(data["coatnas"], file=None)
+        name = data["architecture"]
+        if not valid_timm_name(name):
+            raise Invalid(
+                f"`architecture` {name!r} is not a usable timm model name (lower-case letters, digits and '_', "
+                "starting with a letter, not a Python keyword)"
+            )
+        pretrained = data["pretrained_cfg"]
+        file = pretrained.get("file") if isinstance(pretrained, dict) else None
+        if file not in (None, WEIGHTS_FILE):
+            raise Invalid(f"`pretrained_cfg.file` is {file!r}; an export names only its own {WEIGHTS_FILE} (or null)")
+        expected = loads(json.dumps(timm_config(mc, name, weights=file is not None)))
+    except UserError as err:  # the coatnas section is refused, or timm cannot build it
+        raise Invalid(f"its coatnas section: {' '.join(str(err).split())}") from None
+    for key in _TIMM_KEYS[1:-1]:
+        where = _first_difference(expected[key], data[key], key)
+        if where:
+            raise Invalid(
+                f"`{where}` does not match the coatnas model config in the same file (the file was edited or "
+                "damaged; timm would build another network than the one exported)"
+            )
+    return TimmExport(
+        folder=folder or Path("."),
+        name=name,
+        model_config=mc,
+        model_args=data["model_args"],
+        pretrained_cfg=data["pretrained_cfg"],
+        format=fmt,
+    )
+
+
+def read_timm_export(folder: str | os.PathLike) -> TimmExport:
+    """The one reader of an export folder (or its ``config.json``): :func:`parse_timm_config` through
+    ``nas.fsio.read_json``; a missing, damaged or foreign file is one paragraph naming it."""
+    from nas.fsio import read_json
+
+    given = Path(folder)
+    path = given / CONFIG_FILE if given.is_dir() else given
+    if not os.path.lexists(path):
+        raise UserError(f"{given}: no {CONFIG_FILE} there. Pass the folder `nas-export --format timm` wrote.")
+    return read_json(
+        path,
+        lambda data: parse_timm_config(data, path.parent),
+        what="the timm export config",
+        fix=_REEXPORT,
+    )
+
+
+def _sniff_checkpoint(path: Path) -> bool:
+    """``path`` starts like a torch file (a zip archive or a pickle), whatever its name."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return False
+    return head.startswith((b"PK\x03\x04", b"\x80"))
 
 
 def load_source(
@@ -323,47 +492,101 @@ def load_source(
     """(model config, coatnas state dict or ``None``) of what ``nas-export --format timm`` exports.
 
     ``source`` is a search run directory (its trial at ``rank``/``trial``; no weights), a ``nas-train``
-    checkpoint (``model.pt``, or the folder holding it) or a model config YAML (no weights).
+    checkpoint (``model.pt``, or the folder holding it) or a model config YAML (no weights). Each is read
+    by its one reader, which checks the sane ranges before anything is built.
     """
+    from nas.export.model_config import check_model_config, load_model_config
+
     path = Path(source)
     if path.is_dir() and (path / "model.pt").is_file() and not (path / "experiment.json").exists():
         path = path / "model.pt"
-    if path.is_file() and path.suffix in (".pt", ".pth"):
-        if rank is not None or trial is not None:
-            raise UserError(f"--rank and --trial pick a trial of a search run; {source} is a checkpoint. Drop them.")
-        return _load_checkpoint(path)
+    if os.path.lexists(path) and not path.is_dir() and not path.is_file():
+        raise UserError(
+            f"{source}: is not a regular file nor a folder (a FIFO, a device or a dangling link). Pass a run "
+            "directory, a nas-train checkpoint (model.pt) or a model config YAML."
+        )
     if path.is_file():
-        from nas.export.model_config import load_model_config
-
+        if rank is not None or trial is not None:
+            raise UserError(
+                f"--rank and --trial pick a trial of a search run; {source} is a file (a checkpoint or a model "
+                "config). Drop them."
+            )
+        if path.suffix in (".pt", ".pth", ".bin") or _sniff_checkpoint(path):
+            return _load_checkpoint(path)
         return load_model_config(path), None
     from nas.export.model_config import model_config_of, select_record
 
     rec, run, exp = select_record(path, rank=rank, trial=trial)
-    return model_config_of(rec, exp, run), None
+    return check_model_config(model_config_of(rec, exp, run), f"{run.path} (a trial's architecture)"), None
 
 
 def _load_checkpoint(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     """A ``nas-train`` checkpoint, loaded into its network (which folds the conv biases of older ones)."""
+    from nas.export.model_config import read_checkpoint
     from nas.model.builder import build_model
+    from nas.model.cost import count_cost
 
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        mc = ModelConfig.from_dict(ckpt["model_config"], file=str(path))
-        state = ckpt["state_dict"]
-    except (OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError) as err:
-        if isinstance(err, UserError):
-            raise
-        raise UserError(
-            f"{path}: not a checkpoint written by `nas-train` ({str(err).splitlines()[0][:200]}). "
-            "Pass its model.pt (or the folder holding it), a model config YAML or a run directory."
-        ) from None
+    ckpt = read_checkpoint(path)
+    mc, state = ckpt.model_config, ckpt.state_dict
     check_timm(mc)
+    # the network is never larger than the weights the file holds: checked before anything is allocated
+    held = sum(int(v.numel()) for v in state.values())
+    need = count_cost(mc).params
+    if need > held:
+        raise UserError(
+            f"{path}: its model config ({mc.arch}) has {need:,} parameters but the file holds only {held:,} "
+            "weights: the config and the weights do not belong together (the file was edited or damaged). "
+            "Re-train it with `nas-train`."
+        )
     model = build_model(mc)
     try:
         model.load_state_dict(state)
-    except RuntimeError as err:
+    except (RuntimeError, ValueError, KeyError, IndexError) as err:
         raise UserError(
             f"{path}: its weights do not fit its own model config ({str(err).splitlines()[0][:200]}). "
             "Re-train it with `nas-train`."
         ) from None
     return mc, model.state_dict()
+
+
+def read_timm_weights(export: TimmExport) -> dict[str, torch.Tensor]:
+    """The one reader of an export's ``pytorch_model.bin``: ``torch.load(weights_only=True)``, a mapping of
+    finite tensors whose names and shapes are exactly those of the network its ``config.json`` describes.
+    A damaged, foreign or pickled-object file is one paragraph naming it."""
+    from nas.export.model_config import load_torch_file
+    from nas.model.builder import build_model
+
+    path = export.weights
+    if path is None:
+        raise UserError(f"{export.folder}: this export has no weights ({CONFIG_FILE} names no file). {_REEXPORT}")
+    fix = (
+        "Re-export it from the nas-train checkpoint: "
+        f"`nas-export model.pt --format timm --out {export.folder} --force`."
+    )
+    if not path.is_file():
+        raise UserError(f"{path}: missing or not a regular file, though {CONFIG_FILE} names it. {fix}")
+    state = load_torch_file(path, what="the weights of a timm export", fix=fix)
+    mc = export.model_config
+    with torch.device("meta"):  # names and shapes only: nothing is allocated
+        expected = to_timm_state_dict(build_model(mc).state_dict(), mc)
+    problem = None
+    if not isinstance(state, Mapping):
+        problem = f"it holds {type(state).__name__}, not a mapping of names to tensors"
+    else:
+        for key, value in state.items():
+            if not isinstance(value, torch.Tensor):
+                problem = f"its entry {key!r} is {type(value).__name__}, not a tensor"
+            elif key not in expected:
+                problem = f"it has the tensor {key!r}, which the network of {CONFIG_FILE} does not have"
+            elif tuple(value.shape) != tuple(expected[key].shape):
+                problem = f"its tensor {key} has the shape {tuple(value.shape)}, not {tuple(expected[key].shape)}"
+            elif value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                problem = f"its tensor {key} holds NaN or infinite values"
+            if problem:
+                break
+        missing = [k for k in expected if k not in state]
+        if problem is None and missing:
+            problem = f"the tensor {missing[0]} (and {len(missing) - 1} more) of the network is missing"
+    if problem:
+        raise UserError(f"{path}: does not belong to {export.folder / CONFIG_FILE}: {problem}. {fix}")
+    return dict(state)

@@ -8,6 +8,10 @@ timm's own scripts (``train.py``, ``validate.py``) run with the exports register
 
     python -m nas.export.timm_model exported/ -- train.py --model NAME --pretrained ...
 
+A name timm already has (``resnet50``, or another export's) is refused unless ``register(..., replace=True)``
+(``--replace`` for the runner); ``config.json`` and ``pytorch_model.bin`` are read and checked by
+:mod:`nas.export.timm` (``read_timm_export``, ``read_timm_weights``) before timm sees them.
+
 :class:`CoatnasMaxxVit` is timm's ``MaxxVit`` built from the exported ``MaxxVitCfg`` with two changes no
 ``MaxxVitCfg`` expresses: the stem's first conv has no bias (it feeds a BatchNorm; ``stem_bias=True`` is
 for the second), the head pools before its LayerNorm (and has no pre-logits layer), and the SE
@@ -16,7 +20,6 @@ layers listed in ``se_channels`` get coatnas's bottleneck width (``nas/export/ti
 
 from __future__ import annotations
 
-import json
 import os
 import runpy
 import sys
@@ -33,7 +36,7 @@ from timm.models.maxxvit import MaxxVit, MaxxVitCfg, MaxxVitConvCfg, MaxxVitTran
 from torch import nn
 
 from nas.errors import UserError
-from nas.export.timm import CONFIG_FILE
+from nas.export.timm import CONFIG_FILE, read_timm_export, read_timm_weights, valid_timm_name
 
 __all__ = ["CoatnasMaxxVit", "maxxvit_cfg", "register", "main"]
 
@@ -73,67 +76,111 @@ class CoatnasMaxxVit(MaxxVit):
         self.head_hidden_size = self.head.num_features
 
 
-def _read_config(folder: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
-    folder = Path(folder)
-    path = folder / CONFIG_FILE if folder.is_dir() else folder
-    if not path.is_file():
-        raise UserError(f"{folder}: no {CONFIG_FILE} there. Pass the folder `nas-export --format timm` wrote.")
-    try:
-        config = json.loads(path.read_text())
-        config["model_args"]["model_cfg"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UserError(f"{path}: not a config written by `nas-export --format timm` ({err}). Re-export it.") from None
-    return path.parent, config
+_REGISTERED: dict[str, Path] = {}  # name -> the export folder this module registered under it
 
 
-def register(folder: str | os.PathLike, name: str | None = None) -> str:
+def _taken_by(name: str) -> str | None:
+    """Who already has ``name`` in timm's registry (``None``: nobody)."""
+    from timm.models import is_model
+    from timm.models._registry import _model_entrypoints
+
+    if not is_model(name):
+        return None
+    if name in _REGISTERED:
+        return f"the coatnas export {_REGISTERED[name]}, registered earlier in this process"
+    fn = _model_entrypoints.get(name)
+    module = getattr(fn, "__module__", None) or "an unknown module"
+    return f"timm's own model ({module})" if module.startswith("timm.") else f"a model registered by {module}"
+
+
+def register(folder: str | os.PathLike, name: str | None = None, *, replace: bool = False) -> str:
     """Register the export in ``folder`` with timm under ``name`` (default: the exported name); returns it.
 
-    ``timm.create_model(name, pretrained=True)`` then loads the converted weights when the export has them.
+    ``timm.create_model(name, pretrained=True)`` then loads the converted weights when the export has them
+    (read and checked by ``nas.export.timm.read_timm_weights``). The export's ``config.json`` is read by
+    ``nas.export.timm.read_timm_export`` (sane ranges included). A name timm already has (``resnet50``, or
+    another export's) is refused unless ``replace=True``; registering the same folder again under the same
+    name is allowed. The name must be lower-case letters, digits and ``_``, starting with a letter.
     """
-    folder, config = _read_config(folder)
-    name = name or config["architecture"]
-    args = dict(config["model_args"])
+    export = read_timm_export(folder)
+    chosen = export.name if name is None else name
+    if not valid_timm_name(chosen):
+        raise UserError(
+            f"register(..., name={chosen!r}): not a usable timm model name (timm splits names at '.', ':' and "
+            "'/', and an entrypoint is a Python identifier). Allowed: lower-case letters, digits and '_', "
+            "starting with a letter, not a Python keyword."
+        )
+    folder_key = export.folder.resolve()
+    taken = _taken_by(chosen)
+    if taken and not replace and _REGISTERED.get(chosen) != folder_key:
+        raise UserError(
+            f"timm already has a model named {chosen!r}: {taken}. Registering {export.folder} under that name "
+            "would replace it for this process. Pass another name (register(folder, name='my_net')), or "
+            "replace it on purpose with register(folder, replace=True) (`python -m nas.export.timm_model "
+            "--replace ...`)."
+        )
+    if export.weights is not None and not export.weights.is_file():
+        raise UserError(
+            f"{export.weights}: missing or not a regular file, though {export.folder / CONFIG_FILE} names it. "
+            "Re-export it from the nas-train checkpoint (`nas-export model.pt --format timm --out "
+            f"{export.folder} --force`)."
+        )
+    args = dict(export.model_args)
     cfg = maxxvit_cfg(args.pop("model_cfg"))
-    pretrained_cfg = dict(config.get("pretrained_cfg") or {})
-    if pretrained_cfg.get("file"):
-        pretrained_cfg["file"] = str((folder / pretrained_cfg["file"]).absolute())
+    pretrained_cfg = {k: v for k, v in export.pretrained_cfg.items() if k != "file"}
 
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> CoatnasMaxxVit:
         given = kwargs.pop("pretrained_cfg", None)  # timm.create_model passes None unless the caller sets one
         merged = {**args, **kwargs}
+        source = given
+        if source is None:
+            source = dict(pretrained_cfg)
+            if pretrained:  # read and checked here: timm then only adapts it (another classifier, in_chans)
+                source["state_dict"] = read_timm_weights(export)
         return build_model_with_cfg(
             CoatnasMaxxVit,
-            name,
+            chosen,
             pretrained,
             model_cfg=cfg,
-            pretrained_cfg=given or pretrained_cfg,
+            pretrained_cfg=source,
             feature_cfg=dict(flatten_sequential=True),
             **merged,
         )
 
-    entrypoint.__name__ = name
-    entrypoint.__qualname__ = name
+    entrypoint.__name__ = chosen
+    entrypoint.__qualname__ = chosen
     entrypoint.__module__ = __name__
-    with warnings.catch_warnings():  # registering the same name again replaces it (timm warns)
+    with warnings.catch_warnings():  # replacing a name was allowed above; timm warns about it
         warnings.simplefilter("ignore")
         register_model(entrypoint)
-    return name
+    _REGISTERED[chosen] = folder_key
+    return chosen
+
+
+USAGE = "usage: python -m nas.export.timm_model [--replace] FOLDER [FOLDER...] -- SCRIPT.py [ARGS...]"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m nas.export.timm_model FOLDER... -- SCRIPT [ARGS...]``: register the exports, run a timm script."""
+    """``python -m nas.export.timm_model [--replace] FOLDER... -- SCRIPT [ARGS...]``: register the exports
+    (``--replace``: even under names timm already has), then run a timm script."""
+    from nas.cli import fail
+
+    prog = "nas.export.timm_model"
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--" not in argv or argv.index("--") == 0 or argv.index("--") == len(argv) - 1:
-        print("usage: python -m nas.export.timm_model FOLDER [FOLDER...] -- SCRIPT.py [ARGS...]", file=sys.stderr)
-        return 2
+    if "--" not in argv or argv.index("--") == len(argv) - 1:
+        return fail(prog, f"give the export folders, then `--`, then the timm script to run. {USAGE}")
     cut = argv.index("--")
+    folders = [a for a in argv[:cut] if a != "--replace"]
+    replace = "--replace" in argv[:cut]
+    flags = [a for a in folders if a.startswith("-")]
+    if flags or not folders:
+        what = f"unknown option {flags[0]}" if flags else "no export folder given"
+        return fail(prog, f"{what}. {USAGE}")
     try:
-        names = [register(f) for f in argv[:cut]]
+        names = [register(f, replace=replace) for f in folders]
     except UserError as err:
-        print(f"nas.export.timm_model: {err}", file=sys.stderr)
-        return 2
-    print(f"nas.export.timm_model: registered {', '.join(names)}", file=sys.stderr)
+        return fail(prog, str(err))
+    print(f"{prog}: registered {', '.join(names)}", file=sys.stderr)
     script, *rest = argv[cut + 1 :]
     sys.argv = [script, *rest]
     runpy.run_path(script, run_name="__main__")
