@@ -1,18 +1,37 @@
-"""Connecting the driver to Ray: a local instance or an existing cluster, checked before use.
+"""Connecting a driver to Ray, the one set-up of ``nas-search`` and ``nas-fidelity``: a local instance or an
+existing cluster, checked before use.
 
-``ray.init(address=...)`` retries for about a minute when nobody answers; :func:`connect` probes the
-address first with a short TCP timeout so a wrong address fails in seconds with a clear message.
+:func:`start_ray` is what both commands call: Ray's environment switches, its start-up notices into the
+command's log (``nas.runtime.raylog``), the connection (:func:`connect`: ``ray.init(address=...)`` retries
+for about a minute when nobody answers, so the address is probed first with a short TCP timeout), the
+command's signal handlers put back after ``ray.init`` (``nas.runtime.signals``), and the per-trial
+resources checked against the cluster (:func:`check_resources`), in the running command's own words
+(``nas.runtime.command``). Each worker then uses exactly the CPUs its trial was given as torch threads
+(``nas.search.trainable.WorkerSetup.enter``).
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from nas.errors import UserError
+from nas.runtime.command import Command
 
-__all__ = ["ClusterAddress", "parse_address", "probe", "connect", "check_resources"]
+if TYPE_CHECKING:
+    from nas.runtime.signals import StopSignals
+
+__all__ = ["ClusterAddress", "parse_address", "probe", "connect", "check_resources", "start_ray", "RAY_ENV"]
+
+RAY_ENV = {
+    "RAY_AIR_NEW_OUTPUT": "0",  # Tune's old console reporter, silenced by verbose=0: the commands print their own lines
+    "TUNE_DISABLE_SIGINT_HANDLER": "1",  # Ctrl-C is the command's (nas.runtime.signals), not Tune's
+    "RAY_DEDUP_LOGS": "0",
+}
+"""Environment defaults set before Ray is imported (a value the user set is kept)."""
 
 DEFAULT_GCS_PORT = 6379
 ADDRESS_HELP = (
@@ -115,17 +134,23 @@ def connect(address: str | None, *, num_cpus: int | None = None, timeout: float 
 
 
 def check_resources(
-    cpus_per_trial: float, gpus_per_trial: float, *, gpus_from: str | None = None, cpus_from: str | None = None
+    cpus_per_trial: float,
+    gpus_per_trial: float,
+    command: Command,
+    *,
+    gpus_from: str | None = None,
+    cpus_from: str | None = None,
 ) -> None:
     """Refuse per-trial requests that no node of the connected cluster can ever satisfy.
 
-    ``gpus_from``/``cpus_from`` say where the value was set (``--gpus-per-trial 1`` by default; a search
-    YAML's ``search.gpus_per_trial`` when the file set it), for the message.
+    ``gpus_from``/``cpus_from`` say where the value was set (by default ``command``'s own setting, such as
+    ``--gpus-per-trial 1``; a search YAML's ``search.gpus_per_trial`` when the file set it), for the message,
+    which advises ``command``'s own settings only.
     """
     import ray
 
-    gpus_from = gpus_from or f"`--gpus-per-trial {gpus_per_trial:g}`"
-    cpus_from = cpus_from or "`--cpus-per-trial`"
+    gpus_from = gpus_from or command.gpus_setting(gpus_per_trial)
+    cpus_from = cpus_from or command.cpus
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     total_gpus = sum(n["Resources"].get("GPU", 0) for n in nodes)
@@ -133,8 +158,7 @@ def check_resources(
         raise UserError(
             f"{gpus_from} asks for GPUs, but the Ray cluster has none "
             f"({len(nodes)} node(s), {sum(n['Resources'].get('CPU', 0) for n in nodes):g} CPUs). Use "
-            "`--gpus-per-trial 0` (or `search.gpus_per_trial: 0` in the YAML) to train on CPUs, or add GPU "
-            "nodes (`ray start --num-gpus N`)."
+            f"{command.gpus_off} to train on CPUs, or add GPU nodes (`ray start --num-gpus N`)."
         )
     fits = [
         n
@@ -148,3 +172,36 @@ def check_resources(
             f"largest node has {biggest[0]:g} CPUs and {biggest[1]:g} GPUs. Lower {cpus_from} / "
             f"{gpus_from} (fractions such as 0.25 GPU pack several trials on one card)."
         )
+
+
+def start_ray(
+    command: Command,
+    address: str | None,
+    *,
+    cpus_per_trial: float,
+    gpus_per_trial: float,
+    log: Callable[[str], None],
+    signals: StopSignals | None = None,
+    gpus_from: str | None = None,
+    cpus_from: str | None = None,
+) -> bool:
+    """Join (or start) Ray for ``command`` and check its per-trial resources; ``True`` when this call started
+    Ray (the caller shuts it down). Ray's start-up notices go to ``log`` (the command's log file), not the
+    terminal; ``signals`` are put back in place after ``ray.init``. A refused start leaves Ray as it was."""
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    import ray
+
+    from nas.runtime.raylog import ray_notices
+
+    with ray_notices(log):
+        started = connect(address)
+    if signals is not None:
+        signals.install()  # ray.init puts a SIGTERM handler of its own (a C++ stack dump) in place of ours
+    try:
+        check_resources(cpus_per_trial, gpus_per_trial, command, gpus_from=gpus_from, cpus_from=cpus_from)
+    except BaseException:
+        if started:
+            ray.shutdown()
+        raise
+    return started

@@ -1,7 +1,9 @@
-"""One driver per run directory: an exclusive ``fcntl`` lock on ``RUN_DIR/driver.lock``.
+"""One driver per folder: an exclusive ``fcntl`` lock on ``FOLDER/driver.lock``, for ``nas-search`` (its run
+directory) and ``nas-fidelity`` (its study directory) alike.
 
-The lock dies with its process (even on SIGKILL), so a crashed driver never blocks ``--resume``; the file
-names the holder (host, pid, start time) for the message a second driver gets. On filesystems without
+The lock dies with its process (even on SIGKILL), so a crashed driver never blocks ``--resume``. The file
+names the holder (command, host, pid, start time) for the message a second driver gets: it names the
+command that holds the folder, the folder, and what the refused command can do. On filesystems without
 working ``flock`` (some NFS setups) the lock is advisory only: docs/cluster.md says so.
 """
 
@@ -12,18 +14,48 @@ import json
 import os
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nas.errors import UserError
+from nas.runtime.command import Command
 
-__all__ = ["RunLock"]
+__all__ = ["RunLock", "Holder", "LOCK_NAME"]
+
+LOCK_NAME = "driver.lock"
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lock, as its file says (``command`` is empty in a lock written before it was recorded)."""
+
+    pid: int
+    host: str
+    since: str
+    command: str = ""
+
+    @classmethod
+    def from_json(cls, data: Any) -> Holder:
+        from nas.fsio import Invalid
+
+        if not isinstance(data, dict):
+            raise Invalid("not a JSON object")
+        pid, host, since, command = (data.get(k) for k in ("pid", "host", "since", "command"))
+        if isinstance(pid, bool) or not isinstance(pid, int) or not isinstance(host, str) or not isinstance(since, str):
+            raise Invalid("pid, host or since missing or of the wrong type")
+        return cls(pid, host, since, command if isinstance(command, str) else "")
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} on {self.host}, since {self.since}"
 
 
 class RunLock:
-    """Context manager holding the run directory's driver lock."""
+    """Context manager holding ``folder``'s driver lock for ``command``."""
 
-    def __init__(self, run_dir: str | os.PathLike):
-        self.path = Path(run_dir) / "driver.lock"
+    def __init__(self, folder: str | os.PathLike, command: Command):
+        self.path = Path(folder) / LOCK_NAME
+        self.command = command
         self._fd: int | None = None
 
     def acquire(self) -> RunLock:
@@ -39,30 +71,39 @@ class RunLock:
         except BlockingIOError:
             holder = self._read_holder(fd)
             os.close(fd)
-            raise UserError(
-                f"Run directory {self.path.parent} is in use by another nas-search driver ({holder}). "
-                "Wait for it to finish or stop it (Ctrl-C), then resume with "
-                f"`nas-search --resume {self.path.parent}`; use a different `--name`/`--run-dir` for a new "
-                "search."
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(
-            fd,
-            json.dumps(
-                {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-            ).encode(),
-        )
-        os.fsync(fd)
+            raise UserError(self._refusal(holder)) from None
+        holder = Holder(os.getpid(), socket.gethostname(), time.strftime("%Y-%m-%d %H:%M:%S"), self.command.name)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(holder.__dict__).encode())
+            os.fsync(fd)
+        except OSError:  # a full disk: the lock holds all the same, only the name of its holder is missing
+            pass
         self._fd = fd
         return self
 
+    def _refusal(self, holder: Holder | None) -> str:
+        folder, me = self.path.parent, self.command
+        who = f"({holder})" if holder is not None else "(holder unknown)"
+        other = holder.command if holder is not None and holder.command else ""
+        if other and other != me.name:
+            return (
+                f"{folder} is in use by a running {other} driver {who}: it is that command's folder, not a "
+                f"{me.folder} of {me.name}. Use {me.new_folder}."
+            )
+        return (
+            f"{me.folder.capitalize()} {folder} is in use by another {other or me.name} driver {who}. Wait for it to "
+            f"finish or stop it (Ctrl-C), then resume with {me.resume(folder)}; use {me.new_folder}."
+        )
+
     @staticmethod
-    def _read_holder(fd: int) -> str:
+    def _read_holder(fd: int) -> Holder | None:
+        from nas.fsio import Invalid, loads
+
         try:
-            info = json.loads(os.pread(fd, 4096, 0) or b"{}")
-            return f"pid {info['pid']} on {info['host']}, since {info['since']}"
-        except (ValueError, KeyError, OSError):
-            return "holder unknown"
+            return Holder.from_json(loads(os.pread(fd, 4096, 0) or b"{}"))
+        except (ValueError, Invalid, OSError):
+            return None
 
     def release(self) -> None:
         if self._fd is not None:
@@ -73,5 +114,5 @@ class RunLock:
     def __enter__(self) -> RunLock:
         return self.acquire()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()

@@ -1,9 +1,11 @@
-"""Stopping a search by signal: SIGINT (Ctrl-C), SIGTERM and SIGHUP are a pause, never a loss.
+"""Stopping a command by signal: SIGINT (Ctrl-C), SIGTERM and SIGHUP are a pause, never a loss.
 
-Outside the trial loop a signal raises :class:`SearchInterrupted` at once (nothing to save yet: a refused or
-half-made start is cleaned up by the driver). Inside it the first signal asks the loop to stop cleanly
-(running trials are re-run on resume) and a second one aborts the loop; either way everything recorded is
-saved and the process exits with 128 + the signal number (:data:`EXIT_CODES`).
+One handler for ``nas-search`` and ``nas-fidelity``. While the work loop runs it has an ``on_stop``
+callback: the first signal asks the loop to stop cleanly (what is finished is recorded, what runs is re-run
+on resume) and a second one aborts the loop. Outside the loop (while Ray starts, before anything runs) a
+signal raises :class:`Interrupted` at once. Either way the handler remembers which signal came
+(``received``, ``name``), everything recorded is kept and the process exits with 128 + the signal number
+(:data:`EXIT_CODES`).
 """
 
 from __future__ import annotations
@@ -14,24 +16,30 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EXIT_CODES", "STOP_SIGNALS", "SearchInterrupted", "StopSignals", "StopFlag"]
+__all__ = ["EXIT_CODES", "STOP_SIGNALS", "Interrupted", "StopSignals", "StopFlag", "exit_code"]
 
-# exit status of nas-search stopped by a signal (everything saved, resumable): 128 + the signal number
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# exit status of a command stopped by a signal (everything saved, resumable): 128 + the signal number
+EXIT_CODES = {sig: 128 + int(sig) for sig in STOP_SIGNALS}
 
 
-class SearchInterrupted(KeyboardInterrupt):
-    """The search was stopped by a signal before it could stop cleanly (``signum``: which)."""
+def exit_code(signum: int | None) -> int:
+    """The exit status of a command stopped by ``signum`` (``None``: Ctrl-C)."""
+    return 128 + int(signal.SIGINT if signum is None else signum)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal that could not wait for a clean stop; ``signum`` says which, ``name`` its name."""
 
     def __init__(self, signum: int = signal.SIGINT):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+        self.signum = int(signum)
+        self.name = signal.Signals(signum).name
+        super().__init__(self.name)
 
 
 @dataclass
 class StopFlag:
-    """Asks the trial loop to stop after the trials running now; ``why`` says who asked."""
+    """Asks a work loop to stop after what is running now; ``why`` says who asked."""
 
     set: bool = False
     why: str = ""
@@ -41,37 +49,53 @@ class StopFlag:
 
 
 class StopSignals:
-    """The stop signals of one search (handled in the main thread only; elsewhere a no-op).
+    """The stop signals of one command, handled in the main thread only (elsewhere a no-op).
 
-    ``on_stop`` (set while the trial loop runs) is called with the first signal instead of raising.
-    Re-install after ``ray.init``, which puts a SIGTERM handler of its own in place.
+    ``on_stop`` (set while the work loop runs) is called with the first signal instead of raising.
+    :meth:`install` again after ``ray.init``, which puts a SIGTERM handler of its own in place
+    (``nas.runtime.cluster.start_ray`` does).
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.active = threading.current_thread() is threading.main_thread()
         self.old: dict[int, Any] = {}
         self.received: int | None = None
         self.on_stop: Callable[[int], None] | None = None
 
-    def _handle(self, signum, frame):
-        if self.on_stop is not None and self.received is None:
+    @property
+    def name(self) -> str | None:
+        """The name of the first signal received (``SIGTERM``), or ``None``."""
+        return signal.Signals(self.received).name if self.received is not None else None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        first = self.received is None
+        if first:
             self.received = signum
+        if first and self.on_stop is not None:
             self.on_stop(signum)
             return
-        self.received = self.received or signum
-        raise SearchInterrupted(signum)
+        raise Interrupted(signum)
 
     def install(self) -> None:
+        """Put the handler in place (again); the first previous handler of each signal is kept."""
         if not self.active:
             return
         for sig in STOP_SIGNALS:
-            old = signal.signal(sig, self._handle)
+            try:
+                old = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread after all (an embedding interpreter)
+                return
             self.old.setdefault(sig, old)
+
+    def restore(self) -> None:
+        """Put the previous handlers back."""
+        for sig, old in self.old.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+        self.old.clear()
 
     def __enter__(self) -> StopSignals:
         self.install()
         return self
 
-    def __exit__(self, *exc) -> None:
-        for sig, old in self.old.items():
-            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+    def __exit__(self, *exc: object) -> None:
+        self.restore()

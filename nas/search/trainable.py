@@ -1,23 +1,43 @@
-"""The Ray Tune trainable: one proxy training of one candidate inside a worker process.
+"""The worker side of a trial: one proxy training of one candidate inside a Ray worker process.
 
-The worker uses exactly the CPUs it was given (torch threads = CPUs per trial) and reads the data set the
-driver put into the object store (``setup["shared"]``, ``trainers.data.shared``: once per node, not copied), or
-loads it once per process (``trainers.data.loading.load_dataset`` caches it; Tune reuses the actors).
+Every worker is given one typed :class:`WorkerSetup` (built by the search's tuner and by the fidelity
+runner, read by attribute). The worker uses exactly the CPUs it was given (torch threads = CPUs per trial:
+:meth:`WorkerSetup.enter`) and reads the data set the driver put into the object store
+(``WorkerSetup.shared``, ``trainers.data.shared``: once per node, not copied), or loads it once per process
+(``trainers.data.loading.load_dataset`` caches it; Tune reuses the actors). :func:`run_trainer` turns
+whatever goes wrong in a trainer into a failed result (``trainers.training.result.classify_failure``).
 Per-epoch estimates are reported to Tune (so an ASHA scheduler can stop the trial); the last report carries
 the whole result.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from trainers.training.tabular import is_table
 
-__all__ = ["train_trial", "run_trainer", "load_trainer", "FINAL_KEY", "RESULT_KEY", "DEFAULT_TRAINER"]
+if TYPE_CHECKING:
+    from trainers.data.config import DataConfig
+    from trainers.objectives.registry import ObjectiveConfig
+    from trainers.training.config import TrainConfig
+
+__all__ = [
+    "WorkerSetup",
+    "ZeroCostSetup",
+    "train_trial",
+    "run_trainer",
+    "load_trainer",
+    "FINAL_KEY",
+    "RESULT_KEY",
+    "DEFAULT_TRAINER",
+    "RECORDED_TRAINERS",
+]
 
 FINAL_KEY = "nas_final"
 RESULT_KEY = "nas_result"
@@ -25,6 +45,89 @@ RESULT_KEY = "nas_result"
 # moved to ``trainers.training.proxy``; the recorded name stays valid through ``RECORDED_TRAINERS``.
 DEFAULT_TRAINER = "trainers.proxy:train_candidate"
 RECORDED_TRAINERS = {DEFAULT_TRAINER: "trainers.training.proxy:train_candidate"}
+
+
+@dataclass(frozen=True)
+class ZeroCostSetup:
+    """The training-free proxies a fidelity study measures (``trainers.objectives.zerocost``)."""
+
+    proxies: tuple[str, ...]
+    batch: int
+    seed: int
+
+
+@dataclass(frozen=True, eq=False)
+class WorkerSetup:
+    """What every worker of one command session is given, the same for all its trials or jobs.
+
+    Args:
+        trainer: ``search.trainer``: ``module:function`` (train_candidate's signature) or ``table:PATH``.
+        train: the validated protocol (a search's ``train:``; a study's base protocol).
+        objective: the validated ``objective:``.
+        image_size: the images' side in pixels.
+        in_chans: their channels.
+        cpus_per_trial: the CPUs Ray gives each trial; the worker uses as many torch threads.
+        shared: ``{DataConfig: object ref}`` of the data sets the driver put into Ray's object store
+            (:meth:`sharing`); ``None``: each worker process loads its own.
+        protocols: a fidelity study's protocols, ``(name, train, objective)`` each (:meth:`protocol`).
+        zero_cost: a fidelity study's training-free proxies.
+    """
+
+    trainer: str
+    train: TrainConfig
+    objective: ObjectiveConfig
+    image_size: int
+    in_chans: int
+    cpus_per_trial: float
+    shared: Mapping[DataConfig, Any] | None = None
+    protocols: tuple[tuple[str, TrainConfig, ObjectiveConfig], ...] = ()
+    zero_cost: ZeroCostSetup | None = None
+
+    def __post_init__(self) -> None:
+        for name, kind in (("trainer", str), ("image_size", int), ("in_chans", int), ("cpus_per_trial", (int, float))):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise TypeError(f"WorkerSetup.{name} is {type(value).__name__}: {value!r}")
+        if not self.cpus_per_trial > 0:
+            raise ValueError(f"WorkerSetup.cpus_per_trial must be > 0, got {self.cpus_per_trial!r}")
+
+    @property
+    def threads(self) -> int:
+        """Torch threads of one trial: its CPUs (at least one)."""
+        return max(1, int(self.cpus_per_trial))
+
+    @property
+    def replays(self) -> bool:
+        """The trainer is a table (``table:PATH``): trials are replayed, with no data and no torch."""
+        return is_table(self.trainer)
+
+    def enter(self) -> int:
+        """Make this worker process use exactly its trial's CPUs; return the thread count."""
+        import torch
+
+        torch.set_num_threads(self.threads)
+        return self.threads
+
+    def dataset(self, data: DataConfig):
+        """The data set of ``data`` in this worker: from the object store when shared, else loaded once."""
+        from trainers.data.shared import worker_dataset
+
+        return worker_dataset(data, self.image_size, self.in_chans, self.shared)
+
+    def protocol(self, name: str) -> tuple[TrainConfig, ObjectiveConfig]:
+        """The ``(train, objective)`` of the study protocol ``name``."""
+        for pname, train, objective in self.protocols:
+            if pname == name:
+                return train, objective
+        raise KeyError(f"no protocol {name!r} in this setup ({', '.join(p for p, _, _ in self.protocols)})")
+
+    def sharing(self, data: Iterable[DataConfig] = ()) -> WorkerSetup:
+        """This setup with the file-backed sources of ``data`` (and of ``train``) loaded once into Ray's
+        object store (``trainers.data.shared.share_datasets``; Ray must be running)."""
+        from trainers.data.shared import share_datasets
+
+        configs = [self.train.data, *data]
+        return dataclasses.replace(self, shared=share_datasets(configs, self.image_size, self.in_chans))
 
 
 def load_trainer(path: str) -> Callable[..., Any]:
@@ -48,10 +151,9 @@ def run_trainer(
     passed: list[BaseException] = (),
 ):
     """Call the trainer at ``path`` (``module:function``, train_candidate's signature) and turn whatever goes
-    wrong in it into a failed :class:`TrialResult` with its reason: an exception (``error``), out of
-    memory (``oom``) or non-finite axes (``diverged``). Exceptions in ``passed`` (Tune stopping the trial)
-    propagate."""
-    from trainers.training.proxy import is_oom
+    wrong in it into a failed :class:`TrialResult` with its reason, as ``classify_failure`` says: an
+    exception (``error``), out of memory (``oom``) or non-finite axes (``diverged``). Exceptions in
+    ``passed`` (Tune stopping the trial) propagate."""
     from trainers.training.result import TrialResult
 
     path = path or DEFAULT_TRAINER
@@ -66,14 +168,7 @@ def run_trainer(
     except Exception as err:  # noqa: BLE001 - a failed candidate is a result, the search goes on
         if any(err is p for p in passed):
             raise
-        text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        if isinstance(err, ValueError) and "must be finite" in text:
-            status, reason = "diverged", f"the trainer returned a non-finite result ({text})"
-        elif is_oom(err):
-            status, reason = "oom", f"out of memory: {text}"
-        else:
-            status, reason = "error", f"{type(err).__name__}: {text}"
-        return TrialResult.failed(status, reason[:500], wall_s=time.perf_counter() - t0)
+        return TrialResult.of_error(err, wall_s=time.perf_counter() - t0)
 
 
 def _round_report(epoch: int, metrics: dict[str, float], measured: dict[str, float]) -> dict[str, Any]:
@@ -130,7 +225,7 @@ def measure_before_training(arch, objective, train, dataset, image_size: int, th
     the failed result that replaces the training when a budget is exceeded or the measurement fails."""
     from trainers.objectives.registry import measure_objectives
     from trainers.training.proxy import resolve_device
-    from trainers.training.result import TrialResult
+    from trainers.training.result import TrialResult, classify_failure
 
     t0 = time.perf_counter()
     try:
@@ -144,45 +239,42 @@ def measure_before_training(arch, objective, train, dataset, image_size: int, th
             threads=threads,
         )
     except Exception as err:  # noqa: BLE001 - a candidate that cannot be measured is a failed trial
+        failure = classify_failure(err)
         return {}, TrialResult.failed(
-            "error", f"measuring objectives: {type(err).__name__}: {err}"[:500], wall_s=time.perf_counter() - t0
+            failure.status, f"measuring objectives: {failure.reason}"[:500], wall_s=time.perf_counter() - t0
         )
     failed = TrialResult.failed("infeasible", over, **values) if over else None
     return values, failed
 
 
-def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
-    """Train ``config["arch"]`` with the protocol in ``setup`` (``train``: a TrainConfig, ``objective``: an
-    ObjectiveConfig, ``image_size``, ``in_chans``, ``cpus_per_trial``, ``trainer``, optionally ``shared``:
-    the object refs of ``trainers.data.shared.share_datasets``) and report to Tune."""
+def train_trial(config: dict[str, Any], setup: WorkerSetup) -> None:
+    """Train ``config["arch"]`` (Tune's trial config, made by ``nas.search.searcher``) with the protocol in
+    ``setup`` and report to Tune."""
     t_enter = time.perf_counter()
     from ray import tune
 
-    if is_table(setup.get("trainer")):
+    if setup.replays:
         return _replay_trial(config, setup, tune, t_enter)
-    import torch
 
     from nas.model.arch import Architecture
-    from trainers.data.shared import worker_dataset
 
-    threads = max(1, int(setup["cpus_per_trial"]))
-    torch.set_num_threads(threads)
-    train, objective = setup["train"], setup["objective"]  # validated frozen configs, as the driver has them
+    threads = setup.enter()
+    train, objective = setup.train, setup.objective  # validated frozen configs, as the driver has them
     arch = Architecture.from_dict(config["arch"])
-    dataset = worker_dataset(train.data, setup["image_size"], setup["in_chans"], setup.get("shared"))
+    dataset = setup.dataset(train.data)
     t_start = time.perf_counter()
 
-    measured, failed = measure_before_training(arch, objective, train, dataset, setup["image_size"], threads)
+    measured, failed = measure_before_training(arch, objective, train, dataset, setup.image_size, threads)
     passed: list[BaseException] = []
     res = failed or run_trainer(
-        setup.get("trainer"),
+        setup.trainer,
         arch,
         dataset,
         train,
         objective,
         threads,
         _reporter(tune, passed, measured),
-        setup["image_size"],
+        setup.image_size,
         passed,
     )
     t_end = time.perf_counter()
@@ -197,14 +289,14 @@ def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     tune.report(_final_report(res, payload))
 
 
-def _replay_trial(config: dict[str, Any], setup: dict[str, Any], tune, t_enter: float) -> None:
+def _replay_trial(config: dict[str, Any], setup: WorkerSetup, tune, t_enter: float) -> None:
     """``search.trainer: table:PATH``: report the recorded rounds and result of the candidate instead of
     training it (no data, no torch)."""
     from nas.model.arch import Architecture
     from trainers.training.tabular import load_table, replay, table_path
 
-    table = load_table(table_path(setup["trainer"]))
-    res = replay(Architecture.from_dict(config["arch"]), table, setup["objective"], _reporter(tune, []))
+    table = load_table(table_path(setup.trainer))
+    res = replay(Architecture.from_dict(config["arch"]), table, setup.objective, _reporter(tune, []))
     payload = res.to_dict()
     payload["metrics"] = {**payload["metrics"], "trial_s": time.perf_counter() - t_enter}
     tune.report(_final_report(res, payload))

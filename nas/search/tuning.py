@@ -9,48 +9,61 @@ or ``should_stop`` asked to stop, or the loop was aborted.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from nas.runtime.command import Command
 from nas.runtime.signals import StopFlag, StopSignals
 from nas.search.config import Experiment
 from nas.search.leaderboard import write_leaderboard
 from nas.search.progress import Printer, Progress, trial_line
 from nas.search.rundir import RunDir
 
-__all__ = ["connect_ray", "run_trials", "LoopOutcome", "reports_per_trial"]
+if TYPE_CHECKING:
+    from nas.search.trainable import WorkerSetup
+
+__all__ = ["SEARCH", "connect_ray", "run_trials", "LoopOutcome", "reports_per_trial", "worker_setup"]
+
+SEARCH = Command(
+    name="nas-search",
+    folder="run directory",
+    new_folder="a different `--name`/`--run-dir` for a new search",
+    gpus="`--gpus-per-trial {value}`",
+    gpus_off="`--gpus-per-trial 0` (or `search.gpus_per_trial: 0` in the YAML)",
+    cpus="`--cpus-per-trial`",
+)
+"""``nas-search`` as the shared runtime names it (its lock, its Ray set-up)."""
 
 
-def connect_ray(address: str | None, search, where_set: dict[str, str | None] | None = None) -> bool:
-    """Join (or start) Ray and check the per-trial resources; ``True`` when this call started Ray.
+def connect_ray(
+    address: str | None,
+    search,
+    where_set: dict[str, str | None] | None = None,
+    log: Callable[[str], None] = lambda line: None,
+    signals: StopSignals | None = None,
+) -> bool:
+    """Join (or start) Ray and check the per-trial resources (``nas.runtime.cluster.start_ray``); ``True`` when
+    this call started Ray.
 
-    ``where_set`` names where ``gpus``/``cpus`` per trial were set (a YAML key), for the error message.
+    ``where_set`` names where ``gpus``/``cpus`` per trial were set (a YAML key), for the error message;
+    ``log`` takes Ray's start-up notices (the run's search.log); ``signals`` are put back after ``ray.init``.
     """
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    import ray
+    from nas.runtime.cluster import start_ray
 
-    from nas.runtime.cluster import check_resources, connect
-
-    started = connect(address)
-    try:
-        where_set = where_set or {}
-        check_resources(
-            search.cpus_per_trial,
-            search.gpus_per_trial,
-            gpus_from=where_set.get("gpus"),
-            cpus_from=where_set.get("cpus"),
-        )
-    except BaseException:
-        if started:
-            ray.shutdown()
-        raise
-    return started
+    where_set = where_set or {}
+    return start_ray(
+        SEARCH,
+        address,
+        cpus_per_trial=search.cpus_per_trial,
+        gpus_per_trial=search.gpus_per_trial,
+        log=log,
+        signals=signals,
+        gpus_from=where_set.get("gpus"),
+        cpus_from=where_set.get("cpus"),
+    )
 
 
 @dataclass
@@ -65,11 +78,11 @@ class LoopOutcome:
 
 def reports_per_trial(exp: Experiment) -> int:
     """How many reports a trial sends (its rounds and the final one): a scheduler's ``max_t`` default."""
-    if exp.search.trainer.startswith("table:"):  # the recorded rounds, plus the final report
-        from trainers.training.tabular import load_table, table_path
+    from trainers.training.tabular import is_table, load_table, table_path
 
+    if is_table(exp.search.trainer):  # the recorded rounds, plus the final report
         table = load_table(table_path(exp.search.trainer))
-        return max(len(e.get("history") or []) for e in table.entries.values()) + 1
+        return max(len(e.history) for e in table.entries.values()) + 1
     return exp.train.epochs * (2 if exp.objective.mode == "both" else 1) + 1
 
 
@@ -113,6 +126,22 @@ def _stopper(flag: StopFlag):
     return _StopAll()
 
 
+def worker_setup(exp: Experiment) -> WorkerSetup:
+    """What every trial's worker is given: the frozen protocol, and the data set of a file-backed source
+    loaded once into Ray's object store (read by every worker of a node; Ray must be running)."""
+    from nas.search.trainable import WorkerSetup
+
+    setup = WorkerSetup(
+        trainer=exp.search.trainer,
+        train=exp.train,
+        objective=exp.objective,
+        image_size=exp.space.image_size,
+        in_chans=exp.space.in_chans,
+        cpus_per_trial=exp.search.cpus_per_trial,
+    )
+    return setup if setup.replays else setup.sharing()
+
+
 def _tuner(exp: Experiment, run: RunDir, searcher, remaining: int, session: int, flag: StopFlag, callbacks: list):
     """The session's Tuner: the trainable with its resources and the frozen protocol, the searcher, the
     scheduler, and the session's folder ``RUN/tune/session-K``."""
@@ -122,21 +151,9 @@ def _tuner(exp: Experiment, run: RunDir, searcher, remaining: int, session: int,
     from nas.search.trainable import train_trial
     from trainers.objectives.registry import objectives_of
 
-    s, sp = exp.search, exp.space
-    setup = {
-        "train": exp.train,
-        "objective": exp.objective,
-        "image_size": sp.image_size,
-        "in_chans": sp.in_chans,
-        "cpus_per_trial": s.cpus_per_trial,
-        "trainer": s.trainer,
-    }
-    if not s.trainer.startswith("table:"):  # a file-backed source: loaded once, read by every worker of a node
-        from trainers.data.shared import share_datasets
-
-        setup["shared"] = share_datasets([exp.train.data], sp.image_size, sp.in_chans)
+    s = exp.search
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, setup=setup), {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}
+        tune.with_parameters(train_trial, setup=worker_setup(exp)), {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}
     )
     scheduler = make_scheduler(s.scheduler, reports_per_trial(exp), objectives_of(exp.objective))
     run.tune_dir.mkdir(exist_ok=True)

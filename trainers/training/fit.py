@@ -22,12 +22,13 @@ import torch.nn.functional as F
 from trainers.data.loading import Dataset, Images
 from trainers.training.config import TrainConfig
 from trainers.training.measure import Probe, autocast, measure_round
+from trainers.training.result import Divergence
 
 __all__ = ["fit", "FitResult", "Diverged", "resolve_device", "seed_everything"]
 
 
-class Diverged(RuntimeError):
-    """The training loss became non-finite or exploded."""
+class Diverged(RuntimeError, Divergence):
+    """The training loss became non-finite or exploded (a ``diverged`` failure: ``classify_failure``)."""
 
 
 @dataclass

@@ -20,7 +20,7 @@ from trainers.objectives.registry import ObjectiveConfig
 from trainers.training.config import TrainConfig, parse_objective, parse_train
 from trainers.training.fit import Diverged, FitResult, fit, resolve_device, seed_everything
 from trainers.training.measure import autocast, evaluate, recalibrate_bn
-from trainers.training.result import TrialResult
+from trainers.training.result import TrialResult, classify_failure
 
 __all__ = [
     "TrainConfig",
@@ -33,7 +33,6 @@ __all__ = [
     "evaluate",
     "recalibrate_bn",
     "fit_eval_subset",
-    "is_oom",
     "seed_everything",
     "parse_train",
     "parse_objective",
@@ -48,16 +47,6 @@ def fit_eval_subset(y: torch.Tensor, limit: int, seed: int) -> torch.Tensor | No
     if limit >= len(y):
         return None
     return stratified_subset(y, limit / len(y), seed)
-
-
-def is_oom(err: BaseException) -> bool:
-    """Whether ``err`` is an allocation failure (CUDA out of memory, or the CPU allocator giving up)."""
-    oom = getattr(torch, "OutOfMemoryError", None)
-    text = str(err).lower()
-    return (oom is not None and isinstance(err, oom)) or (
-        isinstance(err, (RuntimeError, MemoryError))
-        and ("out of memory" in text or "can't allocate memory" in text or isinstance(err, MemoryError))
-    )
 
 
 def train_candidate(
@@ -110,9 +99,7 @@ def train_candidate(
         except StopIteration as stop:
             out = stop.value
             break
-        except Diverged as err:
-            return _failed("diverged", str(err), base, t_start, history)
-        except Exception as err:  # noqa: BLE001 - a trial's failure is a result, not a crash
+        except Exception as err:  # noqa: BLE001 - a trial's failure (divergence, out of memory, ...) is a result
             return _error_result(err, dev, base, t_start, history)
         epoch += 1
         row = {**row, **obj.round_axes(row, state["gen"], objective, k)}
@@ -173,13 +160,12 @@ def _trainings(
 def _error_result(
     err: Exception, dev: torch.device, base: dict[str, float], t_start: float, history: list[dict[str, Any]]
 ) -> TrialResult:
-    """The failed result of a training that raised ``err``: ``oom`` for an allocation failure (the CUDA
-    cache emptied), else ``error``."""
-    if is_oom(err):
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
-        return _failed("oom", f"out of memory on {dev}: {str(err).splitlines()[0]}", base, t_start, history)
-    return _failed("error", f"{type(err).__name__}: {err}", base, t_start, history)
+    """The failed result of a training that raised ``err``, as ``classify_failure`` says: ``diverged``,
+    ``oom`` (the CUDA cache emptied) or ``error``."""
+    failure = classify_failure(err, device=str(dev))
+    if failure.status == "oom" and dev.type == "cuda":
+        torch.cuda.empty_cache()
+    return _failed(failure.status, failure.reason, base, t_start, history)
 
 
 def _result(
