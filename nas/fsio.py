@@ -52,6 +52,7 @@ __all__ = [
     "jsonl_tail",
     "repair_jsonl_tail",
     "append_jsonl",
+    "open_regular",
 ]
 
 T = TypeVar("T")
@@ -282,9 +283,32 @@ def _no_nan(name: str) -> float:
     return float(name)  # Infinity, -Infinity: the failed value of an axis
 
 
-def loads(text: str | bytes) -> Any:
-    """``json.loads`` that refuses NaN (a foreign or damaged record), keeping +/-Infinity."""
-    return json.loads(text, parse_constant=_no_nan)
+_REFUSE = object()
+
+
+def loads(text: str | bytes, *, nan: Any = _REFUSE) -> Any:
+    """``json.loads`` that refuses NaN (a foreign or damaged record), keeping +/-Infinity. ``nan``: what a NaN
+    decodes to instead, for a reader of a record format written before NaN was refused (the reader's
+    ``parse`` then accepts that marker in the old format only)."""
+    if nan is _REFUSE:
+        return json.loads(text, parse_constant=_no_nan)
+    return json.loads(text, parse_constant=lambda name: nan if name == "NaN" else float(name))
+
+
+def open_regular(path: str | os.PathLike) -> tuple[int, int]:
+    """``(descriptor, size)`` of ``path`` opened for reading, only if it is a regular file (a link to one
+    counts). A FIFO does not block the open (``O_NONBLOCK``) and, like a device or a folder, is refused
+    before anything is read: ``OSError`` whose ``strerror`` says what it is ("it is a FIFO, not a regular
+    file"). The caller closes the descriptor."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, f"it is {_kind(st.st_mode)}, not a regular file", str(path))
+        return fd, st.st_size
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _read_bytes(path: Path, what: str) -> bytes:
@@ -318,7 +342,7 @@ def _why(err: BaseException) -> str:
     if isinstance(err, UnicodeDecodeError):
         return "not UTF-8 text"
     if isinstance(err, json.JSONDecodeError):
-        return f"not JSON: {err.msg} at column {err.colno}"
+        return f"not JSON: {err.msg} at line {err.lineno}, column {err.colno}"
     if isinstance(err, KeyError):
         return f"the key {err.args[0]!r} is missing"
     if isinstance(err, RecursionError):
@@ -348,11 +372,17 @@ def jsonl_tail(path: str | os.PathLike, parse: Callable[[Any], Any]) -> tuple[in
 
 
 def read_jsonl(
-    path: str | os.PathLike, parse: Callable[[Any], T], *, what: str, fix: str, missing_ok: bool = True
+    path: str | os.PathLike,
+    parse: Callable[[Any], T],
+    *,
+    what: str,
+    fix: str,
+    missing_ok: bool = True,
+    nan: Any = _REFUSE,
 ) -> list[T]:
     """Every record of the JSONL file at ``path``, each through ``parse``, in order. Blank lines are skipped
     and so is a torn last line (see the module notes); any other bad line is a :class:`UserError` naming
-    the file and the line and ending with ``fix``."""
+    the file and the line and ending with ``fix``. ``nan``: as for :func:`loads`."""
     path = Path(path)
     if missing_ok and not os.path.lexists(path):
         return []
@@ -363,7 +393,7 @@ def read_jsonl(
         if not line.strip():
             continue
         try:
-            out.append(parse(loads(line)))
+            out.append(parse(loads(line, nan=nan)))
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as err:
             if i == len(lines) - 1:  # no newline after it: the torn write of a killed process
                 continue
@@ -391,3 +421,18 @@ def append_jsonl(path: str | os.PathLike, record: Any, parse: Callable[[Any], An
     """Append one record as a line (repairing the tail first) and fsync."""
     repair_jsonl_tail(path, parse)
     append_line(path, json.dumps(record, sort_keys=True, default=float) + "\n", sync=True)
+
+
+def record_format(data: dict, what: str, newest: int, *, unversioned: int = 1) -> int:
+    """The ``format`` of a decoded record or file (``unversioned`` where it has none: written before format
+    versions existed); :class:`Invalid` for anything but a whole number from ``unversioned`` to ``newest``,
+    saying that a newer one needs a newer coatnas."""
+    fmt = data.get("format", unversioned)
+    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < unversioned:
+        raise Invalid(f"its format {str(fmt)[:40]!r} is not a format of {what} ({unversioned}..{newest})")
+    if fmt > newest:
+        raise Invalid(
+            f"it is format {fmt} of {what}, written by a newer coatnas (this one reads {unversioned}..{newest}); "
+            "upgrade coatnas (pip install -U coatnas) to read it"
+        )
+    return fmt

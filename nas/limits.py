@@ -64,7 +64,25 @@ RANGES: dict[str, tuple[float, float]] = {
     "search.scheduler.grace_period": (1, 1_000_000),
     "search.scheduler.reduction_factor": (1, 1000),
     "search.scheduler.max_t": (1, 1_000_000),
+    # study (nas-fidelity's study YAML):
+    "study.architectures": (2, 10_000),
+    "study.seed": (0, SEED_MAX),
+    "study.seeds": (0, SEED_MAX),  # each seed of proxies.NAME.seeds and reference.seeds
+    "study.seeds_per_protocol": (1, 100),  # how many seeds one protocol lists
+    "study.proxies": (1, 100),  # how many proxy protocols
+    "study.zero_cost_batch": (2, 4096),
+    "study.max_concurrent": (1, 4096),
+    "study.cpus_per_trial": (0, 1024),  # and > 0 (a study's worker uses them as torch threads)
+    "study.gpus_per_trial": (0, 64),
+    "study.max_retries": (0, 100),
+    "study.bootstrap": (10, 100_000),
+    "study.ceiling_architectures": (3, 10_000),
+    "study.reference_architectures": (3, 10_000),
+    # environment only (trainers.data.download)
+    "COATNAS_DOWNLOAD_DEADLINE_S": (1, 7 * 86_400),  # a whole download, seconds
+    "COATNAS_DOWNLOAD_MAX_MB": (1, 1_000_000),  # an archive's size, MB
     # command-line only
+    "max_jobs": (1, 100_000_000),  # nas-fidelity --max-jobs
     "samples": (1, 10_000),  # nas-search --dry-run --samples
     "threads": (1, 1024),  # nas-train --threads
 }

@@ -4,11 +4,17 @@
 raises ``RecursionError`` on very deep nesting. :func:`load_yaml_file` / :func:`load_yaml_text` refuse all
 three with a one-paragraph :class:`~nas.errors.ConfigError` (duplicate keys name both lines); YAML syntax
 errors still raise ``yaml.YAMLError`` and unreadable files ``OSError`` for the caller's own message.
+
+YAML 1.1 (what PyYAML reads) and YAML 1.2 (what most other tools read) disagree on some plain numbers:
+``010`` is the octal 8 in 1.1 and 10 in 1.2, and ``1:30`` the base-60 number 90 in 1.1 and a string in 1.2.
+Such a number is refused (naming its key and line) rather than read one way silently: write ``10`` (or
+``8``), or quote it for a text.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +56,51 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_OCTAL = re.compile(r"[-+]?0[0-9_]+")  # 010: 8 in YAML 1.1, 10 in YAML 1.2
+
+
+def _refuse_yaml11_numbers(root: yaml.Node, file: str | None) -> None:
+    """Refuse a plain number that YAML 1.1 and 1.2 read differently (an octal ``010``, a base-60 ``1:30``)."""
+    todo: list[tuple[yaml.Node, str]] = [(root, "")]
+    seen: set[int] = set()
+    while todo:  # iterative, and each node once: aliases may share or nest nodes
+        node, path = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+                where = f"{path}.{name}" if path else str(name)
+                todo += [(key, where), (value, where)]
+        elif isinstance(node, yaml.SequenceNode):
+            todo += [(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+        elif isinstance(node, yaml.ScalarNode) and node.tag in (_INT, _FLOAT) and node.style is None:
+            text = node.value
+            construct = yaml.SafeLoader.construct_yaml_int if node.tag == _INT else yaml.SafeLoader.construct_yaml_float
+            if ":" in text:
+                value = construct(yaml.SafeLoader(""), node)
+                problem = f"the base-60 number {value!r}, YAML 1.2 as the text '{text}'"
+                allowed = f"the number itself (e.g. {value!r}), or '{text}' in quotes for a text"
+            elif node.tag == _INT and _OCTAL.fullmatch(text):
+                value = construct(yaml.SafeLoader(""), node)
+                problem = f"the octal number {value}, YAML 1.2 as {int(text.replace('_', ''))}"
+                allowed = (
+                    f"the number without leading zeros (e.g. {int(text.replace('_', ''))}, or {value} if octal "
+                    f"was meant), or '{text}' in quotes for a text"
+                )
+            else:
+                continue
+            raise ConfigError(
+                file,
+                path or "<top level>",
+                f"is written `{text}` (line {node.start_mark.line + 1}), which YAML 1.1 (this reader) reads "
+                f"as {problem}",
+                allowed,
+            )
+
+
 def load_yaml_text(data: str | bytes, file: str | None = None, allowed: str | None = None) -> Any:
     """Parse YAML text (bytes must be UTF-8); see the module notes for what is refused."""
     if isinstance(data, bytes):
@@ -70,7 +121,11 @@ def load_yaml_text(data: str | bytes, file: str | None = None, allowed: str | No
     loader = _StrictLoader(data)
     loader.file, loader.allowed = file, allowed
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _refuse_yaml11_numbers(node, file)
+        return loader.construct_document(node)
     except RecursionError:
         raise ConfigError(
             file,

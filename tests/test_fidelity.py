@@ -138,8 +138,9 @@ def test_tiny_study_end_to_end_resumes_without_retraining(tmp_path, write_space,
     second = run_study(None, study_dir=sdir, out=None)  # resume from the directory alone
     assert second["ran"] == 13 and second["done"] == 20
     recs = StudyDir(sdir).read_records()
-    assert len(recs) == 20 and len({r["key"] for r in recs}) == 20
-    assert all(r["status"] == "ok" for r in recs), [r.get("reason") for r in recs]
+    assert len(recs) == 20 and len({r.key for r in recs}) == 20
+    assert all(r.status == "ok" for r in recs), [r.reason for r in recs]
+    assert {r.kind for r in recs} == {"train", "zero_cost"}
     assert run_study(study_file, study_dir=sdir, out=None)["ran"] == 0
 
     paths = write_report(sdir)
@@ -152,8 +153,8 @@ def test_tiny_study_end_to_end_resumes_without_retraining(tmp_path, write_space,
     # over its seeds), read from the records; not a timing assertion (machines are noisy)
     walls = {}
     for r in recs:
-        if r["protocol"] in ("p1", "reference"):
-            walls.setdefault((r["protocol"], r["arch_id"]), []).append(r["metrics"]["wall_s"])
+        if r.protocol in ("p1", "reference"):
+            walls.setdefault((r.protocol, r.arch_id), []).append(r.metrics["wall_s"])
     both = sorted({a for p, a in walls if p == "reference"} & {a for p, a in walls if p == "p1"})
     ratios = [statistics.fmean(walls["p1", a]) / statistics.fmean(walls["reference", a]) for a in both]
     assert len(both) == 4 and all(x > 0 for x in ratios)
@@ -178,7 +179,8 @@ def test_torn_last_line_is_repaired_and_the_job_rerun(tmp_path, write_space, ray
     out = run_study(None, study_dir=sdir, out=None)
     assert out["done"] == 10
     recs = StudyDir(sdir).read_records()  # the next command accepts the file
-    assert len(recs) == 10 and len({r["key"] for r in recs}) == 10
+    assert len(recs) == 10 and len({r.key for r in recs}) == 10
+    assert (sdir / "jobs.jsonl.torn").read_text() == lines[2][:25] + "\n"  # the fragment is kept aside
 
 
 def test_sigterm_pauses_the_study_and_resume_finishes_it(tmp_path, write_space):

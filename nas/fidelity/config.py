@@ -35,12 +35,23 @@ from typing import Any
 import yaml
 
 from nas.errors import ConfigError, UserError, check_keys, parse_dataclass, yaml_problem
+from nas.limits import RANGES, allowed_text, check_ranges, check_value
 from trainers.data.config import DataConfig
 
-__all__ = ["StudySettings", "Protocol", "Study", "load_study", "study_from_dict", "bundled_studies", "REFERENCE"]
+__all__ = [
+    "StudySettings",
+    "Protocol",
+    "Study",
+    "load_study",
+    "study_from_dict",
+    "bundled_studies",
+    "REFERENCE",
+    "ZERO_COST_JOB",
+]
 
 REFERENCE = "reference"
-MAX_ARCHITECTURES = 10_000
+ZERO_COST_JOB = "zero_cost"  # the job that measures an architecture's zero-cost proxies (not a protocol)
+RESERVED = (REFERENCE, ZERO_COST_JOB)  # names no proxy protocol may take (nor a spelling of them)
 
 
 @dataclass(frozen=True)
@@ -70,20 +81,15 @@ class StudySettings:
     architectures: int | str = 30
     seed: int = 0
     zero_cost: tuple[str, ...] = ("params", "macs", "synflow", "naswot", "grad_norm")
-    zero_cost_batch: int = field(default=64, metadata={"check": lambda v: 2 <= v <= 4096, "allowed": "2..4096"})
-    max_concurrent: int | None = field(
-        default=None, metadata={"check": lambda v: v is None or v >= 1, "allowed": "an integer >= 1 or null"}
-    )
+    zero_cost_batch: int = 64
+    max_concurrent: int | None = None
     cpus_per_trial: float = field(default=1.0, metadata={"check": lambda v: v > 0, "allowed": "a number > 0"})
-    gpus_per_trial: float = field(default=0.0, metadata={"check": lambda v: v >= 0, "allowed": "a number >= 0"})
-    max_retries: int = field(default=2, metadata={"check": lambda v: 0 <= v <= 100, "allowed": "0..100"})
-    bootstrap: int = field(default=1000, metadata={"check": lambda v: 10 <= v <= 100_000, "allowed": "10..100000"})
-    ceiling_architectures: int | None = field(
-        default=None, metadata={"check": lambda v: v is None or v >= 3, "allowed": "an integer >= 3 or null"}
-    )
-    reference_architectures: int | None = field(
-        default=None, metadata={"check": lambda v: v is None or v >= 3, "allowed": "an integer >= 3 or null"}
-    )
+    gpus_per_trial: float = 0.0
+    max_retries: int = 2
+    bootstrap: int = 1000
+    ceiling_architectures: int | None = None
+    reference_architectures: int | None = None
+    # every number is checked against its range of nas.limits.RANGES ("study.<name>")
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,7 @@ class Study:
     reference: Protocol
     file: str | None = None
     raw: dict = field(default_factory=dict, compare=False)
+    source: dict = field(default_factory=dict, compare=False)  # the study YAML as read (saved in study.json)
 
     @property
     def protocols(self) -> tuple[Protocol, ...]:
@@ -142,16 +149,34 @@ def _protocol(name: str, section: Any, exp, file: str | None, path: str, seeds: 
     objective = parse_dataclass(
         ObjectiveConfig, _merge(base_obj, section.get("objective") or {}), file, f"{path}.objective"
     )
-    seeds = section.get("seeds", seeds)
-    if (
-        not isinstance(seeds, (list, tuple))
-        or not seeds
-        or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)
-    ):
+    _check_protocol_ranges(train, "train", file, path)
+    _check_protocol_ranges(objective, "objective", file, path)
+    seeds = _seeds(section.get("seeds", seeds), file, f"{path}.seeds")
+    return Protocol(name=name, train=train, objective=objective, seeds=seeds)
+
+
+def _check_protocol_ranges(section: Any, prefix: str, file: str | None, path: str) -> None:
+    """The ranges of nas.limits for a protocol's ``train:``/``objective:``, named as in the study YAML."""
+    try:
+        check_ranges(section, prefix, file)
+    except ConfigError as err:
+        raise ConfigError(file, f"{path}.{err.key}", err.problem, err.allowed, err.value) from None
+
+
+def _seeds(seeds: Any, file: str | None, key: str) -> tuple[int, ...]:
+    """A protocol's seeds: a non-empty list of distinct integers of the seed range."""
+    lo, hi = RANGES["study.seeds_per_protocol"]
+    if not isinstance(seeds, (list, tuple)) or not seeds:
+        raise ConfigError(file, key, "must be a non-empty list of seeds", "e.g. [0, 1]", value=seeds)
+    if len(seeds) > hi:
         raise ConfigError(
-            file, f"{path}.seeds", "must be a non-empty list of integers >= 0", "e.g. [0, 1]", value=seeds
+            file, key, f"lists {len(seeds)} seeds", f"from {lo:g} to {hi:g} seeds per protocol", value=seeds
         )
-    return Protocol(name=name, train=train, objective=objective, seeds=tuple(dict.fromkeys(seeds)))
+    for i, s in enumerate(seeds):
+        if isinstance(s, bool) or not isinstance(s, int):
+            raise ConfigError(file, f"{key}[{i}]", "must be an integer seed", allowed_text("study.seeds"), value=s)
+        check_value(s, "study.seeds", file, f"{key}[{i}]")
+    return tuple(dict.fromkeys(seeds))
 
 
 def study_from_dict(data: Any, file: str | None = None) -> Study:
@@ -177,27 +202,40 @@ def study_from_dict(data: Any, file: str | None = None) -> Study:
         reference=reference,
         file=file,
         raw=json.loads(json.dumps(raw, default=str)),
+        source=_plain_data(data),
     )
+
+
+def _plain_data(data: Mapping) -> dict:
+    """The study YAML as plain JSON data (what study.json saves); a value JSON cannot hold (a date, a
+    YAML set) is refused here, at the start, not when the study is saved."""
+    try:
+        return json.loads(json.dumps(data, allow_nan=False))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(
+            None, "<top level>", f"holds a value a study cannot save ({err})", "numbers, strings, lists, mappings"
+        ) from None
 
 
 def _settings(section: Any, file: str | None) -> tuple[StudySettings, Mapping | None]:
     """The ``study:`` section as :class:`StudySettings`, and the search YAML inlined in it (a saved study)."""
     s = dict(check_keys(section or {}, [f.name for f in dataclasses.fields(StudySettings)], file, "study"))
-    inline = s.pop("space") if isinstance(s.get("space"), Mapping) else None  # as saved in study.json
+    inline = _inline_space(s.pop("space"), file) if isinstance(s.get("space"), Mapping) else None
     archs = s.pop("architectures", StudySettings.architectures)
     zc = s.pop("zero_cost", list(StudySettings.zero_cost))
     settings = parse_dataclass(StudySettings, s, file, "study")
-    if archs != "all" and (
-        isinstance(archs, bool) or not isinstance(archs, int) or not 2 <= archs <= MAX_ARCHITECTURES
-    ):
-        raise ConfigError(
-            file,
-            "study.architectures",
-            "must be an integer from 2 to 10000 or `all`",
-            "e.g. 30, or all (every candidate of a small space)",
-            value=archs,
-        )
-    from trainers.objectives.zerocost import ZERO_COST
+    check_ranges(settings, "study", file)
+    if archs != "all":
+        if isinstance(archs, bool) or not isinstance(archs, int):
+            raise ConfigError(
+                file,
+                "study.architectures",
+                "must be a number of architectures or `all`",
+                f"an integer {allowed_text('study.architectures')}, or all (every candidate of a small space)",
+                value=archs,
+            )
+        check_value(archs, "study.architectures", file)
+    from trainers.objectives.registry import ZERO_COST
 
     if zc is None:
         zc = []
@@ -210,6 +248,20 @@ def _settings(section: Any, file: str | None) -> tuple[StudySettings, Mapping | 
             value=zc,
         )
     return dataclasses.replace(settings, architectures=archs, zero_cost=tuple(dict.fromkeys(zc))), inline
+
+
+def _inline_space(space: Mapping, file: str | None) -> Mapping:
+    """``study.space`` as a saved study holds it: ``{file: PATH, yaml: {the search YAML}}``."""
+    check_keys(space, ("file", "yaml"), file, "study.space")
+    if not isinstance(space.get("yaml"), Mapping) or not isinstance(space.get("file", ""), str):
+        raise ConfigError(
+            file,
+            "study.space",
+            "must name a search YAML (or, in a saved study, hold it as {file: PATH, yaml: {...}})",
+            "a path such as coatnet-cifar.yaml",
+            value=space,
+        )
+    return space
 
 
 def _experiment(settings: StudySettings, inline: Mapping | None, file: str | None):
@@ -243,18 +295,44 @@ def _proxies(proxies_d: Any, exp, file: str | None) -> list[Protocol]:
             "e.g. {default: {}, short: {train: {steps: 50}}}",
             value=proxies_d,
         )
+    lo, hi = RANGES["study.proxies"]
+    if len(proxies_d) > hi:
+        raise ConfigError(file, "proxies", f"lists {len(proxies_d)} proxy protocols", f"from {lo:g} to {hi:g} proxies")
     proxies = []
     for name, section in proxies_d.items():
-        if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum() or name == REFERENCE:
-            raise ConfigError(
-                file,
-                f"proxies.{name}",
-                "is not a usable proxy name",
-                f"letters, digits, '-' and '_', not `{REFERENCE}`",
-                value=name,
-            )
+        _check_proxy_name(name, file)
         proxies.append(_protocol(name, section, exp, file, f"proxies.{name}", [exp.train.seed]))
     return proxies
+
+
+def _check_proxy_name(name: Any, file: str | None) -> None:
+    """A proxy protocol's name: letters, digits, '-' and '_', and neither the reference's nor the zero-cost
+    job's nor a zero-cost proxy's (whatever the case or separator), so that no name means two things."""
+    from trainers.objectives.registry import ZERO_COST
+
+    allowed = (
+        "letters, digits, '-' and '_' (at most 64), other than "
+        f"{', '.join(f'`{r}`' for r in RESERVED)} and the zero-cost proxies' names"
+    )
+    if not isinstance(name, str) or not name or len(name) > 64 or not name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(file, f"proxies.{name}", "is not a usable proxy name", allowed, value=name)
+    plain = name.lower().replace("-", "_")
+    if plain in RESERVED:
+        what = "the reference protocol" if plain == REFERENCE else "the job that measures the zero-cost proxies"
+        raise ConfigError(
+            file,
+            f"proxies.{name}",
+            f"is the name of {what}, so this proxy would not be trained as a proxy",
+            allowed + "; rename it (e.g. `short`)",
+        )
+    if plain in {z.lower() for z in ZERO_COST}:
+        raise ConfigError(
+            file,
+            f"proxies.{name}",
+            "is the name of a zero-cost proxy (`study.zero_cost`), which measures an untrained network; "
+            "a trained proxy protocol needs a name of its own",
+            allowed + "; rename it (e.g. `short`)",
+        )
 
 
 def _plain(p: Protocol) -> dict:
@@ -291,9 +369,11 @@ def _resolve(path: str | Path) -> Path:
 
 def load_study(path: str | Path) -> Study:
     """Read and validate a study YAML file (a path, or a study bundled in ``search_spaces/studies``)."""
+    from nas.yamlio import load_yaml_file
+
     p = _resolve(path)
     try:
-        data = yaml.safe_load(p.read_text())
+        data = load_yaml_file(p, "a YAML mapping with keys study, proxies, reference")
     except yaml.YAMLError as err:
         raise ConfigError(
             str(p),
@@ -301,6 +381,11 @@ def load_study(path: str | Path) -> Study:
             f"is not valid YAML {yaml_problem(err)}",
             "a YAML mapping with keys study, proxies, reference",
         ) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"Cannot read study file {p}: {err}. Pass a readable YAML file.") from None
-    return study_from_dict(data, str(p))
+    except OSError as err:
+        raise UserError(f"Cannot read the study file {p}: {err.strerror or err}. Pass a readable YAML file.") from None
+    try:
+        return study_from_dict(data, str(p))
+    except ConfigError as err:
+        if err.file is not None:
+            raise
+        raise ConfigError(str(p), err.key, err.problem, err.allowed, err.value) from None

@@ -1,5 +1,8 @@
 """What a fidelity study runs: its architectures (sampled within the budgets, stratified over layouts) and
-its jobs, each one (architecture, protocol, seed) training or the zero-cost proxies of one architecture."""
+its jobs, each one (architecture, protocol, seed) training or the zero-cost proxies of one architecture.
+
+A job is a dict ``{"key", "kind", "arch", "protocol", "seed"}``; its ``kind`` says what the worker does
+(``train`` under the protocol, or ``zero_cost``: measure the zero-cost proxies), never its protocol's name."""
 
 from __future__ import annotations
 
@@ -7,12 +10,13 @@ import random
 from typing import Any
 
 from nas.errors import UserError
-from nas.fidelity.config import REFERENCE, Study
+from nas.fidelity.config import REFERENCE, ZERO_COST_JOB, Study
+from nas.limits import RANGES
 from nas.model.arch import Architecture
 
-__all__ = ["ZERO_COST_JOB", "sample_architectures", "plan_jobs"]
+__all__ = ["ZERO_COST_JOB", "TRAIN_JOB", "sample_architectures", "plan_jobs", "job_key"]
 
-ZERO_COST_JOB = "zero_cost"
+TRAIN_JOB = "train"  # the kind of a job that trains (ZERO_COST_JOB: one that measures the zero-cost proxies)
 
 
 def sample_architectures(study: Study) -> list[Architecture]:
@@ -31,10 +35,11 @@ def sample_architectures(study: Study) -> list[Architecture]:
 
     n = study.settings.architectures
     if n == "all":
-        if space.size() > 10_000:
+        most = int(RANGES["study.architectures"][1])
+        if space.size() > most:
             raise UserError(
                 f"`study.architectures: all` asks for every candidate, but the space has "
-                f"{space.size():,}. Give a number (e.g. 30) to sample that many."
+                f"{space.size():,} (a study trains at most {most:,}). Give a number (e.g. 30) to sample that many."
             )
         return _interleave_layouts([a for a in space.enumerate() if fits(a)], study.settings.seed)
     rng = random.Random(study.settings.seed)
@@ -81,13 +86,22 @@ def plan_jobs(study: Study, archs: list[Architecture]) -> list[dict[str, Any]]:
     ``study.reference_architectures`` (the sample is in layout order, so each prefix is stratified)."""
     jobs = []
     if study.settings.zero_cost:
-        jobs += [{"key": f"{a.id}/{ZERO_COST_JOB}", "arch": a, "protocol": ZERO_COST_JOB, "seed": 0} for a in archs]
+        jobs += [_job(a, ZERO_COST_JOB, ZERO_COST_JOB, 0) for a in archs]
     for p in study.proxies:
         for s in p.seeds:
-            jobs += [{"key": f"{a.id}/{p.name}/{s}", "arch": a, "protocol": p.name, "seed": s} for a in archs]
+            jobs += [_job(a, TRAIN_JOB, p.name, s) for a in archs]
     first, ceiling = study.settings.reference_architectures, study.settings.ceiling_architectures
     for i, s in enumerate(study.reference.seeds):
         n = first if i == 0 else ceiling if ceiling is not None else first
         some = archs if n is None else archs[:n]
-        jobs += [{"key": f"{a.id}/{REFERENCE}/{s}", "arch": a, "protocol": REFERENCE, "seed": s} for a in some]
+        jobs += [_job(a, TRAIN_JOB, REFERENCE, s) for a in some]
     return jobs
+
+
+def job_key(arch_id: str, kind: str, protocol: str, seed: int) -> str:
+    """The key of a job in ``jobs.jsonl``: ``ARCH/zero_cost`` or ``ARCH/PROTOCOL/SEED``."""
+    return f"{arch_id}/{ZERO_COST_JOB}" if kind == ZERO_COST_JOB else f"{arch_id}/{protocol}/{seed}"
+
+
+def _job(a: Architecture, kind: str, protocol: str, seed: int) -> dict[str, Any]:
+    return {"key": job_key(a.id, kind, protocol, seed), "kind": kind, "arch": a, "protocol": protocol, "seed": seed}

@@ -12,18 +12,22 @@ Reference axes (what each proxy axis claims to measure), each the mean over the 
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import os
+import stat
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from nas.errors import UserError
 from nas.fidelity.config import REFERENCE, Study
 from nas.fidelity.plan import ZERO_COST_JOB
 from nas.fidelity.stats import agreement
-from nas.fidelity.studydir import StudyDir
-from nas.fsio import atomic_write
+from nas.fidelity.studydir import JobRecord, StudyDir, check_folder, checked_records, json_safe
+from nas.fsio import atomic_write, read_json
 
 __all__ = ["analyse", "write_report", "format_tables", "format_tables_of", "AXES", "PROXY_MEASURES"]
 
@@ -38,10 +42,33 @@ PROXY_MEASURES = {
 }
 
 
-def _reference_axes(rec: dict[str, Any], objective, num_classes: int) -> dict[str, float]:
+REFERENCE_METRICS = ("gen_val_acc", "cap_train_acc", "cap_train_loss", "cap_val_acc")
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _fmean(values: Any) -> float:
+    """The mean of the values that are numbers (NaN when there are none: a trainer that does not report it)."""
+    vs = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return statistics.fmean(vs) if vs else math.nan
+
+
+def _reference_axes(rec: JobRecord, objective, num_classes: int) -> dict[str, float]:
     import trainers.objectives.registry as obj
 
-    m = rec["metrics"]
+    m = rec.metrics
+    missing = [k for k in REFERENCE_METRICS if not _finite(m.get(k))]
+    if missing:
+        raise UserError(
+            f"The reference training {rec.key!r} in jobs.jsonl has no value of {', '.join(missing)} among its "
+            "metrics, "
+            "which the reference axes are computed from (its trainer does not report them, or the line was "
+            "edited). Train the reference with a trainer that reports "
+            f"{', '.join(REFERENCE_METRICS)} (trainers.proxy:train_candidate does), or delete that line to "
+            "train it again."
+        )
     g = m["gen_val_acc"]
     c = obj.capacity(m["cap_train_acc"], m["cap_train_loss"], num_classes, objective)
     return {"generalization": g, "capacity": c, "score": obj.score(g, c, objective), "val_acc": m["cap_val_acc"]}
@@ -56,8 +83,8 @@ def _mean_ci(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), 1.96 * statistics.stdev(values) / math.sqrt(len(values))
 
 
-def analyse(study: Study, records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Everything the report shows, as plain data (also written to ``fidelity.json``)."""
+def analyse(study: Study, records: list[JobRecord]) -> dict[str, Any]:
+    """Everything the report shows, as plain data (also written to ``fidelity.json``, NaN as null)."""
     by_arch, failed = _by_arch(study, records)
     rows = _rows(by_arch)
     reps, seed = study.settings.bootstrap, study.settings.seed
@@ -80,34 +107,34 @@ def analyse(study: Study, records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _by_arch(study: Study, records: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
+def _by_arch(study: Study, records: list[JobRecord]) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
     """The successful records gathered per architecture (reference axes per seed, proxy results per
     protocol, zero-cost scores), and the number of failed jobs per protocol."""
     k = study.experiment.num_classes
     by_arch: dict[str, dict[str, Any]] = defaultdict(lambda: {"proxies": defaultdict(list), "reference": {}})
     failed = defaultdict(int)
     for r in records:
-        a = by_arch[r["arch_id"]]
-        a.update(arch=r["arch"], layout=r["layout"])
-        if r.get("status") != "ok":
-            failed[r["protocol"]] += 1
+        a = by_arch[r.arch_id]
+        a.update(arch=r.arch, layout=r.layout)
+        if not r.ok:
+            failed[r.protocol] += 1
             continue
-        if r["protocol"] == ZERO_COST_JOB:
-            a["zero_cost"] = r["zero_cost"]
-        elif r["protocol"] == REFERENCE:
-            a["reference"][r["seed"]] = {
+        m = r.metrics
+        if r.kind == ZERO_COST_JOB:
+            a["zero_cost"] = dict(r.zero_cost)
+        elif r.protocol == REFERENCE:
+            a["reference"][r.seed] = {
                 **_reference_axes(r, study.reference.objective, k),
-                "wall_s": r["metrics"].get("wall_s", math.nan),
-                "params": r["metrics"].get("params"),
-                "macs": r["metrics"].get("macs"),
+                "wall_s": m.get("wall_s", math.nan),
+                "params": m.get("params"),
+                "macs": m.get("macs"),
             }
         else:
-            m = r["metrics"]
-            a["proxies"][r["protocol"]].append(
+            a["proxies"][r.protocol].append(
                 {
-                    "score": r["score"],
-                    "generalization": r["generalization"],
-                    "capacity": r["capacity"],
+                    "score": r.score,
+                    "generalization": r.generalization,
+                    "capacity": r.capacity,
                     "gen_val_acc": m.get("gen_val_acc"),
                     "val_acc": m.get("val_acc"),
                     "wall_s": m.get("wall_s", math.nan),
@@ -132,9 +159,9 @@ def _rows(by_arch: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             "ref_seeds": sorted(a["reference"]),
             "ref": {ax: statistics.fmean(r[ax] for r in refs) for ax in AXES},
             "ref_by_seed": {s: {ax: v[ax] for ax in AXES} for s, v in a["reference"].items()},
-            "ref_wall_s": statistics.fmean(r["wall_s"] for r in refs),
+            "ref_wall_s": _fmean(r["wall_s"] for r in refs),
             "proxies": {
-                p: {m: statistics.fmean(x[m] for x in xs if x[m] is not None) for m in (*PROXY_MEASURES, "wall_s")}
+                p: {m: _fmean(x[m] for x in xs) for m in (*PROXY_MEASURES, "wall_s")}
                 for p, xs in a["proxies"].items()
                 if xs
             },
@@ -304,7 +331,8 @@ def format_tables(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _scatter(res: dict[str, Any], path: Path) -> None:
+def _scatter(res: dict[str, Any]) -> bytes | None:
+    """The scatter plot of each proxy measure against its reference axis, as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -314,7 +342,7 @@ def _scatter(res: dict[str, Any], path: Path) -> None:
     names = list(res["proxies"])
     panels = [(p, m) for p in names for m in ("score", "generalization", "capacity")]
     if not panels:
-        return
+        return None
     cols = 3
     fig, axs = plt.subplots(len(names), cols, figsize=(4 * cols, 3.4 * len(names)), squeeze=False)
     layouts = sorted({r["layout"] for r in rows})
@@ -336,17 +364,52 @@ def _scatter(res: dict[str, Any], path: Path) -> None:
     if axs.flat[0].get_legend_handles_labels()[0]:  # no legend for a panel without points
         axs.flat[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)  # to memory: the file is written by fsio (a link is never followed)
     plt.close(fig)
+    return buf.getvalue()
+
+
+def _check_outputs(sdir: StudyDir, paths: dict[str, Path]) -> None:
+    """Each report file is absent or a regular file (what an earlier report wrote): a link, a folder or a
+    device there is refused, never followed or replaced."""
+    for path in paths.values():
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            raise UserError(f"Cannot check the report file {path}: {err.strerror or err}.") from None
+        if not stat.S_ISREG(st.st_mode):
+            kind = (
+                "a symbolic link"
+                if stat.S_ISLNK(st.st_mode)
+                else "a folder"
+                if stat.S_ISDIR(st.st_mode)
+                else ("not a regular file")
+            )
+            raise UserError(
+                f"The report file {path} is {kind}; nas-fidelity writes its report as regular files and never "
+                "follows or replaces anything else. Move it aside, then write the report again with "
+                f"`nas-fidelity --report-only --resume {sdir.path}`; nothing was written."
+            )
 
 
 def write_report(study_dir: str | Path) -> dict[str, Path]:
     """Write ``fidelity.json``, ``fidelity.md`` and ``scatter.png`` into the study directory."""
     sdir = StudyDir(study_dir)
+    if not sdir.exists():
+        check_folder(sdir)
+        raise UserError(
+            f"{sdir.path} is not a study directory (no study.json), so there is no study to report. Start one "
+            "with `nas-fidelity STUDY.yaml --name NAME`."
+        )
+    check_folder(sdir)
     study = sdir.read_study()
-    res = analyse(study, sdir.read_records())
+    archs = sdir.read_architectures(study)
+    res = analyse(study, checked_records(sdir, study, archs))
     paths = {"json": sdir.path / "fidelity.json", "md": sdir.path / "fidelity.md", "png": sdir.path / "scatter.png"}
-    atomic_write(paths["json"], json.dumps(res, indent=1, default=str))
+    _check_outputs(sdir, paths)
     header = [
         f"# Fidelity study {sdir.path.name}",
         "",
@@ -356,14 +419,34 @@ def write_report(study_dir: str | Path) -> dict[str, Path]:
         f"({study.settings.bootstrap} resamples); layout intervals: 95% normal over architectures x seeds.",
         "",
     ]
+    png = _scatter(res)
+    atomic_write(paths["json"], json.dumps(json_safe(res), indent=1, default=str))
     atomic_write(paths["md"], "\n".join(header) + format_tables(res) + "\n")
-    _scatter(res, paths["png"])
+    if png is not None:
+        atomic_write(paths["png"], png)
     return paths
 
 
+def _nan_back(obj: Any) -> Any:
+    """``fidelity.json`` as :func:`analyse` returned it: null back to NaN."""
+    if obj is None:
+        return math.nan
+    if isinstance(obj, dict):
+        return {k: _nan_back(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nan_back(v) for v in obj]
+    return obj
+
+
 def format_tables_of(study_dir: str | Path) -> str:
-    """The report's tables for the study in ``study_dir`` (from ``fidelity.json`` when written)."""
+    """The report's tables for the study in ``study_dir``: from ``fidelity.json`` when it is a report of
+    ours, else computed from the records (``fidelity.json`` is derived; a damaged one costs nothing)."""
     sdir = StudyDir(study_dir)
     path = sdir.path / "fidelity.json"
-    res = json.loads(path.read_text()) if path.is_file() else analyse(sdir.read_study(), sdir.read_records())
-    return format_tables(res)
+    if path.is_file() and not path.is_symlink():
+        try:
+            return read_json(path, lambda d: format_tables(_nan_back(d)), what="The report", fix="")
+        except UserError:
+            pass
+    study = sdir.read_study()
+    return format_tables(analyse(study, checked_records(sdir, study, sdir.read_architectures(study))))

@@ -23,22 +23,33 @@ from typing import Any, TextIO
 from nas.errors import UserError
 from nas.fidelity.config import Study
 from nas.fidelity.plan import ZERO_COST_JOB, plan_jobs, sample_architectures
-from nas.fidelity.studydir import StudyDir, pending, prepare
+from nas.fidelity.studydir import StudyDir, check_folder, pending, prepare
 from nas.fsio import append_line
 from nas.model.arch import Architecture
+from nas.runtime.command import Command
+from nas.runtime.signals import StopFlag, StopSignals
+from nas.search.trainable import WorkerSetup, ZeroCostSetup
 
-__all__ = ["StudyDir", "sample_architectures", "plan_jobs", "run_study", "ZERO_COST_JOB"]
+__all__ = ["StudyDir", "sample_architectures", "plan_jobs", "run_study", "ZERO_COST_JOB", "FIDELITY", "worker_setup"]
+
+FIDELITY = Command(
+    name="nas-fidelity",
+    folder="study directory",
+    new_folder="another `--name`/`--study-dir` for a new study",
+    gpus="`study.gpus_per_trial: {value}`",
+    gpus_off="`study.gpus_per_trial: 0` in the study YAML (a started study keeps its settings: start it again "
+    "under another `--name`)",
+    cpus="`study.cpus_per_trial`",
+)
+"""``nas-fidelity`` as the shared runtime names it (its lock, its Ray set-up)."""
 
 
-def run_job(job: dict[str, Any], setup: dict[str, Any]) -> dict[str, Any]:
+def run_job(job: dict[str, Any], setup: WorkerSetup) -> dict[str, Any]:
     """One job inside a worker: a training under its protocol (through the search's trainer wrapper, so
     failures become results) or the zero-cost proxies. Returns the record to append."""
-    import torch
+    from trainers.training.result import classify_failure
 
-    from trainers.data.shared import worker_dataset
-
-    threads = max(1, int(setup["cpus_per_trial"]))
-    torch.set_num_threads(threads)
+    threads = setup.enter()
     arch: Architecture = job["arch"]
     base = {
         "key": job["key"],
@@ -47,69 +58,59 @@ def run_job(job: dict[str, Any], setup: dict[str, Any]) -> dict[str, Any]:
         "layout": arch.layout_name,
         "protocol": job["protocol"],
         "seed": job["seed"],
+        "kind": job["kind"],
     }
     t0 = time.perf_counter()
-    if job["protocol"] == ZERO_COST_JOB:
+    if job["kind"] == ZERO_COST_JOB:  # the job's kind, never its protocol's name, says what it does
         from trainers.objectives.zerocost import zero_cost_scores
 
-        train = setup["base_train"]
-        dataset = worker_dataset(train.data, setup["image_size"], setup["in_chans"], setup.get("shared"))
+        zc = setup.zero_cost or ZeroCostSetup((), 64, 0)
         try:
+            dataset = setup.dataset(setup.train.data)
             scores = zero_cost_scores(
-                arch,
-                dataset,
-                list(setup["zero_cost"]),
-                batch_size=setup["zero_cost_batch"],
-                seed=setup["seed"],
-                image_size=setup["image_size"],
+                arch, dataset, list(zc.proxies), batch_size=zc.batch, seed=zc.seed, image_size=setup.image_size
             )
-            return {
-                **base,
-                "status": "ok",
-                "reason": "",
-                "zero_cost": scores,
-                "metrics": {"wall_s": time.perf_counter() - t0},
-            }
         except Exception as err:  # noqa: BLE001 - a failed measurement is a record, the study goes on
+            failure = classify_failure(err)
             return {
                 **base,
-                "status": "error",
-                "reason": f"{type(err).__name__}: {err}"[:500],
+                "status": failure.status,
+                "reason": failure.reason,
                 "zero_cost": {},
                 "metrics": {"wall_s": time.perf_counter() - t0},
             }
+        return {
+            **base,
+            "status": "ok",
+            "reason": "",
+            "zero_cost": scores,
+            "metrics": {"wall_s": time.perf_counter() - t0},
+        }
     from nas.search.trainable import run_trainer
 
-    train, objective = setup["protocols"][job["protocol"]]
+    train, objective = setup.protocol(job["protocol"])
     train = dataclasses.replace(train, seed=job["seed"])
-    dataset = worker_dataset(train.data, setup["image_size"], setup["in_chans"], setup.get("shared"))
-    res = run_trainer(setup["trainer"], arch, dataset, train, objective, threads, None, setup["image_size"])
+    dataset = setup.dataset(train.data)
+    res = run_trainer(setup.trainer, arch, dataset, train, objective, threads, None, setup.image_size)
     rec = res.to_dict()  # with its per-round history (a tabulated benchmark replays it to a scheduler)
     rec["metrics"] = {**rec["metrics"], "job_s": time.perf_counter() - t0}
     return {**base, **rec}
 
 
-def _setup(study: Study, shared: bool = False) -> dict[str, Any]:
-    """What every job needs; ``shared``: also load the file-backed sources once into Ray's object store
-    (``trainers.data.shared``; Ray must be initialised), read by every worker of a node without a copy."""
-    exp = study.experiment
-    setup = {
-        "cpus_per_trial": study.settings.cpus_per_trial,
-        "image_size": exp.space.image_size,
-        "in_chans": exp.space.in_chans,
-        "trainer": exp.search.trainer,
-        "base_train": exp.train,
-        "protocols": {p.name: (p.train, p.objective) for p in study.protocols},
-        "zero_cost": study.settings.zero_cost,
-        "zero_cost_batch": study.settings.zero_cost_batch,
-        "seed": study.settings.seed,
-    }
-    if shared:
-        from trainers.data.shared import share_datasets
-
-        configs = [exp.train.data, *(p.train.data for p in study.protocols)]
-        setup["shared"] = share_datasets(configs, exp.space.image_size, exp.space.in_chans)
-    return setup
+def worker_setup(study: Study) -> WorkerSetup:
+    """What every job's worker is given: the base protocol, every protocol of the study by name and the
+    zero-cost settings (the data sets are shared by :meth:`WorkerSetup.sharing` once Ray runs)."""
+    exp, s = study.experiment, study.settings
+    return WorkerSetup(
+        trainer=exp.search.trainer,
+        train=exp.train,
+        objective=exp.objective,
+        image_size=exp.space.image_size,
+        in_chans=exp.space.in_chans,
+        cpus_per_trial=s.cpus_per_trial,
+        protocols=tuple((p.name, p.train, p.objective) for p in study.protocols),
+        zero_cost=ZeroCostSetup(tuple(s.zero_cost), s.zero_cost_batch, s.seed),
+    )
 
 
 def run_study(
@@ -121,28 +122,29 @@ def run_study(
     out: TextIO | None = sys.stdout,
     on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) the study in ``study_dir`` on Ray; return ``{"done", "ran", "remaining", "stopped"}``.
+    """Run (or resume) the study in ``study_dir`` on Ray; return ``{"done", "ran", "remaining", "stopped"}``
+    (and ``"signal"``, the signal's name, when one stopped it).
 
     ``study`` is a :class:`Study` or a study YAML path (``None``: resume the one saved in ``study_dir``).
     ``max_jobs`` stops after that many new jobs (the rest stays for the next run). SIGINT, SIGTERM and
-    SIGHUP stop the running jobs and keep every finished one; the return value says ``stopped``.
+    SIGHUP (``nas.runtime.signals``) stop the running jobs and keep every finished one; the return value
+    says ``stopped``. A refused start (a bad study, an impossible resource request) in a folder this call
+    created leaves no folder behind.
     """
-    import ray
-
     from nas.fidelity.config import load_study
-    from nas.runtime.cluster import connect
     from nas.runtime.lock import RunLock
 
     if study is not None and not isinstance(study, Study):
         study = load_study(study)
     sdir = StudyDir(study_dir)
+    check_folder(sdir)  # before anything is created in it: a folder that is not a study is refused
     if study is None and not sdir.exists():
         prepare(sdir, None)
     created = not sdir.path.exists()
-    with RunLock(_mk(sdir.path)):
+    with StopSignals() as signals, RunLock(_mk(sdir.path), FIDELITY):
         try:
             study, archs = prepare(sdir, study)
-        except UserError:
+        except (UserError, KeyboardInterrupt):
             if created:  # a refused start leaves nothing behind
                 shutil.rmtree(sdir.path, ignore_errors=True)
             raise
@@ -151,65 +153,83 @@ def run_study(
         say(f"nas-fidelity: {len(archs)} architectures, {len(done)} jobs recorded, {len(todo)} to run -> {sdir.path}")
         if not todo:
             return {"done": len(done), "ran": 0, "remaining": 0, "stopped": False}
-        stop = _SignalStop()
-        started = False
-        stop.install()
-        inflight: dict[Any, dict[str, Any]] = {}
-        progress = _Progress(sdir, len(done), len(todo), say, on_record)
+        return _session(study, sdir, done, todo, left_after, address, say, on_record, signals, created)
+
+
+def _session(
+    study: Study,
+    sdir: StudyDir,
+    done: list,
+    todo: list[dict[str, Any]],
+    left_after: int,
+    address: str | None,
+    say: Callable[[str], None],
+    on_record: Callable[[dict[str, Any]], None] | None,
+    signals: StopSignals,
+    created: bool,
+) -> dict[str, Any]:
+    """Start Ray (the shared set-up: ``nas.runtime.cluster.start_ray``), run the jobs, stop on a signal."""
+    import ray
+
+    from nas.runtime.cluster import start_ray
+
+    s = study.settings
+    started = False
+    flag = StopFlag()
+    inflight: dict[Any, dict[str, Any]] = {}
+    progress = _Progress(sdir, len(done), len(todo), say, on_record)
+
+    def on_stop(signum: int) -> None:  # the first signal while the jobs run: stop at the next check
+        flag.request(signal.Signals(signum).name)
+
+    try:
         try:
-            from nas.runtime.raylog import ray_notices
-
-            with ray_notices(lambda line: append_line(sdir.path / "ray.log", line + "\n")):  # not the terminal
-                started = connect(address, num_cpus=None)  # inside: a signal while Ray starts is a pause too
-            stop.install()  # ray.init puts its own SIGTERM handler (a C++ stack dump) in place of ours
-            _run_jobs(study, todo, inflight, progress)
-        except KeyboardInterrupt:
-            for ref in inflight:
-                ray.cancel(ref, force=True)
-            why = stop.signal or "SIGINT"
-            ran = progress.ran
-            say(
-                f"nas-fidelity: stopped by {why}; {len(done) + ran} jobs are recorded, {len(inflight)} running "
-                f"job(s) dropped. Resume with: nas-fidelity --resume {sdir.path}"
+            started = start_ray(  # inside the try: a signal while Ray starts is a pause too
+                FIDELITY,
+                address,
+                cpus_per_trial=s.cpus_per_trial,
+                gpus_per_trial=s.gpus_per_trial,
+                log=lambda line: append_line(sdir.path / "ray.log", line + "\n"),  # not the terminal
+                signals=signals,
+                gpus_from=f"`study.gpus_per_trial: {s.gpus_per_trial:g}`"
+                + (f" (in {study.file})" if study.file else ""),
+                cpus_from=f"`study.cpus_per_trial: {s.cpus_per_trial:g}`"
+                + (f" (in {study.file})" if study.file else ""),
             )
-            return {
-                "done": len(done) + ran,
-                "ran": ran,
-                "remaining": len(todo) - ran + left_after,
-                "stopped": True,
-                "signal": why,
-            }
-        finally:
-            stop.restore()
-            if started:
-                ray.shutdown()
+            setup = worker_setup(study).sharing(p.train.data for p in study.protocols)  # a data error: here
+        except UserError:
+            if created:  # nothing ran: a refused start leaves nothing behind
+                if started:
+                    ray.shutdown()
+                    started = False
+                shutil.rmtree(sdir.path, ignore_errors=True)
+            raise
+        signals.on_stop = on_stop
+        _run_jobs(study, todo, inflight, progress, setup, flag)
+    except KeyboardInterrupt as err:  # a signal before the jobs ran, or a second one: stop at once
+        flag.request(getattr(err, "name", None) or signals.name or "SIGINT")
+    finally:
+        signals.on_stop = None
+        dropped = len(inflight)
+        for ref in inflight:
+            ray.cancel(ref, force=True)
+        if started:
+            ray.shutdown()
+    why = signals.name or flag.why
+    if not flag.set:
         return {"done": len(done) + progress.ran, "ran": progress.ran, "remaining": left_after, "stopped": False}
-
-
-class _SignalStop:
-    """SIGINT, SIGTERM and SIGHUP as a KeyboardInterrupt that remembers the signal's name."""
-
-    def __init__(self):
-        self.signal: str | None = None
-        self.handlers: dict[Any, Any] = {}
-
-    def _on_signal(self, signum, frame):
-        self.signal = signal.Signals(signum).name
-        raise KeyboardInterrupt
-
-    def install(self) -> None:
-        """Put the handlers in place (again); the first previous handler of each signal is kept."""
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            try:
-                previous = signal.signal(sig, self._on_signal)
-            except ValueError:  # not the main thread (a notebook's worker thread): no handlers
-                return
-            self.handlers.setdefault(sig, previous)
-
-    def restore(self) -> None:
-        """Put the previous handlers back."""
-        for sig, h in self.handlers.items():
-            signal.signal(sig, h)
+    ran = progress.ran
+    say(
+        f"nas-fidelity: stopped by {why}; {len(done) + ran} jobs are recorded, {dropped} running "
+        f"job(s) dropped. Resume with: nas-fidelity --resume {sdir.path}"
+    )
+    return {
+        "done": len(done) + ran,
+        "ran": ran,
+        "remaining": len(todo) - ran + left_after,
+        "stopped": True,
+        "signal": why,
+    }
 
 
 class _Progress:
@@ -249,40 +269,58 @@ class _Progress:
 
 
 def _run_jobs(
-    study: Study, todo: list[dict[str, Any]], inflight: dict[Any, dict[str, Any]], progress: _Progress
+    study: Study,
+    todo: list[dict[str, Any]],
+    inflight: dict[Any, dict[str, Any]],
+    progress: _Progress,
+    setup: WorkerSetup,
+    flag: StopFlag,
 ) -> None:
-    """Run the jobs as Ray tasks, at most the concurrency limit at once, recording each as it finishes;
-    ``inflight`` holds the running ones (the caller cancels them on a stop)."""
+    """Run the jobs as Ray tasks, at most the concurrency limit at once, recording each as it finishes,
+    until all are done or ``flag`` is set (a signal); ``inflight`` holds the running ones (the caller
+    cancels them). The jobs finished when the flag is set are recorded before this returns."""
     import ray
 
-    from nas.runtime.cluster import check_resources
-
     s = study.settings
-    check_resources(s.cpus_per_trial, s.gpus_per_trial)
     cpus = ray.cluster_resources().get("CPU", 1)
     limit = s.max_concurrent or max(1, int(cpus // s.cpus_per_trial))
     remote = ray.remote(run_job).options(
         num_cpus=s.cpus_per_trial, num_gpus=s.gpus_per_trial, max_retries=s.max_retries
     )
-    setup_ref = ray.put(_setup(study, shared=True))
+    setup_ref = ray.put(setup)
     queue = list(todo)
-    while queue or inflight:
+    while (queue or inflight) and not flag.set:
         while queue and len(inflight) < limit:
             job = queue.pop(0)
             inflight[remote.remote(job, setup_ref)] = job
-        ready, _ = ray.wait(list(inflight), num_returns=1, timeout=2.0)
-        for ref in ready:
-            job = inflight.pop(ref)
-            try:
-                rec = ray.get(ref)
-            except ray.exceptions.RayError as err:  # the worker died beyond its retries
-                rec = _lost_record(job, err)
-            progress.record(rec)
+        ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+        _record(ready, inflight, progress)
+    if inflight:  # stopped: keep what finished meanwhile
+        ready, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=0)
+        _record(ready, inflight, progress)
 
 
-def _lost_record(job: dict[str, Any], err: Exception) -> dict[str, Any]:
-    """The error record of a job whose worker died beyond its retries."""
+def _record(ready: list, inflight: dict[Any, dict[str, Any]], progress: _Progress) -> None:
+    """Record the finished jobs ``ready`` (a worker lost beyond its retries is an error record)."""
+    import ray
+
+    for ref in ready:
+        job = inflight[ref]
+        try:
+            rec = ray.get(ref)
+        except ray.exceptions.RayError as err:  # the worker died beyond its retries, or the task raised
+            rec = _lost_record(job, err)
+        progress.record(rec)
+        del inflight[ref]
+
+
+def _lost_record(job: dict[str, Any], err: BaseException) -> dict[str, Any]:
+    """The failed record of a job whose task did not return (``classify_failure``: a lost worker is an
+    ``error``, one Ray killed for memory ``oom``)."""
+    from trainers.training.result import classify_failure
+
     a = job["arch"]
+    failure = classify_failure(err)
     return {
         "key": job["key"],
         "arch_id": a.id,
@@ -290,8 +328,8 @@ def _lost_record(job: dict[str, Any], err: Exception) -> dict[str, Any]:
         "layout": a.layout_name,
         "protocol": job["protocol"],
         "seed": job["seed"],
-        "status": "error",
-        "reason": f"worker lost: {str(err).strip().splitlines()[0][:300]}",
+        "status": failure.status,
+        "reason": failure.reason,
         "metrics": {},
     }
 

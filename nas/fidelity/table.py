@@ -1,5 +1,6 @@
 """Turn a study that trained every candidate of a space (``architectures: all``) into a tabulated benchmark:
-one versioned JSON file (``trainers.training.tabular``) that a search replays with ``search.trainer: table:PATH``.
+one versioned JSON file (``trainers.training.tabular``, its one reader and writer) that a search replays
+with ``search.trainer: table:PATH``.
 
 The file records what produced it: the search YAML (space and protocol), the proxy's seeds, the code version
 (git commit, and whether the tree had uncommitted changes), the hardware and software, and per candidate the
@@ -11,9 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import json
 import os
 import platform
+import stat
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,10 @@ from typing import Any
 from nas.errors import UserError
 from nas.fidelity.config import REFERENCE
 from nas.fidelity.plan import ZERO_COST_JOB
-from nas.fidelity.studydir import StudyDir
-from nas.fsio import atomic_write
+from nas.fidelity.studydir import OWN_FILES, JobRecord, StudyDir, checked_records
+from nas.fsio import atomic_write, make_dirs
 from nas.search.config import protocol_of
+from trainers.training.tabular import TABLE_FORMAT, dump_table
 
 __all__ = ["tabulate", "write_table"]
 
@@ -103,10 +105,10 @@ def tabulate(
     sdir = StudyDir(study_dir)
     study = _read_study(sdir, proxy)
     p = study.protocol(proxy)
-    archs = sdir.read_architectures()
-    recs: dict[tuple[str, str, int], dict[str, Any]] = {}
-    for r in sdir.read_records():
-        recs[(r["arch_id"], r["protocol"], r["seed"])] = r
+    archs = sdir.read_architectures(study)
+    recs: dict[tuple[str, str, int], JobRecord] = {}
+    for r in checked_records(sdir, study, archs):
+        recs[(r.arch_id, r.protocol, r.seed)] = r
     seed = p.seeds[0]
     missing = [a for a in archs if (a.id, proxy, seed) not in recs]
     if missing:
@@ -118,7 +120,7 @@ def tabulate(
     exp = dataclasses.replace(study.experiment, train=p.train, objective=p.objective)
     raw = dict(study.experiment.raw)
     return {
-        "format": "coatnas-table/1",
+        "format": TABLE_FORMAT,
         "name": name or Path(study.experiment.file or "table").stem,
         "version": version,
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
@@ -160,32 +162,32 @@ def _read_study(sdir: StudyDir, proxy: str):
     return study
 
 
-def _entry(
-    a, recs: dict[tuple[str, str, int], dict[str, Any]], r: dict[str, Any], ref_seeds: tuple[int, ...]
-) -> dict[str, Any]:
+def _entry(a, recs: dict[tuple[str, str, int], JobRecord], r: JobRecord, ref_seeds: tuple[int, ...]) -> dict[str, Any]:
     """The table entry of architecture ``a``: its proxy record ``r`` (kept measurements and history), its
     zero-cost scores if measured, and its reference results per seed where trained."""
-    m = r.get("metrics") or {}
+    m = r.metrics
     e = {
         "id": a.id,
         "arch": a.to_dict(),
         "arch_str": str(a),
         "layout": a.layout_name,
-        "status": r["status"],
-        "reason": r.get("reason", ""),
+        "status": r.status,
+        "reason": r.reason,
         "metrics": {k: m[k] for k in KEEP_METRICS if k in m},
-        "history": [{k: h[k] for k in KEEP_HISTORY if k in h} for h in r.get("history") or []],
+        "history": [{k: h[k] for k in KEEP_HISTORY if k in h} for h in r.history],
+        "seed": r.seed,
+        "proxy": r.protocol,
     }
     zc = recs.get((a.id, ZERO_COST_JOB, 0))
-    if zc is not None and zc.get("status") == "ok":
-        e["zero_cost"] = zc["zero_cost"]
+    if zc is not None and zc.ok:
+        e["zero_cost"] = dict(zc.zero_cost)
     ref = {s: recs[(a.id, REFERENCE, s)] for s in ref_seeds if (a.id, REFERENCE, s) in recs}
     if ref:
         e["reference"] = {
             str(s): {
-                "status": v["status"],
-                **{k: v.get(k) for k in ("generalization", "capacity", "score")},
-                **{k: (v.get("metrics") or {}).get(k) for k in KEEP_METRICS},
+                "status": v.status,
+                **{k: getattr(v, k) for k in ("generalization", "capacity", "score")},
+                **{k: v.metrics.get(k) for k in KEEP_METRICS},
             }
             for s, v in ref.items()
         }
@@ -194,11 +196,26 @@ def _entry(
 
 def write_table(study_dir: str | os.PathLike, out: str | os.PathLike, **kw: Any) -> Path:
     """Write :func:`tabulate`'s table to ``out`` (atomically; one entry per line, so diffs stay readable)."""
-    table = tabulate(study_dir, **kw)
-    entries = table.pop("entries")
-    head = json.dumps(table, indent=1)[:-2]
-    body = ",\n".join(json.dumps(e, separators=(",", ":")) for e in entries)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, f'{head},\n "entries": [\n{body}\n]\n}}\n')
+    _check_table_path(out, StudyDir(study_dir))
+    text = dump_table(tabulate(study_dir, **kw))  # validated by the one reader of tables first
+    make_dirs(out.parent)
+    atomic_write(out, text)
     return out
+
+
+def _check_table_path(out: Path, sdir: StudyDir) -> None:
+    """The table's path is absent or a regular file (an earlier table), and none of the study's own files."""
+    try:
+        st = os.lstat(out)
+    except FileNotFoundError:
+        st = None
+    except OSError as err:
+        raise UserError(f"Cannot check the table path {out}: {err.strerror or err}.") from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise UserError(
+            f"The table path {out} exists and is not a regular file (a link, a folder or a device); a table is "
+            "written as a new file or over an earlier table, never through a link. Choose another path."
+        )
+    if os.path.realpath(out) in {os.path.realpath(sdir.path / name) for name in OWN_FILES}:
+        raise UserError(f"The table path {out} is one of the study's own files. Choose another path.")
