@@ -429,7 +429,10 @@ def record_format(data: dict, what: str, newest: int, *, unversioned: int = 1) -
     saying that a newer one needs a newer coatnas."""
     fmt = data.get("format", unversioned)
     if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < unversioned:
-        raise Invalid(f"its format {str(fmt)[:40]!r} is not a format of {what} ({unversioned}..{newest})")
+        raise Invalid(
+            f"its format {fmt!r:.40} is not a format version of {what} (the key `format`: a whole number from "
+            f"{unversioned} to {newest})"
+        )
     if fmt > newest:
         raise Invalid(
             f"it is format {fmt} of {what}, written by a newer coatnas (this one reads {unversioned}..{newest}); "

@@ -835,7 +835,7 @@ CASES += [
     search_case(
         "search-data-labels-unallocatable",
         {**bad("{name: synthetic,", "{name: npz, path: {tmp}/d.npz,"), "d.npz": _npz_huge_labels},
-        ["train.data (npz", "number of classes", "(got 1000000000001)"],
+        ["`train.data.path` for source `npz`", "number of classes", "(got 1000000000001)"],
     ),
     Case(
         "run-dir-parent-is-a-file",

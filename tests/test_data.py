@@ -90,7 +90,7 @@ def test_imagefolder_happy_and_empty(tmp_path):
         for i in range(4):
             Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(tmp_path / "imgs" / c / f"{i}.png")
     d = load_dataset(DataConfig(name="imagefolder", path=str(tmp_path / "imgs"), val_fraction=0.25), 8, 3)
-    check_dataset(d, 8, 3, 3)
+    check_dataset(d, 8, 3, 3, stored=torch.uint8)  # each file resized to 8 px on its own: uint8 in colour
     assert len(d.y_val) == 3
     (tmp_path / "empty" / "a").mkdir(parents=True)
     with pytest.raises(UserError, match=r"found 0 class folder.*one sub-folder per class"):
@@ -176,3 +176,92 @@ def test_float_sources_unchanged_and_subsets_keep_storage():
     assert torch.equal(d.x_train.float(), old_tr)  # bitwise: the same operations on float storage
     sub = d.x_train.subset(torch.tensor([4, 1]))
     assert sub.raw.dtype == d.x_train.raw.dtype and torch.equal(sub[:], d.x_train[torch.tensor([4, 1])])
+
+
+def _image(path, h, w, value):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((h, w, 3), value, dtype=np.uint8)).save(path)
+
+
+@pytest.mark.parametrize("first", [(7, 300), (300, 7), (1, 1), (8, 8), (64, 64)])
+@pytest.mark.parametrize("chans", [3, 1])
+def test_imagefolder_first_image_size_sets_nothing(tmp_path, first, chans):
+    """Whatever size the FIRST file has, every image is resized on its own to the image size: an image of one
+    flat colour stays that flat colour (resizing it to the first file's odd size and back would not change
+    that, so the pixels are checked against decoding each file alone), and the memory estimate and the
+    stream/load choice do not depend on any file."""
+    from trainers.data.loading import in_memory_bytes, read_dataset
+    from trainers.data.readers import decode_rgb
+    from trainers.data.stream import StreamedImages
+
+    root = tmp_path / "imgs"
+    rng = np.random.default_rng(5)
+    sizes = [first, (32, 32), (20, 40), (9, 9)]
+    files = []
+    for c in ("a", "b"):
+        for i, (h, w) in enumerate(sizes):
+            f = root / c / f"{i}.png"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(f)
+            files.append(f)
+    cfg = DataConfig(name="imagefolder", path=str(root), val_fraction=0.5, stream_above_mb=None)
+    d = read_dataset(cfg, 8, chans)
+    assert d.x_train.raw.dtype == (torch.uint8 if chans == 3 else torch.float32)
+    # every file decoded alone at 8x8, in class-then-name order; the split picks rows of it
+    alone = torch.from_numpy(np.stack([decode_rgb(f, (8, 8)).transpose(2, 0, 1) for f in files]))
+    from trainers.data.images import to_images
+    from trainers.data.loading import stratified_split
+
+    tr, va = stratified_split(np.repeat([0, 1], 4), 0.5, 0)
+    want = to_images(alone.numpy(), 8, chans)
+    assert torch.equal(d.x_train.raw, want[torch.from_numpy(tr)]) and torch.equal(
+        d.x_val.raw, want[torch.from_numpy(va)]
+    )
+    # the estimate is the same whatever the first file: 8 images * chans * 64 px * (1 byte RGB, 4 grey)
+    assert in_memory_bytes(8, 8, chans) == 8 * chans * 64 * (1 if chans == 3 else 4)
+    streamed = read_dataset(
+        DataConfig(name="imagefolder", path=str(root), val_fraction=0.5, stream_above_mb=0), 8, chans
+    )
+    assert isinstance(streamed.x_train, StreamedImages)
+    torch.testing.assert_close(streamed.x_train[:], d.x_train[:], rtol=0, atol=1e-5)
+
+
+def test_read_imagefolder_without_a_size_refuses_mixed_sizes(tmp_path):
+    from trainers.data.loading import read_imagefolder
+
+    _image(tmp_path / "f" / "a" / "0.png", 7, 300, 10)
+    _image(tmp_path / "f" / "b" / "0.png", 32, 32, 20)
+    with pytest.raises(UserError, match=r"this image is 32x32 px, \S+/a/0.png 300x7 px: give the image size") as err:
+        read_imagefolder(DataConfig(name="imagefolder", path=str(tmp_path / "f")))
+    assert "\n" not in str(err.value)
+    x, y, k = read_imagefolder(DataConfig(name="imagefolder", path=str(tmp_path / "f")), 16)
+    assert x.shape == (2, 3, 16, 16) and x.dtype == np.uint8 and k == 2
+    assert (x[0] == 10).all() and (x[1] == 20).all()  # a flat colour stays flat: no detour through 7x300
+
+
+def test_one_registry_of_sources():
+    """Each source's name is declared once, beside its reader, which resolves to a function; the config layer
+    reads the names without importing a reader (tests/test_config_layer.py checks torch stays out)."""
+    import typing
+
+    from trainers.data.config import SOURCES
+    from trainers.data.download import ARCHIVES
+    from trainers.data.shared import SHARED_SOURCES
+
+    assert typing.get_args(typing.get_type_hints(DataConfig)["name"]) == tuple(SOURCES)
+    for name, source in SOURCES.items():
+        assert source.name == name and callable(source.read()), name
+        assert (source.path is None) == (name not in SHARED_SOURCES)
+        assert source.path is None or source.expected
+    assert set(ARCHIVES) <= set(SOURCES)
+    # the names alone, in a fresh interpreter: no reader imported, nor numpy or torch
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\nfrom nas.errors import parse_dataclass\nfrom trainers.data.config import SOURCES, DataConfig\n"
+        "parse_dataclass(DataConfig, {'name': 'npz', 'path': 'x.npz'})\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'torch') or m.startswith('trainers.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "['trainers.data', 'trainers.data.config']", out

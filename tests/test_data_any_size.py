@@ -134,23 +134,25 @@ def test_sample_statistics_close_to_the_full_split(tmp_path):
     uniform noise: spread ~0.29 / sqrt(12 * 144 pixels))."""
     cfg = DataConfig(name="imagefolder", path=_folder(tmp_path / "imgs"), val_fraction=0.25, stream_above_mb=0)
     st = read_dataset(cfg, 12, 3)
-    mean, std = sample_stats(st.x_train.root, st.x_train.names, (12, 12), 12, 3, seed=0, sample=12)
+    mean, std = sample_stats(st.x_train.root, st.x_train.names, 12, 3, seed=0, sample=12)
     torch.testing.assert_close(mean, st.x_train.mean, rtol=0, atol=0.05)
     torch.testing.assert_close(std, st.x_train.std, rtol=0, atol=0.05)
 
 
 def test_stream_chosen_by_size(tmp_path):
-    """24 RGB images of 12x12 px, kept uint8 at 12 px: 24 * 3 * 144 = 10,368 bytes; at 16 px float32:
-    24 * 3 * 256 * 4 = 73,728 bytes. The limit counts after `limit`."""
+    """24 RGB images (12x12 and 14x10 px), each resized to the image size and kept uint8 in colour: 24 * 3 * 144
+    = 10,368 bytes at 12 px, 24 * 3 * 256 = 18,432 bytes at 16 px; in grey float32: 24 * 256 * 4 = 24,576 bytes
+    at 16 px. The limit counts after `limit`."""
     cfg = DataConfig(name="imagefolder", path=_folder(tmp_path / "imgs"), val_fraction=0.25)
 
-    def streamed(size: int = 12, **kw) -> bool:
+    def streamed(size: int = 12, chans: int = 3, **kw) -> bool:
         clear_dataset_cache()
-        return isinstance(load_dataset(dataclasses.replace(cfg, **kw), size, 3).x_train, StreamedImages)
+        return isinstance(load_dataset(dataclasses.replace(cfg, **kw), size, chans).x_train, StreamedImages)
 
     assert not streamed() and not streamed(stream_above_mb=None) and streamed(stream_above_mb=0)
     assert streamed(stream_above_mb=0.0103) and not streamed(stream_above_mb=0.0104)
-    assert streamed(16, stream_above_mb=0.0737) and not streamed(16, stream_above_mb=0.0738)
+    assert streamed(16, stream_above_mb=0.0184) and not streamed(16, stream_above_mb=0.0185)
+    assert streamed(16, 1, stream_above_mb=0.0245) and not streamed(16, 1, stream_above_mb=0.0246)
     assert not streamed(stream_above_mb=0.0103, limit=12)
     npz = DataConfig(name="npz", path=_npz(tmp_path / "d.npz"), stream_above_mb=0)
     assert type(load_dataset(npz, 12, 3).x_train) is Images  # only image folders stream
@@ -204,4 +206,4 @@ def test_search_on_a_file_source_runs_through_the_shared_path(ray_local, write_s
     space.write_text(space.read_text().replace("name: synthetic,", f"name: npz, path: {tmp_path / 'g.npz'},"))
     res = run(space, trials=1, run_dir=tmp_path / "run", progress=False)
     assert res.completed == 1 and len(calls) == 1 and calls[0][0][0].name == "npz"
-    assert all(r["status"] == "ok" for r in RunDir(res.run_dir).read_records())
+    assert all(r.ok for r in RunDir(res.run_dir).read_records())

@@ -1,17 +1,107 @@
-"""The ``train.data`` section: where the images come from, as a frozen, torch-free configuration.
+"""The ``train.data`` section: where the images come from, as a frozen, torch-free configuration, and the one
+registry of data sources.
 
-The data sources' names live here (``SOURCES``); each one's reader is ``trainers.data.readers.READERS``
-(a test keeps the two in step).
+:data:`SOURCES` declares every source once: its name beside its reader (``"module:function"``, imported only
+when the source is read: the readers need numpy and torch, this module neither), whether it reads a file or a
+folder at ``path``, and what that path must hold (the text of the error when it does not). A new source is
+one entry here and one reader function.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-# The data sources: a name here, its reader in ``trainers.data.readers.READERS`` (a test keeps the two in step).
-SOURCES = ("digits", "synthetic", "cifar10", "cifar100", "imagefolder", "npz")
+from nas.errors import UserError
+
+
+@dataclass(frozen=True)
+class Source:
+    """One data source.
+
+    Args:
+        name: what ``train.data.name`` says.
+        reader: ``"module:function"`` of its reader, called as ``reader(cfg, path, image_size, in_chans, origin)``
+            (``path``: the resolved :class:`~pathlib.Path`, or ``None`` for a source without one) and returning
+            (x NCHW numpy, y int64 numpy, number of classes); see :mod:`trainers.data.readers`.
+        path: ``"file"`` or ``"folder"`` when the source reads ``train.data.path`` (such a source is shared
+            through Ray's object store, :mod:`trainers.data.shared`), ``None`` when it needs no files.
+        expected: what ``path`` must hold, for error messages.
+        classes: its number of classes when the name alone tells (``None``: counted from the data).
+    """
+
+    name: str
+    reader: str
+    path: Literal["file", "folder"] | None = None
+    expected: str = ""
+    classes: int | None = None
+
+    def read(self) -> Callable[..., Any]:
+        """The reader function (imports its module)."""
+        module, _, fn = self.reader.partition(":")
+        return getattr(importlib.import_module(module), fn)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a data path came from, for messages: the YAML ``file`` (or ``None``) and the ``key`` (a YAML key
+    such as ``train.data.path``, or a flag such as ``--data-path``)."""
+
+    file: str | None
+    key: str
+
+
+def bad_source(cfg: DataConfig, path: Path, origin: Origin, problem: str) -> UserError:
+    """The one-paragraph error of a source whose files at ``path`` cannot be its data: the YAML, the key,
+    the problem, the path and what the source expects there."""
+    where = f"{origin.file}: " if origin.file else ""
+    return UserError(
+        f"{where}`{origin.key}` for source `{cfg.name}`: {problem} ({path}). Expected {SOURCES[cfg.name].expected}."
+    )
+
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+SOURCES: dict[str, Source] = {
+    s.name: s
+    for s in (
+        Source("digits", "trainers.data.readers:read_digits", classes=10),
+        Source("synthetic", "trainers.data.readers:read_synthetic"),
+        Source(
+            "cifar10",
+            "trainers.data.readers:read_cifar",
+            "folder",
+            "a folder holding the CIFAR-10 python pickles `data_batch_1` ... `data_batch_5` (and `test_batch`), as "
+            "unpacked from cifar-10-python.tar.gz",
+            classes=10,
+        ),
+        Source(
+            "cifar100",
+            "trainers.data.readers:read_cifar",
+            "folder",
+            "a folder holding the CIFAR-100 python pickles `train` (and `test`), as unpacked from "
+            "cifar-100-python.tar.gz",
+            classes=100,
+        ),
+        Source(
+            "imagefolder",
+            "trainers.data.readers:read_imagefolder_source",
+            "folder",
+            f"a folder with one sub-folder per class holding image files ({', '.join(IMAGE_EXTS)})",
+        ),
+        Source(
+            "npz",
+            "trainers.data.npz:read_npz",
+            "file",
+            "a .npz file with arrays `x` (N,H,W or N,H,W,C or N,C,H,W with 1 or 3 channels; uint8 0-255, or "
+            "finite integers or floats) and `y` (N integer labels 0..K-1, at least 2 classes)",
+        ),
+    )
+}
 
 
 def _in(lo: float, hi: float):
@@ -45,7 +135,7 @@ class DataConfig:
             always streams, ``null`` never does. Other sources are always loaded.
     """
 
-    name: Literal[SOURCES] = "digits"
+    name: Literal[tuple(SOURCES)] = "digits"
     path: str | None = None
     val_fraction: float = field(default=0.2, metadata=_in(0.01, 0.9))
     seed: int = 0

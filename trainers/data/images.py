@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
-__all__ = ["Images", "channel_stats"]
+from nas.errors import UserError
+
+__all__ = ["Images", "channel_stats", "to_images", "folder_dtype"]
 
 
 class Images:
@@ -99,3 +103,42 @@ def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     dims = (0, 2, 3)
     xf = x.float().div_(255.0) if x.dtype == torch.uint8 else x
     return xf.mean(dims, keepdim=True), xf.std(dims, keepdim=True)
+
+
+def to_images(x: np.ndarray, image_size: int, in_chans: int) -> torch.Tensor:
+    """NCHW numpy -> the tensor an :class:`Images` stores, at ``image_size`` with ``in_chans`` channels: uint8
+    (0-255) when the source is uint8 and needs neither resampling nor luminance (kept exactly), else float32
+    (uint8 scaled to [0, 1]). Every source goes through here, loaded or streamed."""
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    c = t.shape[1]
+    if t.dtype == torch.uint8 and c in (1, in_chans) and tuple(t.shape[-2:]) == (image_size, image_size):
+        return t.expand(-1, in_chans, -1, -1) if c != in_chans else t
+    t = t.float().div_(255.0) if t.dtype == torch.uint8 else t.float()
+    if c != in_chans:
+        if c == 1:
+            t = t.expand(-1, in_chans, -1, -1)
+        elif c == 3 and in_chans == 1:
+            t = (t * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        else:
+            raise UserError(
+                f"the data has {c} channels but the model wants {in_chans}; only grey<->RGB "
+                "conversion is automatic. Set `space.input.channels` to match the data."
+            )
+    if t.shape[-2:] != (image_size, image_size):
+        out = []
+        for chunk in t.split(4096):
+            down = chunk.shape[-1] > image_size
+            out.append(
+                F.interpolate(
+                    chunk, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=down
+                )
+            )
+        t = torch.cat(out)
+    return t.contiguous()
+
+
+def folder_dtype(in_chans: int) -> torch.dtype:
+    """How an image folder's images are stored: each file is decoded to RGB uint8 and resized on its own to the
+    image size (:func:`trainers.data.readers.decode_rgb`), so they stay uint8 in colour and become float32
+    luminance in grey, whatever size any file has."""
+    return torch.uint8 if in_chans == 3 else torch.float32

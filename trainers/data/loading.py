@@ -6,8 +6,7 @@ batches on the training device, and int64 labels, split into train/validation by
 stratified split from a seed. Loaded datasets are cached per process: a worker running many trials loads
 and resizes once (``trainers.data.shared`` loads once per Ray node instead). An image folder too large for memory
 (``train.data.stream_above_mb``) is streamed: :class:`~trainers.data.stream.StreamedImages` decodes each batch.
-The per-source readers (``READERS``, ``decode_rgb``, ``read_imagefolder``, re-exported here) are
-:mod:`trainers.data.readers`.
+The per-source readers are named in :data:`trainers.data.config.SOURCES` (:mod:`trainers.data.readers`).
 """
 
 from __future__ import annotations
@@ -19,15 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from nas.errors import ConfigError, UserError
-
-from trainers.data.config import SOURCES, DataConfig
-from trainers.data.images import Images, channel_stats
-from trainers.data.readers import READERS, decode_rgb, list_imagefolder, read_imagefolder, read_source
-from trainers.data.sources import Origin, bad_source, resolve_source, source_path
-from trainers.data.stream import in_memory_uint8
+from nas.errors import ConfigError
+from trainers.data.config import DataConfig, Origin, bad_source
+from trainers.data.images import Images, channel_stats, folder_dtype, to_images
+from trainers.data.readers import list_imagefolder, read_imagefolder, read_source
+from trainers.data.sources import resolve_source, source_path
+from trainers.data.stream import StreamedImages, sample_stats
 
 __all__ = [
     "DataConfig",
@@ -37,12 +34,9 @@ __all__ = [
     "resolve_source",
     "stratified_split",
     "stratified_subset",
-    "SOURCES",
-    "READERS",
     "read_imagefolder",
     "clear_dataset_cache",
     "read_dataset",
-    "decode_rgb",
     "in_memory_bytes",
 ]
 
@@ -161,12 +155,19 @@ def read_dataset(
     keep, tr, va = _limit_split(y, cfg, file)
     if keep is not None:
         x, y = x[keep], y[keep]
-    xt = _to_images(x, image_size, in_chans)
+    xt = to_images(x, image_size, in_chans)
     yt = torch.from_numpy(y.astype(np.int64))
     tr_t, va_t = torch.from_numpy(tr), torch.from_numpy(va)
     x_tr, x_va = xt[tr_t].contiguous(), xt[va_t].contiguous()
     del x, xt
     mean, std = channel_stats(x_tr)
+    if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
+        raise bad_source(
+            cfg,
+            Path(cfg.path or cfg.name),
+            origin,
+            "the pixel values are too large for float32 statistics (their mean or spread overflows); scale them",
+        )
     std = std.clamp_min(1e-6)
     return Dataset(
         Images(x_tr, mean, std), yt[tr_t], Images(x_va, mean, std), yt[va_t], num_classes, in_chans, cfg.name
@@ -179,6 +180,10 @@ def _limit_split(y: np.ndarray, cfg: DataConfig, file: str | None):
     if cfg.limit is not None and cfg.limit < len(y):
         _, keep = stratified_split(y, cfg.limit / len(y), cfg.seed + 1)
         y = y[keep]
+    if len(np.unique(y)) < 2:
+        raise ConfigError(
+            file, "train.data", f"the source has {len(np.unique(y))} class(es)", "a source with at least 2 classes"
+        )
     tr, va = stratified_split(y, cfg.val_fraction, cfg.seed)
     if len(tr) == 0 or len(va) == 0:
         raise ConfigError(
@@ -190,35 +195,23 @@ def _limit_split(y: np.ndarray, cfg: DataConfig, file: str | None):
     return keep, tr, va
 
 
-def in_memory_bytes(n: int, ref_hw: tuple[int, int], image_size: int, in_chans: int) -> int:
-    """Bytes ``n`` RGB images of ``ref_hw`` (height, width) take loaded at ``image_size`` with ``in_chans``
-    channels: uint8 when kept at their own size in colour, else float32 (as :func:`_to_images` stores them)."""
-    per_value = 1 if in_memory_uint8(ref_hw, image_size, in_chans) else 4
-    return n * in_chans * image_size * image_size * per_value
+def in_memory_bytes(n: int, image_size: int, in_chans: int) -> int:
+    """Bytes ``n`` images of an image folder take loaded at ``image_size`` with ``in_chans`` channels (each
+    file is resized on its own to the image size, so no file's own size counts: see
+    :func:`trainers.data.images.folder_dtype`)."""
+    return n * in_chans * image_size * image_size * folder_dtype(in_chans).itemsize
 
 
 def _stream_listing(cfg: DataConfig, image_size: int, in_chans: int, origin: Origin):
-    """(files, labels, classes, reference size) of an ``imagefolder`` to stream, or ``None`` to load it."""
+    """(files, labels, classes) of an ``imagefolder`` to stream, or ``None`` to load it."""
     if cfg.name != "imagefolder" or cfg.download or cfg.stream_above_mb is None or cfg.path is None:
         return None
     path = source_path(cfg, origin)
     files, y, k = list_imagefolder(cfg, path, origin)
     n = min(len(y), cfg.limit) if cfg.limit is not None else len(y)
-    ref_hw = _first_size(cfg, files[0], origin)
-    if in_memory_bytes(n, ref_hw, image_size, in_chans) <= cfg.stream_above_mb * 1e6:
+    if in_memory_bytes(n, image_size, in_chans) <= cfg.stream_above_mb * 1e6:
         return None
-    return files, y, k, ref_hw
-
-
-def _first_size(cfg: DataConfig, f: Path, origin: Origin) -> tuple[int, int]:
-    """(height, width) of the folder's first image: every other is resized to it, as when loading."""
-    from PIL import Image
-
-    try:
-        with Image.open(f) as im:
-            return im.size[1], im.size[0]
-    except Exception as err:  # noqa: BLE001
-        raise bad_source(cfg, f, origin, f"unreadable image ({err})") from None
+    return files, y, k
 
 
 def _load_streamed(
@@ -226,51 +219,17 @@ def _load_streamed(
     files: list[Path],
     y: np.ndarray,
     num_classes: int,
-    ref_hw: tuple[int, int],
     image_size: int,
     in_chans: int,
     file: str | None,
 ) -> Dataset:
-    from trainers.data.stream import StreamedImages, sample_stats
-
     keep, tr, va = _limit_split(y, cfg, file)
     if keep is not None:
         files, y = [files[i] for i in keep], y[keep]
     root = str(source_path(cfg, Origin(file, "train.data.path")).absolute())
     names = np.array([os.path.relpath(f, root).encode() for f in files], dtype=np.bytes_)
-    mean, std = sample_stats(root, names[tr], ref_hw, image_size, in_chans, cfg.seed)
+    mean, std = sample_stats(root, names[tr], image_size, in_chans, cfg.seed)
     yt = torch.from_numpy(y.astype(np.int64))
-    x_tr = StreamedImages(root, names[tr], ref_hw, image_size, in_chans, mean, std)
-    x_va = StreamedImages(root, names[va], ref_hw, image_size, in_chans, mean, std)
+    x_tr = StreamedImages(root, names[tr], image_size, in_chans, mean, std)
+    x_va = StreamedImages(root, names[va], image_size, in_chans, mean, std)
     return Dataset(x_tr, yt[torch.from_numpy(tr)], x_va, yt[torch.from_numpy(va)], num_classes, in_chans, cfg.name)
-
-
-def _to_images(x: np.ndarray, image_size: int, in_chans: int) -> torch.Tensor:
-    """NCHW numpy -> tensor at ``image_size`` with ``in_chans`` channels: uint8 (0-255) when the source is
-    uint8 and needs neither resampling nor luminance (kept exactly), else float32 (uint8 scaled to [0, 1])."""
-    t = torch.from_numpy(np.ascontiguousarray(x))
-    c = t.shape[1]
-    if t.dtype == torch.uint8 and c in (1, in_chans) and tuple(t.shape[-2:]) == (image_size, image_size):
-        return t.expand(-1, in_chans, -1, -1) if c != in_chans else t
-    t = t.float().div_(255.0) if t.dtype == torch.uint8 else t.float()
-    if c != in_chans:
-        if c == 1:
-            t = t.expand(-1, in_chans, -1, -1)
-        elif c == 3 and in_chans == 1:
-            t = (t * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-        else:
-            raise UserError(
-                f"the data has {c} channels but the model wants {in_chans}; only grey<->RGB "
-                "conversion is automatic. Set `space.input.channels` to match the data."
-            )
-    if t.shape[-2:] != (image_size, image_size):
-        out = []
-        for chunk in t.split(4096):
-            down = chunk.shape[-1] > image_size
-            out.append(
-                F.interpolate(
-                    chunk, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=down
-                )
-            )
-        t = torch.cat(out)
-    return t.contiguous()

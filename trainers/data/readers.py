@@ -1,40 +1,59 @@
-"""The per-source readers behind :func:`trainers.data.loading.load_dataset`: one function per data source, one table.
+"""The per-source readers behind :func:`trainers.data.loading.load_dataset`, one function per data source.
 
-Each reader returns (x NCHW numpy, y int64 numpy, number of classes) at the source's own size; resizing,
-channels and the train/validation split are :mod:`trainers.data.loading`'s job. ``READERS`` maps each name of
-``trainers.data.config.SOURCES`` to its reader (checked at import).
+Each source's reader is named beside the source in :data:`trainers.data.config.SOURCES` (imported only when
+that source is read); :func:`read_source` calls it. A reader is called as ``reader(cfg, path, image_size,
+in_chans, origin)`` and returns (x NCHW numpy, y int64 numpy, number of classes); the channels, the resampling
+of whole-dataset arrays and the train/validation split are :mod:`trainers.data.loading`'s job. The ``npz``
+reader is :mod:`trainers.data.npz` (torch-free, so that the driver can check an npz).
+
+An image folder's files are each decoded and resized on their own to the image size (:func:`decode_rgb`):
+no file, the first one included, sets the size of the others.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nas.errors import ConfigError, UserError
+from nas.errors import ConfigError
+from nas.fsio import open_regular
+from trainers.data.config import IMAGE_EXTS, SOURCES, DataConfig, Origin, bad_source
+from trainers.data.download import ARCHIVES
+from trainers.data.safe_pickle import load_cifar_pickle
+from trainers.data.sources import cifar_folder, downloaded, source_path
 
-from trainers.data.config import SOURCES, DataConfig
-from trainers.data.sources import EXPECTED, IMAGE_EXTS, Origin, bad_source, downloaded, source_path
-
-__all__ = ["READERS", "decode_rgb", "list_imagefolder", "read_imagefolder", "read_source"]
+__all__ = [
+    "read_source",
+    "read_digits",
+    "read_synthetic",
+    "read_cifar",
+    "read_imagefolder_source",
+    "read_imagefolder",
+    "list_imagefolder",
+    "decode_rgb",
+]
 
 
 def read_source(cfg: DataConfig, image_size: int, in_chans: int, origin: Origin):
-    """(x NCHW numpy, y int numpy, num_classes) of the source."""
+    """(x NCHW numpy, y int numpy, num_classes) of the source, read by its reader."""
+    source = SOURCES[cfg.name]
     if cfg.download:
-        return _cifar(cfg, downloaded(cfg, origin), origin)
-    reader, needs_path = READERS[cfg.name]
-    if not needs_path:
-        return reader(cfg, image_size, in_chans)
-    if cfg.path is None:
-        raise ConfigError(origin.file, origin.key, f"is required for the `{cfg.name}` source", EXPECTED[cfg.name])
-    return reader(cfg, source_path(cfg, origin), origin)
+        path = downloaded(cfg, origin)
+    elif source.path is None:
+        path = None
+    elif cfg.path is None:
+        raise ConfigError(origin.file, origin.key, f"is required for the `{cfg.name}` source", source.expected)
+    else:
+        path = source_path(cfg, origin)
+    return source.read()(cfg, path, image_size, in_chans, origin)
 
 
-def _digits(cfg: DataConfig, image_size: int, in_chans: int):
+def read_digits(cfg: DataConfig, path: None, image_size: int, in_chans: int, origin: Origin):
     """scikit-learn's embedded 8x8 handwritten digits, grey, scaled to [0, 1]."""
     from sklearn.datasets import load_digits
 
@@ -42,7 +61,7 @@ def _digits(cfg: DataConfig, image_size: int, in_chans: int):
     return (d.images[:, None].astype(np.float32) / 16.0), d.target.astype(np.int64), 10
 
 
-def _synthetic(cfg: DataConfig, image_size: int, in_chans: int):
+def read_synthetic(cfg: DataConfig, path: None, image_size: int, in_chans: int, origin: Origin):
     """Class prototypes (smooth random patterns) shifted by a few pixels and buried in noise."""
     rng = np.random.default_rng(cfg.seed + 12345)
     k, n = cfg.synthetic_classes, cfg.synthetic_samples
@@ -66,8 +85,6 @@ def _synthetic(cfg: DataConfig, image_size: int, in_chans: int):
 
 def _unpickle(cfg, path: Path, origin: Origin):
     """(x uint8 N,3,32,32, y) of one CIFAR batch file, read without running any pickled code."""
-    from trainers.data.safe_pickle import load_cifar_pickle
-
     try:
         with open(path, "rb") as fh:
             d = load_cifar_pickle(fh)  # only numpy arrays, lists, numbers, strings: no code
@@ -82,30 +99,23 @@ def _unpickle(cfg, path: Path, origin: Origin):
     return x, y
 
 
-def _cifar(cfg: DataConfig, path: Path, origin: Origin):
-    """The CIFAR-10/100 training batches in ``path`` (or its ``cifar-10-batches-py``/``cifar-100-python``)."""
-    if not path.is_dir():
-        raise bad_source(cfg, path, origin, "no such folder")
-    names = [f"data_batch_{i}" for i in range(1, 6)] if cfg.name == "cifar10" else ["train"]
-    for sub in ("cifar-10-batches-py", "cifar-100-python"):
-        if not (path / names[0]).is_file() and (path / sub / names[0]).is_file():
-            path = path / sub
-    missing = [n for n in names if not (path / n).is_file()]
-    if missing:
-        raise bad_source(cfg, path, origin, f"missing {', '.join(missing)}")
-    parts = [_unpickle(cfg, path / n, origin) for n in names]
+def read_cifar(cfg: DataConfig, path: Path, image_size: int, in_chans: int, origin: Origin):
+    """The CIFAR-10/100 training batches in ``path`` (or its unpacked ``cifar-10-batches-py``/``cifar-100-python``)."""
+    path = cifar_folder(cfg, path, origin)
+    parts = [_unpickle(cfg, path / n, origin) for n in ARCHIVES[cfg.name].needed]
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
-    return x, y, 10 if cfg.name == "cifar10" else 100
+    return x, y, SOURCES[cfg.name].classes
 
 
 def list_imagefolder(cfg: DataConfig, path: Path, origin: Origin) -> tuple[list[Path], np.ndarray, int]:
-    """(image files in class then name order, their labels, number of classes) of an image folder."""
+    """(image files in class then name order, their labels, number of classes) of an image folder. A name with
+    an image extension that is not a regular file (a FIFO, a device, a folder, a dangling link) is refused."""
     if not path.is_dir():
         raise bad_source(cfg, path, origin, "no such folder")
     try:
         classes = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-        files = {c: sorted(p for p in (path / c).iterdir() if p.suffix.lower() in IMAGE_EXTS) for c in classes}
+        files = {c: _images_in(cfg, path / c, origin) for c in classes}
     except OSError as err:
         raise bad_source(cfg, Path(err.filename or path), origin, f"cannot list it ({err.strerror})") from None
     classes = [c for c in classes if files[c]]
@@ -116,75 +126,77 @@ def list_imagefolder(cfg: DataConfig, path: Path, origin: Origin) -> tuple[list[
     return paths, labels, len(classes)
 
 
-def decode_rgb(f: str | Path, ref_hw: tuple[int, int] | None = None) -> np.ndarray:
-    """The image file ``f`` as RGB uint8 (H, W, 3), resized (bilinear) to ``ref_hw`` when given and different."""
+def _images_in(cfg: DataConfig, folder: Path, origin: Origin) -> list[Path]:
+    """The image files of one class folder, by name; a non-regular entry with an image name is refused."""
+    out = []
+    with os.scandir(folder) as entries:
+        for e in entries:
+            if os.path.splitext(e.name)[1].lower() not in IMAGE_EXTS:
+                continue
+            if not e.is_file():  # follows a link: a link to an image file is one
+                raise bad_source(
+                    cfg, Path(e.path), origin, f"this image name is {_kind(Path(e.path))}, not an image file; move it"
+                )
+            out.append(Path(e.path))
+    return sorted(out)
+
+
+def _kind(f: Path) -> str:
+    try:
+        mode = os.stat(f).st_mode
+    except OSError as err:
+        return "a dangling link" if os.path.islink(f) else f"unreadable ({err.strerror})"
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+
+
+def decode_rgb(f: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """The image file ``f`` as RGB uint8 (H, W, 3), resized (bilinear, antialiased when shrinking) to ``size``
+    (height, width) when given and different. Only a regular file is opened for reading (a FIFO would block)."""
     from PIL import Image
 
-    with Image.open(f) as im:
-        arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    if ref_hw is not None and arr.shape[:2] != tuple(ref_hw):
-        arr = np.asarray(Image.fromarray(arr).resize((ref_hw[1], ref_hw[0]), Image.BILINEAR))
-    return arr
+    fd, _ = open_regular(f)
+    with os.fdopen(fd, "rb") as fh, Image.open(fh) as im:
+        rgb = im.convert("RGB")
+    if size is not None and rgb.size != (size[1], size[0]):
+        rgb = rgb.resize((size[1], size[0]), Image.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
 
 
-def _imagefolder(cfg: DataConfig, path: Path, origin: Origin):
-    """Every image of a class-per-subfolder tree, RGB uint8, resized to the first image's size."""
-    files, y, k = list_imagefolder(cfg, path, origin)
-    xs = []
-    for f in files:
+def _decode_all(cfg: DataConfig, files: list[Path], origin: Origin, size: tuple[int, int] | None) -> np.ndarray:
+    """NCHW uint8 of ``files``, each resized on its own to ``size`` (``None``: they must share one size)."""
+    out = None
+    for i, f in enumerate(files):
         try:
-            arr = decode_rgb(f, xs[0].shape[1:] if xs else None)
-        except Exception as err:  # noqa: BLE001
-            raise bad_source(cfg, f, origin, f"unreadable image ({err})") from None
-        xs.append(arr.transpose(2, 0, 1))
-    return np.stack(xs), y, k
+            arr = decode_rgb(f, size)
+        except Exception as err:  # noqa: BLE001 - any failure means an unreadable file
+            raise bad_source(cfg, f, origin, f"unreadable image ({' '.join(str(err).split())})") from None
+        if out is None:
+            out = np.empty((len(files), 3, *arr.shape[:2]), np.uint8)
+        elif arr.shape[:2] != out.shape[2:]:
+            raise bad_source(
+                cfg,
+                f,
+                origin,
+                f"this image is {arr.shape[1]}x{arr.shape[0]} px, {files[0]} {out.shape[3]}x{out.shape[2]} px: "
+                "give the image size to resize every image to it",
+            )
+        out[i] = arr.transpose(2, 0, 1)
+    return out
 
 
-def read_imagefolder(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, int]:
-    """(x uint8 NCHW, y, num_classes) of the image folder at ``cfg.path``, decoded as the source does."""
-    return _imagefolder(cfg, Path(os.path.expanduser(cfg.path)), Origin(None, "path"))
+def read_imagefolder_source(cfg: DataConfig, path: Path, image_size: int, in_chans: int, origin: Origin):
+    """Every image of a class-per-subfolder tree, RGB uint8, each resized on its own to ``image_size``."""
+    files, y, k = list_imagefolder(cfg, path, origin)
+    return _decode_all(cfg, files, origin, (image_size, image_size)), y, k
 
 
-def _npz(cfg: DataConfig, path: Path, origin: Origin):
-    """Arrays ``x`` (N,H,W / NCHW / NHWC) and ``y`` (non-negative integer labels) of an ``.npz`` file."""
-    if not path.is_file():
-        raise bad_source(cfg, path, origin, "no such file")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if "x" not in z or "y" not in z:
-                raise bad_source(cfg, path, origin, f"has arrays {sorted(z.files)}, not `x` and `y`")
-            x, y = z["x"], z["y"]
-    except UserError:
-        raise
-    except Exception as err:  # noqa: BLE001
-        raise bad_source(cfg, path, origin, f"not a readable .npz ({err})") from None
-    if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
-        raise bad_source(
-            cfg, path, origin, f"`y` must be {len(x)} non-negative integer labels, got shape {y.shape} dtype {y.dtype}"
-        )
-    if x.ndim == 3:
-        x = x[:, None]
-    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-        x = x.transpose(0, 3, 1, 2)
-    elif not (x.ndim == 4 and x.shape[1] in (1, 3)):
-        raise bad_source(cfg, path, origin, f"`x` has shape {x.shape}")
-    if x.dtype != np.uint8:
-        x = x.astype(np.float32)
-    return x, y.astype(np.int64), int(y.max()) + 1
-
-
-# source name (``trainers.data.config.SOURCES``) -> (reader, whether it reads ``path``): a reader with a path
-# takes (cfg, path, origin), one without (cfg, image_size, in_chans); each returns (x NCHW, y, num_classes).
-READERS = {
-    "digits": (_digits, False),
-    "synthetic": (_synthetic, False),
-    "cifar10": (_cifar, True),
-    "cifar100": (_cifar, True),
-    "imagefolder": (_imagefolder, True),
-    "npz": (_npz, True),
-}
-if set(READERS) != set(SOURCES):
-    raise ImportError(
-        f"trainers.data.loading.READERS {sorted(READERS)} and trainers.data.config.SOURCES {sorted(SOURCES)} "
-        "must name the same sources"
-    )
+def read_imagefolder(cfg: DataConfig, image_size: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(x uint8 NCHW, y, num_classes) of the image folder at ``cfg.path``: each image resized to ``image_size``
+    as the source does, or, without it, at the images' own size (refused when they differ)."""
+    origin = Origin(None, "path")
+    files, y, k = list_imagefolder(cfg, Path(os.path.expanduser(cfg.path)), origin)
+    size = None if image_size is None else (image_size, image_size)
+    return _decode_all(cfg, files, origin, size), y, k

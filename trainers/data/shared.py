@@ -8,7 +8,8 @@ node's shared memory, read-only, wrapped by ``torch.from_numpy`` without a copy.
 batches are new tensors: ``Images.normalize``), so the read-only flag only costs torch's warning that
 writing would be undefined, which is silenced for exactly these arrays.
 
-Only file-backed sources are shared (``SHARED_SOURCES``); ``digits`` and ``synthetic`` are small or cheap
+Only file-backed sources are shared (``SHARED_SOURCES``: those of :data:`trainers.data.config.SOURCES` that read a
+path); ``digits`` and ``synthetic`` are small or cheap
 to regenerate and keep the per-process path, as do ``nas-train`` and the tests (no Ray). A streamed image
 folder is shared too: its names and statistics, so that workers skip the statistics sample.
 """
@@ -22,12 +23,11 @@ from typing import Any
 import numpy as np
 
 from nas.errors import UserError
-
-from trainers.data.config import DataConfig
+from trainers.data.config import SOURCES, DataConfig
 
 __all__ = ["SHARED_SOURCES", "pack", "unpack", "share_datasets", "worker_dataset", "load_packed"]
 
-SHARED_SOURCES = ("cifar10", "cifar100", "imagefolder", "npz")
+SHARED_SOURCES = tuple(name for name, source in SOURCES.items() if source.path is not None)
 _WORKER: dict[str, Any] = {}  # object id -> Dataset, in this worker process (its device copies memoised)
 
 
@@ -55,8 +55,8 @@ def unpack(packed: dict[str, Any]):
     """The :class:`~trainers.data.loading.Dataset` over ``packed``'s arrays, without copying them."""
     import torch
 
-    from trainers.data.loading import Dataset
     from trainers.data.images import Images
+    from trainers.data.loading import Dataset
 
     def tensor(a: np.ndarray) -> torch.Tensor:
         with warnings.catch_warnings():  # read-only shared memory: never written (see the module docstring)

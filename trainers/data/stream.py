@@ -2,9 +2,10 @@
 
 :class:`StreamedImages` keeps only the files' names (one bytes array) and the per-channel statistics;
 indexing it (``x[idx]``, ``x[i:j]``) decodes the files of ``idx`` (in a thread pool: Pillow decodes
-without the GIL), resizes them to the image size exactly as loading the folder would
-(:func:`trainers.data.loading.decode_rgb`, then the loader's own resampling) and normalises them on the device,
-like :class:`trainers.data.images.Images`. The training loop (``trainers.training.proxy.fit``) is the same for both.
+without the GIL), each resized on its own to the image size exactly as loading the folder does
+(:func:`trainers.data.readers.decode_rgb`, then :func:`trainers.data.images.to_images`) and normalises them on
+the device, like :class:`trainers.data.images.Images`. The training loop (``trainers.training.proxy.fit``) is the
+same for both.
 
 The statistics come from a seeded sample of at most :data:`STATS_SAMPLE` training images (all of them in a
 smaller split, which then gives the in-memory statistics up to float rounding); a sample of 2,048 images
@@ -21,8 +22,8 @@ import numpy as np
 import torch
 
 from nas.errors import UserError
-
-from trainers.data.images import Images
+from trainers.data.images import Images, folder_dtype, to_images
+from trainers.data.readers import decode_rgb
 
 __all__ = ["StreamedImages", "sample_stats", "STATS_SAMPLE"]
 
@@ -37,32 +38,32 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 
 
 def decode_batch(
-    root: str, names: np.ndarray, ref_hw: tuple[int, int], image_size: int, in_chans: int, threads: int | None = None
+    root: str, names: np.ndarray, image_size: int, in_chans: int, threads: int | None = None
 ) -> torch.Tensor:
-    """The files ``root/names`` as the loader stores them: NCHW uint8 at their own size, else float32 in
-    [0, 1] resized to ``image_size`` (one paragraph naming the file when one cannot be read)."""
-    from trainers.data.loading import _to_images, decode_rgb
+    """The files ``root/names`` as the loader stores them: NCHW at ``image_size``, uint8 in colour, float32
+    luminance in grey (one paragraph naming the file when one cannot be read)."""
+    size = (image_size, image_size)
 
     def one(name: bytes) -> np.ndarray:
         path = os.path.join(root, name.decode())
         try:
-            return decode_rgb(path, ref_hw)
+            return decode_rgb(path, size)
         except Exception as err:  # noqa: BLE001 - any failure means an unreadable file
             raise UserError(
-                f"streamed image folder {root}: unreadable image {path} ({err}). Remove or replace "
+                f"streamed image folder {root}: unreadable image {path} ({' '.join(str(err).split())}). "
+                "Remove or replace "
                 "the file; every file of the folder is decoded when its batch is drawn."
             ) from None
 
     threads = max(1, threads or torch.get_num_threads())
     arrs = [one(n) for n in names] if threads == 1 or len(names) < 8 else list(_pool(threads).map(one, names))
-    x = np.stack(arrs).transpose(0, 3, 1, 2) if arrs else np.zeros((0, 3, *ref_hw), np.uint8)
-    return _to_images(x, image_size, in_chans)
+    x = np.stack(arrs).transpose(0, 3, 1, 2) if arrs else np.zeros((0, 3, *size), np.uint8)
+    return to_images(x, image_size, in_chans)
 
 
 def sample_stats(
     root: str,
     names: np.ndarray,
-    ref_hw: tuple[int, int],
     image_size: int,
     in_chans: int,
     seed: int,
@@ -77,7 +78,7 @@ def sample_stats(
     total_sq = np.zeros(in_chans)
     count = 0
     for i in range(0, len(pick), chunk):
-        raw = decode_batch(root, names[pick[i : i + chunk]], ref_hw, image_size, in_chans)
+        raw = decode_batch(root, names[pick[i : i + chunk]], image_size, in_chans)
         x = raw.double() / 255.0 if raw.dtype == torch.uint8 else raw.double()
         total += x.sum((0, 2, 3)).numpy()
         total_sq += (x * x).sum((0, 2, 3)).numpy()
@@ -100,7 +101,6 @@ class StreamedImages(Images):
         self,
         root: str,
         names: np.ndarray,
-        ref_hw: tuple[int, int],
         image_size: int,
         in_chans: int,
         mean: torch.Tensor,
@@ -109,12 +109,12 @@ class StreamedImages(Images):
         threads: int | None = None,
     ):
         self.root, self.names = str(root), np.asarray(names, dtype=np.bytes_)
-        self.ref_hw, self.image_size, self.in_chans = (int(ref_hw[0]), int(ref_hw[1])), int(image_size), int(in_chans)
+        self.image_size, self.in_chans = int(image_size), int(in_chans)
         self._device = torch.device(device)
         self.threads = threads
         self.mean = mean.reshape(-1, 1, 1).to(self._device, torch.float32)
         self.std = std.reshape(-1, 1, 1).to(self._device, torch.float32)
-        self.stored_dtype = torch.uint8 if in_memory_uint8(self.ref_hw, image_size, in_chans) else torch.float32
+        self.stored_dtype = folder_dtype(self.in_chans)
 
     def _positions(self, idx: Any) -> tuple[np.ndarray, bool]:
         """(positions into ``names``, whether ``idx`` picked one image rather than a batch)."""
@@ -131,7 +131,7 @@ class StreamedImages(Images):
 
     def _pick(self, idx: Any) -> torch.Tensor:
         pos, single = self._positions(idx)
-        x = decode_batch(self.root, self.names[pos], self.ref_hw, self.image_size, self.in_chans, self.threads)
+        x = decode_batch(self.root, self.names[pos], self.image_size, self.in_chans, self.threads)
         x = x.to(self._device, non_blocking=True)
         return x[0] if single else x
 
@@ -153,7 +153,7 @@ class StreamedImages(Images):
 
     def _with(self, names: np.ndarray, device: torch.device) -> StreamedImages:
         return StreamedImages(
-            self.root, names, self.ref_hw, self.image_size, self.in_chans, self.mean, self.std, device, self.threads
+            self.root, names, self.image_size, self.in_chans, self.mean, self.std, device, self.threads
         )
 
     def subset(self, idx: torch.Tensor) -> StreamedImages:
@@ -167,8 +167,3 @@ class StreamedImages(Images):
 
     def __repr__(self) -> str:
         return f"StreamedImages({tuple(self.shape)}, from {self.root}, {self._device})"
-
-
-def in_memory_uint8(ref_hw: tuple[int, int], image_size: int, in_chans: int) -> bool:
-    """Whether RGB images of ``ref_hw`` are kept as uint8 at ``image_size`` with ``in_chans`` channels."""
-    return tuple(ref_hw) == (image_size, image_size) and in_chans == 3
