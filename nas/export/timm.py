@@ -409,21 +409,14 @@ def parse_timm_config(data: Any, folder: Path | None = None) -> TimmExport:
     the ``format`` key) have the same layout and are read unchanged.
     """
     from nas.export.model_config import parse_model_config
-    from nas.fsio import Invalid
+    from nas.fsio import Invalid, record_format
 
     if not isinstance(data, dict):
         raise Invalid(f"it holds {type(data).__name__}, not a mapping with the keys {', '.join(_TIMM_KEYS)}")
     unknown = sorted(str(k) for k in data if k not in _TIMM_KEYS)
     if unknown:
         raise Invalid(f"it has the unknown key(s) {', '.join(unknown[:5])}; it is not an export of nas-export")
-    fmt = data.get("format", 0)
-    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 0:
-        raise Invalid(f"its `format` {fmt!r} is not a format version (0 to {TIMM_FORMAT})")
-    if fmt > TIMM_FORMAT:
-        raise Invalid(
-            f"its `format` is {fmt}: it was written by a newer coatnas, which this version cannot read; upgrade "
-            "coatnas (pip install -U coatnas)"
-        )
+    fmt = record_format(data, "config.json", TIMM_FORMAT, unversioned=0)
     missing = [k for k in _TIMM_KEYS if k != "format" and k not in data]
     if missing:
         raise Invalid(f"the key(s) {', '.join(missing)} are missing")

@@ -44,7 +44,7 @@ from typing import Any
 from nas.errors import ConfigError, UserError
 from nas.fidelity.config import Study, study_from_dict
 from nas.fidelity.plan import TRAIN_JOB, ZERO_COST_JOB, job_key, plan_jobs, sample_architectures
-from nas.fsio import Invalid, append_jsonl, atomic_write, is_run_dir, make_dirs, read_json, read_jsonl
+from nas.fsio import Invalid, append_jsonl, atomic_write, is_run_dir, make_dirs, read_json, read_jsonl, record_format
 from nas.limits import SEED_MAX
 from nas.model.arch import Architecture
 
@@ -82,14 +82,7 @@ OLD_NAN = _OldNaN()
 
 # ------------------------------------------------------------------------------------------ records
 def _format(d: Mapping[str, Any], what: str) -> int:
-    fmt = d.get("format", 1)
-    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
-        raise Invalid(f"its format {fmt!r:.40} is not a format of {what} (1..{FORMAT})")
-    if fmt > FORMAT:
-        raise Invalid(
-            f"it is format {fmt}, written by a newer coatnas (this one reads formats 1..{FORMAT}); use that version"
-        )
-    return fmt
+    return record_format(d, what, FORMAT)
 
 
 def _unknown(d: Mapping[str, Any], known: set[str], what: str) -> None:
