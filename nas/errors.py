@@ -16,15 +16,6 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, Union, get_args, get_origin
 
-__all__ = [
-    "UserError",
-    "ConfigError",
-    "parse_dataclass",
-    "check_keys",
-    "describe_type",
-    "yaml_problem",
-]
-
 
 class UserError(Exception):
     """A mistake the user can fix; ``str(err)`` is the whole explanation."""

@@ -36,25 +36,6 @@ from typing import Any, TypeVar
 
 from nas.errors import UserError
 
-__all__ = [
-    "atomic_write",
-    "append_line",
-    "check_output_file",
-    "check_output_dir",
-    "os_problem",
-    "RUN_FILES",
-    "is_run_dir",
-    "make_dirs",
-    "Invalid",
-    "loads",
-    "read_json",
-    "read_jsonl",
-    "jsonl_tail",
-    "repair_jsonl_tail",
-    "append_jsonl",
-    "open_regular",
-]
-
 T = TypeVar("T")
 READ_MAX_BYTES = 1 << 30  # a record file past 1 GiB is not one of ours
 

@@ -15,8 +15,6 @@ from typing import Any
 
 from nas.errors import ConfigError
 
-__all__ = ["RANGES", "MAX_CHOICES", "MAX_GRID", "SEED_MAX", "check_ranges", "check_value", "int_choice_limit"]
-
 SEED_MAX = 2**32 - 1  # numpy and torch seeds are 32-bit
 MAX_CHOICES = 1024  # values one choice list (or {min, max, step} range) of the space may expand to
 MAX_GRID = 100_000  # candidates the grid sampler may queue

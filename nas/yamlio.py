@@ -22,8 +22,6 @@ import yaml
 
 from nas.errors import ConfigError
 
-__all__ = ["load_yaml_file", "load_yaml_text", "MAX_BYTES"]
-
 MAX_BYTES = 16 * 1024 * 1024  # a search YAML or model config is a few KB
 
 

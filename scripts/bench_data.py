@@ -137,7 +137,7 @@ def fit_rate(ds, steps: int = 30) -> float:
 
     from nas import Architecture, build_model
     from trainers.training.config import TrainConfig
-    from trainers.training.proxy import fit
+    from trainers.training.fit import fit
 
     torch.manual_seed(0)
     arch = Architecture.parse("C-C-T-T L=1,1,1,1,1 D=32,32,64,64,128")
@@ -166,7 +166,8 @@ def stream_main(args) -> None:
 
     import torch
 
-    from trainers.data.loading import DataConfig, read_dataset
+    from trainers.data.config import DataConfig
+    from trainers.data.loading import read_dataset
 
     torch.set_num_threads(1)
     cfg = DataConfig(name="imagefolder", path=args.stream_folder, limit=args.limit or None)

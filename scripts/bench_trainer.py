@@ -25,8 +25,11 @@ import torch.nn.functional as F
 from nas import Architecture
 from nas.model.blocks import RelPosAttention
 from nas.model.builder import build_model
-from trainers.data.loading import DataConfig, load_dataset
-from trainers.training.proxy import TrainConfig, autocast, fit
+from trainers.data.config import DataConfig
+from trainers.data.loading import load_dataset
+from trainers.training.config import TrainConfig
+from trainers.training.fit import fit
+from trainers.training.measure import autocast
 
 LAYOUTS = ("C-C-C-C", "C-C-C-T", "C-C-T-T", "C-T-T-T")
 

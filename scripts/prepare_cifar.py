@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainers.data.loading import DataConfig, read_imagefolder
+from trainers.data.config import DataConfig
+from trainers.data.readers import read_imagefolder
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 
 from nas.errors import ConfigError, UserError, parse_dataclass
-from trainers.data.loading import DataConfig, load_dataset, stratified_split, stratified_subset
+from trainers.data.config import DataConfig
+from trainers.data.loading import load_dataset, stratified_split, stratified_subset
 
 
 def check_dataset(d, size, chans, classes, stored=torch.float32):
@@ -227,7 +228,7 @@ def test_imagefolder_first_image_size_sets_nothing(tmp_path, first, chans):
 
 
 def test_read_imagefolder_without_a_size_refuses_mixed_sizes(tmp_path):
-    from trainers.data.loading import read_imagefolder
+    from trainers.data.readers import read_imagefolder
 
     _image(tmp_path / "f" / "a" / "0.png", 7, 300, 10)
     _image(tmp_path / "f" / "b" / "0.png", 32, 32, 20)

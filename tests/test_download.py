@@ -14,8 +14,10 @@ import pytest
 import torch
 
 from nas.errors import ConfigError, UserError, parse_dataclass
+from trainers.data.config import DataConfig
 from trainers.data.download import ARCHIVES, MIRROR_ENV
-from trainers.data.loading import DataConfig, load_dataset, resolve_source
+from trainers.data.loading import load_dataset
+from trainers.data.sources import resolve_source
 
 
 def cifar_archive(name: str = "cifar10", n: int = 60, extra: dict[str, tarfile.TarInfo] | None = None) -> bytes:

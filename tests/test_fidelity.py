@@ -32,7 +32,7 @@ from nas.fidelity import (
     top_overlap,
     write_report,
 )
-from nas.fidelity.runner import ZERO_COST_JOB
+from nas.fidelity.config import ZERO_COST_JOB
 
 BIN = Path(sys.executable).parent
 

@@ -6,9 +6,11 @@ import torch
 
 from nas import Architecture
 from nas.errors import ConfigError
-from trainers.data.loading import DataConfig, Dataset, load_dataset
+from trainers.data.config import DataConfig
+from trainers.data.loading import Dataset, load_dataset
 from trainers.objectives.registry import ObjectiveConfig
-from trainers.training.proxy import TrainConfig, parse_train, train_candidate
+from trainers.training.config import TrainConfig, parse_train
+from trainers.training.proxy import train_candidate
 
 ARCH = Architecture.parse("C-C-T-T L=1,1,1,1,1 D=16,16,32,32,64")
 FAST = TrainConfig(epochs=2, batch_size=32, lr=3e-3)
@@ -139,7 +141,7 @@ def test_shipped_spaces_have_valid_train_and_objective(name):
 
     import yaml
 
-    from trainers.training.proxy import parse_objective
+    from trainers.training.config import parse_objective
 
     path = Path(__file__).parent.parent / "search_spaces" / name
     data = yaml.safe_load(path.read_text())
@@ -157,7 +159,7 @@ def test_out_of_memory_is_a_result():
 
 
 def test_objective_weights_error_names_the_file():
-    from trainers.training.proxy import parse_objective
+    from trainers.training.config import parse_objective
 
     with pytest.raises(ConfigError, match=r"^s.yaml: `objective.weight_generalization`.*both 0"):
         parse_objective({"weight_generalization": 0, "weight_capacity": 0}, "s.yaml")
@@ -183,7 +185,7 @@ def test_augment_crops_windows_of_the_padded_image_and_flips():
 
 def _fit(arch: Architecture, ds: Dataset, train: TrainConfig):
     from nas.model.builder import build_model
-    from trainers.training.proxy import fit, seed_everything
+    from trainers.training.fit import fit, seed_everything
 
     seed_everything(0)
     model = build_model(arch, num_classes=ds.num_classes, image_size=ds.image_size, in_chans=ds.in_chans)
@@ -209,7 +211,7 @@ def test_one_epoch_on_digits_evaluates_far_above_chance_once_bn_statistics_are_r
 
 def test_recalibrated_bn_statistics_are_the_exact_statistics_of_the_images():
     from nas.model.builder import build_model
-    from trainers.training.proxy import recalibrate_bn
+    from trainers.training.measure import recalibrate_bn
 
     torch.manual_seed(0)
     model = build_model(

@@ -15,7 +15,8 @@ import pytest
 from nas.errors import ConfigError, UserError
 from nas.model.arch import VIT_REL, Architecture, BlockOptions
 from nas.model.cost import count_cost
-from nas.space.reading import Budgets, bundled_spaces, load_yaml, resolve_space_path
+from nas.space.choices import Budgets
+from nas.space.reading import bundled_spaces, load_yaml, resolve_space_path
 from nas.space.search_space import SearchSpace, load_space
 
 TINY = {

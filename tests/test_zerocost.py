@@ -11,7 +11,8 @@ import torch
 from nas.errors import UserError
 from nas.model.arch import Architecture
 from nas.model.cost import count_cost
-from trainers.data.loading import DataConfig, load_dataset
+from trainers.data.config import DataConfig
+from trainers.data.loading import load_dataset
 from trainers.objectives.registry import ZERO_COST
 from trainers.objectives.zerocost import ProxyInput, naswot, proxy_batch, zero_cost_scores
 

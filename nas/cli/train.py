@@ -131,7 +131,7 @@ def _main(args) -> int:
 
     from nas.fsio import check_output_dir
     from nas.model.cost import count_cost
-    from trainers.training.proxy import resolve_device
+    from trainers.training.fit import resolve_device
 
     _check_args(args)
     train = _protocol_of(args)
@@ -245,7 +245,7 @@ def _load_data(args, train, mc: ModelConfig):
 def _build(mc: ModelConfig, train, cost):
     """Seed, then build the model; running out of memory doing so is the user's to fix."""
     from nas.model.builder import build_model
-    from trainers.training.proxy import seed_everything
+    from trainers.training.fit import seed_everything
     from trainers.training.result import is_oom
 
     seed_everything(train.seed)
@@ -263,7 +263,8 @@ def _build(mc: ModelConfig, train, cost):
 
 def _train(model, dataset, train, device, mc: ModelConfig, t0: float, quiet: bool):
     """Run the training to its end, printing one line per epoch unless quiet; return fit's result."""
-    from trainers.training.proxy import Diverged, fit, fit_eval_subset
+    from trainers.training.fit import Diverged, fit
+    from trainers.training.proxy import fit_eval_subset
     from trainers.training.result import is_oom
 
     it = fit(model, dataset, train, device=device, eval_idx=fit_eval_subset(dataset.y_train, 4096, train.seed))

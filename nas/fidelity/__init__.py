@@ -7,9 +7,11 @@ ceiling, per-layout reference figures, a scatter plot and markdown. ``nas-fideli
 """
 
 from nas.fidelity.config import Protocol, Study, StudySettings, load_study, study_from_dict
+from nas.fidelity.plan import plan_jobs, sample_architectures
 from nas.fidelity.report import analyse, format_tables, format_tables_of, write_report
-from nas.fidelity.runner import StudyDir, plan_jobs, run_study, sample_architectures
+from nas.fidelity.runner import run_study
 from nas.fidelity.stats import agreement, bootstrap_ci, kendall_tau, spearman_rho, top_overlap
+from nas.fidelity.studydir import StudyDir
 
 __all__ = [
     "Protocol",

@@ -38,17 +38,6 @@ from nas.errors import ConfigError, UserError, check_keys, parse_dataclass, yaml
 from nas.limits import RANGES, allowed_text, check_ranges, check_value
 from trainers.data.config import DataConfig
 
-__all__ = [
-    "StudySettings",
-    "Protocol",
-    "Study",
-    "load_study",
-    "study_from_dict",
-    "bundled_studies",
-    "REFERENCE",
-    "ZERO_COST_JOB",
-]
-
 REFERENCE = "reference"
 ZERO_COST_JOB = "zero_cost"  # the job that measures an architecture's zero-cost proxies (not a protocol)
 RESERVED = (REFERENCE, ZERO_COST_JOB)  # names no proxy protocol may take (nor a spelling of them)

@@ -14,8 +14,6 @@ from nas.fidelity.config import REFERENCE, ZERO_COST_JOB, Study
 from nas.limits import RANGES
 from nas.model.arch import Architecture
 
-__all__ = ["ZERO_COST_JOB", "TRAIN_JOB", "sample_architectures", "plan_jobs", "job_key"]
-
 TRAIN_JOB = "train"  # the kind of a job that trains (ZERO_COST_JOB: one that measures the zero-cost proxies)
 
 

@@ -23,13 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import UserError
-from nas.fidelity.config import REFERENCE, Study
-from nas.fidelity.plan import ZERO_COST_JOB
+from nas.fidelity.config import REFERENCE, ZERO_COST_JOB, Study
 from nas.fidelity.stats import agreement
 from nas.fidelity.studydir import JobRecord, StudyDir, check_folder, checked_records, json_safe
 from nas.fsio import atomic_write, read_json
-
-__all__ = ["analyse", "write_report", "format_tables", "format_tables_of", "AXES", "PROXY_MEASURES"]
 
 AXES = ("score", "generalization", "capacity", "val_acc")
 # proxy measure -> the reference axis it is compared with

@@ -21,16 +21,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from nas.errors import UserError
-from nas.fidelity.config import Study
-from nas.fidelity.plan import ZERO_COST_JOB, plan_jobs, sample_architectures
+from nas.fidelity.config import ZERO_COST_JOB, Study
 from nas.fidelity.studydir import StudyDir, check_folder, pending, prepare
 from nas.fsio import append_line
 from nas.model.arch import Architecture
 from nas.runtime.command import Command
 from nas.runtime.signals import StopFlag, StopSignals
 from nas.search.trainable import WorkerSetup, ZeroCostSetup
-
-__all__ = ["StudyDir", "sample_architectures", "plan_jobs", "run_study", "ZERO_COST_JOB", "FIDELITY", "worker_setup"]
 
 FIDELITY = Command(
     name="nas-fidelity",

@@ -42,25 +42,11 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import ConfigError, UserError
-from nas.fidelity.config import Study, study_from_dict
-from nas.fidelity.plan import TRAIN_JOB, ZERO_COST_JOB, job_key, plan_jobs, sample_architectures
+from nas.fidelity.config import ZERO_COST_JOB, Study, study_from_dict
+from nas.fidelity.plan import TRAIN_JOB, job_key, plan_jobs, sample_architectures
 from nas.fsio import Invalid, append_jsonl, atomic_write, is_run_dir, make_dirs, read_json, read_jsonl, record_format
 from nas.limits import SEED_MAX
 from nas.model.arch import Architecture
-
-__all__ = [
-    "StudyDir",
-    "StudyRecord",
-    "JobRecord",
-    "FORMAT",
-    "KINDS",
-    "STATUSES",
-    "check_folder",
-    "prepare",
-    "pending",
-    "checked_records",
-    "json_safe",
-]
 
 FORMAT = 2  # the format of the files this version writes (see the module notes)
 KINDS = (TRAIN_JOB, ZERO_COST_JOB)

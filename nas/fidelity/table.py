@@ -20,14 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import UserError
-from nas.fidelity.config import REFERENCE
-from nas.fidelity.plan import ZERO_COST_JOB
+from nas.fidelity.config import REFERENCE, ZERO_COST_JOB
 from nas.fidelity.studydir import OWN_FILES, JobRecord, StudyDir, checked_records
 from nas.fsio import atomic_write, make_dirs
 from nas.search.config import protocol_of
 from trainers.training.tabular import TABLE_FORMAT, dump_table
-
-__all__ = ["tabulate", "write_table"]
 
 # measurements of the proxy kept per candidate (the objective is recomputed from these)
 KEEP_METRICS = (

@@ -27,20 +27,6 @@ from typing import Any, Literal
 
 from nas.errors import ConfigError, check_keys, parse_dataclass
 
-__all__ = [
-    "BlockKind",
-    "BLOCKS",
-    "VIT_BLOCK",
-    "BlockOptions",
-    "Architecture",
-    "ModelConfig",
-    "VIT_REL",
-    "known_blocks",
-    "is_block_letter",
-    "check_block_table",
-    "check_layout",
-]
-
 
 @dataclass(frozen=True)
 class BlockKind:

@@ -15,20 +15,6 @@ from torch import nn
 
 from nas.model.arch import BlockOptions, check_block_table
 
-__all__ = [
-    "ConvStem",
-    "PatchStem",
-    "Downsample2d",
-    "SqueezeExcite",
-    "MBConvBlock",
-    "RelPosAttention",
-    "TransformerBlock",
-    "LayerNorm2d",
-    "rel_pos_index",
-    "BLOCK_MODULES",
-    "BlockFactory",
-]
-
 
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channel dim of an NCHW tensor."""

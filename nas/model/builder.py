@@ -13,8 +13,6 @@ from nas.model.arch import Architecture, BlockOptions, ModelConfig
 from nas.model.blocks import BLOCK_MODULES, ConvStem, PatchStem
 from nas.model.geometry import BlockSlot, block_plan, check_buildable
 
-__all__ = ["CoAtNet", "build_model"]
-
 
 class Stage(nn.Module):
     """One stage: its blocks (``slots`` from :func:`nas.model.geometry.block_plan`), the first changing width (and

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from nas.model.arch import Architecture, BlockOptions, ModelConfig, check_block_table
 from nas.model.geometry import block_plan, feature_sizes
 
-__all__ = ["Cost", "count_cost", "BLOCK_COSTS", "BlockCost"]
-
 
 @dataclass(frozen=True)
 class Cost:

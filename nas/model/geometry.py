@@ -12,8 +12,6 @@ from typing import NamedTuple
 from nas.errors import UserError
 from nas.model.arch import BLOCKS, Architecture
 
-__all__ = ["BlockSlot", "block_plan", "check_buildable", "downsampled", "feature_sizes"]
-
 
 def downsampled(size: int, stride: int) -> int:
     """Spatial size after a stride-``stride`` op with 'same'-style padding."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 from nas.errors import UserError
 from nas.model.arch import Architecture
 
-__all__ = ["get", "names", "PRESETS"]
-
 PRESETS: dict[str, Architecture] = {
     name: Architecture.parse(text)
     for name, text in {

@@ -24,7 +24,6 @@ from nas.runtime.command import Command
 if TYPE_CHECKING:
     from nas.runtime.signals import StopSignals
 
-__all__ = ["ClusterAddress", "parse_address", "probe", "connect", "check_resources", "start_ray", "RAY_ENV"]
 
 RAY_ENV = {
     "RAY_AIR_NEW_OUTPUT": "0",  # Tune's old console reporter, silenced by verbose=0: the commands print their own lines

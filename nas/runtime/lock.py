@@ -21,8 +21,6 @@ from typing import Any
 from nas.errors import UserError
 from nas.runtime.command import Command
 
-__all__ = ["RunLock", "Holder", "LOCK_NAME"]
-
 LOCK_NAME = "driver.lock"
 
 

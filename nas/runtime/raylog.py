@@ -15,8 +15,6 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-__all__ = ["NOTICE_LOGGERS", "ray_notices"]
-
 NOTICE_LOGGERS = ("ray._private.authentication",)
 """Loggers whose records during Ray's start are notices for the log file (warnings included)."""
 

@@ -16,8 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EXIT_CODES", "STOP_SIGNALS", "Interrupted", "StopSignals", "StopFlag", "exit_code"]
-
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # exit status of a command stopped by a signal (everything saved, resumable): 128 + the signal number
 EXIT_CODES = {sig: 128 + int(sig) for sig in STOP_SIGNALS}

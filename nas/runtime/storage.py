@@ -15,8 +15,6 @@ from pathlib import Path
 from nas.errors import UserError
 from nas.fsio import atomic_write
 
-__all__ = ["is_uri", "Mirror"]
-
 SKIP = ("driver.lock",)  # a lock only means something on the machine that holds it
 
 

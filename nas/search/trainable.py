@@ -224,7 +224,7 @@ def measure_before_training(arch, objective, train, dataset, image_size: int, th
     """The objectives a worker measures before training (``trainers.objectives.registry.measure_objectives``), and
     the failed result that replaces the training when a budget is exceeded or the measurement fails."""
     from trainers.objectives.registry import measure_objectives
-    from trainers.training.proxy import resolve_device
+    from trainers.training.fit import resolve_device
     from trainers.training.result import TrialResult, classify_failure
 
     t0 = time.perf_counter()

@@ -16,16 +16,6 @@ from nas.errors import ConfigError, check_keys, parse_dataclass
 from nas.limits import MAX_CHOICES, int_choice_limit
 from nas.model.arch import BLOCKS, BlockOptions, is_block_letter, known_blocks
 
-__all__ = [
-    "STAGES",
-    "Budgets",
-    "StageChoices",
-    "is_int",
-    "int_choices",
-    "block_choices",
-    "option_choices",
-]
-
 STAGES = ("S1", "S2", "S3", "S4")
 OPTION_NAMES = tuple(f.name for f in dataclasses.fields(BlockOptions))
 DEFAULT_BLOCKS = tuple(b for b, kind in BLOCKS.items() if kind.default_choice)

@@ -12,8 +12,6 @@ from nas.errors import ConfigError
 from nas.model.arch import BLOCKS, VIT_BLOCK, VIT_REL, check_layout
 from nas.space.choices import STAGES, StageChoices
 
-__all__ = ["parse_layout", "block_order", "layout_problem", "valid_layouts"]
-
 
 def parse_layout(text: Any, file: str | None, key: str) -> str:
     """One layout of ``rules.layouts`` (``C-C-T-T`` or ``ViT_REL``), each letter checked."""

@@ -34,18 +34,6 @@ from nas.space.choices import (
 from nas.space.layouts import parse_layout, valid_layouts
 from nas.yamlio import load_yaml_file
 
-__all__ = [
-    "TOP_LEVEL_KEYS",
-    "SPACE_KEYS",
-    "STAGES",
-    "Budgets",
-    "StageChoices",
-    "bundled_spaces",
-    "resolve_space_path",
-    "load_yaml",
-    "parse_space",
-]
-
 TOP_LEVEL_KEYS = ("space", "train", "objective", "search")
 SPACE_KEYS = ("input", "stem", "stages", "rules", "vit_rel", "blocks", "budgets")
 

@@ -20,15 +20,8 @@ from typing import Any
 
 from nas.errors import ConfigError
 from nas.model.arch import VIT_BLOCK, VIT_REL, Architecture, BlockOptions
-from nas.space.reading import (
-    STAGES,
-    Budgets,
-    StageChoices,
-    load_yaml,
-    parse_space,
-)
-
-__all__ = ["SearchSpace", "load_space"]
+from nas.space.choices import STAGES, Budgets, StageChoices
+from nas.space.reading import load_yaml, parse_space
 
 
 def load_space(path_or_name: str | Path) -> SearchSpace:

@@ -50,20 +50,6 @@ from nas.errors import ConfigError, UserError
 from nas.fsio import open_regular
 from nas.limits import allowed_text, check_value
 
-__all__ = [
-    "ARCHIVES",
-    "Archive",
-    "default_cache",
-    "ensure_cifar",
-    "MIRROR_ENV",
-    "DEADLINE_ENV",
-    "MAX_MB_ENV",
-    "DEADLINE_S",
-    "MAX_BYTES",
-    "TIMEOUT_S",
-    "UNPACK_MAX_BYTES",
-    "MAX_MEMBERS",
-]
 
 MIRROR_ENV = "COATNAS_DATA_MIRROR"
 """Environment variable: a base URL whose ``<archive name>`` replaces the official server's."""

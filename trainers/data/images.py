@@ -16,7 +16,6 @@ import torch.nn.functional as F
 
 from nas.errors import UserError
 
-__all__ = ["Images", "channel_stats", "to_images", "folder_dtype"]
 
 
 class Images:

@@ -26,19 +26,6 @@ from trainers.data.readers import list_imagefolder, read_imagefolder, read_sourc
 from trainers.data.sources import resolve_source, source_path
 from trainers.data.stream import StreamedImages, sample_stats
 
-__all__ = [
-    "DataConfig",
-    "Dataset",
-    "Images",
-    "load_dataset",
-    "resolve_source",
-    "stratified_split",
-    "stratified_subset",
-    "read_imagefolder",
-    "clear_dataset_cache",
-    "read_dataset",
-    "in_memory_bytes",
-]
 
 
 @dataclass(eq=False)

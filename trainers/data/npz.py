@@ -20,7 +20,6 @@ from nas.fsio import open_regular
 from nas.limits import RANGES, allowed_text
 from trainers.data.config import DataConfig, Origin, bad_source
 
-__all__ = ["check_npz", "read_npz", "MAX_ARRAY_BYTES"]
 
 
 def _physical_memory() -> int:

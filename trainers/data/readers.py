@@ -27,16 +27,6 @@ from trainers.data.download import ARCHIVES
 from trainers.data.safe_pickle import load_cifar_pickle
 from trainers.data.sources import cifar_folder, downloaded, source_path
 
-__all__ = [
-    "read_source",
-    "read_digits",
-    "read_synthetic",
-    "read_cifar",
-    "read_imagefolder_source",
-    "read_imagefolder",
-    "list_imagefolder",
-    "decode_rgb",
-]
 
 
 def read_source(cfg: DataConfig, image_size: int, in_chans: int, origin: Origin):

@@ -15,7 +15,6 @@ from nas.errors import ConfigError
 from trainers.data.config import SOURCES, DataConfig, Origin, bad_source
 from trainers.data.download import ARCHIVES, default_cache, ensure_cifar
 
-__all__ = ["resolve_source", "source_path", "downloaded", "cifar_folder"]
 
 
 def resolve_source(cfg: DataConfig, file: str | None = None, key: str = "train.data.path") -> DataConfig:

@@ -18,8 +18,6 @@ import torch
 from nas.model.arch import Architecture
 from trainers.objectives.registry import ObjectiveConfig
 
-__all__ = ["measure_latency", "time_forward"]
-
 
 @torch.inference_mode()
 def time_forward(model: torch.nn.Module, x: torch.Tensor, repeats: int, warmup: int) -> list[float]:

@@ -19,23 +19,6 @@ from typing import Any, Literal
 
 from nas.registry import Registry, load
 
-__all__ = [
-    "ObjectiveConfig",
-    "LatencyConfig",
-    "Objective",
-    "OBJECTIVES",
-    "ZERO_COST",
-    "DEFAULT_AXES",
-    "objectives_of",
-    "measure_objectives",
-    "measured_objectives",
-    "generalization",
-    "capacity",
-    "score",
-    "round_axes",
-    "pareto_mask",
-]
-
 DEFAULT_AXES = ("generalization", "capacity")
 
 

@@ -38,8 +38,6 @@ from nas.model.cost import count_cost
 from trainers.data.loading import Dataset
 from trainers.objectives.registry import ZERO_COST
 
-__all__ = ["ProxyInput", "zero_cost_scores", "proxy_batch"]
-
 # Rectifier-like modules whose input sign gives NASWOT's binary code. ``nas.model.blocks`` uses only nn.GELU
 # (stem, MBConv, squeeze-excite, transformer MLP); the others are covered in case blocks change.
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Mish, nn.ELU, nn.CELU, nn.SELU)
@@ -261,7 +259,8 @@ def zero_cost_scores(
 if __name__ == "__main__":  # seconds per proxy on one CPU thread: python -m trainers.objectives.zerocost
     import time
 
-    from trainers.data.loading import DataConfig, load_dataset
+    from trainers.data.config import DataConfig
+    from trainers.data.loading import load_dataset
 
     torch.set_num_threads(1)
     data = load_dataset(DataConfig(name="synthetic", synthetic_samples=400), 32, 3)

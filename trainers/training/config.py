@@ -14,8 +14,6 @@ from typing import Any, Literal
 from trainers.data.config import DataConfig
 from trainers.objectives.registry import ObjectiveConfig
 
-__all__ = ["TrainConfig", "parse_train", "parse_objective", "flat", "default_protocol"]
-
 
 def _ge(lo: float, kind: str = "a number"):
     return {"check": lambda v: v is None or v >= lo, "allowed": f"{kind} >= {lo}"}

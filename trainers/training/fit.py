@@ -19,12 +19,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trainers.data.loading import Dataset, Images
+from trainers.data.images import Images
+from trainers.data.loading import Dataset
 from trainers.training.config import TrainConfig
 from trainers.training.measure import Probe, autocast, measure_round
 from trainers.training.result import Divergence
-
-__all__ = ["fit", "FitResult", "Diverged", "resolve_device", "seed_everything"]
 
 
 class Diverged(RuntimeError, Divergence):

@@ -15,8 +15,6 @@ from trainers.data.images import Images
 from trainers.data.loading import stratified_subset
 from trainers.training.config import TrainConfig
 
-__all__ = ["autocast", "recalibrate_bn", "evaluate", "Probe", "measure_round"]
-
 
 def autocast(device: torch.device, train: TrainConfig):
     """bf16 autocast where ``train.precision`` asks for it (``auto``: on CUDA), else a no-op context."""

@@ -17,26 +17,9 @@ import trainers.objectives.registry as obj
 from nas.model.arch import Architecture, ModelConfig
 from trainers.data.loading import Dataset, stratified_subset
 from trainers.objectives.registry import ObjectiveConfig
-from trainers.training.config import TrainConfig, parse_objective, parse_train
-from trainers.training.fit import Diverged, FitResult, fit, resolve_device, seed_everything
-from trainers.training.measure import autocast, evaluate, recalibrate_bn
+from trainers.training.config import TrainConfig
+from trainers.training.fit import fit, resolve_device, seed_everything
 from trainers.training.result import TrialResult, classify_failure
-
-__all__ = [
-    "TrainConfig",
-    "train_candidate",
-    "fit",
-    "autocast",
-    "FitResult",
-    "Diverged",
-    "resolve_device",
-    "evaluate",
-    "recalibrate_bn",
-    "fit_eval_subset",
-    "seed_everything",
-    "parse_train",
-    "parse_objective",
-]
 
 OnEpoch = Callable[[int, dict[str, float]], None]
 

@@ -49,23 +49,6 @@ from nas.space.search_space import SearchSpace
 from trainers.training.config import default_protocol, flat
 from trainers.training.result import FAILED_STATUSES, TrialResult
 
-__all__ = [
-    "TABLE_FORMAT",
-    "TABLE_FORMATS",
-    "TABLE_PREFIX",
-    "Table",
-    "TableEntry",
-    "load_table",
-    "parse_table",
-    "migrate",
-    "dump_table",
-    "replay",
-    "axes",
-    "is_table",
-    "table_path",
-    "protocol_mismatch",
-]
-
 TABLE_PREFIX = "table:"
 TABLE_FORMAT = "coatnas-table/2"  # what dump_table writes
 TABLE_FORMATS = ("coatnas-table/1", TABLE_FORMAT)  # what load_table reads (/1 through migrate)
