@@ -12,6 +12,7 @@ from nas.cli import export as export_cli
 from nas.cli import report as report_cli
 from nas.cli import search as search_cli
 from nas.search import RunDir, load_experiment
+from nas.search.rundir import RunMeta
 
 BIN = Path(sys.executable).parent
 
@@ -23,7 +24,9 @@ def _recorded_run(space: Path, run_dir: Path) -> RunDir:
     rd.path.mkdir(parents=True)
     rd.write_experiment(exp, "r")
     rd.write_meta(
-        {"format": 1, "name": "r", "fingerprint": exp.space.fingerprint(), "source": str(space), "sessions": []}
+        RunMeta.from_json(
+            {"format": 1, "name": "r", "fingerprint": exp.space.fingerprint(), "source": str(space), "sessions": []}
+        )
     )
     return rd
 

@@ -9,6 +9,8 @@ from nas.export.model_config import export_from_run, load_model_config
 from nas.model.builder import build_model
 from nas.model.cost import count_cost
 from nas.search import RunDir, load_experiment
+from nas.search.record import TrialRecord
+from nas.search.rundir import RunMeta
 
 
 def _run_with_records(space, path, scores):
@@ -17,25 +19,29 @@ def _run_with_records(space, path, scores):
     rd.path.mkdir()
     rd.write_experiment(exp, "r")
     rd.write_meta(
-        {"format": 1, "name": "r", "fingerprint": exp.space.fingerprint(), "source": str(space), "sessions": []}
+        RunMeta.from_json(
+            {"format": 1, "name": "r", "fingerprint": exp.space.fingerprint(), "source": str(space), "sessions": []}
+        )
     )
     archs = list(exp.space.enumerate(len(scores)))
     for i, (a, s) in enumerate(zip(archs, scores)):
         cost = count_cost(a, image_size=32, num_classes=4, in_chans=1)
         rd.append_record(
-            {
-                "id": a.id,
-                "arch": a.to_dict(),
-                "arch_str": str(a),
-                "number": i,
-                "status": "ok",
-                "reason": "",
-                "generalization": s,
-                "capacity": s,
-                "score": s,
-                "metrics": {"params": float(cost.params), "macs": float(cost.macs), "num_classes": 4.0},
-                "history": [],
-            }
+            TrialRecord.from_json(
+                {
+                    "id": a.id,
+                    "arch": a.to_dict(),
+                    "arch_str": str(a),
+                    "number": i,
+                    "status": "ok",
+                    "reason": "",
+                    "generalization": s,
+                    "capacity": s,
+                    "score": s,
+                    "metrics": {"params": float(cost.params), "macs": float(cost.macs), "num_classes": 4.0},
+                    "history": [],
+                }
+            )
         )
     return rd, archs
 

@@ -18,9 +18,9 @@ from optuna.trial import TrialState
 
 from nas.cli.search import main as search_cli
 from nas.errors import UserError
-from nas.model.arch import Architecture
 from nas.search import RunDir, run
 from nas.search.optuna_bridge import open_study
+from nas.search.record import TrialRecord
 
 sys.path.insert(0, str(Path(__file__).parent))
 from chaos_trainer import fault_of  # noqa: E402
@@ -46,17 +46,17 @@ search: {trials: 8, sampler: grid, max_concurrent: 2, max_retries: 1, trainer: "
 """
 
 
-def _records_match_study(rd: Path) -> list[dict]:
+def _records_match_study(rd: Path) -> list[TrialRecord]:
     records = RunDir(rd).read_records()
-    ids = [r["id"] for r in records]
+    ids = [r.id for r in records]
     assert len(set(ids)) == len(ids), "an architecture was recorded twice"
     study = open_study(RunDir(rd))
     by_number = {t.number: t for t in study.trials}
     for r in records:
-        t = by_number[r["number"]]
-        assert t.user_attrs["arch_id"] == r["id"] and t.user_attrs["status"] == r["status"]
-        if r["status"] == "ok":
-            assert t.state == TrialState.COMPLETE and t.values == [r["generalization"], r["capacity"]]
+        t = by_number[r.number]
+        assert t.user_attrs["arch_id"] == r.id and t.user_attrs["status"] == r.status
+        if r.ok:
+            assert t.state == TrialState.COMPLETE and t.values == [r.values["generalization"], r.values["capacity"]]
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     return records
 
@@ -65,22 +65,22 @@ def test_raise_nan_oom_and_dead_worker_are_recorded_and_the_search_goes_on(ray_l
     space = tmp_path / "chaos.yaml"
     space.write_text(CHAOS_SPACE)
     res = run(space, run_dir=tmp_path / "run", progress=False)
-    records = {Architecture.from_dict(r["arch"]): r for r in _records_match_study(res.run_dir)}
+    records = {r.architecture(): r for r in _records_match_study(res.run_dir)}
     assert len(records) == 8 and res.completed == 8
     by_fault = {fault_of(a): r for a, r in records.items() if fault_of(a)}
-    assert by_fault["raise"]["status"] == "error" and "ValueError: chaos: refusing" in by_fault["raise"]["reason"]
-    assert by_fault["nan"]["status"] == "diverged" and "non-finite" in by_fault["nan"]["reason"]
-    assert by_fault["oom"]["status"] == "oom" and "out of memory" in by_fault["oom"]["reason"]
+    assert by_fault["raise"].status == "error" and "ValueError: chaos: refusing" in by_fault["raise"].reason
+    assert by_fault["nan"].status == "diverged" and "non-finite" in by_fault["nan"].reason
+    assert by_fault["oom"].status == "oom" and "out of memory" in by_fault["oom"].reason
     died = by_fault["die"]
-    assert died["status"] == "error" and "worker failed" in died["reason"], died
+    assert died.status == "error" and "worker failed" in died.reason, died
     # The dead worker was retried (max_retries: 1): Ray Tune logged both failures of that trial.
-    err = next(res.run_dir.glob(f"tune/session-0/trial-{died['number']:04d}-*/error.txt")).read_text()
+    err = next(res.run_dir.glob(f"tune/session-0/trial-{died.number:04d}-*/error.txt")).read_text()
     assert "Failure # 2" in err
     # The healthy candidates trained and are ranked; the failed ones are not.
     healthy = [r for a, r in records.items() if not fault_of(a)]
-    assert len(healthy) == 4 and all(r["status"] == "ok" for r in healthy)
+    assert len(healthy) == 4 and all(r.ok for r in healthy)
     ranked = {row["id"] for row in res.rows if row["rank"] is not None}
-    assert ranked == {r["id"] for r in healthy}
+    assert ranked == {r.id for r in healthy}
 
 
 def _start_cluster():
@@ -135,10 +135,10 @@ def test_worker_node_dies_mid_trial_the_trial_is_retried(write_space, tmp_path, 
         cluster.shutdown()
     assert proc.returncode == 0, out
     records = _records_match_study(rd)
-    assert len(records) == 4 and all(r["status"] == "ok" for r in records), records
-    assert lost in {r["id"] for r in records}
+    assert len(records) == 4 and all(r.ok for r in records), records
+    assert lost in {r.id for r in records}
     board = json.loads((rd / "leaderboard.json").read_text())
-    assert sorted(r["id"] for r in board) == sorted(r["id"] for r in records)
+    assert sorted(r["id"] for r in board) == sorted(r.id for r in records)
     errors = {p.parent.name: p.read_text() for p in rd.glob("tune/session-0/trial-*/error.txt")}
     assert list(errors) == [next(n for n in errors if n.endswith(lost))], errors
     assert "Failure # 1" in next(iter(errors.values()))  # failed once on the dead node, then ran on the head
@@ -222,13 +222,13 @@ def test_lost_trial_records_are_recovered_from_the_study(ray_local, write_space,
     res = run(None, resume=True, run_dir=rd, trials=4, progress=False)
     assert res.completed == 4
     records = _records_match_study(rd)
-    ids = [r["id"] for r in records]
-    assert {r["id"] for r in full} <= set(ids) and len(ids) == 4
-    recovered = [r for r in records if r.get("recovered_from")]
-    assert len(recovered) == 2 and all(r["recovered_from"] == "optuna.journal" for r in recovered)
-    by_id = {r["id"]: r for r in full}
+    ids = [r.id for r in records]
+    assert {r.id for r in full} <= set(ids) and len(ids) == 4
+    recovered = [r for r in records if r.extra.get("recovered_from")]
+    assert len(recovered) == 2 and all(r.extra["recovered_from"] == "optuna.journal" for r in recovered)
+    by_id = {r.id: r for r in full}
     for r in recovered:
-        assert r["score"] == by_id[r["id"]]["score"] and r["number"] == by_id[r["id"]]["number"]
+        assert r.score == by_id[r.id].score and r.number == by_id[r.id].number
 
 
 def test_study_in_an_rdb_and_resume(ray_local, write_space, tmp_path):
@@ -245,7 +245,7 @@ def test_study_in_an_rdb_and_resume(ray_local, write_space, tmp_path):
     import optuna
 
     study = optuna.load_study(study_name=meta["study"], storage=url)
-    assert {t.number for t in study.trials if t.state == TrialState.COMPLETE} >= {r["number"] for r in records}
+    assert {t.number for t in study.trials if t.state == TrialState.COMPLETE} >= {r.number for r in records}
     with pytest.raises(UserError, match="its Optuna study lives in sqlite"):
         run(None, resume=True, run_dir=rd, trials=4, storage=f"sqlite:///{tmp_path / 'other.db'}", progress=False)
     with pytest.raises(UserError, match="not a database URL"):

@@ -15,7 +15,7 @@ from nas.search import RunDir, load_experiment, run
 from nas.search.config import protocol_diff, protocol_of
 from nas.search.leaderboard import build_rows, format_table
 from nas.search.optuna_bridge import open_study
-from nas.search.record import TrialRecord, axis_values
+from nas.search.record import TrialRecord
 from trainers.objectives.latency import measure_latency
 from trainers.objectives.registry import (
     OBJECTIVES,
@@ -51,9 +51,12 @@ def test_unknown_or_repeated_axis_is_refused_with_the_known_names(write_space):
 def test_directions_and_failed_values_come_from_the_registry():
     objs = objectives_of(ObjectiveConfig(axes=("latency", "generalization")))
     assert [o.direction for o in objs] == ["minimize", "maximize"]
-    ok = {"status": "ok", "generalization": 0.7, "capacity": 0.5, "latency": 3.0}
-    assert axis_values(ok, objs) == [3.0, 0.7]
-    assert axis_values({**ok, "status": "error"}, objs) == [OBJECTIVES["latency"].failed, 0.0]
+    arch = Architecture(layout=("C", "C", "T", "T"), depths=(1, 1, 1, 1, 1), widths=(8, 8, 16, 16, 32))
+    values = {"generalization": 0.7, "capacity": 0.5, "latency": 3.0}
+    ok = TrialRecord.of_trial(arch, 0, "t0", "ok", values=values)
+    assert ok.axis_values(objs) == [3.0, 0.7]
+    failed = TrialRecord.of_trial(arch, 0, "t0", "error", values=values)
+    assert failed.axis_values(objs) == [OBJECTIVES["latency"].failed, 0.0]
 
 
 @pytest.mark.parametrize("dims", [2, 3])
@@ -77,10 +80,12 @@ def test_record_is_flat_on_disk_with_every_objective_under_its_name():
         "metrics": {"latency": 2.5, "params": 10.0},
         "history": [],
     }
-    rec = TrialRecord.from_payload(arch, 3, "t3", payload).to_json()
+    typed = TrialRecord.from_payload(arch, 3, "t3", payload)
+    rec = typed.to_json()
     assert rec["generalization"] == 0.6 and rec["capacity"] == 0.4 and rec["latency"] == 2.5
     assert rec["id"] == arch.id and rec["number"] == 3 and rec["score"] == 0.5
-    rows = build_rows([rec], ("generalization", "latency"))
+    assert (rec["format"], rec["kind"]) == (2, "search") and TrialRecord.from_json(rec) == typed
+    rows = build_rows([typed], ("generalization", "latency"))
     assert rows[0]["latency"] == 2.5 and rows[0]["pareto"]
     assert "latency (ms)" in format_table(rows)
 
@@ -110,13 +115,13 @@ def test_search_with_a_latency_axis_and_a_latency_budget(ray_local, write_space,
     space = _objective(write_space(), LATENCY_AXES)
     res = run(space, trials=3, run_dir=tmp_path / "run", progress=False)
     records = RunDir(res.run_dir).read_records()
-    assert res.completed == 3 and all(r["status"] == "ok" and r["latency"] > 0 for r in records)
+    assert res.completed == 3 and all(r.ok and r.values["latency"] > 0 for r in records)
     study = open_study(RunDir(res.run_dir))
     assert study.metric_names == ["generalization", "capacity", "latency"]
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MAXIMIZE", "MINIMIZE"]
     by_number = {t.number: t for t in study.trials}
     for rec in records:
-        assert by_number[rec["number"]].values == [rec["generalization"], rec["capacity"], rec["latency"]]
+        assert by_number[rec.number].values == [rec.values[k] for k in ("generalization", "capacity", "latency")]
     rows = json.loads((res.run_dir / "leaderboard.json").read_text())
     front = pareto_mask(
         [(r["generalization"], r["capacity"], r["latency"]) for r in rows], ["maximize", "maximize", "minimize"]
@@ -127,8 +132,8 @@ def test_search_with_a_latency_axis_and_a_latency_budget(ray_local, write_space,
     tight = _objective(write_space("tight.yaml"), "{mode: single, latency: {repeats: 3, max_ms: 1.0e-6}}")
     res2 = run(tight, trials=2, run_dir=tmp_path / "tight", progress=False)
     recs2 = RunDir(res2.run_dir).read_records()
-    assert len(recs2) == 2 and all(r["status"] == "infeasible" and "budget" in r["reason"] for r in recs2)
-    assert all(r["metrics"].get("steps", 0) == 0 and r["latency"] > 0 for r in recs2)
+    assert len(recs2) == 2 and all(r.status == "infeasible" and "budget" in r.reason for r in recs2)
+    assert all(r.metric("steps") == 0 and r.values["latency"] > 0 for r in recs2)
     study2 = open_study(RunDir(res2.run_dir))
     assert all(t.values == [0.0, 0.0] for t in study2.trials if t.state == TrialState.COMPLETE)
 

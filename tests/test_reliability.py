@@ -106,7 +106,7 @@ def test_derived_files_damaged_are_rebuilt(rd, capsys):
 def test_experiment_json_damaged_the_named_step_recovers(rd, capsys):
     (rd / "experiment.json").write_text('{"name": "run", "finger')
     rc, _, err = _cli(search_cli, ["--resume", str(rd), "--quiet"], capsys)
-    assert rc == 2 and "experiment.json is unreadable or corrupted" in err and f"mv {rd}/experiment.json" in err
+    assert rc == 2 and "experiment.json is damaged" in err and f"mv {rd}/experiment.json" in err
     (rd / "experiment.json").rename(rd / "experiment.json.bad")  # the step the message names
     _resume_ok(rd, capsys)
     assert "rebuilt" in json.loads((rd / "experiment.json").read_text())
@@ -128,7 +128,7 @@ def test_trials_line_damaged_inside_the_named_step_recovers(rd, capsys):
     lines[1] = lines[1][:20] + "\n"
     (rd / "trials.jsonl").write_text("".join(lines))
     rc, _, err = _cli(export_cli, [str(rd), "--out", str(rd.parent / "x.yaml")], capsys)
-    assert rc == 2 and "line 2 is corrupted" in err and "Delete that line" in err
+    assert rc == 2 and "line 2 is damaged" in err and "Delete that line" in err
     del lines[1]  # the step the message names: the trial comes back from the study
     (rd / "trials.jsonl").write_text("".join(lines))
     _resume_ok(rd, capsys)
@@ -303,7 +303,7 @@ def test_sigterm_stops_like_ctrl_c_without_orphans(tmp_path, ray_local):
     assert f"stopped by {signal.Signals(sig).name}" in out and f"nas-search --resume {rd}" in out, out
     assert not left, f"Ray processes of the run alive {time.monotonic() - exited:.0f} s after the driver exited: {left}"
     records = RunDir(rd).read_records()
-    assert 1 <= len(records) < 4 and all(r["status"] == "ok" for r in records)
+    assert 1 <= len(records) < 4 and all(r.ok for r in records)
     meta = json.loads((rd / "experiment.json").read_text())
     assert meta["sessions"][-1]["stopped_by"] == signal.Signals(sig).name
     # the resume finishes the search
@@ -316,7 +316,7 @@ def test_sigterm_stops_like_ctrl_c_without_orphans(tmp_path, ray_local):
     (rd / "trials.jsonl").write_text("\n".join([json.dumps(top), *lines[1:]]) + "\n")
     buf = io.StringIO()
     res = run(None, resume=True, run_dir=rd, progress=buf)
-    assert res.completed == 4 and len({r["id"] for r in RunDir(rd).read_records()}) == 4
+    assert res.completed == 4 and len({r.id for r in RunDir(rd).read_records()}) == 4
     first = next(line for line in buf.getvalue().splitlines() if line.startswith("["))
     assert f"best 0.999 (trial {top['number']})" in first, first
 

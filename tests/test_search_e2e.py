@@ -9,7 +9,6 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.export.model_config import export_from_run, load_model_config
-from nas.model.arch import Architecture
 from nas.model.builder import build_model
 from nas.model.cost import count_cost
 from nas.search import RunDir, run
@@ -26,15 +25,15 @@ def test_search_leaderboard_pareto_export(ray_local, write_space, tmp_path):
     res = run(space, trials=4, run_dir=tmp_path / "run", progress=False)
     assert res.completed == 4 and not res.interrupted
     records = RunDir(res.run_dir).read_records()
-    assert len(records) == 4 and len({r["id"] for r in records}) == 4
-    assert all(r["status"] == "ok" for r in records)
+    assert len(records) == 4 and len({r.id for r in records}) == 4
+    assert all(r.ok for r in records)
 
     rows = json.loads((res.run_dir / "leaderboard.json").read_text())
     assert len(rows) == 4
     assert [r["rank"] for r in rows] == [1, 2, 3, 4]
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
-    by_id = {r["id"]: r for r in records}
-    expect = pareto_mask([(by_id[r["id"]]["generalization"], by_id[r["id"]]["capacity"]) for r in rows])
+    by_id = {r.id: r for r in records}
+    expect = pareto_mask([(by_id[r["id"]].values["generalization"], by_id[r["id"]].values["capacity"]) for r in rows])
     assert [r["pareto"] for r in rows] == expect
     assert (res.run_dir / "leaderboard.csv").read_text().count("\n") == 5
 
@@ -43,10 +42,10 @@ def test_search_leaderboard_pareto_export(ray_local, write_space, tmp_path):
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MAXIMIZE"]
     by_number = {t.number: t for t in study.trials}
     for rec in records:
-        t = by_number[rec["number"]]
+        t = by_number[rec.number]
         assert t.state == TrialState.COMPLETE
-        assert t.values == [rec["generalization"], rec["capacity"]]
-        assert t.user_attrs["score"] == rec["score"] and t.user_attrs["arch_id"] == rec["id"]
+        assert t.values == [rec.values["generalization"], rec.values["capacity"]]
+        assert t.user_attrs["score"] == rec.score and t.user_attrs["arch_id"] == rec.id
     loaded = optuna.load_study(
         study_name="nas",
         storage=optuna.storages.JournalStorage(
@@ -58,16 +57,16 @@ def test_search_leaderboard_pareto_export(ray_local, write_space, tmp_path):
     # best.yaml and nas-export rebuild exactly the network: same parameter count, same layer names.
     assert res.best_path == res.run_dir / "best.yaml"
     best = load_model_config(res.best_path)
-    assert best.arch == Architecture.from_dict(by_id[rows[0]["id"]]["arch"])
+    assert best.arch == by_id[rows[0]["id"]].architecture()
     out = export_from_run(res.run_dir, tmp_path / "third.yaml", rank=3)
     mc = load_model_config(out)
     rec = by_id[rows[2]["id"]]
-    assert mc.provenance["trial"] == rec["number"] and mc.num_classes == 4 and mc.in_chans == 1
+    assert mc.provenance["trial"] == rec.number and mc.num_classes == 4 and mc.in_chans == 1
     model = build_model(mc)
-    ref = build_model(Architecture.from_dict(rec["arch"]), num_classes=4, image_size=32, in_chans=1)
-    assert sum(p.numel() for p in model.parameters()) == rec["metrics"]["params"]
+    ref = build_model(rec.architecture(), num_classes=4, image_size=32, in_chans=1)
+    assert sum(p.numel() for p in model.parameters()) == rec.metrics["params"]
     assert list(model.state_dict()) == list(ref.state_dict())
-    assert count_cost(mc).params == rec["metrics"]["params"]
+    assert count_cost(mc).params == rec.metrics["params"]
 
 
 def test_budget_candidates_never_reach_a_worker(ray_local, write_space, tmp_path):
@@ -75,7 +74,7 @@ def test_budget_candidates_never_reach_a_worker(ray_local, write_space, tmp_path
     res = run(write_space(max_params=limit), trials=5, run_dir=tmp_path / "run", progress=False)
     records = RunDir(res.run_dir).read_records()
     assert len(records) == 5
-    assert all(r["metrics"]["params"] <= limit for r in records)
+    assert all(r.metrics["params"] <= limit for r in records)
     study = _study(res.run_dir)
     over = [t for t in study.trials if t.user_attrs.get("params", 0) > limit]
     assert over, "the random sampler should have proposed some over-budget candidates"
@@ -86,7 +85,7 @@ def test_budget_candidates_never_reach_a_worker(ray_local, write_space, tmp_path
     tune_trials = [p for p in (res.run_dir / "tune").rglob("params.json")]
     assert len(tune_trials) == 5
     trained = {json.loads(p.read_text())["arch_id"] for p in tune_trials}
-    assert trained == {r["id"] for r in records}
+    assert trained == {r.id for r in records}
 
 
 def test_grid_runs_every_candidate_once_then_finishes(ray_local, write_space, tmp_path):
@@ -94,8 +93,8 @@ def test_grid_runs_every_candidate_once_then_finishes(ray_local, write_space, tm
     res = run(path, trials=50, run_dir=tmp_path / "run", progress=False)
     records = RunDir(res.run_dir).read_records()
     assert res.target == 24 and len(records) == 5 and res.exhausted
-    assert len({r["id"] for r in records}) == 5
-    assert all(r["metrics"]["params"] <= 14000 for r in records)
+    assert len({r.id for r in records}) == 5
+    assert all(r.metrics["params"] <= 14000 for r in records)
 
 
 def test_asha_scheduler_search_completes(ray_local, write_space, tmp_path):
@@ -108,13 +107,13 @@ def test_asha_scheduler_search_completes(ray_local, write_space, tmp_path):
     path.write_text(text)
     res = run(path, run_dir=tmp_path / "run", progress=False)
     records = RunDir(res.run_dir).read_records()
-    assert len(records) == 4 and len({r["id"] for r in records}) == 4
-    assert {r["status"] for r in records} <= {"ok", "stopped"}
-    assert "ok" in {r["status"] for r in records}
+    assert len(records) == 4 and len({r.id for r in records}) == 4
+    assert {r.status for r in records} <= {"ok", "stopped"}
+    assert "ok" in {r.status for r in records}
     study = _study(res.run_dir)
     states = {t.number: t.state for t in study.trials}
     for r in records:
-        assert states[r["number"]] == (TrialState.COMPLETE if r["status"] == "ok" else TrialState.PRUNED)
+        assert states[r.number] == (TrialState.COMPLETE if r.ok else TrialState.PRUNED)
 
 
 def test_failed_trials_are_recorded_with_reason_and_search_goes_on(ray_local, write_space, tmp_path):
@@ -124,15 +123,15 @@ def test_failed_trials_are_recorded_with_reason_and_search_goes_on(ray_local, wr
     res = run(path, trials=3, run_dir=tmp_path / "run", progress=False)
     records = RunDir(res.run_dir).read_records()
     assert len(records) == 3 and res.completed == 3
-    failed = [r for r in records if r["status"] != "ok"]
+    failed = [r for r in records if not r.ok]
     assert failed, "an lr of 10 without clipping should make training diverge"
-    assert all(r["status"] in ("diverged", "error") and r["reason"] for r in failed)
+    assert all(r.status in ("diverged", "error") and r.reason for r in failed)
     rows = json.loads((res.run_dir / "leaderboard.json").read_text())
     assert all(r["rank"] is None and not r["pareto"] for r in rows if r["status"] != "ok")
     study = _study(res.run_dir)
     for r in failed:
-        t = study.trials[r["number"]]
-        assert t.values == [0.0, 0.0] and t.user_attrs["status"] == r["status"]
+        t = study.trials[r.number]
+        assert t.values == [0.0, 0.0] and t.user_attrs["status"] == r.status
 
 
 def test_prescreen_queues_the_best_zero_cost_candidates_as_the_first_trials(ray_local, write_space, tmp_path):

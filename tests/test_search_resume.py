@@ -14,23 +14,24 @@ from optuna.trial import TrialState
 
 from nas.search import RunDir, run
 from nas.search.optuna_bridge import open_study
+from nas.search.record import TrialRecord
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 BIN = Path(sys.executable).parent
 
 
-def _check_complete(run_dir: Path, n: int) -> list[dict]:
+def _check_complete(run_dir: Path, n: int) -> list[TrialRecord]:
     records = RunDir(run_dir).read_records()
-    ids = [r["id"] for r in records]
+    ids = [r.id for r in records]
     assert len(records) == n, f"{len(records)} records, wanted {n}"
     assert len(set(ids)) == n, "an architecture was trained twice"
     study = open_study(RunDir(run_dir))
     by_number = {t.number: t for t in study.trials}
     for r in records:
-        t = by_number[r["number"]]
-        assert t.state == TrialState.COMPLETE and t.values == [r["generalization"], r["capacity"]]
-        assert t.user_attrs["arch_id"] == r["id"]
+        t = by_number[r.number]
+        assert t.state == TrialState.COMPLETE and t.values == [r.values["generalization"], r.values["capacity"]]
+        assert t.user_attrs["arch_id"] == r.id
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     # Every interrupted trial's architecture was trained on resume.
     interrupted = [t for t in study.trials if t.user_attrs.get("interrupted")]
@@ -43,12 +44,12 @@ def test_resume_after_in_process_stop(ray_local, write_space, tmp_path):
     rd = tmp_path / "run"
     first = run(space, trials=6, run_dir=rd, progress=False, should_stop=lambda p: p.done >= 2)
     assert first.interrupted and 2 <= first.completed < 6
-    done_first = {r["id"]: r["number"] for r in RunDir(rd).read_records()}
+    done_first = {r.id: r.number for r in RunDir(rd).read_records()}
     second = run(None, resume=True, run_dir=rd, progress=False)
     assert second.completed == 6 and not second.interrupted
     records = _check_complete(rd, 6)
     # Trials finished before the stop kept their records (same Optuna trial), they were not re-run.
-    assert {r["id"]: r["number"] for r in records[: len(done_first)]} == done_first
+    assert {r.id: r.number for r in records[: len(done_first)]} == done_first
     # --trials on resume extends the budget.
     third = run(space, resume=True, run_dir=rd, trials=7, progress=False)
     assert third.completed == 7
@@ -151,7 +152,7 @@ def test_ctrl_c_stops_cleanly_and_resumes(ray_local, write_space, tmp_path):
     assert proc.returncode == 130, out
     assert "Traceback" not in out and f"nas-search --resume {rd}" in out
     records = RunDir(rd).read_records()
-    assert 1 <= len(records) < 5 and all(r["status"] == "ok" for r in records), records
+    assert 1 <= len(records) < 5 and all(r.ok for r in records), records
     res = run(None, resume=True, run_dir=rd, progress=False)
     assert res.completed == 5
     _check_complete(rd, 5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +11,17 @@ import pytest
 from nas.errors import ConfigError, UserError
 from nas.search import RunDir, SearchConfig, load_experiment
 from nas.search.leaderboard import build_rows, format_table
-from nas.space.search_space import bundled_spaces
+from nas.search.record import TrialRecord
+from nas.space.reading import bundled_spaces
 from trainers.objectives.registry import pareto_mask
+from trainers.training.tabular import is_table
 
 
 def _rec(arch, number, g, c, status="ok"):
+    return TrialRecord.from_json(_rec_json(arch, number, g, c, status))
+
+
+def _rec_json(arch, number, g, c, status="ok"):
     return {
         "id": arch.id,
         "arch": arch.to_dict(),
@@ -62,15 +69,74 @@ def test_bad_search_values_name_the_key(snippet, key, write_space):
 def test_every_sampler_name_has_a_factory_and_an_unknown_one_is_refused():
     import optuna
 
-    from nas.search.config import SAMPLER_NAMES, SCHEDULER_NAMES
-    from nas.search.optuna_bridge import SAMPLERS, make_sampler
-    from nas.search.schedulers import SCHEDULERS
+    from nas.search.config import SAMPLERS
+    from nas.search.optuna_bridge import make_sampler
 
-    assert set(SAMPLER_NAMES) == set(SAMPLERS) and set(SCHEDULER_NAMES) == set(SCHEDULERS)
     for name in SAMPLERS:
         assert isinstance(make_sampler(name, 0, 4), optuna.samplers.BaseSampler)
     with pytest.raises(UserError, match="known: tpe, nsga2, gp"):
         make_sampler("bayes", 0, 4)
+
+
+def test_every_scheduler_name_makes_its_scheduler():
+    from ray.tune.schedulers import ASHAScheduler
+
+    from nas.search.config import SCHEDULERS, SchedulerConfig
+    from nas.search.schedulers import ParetoHalving, make_scheduler
+
+    made = {name: make_scheduler(SchedulerConfig(type=name), max_t=5) for name in SCHEDULERS}
+    assert made["none"] is None and isinstance(made["asha"], ASHAScheduler)
+    assert isinstance(made["pareto"], ParetoHalving) and made["pareto"].rungs == [1, 3]
+
+
+@pytest.mark.parametrize(
+    "registry", ["nas.search.config:SAMPLERS", "nas.search.config:SCHEDULERS", "trainers.objectives.registry:ZERO_COST"]
+)
+def test_each_registry_name_resolves_to_a_callable(registry):
+    """Each name is declared once, with its implementation: every ``module:function`` of the registry imports."""
+    from nas.registry import load
+
+    reg = load(registry)
+    assert len(reg) >= 3 and all(callable(reg[name]) for name in reg)
+    assert "nope" not in reg and ["a list"] not in reg
+    with pytest.raises(KeyError):
+        reg["nope"]
+
+
+def test_the_config_layer_knows_the_names_without_optuna_ray_or_torch():
+    """The names a YAML may use are read from the registries without importing their implementations."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from nas.search.config import SAMPLERS, SCHEDULERS, SearchConfig\n"
+        "from trainers.objectives.registry import ZERO_COST\n"
+        "assert 'tpe' in SAMPLERS and 'pareto' in SCHEDULERS and 'snip' in ZERO_COST\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'optuna', 'ray', 'torch'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_name_missing_from_a_registry_is_refused_with_the_registry_s_names(write_space):
+    from nas.search.config import SAMPLERS, SCHEDULERS
+
+    path = write_space()
+    text = path.read_text()
+    for snippet, key, names in (
+        ("search: {sampler: bayes}", "search.sampler", SAMPLERS),
+        ("search: {scheduler: {type: hyperband}}", "search.scheduler.type", SCHEDULERS),
+        ("search: {prescreen: {proxy: zen}}", "search.prescreen.proxy", None),
+    ):
+        path.write_text(text[: text.index("search:")] + snippet + "\n")
+        with pytest.raises(ConfigError) as info:
+            load_experiment(path)
+        msg = str(info.value)
+        assert f"`{key}`" in msg and "\n" not in msg
+        for name in names or ("params", "synflow", "jacov"):
+            assert repr(name) in msg or name in msg
 
 
 def test_budget_below_smallest_candidate_is_refused(write_space):
@@ -80,11 +146,11 @@ def test_budget_below_smallest_candidate_is_refused(write_space):
 
 @pytest.mark.parametrize("name", bundled_spaces())
 def test_shipped_spaces_have_valid_search_sections(name, tmp_path, monkeypatch):
-    from nas.space.search_space import load_yaml
+    from nas.space.reading import load_yaml
 
     _, data = load_yaml(name)
     path = (data["train"].get("data") or {}).get("path")
-    replayed = str((data.get("search") or {}).get("trainer", "")).startswith("table:")  # reads no data
+    replayed = is_table((data.get("search") or {}).get("trainer"))  # reads no data
     if path is not None and not Path(path).exists() and not replayed:  # data not on this machine (CIFAR-10)
         with pytest.raises(UserError, match="train.data.path"):
             load_experiment(name)
@@ -107,9 +173,9 @@ def test_records_survive_a_torn_last_line_but_not_damage_inside(write_space, tmp
     rd.append_record(_rec(archs[0], 0, 0.5, 0.5))
     with open(rd.trials_jsonl, "a") as fh:
         fh.write('{"id": "torn')  # a driver killed mid-write
-    assert [r["number"] for r in rd.read_records()] == [0]
+    assert [r.number for r in rd.read_records()] == [0]
     rd.append_record(_rec(archs[1], 1, 0.4, 0.6))  # the torn fragment is cut off first (issue 10)
-    assert [r["number"] for r in rd.read_records()] == [0, 1]
+    assert [r.number for r in rd.read_records()] == [0, 1]
     assert rd.trials_jsonl.read_text().count("\n") == 2 and "torn" not in rd.trials_jsonl.read_text()
     assert (rd.path / "trials.jsonl.torn").read_text() == '{"id": "torn\n'
     # Damage inside the file (not its last line) is an error naming the line.
@@ -125,7 +191,7 @@ def test_leaderboard_ranks_pareto_and_failures(write_space):
     pts = [(0.9, 0.1), (0.5, 0.5), (0.4, 0.4), (0.1, 0.95), (0.5, 0.5)]
     recs = [_rec(a, i, g, c) for i, (a, (g, c)) in enumerate(zip(archs, pts))]
     recs.append(_rec(archs[5], 5, 0.0, 0.0, status="diverged"))
-    recs.append(dict(recs[1], number=9))  # the same architecture again: the first record counts
+    recs.append(dataclasses.replace(recs[1], number=9))  # the same architecture again: the first record counts
     rows = build_rows(recs)
     assert len(rows) == 6
     ok = [r for r in rows if r["status"] == "ok"]

@@ -14,8 +14,6 @@ from collections.abc import Callable
 
 from nas.errors import UserError
 
-__all__ = ["run_cli", "ArgumentParser", "fail"]
-
 
 def fail(prog: str, message: str) -> int:
     """Print a user-facing error paragraph and return the exit status 2."""
@@ -38,10 +36,12 @@ def run_cli(prog: str, body: Callable[[], int | None]) -> int:
         return int(body() or 0)
     except UserError as err:
         return fail(prog, str(err))
-    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM/SIGHUP during a search (nas.runtime.signals)
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM/SIGHUP of a search or a study (nas.runtime.signals)
+        from nas.runtime.signals import exit_code
+
         signum = getattr(err, "signum", signal.SIGINT)
         print(f"{prog}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
-        return 128 + signum
+        return exit_code(signum)
     except OSError as err:  # a full disk, a read-only or vanished folder: the OS's words and the file
         from nas.fsio import os_problem
 

@@ -23,17 +23,30 @@ def build_parser() -> ArgumentParser:
 
 
 def _main(args) -> int:
-    import json
-
+    from nas.fsio import read_json
     from nas.search.leaderboard import format_table
     from nas.search.report import write_report
 
     paths = write_report(args.run_dir, args.out, force=args.force)
-    rows = json.loads(paths["leaderboard_json"].read_text())
+    rows = read_json(
+        paths["leaderboard_json"],
+        _rows,
+        what="The leaderboard just written,",
+        fix="Another process replaced it; run nas-report again.",
+    )
     print(format_table(rows))
     for key in ("leaderboard_csv", "pareto_png", "report_md"):
         print(f"{PROG}: wrote {paths[key]}")
     return 0
+
+
+def _rows(data):
+    """The rows of leaderboard.json (as :func:`nas.search.leaderboard.build_rows` wrote them)."""
+    from nas.fsio import Invalid
+
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise Invalid("it is not a list of leaderboard rows")
+    return data
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ import sys
 
 from nas.cli import ArgumentParser, run_cli
 from nas.errors import UserError
-from nas.search.config import SAMPLER_NAMES
+from nas.search.config import SAMPLERS
 
 PROG = "nas-search"
 
@@ -43,7 +43,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--max-concurrent", type=int, metavar="K", help="trials running at once")
     p.add_argument("--cpus-per-trial", type=float, metavar="C", help="CPUs (= torch threads) of one trial")
     p.add_argument("--gpus-per-trial", type=float, metavar="G", help="GPUs of one trial; fractions pack trials")
-    p.add_argument("--sampler", choices=list(SAMPLER_NAMES))
+    p.add_argument("--sampler", choices=list(SAMPLERS))
     p.add_argument("--seed", type=int)
     p.add_argument("--address", metavar="ADDR", help="Ray cluster to join: HOST:PORT, ray://HOST:PORT or auto")
     p.add_argument(
@@ -152,9 +152,9 @@ def _main(args) -> int:
         if res.best_path:
             print(f"best -> {res.best_path}")
     if res.interrupted:
-        from nas.runtime.signals import EXIT_CODES
+        from nas.runtime.signals import exit_code
 
-        return EXIT_CODES.get(res.stopped_by, 130)
+        return exit_code(res.stopped_by)
     return 0
 
 

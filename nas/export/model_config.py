@@ -1,29 +1,168 @@
-"""Model configs on disk: the YAML form of :class:`nas.model.arch.ModelConfig`, and export from a search run.
+"""Model configs on disk: the one reader and writer of a :class:`nas.model.arch.ModelConfig` wherever it is
+stored (a model YAML, ``best.yaml``, a ``nas-train`` checkpoint, a timm export's ``config.json``), and export
+from a search run.
 
 ``nas.build_model(nas.load_model_config("model.yaml"))`` rebuilds exactly the exported network;
 :func:`export_from_run` picks a trial of a run directory (by leaderboard rank, trial number or id).
+
+Every model config that is read goes through :func:`parse_model_config`, which checks its keys and types
+(``ModelConfig.from_dict``), its format version and the sane ranges of ``nas.limits.RANGES`` (depths,
+widths, image size, classes, channels, patch size) before anything is built from it.
+
+Format versions (:data:`MODEL_FORMAT`, :data:`CHECKPOINT_FORMAT`): 0 is a file written before versions
+existed (no ``format`` key; the same layout as 1, read unchanged); 1 writes ``format: 1``. A later format
+adds keys (an export's preprocessing: mean/std, class names) with a migration in :data:`_MIGRATIONS`; a
+format newer than this coatnas knows is refused with a paragraph saying so.
 """
 
 from __future__ import annotations
 
+import datetime
+import math
 import os
+import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from nas.errors import UserError, yaml_problem
+from nas.errors import ConfigError, UserError, yaml_problem
 from nas.model.arch import ModelConfig
 from nas.yamlio import load_yaml_file
 
+if TYPE_CHECKING:
+    import torch
+
+    from nas.search.record import TrialRecord
+
 __all__ = [
     "ModelConfig",
+    "MODEL_FORMAT",
+    "CHECKPOINT_FORMAT",
+    "parse_model_config",
+    "check_model_config",
+    "model_config_document",
     "load_model_config",
     "save_model_config",
+    "Checkpoint",
+    "read_checkpoint",
+    "load_torch_file",
+    "checkpoint_bytes",
     "model_config_of",
     "export_from_run",
     "select_record",
 ]
+
+MODEL_FORMAT = 1
+CHECKPOINT_FORMAT = 1
+_KEYS = "format, architecture, image_size, num_classes, in_chans, provenance"
+_REEXPORT = "Re-export it with `nas-export` (or write it with `nas.save_model_config`)."
+
+
+def _identity(data: dict[str, Any]) -> dict[str, Any]:
+    return data
+
+
+# format -> the function that turns a document of that format into one of the next format
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _identity}
+
+
+def _format_of(data: Mapping[str, Any], known: int, file: str | None, what: str) -> int:
+    """The ``format`` of a document (0 when absent); a wrong type or a newer format is a :class:`ConfigError`."""
+    fmt = data.get("format", 0)
+    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 0:
+        raise ConfigError(file, "format", f"must be the format version of the {what}", f"0 to {known}", value=fmt)
+    if fmt > known:
+        raise ConfigError(
+            file,
+            "format",
+            f"is {fmt}: the {what} was written by a newer coatnas, which this version cannot read. Upgrade "
+            "coatnas (pip install -U coatnas), or re-export it with this version",
+            f"0 to {known}",
+        )
+    return fmt
+
+
+def check_model_config(mc: ModelConfig, file: str | None = None) -> ModelConfig:
+    """Raise :class:`ConfigError` when a size of ``mc`` is outside its sane range (``nas.limits.RANGES``):
+    the same limits whether the config comes from a model YAML, a checkpoint, a timm export or a flag."""
+    from nas.limits import check_value
+
+    arch = mc.arch
+    for i, (d, w) in enumerate(zip(arch.depths, arch.widths)):
+        check_value(d, "depths", file, f"architecture.depths[{i}]")
+        check_value(w, "widths", file, f"architecture.widths[{i}]")
+    if arch.is_vit:
+        check_value(arch.patch_size, "patch_size", file, "architecture.patch_size")
+    for key in ("image_size", "num_classes", "in_chans"):
+        check_value(getattr(mc, key), key, file)
+    return mc
+
+
+MAX_PROVENANCE_VALUES = 10_000  # provenance is a few dozen values; YAML aliases can make a small file huge
+
+
+def _plain(value: Any, file: str | None, key: str, *, write: bool = False, budget: list[int] | None = None) -> Any:
+    """``value`` as plain JSON/YAML data (a date as its ISO text); NaN is refused when reading (``None`` when
+    writing: a provenance entry never blocks a write), anything else that is not plain data always, and so is
+    more than :data:`MAX_PROVENANCE_VALUES` values (YAML aliases repeating a list, a "billion laughs")."""
+    budget = [MAX_PROVENANCE_VALUES] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ConfigError(
+            file,
+            "provenance",
+            f"holds more than {MAX_PROVENANCE_VALUES:,} values (YAML aliases can repeat a list many times over)",
+            "a few dozen values of plain data",
+        )
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if math.isnan(value):
+            if write:
+                return None
+            raise ConfigError(file, key, "is NaN", "a number, text, true/false or null")
+        return value
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, file, f"{key}[{i}]", write=write, budget=budget) for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, (str, int)) or isinstance(k, bool):
+                raise ConfigError(file, f"{key}.{k!r}", "has a key that is not text", "text keys")
+            out[str(k)] = _plain(v, file, f"{key}.{k}", write=write, budget=budget)
+        return out
+    raise ConfigError(
+        file, key, f"is not plain data ({type(value).__name__})", "numbers, text, true/false, null, lists, mappings"
+    )
+
+
+def parse_model_config(data: Any, file: str | None = None) -> ModelConfig:
+    """The one parser of a model config document (a model YAML, a checkpoint's ``model_config``, the
+    ``coatnas`` section of a timm export): keys and types, format version, provenance as plain data and
+    sane ranges; a :class:`ConfigError` naming ``file`` and the key otherwise."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(file, "<top level>", "must be a mapping", f"keys {_KEYS}", value=data)
+    fmt = _format_of(data, MODEL_FORMAT, file, "model config")
+    doc = {k: v for k, v in data.items() if k != "format"}
+    for version in range(fmt, MODEL_FORMAT):
+        doc = _MIGRATIONS[version](doc)
+    mc = ModelConfig.from_dict(doc, file=file)  # keys and types first: nothing below walks an unknown key
+    check_model_config(mc, file)
+    return replace(mc, provenance=_plain(mc.provenance, file, "provenance"))
+
+
+def model_config_document(config: ModelConfig, *, versioned: bool = True) -> dict[str, Any]:
+    """``config`` as the plain document :func:`parse_model_config` reads (``format`` first). A document
+    inside a versioned container (a checkpoint, a timm export) is written without its own ``format``
+    (``versioned=False``): the container's format covers it, and ``ModelConfig.from_dict`` reads it as is."""
+    doc = config.to_dict()
+    doc["provenance"] = _plain(doc.get("provenance") or {}, None, "provenance", write=True)
+    return {"format": MODEL_FORMAT, **doc} if versioned else doc
 
 
 def save_model_config(config: ModelConfig, path: str | os.PathLike) -> Path:
@@ -32,20 +171,178 @@ def save_model_config(config: ModelConfig, path: str | os.PathLike) -> Path:
 
     path = Path(path)
     make_dirs(path.parent)
-    return atomic_write(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    return atomic_write(path, yaml.safe_dump(model_config_document(config), sort_keys=False))
 
 
-def model_config_of(rec: dict[str, Any], exp, run) -> ModelConfig:
+def _file_kind(path: Path) -> str | None:
+    """``None`` for a regular file, else what ``path`` is (missing, a folder, a FIFO...)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    except OSError as err:
+        return f"unreadable ({err.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+
+
+def load_model_config(path: str | os.PathLike) -> ModelConfig:
+    """Read a model config written by :func:`save_model_config` or ``nas-export`` (see :func:`parse_model_config`)."""
+    path = Path(path)
+    kind = _file_kind(path)
+    if kind == "a folder":
+        inside = [str(p) for p in (path / "best.yaml", path / "model.yaml") if p.is_file()]
+        hint = f" Did you mean {inside[0]}?" if inside else ""
+        raise UserError(
+            f"{path}: is a folder, not a model config file. Pass the YAML written by `nas-export` "
+            f"(or `nas.save_model_config`).{hint}"
+        )
+    if kind == "missing":
+        raise UserError(
+            f"{path}: no such model config file. Pass the YAML written by `nas-export` (or `nas.save_model_config`)."
+        )
+    if kind is not None:
+        raise UserError(f"{path}: is {kind}, not a model config file. Pass the YAML written by `nas-export`.")
+    try:
+        data = load_yaml_file(path, allowed=f"a model config: a YAML mapping with keys {_KEYS}")
+    except yaml.YAMLError as err:
+        raise UserError(
+            f"{path}: not valid YAML {yaml_problem(err)}. A model config is a mapping with keys {_KEYS}. {_REEXPORT}"
+        ) from None
+    except OSError as err:
+        raise UserError(
+            f"{path}: cannot read this model config file ({err.strerror}). Make it readable by "
+            "this user or pass another file."
+        ) from None
+    return parse_model_config(data, file=str(path))
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+@dataclass(frozen=True)
+class Checkpoint:
+    """A ``nas-train`` checkpoint (``model.pt``): the model config and the state dict of its network."""
+
+    model_config: ModelConfig
+    state_dict: dict[str, torch.Tensor]
+    format: int = CHECKPOINT_FORMAT
+
+
+def checkpoint_bytes(config: ModelConfig, state: Mapping[str, torch.Tensor]) -> bytes:
+    """The bytes of a checkpoint (``torch.save`` into memory; the caller writes them with ``nas.fsio``)."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "model_config": model_config_document(config, versioned=False),
+            "state_dict": {k: v.detach().cpu().contiguous() for k, v in state.items()},
+        },
+        buf,
+    )
+    return buf.getvalue()
+
+
+_CKPT_FIX = (
+    "A checkpoint of `nas-train` (its model.pt) holds `format`, `model_config` and `state_dict`; pass one "
+    "(or the folder holding it), a model config YAML or a run directory."
+)
+
+
+def torch_load_problem(err: BaseException) -> str:
+    """What is wrong with a file ``torch.load(weights_only=True)`` refused, in our words (never torch's
+    advice to load it with ``weights_only=False``, which would run code from the file)."""
+    import re
+
+    text = str(err)
+    found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", text)
+    if found:
+        return (
+            f"it holds pickled Python objects ({found.group(1)}), which are never loaded because loading them "
+            "can run code; a checkpoint holds only tensors and plain data"
+        )
+    if "WeightsUnpickler" in text:
+        return "its data cannot be read as tensors and plain data: it is damaged, truncated or not a torch file"
+    return "it is truncated, damaged or not a torch file"
+
+
+def load_torch_file(path: Path, *, what: str, fix: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; an unreadable, empty, truncated, foreign or
+    pickled-object file is one paragraph naming it, saying it is not ``what`` and ending with ``fix``."""
+    import torch
+
+    try:
+        fh = open(path, "rb")
+    except OSError as err:
+        raise UserError(f"{path}: cannot read it ({err.strerror or err}). {fix}") from None
+    with fh:
+        if not fh.read(1):
+            raise UserError(f"{path}: is empty, not {what}. {fix}")
+        fh.seek(0)
+        try:
+            return torch.load(fh, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - torch raises many types (OSError too) for a damaged file
+            raise UserError(f"{path}: not {what}: {torch_load_problem(err)}. {fix}") from None
+
+
+def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """The one reader of a ``nas-train`` checkpoint: ``torch.load(weights_only=True)``, then its keys, the
+    types and finiteness of its tensors, its format version and its model config (:func:`parse_model_config`).
+    An unreadable, truncated, foreign or pickled-object file is one paragraph naming it."""
+    path = Path(path)
+    kind = _file_kind(path)
+    if kind is not None:
+        raise UserError(f"{path}: is {kind}, not a checkpoint. {_CKPT_FIX}")
+    raw = load_torch_file(path, what="a checkpoint written by `nas-train`", fix=_CKPT_FIX)
+    return _checkpoint_of(raw, path)
+
+
+def _checkpoint_of(raw: Any, path: Path) -> Checkpoint:
+    import torch
+
+    def refuse(problem: str) -> UserError:
+        return UserError(f"{path}: not a checkpoint written by `nas-train`: {problem}. {_CKPT_FIX}")
+
+    if not isinstance(raw, Mapping):
+        raise refuse(f"it holds {type(raw).__name__}, not a mapping")
+    unknown = sorted(str(k) for k in raw if k not in ("format", "model_config", "state_dict"))
+    if unknown:
+        raise refuse(f"it has the unknown key(s) {', '.join(unknown[:5])}")
+    missing = [k for k in ("model_config", "state_dict") if k not in raw]
+    if missing:
+        raise refuse(f"the key(s) {', '.join(missing)} are missing")
+    try:
+        fmt = _format_of(raw, CHECKPOINT_FORMAT, str(path), "checkpoint")
+    except ConfigError as err:
+        raise UserError(f"{err} {_CKPT_FIX}") from None
+    state = raw["state_dict"]
+    if not isinstance(state, Mapping) or not state:
+        raise refuse("its state_dict is not a non-empty mapping of names to tensors")
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise refuse(f"its state_dict entry {key!r} is {type(value).__name__}, not a tensor")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise UserError(
+                f"{path}: the tensor {key} holds NaN or infinite values: the training that wrote it diverged "
+                "or the file is damaged. Re-train it with `nas-train`."
+            )
+    mc = parse_model_config(raw["model_config"], file=f"{path} (its model_config)")
+    return Checkpoint(model_config=mc, state_dict=dict(state), format=fmt)
+
+
+def model_config_of(rec: TrialRecord, exp, run) -> ModelConfig:
     """The :class:`ModelConfig` of a trial record, with its provenance."""
-    from nas.model.arch import Architecture
-
-    arch = Architecture.from_dict(rec["arch"])
-    m = rec.get("metrics", {})
+    arch = rec.architecture()
+    m = rec.metrics
     num_classes = int(m.get("num_classes") or exp.num_classes)
-    from trainers.objectives.registry import OBJECTIVES
-
-    metrics = {k: round(float(rec[k]), 6) for k in (*OBJECTIVES, "score") if k in rec}
-    metrics.update({k: round(float(m[k]), 6) for k in ("val_acc", "train_acc", "params", "macs") if k in m})
+    metrics = {k: round(v, 6) for k, v in rec.values.items() if math.isfinite(v)}
+    metrics["score"] = round(rec.score, 6)
+    metrics.update({k: round(rec.metric(k), 6) for k in ("val_acc", "train_acc", "params", "macs") if k in m})
     return ModelConfig(
         arch=arch,
         num_classes=num_classes,
@@ -53,43 +350,13 @@ def model_config_of(rec: dict[str, Any], exp, run) -> ModelConfig:
         in_chans=exp.space.in_chans,
         provenance={
             "run": str(run.path),
-            "trial": rec.get("number"),
-            "id": rec["id"],
-            "status": rec["status"],
+            "trial": rec.number,
+            "id": rec.id,
+            "status": rec.status,
             "data": exp.train.data.name,
             "metrics": metrics,
         },
     )
-
-
-def load_model_config(path: str | os.PathLike) -> ModelConfig:
-    """Read a model config written by :func:`save_model_config` or ``nas-export``."""
-    path = Path(path)
-    if path.is_dir():
-        inside = [str(p) for p in (path / "best.yaml", path / "model.yaml") if p.is_file()]
-        hint = f" Did you mean {inside[0]}?" if inside else ""
-        raise UserError(
-            f"{path}: is a folder, not a model config file. Pass the YAML written by `nas-export` "
-            f"(or `nas.save_model_config`).{hint}"
-        )
-    if not path.is_file():
-        raise UserError(
-            f"{path}: no such model config file. Pass the YAML written by `nas-export` (or `nas.save_model_config`)."
-        )
-    try:
-        data = load_yaml_file(path)
-    except yaml.YAMLError as err:
-        raise UserError(
-            f"{path}: not valid YAML {yaml_problem(err)}. A model config is a mapping with keys "
-            "architecture, image_size, num_classes, in_chans, provenance; re-export it with "
-            "`nas-export`."
-        ) from None
-    except OSError as err:
-        raise UserError(
-            f"{path}: cannot read this model config file ({err.strerror}). Make it readable by "
-            "this user or pass another file."
-        ) from None
-    return ModelConfig.from_dict(data, file=str(path))
 
 
 def select_record(run_dir: str | os.PathLike, *, rank: int | None = None, trial: str | int | None = None):
@@ -106,12 +373,14 @@ def select_record(run_dir: str | os.PathLike, *, rank: int | None = None, trial:
     records = run.read_records()
     rows = build_rows(records, run.axes())
     ranked = [r for r in rows if r["rank"] is not None]
-    by_id = {r["id"]: r for r in records}
+    by_id: dict[str, TrialRecord] = {}
+    for r in records:  # the first record of an architecture, as the leaderboard ranks it
+        by_id.setdefault(r.id, r)
     if rank is not None and trial is not None:
         raise UserError("Give either --rank or --trial, not both.")
     if trial is not None:
         text = str(trial)
-        match = [r for r in records if str(r.get("number")) == text or r["id"] == text]
+        match = [r for r in records if str(r.number) == text or r.id == text]
         if not match:
             known = ", ".join(f"{r['trial']} ({r['id']})" for r in rows[:10])
             raise UserError(
@@ -145,13 +414,11 @@ def export_from_run(
     ``out`` must not exist unless ``force``; it is never a file of a run directory nor anything but a
     regular file (``nas.fsio.check_output_file``), checked before anything is written.
     """
-    from dataclasses import replace
-
     from nas.fsio import check_output_file
 
     rec, run, exp = select_record(run_dir, rank=rank, trial=trial)
     check_output_file(out, force=force)
-    config = model_config_of(rec, exp, run)
+    config = check_model_config(model_config_of(rec, exp, run), f"{run.path} (a trial's architecture)")
     if rank is not None:
         config = replace(config, provenance={**dict(config.provenance), "rank": rank})
     return save_model_config(config, out)

@@ -29,7 +29,8 @@ from nas.runtime.signals import StopSignals
 from nas.search.config import Experiment, protocol_of
 from nas.search.leaderboard import format_table, latest_records, write_leaderboard
 from nas.search.progress import Printer, Progress
-from nas.search.rundir import STUDY_NAME, new_meta
+from nas.search.record import TrialRecord
+from nas.search.rundir import STUDY_NAME, RunMeta, new_meta
 from nas.search.startup import Target, after_failure, redact, resolve_target
 
 __all__ = ["run", "SearchResult"]
@@ -112,9 +113,10 @@ def run(
 
         make_dirs(target.run.path, f"of the run, {target.shown}")
         from nas.runtime.lock import RunLock
+        from nas.search.tuning import SEARCH
 
         try:
-            with RunLock(target.run.path):
+            with RunLock(target.run.path, SEARCH):
                 return _session(target, address, storage, progress, should_stop, export, t_cmd, signals)
         except BaseException as err:
             after_failure(err, target, created, storage)
@@ -141,11 +143,8 @@ def _session(
     goal = s.trials if s.sampler != "grid" else min(s.trials, exp.space.size())
     remaining = goal - len(latest_records(run_.read_records()))
     # Join Ray first: a wrong address or an impossible resource request changes nothing in the run directory.
-    from nas.runtime.raylog import ray_notices
-
-    with ray_notices(run_.log_line):  # Ray's start-up notices go to search.log, not the terminal
-        started = connect_ray(address, s, target.where_set) if remaining > 0 else False
-    signals.install()  # after ray.init, which installs a SIGTERM handler of its own
+    # Ray's start-up notices go to search.log, not the terminal; the signal handlers are put back after ray.init.
+    started = connect_ray(address, s, target.where_set, run_.log_line, signals) if remaining > 0 else False
     loop = None
     try:
         study, records, session, prog = _open_session(target, storage, address, goal, say)
@@ -176,11 +175,14 @@ def _session(
 def _open_session(target: Target, storage: str | None, address: str | None, goal: int, say: Printer):
     """Open the study, record the new session, settle what an earlier session left and queue the first
     candidates. Returns (study, records by architecture id, session number, progress)."""
+    repairs, rebuilt = _repair(target) if target.existing else ([], False)
     study, meta = _open_study(target, storage)
-    session = len(meta["sessions"])
+    session = len(meta.sessions)
     all_records = target.run.read_records()
     _record_session(target, meta, address, say)
-    records, requeued = _settle(target, study, all_records, say)
+    for note in repairs:
+        say(f"nas-search: {note}")
+    records, requeued = _settle(target, study, all_records, say, rebuilt)
     prog = Progress(target=goal)
     for rec in records.values():
         prog.add(rec)
@@ -197,6 +199,29 @@ def _open_session(target: Target, storage: str | None, address: str | None, goal
         say(f"nas-search: working copy {run_.path}, pushed to {target.mirror.uri} after every trial")
         target.mirror.push()  # the run exists at the URI from its start
     return study, records, session, prog
+
+
+def _repair(target: Target) -> tuple[list[str], bool]:
+    """Before a resume opens the study: cut a torn last line off trials.jsonl, then repair the journal or
+    rebuild the study from trials.jsonl (``optuna_bridge.prepare_journal``). Returns what was done, one line
+    each, and whether the study was rebuilt."""
+    from nas.search import optuna_bridge as ob
+    from trainers.objectives.registry import objectives_of
+
+    run_ = target.run
+    notes = []
+    if run_.repair_torn_tail() is not None:
+        notes.append(
+            f"cut a torn last line off {run_.trials_jsonl.name} (a driver killed mid-write; kept in "
+            f"{run_.trials_jsonl.name}.torn); that trial is recovered from the study or re-run"
+        )
+    meta = run_.read_meta()
+    if meta.storage is not None:  # an RDB keeps its own consistency
+        return notes, False
+    fix = ob.prepare_journal(
+        run_, run_.read_records(), target.exp.space, objectives_of(target.exp.objective), meta.study
+    )
+    return notes + fix.notes(run_), fix.rebuilt is not None
 
 
 def _open_study(target: Target, storage: str | None):
@@ -218,41 +243,37 @@ def _open_study(target: Target, storage: str | None):
             study=f"{name}-{uuid.uuid4().hex[:8]}" if storage else STUDY_NAME,
             uri=target.mirror.uri if target.mirror else None,
         )
-    sampler = ob.make_sampler(s.sampler, s.seed + 1000 * len(meta["sessions"]), s.startup_trials)
+    sampler = ob.make_sampler(s.sampler, s.seed + 1000 * len(meta.sessions), s.startup_trials)
     study = ob.open_study(
         run_,
         sampler,
         storage=storage,
-        study_name=None if target.existing else meta["study"],
+        study_name=None if target.existing else meta.study,
         objectives=objectives_of(exp.objective),
     )
     return study, meta
 
 
-def _record_session(target: Target, meta: dict[str, Any], address: str | None, say: Printer) -> None:
-    """Cut a torn last line of trials.jsonl, append this session to experiment.json with the protocol and
-    write the run's space.yaml."""
+def _record_session(target: Target, meta: RunMeta, address: str | None, say: Printer) -> None:
+    """Append this session to experiment.json with the protocol and write the run's space.yaml."""
     exp, run_ = target.exp, target.run
-    torn = run_.repair_torn_tail() if target.existing else None
     entry = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "trials": exp.search.trials, "address": address}
     if target.protocol_change:
         entry["new_protocol"] = target.protocol_change
-    meta["sessions"].append(entry)
-    meta["protocol"] = protocol_of(exp)
+    meta.sessions.append(entry)
+    meta.protocol = protocol_of(exp)
     run_.write_experiment(exp, run_.path.name)
     run_.write_meta(meta)
-    if torn:
-        say(
-            f"nas-search: cut a torn last line off {run_.trials_jsonl.name} (a driver killed mid-write; kept "
-            f"in trials.jsonl.torn); that trial is recovered from the study or re-run"
-        )
     if target.protocol_change:
         say(f"nas-search: continuing under a new protocol (--new-protocol): {'; '.join(target.protocol_change)}")
 
 
-def _settle(target: Target, study, all_records: list[dict[str, Any]], say: Printer) -> tuple[dict, int]:
-    """Recover trials the study holds but trials.jsonl lacks, re-queue interrupted ones, and (in a new run)
-    queue the grid or the pre-screened candidates. Returns (records by architecture id, re-queued count)."""
+def _settle(
+    target: Target, study, all_records: list[TrialRecord], say: Printer, rebuilt: bool = False
+) -> tuple[dict[str, TrialRecord], int]:
+    """Recover trials the study holds but trials.jsonl lacks, re-queue interrupted ones, and (in a new run,
+    or a grid search whose study was rebuilt) queue the grid or the pre-screened candidates. Returns (records
+    by architecture id, re-queued count)."""
     from nas.search import optuna_bridge as ob
 
     exp, run_, s = target.exp, target.run, target.exp.search
@@ -260,12 +281,12 @@ def _settle(target: Target, study, all_records: list[dict[str, Any]], say: Print
     if recovered:
         say(
             f"nas-search: {len(recovered)} finished trial(s) missing from {run_.trials_jsonl.name} were recovered "
-            f"from the Optuna study (trials {', '.join(str(r['number']) for r in recovered)})"
+            f"from the Optuna study (trials {', '.join(str(r.number) for r in recovered)})"
         )
         all_records = run_.read_records()
     requeued = ob.reconcile(study, all_records)
-    if s.sampler == "grid" and not target.existing:
-        ob.enqueue_grid(study, exp.space, limit=None)
+    if s.sampler == "grid" and (rebuilt or not target.existing):  # a rebuilt study lost its queue
+        ob.enqueue_grid(study, exp.space, limit=None, skip={r.id for r in all_records})
     if s.prescreen.proxy and not target.existing:
         from nas.search.prescreen import enqueue_prescreened
 
@@ -274,7 +295,7 @@ def _settle(target: Target, study, all_records: list[dict[str, Any]], say: Print
             f"nas-search: pre-screen: {scored} candidates scored by {s.prescreen.proxy} in {secs:.1f} s; the best "
             f"{queued} are the first trials"
         )
-    return {r["id"]: r for r in latest_records(all_records)}, requeued
+    return {r.id: r for r in latest_records(all_records)}, requeued
 
 
 def _finish(
@@ -289,16 +310,16 @@ def _finish(
     best = next((r for r in rows if r["status"] == "ok"), None)
     best_path = None
     if best is not None and export:
-        rec = records.get(best["id"]) or next(r for r in run_.read_records() if r["id"] == best["id"])
+        rec = records.get(best["id"]) or next(r for r in run_.read_records() if r.id == best["id"])
         best_path = save_model_config(model_config_of(rec, target.exp, run_), run_.best_yaml)
     interrupted = bool(loop and loop.stopped)
     stopped_by = loop.stopped_by if loop else None
     meta = run_.read_meta()
-    meta["sessions"][-1].update(
+    meta.sessions[-1].update(
         {"ended": time.strftime("%Y-%m-%d %H:%M:%S"), "completed": len(rows), "interrupted": interrupted}
     )
     if stopped_by is not None:
-        meta["sessions"][-1]["stopped_by"] = signal.Signals(stopped_by).name
+        meta.sessions[-1]["stopped_by"] = signal.Signals(stopped_by).name
     run_.write_meta(meta)
     if mirror is not None:
         mirror.push()

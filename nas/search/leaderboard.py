@@ -9,10 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from nas.fsio import atomic_write
+from nas.search.record import TrialRecord
 from nas.search.rundir import RunDir
 from trainers.objectives.registry import OBJECTIVES, objectives_of, pareto_mask
 
@@ -36,60 +38,65 @@ COLUMNS = (
 )
 
 
-def latest_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def latest_records(records: list[TrialRecord]) -> list[TrialRecord]:
     """One record per architecture id (the first recorded; later ones would be re-runs)."""
-    seen: dict[str, dict[str, Any]] = {}
+    seen: dict[str, TrialRecord] = {}
     for rec in records:
-        seen.setdefault(rec["id"], rec)
+        seen.setdefault(rec.id, rec)
     return list(seen.values())
 
 
-def extra_columns(records: list[dict[str, Any]], axes: Sequence[str] = ()) -> list[str]:
+def extra_columns(records: list[TrialRecord], axes: Sequence[str] = ()) -> list[str]:
     """Objectives beyond generalization and capacity that are axes or that some record carries."""
-    return [n for n in OBJECTIVES if n not in COLUMNS and (n in axes or any(n in r for r in records))]
+    return [n for n in OBJECTIVES if n not in COLUMNS and (n in axes or any(n in r.values for r in records))]
 
 
-def build_rows(records: list[dict[str, Any]], axes: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def _cell(v: float) -> float | None:
+    """A value as the leaderboard shows it (JSON has no infinity: an infinite value is shown as none)."""
+    return round(v, 4) if math.isfinite(v) else None
+
+
+def build_rows(records: list[TrialRecord], axes: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Leaderboard rows: ``ok`` trials by score (best first), then the rest; the Pareto front of ``ok``
-    trials over ``axes`` (default: generalization, capacity); a column for every other objective."""
+    trials over ``axes`` (default: generalization, capacity); a column for every other objective. The
+    records are typed (:meth:`TrialRecord.from_json` refused NaN), so the sort is total."""
     recs = latest_records(records)
     objectives = objectives_of(axes)
     extra = extra_columns(recs, [o.name for o in objectives])
-    ok = [r for r in recs if r["status"] == "ok"]
-    rest = [r for r in recs if r["status"] != "ok"]
-    mask = pareto_mask([[r.get(o.name, o.failed) for o in objectives] for r in ok], [o.direction for o in objectives])
-    front = {r["id"] for r, m in zip(ok, mask) if m}
-    ok.sort(key=lambda r: (-r["score"], -r["generalization"], r["metrics"].get("params", 0), r["id"]))
-    rest.sort(key=lambda r: (-r.get("score", 0.0), r["id"]))
+    ok = [r for r in recs if r.ok]
+    rest = [r for r in recs if not r.ok]
+    mask = pareto_mask([[r.value(o.name) for o in objectives] for r in ok], [o.direction for o in objectives])
+    front = {r.id for r, m in zip(ok, mask) if m}
+    ok.sort(key=lambda r: (-r.score, -r.value("generalization"), r.metric("params"), r.id))
+    rest.sort(key=lambda r: (-r.score, r.id))
     rows = []
     for i, r in enumerate(ok + rest):
-        arch = r["arch"]
-        m = r.get("metrics", {})
+        arch = r.arch
         rows.append(
             {
-                "rank": i + 1 if r["status"] == "ok" else None,
-                "trial": r.get("number"),
-                "id": r["id"],
+                "rank": i + 1 if r.ok else None,
+                "trial": r.number,
+                "id": r.id,
                 "layout": arch["layout"],
                 "depths": ",".join(map(str, arch["depths"])),
                 "widths": ",".join(map(str, arch["widths"])),
-                "params": int(m.get("params", 0)),
-                "macs": int(m.get("macs", 0)),
-                "generalization": round(float(r["generalization"]), 4),
-                "capacity": round(float(r["capacity"]), 4),
-                "score": round(float(r["score"]), 4),
-                "pareto": r["id"] in front,
-                "status": r["status"],
-                "reason": r.get("reason", ""),
-                "arch": str(r.get("arch_str", "")),
-                **{n: round(float(r[n]), 4) if n in r else None for n in extra},
+                "params": int(r.metric("params")),
+                "macs": int(r.metric("macs")),
+                "generalization": _cell(r.value("generalization")) or 0.0,
+                "capacity": _cell(r.value("capacity")) or 0.0,
+                "score": round(r.score, 4),
+                "pareto": r.id in front,
+                "status": r.status,
+                "reason": r.reason,
+                "arch": r.arch_str,
+                **{n: _cell(r.values[n]) if n in r.values else None for n in extra},
             }
         )
     return rows
 
 
 def write_leaderboard(
-    run: RunDir, records: list[dict[str, Any]] | None = None, axes: Sequence[str] | None = None
+    run: RunDir, records: list[TrialRecord] | None = None, axes: Sequence[str] | None = None
 ) -> list[dict[str, Any]]:
     """Rewrite ``leaderboard.csv`` and ``leaderboard.json`` atomically; return the rows. ``axes``: the run's
     objective axes when the caller has them (the driver), else read from its ``space.yaml``."""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TextIO
 
+from nas.search.record import TrialRecord
 from nas.search.rundir import RunDir
 
 __all__ = ["Progress", "Printer", "fmt_duration", "trial_line"]
@@ -20,7 +21,7 @@ class Progress:
     failed: int = 0
     skipped: int = 0
     done_at_start: int = 0
-    best: dict[str, Any] | None = None
+    best: TrialRecord | None = None
     elapsed_s: float = 0.0
 
     @property
@@ -30,11 +31,11 @@ class Progress:
             return None
         return self.elapsed_s / new * max(0, self.target - self.done)
 
-    def add(self, rec: dict[str, Any]) -> None:
+    def add(self, rec: TrialRecord) -> None:
         """Count a newly finished trial record (and keep the best ``ok`` one)."""
         self.done += 1
-        self.failed += rec["status"] != "ok"
-        if rec["status"] == "ok" and (self.best is None or rec["score"] > self.best["score"]):
+        self.failed += not rec.ok
+        if rec.ok and (self.best is None or rec.score > self.best.score):
             self.best = rec
 
 
@@ -58,12 +59,12 @@ def fmt_duration(s: float | None) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
 
 
-def trial_line(prog: Progress, rec: dict[str, Any]) -> str:
+def trial_line(prog: Progress, rec: TrialRecord) -> str:
     """The progress line printed when the trial of ``rec`` finished."""
-    best = f"best {prog.best['score']:.3f} (trial {prog.best['number']})" if prog.best else "best -"
-    what = f"{rec['status']}" + (f": {rec['reason'][:60]}" if rec["status"] != "ok" else f" score {rec['score']:.3f}")
+    best = f"best {prog.best.score:.3f} (trial {prog.best.number})" if prog.best else "best -"
+    what = rec.status + (f": {rec.reason[:60]}" if not rec.ok else f" score {rec.score:.3f}")
     return (
-        f"[{prog.done:>3}/{prog.target}] trial {rec['number']} {rec['arch_str']} -> {what} | "
+        f"[{prog.done:>3}/{prog.target}] trial {rec.number} {rec.arch_str} -> {what} | "
         f"running {prog.running} failed {prog.failed} skipped {prog.skipped} | {best} | "
         f"{fmt_duration(prog.elapsed_s)} elapsed, ETA {fmt_duration(prog.eta_s)}"
     )

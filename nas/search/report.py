@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nas.errors import UserError
+
+if TYPE_CHECKING:
+    from nas.search.record import TrialRecord
+    from nas.search.rundir import RunMeta
 
 __all__ = ["write_report", "plot_pareto", "summary_markdown"]
 
@@ -66,7 +70,7 @@ def _md_table(rows: list[dict[str, Any]], cols: list[str]) -> list[str]:
     return out
 
 
-def summary_markdown(rows: list[dict[str, Any]], meta: dict[str, Any], exp: Any, records: list[dict]) -> str:
+def summary_markdown(rows: list[dict[str, Any]], meta: RunMeta, exp: Any, records: list[TrialRecord]) -> str:
     ok = [r for r in rows if r["status"] == "ok"]
     failed = [r for r in rows if r["status"] != "ok"]
     from nas.search.leaderboard import COLUMNS, extra_columns
@@ -75,15 +79,14 @@ def summary_markdown(rows: list[dict[str, Any]], meta: dict[str, Any], exp: Any,
     at = shown.index("capacity") + 1
     cols = [*shown[:at], *extra_columns(records, exp.objective.axes), *shown[at:]]
     lines = [
-        f"# Search report: {meta.get('name')}",
+        f"# Search report: {meta.name}",
         "",
-        f"- space: `{meta.get('source')}` (fingerprint `{meta.get('fingerprint')}`, {exp.space.size():,} candidates)",
+        f"- space: `{meta.source}` (fingerprint `{meta.fingerprint}`, {exp.space.size():,} candidates)",
         f"- data: {exp.train.data.name}, {exp.space.image_size}px x{exp.space.in_chans}; objective mode "
         f"{exp.objective.mode}; sampler {exp.search.sampler}",
         f"- trials: {len(rows)} finished ({len(ok)} ok, {len(failed)} failed or stopped) of "
-        f"{exp.search.trials} wanted; {len(meta.get('sessions', []))} driver session(s)",
-        f"- wall time of training: {sum(r.get('metrics', {}).get('wall_s', 0.0) for r in records):.0f} s "
-        "(sum over trials)",
+        f"{exp.search.trials} wanted; {len(meta.sessions)} driver session(s)",
+        f"- wall time of training: {sum(r.metric('wall_s') for r in records):.0f} s (sum over trials)",
         "",
     ]
     if ok:
@@ -152,7 +155,7 @@ def write_report(
         rows = build_rows(records, run.axes())
         atomic_write(folder / "leaderboard.csv", rows_csv(rows))
         atomic_write(folder / "leaderboard.json", json.dumps(rows, indent=1))
-    png = plot_pareto(rows, folder / "pareto.png", title=f"{meta.get('name')}: {len(rows)} trials")
+    png = plot_pareto(rows, folder / "pareto.png", title=f"{meta.name}: {len(rows)} trials")
     md = folder / "report.md"
     atomic_write(md, summary_markdown(rows, meta, exp, records))
     return {

@@ -11,6 +11,14 @@ Layout::
       tune/               Ray Tune experiment state, one folder per driver session
       driver.lock         held by the running driver
       search.log          the driver's progress lines
+      trials.jsonl.torn, optuna.journal.torn          torn last lines a driver cut off before appending
+      optuna.journal.replaced-N                       a journal replaced by a study rebuilt from trials.jsonl
+      trials.jsonl.before-renumbering-N               trials.jsonl before records sharing a number were renumbered
+
+``trials.jsonl`` is read through :meth:`RunDir.read_records` (typed :class:`~nas.search.record.TrialRecord`s)
+and ``experiment.json`` through :meth:`RunDir.read_meta` (a :class:`RunMeta`), both through ``nas.fsio``'s
+readers: a damaged or foreign file is refused with one paragraph naming it (and the line). Both carry a
+``format``; files written before it (format 1) are read the same and migrated on the next write.
 """
 
 from __future__ import annotations
@@ -20,21 +28,104 @@ import json
 import os
 import re
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from nas.errors import UserError, yaml_problem
-from nas.fsio import append_line, atomic_write
+from nas.fsio import (
+    Invalid,
+    append_jsonl,
+    append_line,
+    atomic_write,
+    read_json,
+    read_jsonl,
+    record_format,
+    repair_jsonl_tail,
+)
+from nas.search.record import TrialRecord
 from nas.yamlio import load_yaml_file
 
-__all__ = ["RunDir", "new_meta", "resolve_run_dir", "DEFAULT_ROOT", "STUDY_NAME"]
+__all__ = ["RunDir", "RunMeta", "new_meta", "resolve_run_dir", "DEFAULT_ROOT", "STUDY_NAME", "META_FORMAT"]
 
 DEFAULT_ROOT = "runs"
-FORMAT = 1
+META_FORMAT = 2  # experiment.json: 1 (or no ``format``) as written before, 2 read through RunMeta; same keys
 STUDY_NAME = "nas"  # the study of a run whose study lives in its journal file
 NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
+
+
+@dataclass
+class RunMeta:
+    """``experiment.json``: what a run is (name, space fingerprint, source, where its study lives) and its
+    driver sessions. ``sessions`` and ``protocol`` change as sessions start and end; :meth:`RunDir.write_meta`
+    saves them."""
+
+    name: str
+    fingerprint: str
+    source: str | None = None
+    storage: str | None = None  # an RDB URL without its password; None: RUN_DIR/optuna.journal
+    study: str = STUDY_NAME
+    uri: str | None = None  # the run's URI when the driver works in a local copy
+    sessions: list[dict[str, Any]] = field(default_factory=list)
+    protocol: dict[str, Any] | None = None
+    rebuilt: str | None = None  # when experiment.json was rebuilt from space.yaml (it was lost)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _STRINGS = ("source", "storage", "uri", "rebuilt")
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            **self.extra,
+            "format": META_FORMAT,
+            "name": self.name,
+            "fingerprint": self.fingerprint,
+            "source": self.source,
+            "storage": self.storage,
+            "study": self.study,
+            "uri": self.uri,
+            "sessions": self.sessions,
+        }
+        if self.protocol is not None:
+            out["protocol"] = self.protocol
+        if self.rebuilt is not None:
+            out["rebuilt"] = self.rebuilt
+        return out
+
+    @classmethod
+    def from_json(cls, d: Any) -> RunMeta:
+        """The metadata of a decoded ``experiment.json`` (format 1 or 2); raises :class:`Invalid`."""
+        if not isinstance(d, dict):
+            raise Invalid(f"it is a JSON {type(d).__name__}, not the object nas-search writes")
+        record_format(d, "experiment.json", META_FORMAT)
+        if "fingerprint" not in d:
+            raise Invalid("the key 'fingerprint' is missing")
+        for key in ("name", "fingerprint"):
+            if not isinstance(d.get(key, ""), str):
+                raise Invalid(f"`{key}` must be a string (got {d[key]!r:.60})")
+        for key in cls._STRINGS:
+            if d.get(key) is not None and not isinstance(d[key], str):
+                raise Invalid(f"`{key}` must be a string or null (got {d[key]!r:.60})")
+        study = d.get("study") or STUDY_NAME
+        if not isinstance(study, str):
+            raise Invalid(f"`study` must be a string (got {study!r:.60})")
+        sessions = d.get("sessions", [])
+        if not isinstance(sessions, list) or not all(isinstance(s, dict) for s in sessions):
+            raise Invalid("`sessions` must be a list of JSON objects")
+        protocol = d.get("protocol")
+        if protocol is not None and not isinstance(protocol, dict):
+            raise Invalid(f"`protocol` must be a JSON object (got {protocol!r:.60})")
+        known = {"format", "name", "fingerprint", "study", "sessions", "protocol", *cls._STRINGS}
+        return cls(
+            name=d.get("name", ""),
+            fingerprint=d["fingerprint"],
+            study=study,
+            sessions=sessions,
+            protocol=protocol,
+            extra={k: v for k, v in d.items() if k not in known},
+            **{k: d.get(k) for k in cls._STRINGS},
+        )
 
 
 def new_meta(
@@ -45,18 +136,9 @@ def new_meta(
     storage: str | None = None,
     study: str = STUDY_NAME,
     uri: str | None = None,
-) -> dict[str, Any]:
-    """The content of a new run's ``experiment.json`` (``storage`` without its password)."""
-    return {
-        "format": FORMAT,
-        "name": name,
-        "fingerprint": fingerprint,
-        "source": source,
-        "storage": storage,
-        "study": study,
-        "uri": uri,
-        "sessions": [],
-    }
+) -> RunMeta:
+    """The metadata of a new run (``storage`` without its password)."""
+    return RunMeta(name=name, fingerprint=fingerprint, source=source, storage=storage, study=study, uri=uri)
 
 
 def resolve_run_dir(name: str | None, run_dir: str | os.PathLike | None, space_file: str | None) -> Path:
@@ -103,36 +185,34 @@ class RunDir:
         return str(self.path)
 
     # ------------------------------------------------------------------------------ metadata
-    def read_meta(self) -> dict[str, Any]:
-        if not self.experiment_json.is_file() and self.exists():
-            return self._rebuilt_meta()
-        try:
-            meta = json.loads(self.experiment_json.read_text())
-            if not isinstance(meta, dict) or "fingerprint" not in meta:
-                raise ValueError("no fingerprint")
-            return meta
-        except FileNotFoundError:
+    def read_meta(self) -> RunMeta:
+        """``experiment.json`` (rebuilt from ``space.yaml`` where it was lost); a damaged or foreign file
+        is refused with one paragraph."""
+        if not os.path.lexists(self.experiment_json):
+            if self.exists():
+                return self._rebuilt_meta()
             raise UserError(
                 f"{self.path} is not a nas-search run directory: it has no experiment.json. Pass "
                 "the folder a search wrote (e.g. runs/<name>), or start a new search with "
                 "`nas-search --space FILE`."
-            ) from None
-        except (ValueError, OSError) as err:
-            raise UserError(
-                f"{self.experiment_json} is unreadable or corrupted ({err}). Move it aside "
-                f"(`mv {self.experiment_json} {self.experiment_json}.bad`) and resume: nas-search "
-                "rebuilds it from space.yaml, and trials.jsonl and optuna.journal keep every result; "
-                "only the session history is lost."
-            ) from None
+            )
+        return read_json(
+            self.experiment_json,
+            RunMeta.from_json,
+            what="The run's metadata",
+            fix=f"Move it aside (`mv {self.experiment_json} {self.experiment_json}.bad`) and resume: nas-search "
+            "rebuilds it from space.yaml, and trials.jsonl and optuna.journal keep every result; only the "
+            "session history is lost.",
+        )
 
-    def _rebuilt_meta(self) -> dict[str, Any]:
+    def _rebuilt_meta(self) -> RunMeta:
         """``experiment.json`` rebuilt from ``space.yaml`` (a journal study; the session history is gone)."""
         meta = new_meta(self.path.name, self.read_experiment().space.fingerprint(), str(self.space_yaml))
-        meta["rebuilt"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        meta.rebuilt = time.strftime("%Y-%m-%d %H:%M:%S")
         return meta
 
-    def write_meta(self, meta: dict[str, Any]) -> None:
-        atomic_write(self.experiment_json, json.dumps(meta, indent=2, default=str))
+    def write_meta(self, meta: RunMeta) -> None:
+        atomic_write(self.experiment_json, json.dumps(meta.to_json(), indent=2, default=str))
 
     def axes(self) -> tuple[str, ...]:
         """The run's objective axes (``objective.axes`` of ``space.yaml``; the default axes where it is
@@ -161,8 +241,8 @@ class RunDir:
             why = yaml_problem(err) if isinstance(err, yaml.YAMLError) else str(err)
             source = None
             try:
-                source = json.loads(self.experiment_json.read_text()).get("source")
-            except (OSError, ValueError, AttributeError):
+                source = self.read_meta().source if self.experiment_json.is_file() else None
+            except UserError:
                 pass
             raise UserError(
                 f"{self.space_yaml} is corrupted ({why}); it must not be edited by hand. Restore it: "
@@ -190,72 +270,30 @@ class RunDir:
         atomic_write(self.space_yaml, header + yaml.safe_dump(data, sort_keys=False))
 
     # -------------------------------------------------------------------------------- trials
-    def read_records(self) -> list[dict[str, Any]]:
-        """Finished trials in order; a torn last line (a killed driver) is ignored, other damage is an error."""
-        if not self.trials_jsonl.is_file():
-            return []
-        lines = self.trials_jsonl.read_text().splitlines()
-        out = []
-        for i, line in enumerate(lines):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                if not isinstance(rec, dict) or "id" not in rec or "arch" not in rec:
-                    raise ValueError("not a trial record")
-            except ValueError as err:
-                if i == len(lines) - 1:
-                    continue  # torn write of a killed driver: that trial is re-run
-                raise UserError(
-                    f"{self.trials_jsonl}: line {i + 1} is corrupted ({err}). Delete that line to "
-                    "re-run the trial, or restore the file; the other lines are intact."
-                ) from None
-            out.append(rec)
-        return out
+    RECORDS_FIX = (
+        "Delete that line to run its trial again (or restore the file from a copy); the other lines are intact."
+    )
 
-    def torn_tail(self) -> tuple[int, bytes] | None:
-        """``(offset, fragment)`` of a torn last line of ``trials.jsonl`` (a driver killed mid-write: no
-        trailing newline and not a whole record), else ``None``."""
-        try:
-            data = self.trials_jsonl.read_bytes()
-        except FileNotFoundError:
-            return None
-        if not data or data.endswith(b"\n"):
-            return None
-        start = data.rfind(b"\n") + 1
-        fragment = data[start:]
-        try:
-            rec = json.loads(fragment)
-            if isinstance(rec, dict) and "id" in rec and "arch" in rec:
-                return None  # a whole record that only lacks its newline
-        except ValueError:
-            pass
-        return start, fragment
+    def read_records(self) -> list[TrialRecord]:
+        """Finished trials in order, typed; a torn last line (a killed driver) is skipped, any other damage
+        (a wrong type, a NaN, a foreign line) is refused with one paragraph naming the line."""
+        return read_jsonl(self.trials_jsonl, TrialRecord.from_json, what="The trial records", fix=self.RECORDS_FIX)
 
     def repair_torn_tail(self) -> bytes | None:
-        """Cut a torn last line off ``trials.jsonl`` (its trial is re-run), keeping the fragment in
-        ``trials.jsonl.torn``; return the fragment. Only the driver holding the lock calls this."""
-        torn = self.torn_tail()
-        if torn is None:
-            return None
-        start, fragment = torn
-        append_line(self.path / "trials.jsonl.torn", fragment.decode(errors="replace") + "\n", sync=True)
-        data = self.trials_jsonl.read_bytes()[:start]
-        atomic_write(self.trials_jsonl, data, what=str(self.trials_jsonl))
-        return fragment
+        """Cut a torn last line off ``trials.jsonl`` (its trial is recovered from the study or re-run),
+        keeping the fragment in ``trials.jsonl.torn``; return the fragment. A whole last record that only
+        lacks its newline gets one. Only the driver holding the lock calls this."""
+        return repair_jsonl_tail(self.trials_jsonl, TrialRecord.from_json)
 
-    def append_record(self, record: dict[str, Any]) -> None:
+    def append_record(self, record: TrialRecord) -> None:
         """Append one finished trial and fsync, so a killed driver loses no completed trial."""
-        line = json.dumps(record, sort_keys=True, default=float) + "\n"
-        self.repair_torn_tail()
-        # A whole last record without its newline (edited by hand): start on a fresh line.
-        prefix = ""
-        if self.trials_jsonl.is_file() and self.trials_jsonl.stat().st_size:
-            with open(self.trials_jsonl, "rb") as fh:
-                fh.seek(-1, os.SEEK_END)
-                if fh.read(1) != b"\n":
-                    prefix = "\n"
-        append_line(self.trials_jsonl, prefix + line, sync=True)
+        append_jsonl(self.trials_jsonl, record.to_json(), TrialRecord.from_json)
+
+    def rewrite_records(self, records: list[TrialRecord], aside: Path) -> None:
+        """Replace ``trials.jsonl`` with ``records`` (atomically), the old file kept as ``aside``."""
+        atomic_write(aside, self.trials_jsonl.read_bytes(), what=str(aside))
+        lines = "".join(json.dumps(r.to_json(), sort_keys=True, default=float) + "\n" for r in records)
+        atomic_write(self.trials_jsonl, lines, what=str(self.trials_jsonl))
 
     def log_line(self, text: str) -> None:
         append_line(self.log, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")

@@ -11,6 +11,7 @@ Optuna is asked again (a bounded number of times; then the space counts as exhau
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -48,13 +49,13 @@ class OptunaSearcher(Searcher):
         study: optuna.Study,
         space,
         cost_fn: Callable[[Architecture], Any],
-        records: dict[str, dict[str, Any]],
+        records: dict[str, TrialRecord],
         to_launch: int,
         *,
         run: RunDir,
         grid: bool = False,
         max_skips: int = 200,
-        on_record: Callable[[dict[str, Any]], None] | None = None,
+        on_record: Callable[[TrialRecord], None] | None = None,
     ):
         super().__init__(metric="score", mode="max")
         self.study, self.space, self.cost_fn, self.run = study, space, cost_fn, run
@@ -113,7 +114,7 @@ class OptunaSearcher(Searcher):
             rec = self.records.get(arch.id)
             if rec is not None:
                 self.duplicates += 1
-                tell_record(self.study, trial, rec, duplicate_of=rec.get("number"))
+                tell_record(self.study, trial, rec, duplicate_of=rec.number)
                 continue
             if arch.id in running:
                 self.duplicates += 1
@@ -153,7 +154,7 @@ class OptunaSearcher(Searcher):
         trial, arch = entry
         result = result or last or {}
         if result.get(FINAL_KEY) == 1:
-            rec = TrialRecord.from_payload(arch, trial.number, trial_id, json.loads(result[RESULT_KEY])).to_json()
+            rec = TrialRecord.from_payload(arch, trial.number, trial_id, json.loads(result[RESULT_KEY]))
         elif self.stopping:
             return  # interrupted (Ctrl-C, should_stop): left RUNNING, so reconcile() re-queues it
         elif error:
@@ -165,7 +166,7 @@ class OptunaSearcher(Searcher):
                 "error",
                 reason=self._worker_error(trial.number, arch),
                 metrics={"params": float(cost.params), "macs": float(cost.macs)},
-            ).to_json()
+            )
         elif "score" not in result:
             return  # ended before its first report without an error: re-queued like an interruption
         else:
@@ -177,12 +178,21 @@ class OptunaSearcher(Searcher):
                 trial_id,
                 "stopped",
                 reason=f"stopped early by the scheduler after {epoch} report(s)",
-                score=float(result["score"]),
-                values={o.name: float(result[o.name]) for o in self.objectives if o.name in result},
+                score=_finite(result["score"], 0.0),
+                values={o.name: _finite(result[o.name], o.failed) for o in self.objectives if o.name in result},
                 metrics={"params": float(cost.params), "macs": float(cost.macs), "epochs": float(epoch)},
-            ).to_json()
+            )
         self.run.append_record(rec)
         self.records.setdefault(arch.id, rec)
         tell_record(self.study, trial, rec)
         if self.on_record is not None:
             self.on_record(rec)
+
+
+def _finite(value: Any, default: float) -> float:
+    """A reported number as a float; ``default`` for one that is not a finite number (a custom trainer's NaN)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return default
+    return v if math.isfinite(v) else default

@@ -111,19 +111,20 @@ def _check_resume(
     change it brings; refused when the space, the protocol (without ``new_protocol``) or storage changed."""
     meta = run_.read_meta()
     stored = run_.read_experiment()
-    if stored.space.fingerprint() != meta["fingerprint"]:
+    run_.read_records()  # a damaged trials.jsonl is refused before anything is locked or written
+    if stored.space.fingerprint() != meta.fingerprint:
         raise UserError(
             f"Cannot resume {shown}: the space in {run_.space_yaml} no longer matches the fingerprint "
             f"recorded in {run_.experiment_json.name} when the run started ({stored.space.fingerprint()} vs "
-            f"{meta['fingerprint']}); space.yaml was edited. Restore it (copy the search YAML the run started "
-            f"from, {meta.get('source')}, to {run_.space_yaml}), or start a new run with another `--name`."
+            f"{meta.fingerprint}); space.yaml was edited. Restore it (copy the search YAML the run started "
+            f"from, {meta.source}, to {run_.space_yaml}), or start a new run with another `--name`."
         )
     if exp is None:
         exp = stored
     else:
         changed = stored.space.diff(exp.space)
         if changed:
-            changed += protocol_diff(meta.get("protocol") or protocol_of(stored), protocol_of(exp))
+            changed += protocol_diff(meta.protocol or protocol_of(stored), protocol_of(exp))
             raise UserError(
                 f"Cannot resume {shown}: the search space changed since that run started "
                 f"({exp.file} vs the recorded {run_.space_yaml}): {'; '.join(changed)}. Resume with the "
@@ -132,7 +133,7 @@ def _check_resume(
         if trials is None:  # the same command again never shrinks the budget of the run
             keep = max(stored.search.trials, exp.search.trials)
             exp = dataclasses.replace(exp, search=dataclasses.replace(exp.search, trials=keep))
-    protocol_change = protocol_diff(meta.get("protocol") or protocol_of(stored), protocol_of(exp))
+    protocol_change = protocol_diff(meta.protocol or protocol_of(stored), protocol_of(exp))
     if protocol_change and not new_protocol:
         raise UserError(
             f"Cannot resume {shown}: the training protocol changed since that run started, so new trials "
@@ -140,10 +141,10 @@ def _check_resume(
             "with the original settings (or with `--resume` alone), start a new run with another `--name`, "
             "or pass --new-protocol to continue under the new protocol anyway (recorded in experiment.json)."
         )
-    if storage is not None and redact(storage) != (meta.get("storage") or "journal"):
+    if storage is not None and redact(storage) != (meta.storage or "journal"):
         raise UserError(
             f"Cannot resume {shown} with --storage {redact(storage)}: its Optuna study lives in "
-            f"{meta.get('storage') or 'RUN_DIR/optuna.journal'}. Leave --storage out, or give "
+            f"{meta.storage or 'RUN_DIR/optuna.journal'}. Leave --storage out, or give "
             "the URL the run started with."
         )
     return exp, protocol_change
@@ -190,14 +191,12 @@ def _drop_new_study(run_: RunDir, storage: str | None) -> None:
     if storage is None:
         return
     try:
-        import json
-
         import optuna
 
-        meta = json.loads(run_.experiment_json.read_text())
-        study = optuna.load_study(study_name=meta["study"], storage=storage)
+        name = run_.read_meta().study
+        study = optuna.load_study(study_name=name, storage=storage)
         if not study.trials:
-            optuna.delete_study(study_name=meta["study"], storage=storage)
+            optuna.delete_study(study_name=name, storage=storage)
     except Exception:  # noqa: BLE001 - nothing was created, or the database is unreachable
         pass
 
