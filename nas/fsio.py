@@ -39,7 +39,8 @@ from nas.errors import UserError
 T = TypeVar("T")
 READ_MAX_BYTES = 1 << 30  # a record file past 1 GiB is not one of ours
 
-# Files and folders a search run directory consists of (nas.search.rundir); never another command's output.
+# Files and folders a search run directory consists of (nas.search.rundir), and what a repair keeps aside beside
+# them (NAME.torn, NAME.replaced-N, ...); never another command's output.
 RUN_FILES = (
     "space.yaml",
     "experiment.json",
@@ -152,7 +153,7 @@ def _inside_run(path: Path) -> Path | None:
     for parent in [path.parent, *path.parent.parents]:
         if is_run_dir(parent):
             rel = path.relative_to(parent).parts
-            if rel and rel[0] in RUN_FILES:
+            if rel and (rel[0] in RUN_FILES or rel[0].startswith(tuple(f"{f}." for f in RUN_FILES))):
                 return parent
             return None
     return None

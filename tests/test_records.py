@@ -405,3 +405,21 @@ def test_a_record_never_writes_what_its_reader_refuses():
     back = TrialRecord.from_json(loads(text))
     assert back.metrics["val_loss"] is None and back.history[0]["train_loss"] is None
     assert back.values["latency"] == math.inf and back.score == 0.5
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["trials.jsonl.torn", "optuna.journal.torn", "optuna.journal.replaced-1", "trials.jsonl.before-renumbering-2"],
+)
+def test_what_a_repair_keeps_aside_is_never_an_output(tmp_path, name):
+    """The files a repair keeps beside a run's own are run files too: no --out, even with --force, replaces them."""
+    from nas.fsio import check_output_file
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "experiment.json").write_text("{}")
+    (run / name).write_text("kept aside\n")
+    with pytest.raises(UserError, match="search run directory"):
+        check_output_file(run / name, force=True)
+    assert (run / name).read_text() == "kept aside\n"
+    check_output_file(run / "model.yaml", force=True)  # another name in the folder is not a run file

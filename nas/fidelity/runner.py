@@ -116,14 +116,15 @@ def run_study(
     study_dir: str | os.PathLike,
     address: str | None = None,
     max_jobs: int | None = None,
-    out: TextIO | None = sys.stdout,
+    out: TextIO | bool | None = True,
     on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the study in ``study_dir`` on Ray; return ``{"done", "ran", "remaining", "stopped"}``
     (and ``"signal"``, the signal's name, when one stopped it).
 
     ``study`` is a :class:`Study` or a study YAML path (``None``: resume the one saved in ``study_dir``).
-    ``max_jobs`` stops after that many new jobs (the rest stays for the next run). SIGINT, SIGTERM and
+    ``out``: where progress is printed (``True``: stdout, ``False``/``None``: nowhere). ``max_jobs`` stops after
+    that many new jobs (the rest stays for the next run). SIGINT, SIGTERM and
     SIGHUP (``nas.runtime.signals``) stop the running jobs and keep every finished one; the return value
     says ``stopped``. A refused start (a bad study, an impossible resource request) in a folder this call
     created leaves no folder behind.
@@ -146,6 +147,7 @@ def run_study(
                 shutil.rmtree(sdir.path, ignore_errors=True)
             raise
         done, todo, left_after = pending(sdir, study, archs, max_jobs)
+        out = sys.stdout if out is True else (out or None)  # stdout as it is at the call (a notebook, capsys)
         say = (lambda text: print(text, file=out, flush=True)) if out is not None else (lambda text: None)
         say(f"nas-fidelity: {len(archs)} architectures, {len(done)} jobs recorded, {len(todo)} to run -> {sdir.path}")
         if not todo:

@@ -21,19 +21,6 @@ from trainers.objectives.registry import ZERO_COST
 from trainers.training.config import default_protocol, flat
 from trainers.training.tabular import TABLE_PREFIX, is_table, table_path
 
-__all__ = [
-    "SAMPLERS",
-    "SCHEDULERS",
-    "SchedulerConfig",
-    "SearchConfig",
-    "Experiment",
-    "load_experiment",
-    "experiment_from_dict",
-    "num_classes_hint",
-    "protocol_of",
-    "protocol_diff",
-]
-
 # search.sampler -> factory(seed, startup_trials) -> an Optuna sampler; ``grid`` queues every candidate first,
 # then samples at random. Imported (with Optuna) only when a search makes its sampler.
 SAMPLERS = Registry(

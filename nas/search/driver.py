@@ -33,8 +33,6 @@ from nas.search.record import TrialRecord
 from nas.search.rundir import STUDY_NAME, RunMeta, new_meta
 from nas.search.startup import Target, after_failure, redact, resolve_target
 
-__all__ = ["run", "SearchResult"]
-
 
 @dataclass
 class SearchResult:

@@ -8,8 +8,6 @@ import random
 from nas.search.config import Experiment, load_experiment
 from trainers.training.tabular import is_table, table_path
 
-__all__ = ["dry_run"]
-
 
 def dry_run(
     space: str | os.PathLike | Experiment, *, samples: int = 5, seed: int | None = None, trials: int | None = None

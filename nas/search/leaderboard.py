@@ -18,8 +18,6 @@ from nas.search.record import TrialRecord
 from nas.search.rundir import RunDir
 from trainers.objectives.registry import OBJECTIVES, objectives_of, pareto_mask
 
-__all__ = ["COLUMNS", "build_rows", "extra_columns", "write_leaderboard", "format_table", "latest_records", "rows_csv"]
-
 COLUMNS = (
     "rank",
     "trial",

@@ -32,27 +32,6 @@ from nas.search.record import STATUSES, TrialRecord
 from nas.search.rundir import STUDY_NAME, RunDir
 from trainers.objectives.registry import Objective, objectives_of
 
-__all__ = [
-    "STUDY_NAME",
-    "open_study",
-    "make_storage",
-    "check_storage_url",
-    "redact",
-    "make_sampler",
-    "constraints_of",
-    "reconcile",
-    "recover_records",
-    "enqueue_grid",
-    "tell_record",
-    "set_attrs",
-    "study_objectives",
-    "TRIAL_CONSTRAINTS",
-    "prepare_journal",
-    "journal_problem",
-    "journal_op",
-    "JournalRepair",
-]
-
 
 def constraints_of(trial: optuna.trial.FrozenTrial) -> tuple[float, ...]:
     """The sampler's ``constraints_func``: stored budget excesses (<= 0 is feasible)."""

@@ -14,8 +14,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PrescreenConfig", "prescreen", "enqueue_prescreened"]
-
 
 @dataclass(frozen=True)
 class PrescreenConfig:

@@ -8,8 +8,6 @@ from typing import TextIO
 from nas.search.record import TrialRecord
 from nas.search.rundir import RunDir
 
-__all__ = ["Progress", "Printer", "fmt_duration", "trial_line"]
-
 
 @dataclass
 class Progress:

@@ -28,8 +28,6 @@ from nas.limits import check_value
 from trainers.objectives.registry import OBJECTIVES, Objective
 from trainers.training.result import FAILED_STATUSES
 
-__all__ = ["TrialRecord", "FORMAT", "KINDS", "STATUSES"]
-
 FORMAT = 2  # the format of the records this version writes
 KINDS = ("search",)  # what a record is the trial of
 STATUSES = ("ok", *FAILED_STATUSES, "stopped")  # the worker's statuses, and a trial stopped by the scheduler

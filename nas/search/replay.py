@@ -18,8 +18,6 @@ from typing import Any
 
 from nas.search.config import Experiment, load_experiment
 
-__all__ = ["replay_search"]
-
 
 class _Records:
     """Where the searcher appends its records: a list (a replay keeps no run directory)."""

@@ -16,8 +16,6 @@ if TYPE_CHECKING:
     from nas.search.record import TrialRecord
     from nas.search.rundir import RunMeta
 
-__all__ = ["write_report", "plot_pareto", "summary_markdown"]
-
 
 def plot_pareto(rows: list[dict[str, Any]], path: Path, title: str = "") -> Path:
     """Scatter of generalization vs capacity per layout, the Pareto front joined by a line (PNG)."""

@@ -48,8 +48,6 @@ from nas.fsio import (
 from nas.search.record import TrialRecord
 from nas.yamlio import load_yaml_file
 
-__all__ = ["RunDir", "RunMeta", "new_meta", "resolve_run_dir", "DEFAULT_ROOT", "STUDY_NAME", "META_FORMAT"]
-
 DEFAULT_ROOT = "runs"
 META_FORMAT = 2  # experiment.json: 1 (or no ``format``) as written before, 2 read through RunMeta; same keys
 STUDY_NAME = "nas"  # the study of a run whose study lives in its journal file

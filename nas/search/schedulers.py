@@ -21,16 +21,6 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from nas.search.config import SCHEDULERS
 from trainers.objectives.registry import Objective, objectives_of
 
-__all__ = [
-    "make_scheduler",
-    "no_scheduler",
-    "asha_scheduler",
-    "pareto_scheduler",
-    "CompletingASHA",
-    "ParetoHalving",
-    "nondominated_ranks",
-]
-
 
 class CompletingASHA(ASHAScheduler):
     """Ray's ASHA, except that a trial whose training is done is never stopped."""

@@ -26,8 +26,6 @@ from nas.search.record import TrialRecord
 from nas.search.rundir import RunDir
 from nas.search.trainable import FINAL_KEY, RESULT_KEY
 
-__all__ = ["OptunaSearcher"]
-
 
 class OptunaSearcher(Searcher):
     """Ray Tune searcher over the study; one Tune trial per architecture to train.

@@ -15,8 +15,6 @@ from nas.runtime.storage import Mirror, is_uri
 from nas.search.config import Experiment, load_experiment, protocol_diff, protocol_of
 from nas.search.rundir import RunDir, resolve_run_dir
 
-__all__ = ["Target", "resolve_target", "after_failure", "redact"]
-
 
 @dataclass
 class Target:

@@ -17,8 +17,6 @@ from nas.errors import ConfigError, UserError
 from trainers.objectives.registry import measured_objectives
 from trainers.training.tabular import TABLE_FORMATS, Table, load_table, protocol_mismatch, table_path
 
-__all__ = ["resolve_table", "read_table", "check_space", "check_replayable", "check_protocol"]
-
 _KEY = "search.trainer"
 _ALLOWED = (
     "table:PATH to a table file written by scripts/make_table.py (format "

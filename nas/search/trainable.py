@@ -27,17 +27,6 @@ if TYPE_CHECKING:
     from trainers.objectives.registry import ObjectiveConfig
     from trainers.training.config import TrainConfig
 
-__all__ = [
-    "WorkerSetup",
-    "ZeroCostSetup",
-    "train_trial",
-    "run_trainer",
-    "load_trainer",
-    "FINAL_KEY",
-    "RESULT_KEY",
-    "DEFAULT_TRAINER",
-    "RECORDED_TRAINERS",
-]
 
 FINAL_KEY = "nas_final"
 RESULT_KEY = "nas_result"

@@ -25,7 +25,6 @@ from nas.search.rundir import RunDir
 if TYPE_CHECKING:
     from nas.search.trainable import WorkerSetup
 
-__all__ = ["SEARCH", "connect_ray", "run_trials", "LoopOutcome", "reports_per_trial", "worker_setup"]
 
 SEARCH = Command(
     name="nas-search",

@@ -50,7 +50,6 @@ from nas.errors import ConfigError, UserError
 from nas.fsio import open_regular
 from nas.limits import allowed_text, check_value
 
-
 MIRROR_ENV = "COATNAS_DATA_MIRROR"
 """Environment variable: a base URL whose ``<archive name>`` replaces the official server's."""
 DEADLINE_ENV = "COATNAS_DOWNLOAD_DEADLINE_S"

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from nas.errors import UserError
 
 
-
 class Images:
     """N images (``raw``: uint8 0-255, or float32 already in model units before normalisation) and the
     per-channel ``mean``/``std`` (shape ``(C, 1, 1)``, in the units of ``raw / 255`` for uint8) that

@@ -22,10 +22,9 @@ import torch
 from nas.errors import ConfigError
 from trainers.data.config import DataConfig, Origin, bad_source
 from trainers.data.images import Images, channel_stats, folder_dtype, to_images
-from trainers.data.readers import list_imagefolder, read_imagefolder, read_source
-from trainers.data.sources import resolve_source, source_path
+from trainers.data.readers import list_imagefolder, read_source
+from trainers.data.sources import source_path
 from trainers.data.stream import StreamedImages, sample_stats
-
 
 
 @dataclass(eq=False)

@@ -21,7 +21,6 @@ from nas.limits import RANGES, allowed_text
 from trainers.data.config import DataConfig, Origin, bad_source
 
 
-
 def _physical_memory() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -28,7 +28,6 @@ from trainers.data.safe_pickle import load_cifar_pickle
 from trainers.data.sources import cifar_folder, downloaded, source_path
 
 
-
 def read_source(cfg: DataConfig, image_size: int, in_chans: int, origin: Origin):
     """(x NCHW numpy, y int numpy, num_classes) of the source, read by its reader."""
     source = SOURCES[cfg.name]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import pickle
 from typing import IO, Any
 
-
 # (module, name) pairs a numpy array pickle refers to, numpy 1.x and 2.x spellings
 ALLOWED = frozenset(
     {

@@ -25,7 +25,6 @@ import numpy as np
 from nas.errors import UserError
 from trainers.data.config import SOURCES, DataConfig
 
-
 SHARED_SOURCES = tuple(name for name, source in SOURCES.items() if source.path is not None)
 _WORKER: dict[str, Any] = {}  # object id -> Dataset, in this worker process (its device copies memoised)
 

@@ -16,7 +16,6 @@ from trainers.data.config import SOURCES, DataConfig, Origin, bad_source
 from trainers.data.download import ARCHIVES, default_cache, ensure_cifar
 
 
-
 def resolve_source(cfg: DataConfig, file: str | None = None, key: str = "train.data.path") -> DataConfig:
     """``cfg`` with its path made absolute (a relative path that does not exist from here is taken next to
     ``file``) after a cheap check that the source is there, without loading its images: the search driver

@@ -25,7 +25,6 @@ from nas.errors import UserError
 from trainers.data.images import Images, folder_dtype, to_images
 from trainers.data.readers import decode_rgb
 
-
 STATS_SAMPLE = 2048
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 
