@@ -234,3 +234,20 @@ def test_where_the_data_comes_from_is_not_part_of_the_protocol(write_space):
     assert protocol_of(moved) == protocol_of(exp)
     other = dataclasses.replace(exp, train=dataclasses.replace(exp.train, lr=exp.train.lr * 2))
     assert protocol_of(other) != protocol_of(exp)
+
+
+def test_the_recorded_trainer_name_still_resolves():
+    """Every recorded protocol and shipped table holds `trainers.proxy:train_candidate` (the module moved to
+    trainers.training.proxy): that name must keep resolving, or no recorded run or table could resume."""
+    import json
+
+    from nas.search.trainable import DEFAULT_TRAINER, load_trainer
+    from trainers.training.proxy import train_candidate
+
+    assert DEFAULT_TRAINER == "trainers.proxy:train_candidate"
+    assert load_trainer(DEFAULT_TRAINER) is train_candidate
+    assert load_trainer("trainers.training.proxy:train_candidate") is train_candidate
+    tables = sorted((Path(__file__).parents[1] / "search_spaces" / "benchmarks").glob("*.json"))
+    assert tables and all(DEFAULT_TRAINER in json.loads(t.read_text())["protocol"].values() for t in tables)
+    with pytest.raises(LookupError, match="no function"):
+        load_trainer("trainers.training.proxy:no_such_trainer")

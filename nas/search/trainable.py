@@ -13,13 +13,13 @@ the whole result.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from nas.registry import load
 from trainers.training.tabular import is_table
 
 if TYPE_CHECKING:
@@ -121,9 +121,13 @@ class WorkerSetup:
 
 def load_trainer(path: str) -> Callable[..., Any]:
     """The function at ``module:function``; :class:`LookupError` when the module has no such function."""
-    module, _, name = RECORDED_TRAINERS.get(path, path).partition(":")
-    fn = getattr(importlib.import_module(module), name, None)
+    spec = RECORDED_TRAINERS.get(path, path)
+    try:
+        fn = load(spec)
+    except AttributeError:
+        fn = None
     if not callable(fn):
+        module, _, name = spec.partition(":")
         raise LookupError(f"{module} has no function {name}")
     return fn
 

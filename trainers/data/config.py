@@ -9,7 +9,6 @@ one entry here and one reader function.
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nas.errors import UserError
+from nas.registry import load
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,7 @@ class Source:
 
     def read(self) -> Callable[..., Any]:
         """The reader function (imports its module)."""
-        module, _, fn = self.reader.partition(":")
-        return getattr(importlib.import_module(module), fn)
+        return load(self.reader)
 
 
 @dataclass(frozen=True)
