@@ -67,6 +67,7 @@ _HINTS = {
     errno.ENOENT: "a folder on the way does not exist (or vanished)",
     errno.ENOTDIR: "a part of the path is a file, not a folder",
     errno.ELOOP: "it is a symbolic link, which is never followed for writing",
+    errno.ENXIO: "no reader: it is a FIFO (or a device) with no reader, not a regular file",
 }
 
 
@@ -130,9 +131,14 @@ def _umask() -> int:
 
 
 def append_line(path: str | os.PathLike, text: str, *, sync: bool = False) -> None:
-    """Append ``text`` to ``path`` (created if missing), never through a symbolic link."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    """Append ``text`` to ``path`` (created if missing), never through a symbolic link, and only to a regular
+    file: a FIFO there neither blocks the open (``O_NONBLOCK``) nor is written; it is an ``OSError``."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
     try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, f"it is {_kind(mode)}, not a regular file", str(path))
+        os.set_blocking(fd, True)
         os.write(fd, text.encode())
         if sync:
             os.fsync(fd)
@@ -268,13 +274,26 @@ def _no_nan(name: str) -> float:
 _REFUSE = object()
 
 
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are each there once (``json`` silently keeps the last of two equal keys; no
+    file of ours has two, so one that does was edited or is foreign)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise Invalid(f"it holds the key {twice!r:.60} twice in one object (JSON would silently keep the last)")
+    return out
+
+
 def loads(text: str | bytes, *, nan: Any = _REFUSE) -> Any:
-    """``json.loads`` that refuses NaN (a foreign or damaged record), keeping +/-Infinity. ``nan``: what a NaN
-    decodes to instead, for a reader of a record format written before NaN was refused (the reader's
-    ``parse`` then accepts that marker in the old format only)."""
+    """``json.loads`` that refuses NaN (a foreign or damaged record), keeping +/-Infinity, and a key repeated
+    in one object. ``nan``: what a NaN decodes to instead, for a reader of a record format written before NaN
+    was refused (the reader's ``parse`` then accepts that marker in the old format only)."""
     if nan is _REFUSE:
-        return json.loads(text, parse_constant=_no_nan)
-    return json.loads(text, parse_constant=lambda name: nan if name == "NaN" else float(name))
+        return json.loads(text, parse_constant=_no_nan, object_pairs_hook=_unique)
+    return json.loads(
+        text, parse_constant=lambda name: nan if name == "NaN" else float(name), object_pairs_hook=_unique
+    )
 
 
 def open_regular(path: str | os.PathLike) -> tuple[int, int]:
@@ -332,17 +351,19 @@ def _why(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
-def _parses(line: bytes, parse: Callable[[Any], Any]) -> bool:
+def _parses(line: bytes, parse: Callable[[Any], Any], nan: Any = _REFUSE) -> bool:
     try:
-        parse(loads(line))
+        parse(loads(line, nan=nan))
         return True
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return False
 
 
-def jsonl_tail(path: str | os.PathLike, parse: Callable[[Any], Any]) -> tuple[int, bytes, bool] | None:
+def jsonl_tail(
+    path: str | os.PathLike, parse: Callable[[Any], Any], *, nan: Any = _REFUSE
+) -> tuple[int, bytes, bool] | None:
     """``(offset, last line, whole)`` when the file's last line lacks its newline (``whole``: it is still a
-    record ``parse`` accepts), else ``None``."""
+    record ``parse`` accepts, read as :func:`read_jsonl` reads it with the same ``nan``), else ``None``."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
@@ -350,7 +371,7 @@ def jsonl_tail(path: str | os.PathLike, parse: Callable[[Any], Any]) -> tuple[in
     if not data or data.endswith(b"\n"):
         return None
     start = data.rfind(b"\n") + 1
-    return start, data[start:], _parses(data[start:], parse)
+    return start, data[start:], _parses(data[start:], parse, nan)
 
 
 def read_jsonl(
@@ -383,11 +404,11 @@ def read_jsonl(
     return out
 
 
-def repair_jsonl_tail(path: str | os.PathLike, parse: Callable[[Any], Any]) -> bytes | None:
+def repair_jsonl_tail(path: str | os.PathLike, parse: Callable[[Any], Any], *, nan: Any = _REFUSE) -> bytes | None:
     """Make the file end on a whole line before anything is appended: a torn last line is cut off (kept in
     ``NAME.torn``) and returned; a whole record that only lacks its newline gets one."""
     path = Path(path)
-    tail = jsonl_tail(path, parse)
+    tail = jsonl_tail(path, parse, nan=nan)
     if tail is None:
         return None
     start, fragment, whole = tail
@@ -399,9 +420,10 @@ def repair_jsonl_tail(path: str | os.PathLike, parse: Callable[[Any], Any]) -> b
     return fragment
 
 
-def append_jsonl(path: str | os.PathLike, record: Any, parse: Callable[[Any], Any]) -> None:
-    """Append one record as a line (repairing the tail first) and fsync."""
-    repair_jsonl_tail(path, parse)
+def append_jsonl(path: str | os.PathLike, record: Any, parse: Callable[[Any], Any], *, nan: Any = _REFUSE) -> None:
+    """Append one record as a line (repairing the tail first, its last line read with ``nan`` as by
+    :func:`read_jsonl`) and fsync."""
+    repair_jsonl_tail(path, parse, nan=nan)
     append_line(path, json.dumps(record, sort_keys=True, default=float) + "\n", sync=True)
 
 

@@ -394,6 +394,25 @@ def file_url_wrong_md5(ctx):
     return ctx.fetch(f"file://{ctx.src}/a.tar.gz")
 
 
+@row(r"^(?!.*closed early).*file:///proc/self/environ.*gave a file of [\d,]+ bytes with MD5 ")
+def file_url_proc_file_of_size_zero(ctx):
+    """A /proc file says it has 0 bytes and has more: once "stopped after N of 0 bytes (the connection
+    closed early)", now the file's content is what is checked."""
+    return ctx.fetch("file:///proc/self/environ")
+
+
+@row(r"^(?!.*secret).*'http://\*\*\*@127\.0\.0\.1:\d+/a.tar.gz' \(from `train.data.url`\) holds a user name")
+def http_url_with_credentials(ctx):
+    """urllib looked `user:secret@host` up as a host name (a DNS error) and the message showed the password."""
+    return ctx.fetch(ctx.server.url("/a.tar.gz").replace("http://", "http://user:secret@"))
+
+
+@row(r"holds a user name or password")
+def mirror_with_a_token(ctx):
+    ctx.monkeypatch.setenv(MIRROR_ENV, "https://token@mirror.example/")
+    return ctx.fetch(None)
+
+
 @row(r"failed after 0 bytes \(.*[Cc]onnection refused.*\)")
 def http_closed_port(ctx):
     import socket

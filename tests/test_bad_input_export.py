@@ -213,6 +213,67 @@ def test_nas_train_refuses_the_same_model_yaml(content, fragments, tmp_path, cap
     assert _snapshot(tmp_path) == before
 
 
+# the protocol file and the flags of nas-train, refused before any data is loaded or anything trained
+NAS_TRAIN_ROWS: list[tuple[str, Callable[[Path], list[str]], tuple[str, ...]]] = [
+    ("protocol-fifo", lambda t: ["--protocol", _fifo_at(t / "p.yaml")], ("--protocol", "not a regular file")),
+    ("protocol-folder", lambda t: ["--protocol", str(t)], ("--protocol", "a folder")),
+    (
+        "protocol-is-a-study-yaml",
+        lambda t: ["--protocol", _write(t / "p.yaml", "study: {space: x.yaml}\nproxies: {}\n")],
+        ("`study`: unknown key", "Allowed: train, space, objective, search"),
+    ),
+    (
+        "protocol-key-typo",
+        lambda t: ["--protocol", _write(t / "p.yaml", "train: {steps: 1}\ntrian: {steps: 2}\n")],
+        ("`trian`: unknown key", "Did you mean `train`?"),
+    ),
+    (
+        "protocol-without-train",
+        lambda t: ["--protocol", _write(t / "p.yaml", "objective: {mode: single}\n")],
+        ("has no `train:` section", "leave out --protocol"),
+    ),
+    (
+        "data-path-for-synthetic",
+        lambda t: ["--data", "synthetic", "--data-path", str(t / "mine.npz")],
+        ("--data-path", "no effect with the `synthetic` data source"),
+    ),
+    (
+        "data-path-for-digits",
+        lambda t: ["--data-path", str(t / "imgs")],
+        ("--data-path", "no effect with the `digits` data source"),
+    ),
+]
+
+
+def _fifo_at(path: Path) -> str:
+    os.mkfifo(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("make,fragments", [r[1:] for r in NAS_TRAIN_ROWS], ids=[r[0] for r in NAS_TRAIN_ROWS])
+def test_nas_train_refuses_a_bad_protocol_or_flag(make, fragments, tmp_path, capsys):
+    """Before, a study YAML (or a typo'd key) given as --protocol trained with the defaults without a word,
+    --data-path was ignored by a source that reads no files, and a FIFO was "no such file"."""
+    from nas.cli.train import main as train_cli
+
+    src = save_model_config(MC, tmp_path / "model.yaml")
+    flags = make(tmp_path)
+    before = _snapshot(tmp_path)
+    rc = train_cli([str(src), *map(str, flags), "--steps", "1", "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err
+    text = " ".join(err.split())
+    assert rc == 2 and err.startswith("nas-train: error: ") and "Traceback" not in err and "\n\n" not in err.strip()
+    assert all(" ".join(f.split()) in text for f in fragments), text
+    assert _snapshot(tmp_path) == before
+
+
+def test_every_nas_train_flag_has_help_text():
+    from nas.cli.train import build_parser
+
+    for action in build_parser()._actions:
+        assert action.help and len(action.help) > 10, action.dest
+
+
 # ------------------------------------------------------------------------- a model YAML cut at each byte
 # flow style, single-digit values and in_chans at its default: no prefix is a valid config of another network
 SHORT = (
@@ -275,6 +336,17 @@ def _nan_state() -> dict[str, torch.Tensor]:
     return state
 
 
+def _odd_state(kind: str) -> dict[str, torch.Tensor]:
+    state = _state()
+    w = state["head.fc.weight"]
+    state["head.fc.weight"] = {
+        "sparse": lambda: w.to_sparse(),
+        "meta": lambda: torch.empty(w.shape, device="meta"),
+        "complex": lambda: w.to(torch.complex64),
+    }[kind]()
+    return state
+
+
 def _foreign_zip() -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -319,6 +391,11 @@ CHECKPOINT_ROWS: list[tuple[str, Callable[[], bytes], tuple[str, ...]]] = [
     ("config-larger-than-weights", lambda: _ckpt(model_config=BIG), ("parameters but the file holds only",)),
     ("weights-of-another-network", lambda: _ckpt(state_dict=_state(OTHER)), ("do not fit its own model config",)),
     ("vit-checkpoint", lambda: _ckpt(model_config=VIT | {"format": 0}), ("sane range",)),
+    # tensors that are no weights: checked before their values are read (torch's own errors were tracebacks,
+    # and a complex weight was copied into a real one, dropping its imaginary part without a word)
+    ("sparse-tensor", lambda: _ckpt(state_dict=_odd_state("sparse")), ("head.fc.weight is a sparse_coo tensor",)),
+    ("meta-tensor", lambda: _ckpt(state_dict=_odd_state("meta")), ("head.fc.weight holds no data",)),
+    ("complex-tensor", lambda: _ckpt(state_dict=_odd_state("complex")), ("head.fc.weight is complex",)),
 ]
 
 
@@ -642,6 +719,33 @@ def test_config_json_nan_and_special_files(exported, tmp_path):
     os.mkfifo(path)
     with pytest.raises(UserError, match="FIFO"):
         read_timm_export(exported)
+
+
+def test_config_json_with_a_repeated_key_is_refused(exported):
+    """JSON keeps the last of two equal keys without a word; no file of ours has two."""
+    path = exported / CONFIG_FILE
+    path.write_text(path.read_text().replace("{", '{"num_classes": 1000, ', 1))
+    with pytest.raises(UserError) as info:
+        read_timm_export(exported)
+    assert "'num_classes' twice" in str(info.value) and str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["sparse", "meta", "complex"])
+def test_export_weights_that_are_no_weights_are_refused(exported, kind):
+    from nas.export.timm import read_timm_weights, to_timm_state_dict
+
+    state = to_timm_state_dict(_state(), MC)
+    w = state["head.fc.weight"]
+    state["head.fc.weight"] = {
+        "sparse": lambda: w.to_sparse(),
+        "meta": lambda: torch.empty(w.shape, device="meta"),
+        "complex": lambda: w.to(torch.complex64),
+    }[kind]()
+    (exported / WEIGHTS_FILE).write_bytes(_saved(state))
+    with pytest.raises(UserError) as info:
+        read_timm_weights(read_timm_export(exported))
+    text = str(info.value)
+    assert "head.fc.weight" in text and "does not belong to" in text and "\n" not in text, text
 
 
 # ------------------------------------------------------------------------- format versions and migration

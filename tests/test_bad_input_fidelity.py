@@ -216,6 +216,12 @@ YAML_ROWS = [
     ("space-missing", study_text().replace("space.yaml", "no-such.yaml"), ["no-such.yaml"]),
     ("space-inline-bad", study_text().replace("space: space.yaml", "space: {file: x.yaml}"), ["`study.space`"]),
     ("space-number", study_text().replace("space: space.yaml", "space: 5"), ["`study.space`"]),
+    # a proxy's own data: the refusal names the study file and the proxy's key, not the search YAML's
+    (
+        "proxy-data-missing",
+        study_text(proxies="{p1: {train: {data: {name: npz, path: /nonexistent/x.npz}}}}"),
+        ["`proxies.p1.train.data.path`", "no such file"],
+    ),
 ]
 
 
@@ -267,6 +273,12 @@ FLAG_ROWS = [
     ("unknown-flag", ["s.yaml", "--run-dir", "x"], ["unrecognized arguments", "nas-fidelity --help"]),
     ("stem-unusable", ["my study.yaml"], ["'my study'", "pass --name NAME"]),
     ("study-missing", ["no-such-study.yaml", "--study-dir", "run"], ["no-such-study.yaml", "fidelity-cifar.yaml"]),
+    # --address is checked before anything is read (a non-ASCII digit once crashed int())
+    ("address-superscript-port", ["s.yaml", "--address", "host:\u00b2"], ["Bad cluster address 'host:\u00b2'"]),
+    ("address-arabic-digit", ["s.yaml", "--address", "host:\u0663"], ["Bad cluster address"]),
+    ("address-empty", ["s.yaml", "--address", ""], ["Bad cluster address ''"]),
+    ("address-ipv6-unclosed", ["s.yaml", "--address", "[::1"], ["Bad cluster address '[::1'"]),
+    ("address-space", ["s.yaml", "--address", "my host:6379"], ["Bad cluster address"]),
 ]
 
 
@@ -376,6 +388,7 @@ STUDY_JSON_ROWS = [
     ("trials-line", lambda d: b'{"id": "abc", "number": 0, "status": "ok", "score": 0.5}', ["'id'"]),
     ("source-invalid", lambda d: _json(d, source=_source_with(d, {"study": {"seed": -1}})), ["cannot be loaded"]),
     ("fingerprint-other", lambda d: _json(d, fingerprint="0123456789abcdef"), ["does not resolve to the study"]),
+    ("duplicate-key", lambda d: _json(d).replace(b"{", b'{"file": null, ', 1), ["'file' twice"]),
 ]
 
 
@@ -511,6 +524,7 @@ JOBS_ROWS = [
     ("zero-cost-missing", lambda d: _with_line(d, 0, zero_cost=...), ["line 1", "without its `zero_cost`"]),
     ("format-newer", lambda d: _with_line(d, 4, format=3), ["line 5", "newer coatnas"]),
     ("format-text", lambda d: _with_line(d, 4, format="two"), ["line 5", "format"]),
+    ("duplicate-key", lambda d: _replace_line(d, 4, _raw_line(d, 4)[:-1] + b', "score": 0.99}'), ["line 5", "twice"]),
     (
         "trials-line",
         lambda d: _replace_line(d, 1, b'{"id": "a", "number": 0, "status": "ok", "score": 0.5}'),
@@ -531,6 +545,10 @@ JOBS_ROWS = [
         ["gen_val_acc"],
     ),
 ]
+
+
+def _raw_line(d: Path, i: int) -> bytes:
+    return (d / "jobs.jsonl").read_bytes().split(b"\n")[i]
 
 
 def _replace_line(d: Path, i: int, raw: bytes) -> bytes:
@@ -724,3 +742,129 @@ def test_a_damaged_report_json_is_recomputed_not_trusted(capsys, study_dir):
     for junk in (b"", b"{", b"[1]", b'{"rows": 5}', b"\xff"):
         (study_dir / "fidelity.json").write_bytes(junk)
         assert format_tables_of(study_dir) == good
+
+
+# ------------------------------------------------------------------------------------------ special files
+@pytest.mark.parametrize("kind", ["fifo", "device", "dangling-link"])
+def test_a_study_or_space_file_that_is_not_a_regular_file_is_never_read(capsys, tmp_path, kind):
+    """A FIFO (which would block the read), a device (/dev/zero: endless) or a dangling link, as the study
+    YAML or as the search YAML it names: one paragraph saying what it is, nothing created."""
+    special = tmp_path / "special.yaml"
+    if kind == "fifo":
+        os.mkfifo(special)
+    elif kind == "device":
+        special = Path("/dev/zero")
+    else:
+        special.symlink_to(tmp_path / "nowhere.yaml")
+    what = "a dangling symbolic link" if kind == "dangling-link" else "not a regular file"
+    flat = refused(capsys, [special, "--study-dir", tmp_path / "run"], f"Study file '{special}' is {what}")
+    assert "neither an existing file" not in flat
+    (tmp_path / "study.yaml").write_text(study_text().replace("space.yaml", str(special)))
+    refused(capsys, [tmp_path / "study.yaml", "--study-dir", tmp_path / "run"], f"'{special}' is {what}")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_moved_trainer_module_names_its_new_place(capsys, tmp_path):
+    (tmp_path / "space.yaml").write_text(SPACE.replace("search: {", "search: {trainer: 'trainers.proxy:nope', "))
+    (tmp_path / "study.yaml").write_text(study_text())
+    refused(
+        capsys,
+        [tmp_path / "study.yaml", "--study-dir", tmp_path / "run"],
+        "`search.trainer`",
+        "now trainers.training.proxy",
+        "trainers.proxy:train_candidate, which recorded runs hold, stays valid",
+    )
+
+
+# ------------------------------------------------------------------------------------------ appends
+@pytest.mark.parametrize("place", ["link", "fifo"])
+def test_a_torn_tail_that_cannot_be_cut_off_is_refused_before_anything_trains(capsys, study_dir, tmp_path, place):
+    """jobs.jsonl ends with a torn line and jobs.jsonl.torn (where it is kept) is a link or a FIFO: refused
+    before any job runs (Ray is never reached: the address would refuse), nothing changed, the link's target
+    untouched. Before, the refusal came after the first job had trained, and that job was lost."""
+    jobs = study_dir / "jobs.jsonl"
+    lines = jobs.read_bytes().split(b"\n")
+    data = b"\n".join(lines[:10]) + b"\n" + lines[10][:25]  # jobs to run, and a torn last line
+    jobs.write_bytes(data)
+    torn = study_dir / "jobs.jsonl.torn"
+    target = tmp_path / "precious"
+    target.write_text("keep me")
+    if place == "link":
+        torn.symlink_to(target)
+    else:
+        os.mkfifo(torn)
+    refused(
+        capsys,
+        ["--resume", study_dir, "--address", NOWHERE],
+        "torn line",
+        "jobs.jsonl.torn",
+        "symbolic link" if place == "link" else "FIFO",
+        "nothing was trained or changed",
+    )
+    assert jobs.read_bytes() == data and target.read_text() == "keep me"
+
+
+def test_a_whole_format_1_last_line_with_nan_is_kept_when_appending(study_dir):
+    """A format-1 line (NaN where a zero-cost proxy had no value) that only lacks its newline is a whole
+    record: an append gives it its newline, never cuts it off as torn (its finished job would be lost)."""
+    lines = _lines(study_dir)
+    old = {k: v for k, v in lines[0].items() if k not in ("format", "kind")}
+    old["zero_cost"] = {**old["zero_cost"], "params": "NAN_TOKEN"}
+    body = "".join(json.dumps(x) + "\n" for x in lines[1:]) + json.dumps(old).replace('"NAN_TOKEN"', "NaN")
+    (study_dir / "jobs.jsonl").write_text(body)
+    sdir = StudyDir(study_dir)
+    before = sdir.read_records()
+    assert len(before) == 16 and math.isnan(before[-1].zero_cost["params"])
+    sdir.append(before[3])
+    after = sdir.read_records()
+    assert len(after) == 17 and after[15].key == before[15].key and after[16] == before[3]
+    assert not (study_dir / "jobs.jsonl.torn").exists()
+
+
+def test_an_append_never_blocks_on_a_fifo_nor_writes_into_one(tmp_path):
+    """ray.log (or any log) that is a FIFO: with no reader the open would block forever; with one, the lines
+    would go to whoever reads. Both are an OSError at once, which the Ray start-up log sink swallows."""
+    from nas.fsio import append_line
+    from nas.runtime.raylog import _give
+
+    fifo = tmp_path / "ray.log"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError):
+        append_line(fifo, "no reader\n")
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        with pytest.raises(OSError, match="FIFO"):
+            append_line(fifo, "a reader\n")
+        assert os.read(reader, 100) == b""
+        _give(["notice"], lambda line: append_line(fifo, line + "\n"))  # the sink of nas.runtime.raylog
+    finally:
+        os.close(reader)
+
+
+# ------------------------------------------------------------------------------------------ signals
+def test_sigterm_at_any_moment_of_the_start_is_a_pause(tmp_path):
+    """SIGTERM as soon as the study is prepared: before, while or after Ray starts (ray.init puts its own
+    SIGTERM handler in place, which exited with status 15 and kept the start-up notice on the terminal).
+    Always exit 143, one line saying how to resume, no traceback, and the study resumes to the end."""
+    import signal
+    import subprocess
+    import time
+
+    (tmp_path / "space.yaml").write_text(SPACE)
+    study = tmp_path / "study.yaml"
+    study.write_text(study_text(archs="2", zc="[params]", ref="{seeds: [0], train: {steps: 2}}"))
+    sdir = tmp_path / "run"
+    exe = Path(sys.executable).parent / "nas-fidelity"
+    proc = subprocess.Popen(
+        [str(exe), str(study), "--study-dir", str(sdir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    while not (sdir / "study.json").exists() and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, (proc.returncode, err)
+    assert "Traceback" not in err.decode() and "Token authentication" not in err.decode(), err
+    assert f"nas-fidelity --resume {sdir}" in out.decode()
+    rc = main(["--resume", str(sdir)])
+    assert rc == 0
+    assert len(StudyDir(sdir).read_records()) == 6

@@ -259,6 +259,14 @@ def test_trailing_garbage_and_a_torn_end_are_refused_a_byte_order_mark_is_not_da
     assert load_experiment(y).num_classes == 4
 
 
+def test_a_key_written_twice_is_refused(case, good):
+    """JSON keeps the last of two equal keys without a word (here: a second `num_classes`, which would change
+    every capacity axis); no table of ours has one, so the file was edited or is foreign."""
+    text = good[2].replace("{", '{"num_classes": 100, ', 1)
+    y, t = case(text)
+    assert "'num_classes' twice" in _refused(y, t)
+
+
 def test_a_table_truncated_at_each_byte_is_refused(case, tmp_path):
     """Every prefix of a short table (2 candidates) is refused with one paragraph, except the whole
     document itself."""

@@ -259,12 +259,27 @@ def _refused_run(run: subprocess.CompletedProcess, *fragments: str) -> None:
         (["FOLDER", "--"], "give the export folders"),
         (["--", "script.py"], "no export folder given"),
         (["--force", "FOLDER", "--", "script.py"], "unknown option --force"),
+        # the script is checked before anything is registered (runpy's own errors were tracebacks)
+        (["FOLDER", "--", "no-such-script.py"], "'no-such-script.py', does not exist"),
+        (["FOLDER", "--", "--", "train.py"], "'--', does not exist"),
+        (["FOLDER", "--", "TMP"], "is a folder without __main__.py"),
+        (["FOLDER", "--", "/dev/null"], "is not a regular file"),
     ],
-    ids=["nothing", "no-separator", "no-script", "no-folder", "unknown-flag"],
+    ids=[
+        "nothing",
+        "no-separator",
+        "no-script",
+        "no-folder",
+        "unknown-flag",
+        "script-missing",
+        "script-is-a-second-separator",
+        "script-is-a-folder",
+        "script-is-a-device",
+    ],
 )
 def test_runner_usage_errors(argv, fragment, tmp_path, capsys):
-    folder = _export(tmp_path, "coatnas_usage", weights=False)
-    argv = [str(folder) if a == "FOLDER" else a for a in argv]
+    folder = _export(tmp_path, f"coatnas_{tmp_path.name.lower()}", weights=False)  # a name of its own: registered
+    argv = [str(folder) if a == "FOLDER" else str(tmp_path) if a == "TMP" else a for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
     _refused_run(subprocess.CompletedProcess([], 2, "", err), fragment)

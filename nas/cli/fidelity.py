@@ -94,6 +94,10 @@ def _check_flags(args) -> None:
     if args.name is not None and args.study_dir is not None:
         raise UserError("give either --name NAME (runs/NAME) or --study-dir DIR, not both.")
     check_value(args.max_jobs, "max_jobs", None, "--max-jobs")
+    if args.address is not None and args.address.strip() not in ("local",):  # refused before anything is read
+        from nas.runtime.cluster import parse_address
+
+        parse_address(args.address)
     if args.report_only:
         for flag, value in (("--max-jobs", args.max_jobs), ("--address", args.address)):
             if value is not None:

@@ -37,15 +37,19 @@ def build_parser() -> ArgumentParser:
         metavar="FILE",
         help="YAML whose `train:` section sets the protocol (e.g. the search space file); flags override it",
     )
-    p.add_argument("--data", choices=["digits", "synthetic", "cifar10", "cifar100", "imagefolder", "npz"])
+    p.add_argument(
+        "--data",
+        choices=["digits", "synthetic", "cifar10", "cifar100", "imagefolder", "npz"],
+        help="data source (default: the protocol's `train.data.name`, else digits)",
+    )
     p.add_argument("--data-path", metavar="PATH", help="folder/file for cifar10, cifar100, imagefolder, npz")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--steps", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--epochs", type=int, metavar="N", help="passes over the training split (1 to 10_000)")
+    p.add_argument("--steps", type=int, metavar="N", help="optimizer steps instead of whole epochs (1 to 100_000_000)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="images per step (2 to 65_536)")
+    p.add_argument("--lr", type=float, metavar="LR", help="AdamW learning rate (> 0, at most 10; usually 1e-4 to 1e-2)")
+    p.add_argument("--seed", type=int, metavar="N", help="seed of the weights and the batches (0 to 4_294_967_295)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None, help="random crop + flip")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present, else CPU")
     p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--image-size", type=int, help="input size for presets (model configs bring theirs; default 32)")
     p.add_argument("--in-chans", type=int, help="input channels for presets (default 3)")
@@ -95,9 +99,8 @@ def load_protocol(path: str | None):
         return parse_train(None)
     p = Path(path)
     if not p.is_file():
-        raise UserError(
-            f"--protocol {path}: no such file. Pass a YAML with a `train:` section (a search space file works)."
-        )
+        what = "no such file" if not os.path.lexists(p) else "a folder" if p.is_dir() else "not a regular file"
+        raise UserError(f"--protocol {path}: {what}. Pass a YAML with a `train:` section (a search space file works).")
     try:
         data = load_yaml_file(p) or {}
     except yaml.YAMLError as err:
@@ -109,7 +112,18 @@ def load_protocol(path: str | None):
         raise UserError(f"--protocol {path}: cannot read it ({err.strerror}).") from None
     if not isinstance(data, dict):
         raise UserError(f"--protocol {path}: expected a mapping with a `train:` section, got {type(data).__name__}.")
+    from nas.errors import check_keys
     from nas.limits import check_ranges
+
+    # a search YAML's sections are welcome (only `train:` is read); anything else is not a protocol file (a
+    # study YAML, a model config), which would otherwise train with the defaults without a word
+    check_keys(data, ("train", "space", "objective", "search"), str(p), "")
+    if "train" not in data:
+        raise UserError(
+            f"--protocol {path}: has no `train:` section (its keys: {', '.join(map(str, data)) or 'none'}), so it "
+            "sets no protocol. Pass a YAML with a `train:` section (a search space file works), or leave out "
+            "--protocol to train with the defaults and the flags."
+        )
 
     train = parse_train(data.get("train"), str(p))
     check_ranges(train, "train", str(p))
@@ -196,6 +210,14 @@ def _protocol_of(args):
     if args.data:
         data = replace(data, name=args.data)
     if args.data_path:
+        from trainers.data.config import SOURCES
+
+        if SOURCES[data.name].path is None:
+            raise UserError(
+                f"--data-path {args.data_path} has no effect with the `{data.name}` data source, which reads no "
+                "files. Drop --data-path, or choose a source that reads it (--data cifar10, cifar100, "
+                "imagefolder or npz)."
+            )
         data = replace(data, path=args.data_path)
     over = {
         k: getattr(args, k)

@@ -49,6 +49,7 @@ __all__ = [
     "Checkpoint",
     "read_checkpoint",
     "load_torch_file",
+    "tensor_problem",
     "checkpoint_bytes",
     "model_config_of",
     "export_from_run",
@@ -290,6 +291,21 @@ def load_torch_file(path: Path, *, what: str, fix: str) -> Any:
             raise UserError(f"{path}: not {what}: {torch_load_problem(err)}. {fix}") from None
 
 
+def tensor_problem(value: torch.Tensor) -> str | None:
+    """What makes ``value`` no weight tensor of a network (``None``: it is one): a sparse or other non-dense
+    layout, a tensor without data (``meta``) or a complex one (copying it into a real weight would silently drop
+    its imaginary part). Checked before anything reads its values."""
+    import torch
+
+    if value.layout != torch.strided:
+        return f"is a {str(value.layout).removeprefix('torch.')} tensor, not a dense one"
+    if value.device.type == "meta":
+        return "holds no data (a `meta` tensor)"
+    if value.is_complex():
+        return f"is complex ({str(value.dtype).removeprefix('torch.')}); a weight is real"
+    return None
+
+
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """The one reader of a ``nas-train`` checkpoint: ``torch.load(weights_only=True)``, then its keys, the
     types and finiteness of its tensors, its format version and its model config (:func:`parse_model_config`).
@@ -326,6 +342,9 @@ def _checkpoint_of(raw: Any, path: Path) -> Checkpoint:
     for key, value in state.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise refuse(f"its state_dict entry {key!r} is {type(value).__name__}, not a tensor")
+        problem = tensor_problem(value)
+        if problem:
+            raise refuse(f"its tensor {key} {problem}")
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise UserError(
                 f"{path}: the tensor {key} holds NaN or infinite values: the training that wrote it diverged "

@@ -546,7 +546,7 @@ def read_timm_weights(export: TimmExport) -> dict[str, torch.Tensor]:
     """The one reader of an export's ``pytorch_model.bin``: ``torch.load(weights_only=True)``, a mapping of
     finite tensors whose names and shapes are exactly those of the network its ``config.json`` describes.
     A damaged, foreign or pickled-object file is one paragraph naming it."""
-    from nas.export.model_config import load_torch_file
+    from nas.export.model_config import load_torch_file, tensor_problem
     from nas.model.builder import build_model
 
     path = export.weights
@@ -569,6 +569,8 @@ def read_timm_weights(export: TimmExport) -> dict[str, torch.Tensor]:
         for key, value in state.items():
             if not isinstance(value, torch.Tensor):
                 problem = f"its entry {key!r} is {type(value).__name__}, not a tensor"
+            elif tensor_problem(value):
+                problem = f"its tensor {key} {tensor_problem(value)}"
             elif key not in expected:
                 problem = f"it has the tensor {key!r}, which the network of {CONFIG_FILE} does not have"
             elif tuple(value.shape) != tuple(expected[key].shape):

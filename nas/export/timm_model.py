@@ -180,6 +180,20 @@ def main(argv: list[str] | None = None) -> int:
         names = [register(f, replace=replace) for f in folders]
     except UserError as err:
         return fail(prog, str(err))
+    target = Path(argv[cut + 1])  # checked here: runpy's own errors are tracebacks
+    if not (target.is_file() or (target.is_dir() and (target / "__main__.py").is_file())):
+        what = (
+            "does not exist"
+            if not os.path.lexists(target)
+            else "is a folder without __main__.py"
+            if target.is_dir()
+            else "is not a regular file"
+        )
+        return fail(
+            prog,
+            f"the script to run, {str(target)!r}, {what}. Give the path of a timm script (e.g. timm's "
+            f"train.py) after `--`. {USAGE}",
+        )
     print(f"{prog}: registered {', '.join(names)}", file=sys.stderr)
     script, *rest = argv[cut + 1 :]
     sys.argv = [script, *rest]

@@ -27,6 +27,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,7 +135,12 @@ def _protocol(name: str, section: Any, exp, file: str | None, path: str, seeds: 
     base_train = exp.raw.get("train") or {}
     base_obj = exp.raw.get("objective") or {}
     train = parse_dataclass(TrainConfig, _merge(base_train, section.get("train") or {}), file, f"{path}.train")
-    train = dataclasses.replace(train, data=resolve_source(train.data, exp.file))
+    over = section.get("train") if isinstance(section.get("train"), Mapping) else {}
+    if over.get("data"):  # a refusal names the study file and the protocol's key (the path is still read next
+        named = {"named": file, "key": f"{path}.train.data.path"}  # to the search YAML, as before)
+    else:
+        named = {}
+    train = dataclasses.replace(train, data=resolve_source(train.data, exp.file, **named))
     objective = parse_dataclass(
         ObjectiveConfig, _merge(base_obj, section.get("objective") or {}), file, f"{path}.objective"
     )
@@ -349,6 +355,12 @@ def _resolve(path: str | Path) -> Path:
     for cand in (str(path), f"{path}.yaml"):
         if "/" not in cand and (root / cand).is_file():
             return Path(str(root / cand))
+    if os.path.lexists(p) and not p.is_dir():  # a FIFO, a device, a socket or a dangling link: never read
+        kind = "a dangling symbolic link" if p.is_symlink() and not p.exists() else "not a regular file"
+        raise UserError(
+            f"Study file {str(path)!r} is {kind} (a FIFO, a device or a socket is never read as a YAML). Pass "
+            f"a study YAML file or a bundled study: {', '.join(bundled_studies()) or 'none'}."
+        )
     what = "a folder, not a YAML file" if p.is_dir() else f"neither an existing file (relative to {Path.cwd()})"
     raise UserError(
         f"Study file {str(path)!r} is {what} nor a bundled study. Bundled studies: "

@@ -146,12 +146,25 @@ def run_study(
             if created:  # a refused start leaves nothing behind
                 shutil.rmtree(sdir.path, ignore_errors=True)
             raise
-        done, todo, left_after = pending(sdir, study, archs, max_jobs)
         out = sys.stdout if out is True else (out or None)  # stdout as it is at the call (a notebook, capsys)
         say = (lambda text: print(text, file=out, flush=True)) if out is not None else (lambda text: None)
-        say(f"nas-fidelity: {len(archs)} architectures, {len(done)} jobs recorded, {len(todo)} to run -> {sdir.path}")
-        if not todo:
-            return {"done": len(done), "ran": 0, "remaining": 0, "stopped": False}
+        done, todo, left_after = set(), [], 0  # known once pending() returns
+        try:
+            done, todo, left_after = pending(sdir, study, archs, max_jobs)
+            say(
+                f"nas-fidelity: {len(archs)} architectures, {len(done)} jobs recorded, {len(todo)} to run -> "
+                f"{sdir.path}"
+            )
+            if not todo:
+                return {"done": len(done), "ran": 0, "remaining": 0, "stopped": False}
+            sdir.repair_tail()  # before any job runs: a failure to repair costs no training
+        except KeyboardInterrupt as err:  # a stop signal before the session: the study is saved, nothing ran
+            why = getattr(err, "name", None) or signals.name or "SIGINT"
+            say(
+                f"nas-fidelity: stopped by {why} before any job ran; {len(done)} jobs are recorded. Resume with: "
+                f"nas-fidelity --resume {sdir.path}"
+            )
+            return {"done": len(done), "ran": 0, "remaining": len(todo) + left_after, "stopped": True, "signal": why}
         return _session(study, sdir, done, todo, left_after, address, say, on_record, signals, created)
 
 
@@ -168,10 +181,6 @@ def _session(
     created: bool,
 ) -> dict[str, Any]:
     """Start Ray (the shared set-up: ``nas.runtime.cluster.start_ray``), run the jobs, stop on a signal."""
-    import ray
-
-    from nas.runtime.cluster import start_ray
-
     s = study.settings
     started = False
     flag = StopFlag()
@@ -182,6 +191,10 @@ def _session(
         flag.request(signal.Signals(signum).name)
 
     try:
+        import ray  # inside the try: a signal while Ray is imported (a second or two) is a pause too
+
+        from nas.runtime.cluster import start_ray
+
         try:
             started = start_ray(  # inside the try: a signal while Ray starts is a pause too
                 FIDELITY,

@@ -44,7 +44,18 @@ from typing import Any
 from nas.errors import ConfigError, UserError
 from nas.fidelity.config import ZERO_COST_JOB, Study, study_from_dict
 from nas.fidelity.plan import TRAIN_JOB, job_key, plan_jobs, sample_architectures
-from nas.fsio import Invalid, append_jsonl, atomic_write, is_run_dir, make_dirs, read_json, read_jsonl, record_format
+from nas.fsio import (
+    Invalid,
+    append_jsonl,
+    atomic_write,
+    is_run_dir,
+    make_dirs,
+    os_problem,
+    read_json,
+    read_jsonl,
+    record_format,
+    repair_jsonl_tail,
+)
 from nas.limits import SEED_MAX
 from nas.model.arch import Architecture
 
@@ -433,8 +444,22 @@ class StudyDir:
     def append(self, record: JobRecord | Mapping[str, Any]) -> JobRecord:
         """Append one finished job (a worker's result dict or a record), after repairing the file's tail."""
         rec = record if isinstance(record, JobRecord) else JobRecord.from_result(record)
-        append_jsonl(self.jobs, rec.to_json(), JobRecord.from_json)
+        append_jsonl(self.jobs, rec.to_json(), JobRecord.from_json, nan=OLD_NAN)
         return rec
+
+    def repair_tail(self) -> None:
+        """Cut a torn last line of ``jobs.jsonl`` off (into ``jobs.jsonl.torn``) now, before any job runs: a
+        place that cannot take it (a link or a FIFO at ``jobs.jsonl.torn``, a full disk) is refused before
+        anything is trained, never after a finished job could not be recorded."""
+        try:
+            repair_jsonl_tail(self.jobs, JobRecord.from_json, nan=OLD_NAN)
+        except OSError as err:
+            raise UserError(
+                f"The job records {self.jobs} end with a torn line (a run killed mid-write), which is cut off "
+                f"into {self.jobs.name}.torn before any job runs, but that failed: {err.filename or self.jobs}: "
+                f"{os_problem(err)}. Move {self.jobs.name}.torn aside (or free space), then resume with "
+                f"`nas-fidelity --resume {self.path}`; nothing was trained or changed."
+            ) from None
 
 
 def _kind(mode: int) -> str:

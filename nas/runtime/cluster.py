@@ -13,6 +13,8 @@ resources checked against the cluster (:func:`check_resources`), in the running 
 from __future__ import annotations
 
 import os
+import re
+import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from nas.errors import UserError
 from nas.runtime.command import Command
+from nas.runtime.signals import Interrupted
 
 if TYPE_CHECKING:
     from nas.runtime.signals import StopSignals
@@ -60,8 +63,13 @@ def parse_address(text: str) -> ClusterAddress:
     host, sep, port_text = rest.rpartition(":")
     if not sep:
         host, port_text = rest, str(10001 if client else DEFAULT_GCS_PORT)
-    host = host.strip("[]")
-    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536 or "/" in host:
+    if host.startswith("[") and host.endswith("]"):  # an IPv6 address: [::1]:6379
+        host = host[1:-1]
+        usable = re.fullmatch(r"[0-9A-Fa-f:.]+", host) is not None and ":" in host
+    else:  # a host name or an IPv4 address: ASCII letters, digits, '.', '-', '_' (no ':', no spaces)
+        usable = re.fullmatch(r"[A-Za-z0-9._-]+", host) is not None
+    # ASCII digits only: str.isdigit() also takes '²' or '٣', which int() refuses or reads as another port
+    if not usable or not re.fullmatch(r"[0-9]{1,5}", port_text) or not 0 < int(port_text) < 65536:
         raise UserError(f"Bad cluster address {text!r}: {ADDRESS_HELP}.")
     return ClusterAddress(text, host, int(port_text), client)
 
@@ -193,8 +201,17 @@ def start_ray(
 
     from nas.runtime.raylog import ray_notices
 
-    with ray_notices(log):
-        started = connect(address)
+    try:
+        with ray_notices(log):
+            started = connect(address)
+    except SystemExit as stop:  # ray.init's own SIGTERM handler exits with the signal's number: a pause too
+        if stop.code != signal.SIGTERM:
+            raise
+        if ray.is_initialized():
+            ray.shutdown()
+        if signals is not None and signals.received is None:
+            signals.received = signal.SIGTERM
+        raise Interrupted(signal.SIGTERM) from None
     if signals is not None:
         signals.install()  # ray.init puts a SIGTERM handler of its own (a C++ stack dump) in place of ours
     try:

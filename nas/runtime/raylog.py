@@ -46,6 +46,9 @@ def ray_notices(sink: Callable[[str], None]) -> Iterator[None]:
         logger.setLevel(logging.INFO)
     try:
         yield
+    except (KeyboardInterrupt, SystemExit):  # a pause (a stop signal while Ray starts), not a failure
+        _give(hold.lines, sink)
+        raise
     except BaseException:
         for line in hold.lines:
             print(f"ray: {line}", file=sys.stderr, flush=True)
@@ -54,7 +57,11 @@ def ray_notices(sink: Callable[[str], None]) -> Iterator[None]:
         for logger, propagate, level in saved:
             logger.removeHandler(hold)
             logger.propagate, logger.level = propagate, level
-    for line in hold.lines:
+    _give(hold.lines, sink)
+
+
+def _give(lines: list[str], sink: Callable[[str], None]) -> None:
+    for line in lines:
         try:
             sink(f"ray: {line}")
         except OSError:

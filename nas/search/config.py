@@ -262,7 +262,7 @@ def load_experiment(path_or_name: str | Path) -> Experiment:
 def _check_trainer(path: str, file: str | None) -> None:
     if path == SearchConfig.trainer:
         return
-    from nas.search.trainable import load_trainer
+    from nas.search.trainable import DEFAULT_TRAINER, RECORDED_TRAINERS, load_trainer
 
     try:
         load_trainer(path)
@@ -272,6 +272,11 @@ def _check_trainer(path: str, file: str | None) -> None:
             if isinstance(err, LookupError)
             else f"importing {path.partition(':')[0]} failed: {type(err).__name__}: {err}"
         )
+        if path.partition(":")[0] == DEFAULT_TRAINER.partition(":")[0]:  # the module moved; its recorded name stays
+            why += (
+                f" (that module is now {RECORDED_TRAINERS[DEFAULT_TRAINER].partition(':')[0]}; of its old name only "
+                f"{DEFAULT_TRAINER}, which recorded runs hold, stays valid)"
+            )
         raise ConfigError(
             file,
             "search.trainer",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.resources
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,12 @@ def resolve_space_path(path_or_name: str | Path) -> Path:
         raise UserError(
             f"Search-space file {str(path_or_name)!r} is a folder, not a YAML file. Pass a search "
             f"YAML file (see docs/space.md) or a bundled space: {', '.join(bundled_spaces())}."
+        )
+    if os.path.lexists(path):  # a FIFO, a device, a socket or a dangling link: never read (it could block)
+        kind = "a dangling symbolic link" if path.is_symlink() and not path.exists() else "not a regular file"
+        raise UserError(
+            f"Search-space file {name!r} is {kind} (a FIFO, a device or a socket is never read as a YAML). "
+            f"Pass a search YAML file (see docs/space.md) or a bundled space: {', '.join(bundled_spaces())}."
         )
     raise UserError(
         f"Search-space file {name!r} was not found: it is neither an existing file (relative to "

@@ -48,10 +48,12 @@ class Source:
 @dataclass(frozen=True)
 class Origin:
     """Where a data path came from, for messages: the YAML ``file`` (or ``None``) and the ``key`` (a YAML key
-    such as ``train.data.path``, or a flag such as ``--data-path``)."""
+    such as ``train.data.path``, or a flag such as ``--data-path``); ``base``: the file next to which a
+    relative path is looked up, when that is not ``file`` (a study's proxy overriding its search YAML's data)."""
 
     file: str | None
     key: str
+    base: str | None = None
 
 
 def bad_source(cfg: DataConfig, path: Path, origin: Origin, problem: str) -> UserError:

@@ -339,6 +339,13 @@ def _download(url: str, dest: Path, expected_md5: str, limits: Limits, where: st
             f"{', '.join(s + '://' for s in SCHEMES)} URLs are fetched. Give an http(s) URL, or a file:// URL "
             "of the archive on this machine."
         )
+    if "@" in parts.netloc:  # urllib would look the whole `user:password@host` up as a host name
+        shown = f"{scheme}://***@{parts.netloc.rpartition('@')[2]}{parts.path}"
+        raise UserError(
+            f"The archive URL {shown!r} (from {origin}) holds a user name or password (`user:password@`), which "
+            "is not supported (and would be shown in messages and logs). Give a URL without them: a mirror "
+            "this machine can read without logging in, or a file:// URL of an archive fetched yourself."
+        )
     if scheme == "file" and parts.netloc not in ("", "localhost"):
         raise UserError(
             f"The archive URL {url!r} (from {origin}) names the host {parts.netloc!r}; a file:// URL names "
@@ -412,8 +419,8 @@ def _source(url: str, scheme: str, parts, watch: _Watchdog, timeout: float):
     if scheme == "file":
         path = urllib.request.url2pathname(parts.path)
         fd, size = open_regular(path)
-        try:
-            yield (lambda n: os.read(fd, n)), size, ""
+        try:  # a size of 0 is no promise: /proc files say 0 and have content (an empty file then reads 0 bytes)
+            yield (lambda n: os.read(fd, n)), (size or None), ""
         finally:
             os.close(fd)
         return

@@ -16,11 +16,14 @@ from trainers.data.config import SOURCES, DataConfig, Origin, bad_source
 from trainers.data.download import ARCHIVES, default_cache, ensure_cifar
 
 
-def resolve_source(cfg: DataConfig, file: str | None = None, key: str = "train.data.path") -> DataConfig:
+def resolve_source(
+    cfg: DataConfig, file: str | None = None, key: str = "train.data.path", *, named: str | None = None
+) -> DataConfig:
     """``cfg`` with its path made absolute (a relative path that does not exist from here is taken next to
     ``file``) after a cheap check that the source is there, without loading its images: the search driver
-    calls this so that a wrong path is reported before any worker starts (workers run in other folders)."""
-    origin = Origin(file, key)
+    calls this so that a wrong path is reported before any worker starts (workers run in other folders).
+    ``named``: the file a refusal names with ``key``, when the value was written there rather than in ``file``."""
+    origin = Origin(named or file, key, base=file if named else None)
     if cfg.download:
         return dataclasses.replace(cfg, path=str(downloaded(cfg, origin).absolute()))
     kind = SOURCES[cfg.name].path
@@ -71,6 +74,7 @@ def downloaded(cfg: DataConfig, origin: Origin) -> Path:
 
 def source_path(cfg: DataConfig, origin: Origin) -> Path:
     path = Path(os.path.expanduser(cfg.path))
-    if origin.file and not path.is_absolute():
-        path = Path(origin.file).parent / path if not path.exists() else path
+    base = origin.base or origin.file
+    if base and not path.is_absolute():
+        path = Path(base).parent / path if not path.exists() else path
     return path
