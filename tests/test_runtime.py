@@ -395,3 +395,22 @@ def test_a_search_setup_reads_by_attribute(write_space):
     )
     assert setup.threads == 1 and not setup.replays and setup.protocols == () and setup.zero_cost is None
     assert dataclasses.replace(setup, trainer="table:cifar.json").replays
+
+
+@pytest.mark.parametrize(
+    "log, status",
+    [
+        ("the worker failed: ray.exceptions.OutOfMemoryError: Task was killed due to the node running low", "oom"),
+        ("the worker failed: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", "oom"),
+        ("the worker failed: MemoryError", "oom"),
+        ("the worker failed: RuntimeError: DefaultCPUAllocator: can't allocate memory: you tried 1 PB", "oom"),
+        ("the worker failed: ray.exceptions.WorkerCrashedError: The worker died unexpectedly", "error"),
+        ("the worker failed: ValueError: chaos", "error"),
+        ("the worker failed (its Ray Tune error log is under tune/)", "error"),
+    ],
+)
+def test_a_lost_workers_log_is_classified_like_its_exception(log, status):
+    """A trial Tune lost is known only by its error.txt: an out-of-memory kill there is recorded as oom."""
+    from trainers.training.result import status_of_log
+
+    assert status_of_log(log) == status

@@ -25,6 +25,7 @@ from nas.search.optuna_bridge import TRIAL_CONSTRAINTS, set_attrs, study_objecti
 from nas.search.record import TrialRecord
 from nas.search.rundir import RunDir
 from nas.search.trainable import FINAL_KEY, RESULT_KEY
+from trainers.training.result import status_of_log
 
 
 class OptunaSearcher(Searcher):
@@ -157,12 +158,13 @@ class OptunaSearcher(Searcher):
             return  # interrupted (Ctrl-C, should_stop): left RUNNING, so reconcile() re-queues it
         elif error:
             cost = self.cost_fn(arch)
+            reason = self._worker_error(trial.number, arch)
             rec = TrialRecord.of_trial(
                 arch,
                 trial.number,
                 trial_id,
-                "error",
-                reason=self._worker_error(trial.number, arch),
+                status_of_log(reason),
+                reason=reason,
                 metrics={"params": float(cost.params), "macs": float(cost.macs)},
             )
         elif "score" not in result:

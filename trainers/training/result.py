@@ -122,6 +122,15 @@ def classify_failure(err: BaseException, *, device: str | None = None) -> Failur
     return Failure(status, reason[:REASON_MAX])
 
 
+def status_of_log(text: str) -> Status:
+    """The status of a training known only by the text of its error log (a worker Tune lost, with its
+    ``error.txt``): ``oom`` where the log names an out-of-memory error (Ray's memory monitor, torch's,
+    ``MemoryError``, the allocator's words), else ``error``."""
+    low = text.lower()
+    names = (*_RAY_OOM, "MemoryError")
+    return "oom" if any(n.lower() in low for n in names) or any(t in low for t in OOM_TEXTS) else "error"
+
+
 @dataclass
 class TrialResult:
     """Outcome of one candidate's proxy training.
