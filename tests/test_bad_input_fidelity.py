@@ -839,32 +839,3 @@ def test_an_append_never_blocks_on_a_fifo_nor_writes_into_one(tmp_path):
         _give(["notice"], lambda line: append_line(fifo, line + "\n"))  # the sink of nas.runtime.raylog
     finally:
         os.close(reader)
-
-
-# ------------------------------------------------------------------------------------------ signals
-def test_sigterm_at_any_moment_of_the_start_is_a_pause(tmp_path):
-    """SIGTERM as soon as the study is prepared: before, while or after Ray starts (ray.init puts its own
-    SIGTERM handler in place, which exited with status 15 and kept the start-up notice on the terminal).
-    Always exit 143, one line saying how to resume, no traceback, and the study resumes to the end."""
-    import signal
-    import subprocess
-    import time
-
-    (tmp_path / "space.yaml").write_text(SPACE)
-    study = tmp_path / "study.yaml"
-    study.write_text(study_text(archs="2", zc="[params]", ref="{seeds: [0], train: {steps: 2}}"))
-    sdir = tmp_path / "run"
-    exe = Path(sys.executable).parent / "nas-fidelity"
-    proc = subprocess.Popen(
-        [str(exe), str(study), "--study-dir", str(sdir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    while not (sdir / "study.json").exists() and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 143, (proc.returncode, err)
-    assert "Traceback" not in err.decode() and "Token authentication" not in err.decode(), err
-    assert f"nas-fidelity --resume {sdir}" in out.decode()
-    rc = main(["--resume", str(sdir)])
-    assert rc == 0
-    assert len(StudyDir(sdir).read_records()) == 6
