@@ -414,3 +414,18 @@ def test_a_lost_workers_log_is_classified_like_its_exception(log, status):
     from trainers.training.result import status_of_log
 
     assert status_of_log(log) == status
+
+
+def test_a_stop_whose_exception_was_swallowed_is_not_lost():
+    """A signal's exception can land where Python ignores it ("Exception ignored in ...", seen during Ray's
+    start-up): the next handler the command sets (the job loop's) is called with that signal at once."""
+    from nas.runtime.signals import StopSignals
+
+    got = []
+    sigs = StopSignals()
+    sigs.on_stop = got.append  # no signal yet: nothing happens
+    assert got == []
+    sigs.on_stop = None
+    sigs.received = signal.SIGTERM  # what _handle records before raising the exception that was swallowed
+    sigs.on_stop = got.append
+    assert got == [signal.SIGTERM] and sigs.name == "SIGTERM"

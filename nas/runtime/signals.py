@@ -58,7 +58,20 @@ class StopSignals:
         self.active = threading.current_thread() is threading.main_thread()
         self.old: dict[int, Any] = {}
         self.received: int | None = None
-        self.on_stop: Callable[[int], None] | None = None
+        self._on_stop: Callable[[int], None] | None = None
+
+    @property
+    def on_stop(self) -> Callable[[int], None] | None:
+        return self._on_stop
+
+    @on_stop.setter
+    def on_stop(self, fn: Callable[[int], None] | None) -> None:
+        """A handler set after a signal came is called with it at once: the exception the signal raised may
+        have been swallowed where it landed (an import's clean-up prints "Exception ignored in ..."), and the
+        stop must not be lost."""
+        self._on_stop = fn
+        if fn is not None and self.received is not None:
+            fn(self.received)
 
     @property
     def name(self) -> str | None:
