@@ -14,7 +14,6 @@ import dataclasses
 import datetime as _dt
 import os
 import platform
-import stat
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 from nas.errors import UserError
 from nas.fidelity.config import REFERENCE, ZERO_COST_JOB
 from nas.fidelity.studydir import OWN_FILES, JobRecord, StudyDir, checked_records
-from nas.fsio import atomic_write, make_dirs
+from nas.fsio import atomic_write, check_output_file, make_dirs
 from nas.search.config import protocol_of
 from trainers.training.tabular import TABLE_FORMAT, dump_table
 
@@ -203,16 +202,6 @@ def write_table(study_dir: str | os.PathLike, out: str | os.PathLike, **kw: Any)
 
 def _check_table_path(out: Path, sdir: StudyDir) -> None:
     """The table's path is absent or a regular file (an earlier table), and none of the study's own files."""
-    try:
-        st = os.lstat(out)
-    except FileNotFoundError:
-        st = None
-    except OSError as err:
-        raise UserError(f"Cannot check the table path {out}: {err.strerror or err}.") from None
-    if st is not None and not stat.S_ISREG(st.st_mode):
-        raise UserError(
-            f"The table path {out} exists and is not a regular file (a link, a folder or a device); a table is "
-            "written as a new file or over an earlier table, never through a link. Choose another path."
-        )
+    check_output_file(out, force=True, flag="The table path")  # the one check of an output path
     if os.path.realpath(out) in {os.path.realpath(sdir.path / name) for name in OWN_FILES}:
         raise UserError(f"The table path {out} is one of the study's own files. Choose another path.")
