@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_table import SPACE  # the same tiny space the table tests tabulate
 
 from nas.errors import ConfigError, UserError
 from nas.model.arch import Architecture
@@ -28,22 +29,6 @@ from nas.search.config import protocol_of
 from nas.search.table import read_table
 from trainers.training.tabular import TABLE_FORMAT, dump_table, load_table
 
-SPACE = """\
-space:
-  input: {image_size: 32, channels: 1}
-  stem: {width: 8}
-  stages:
-    S1: {block: [C], depth: 1, width: 8}
-    S2: {block: [C, T], depth: 1, width: 16}
-    S3: {block: [C, T], depth: [1, 2], width: 16}
-    S4: {block: [T], depth: 1, width: 32}
-  blocks: {head_dim: 8, mbconv_expansion: 2, ffn_expansion: 2}
-train:
-  data: {name: synthetic, synthetic_samples: 160, synthetic_classes: 4, synthetic_difficulty: 0.3}
-  epochs: 2
-  batch_size: 32
-objective: {mode: both, subset_fraction: 0.5}
-"""
 SEARCH = "search: {trials: 3, sampler: random, seed: 0, trainer: 'table:t.json'}\n"
 
 
