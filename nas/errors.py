@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import reprlib
 import types
@@ -118,7 +119,10 @@ def describe_type(tp: Any) -> str:
 
 def _coerce(value: Any, tp: Any, file: str | None, key: str) -> Any:
     origin = get_origin(tp)
-    bad = ConfigError(file, key, "has the wrong type", describe_type(tp), value=value)
+
+    def bad() -> ConfigError:  # built only when raised: describing the type costs more than the check
+        return ConfigError(file, key, "has the wrong type", describe_type(tp), value=value)
+
     if tp is Any:
         return value
     if origin is Literal:
@@ -135,29 +139,29 @@ def _coerce(value: Any, tp: Any, file: str | None, key: str) -> Any:
                 return _coerce(value, arg, file, key)
             except ConfigError:
                 continue
-        raise bad
+        raise bad()
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise bad
+            raise bad()
         args = [a for a in get_args(tp) if a is not Ellipsis]
         inner = args[0] if args else Any
         items = [_coerce(v, inner, file, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin in (dict, Mapping):
         if not isinstance(value, Mapping):
-            raise bad
+            raise bad()
         return dict(value)
     if tp is bool:
         if not isinstance(value, bool):
-            raise bad
+            raise bad()
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
+            raise bad()
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
+            raise bad()
         try:
             value = float(value)
         except OverflowError:  # an integer beyond the float range
@@ -167,11 +171,17 @@ def _coerce(value: Any, tp: Any, file: str | None, key: str) -> Any:
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise bad
+            raise bad()
         return value
     if dataclasses.is_dataclass(tp):
         return parse_dataclass(tp, value, file, key)
     return value
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """``typing.get_type_hints`` of a dataclass, resolved once (a record file parses thousands of them)."""
+    return typing.get_type_hints(cls)
 
 
 def parse_dataclass(cls: type, data: Any, file: str | None = None, path: str = ""):
@@ -183,7 +193,7 @@ def parse_dataclass(cls: type, data: Any, file: str | None = None, path: str = "
     """
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     data = check_keys(data, fields, file, path)
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     kwargs = {}
     for name, raw in data.items():
         f = fields[name]
