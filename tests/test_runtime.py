@@ -429,3 +429,29 @@ def test_a_stop_whose_exception_was_swallowed_is_not_lost():
     sigs.received = signal.SIGTERM  # what _handle records before raising the exception that was swallowed
     sigs.on_stop = got.append
     assert got == [signal.SIGTERM] and sigs.name == "SIGTERM"
+
+
+def test_throttle_bounds_the_share_of_time_an_action_takes():
+    from nas.runtime.throttle import Throttle
+
+    now = [0.0]
+    cost = [0.5]
+
+    def action():
+        now[0] += cost[0]
+        return "done"
+
+    th = Throttle(share=0.05, min_interval_s=1.0, clock=lambda: now[0])
+    assert th(action) == "done"  # the first call always runs
+    ran = 1
+    for _ in range(400):  # a call every 0.1 s: the action (0.5 s) may run once per 10 s
+        now[0] += 0.1
+        ran += th(action) is not None
+    assert th.runs == ran and th.skipped == 401 - ran
+    assert 3 <= ran <= 5 and th.total_s / now[0] <= 0.05 + 1e-9
+    assert th.pending
+    assert th(action, force=True) == "done" and not th.pending
+    cost[0] = 0.001  # a cheap action runs at most once per min_interval_s
+    th2 = Throttle(share=0.05, min_interval_s=1.0, clock=lambda: now[0])
+    runs = sum(th2(action) is not None for _ in range(50) if not now.__setitem__(0, now[0] + 0.1))
+    assert runs == 5

@@ -22,8 +22,11 @@ def _study(run_dir):
 
 def test_search_leaderboard_pareto_export(ray_local, write_space, tmp_path):
     space = write_space(sampler="tpe")
-    res = run(space, trials=4, run_dir=tmp_path / "run", progress=False)
+    with open(tmp_path / "progress.txt", "w") as out:  # a file the caller opened for writing (Tune pickles
+        res = run(space, trials=4, run_dir=tmp_path / "run", progress=out)  # its callbacks: they must not hold it)
     assert res.completed == 4 and not res.interrupted
+    printed = (tmp_path / "progress.txt").read_text()
+    assert "[  4/4] trial" in printed and "nas-search: best" in printed
     records = RunDir(res.run_dir).read_records()
     assert len(records) == 4 and len({r.id for r in records}) == 4
     assert all(r.ok for r in records)
@@ -86,6 +89,22 @@ def test_budget_candidates_never_reach_a_worker(ray_local, write_space, tmp_path
     assert len(tune_trials) == 5
     trained = {json.loads(p.read_text())["arch_id"] for p in tune_trials}
     assert trained == {r.id for r in records}
+
+
+def test_tpe_exhausts_a_budgeted_space_telling_each_candidate_once(ray_local, write_space, tmp_path):
+    """Proposals are screened before they become study trials (nas.search.proposals): each of the 24
+    candidates is in the study once, trained (the 5 within the budget) or told infeasible (the other 19),
+    and the search ends as soon as no new candidate is left."""
+    res = run(write_space(sampler="tpe", max_params=14000), trials=50, run_dir=tmp_path / "run", progress=False)
+    records = RunDir(res.run_dir).read_records()
+    assert len(records) == 5 and res.exhausted and len({r.id for r in records}) == 5
+    study = _study(res.run_dir)
+    told = [t for t in study.trials if t.user_attrs.get("status") != "no_new_candidate"]
+    assert len(told) == 24 and len({t.user_attrs["arch_id"] for t in told}) == 24
+    assert sum(t.user_attrs["status"] == "infeasible" for t in told) == 19
+    assert len(study.trials) == 25  # and the one proposal that found the space exhausted (FAIL)
+    assert res.proposals["no_new_candidate"] == 1
+    assert sum(res.proposals["rejected"].values()) >= 1
 
 
 def test_grid_runs_every_candidate_once_then_finishes(ray_local, write_space, tmp_path):

@@ -82,10 +82,10 @@ def test_every_scheduler_name_makes_its_scheduler():
     from ray.tune.schedulers import ASHAScheduler
 
     from nas.search.config import SCHEDULERS, SchedulerConfig
-    from nas.search.schedulers import ParetoHalving, make_scheduler
+    from nas.search.schedulers import LiveFIFO, ParetoHalving, make_scheduler
 
     made = {name: make_scheduler(SchedulerConfig(type=name), max_t=5) for name in SCHEDULERS}
-    assert made["none"] is None and isinstance(made["asha"], ASHAScheduler)
+    assert isinstance(made["none"], LiveFIFO) and isinstance(made["asha"], ASHAScheduler)
     assert isinstance(made["pareto"], ParetoHalving) and made["pareto"].rungs == [1, 3]
 
 
@@ -251,3 +251,25 @@ def test_the_recorded_trainer_name_still_resolves():
     assert tables and all(DEFAULT_TRAINER in json.loads(t.read_text())["protocol"].values() for t in tables)
     with pytest.raises(LookupError, match="no function"):
         load_trainer("trainers.training.proxy:no_such_trainer")
+
+
+def test_eta_follows_the_pace_of_the_recent_trials():
+    from nas.search.progress import ETA_WINDOW, Progress
+    from nas.search.record import TrialRecord
+
+    rec = TrialRecord.from_json(
+        {
+            "id": "a" * 12,
+            "arch": {"layout": "C-C-C-C", "depths": [2, 1, 1, 1, 1], "widths": [8, 8, 8, 8, 8]},
+            "status": "ok",
+            "score": 0.5,
+        }
+    )
+    prog = Progress(target=200)
+    t = 0.0
+    for i in range(100):  # the first 80 trials take 1 s each, the last 20 take 10 s each
+        t += 1.0 if i < 80 else 10.0
+        prog.elapsed_s = t
+        prog.add(rec)
+    assert prog.eta_s == pytest.approx(10.0 * 100)  # 100 left at the recent pace, not the average (2.8 s)
+    assert len(prog.finished_at) == ETA_WINDOW

@@ -2,7 +2,8 @@
 
 ``--run-dir s3://bucket/runs/x`` (or ``gs://``, ``hdfs://``, ``file://``; anything ``pyarrow.fs`` opens, the
 same filesystems Ray Tune's ``storage_path`` accepts) makes the driver work in a local cache folder that is
-pulled from the URI on start and pushed after every finished trial and at the end, so a search started on
+pulled from the URI on start and pushed after finished trials (at a bounded rate: the driver's
+``nas.runtime.throttle``) and at the end, so a search started on
 one head node resumes from another. Plain paths (local disk, NFS) need no mirror.
 """
 

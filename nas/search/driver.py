@@ -28,7 +28,7 @@ from typing import Any, TextIO
 from nas.runtime.signals import StopSignals
 from nas.search.config import Experiment, protocol_of
 from nas.search.leaderboard import format_table, latest_records, write_leaderboard
-from nas.search.progress import Printer, Progress
+from nas.search.progress import Printer, Progress, proposals_line
 from nas.search.record import TrialRecord
 from nas.search.rundir import STUDY_NAME, RunMeta, new_meta
 from nas.search.startup import Target, after_failure, redact, resolve_target
@@ -48,6 +48,7 @@ class SearchResult:
     exhausted: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     stopped_by: int | None = None  # the signal that stopped the search (SIGINT, SIGTERM, SIGHUP), if any
+    proposals: dict[str, Any] = field(default_factory=dict)  # this session's proposals (ProposalStats)
 
     def table(self, limit: int | None = 20) -> str:
         return format_table(self.rows, limit)
@@ -80,7 +81,8 @@ def run(
         name: run name; the run directory is ``runs/<name>`` unless ``run_dir`` is given.
         resume: continue the run in ``run_dir`` (an existing run of the same name also continues).
         run_dir: a folder (local disk, NFS) or a URI (``s3://``, ``gs://``, ``file://``; anything ``pyarrow.fs``
-            opens): the driver then works in a local copy, pushed back after every finished trial.
+            opens): the driver then works in a local copy, pushed back as trials finish (at most every 10 s)
+            and at the end.
         address: a Ray cluster to join (``HOST:PORT``, ``ray://HOST:PORT`` or ``auto``).
         storage: an RDB URL for the Optuna study (``postgresql://...``, ``sqlite:///...``); default the
             journal file ``RUN_DIR/optuna.journal``. Recorded in the run (without its password).
@@ -185,6 +187,7 @@ def _open_session(target: Target, storage: str | None, address: str | None, goal
     for rec in records.values():
         prog.add(rec)
     prog.done_at_start = prog.done
+    prog.finished_at.clear()  # the pace of this session's trials only
     exp, run_ = target.exp, target.run
     where = target.mirror.uri if target.mirror else run_.path
     say(
@@ -194,7 +197,10 @@ def _open_session(target: Target, storage: str | None, address: str | None, goal
         + ")"
     )
     if target.mirror is not None:
-        say(f"nas-search: working copy {run_.path}, pushed to {target.mirror.uri} after every trial")
+        say(
+            f"nas-search: working copy {run_.path}, pushed to {target.mirror.uri} as trials finish (at most "
+            "every 10 s) and at the end"
+        )
         target.mirror.push()  # the run exists at the URI from its start
     return study, records, session, prog
 
@@ -318,6 +324,9 @@ def _finish(
     )
     if stopped_by is not None:
         meta.sessions[-1]["stopped_by"] = signal.Signals(stopped_by).name
+    proposals = dict(loop.proposals) if loop else {}
+    if proposals.get("proposals"):
+        meta.sessions[-1]["proposals"] = proposals
     run_.write_meta(meta)
     if mirror is not None:
         mirror.push()
@@ -328,6 +337,8 @@ def _finish(
             f"nas-search: best {best['layout']} L={best['depths']} D={best['widths']} score {best['score']:.3f} "
             f"-> {best_path}"
         )
+    if any(proposals.get("rejected", {}).values()):
+        say(proposals_line(proposals))
     where = mirror.uri if mirror else run_.path
     if interrupted:
         why = f" by {signal.Signals(stopped_by).name}" if stopped_by is not None else ""
@@ -348,4 +359,5 @@ def _finish(
         exhausted=bool(loop and loop.exhausted),
         timings=dict(loop.timings) if loop else {},
         stopped_by=stopped_by,
+        proposals=proposals,
     )

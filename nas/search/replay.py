@@ -79,7 +79,7 @@ def replay_search(
 
     sink = _Records()
     searcher = OptunaSearcher(
-        study, sp, cost_fn, {}, s.trials, run=sink, grid=s.sampler == "grid", max_skips=s.max_skips
+        study, sp, cost_fn, {}, s.trials, run=sink, grid=s.sampler == "grid", max_skips=s.max_skips, seed=s.seed
     )
     for i in range(s.trials):
         tid = f"replay-{i}"

@@ -9,6 +9,10 @@
 
 Neither stops a trial after its last training round (``last_round`` in the report): the result follows at
 once, and stopping there would save nothing and lose the trial's final record.
+
+Every scheduler here (``none`` too: :class:`LiveFIFO`) picks the next trial to start among the live trials
+only. Ray's FIFO choice scans every trial of the session at each step of Tune's loop, so the driver's cost per
+trial grew with the number of trials (measured in docs/search.md, "Driver throughput").
 """
 
 from __future__ import annotations
@@ -16,10 +20,28 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from nas.search.config import SCHEDULERS
 from trainers.objectives.registry import Objective, objectives_of
+
+
+def _live_first(tune_controller) -> Trial | None:
+    """The pending trial started first, else the paused one (Ray's FIFO order), among the live trials."""
+    live = tune_controller.get_live_trials()
+    for status in (Trial.PENDING, Trial.PAUSED):
+        ready = [t for t in live if t.status == status]
+        if ready:
+            return min(ready, key=lambda t: (t.config.get("number", 0), t.trial_id))
+    return None
+
+
+class LiveFIFO(FIFOScheduler):
+    """Ray's FIFO scheduler (every trial trains to the end), choosing among the live trials only."""
+
+    def choose_trial_to_run(self, tune_controller) -> Trial | None:
+        return _live_first(tune_controller)
 
 
 class CompletingASHA(ASHAScheduler):
@@ -29,6 +51,9 @@ class CompletingASHA(ASHAScheduler):
         if result.get("last_round"):
             return TrialScheduler.CONTINUE
         return super().on_trial_result(tune_controller, trial, result)
+
+    def choose_trial_to_run(self, tune_controller) -> Trial | None:
+        return _live_first(tune_controller)
 
 
 def nondominated_ranks(points: list[tuple[float, ...]]) -> list[int]:
@@ -78,6 +103,9 @@ class ParetoHalving(FIFOScheduler):
         self.recorded: dict[int, dict[str, tuple[tuple[float, ...], float]]] = {r: {} for r in self.rungs}
         self.num_stopped = 0
 
+    def choose_trial_to_run(self, tune_controller) -> Trial | None:
+        return _live_first(tune_controller)
+
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         if result.get("last_round") or self.time_attr not in result:
             return TrialScheduler.CONTINUE
@@ -108,9 +136,9 @@ class ParetoHalving(FIFOScheduler):
 
 # The schedulers by name are nas.search.config.SCHEDULERS (search.scheduler.type -> these factories, each
 # ``factory(SchedulerConfig, reports per trial, objectives)``, imported on use).
-def no_scheduler(cfg: Any, max_t: int, objectives: tuple[Objective, ...] | None) -> None:
+def no_scheduler(cfg: Any, max_t: int, objectives: tuple[Objective, ...] | None) -> TrialScheduler:
     """``none``: every trial trains to the end."""
-    return None
+    return LiveFIFO()
 
 
 def asha_scheduler(cfg: Any, max_t: int, objectives: tuple[Objective, ...] | None) -> TrialScheduler:
@@ -135,7 +163,7 @@ def pareto_scheduler(cfg: Any, max_t: int, objectives: tuple[Objective, ...] | N
     )
 
 
-def make_scheduler(cfg: Any, max_t: int, objectives: tuple[Objective, ...] | None = None) -> TrialScheduler | None:
-    """The scheduler of ``search.scheduler`` (``None`` for ``none``); ``max_t`` is the most reports of a
+def make_scheduler(cfg: Any, max_t: int, objectives: tuple[Objective, ...] | None = None) -> TrialScheduler:
+    """The scheduler of ``search.scheduler``; ``max_t`` is the most reports of a
     trial when the config leaves ``max_t`` null; ``objectives`` are the axes ``pareto`` ranks on."""
     return SCHEDULERS[cfg.type](cfg, max_t, objectives)

@@ -2,10 +2,12 @@
 
 Why not Ray's ``OptunaSearch``: it keeps the study inside a pickled searcher, drops intermediate results
 with several objectives and disables pruners. Here Optuna's study is the durable one of the run directory
-(``nas.search.optuna_bridge``), asked and told on the driver. Inside :meth:`OptunaSearcher.suggest` each
-proposal is screened before it takes a worker: a candidate over the budgets is told as infeasible (its
-``constraints``, read by the sampler), an architecture already trained is told its recorded values, and
-Optuna is asked again (a bounded number of times; then the space counts as exhausted).
+(``nas.search.optuna_bridge``), asked and told on the driver. The study's sampler is wrapped
+(``nas.search.proposals.FreshProposals``) so that it proposes candidates that are neither trained, running
+nor known to be over the budgets. Inside :meth:`OptunaSearcher.suggest` a candidate over the budgets is told
+as infeasible, once (its ``constraints``, read by the sampler), and Optuna is asked again. A trial whose
+parameters were fixed in advance (the grid, a re-queued trial) and names a trained architecture is told its
+recorded values; after ``max_skips`` such trials in a row the space counts as exhausted.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ray.tune.search import Searcher
 
 from nas.model.arch import Architecture
 from nas.search.optuna_bridge import TRIAL_CONSTRAINTS, set_attrs, study_objectives, tell_record
+from nas.search.proposals import FreshProposals
 from nas.search.record import TrialRecord
 from nas.search.rundir import RunDir
 from nas.search.trainable import FINAL_KEY, RESULT_KEY
@@ -41,6 +44,7 @@ class OptunaSearcher(Searcher):
         max_skips: proposals in a row that may be skipped before the space counts as exhausted.
         on_record: called with each new record after it was saved (progress, leaderboard).
         run: where records are appended.
+        seed: seed of the choices that replace a rejected proposal (``nas.search.proposals``).
     """
 
     def __init__(
@@ -55,6 +59,7 @@ class OptunaSearcher(Searcher):
         grid: bool = False,
         max_skips: int = 200,
         on_record: Callable[[TrialRecord], None] | None = None,
+        seed: int = 0,
     ):
         super().__init__(metric="score", mode="max")
         self.study, self.space, self.cost_fn, self.run = study, space, cost_fn, run
@@ -69,10 +74,29 @@ class OptunaSearcher(Searcher):
         self.exhausted = False
         self.stopping = False
         self.last: dict[str, dict[str, Any]] = {}
+        # candidates told infeasible once (by this session or an earlier one) are not proposed again
+        self.infeasible = {
+            ft.user_attrs["arch_id"]
+            for ft in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if ft.user_attrs.get("status") == "infeasible" and "arch_id" in ft.user_attrs
+        }
+        base = study.sampler.base if isinstance(study.sampler, FreshProposals) else study.sampler
+        self.proposals = FreshProposals(base, space, self._screen, seed=seed)
+        study.sampler = self.proposals
 
     # ------------------------------------------------------------------------------- helpers
     def _constraints(self, cost) -> list[float]:
         return list(self.budgets.excess(cost))
+
+    def _screen(self, arch: Architecture) -> str | None:
+        """Why ``arch`` is not worth a trial now (``None``: it is): see ``nas.search.proposals``."""
+        if arch.id in self.records:
+            return "trained"
+        if arch.id in self.infeasible:
+            return "infeasible"
+        if any(a.id == arch.id for _, a in self.live.values()):
+            return "running"
+        return None
 
     def _queue_empty(self) -> bool:
         return not self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
@@ -89,6 +113,10 @@ class OptunaSearcher(Searcher):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 trial = self.study.ask()
             arch = self.space.suggest(trial)
+            if trial._trial_id in self.proposals.no_new_candidate:  # every candidate is trained, running or infeasible
+                set_attrs(self.study, trial, {"arch": str(arch), "arch_id": arch.id, "status": "no_new_candidate"})
+                self.study.tell(trial, state=TrialState.FAIL)
+                break
             cost = self.cost_fn(arch)
             cons = self._constraints(cost)
             set_attrs(
@@ -107,6 +135,7 @@ class OptunaSearcher(Searcher):
                 trial.set_constraint("macs", cons[1])
             if any(c > 0 for c in cons):
                 self.skipped += 1
+                self.infeasible.add(arch.id)
                 set_attrs(self.study, trial, {"status": "infeasible", "score": 0.0})
                 self.study.tell(trial, [o.failed for o in self.objectives])
                 continue
@@ -126,6 +155,13 @@ class OptunaSearcher(Searcher):
             return {"arch": arch.to_dict(), "number": trial.number, "arch_id": arch.id}
         self.exhausted = True
         return Searcher.FINISHED
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a pickle of the searcher keeps: its metric and mode only. Ray Tune pickles the searcher with
+        its Tuner (``tuner.pkl``, for ``Tuner.restore``, which a search never uses: it resumes from the run
+        directory). The study, the records and the progress printer (a file the caller opened) stay on the
+        driver, so pickling neither fails on that file nor grows with the run."""
+        return {"_metric": self._metric, "_mode": self._mode}
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the state is the study in the run directory."""

@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from nas.runtime.command import Command
 from nas.runtime.signals import StopFlag, StopSignals
+from nas.runtime.throttle import Throttle
 from nas.search.config import Experiment
 from nas.search.leaderboard import write_leaderboard
 from nas.search.progress import Printer, Progress, trial_line
+from nas.search.record import TrialRecord
 from nas.search.rundir import RunDir
 
 if TYPE_CHECKING:
@@ -73,6 +75,7 @@ class LoopOutcome:
     exhausted: bool  # the space had no new candidates within the budgets
     stopped_by: int | None  # the signal, if one stopped it
     timings: dict[str, float] = field(default_factory=dict)
+    proposals: dict[str, Any] = field(default_factory=dict)  # nas.search.proposals.ProposalStats.as_dict
 
 
 def reports_per_trial(exp: Experiment) -> int:
@@ -99,16 +102,24 @@ def _callbacks(say: Printer, max_retries: int, started: Callable[[], None]):
     from ray.tune import Callback
 
     class _Events(Callback):
+        def __init__(self, say_: Printer, retries: int, on_start: Callable[[], None]) -> None:
+            self.say, self.max_retries, self.started = say_, retries, on_start
+
+        def __getstate__(self) -> dict:
+            """Nothing: Ray Tune pickles its callbacks with the Tuner (``tuner.pkl``), and these keep the
+            driver's printer, whose file the caller may have opened for writing (``run(progress=f)``)."""
+            return {}
+
         def on_trial_start(self, iteration, trials, trial, **info):
-            started()
+            self.started()
 
         def on_trial_recover(self, iteration, trials, trial, **info):
-            say(
+            self.say(
                 f"nas-search: trial {trial.config['number']} lost its worker (a dead process or node); Ray Tune "
-                f"re-runs it (search.max_retries {max_retries}); details in {_error_file(trial)}"
+                f"re-runs it (search.max_retries {self.max_retries}); details in {_error_file(trial)}"
             )
 
-    return [_Events()]
+    return [_Events(say, max_retries, started)]
 
 
 def _stopper(flag: StopFlag):
@@ -206,15 +217,20 @@ def run_trials(
     def cost_fn(arch):
         return count_cost(arch, image_size=sp.image_size, num_classes=exp.num_classes, in_chans=sp.in_chans)
 
-    def on_record(rec: dict[str, Any]) -> None:
-        prog.add(rec)
+    # The leaderboard and a cloud run directory's copy summarise the whole run, so rewriting them costs more
+    # as it grows: they are rewritten when due (nas.runtime.throttle), and by the driver at the end.
+    board = Throttle(share=0.05, min_interval_s=1.0)
+    push = Throttle(share=0.05, min_interval_s=10.0)
+
+    def on_record(rec: TrialRecord) -> None:
         prog.elapsed_s = time.perf_counter() - t0
+        prog.add(rec)
         prog.running = len(searcher.live)
         prog.skipped = searcher.skipped + searcher.duplicates
         say(trial_line(prog, rec))
-        write_leaderboard(run, axes=exp.objective.axes)
+        board(lambda: write_leaderboard(run, list(records.values()), axes=exp.objective.axes))
         if sync is not None:
-            sync()
+            push(sync)
         if should_stop is not None and not flag.set and should_stop(prog):
             flag.request("should_stop")
             searcher.stopping = True
@@ -229,6 +245,7 @@ def run_trials(
         grid=s.sampler == "grid",
         max_skips=s.max_skips,
         on_record=on_record,
+        seed=s.seed + 1000 * session,
     )
     first = lambda: timings.setdefault("first_trial_s", time.perf_counter() - t_cmd)  # noqa: E731
     tuner = _tuner(exp, run, searcher, remaining, session, flag, _callbacks(say, s.max_retries, first))
@@ -251,4 +268,14 @@ def run_trials(
     finally:
         signals.on_stop = None
     timings["search_s"] = time.perf_counter() - t0
-    return LoopOutcome(stopped=flag.set, exhausted=searcher.exhausted, stopped_by=signals.received, timings=timings)
+    timings["leaderboard_s"] = board.total_s
+    timings["leaderboard_writes"] = board.runs
+    if sync is not None:
+        timings["push_s"], timings["pushes"] = push.total_s, push.runs
+    return LoopOutcome(
+        stopped=flag.set,
+        exhausted=searcher.exhausted,
+        stopped_by=signals.received,
+        timings=timings,
+        proposals=searcher.proposals.stats.as_dict(),
+    )
