@@ -6,8 +6,9 @@ sharp, proposes a trained candidate again and again. Telling each such proposal 
 of its own (with the recorded values) made a 983-trial TPE search hold 7,717 study trials, and the
 sampler's cost grows with all of them. :class:`FreshProposals` screens the sampler's proposal *before*
 the trial's parameters are written: a candidate that is trained, running, or over the budgets and already
-told so, is drawn again from the sampler (``redraws``), then replaced by its nearest new neighbour (one
-choice changed, then two), then by a uniform draw of the space. The study holds one trial per candidate
+told so, is replaced by its nearest new neighbour (one choice changed, then two), else by a uniform draw
+of the space, else by one of the untried set (small spaces). ``redraws`` > 1 asks the sampler again
+first; that costs a TPE or GP draw each time and ranked no better on the CIFAR table (docs/benchmark.md). The study holds one trial per candidate
 that is trained or told infeasible once; the sampler still learns from every real result.
 
 How: Optuna asks a sampler for the relative search space of a trial before any of its parameters is
@@ -49,7 +50,7 @@ class ProposalStats:
     uniform: int = 0  # trials given a uniform draw of the space
     none_found: int = 0  # trials for which no new candidate was found (the searcher's skip path takes them)
     propose_s: float = 0.0  # seconds spent proposing (the sampler's draws included)
-    rejected_s: float = 0.0  # of which on draws that were rejected and on finding a replacement
+    rejected_s: float = 0.0  # of which after a first draw was rejected: further draws, finding a replacement
 
     @property
     def rejected_share(self) -> float:
@@ -119,7 +120,7 @@ class FreshProposals(BaseSampler):
         space,
         screen: Screen,
         seed: int = 0,
-        redraws: int = 2,
+        redraws: int = 1,
         tries: int = 200,
         enumerate_limit: int = 50_000,
     ):
@@ -188,14 +189,13 @@ class FreshProposals(BaseSampler):
         draw = None
         try:
             for _ in range(self.redraws):
-                t_draw = time.perf_counter()
                 draw = self._draw(study, trial, relative_space)
                 self.stats.proposals += 1
                 why = self.screen(draw[2])
                 if why is None:
                     return draw[0], draw[1]
                 self.stats.rejected[why] += 1
-                t_reject = t_draw if t_reject is None else t_reject
+                t_reject = time.perf_counter() if t_reject is None else t_reject
             assert draw is not None
             for source, candidate in self._replacements(draw[0], draw[1]):
                 if self.screen(candidate[2]) is None:
