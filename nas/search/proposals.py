@@ -8,8 +8,9 @@ sampler's cost grows with all of them. :class:`FreshProposals` screens the sampl
 the trial's parameters are written: a candidate that is trained, running, or over the budgets and already
 told so, is replaced by its nearest new neighbour (one choice changed, then two), else by a uniform draw
 of the space, else by one of the untried set (small spaces). ``redraws`` > 1 asks the sampler again
-first; that costs a TPE or GP draw each time and ranked no better on the CIFAR table (docs/benchmark.md). The study holds one trial per candidate
-that is trained or told infeasible once; the sampler still learns from every real result.
+first; that costs a TPE or GP draw each time and ranked no better on the CIFAR table (docs/benchmark.md).
+The study holds one trial per candidate that is trained or told infeasible once; the sampler still learns
+from every real result.
 
 How: Optuna asks a sampler for the relative search space of a trial before any of its parameters is
 suggested (``infer_relative_search_space``), then for the relative parameters (``sample_relative``).
