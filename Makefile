@@ -15,7 +15,7 @@ STAMP_TIMM := $(VENV_TIMM)/.installed
 TIMM_TORCH ?= torch==2.14.1 torchvision==0.29.1
 TIMM    ?= timm==1.0.31
 
-.PHONY: install test lint test-main test-timm bench-timm search bench clean
+.PHONY: install test lint test-main test-timm bench-timm timm search bench clean
 
 install: $(STAMP)
 
@@ -32,6 +32,12 @@ $(STAMP_TIMM): pyproject.toml Makefile
 	$(VENV_TIMM)/bin/pip install -q $(TIMM_TORCH) "$(TIMM)" pyyaml pytest pytest-timeout
 	$(VENV_TIMM)/bin/pip install -q --no-deps -e .   # the model code only: no Ray/Optuna stack needed here
 	touch $(STAMP_TIMM)
+
+# `make timm`: the timm environment alone, .venv-timm: torch 2.14.1 + torchvision 0.29.1 (a CUDA build of about
+# 5.6 GB on disk that also runs on CPU), timm 1.0.31 and coatnas's model code. Use its interpreter, e.g.
+# `.venv-timm/bin/python -c "import timm, nas.export.timm_model"` or `.venv-timm/bin/python my_script.py`
+# (docs/model.md, "timm interop"). The same set-up `make test-timm` and `make test` run.
+timm: $(STAMP_TIMM)
 
 test: lint test-main test-timm
 

@@ -5,7 +5,7 @@ Each :class:`Case` runs a console entry point in-process (``nas.cli.<tool>.main(
 cases in a fresh process, see ``Case.process``) in a fresh tmp folder. In ``argv``, ``files`` texts and
 ``expect`` fragments, ``{tmp}`` stands for that folder and ``{port}`` for a local TCP port nobody listens on.
 Cases that touch a finished run check that the refusal changed none of its files. ``python
-tests/test_bad_input.py`` prints the number of cases (quoted in the README's reliability section); building the
+tests/test_bad_input.py`` prints the number of cases (quoted in docs/reliability.md); building the
 table needs no fixture.
 """
 
