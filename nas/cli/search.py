@@ -15,6 +15,7 @@ import sys
 from nas.cli import ArgumentParser, run_cli
 from nas.errors import UserError
 from nas.search.config import SAMPLERS
+from nas.space.reading import bundled_spaces
 
 PROG = "nas-search"
 
@@ -31,7 +32,9 @@ def build_parser() -> ArgumentParser:
         "SIGHUP: stopped cleanly, everything saved, resume with --resume RUN_DIR.",
     )
     p.add_argument(
-        "--space", metavar="FILE|NAME", help="search YAML, or a bundled space (coatnet.yaml, coatnet-paper.yaml)"
+        "--space",
+        metavar="FILE|NAME",
+        help=f"search YAML (docs/space.md), or a bundled space: {', '.join(bundled_spaces())}",
     )
     p.add_argument("--trials", type=int, help="completed trials wanted in total (on resume: the new total)")
     p.add_argument("--name", help="run name: the run directory is runs/NAME (default: the space file's stem)")
@@ -43,8 +46,19 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--max-concurrent", type=int, metavar="K", help="trials running at once")
     p.add_argument("--cpus-per-trial", type=float, metavar="C", help="CPUs (= torch threads) of one trial")
     p.add_argument("--gpus-per-trial", type=float, metavar="G", help="GPUs of one trial; fractions pack trials")
-    p.add_argument("--sampler", choices=list(SAMPLERS))
-    p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--sampler",
+        choices=list(SAMPLERS),
+        help="Optuna sampler proposing candidates (default: the YAML's search.sampler, else tpe): tpe, nsga2 "
+        "(genetic, multi-objective), gp (Gaussian process), random, grid (every candidate once, small spaces)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="seed of the sampler, and of the candidates --dry-run shows (default: the YAML's search.seed, "
+        "else 0; 0 to 4_294_967_295)",
+    )
     p.add_argument("--address", metavar="ADDR", help="Ray cluster to join: HOST:PORT, ray://HOST:PORT or auto")
     p.add_argument(
         "--storage",
@@ -114,8 +128,8 @@ def _check(args) -> None:
         parse_address(args.address)
     if not args.space and not args.resume:
         raise UserError(
-            "nas-search needs `--space FILE|NAME` (a search YAML or a bundled space: coatnet.yaml, "
-            "coatnet-paper.yaml) or `--resume RUN_DIR`."
+            "nas-search needs `--space FILE|NAME` (a search YAML or a bundled space: "
+            f"{', '.join(bundled_spaces())}) or `--resume RUN_DIR`."
         )
     if args.resume is True and not (args.name or args.run_dir or args.space):
         raise UserError("--resume needs the run directory: `--resume RUN_DIR` (or --name / --run-dir).")

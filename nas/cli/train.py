@@ -75,7 +75,10 @@ def resolve_model(config: str, image_size: int | None, in_chans: int | None) -> 
                 f"CONFIG {config} is a checkpoint; nas-train trains a model config: pass the model.yaml "
                 "written beside it (or a preset name)."
             )
-        mc = load_model_config(config)
+        try:
+            mc = load_model_config(config)
+        except UserError as err:
+            raise _not_a_model_config(config) or err from None
         if image_size and image_size != mc.image_size:
             mc = replace(mc, image_size=image_size)
         if in_chans and in_chans != mc.in_chans:
@@ -90,6 +93,43 @@ def resolve_model(config: str, image_size: int | None, in_chans: int | None) -> 
     return ModelConfig(
         arch=arch, num_classes=1000, image_size=image_size or 32, in_chans=in_chans or 3, provenance={"preset": config}
     ), config
+
+
+def _not_a_model_config(config: str) -> UserError | None:
+    """The error for a search YAML (or a fidelity study YAML) given as CONFIG, a file or a bundled name: what
+    it is and how to get a model config from it; ``None`` for any other file (the model config's own error)."""
+    from nas.space.reading import bundled_spaces, resolve_space_path
+
+    path = Path(config)
+    bundled = not path.is_file() and config in bundled_spaces()
+    if bundled:
+        path = resolve_space_path(config)
+    elif not path.is_file():
+        return None
+    try:
+        data = load_yaml_file(path)
+    except (OSError, yaml.YAMLError, UserError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    if "space" in data:
+        run = Path("runs") / path.stem
+        best = run / "best.yaml"
+        ran = f"; {best} exists, so `nas-train {best}` trains that one" if best.is_file() else ""
+        return UserError(
+            f"CONFIG {config} is {'a bundled' if bundled else 'a'} search YAML (it has a `space:` section): a "
+            "space of architectures to search, while nas-train trains one model config. Search it first: "
+            f"`nas-search --space {config}` writes the best trial's model config to {best}, and `nas-export "
+            f"{run} --rank K --out model.yaml` exports another trial{ran}. Then pass that YAML to nas-train (or a "
+            f"preset: coatnet-0 .. coatnet-4); add `--protocol {path}` to train with this file's `train:` section."
+        )
+    if "study" in data:
+        return UserError(
+            f"CONFIG {config} is a fidelity study YAML (it has a `study:` section), which `nas-fidelity {config}` "
+            "runs; nas-train trains one model config: the YAML written by `nas-export` or a search's "
+            "best.yaml (or a preset: coatnet-0 .. coatnet-4)."
+        )
+    return None
 
 
 def load_protocol(path: str | None):

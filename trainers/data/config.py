@@ -62,7 +62,47 @@ def bad_source(cfg: DataConfig, path: Path, origin: Origin, problem: str) -> Use
     where = f"{origin.file}: " if origin.file else ""
     return UserError(
         f"{where}`{origin.key}` for source `{cfg.name}`: {problem} ({path}). Expected {SOURCES[cfg.name].expected}."
+        + _missing_cifar_fix(cfg, path, origin, problem)
     )
+
+
+def _missing_cifar_fix(cfg: DataConfig, path: Path, origin: Origin, problem: str) -> str:
+    """For CIFAR data that is not there (a CIFAR source's folder or pickles, an npz named cifar*): the two ways
+    to get it, ``scripts/prepare_cifar.py`` and the source's ``download`` option; ``""`` otherwise."""
+    if not problem.startswith(("no such", "missing ")):
+        return ""
+    stem = path.name.lower().replace("-", "").replace("_", "")
+    if cfg.name == "npz" and "cifar" in stem:
+        name = "cifar100" if "cifar100" in stem else "cifar10"
+    elif cfg.name in ("cifar10", "cifar100"):
+        name = cfg.name
+    else:
+        return ""
+    looked = ""
+    given = Path(cfg.path).expanduser() if cfg.path else None
+    if given is not None and not given.is_absolute() and given != path:
+        looked = f" The relative path `{cfg.path}` was looked up in the current folder and next to the YAML."
+    fixes = []
+    if cfg.name == "npz" and name == "cifar10":
+        fixes.append(
+            "make the npz files from your own download of CIFAR-10 (image folders cifar10/train/<class>/ and "
+            "cifar10/test/<class>/, or their .tar.gz) with `python scripts/prepare_cifar.py CIFAR10.tar.gz "
+            f"data/`, which writes data/cifar10-train.npz and data/cifar10-test.npz, and point `{origin.key}` at "
+            "the train file"
+        )
+    if origin.key.endswith(".path"):
+        section = origin.key[: -len(".path")]
+        fixes.append(
+            f"set `{section}: {{name: {name}, download: true}}` in {origin.file or 'the YAML'} to fetch the official "
+            f"{name} python archive on first use (into $COATNAS_CACHE or ~/.cache/coatnas; a `path` there names "
+            "another folder)"
+        )
+    else:
+        fixes.append(
+            f"train on the official {name} python archive, fetched on first use: pass a --protocol YAML whose "
+            f"`train.data` is `{{name: {name}, download: true}}` (and no {origin.key})"
+        )
+    return f"{looked} To get the data: {'; or '.join(fixes)}."
 
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
