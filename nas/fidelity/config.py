@@ -331,10 +331,20 @@ def _check_proxy_name(name: Any, file: str | None) -> None:
 
 
 def _plain(p: Protocol) -> dict:
+    from trainers.objectives.registry import ObjectiveConfig
+    from trainers.training.config import TrainConfig
+
     train = dataclasses.asdict(p.train)
-    if train["data"]["stream_above_mb"] == DataConfig.stream_above_mb:  # fingerprints of earlier studies hold
+    objective = dataclasses.asdict(p.objective)
+    # Keys added since studies were first saved are left out at their defaults, so the fingerprints of
+    # earlier studies hold (a study directory made before them still resumes).
+    if train["data"]["stream_above_mb"] == DataConfig.stream_above_mb:
         del train["data"]["stream_above_mb"]
-    return {"train": train, "objective": dataclasses.asdict(p.objective), "seeds": list(p.seeds)}
+    if train["bn_source"] == TrainConfig.bn_source:
+        del train["bn_source"]
+    if objective["val_eval_limit"] == ObjectiveConfig.val_eval_limit:
+        del objective["val_eval_limit"]
+    return {"train": train, "objective": objective, "seeds": list(p.seeds)}
 
 
 def bundled_studies() -> list[str]:

@@ -60,6 +60,9 @@ class ObjectiveConfig:
         weight_generalization: weight of generalization in ``score``.
         weight_capacity: weight of capacity in ``score``.
         train_eval_limit: training examples evaluated for the final fit (stratified), to bound its cost.
+        val_eval_limit: validation examples measured (a fixed stratified subset of about this many, rounded
+            per class, at least one per class, chosen by ``train.seed``), to bound the cost of a measurement;
+            ``None``: the whole validation split.
         axes: the objectives the search optimises jointly (Optuna's directions, the Pareto front), names of
             :data:`OBJECTIVES`; ``score`` stays the weighted mean of generalization and capacity.
         latency: how ``latency`` is measured, and its optional budget ``max_ms``.
@@ -76,6 +79,13 @@ class ObjectiveConfig:
     weight_generalization: float = field(default=1.0, metadata={"check": lambda v: v >= 0, "allowed": "a number >= 0"})
     weight_capacity: float = field(default=1.0, metadata={"check": lambda v: v >= 0, "allowed": "a number >= 0"})
     train_eval_limit: int = field(default=4096, metadata={"check": lambda v: v >= 1, "allowed": "an integer >= 1"})
+    val_eval_limit: int | None = field(
+        default=None,
+        metadata={
+            "check": lambda v: v is None or v >= 1,
+            "allowed": "an integer >= 1 (validation images measured), or null (the whole validation split)",
+        },
+    )
     axes: tuple[str, ...] = DEFAULT_AXES
     latency: LatencyConfig = field(default_factory=LatencyConfig)
 

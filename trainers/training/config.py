@@ -45,6 +45,11 @@ class TrainConfig:
             averages before every evaluation (0: evaluate with the running averages). After a few dozen
             steps the running averages still hold mostly their initial values, so without this a short
             training evaluates near chance and conv-heavy layouts (more BatchNorm) are penalised.
+        bn_source: where the recomputed BatchNorm statistics come from: ``train`` (``bn_recalibrate``
+            training images drawn by ``seed``, a pass of their own) or ``fit`` (the fit images themselves,
+            ``objective.train_eval_limit`` of the regime's training images, in the same forward pass that
+            measures the fit when they fit in one ``eval_batch_size`` batch; ``bn_recalibrate`` then only
+            switches the recomputation off with 0).
         report_every: optimizer steps per round: how often a training is measured and reported to the
             scheduler, which may stop it between rounds (``null``: one epoch of the full training split).
         round_eval_limit: validation images measured at the rounds before a training's last: a fixed
@@ -72,6 +77,7 @@ class TrainConfig:
     eval_batch_size: int = field(default=512, metadata=_ge(1, "an integer"))
     drop_path: float = field(default=0.0, metadata={"check": lambda v: 0 <= v < 1, "allowed": "a number in [0, 1)"})
     bn_recalibrate: int = field(default=1024, metadata=_ge(0, "an integer"))
+    bn_source: Literal["train", "fit"] = "train"
     report_every: int | None = field(default=None, metadata=_ge(1, "an integer"))
     round_eval_limit: int | None = field(default=None, metadata=_ge(2, "an integer"))
 

@@ -88,6 +88,7 @@ def fit(
     eval_idx: torch.Tensor | None = None,
     report_every: int | None = None,
     regime: str = "full",
+    val_idx: torch.Tensor | None = None,
 ) -> Iterator[dict[str, float]]:
     """Train ``model`` in place; yield one metrics dict per round; return a :class:`FitResult`.
 
@@ -96,8 +97,9 @@ def fit(
     validation split is evaluated once per round, on ``train.round_eval_limit`` images before the last.
     ``train_idx`` selects the training examples (default: the whole training split); ``steps`` overrides
     the config's budget; ``eval_idx`` picks the training examples whose fit (``train_loss``/``train_acc``,
-    eval mode) is measured after every round. Before each evaluation the BatchNorm statistics are
-    recomputed (``train.bn_recalibrate``). Rows also carry the train-mode running figures of the round
+    eval mode) is measured after every round; ``val_idx`` the validation examples measured (default: the
+    whole validation split). Before each evaluation the BatchNorm statistics are recomputed
+    (``train.bn_recalibrate``, ``train.bn_source``). Rows also carry the train-mode running figures of the round
     (``running_loss``/``running_acc``), its seconds (``round_s``) and those of its measurement
     (``eval_s``). Raises :class:`Diverged` on a non-finite or exploding training loss.
     """
@@ -114,7 +116,10 @@ def fit(
     opt, sched = _optimizer(model, train, device, total)
     ev = eval_idx.to(device) if eval_idx is not None else None
     xe, ye = (x_all, y_all) if ev is None else (x_all.subset(ev), y_all[ev])
-    full = Probe(data.x_val, data.y_val, xe, ye, train.bn_recalibrate)
+    xv, yv = (
+        (data.x_val, data.y_val) if val_idx is None else (data.x_val.subset(val_idx), data.y_val[val_idx.to(device)])
+    )
+    full = Probe(xv, yv, xe, ye, train.bn_recalibrate, train.bn_source == "fit")
     light = full.limited(train.round_eval_limit, train.seed)
     gen = torch.Generator(device="cpu").manual_seed(train.seed)
     batches = _Batches(n, bs, per_epoch, gen, device)

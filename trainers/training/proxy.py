@@ -24,10 +24,11 @@ from trainers.training.result import TrialResult, classify_failure
 OnEpoch = Callable[[int, dict[str, float]], None]
 
 
-def fit_eval_subset(y: torch.Tensor, limit: int, seed: int) -> torch.Tensor | None:
-    """Indices of a stratified subset of at most ``limit`` of the labels ``y`` whose fit is measured
-    (``None``: all of them)."""
-    if limit >= len(y):
+def fit_eval_subset(y: torch.Tensor, limit: int | None, seed: int) -> torch.Tensor | None:
+    """Indices of a stratified subset of about ``limit`` of the labels ``y`` (rounded per class, at least
+    one per class) that a measurement sees: the fit images (``objective.train_eval_limit``) or the
+    validation images (``objective.val_eval_limit``); ``None``: all of them."""
+    if limit is None or limit >= len(y):
         return None
     return stratified_subset(y, limit / len(y), seed)
 
@@ -68,13 +69,14 @@ def train_candidate(
     dev = resolve_device(train, device)
     k = dataset.num_classes
     limit_idx = fit_eval_subset(dataset.y_train, objective.train_eval_limit, train.seed)
+    val_idx = fit_eval_subset(dataset.y_val, objective.val_eval_limit, train.seed)
     history: list[dict[str, Any]] = []
     state: dict[str, Any] = {"gen": None}
     full_epoch = max(1, len(dataset.y_train) // min(train.batch_size, len(dataset.y_train)))
     full_steps = train.steps or train.epochs * full_epoch  # per regime
     per_round = train.report_every or full_epoch
     rounds_total = math.ceil(full_steps / per_round) * (2 if objective.mode == "both" else 1)
-    it = _trainings(arch, dataset, train, objective, size, dev, full_steps, per_round, limit_idx, state)
+    it = _trainings(arch, dataset, train, objective, size, dev, full_steps, per_round, limit_idx, val_idx, state)
     epoch = 0
     while True:
         try:
@@ -103,6 +105,7 @@ def _trainings(
     full_steps: int,
     per_round: int,
     limit_idx: torch.Tensor | None,
+    val_idx: torch.Tensor | None,
     state: dict[str, Any],
 ) -> Iterator[dict[str, float]]:
     """The trainings of one trial as one stream of rounds (the generalization one first in ``both`` mode,
@@ -127,6 +130,7 @@ def _trainings(
             report_every=per_round,
             regime="generalization",
             eval_idx=fit_eval_subset(dataset.y_train[sub], objective.train_eval_limit, train.seed),
+            val_idx=val_idx,
         )
         out["gen"] = res.metrics
         state["gen"] = obj.generalization(res.metrics["val_acc"], res.metrics["train_acc"], objective)
@@ -134,7 +138,15 @@ def _trainings(
         seed_everything(train.seed + 1)
     model = build_model(arch, num_classes=k, image_size=size, in_chans=dataset.in_chans, drop_path_rate=train.drop_path)
     res = yield from fit(
-        model, dataset, train, steps=full_steps, device=dev, eval_idx=limit_idx, report_every=per_round, regime="full"
+        model,
+        dataset,
+        train,
+        steps=full_steps,
+        device=dev,
+        eval_idx=limit_idx,
+        val_idx=val_idx,
+        report_every=per_round,
+        regime="full",
     )
     out["cap"] = res.metrics
     return out
