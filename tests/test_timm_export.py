@@ -167,7 +167,10 @@ def test_checkpoint_with_conv_biases_before_batchnorm_loads_exactly():
     x = torch.randn(2, 1, 32, 32, generator=g)
     with torch.no_grad():
         assert torch.allclose(old.eval()(x), new.eval()(x), atol=1e-5)
-    assert torch.allclose(old.train()(x), new.train()(x), atol=1e-4)
+    # train mode normalises with the batch's statistics, where a bias cancels: the outputs agree up to float32
+    # rounding of activations that carry the biases (about 1 in size) on one side only, which depends on the
+    # reduction order of torch's threads (a full-suite run saw 1e-4). The fold itself is checked in eval mode.
+    assert torch.allclose(old.train()(x), new.train()(x), atol=1e-3)
 
 
 def test_export_a_trial_of_a_search_run(write_space, tmp_path, capsys):
