@@ -89,6 +89,6 @@ def proposals_line(stats: dict[str, Any]) -> str:
     why = ", ".join(f"{v} {k}" for k, v in rejected.items() if v)
     return (
         f"nas-search: the sampler made {n} proposal(s); {sum(rejected.values())} ({stats['rejected_share']:.0%}) "
-        f"were not new ({why}): drawn again, or replaced by a new neighbour ({neighbour}) or a uniform draw "
-        f"({uniform}), in {stats['rejected_s']:.1f} s"
+        f"were not new ({why}) and were replaced: {neighbour} by a new neighbour, {uniform} by a uniform draw; "
+        f"{stats['rejected_s']:.1f} s"
     )

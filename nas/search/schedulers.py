@@ -27,33 +27,30 @@ from nas.search.config import SCHEDULERS
 from trainers.objectives.registry import Objective, objectives_of
 
 
-def _live_first(tune_controller) -> Trial | None:
-    """The pending trial started first, else the paused one (Ray's FIFO order), among the live trials."""
-    live = tune_controller.get_live_trials()
-    for status in (Trial.PENDING, Trial.PAUSED):
-        ready = [t for t in live if t.status == status]
-        if ready:
-            return min(ready, key=lambda t: (t.config.get("number", 0), t.trial_id))
-    return None
-
-
-class LiveFIFO(FIFOScheduler):
-    """Ray's FIFO scheduler (every trial trains to the end), choosing among the live trials only."""
+class LiveChoice:
+    """Mixin for a Ray Tune scheduler: the next trial to start is the pending trial started first, else the
+    paused one (Ray's FIFO order), chosen among the live trials only."""
 
     def choose_trial_to_run(self, tune_controller) -> Trial | None:
-        return _live_first(tune_controller)
+        live = tune_controller.get_live_trials()
+        for status in (Trial.PENDING, Trial.PAUSED):
+            ready = [t for t in live if t.status == status]
+            if ready:
+                return min(ready, key=lambda t: (t.config.get("number", 0), t.trial_id))
+        return None
 
 
-class CompletingASHA(ASHAScheduler):
+class LiveFIFO(LiveChoice, FIFOScheduler):
+    """Ray's FIFO scheduler (every trial trains to the end)."""
+
+
+class CompletingASHA(LiveChoice, ASHAScheduler):
     """Ray's ASHA, except that a trial whose training is done is never stopped."""
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         if result.get("last_round"):
             return TrialScheduler.CONTINUE
         return super().on_trial_result(tune_controller, trial, result)
-
-    def choose_trial_to_run(self, tune_controller) -> Trial | None:
-        return _live_first(tune_controller)
 
 
 def nondominated_ranks(points: list[tuple[float, ...]]) -> list[int]:
@@ -74,7 +71,7 @@ def nondominated_ranks(points: list[tuple[float, ...]]) -> list[int]:
     return ranks
 
 
-class ParetoHalving(FIFOScheduler):
+class ParetoHalving(LiveChoice, FIFOScheduler):
     """Asynchronous successive halving on non-dominated rank.
 
     Rungs at ``grace_period * reduction_factor**k`` reports (below ``max_t``). A trial reaching a rung is
@@ -102,9 +99,6 @@ class ParetoHalving(FIFOScheduler):
             t = math.ceil(t * reduction_factor) if t * reduction_factor > t + 0.5 else t + 1
         self.recorded: dict[int, dict[str, tuple[tuple[float, ...], float]]] = {r: {} for r in self.rungs}
         self.num_stopped = 0
-
-    def choose_trial_to_run(self, tune_controller) -> Trial | None:
-        return _live_first(tune_controller)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         if result.get("last_round") or self.time_attr not in result:
