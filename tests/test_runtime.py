@@ -455,3 +455,23 @@ def test_throttle_bounds_the_share_of_time_an_action_takes():
     th2 = Throttle(share=0.05, min_interval_s=1.0, clock=lambda: now[0])
     runs = sum(th2(action) is not None for _ in range(50) if not now.__setitem__(0, now[0] + 0.1))
     assert runs == 5
+
+
+def test_throttle_catches_up_a_skipped_action_once_it_is_due():
+    """A rewrite skipped because the last one was recent is made when due by catch_up (the driver calls it at
+    every step of Tune's loop), not only when the next trial finishes, however long that takes."""
+    from nas.runtime.throttle import Throttle
+
+    now = [0.0]
+    written = []
+    th = Throttle(share=0.05, min_interval_s=1.0, clock=lambda: now[0])
+    th(lambda: written.append("first"))
+    now[0] += 0.2
+    assert th(lambda: written.append("second")) is None and th.pending  # too soon: skipped
+    th.catch_up()
+    assert written == ["first"]  # still not due
+    now[0] += 1.0
+    th.catch_up()
+    assert written == ["first", "second"] and not th.pending
+    th.catch_up()
+    assert written == ["first", "second"]  # nothing owed any more: no second write

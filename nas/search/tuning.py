@@ -97,13 +97,16 @@ def _error_file(trial) -> str:
     return f"{path}/error.txt" if path else "the run's tune/ folder"
 
 
-def _callbacks(say: Printer, max_retries: int, started: Callable[[], None]):
-    """Tune callbacks: note when the first trial starts; say when a trial lost its worker."""
+def _callbacks(say: Printer, max_retries: int, started: Callable[[], None], tick: Callable[[], None]):
+    """Tune callbacks: note when the first trial starts; say when a trial lost its worker; ``tick`` at every
+    step of Tune's loop (about ten a second)."""
     from ray.tune import Callback
 
     class _Events(Callback):
-        def __init__(self, say_: Printer, retries: int, on_start: Callable[[], None]) -> None:
-            self.say, self.max_retries, self.started = say_, retries, on_start
+        def __init__(
+            self, say_: Printer, retries: int, on_start: Callable[[], None], on_step: Callable[[], None]
+        ) -> None:
+            self.say, self.max_retries, self.started, self.on_step = say_, retries, on_start, on_step
 
         def __getstate__(self) -> dict:
             """Nothing: Ray Tune pickles its callbacks with the Tuner (``tuner.pkl``), and these keep the
@@ -113,13 +116,16 @@ def _callbacks(say: Printer, max_retries: int, started: Callable[[], None]):
         def on_trial_start(self, iteration, trials, trial, **info):
             self.started()
 
+        def on_step_end(self, iteration, trials, **info):
+            self.on_step()
+
         def on_trial_recover(self, iteration, trials, trial, **info):
             self.say(
                 f"nas-search: trial {trial.config['number']} lost its worker (a dead process or node); Ray Tune "
                 f"re-runs it (search.max_retries {self.max_retries}); details in {_error_file(trial)}"
             )
 
-    return [_Events(say, max_retries, started)]
+    return [_Events(say, max_retries, started, tick)]
 
 
 def _stopper(flag: StopFlag):
@@ -248,7 +254,12 @@ def run_trials(
         seed=s.seed + 1000 * session,
     )
     first = lambda: timings.setdefault("first_trial_s", time.perf_counter() - t_cmd)  # noqa: E731
-    tuner = _tuner(exp, run, searcher, remaining, session, flag, _callbacks(say, s.max_retries, first))
+
+    def tick() -> None:  # a rewrite skipped after the last finished trial is made once due, not a trial later
+        board.catch_up()
+        push.catch_up()
+
+    tuner = _tuner(exp, run, searcher, remaining, session, flag, _callbacks(say, s.max_retries, first, tick))
 
     def on_signal(signum: int) -> None:
         flag.request(signal.Signals(signum).name)
