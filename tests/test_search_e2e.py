@@ -107,6 +107,18 @@ def test_tpe_exhausts_a_budgeted_space_telling_each_candidate_once(ray_local, wr
     assert sum(res.proposals["rejected"].values()) >= 1
 
 
+def test_new_over_budget_candidates_do_not_use_up_max_skips(ray_local, write_space, tmp_path):
+    """Each over-budget candidate is told once and is progress, not a skip: with max_skips 3 a random search
+    still trains all 5 candidates within the budget (19 of the 24 are over it), then finds the space used up."""
+    path = write_space(max_params=14000)
+    path.write_text(path.read_text().replace("search: {trials: 4,", "search: {max_skips: 3, trials: 4,"))
+    res = run(path, trials=24, run_dir=tmp_path / "run", progress=False)
+    records = RunDir(res.run_dir).read_records()
+    assert len(records) == 5 and res.exhausted
+    told = [t for t in _study(res.run_dir).trials if t.user_attrs.get("status") == "infeasible"]
+    assert len(told) == len({t.user_attrs["arch_id"] for t in told}) == 19
+
+
 def test_grid_runs_every_candidate_once_then_finishes(ray_local, write_space, tmp_path):
     path = write_space(sampler="grid", max_params=14000)  # only 5 candidates fit (12,264..13,936 params)
     res = run(path, trials=50, run_dir=tmp_path / "run", progress=False)

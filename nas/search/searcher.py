@@ -30,6 +30,8 @@ from nas.search.rundir import RunDir
 from nas.search.trainable import FINAL_KEY, RESULT_KEY
 from trainers.training.result import status_of_log
 
+INFEASIBLE_PER_SKIP = 50  # new over-budget candidates one proposal may tell, per max_skips
+
 
 class OptunaSearcher(Searcher):
     """Ray Tune searcher over the study; one Tune trial per architecture to train.
@@ -41,7 +43,9 @@ class OptunaSearcher(Searcher):
         records: finished trials by architecture id (updated as trials finish).
         to_launch: the most Tune trials to start.
         grid: stop when the study's queue is empty (grid sampler).
-        max_skips: proposals in a row that may be skipped before the space counts as exhausted.
+        max_skips: proposals in a row that may be skipped (a repeat of a trained, running or infeasible
+            candidate) before the space counts as exhausted; new over-budget candidates, each told once, may
+            be ``INFEASIBLE_PER_SKIP`` times as many.
         on_record: called with each new record after it was saved (progress, leaderboard).
         run: where records are appended.
         seed: seed of the choices that replace a rejected proposal (``nas.search.proposals``).
@@ -106,7 +110,11 @@ class OptunaSearcher(Searcher):
         if self.stopping or self.exhausted or self.launched >= self.to_launch:
             return Searcher.FINISHED
         running = {arch.id for _, arch in self.live.values()}
-        for _ in range(self.max_skips):
+        # A proposal that takes no worker is a skip, but a new over-budget candidate told once is progress (the
+        # space of untried candidates shrinks): those are bounded separately, so that a space where few
+        # candidates fit is searched, not declared exhausted after max_skips of them.
+        skips = told_infeasible = 0
+        while skips < self.max_skips and told_infeasible < INFEASIBLE_PER_SKIP * self.max_skips:
             if self.grid and self._queue_empty():
                 break
             with warnings.catch_warnings():
@@ -135,6 +143,10 @@ class OptunaSearcher(Searcher):
                 trial.set_constraint("macs", cons[1])
             if any(c > 0 for c in cons):
                 self.skipped += 1
+                if arch.id in self.infeasible:  # told before (a trial whose parameters were fixed in advance)
+                    skips += 1
+                else:
+                    told_infeasible += 1
                 self.infeasible.add(arch.id)
                 set_attrs(self.study, trial, {"status": "infeasible", "score": 0.0})
                 self.study.tell(trial, [o.failed for o in self.objectives])
@@ -142,10 +154,12 @@ class OptunaSearcher(Searcher):
             rec = self.records.get(arch.id)
             if rec is not None:
                 self.duplicates += 1
+                skips += 1
                 tell_record(self.study, trial, rec, duplicate_of=rec.number)
                 continue
             if arch.id in running:
                 self.duplicates += 1
+                skips += 1
                 set_attrs(self.study, trial, {"status": "duplicate", "duplicate_of_running": True})
                 self.study.tell(trial, state=TrialState.FAIL)
                 continue
