@@ -28,8 +28,7 @@ class Throttle:
         self.last_cost = 0.0
         self.runs = 0
         self.skipped = 0  # calls that did not run the action
-        self.pending = False  # a call was skipped since the action last ran (a final ``force`` is owed)
-        self._skipped_action: Callable[[], object] | None = None
+        self._skipped_action: Callable[[], object] | None = None  # skipped since the action last ran
         self.total_s = 0.0
 
     def due(self) -> bool:
@@ -43,7 +42,6 @@ class Throttle:
         """Run ``action`` if it is due (or ``force``) and return its result; else ``None``."""
         if not force and not self.due():
             self.skipped += 1
-            self.pending = True
             self._skipped_action = action
             return None
         t0 = self.clock()
@@ -54,12 +52,16 @@ class Throttle:
             self.last_cost = self.last_end - t0
             self.total_s += self.last_cost
             self.runs += 1
-            self.pending = False
             self._skipped_action = None
+
+    @property
+    def pending(self) -> bool:
+        """A call was skipped since the action last ran (a final ``force`` or :meth:`catch_up` is owed)."""
+        return self._skipped_action is not None
 
     def catch_up(self) -> None:
         """Run the last skipped action once it is due: call this often (the driver does at every step of
         Ray Tune's loop), so that what a skipped call would have written is late by about the interval,
         not until the next call."""
-        if self.pending and self._skipped_action is not None and self.due():
+        if self._skipped_action is not None and self.due():
             self(self._skipped_action)

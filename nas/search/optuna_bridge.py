@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 from nas.errors import UserError
 from nas.fsio import Invalid
 from nas.search.config import SAMPLERS
+from nas.search.proposals import StandInTrial
 from nas.search.record import STATUSES, TrialRecord
 from nas.search.rundir import STUDY_NAME, RunDir
 from trainers.objectives.registry import Objective, objectives_of
@@ -467,19 +468,6 @@ def _rebuild(
                     pass
 
 
-class _Replay:
-    """A stand-in for an Optuna trial that answers ``space.suggest`` from fixed parameters and notes the
-    distributions asked for (so a rebuilt trial has both, as if it had been sampled)."""
-
-    def __init__(self, params: dict[str, Any]):
-        self.params = params
-        self.distributions: dict[str, optuna.distributions.BaseDistribution] = {}
-
-    def suggest_categorical(self, name: str, choices: Any) -> Any:
-        self.distributions[name] = optuna.distributions.CategoricalDistribution(list(choices))
-        return self.params[name]
-
-
 def _rebuilt_trial(
     rec: TrialRecord, space, objectives: tuple[Objective, ...], numbered: bool
 ) -> optuna.trial.FrozenTrial:
@@ -502,7 +490,8 @@ def _rebuilt_trial(
     system = {"constraints:params": 0.0, "constraints:macs": 0.0} if TRIAL_CONSTRAINTS else {}
     replay = None
     try:
-        replay = _Replay(space.encode(rec.architecture()))
+        encoded = space.encode(rec.architecture())
+        replay = StandInTrial(lambda name, dist: encoded[name])
         if space.suggest(replay).id != rec.id:
             replay = None
     except (ValueError, KeyError, UserError):

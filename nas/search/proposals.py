@@ -71,9 +71,10 @@ class ProposalStats:
         }
 
 
-class _StandIn:
+class StandInTrial:
     """A trial-like object for ``space.suggest`` that answers each ``suggest_categorical`` with
-    ``answer(name, distribution)`` and notes the parameters and distributions asked for."""
+    ``answer(name, distribution)`` and notes the parameters and distributions asked for (so a proposal, or
+    a trial rebuilt from a record, has both, as if it had been sampled)."""
 
     def __init__(self, answer: Callable[[str, CategoricalDistribution], Any]):
         self.answer = answer
@@ -178,7 +179,7 @@ class FreshProposals(BaseSampler):
                 return rel[name]
             return self.base.sample_independent(study, trial, name, dist)
 
-        stand_in = _StandIn(answer)
+        stand_in = StandInTrial(answer)
         arch = self.space.suggest(stand_in)
         return stand_in.params, stand_in.distributions, arch
 
@@ -224,7 +225,7 @@ class FreshProposals(BaseSampler):
                 return change[key]
             return _closest(values.get(key, dist.choices[0]), dist.choices)
 
-        stand_in = _StandIn(answer)
+        stand_in = StandInTrial(answer)
         arch = self.space.suggest(stand_in)
         return stand_in.params, stand_in.distributions, arch
 
