@@ -231,10 +231,16 @@ def test_the_new_knobs_at_their_defaults_leave_a_study_fingerprint_as_before():
     keys are not part of what the fingerprint hashes; set otherwise, they are."""
     import dataclasses
 
-    from nas.fidelity.config import _plain, load_study
+    from nas.fidelity.config import Protocol, _plain
+    from trainers.objectives.registry import ObjectiveConfig
+    from trainers.training.config import TrainConfig
 
-    study = load_study("bench-cifar-table.yaml")  # its space keeps the measurement of before
-    for p in study.protocols:
+    # protocols at the measurement of before (no data needed: a study's fingerprint hashes its protocols)
+    protocols = [
+        Protocol("proxy", TrainConfig(), ObjectiveConfig(train_eval_limit=1000), (0,)),
+        Protocol("reference", TrainConfig(steps=None, epochs=3, bn_recalibrate=1024), ObjectiveConfig(), (0, 1)),
+    ]
+    for p in protocols:
         plain = _plain(p)
         assert "bn_source" not in plain["train"] and "val_eval_limit" not in plain["objective"]
         cheap = dataclasses.replace(
