@@ -618,8 +618,8 @@ CASES += [
         "out-train-existing-files",
         "train",
         ["{tmp}/m.yaml", *TRAIN_OUT],
-        ["--out {tmp}/o/model.pt already exists", "--force"],
-        {"m.yaml": MODEL, "o/model.pt": "weights\n"},
+        ["--out {tmp}/o/model.safetensors already exists", "--force"],
+        {"m.yaml": MODEL, "o/model.safetensors": "weights\n"},
         max_s=30,
     ),
     Case(

@@ -157,7 +157,7 @@ MODEL_ROWS: list[tuple[str, Any, tuple[str, ...]]] = [
     ("top-level-unknown", _set("weights", "x.pt"), ("`weights`: unknown key",)),
     ("missing-architecture", _set("architecture", _DELETE), ("`architecture`: is missing",)),
     ("missing-image-size", _set("image_size", _DELETE), ("`image_size`", "integer >= 8")),
-    ("format-newer", _set("format", 99), ("`format`", "newer coatnas", "0 to 1")),
+    ("format-newer", _set("format", 99), ("`format`", "newer coatnas", "0 to 2")),
     ("format-text", _set("format", "1"), ("`format`", "format version")),
     ("format-negative", _set("format", -1), ("`format`", "format version")),
     ("format-bool", _set("format", True), ("`format`", "format version")),

@@ -5,7 +5,7 @@ import torch
 
 from nas import Architecture
 from nas.cli.train import main
-from nas.export.model_config import load_model_config, read_checkpoint, save_model_config
+from nas.export.model_config import load_model_config, read_trained, save_model_config
 from nas.model.arch import ModelConfig
 from nas.model.builder import build_model
 
@@ -27,15 +27,17 @@ def test_nas_train_model_config_end_to_end(tmp_path, capsys):
     assert "epoch   1/2" in text and "epoch   2/2" in text and "val_acc" in text
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["history"]) == 2 and 0.5 < metrics["metrics"]["val_acc"] <= 1.0
-    ckpt = torch.load(out / "model.pt", weights_only=True)
+    from safetensors.torch import load_file
+
+    state = load_file(out / "model.safetensors")  # plain tensors, no pickle
     mc = load_model_config(out / "model.yaml")
-    assert mc.arch == arch and ModelConfig.from_dict(ckpt["model_config"]).arch == arch
-    assert ckpt["format"] == 1 and read_checkpoint(out / "model.pt").model_config == mc  # the one reader
-    # a checkpoint is not a CONFIG: one paragraph pointing at the model.yaml beside it, nothing written
-    assert main([str(out / "model.pt"), "--data", "digits", "--out", str(tmp_path / "again")]) == 2
-    assert "pass the model.yaml" in " ".join(capsys.readouterr().err.split()) and not (tmp_path / "again").exists()
+    assert mc.arch == arch and read_trained(out).model_config == mc  # the one reader
+    assert mc.class_names == tuple(str(i) for i in range(10)) and len(mc.preprocessing.mean) == 1
+    # a trained model is not a CONFIG: one paragraph pointing at the model.yaml inside it, nothing written
+    assert main([str(out), "--data", "digits", "--out", str(tmp_path / "again")]) == 2
+    assert "model.yaml" in " ".join(capsys.readouterr().err.split()) and not (tmp_path / "again").exists()
     model = build_model(mc)
-    model.load_state_dict(ckpt["state_dict"])  # the checkpoint rebuilds exactly
+    model.load_state_dict(state)  # the weights rebuild exactly
     assert mc.provenance["trained"]["data"] == "digits"
 
 

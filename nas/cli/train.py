@@ -5,8 +5,9 @@
 
 CONFIG is a preset name (``coatnet-0`` .. ``coatnet-4``) or a model config YAML (``nas-export``'s output).
 The protocol starts from the defaults (or the ``train:`` section of ``--protocol FILE``, e.g. a search
-space YAML) and the flags override it. Writes ``model.pt`` (state dict + model config), ``model.yaml``
-and ``metrics.json`` into ``--out``.
+space YAML) and the flags override it. Writes the trained model into ``--out``: ``model.safetensors`` (the
+weights) and ``model.yaml`` (architecture, input, preprocessing: the resize policy and the training split's
+mean/std, class names, provenance), plus ``metrics.json``. ``nas-eval`` and ``nas-predict`` read that folder.
 """
 
 from __future__ import annotations
@@ -57,9 +58,9 @@ def build_parser() -> ArgumentParser:
         "--out",
         metavar="DIR",
         help="output folder (default runs/train-<name>); checked before "
-        "training: its model.pt, model.yaml, metrics.json are only replaced with --force",
+        "training: its model.safetensors, model.yaml, metrics.json are only replaced with --force",
     )
-    p.add_argument("--force", action="store_true", help="replace model.pt, model.yaml, metrics.json in --out")
+    p.add_argument("--force", action="store_true", help="replace model.safetensors, model.yaml, metrics.json in --out")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     return p
 
@@ -212,7 +213,7 @@ def _main(args) -> int:
     _write_outputs(out, mc, train, res, metrics)
     print(
         f"{PROG}: val_acc {metrics['val_acc']:.4f}  train_acc {metrics['train_acc']:.4f}  "
-        f"{metrics['images_per_s']:.0f} img/s  -> {out}/model.pt, metrics.json"
+        f"{metrics['images_per_s']:.0f} img/s  -> {out}/ (model.safetensors, model.yaml, metrics.json)"
     )
     return 0
 
@@ -301,7 +302,17 @@ def _load_data(args, train, mc: ModelConfig):
                 file=sys.stderr,
             )
         mc = replace(mc, num_classes=dataset.num_classes)
-    return dataset, mc
+    return dataset, with_preprocessing(mc, dataset)
+
+
+def with_preprocessing(mc: ModelConfig, dataset) -> ModelConfig:
+    """``mc`` with what inference needs from the data it is trained on: the training split's per-channel
+    mean/std (the resize policy is the one of ``nas.model.arch.RESIZE_POLICY``) and the class names."""
+    from nas.model.arch import Preprocessing
+
+    mean = tuple(float(v) for v in dataset.x_train.mean.flatten())
+    std = tuple(float(v) for v in dataset.x_train.std.flatten())
+    return replace(mc, preprocessing=Preprocessing(mean, std), class_names=dataset.class_names)
 
 
 def _build(mc: ModelConfig, train, cost):
@@ -359,11 +370,11 @@ def _train(model, dataset, train, device, mc: ModelConfig, t0: float, quiet: boo
 
 
 def _write_outputs(out: Path, mc: ModelConfig, train, res, metrics: dict) -> None:
-    """Write model.pt (state dict + model config), model.yaml and metrics.json into the output folder."""
-    from nas.export.model_config import checkpoint_bytes, save_model_config
-    from nas.fsio import atomic_write, make_dirs
+    """Write the trained model (model.safetensors, model.yaml: ``save_trained``) and metrics.json into the output
+    folder (checked writable before training)."""
+    from nas.export.model_config import save_trained
+    from nas.fsio import atomic_write
 
-    make_dirs(out)
     mc = replace(
         mc,
         provenance={
@@ -375,14 +386,13 @@ def _write_outputs(out: Path, mc: ModelConfig, train, res, metrics: dict) -> Non
             },
         },
     )
-    atomic_write(out / "model.pt", checkpoint_bytes(mc, res.model.state_dict()))
-    save_model_config(mc, out / "model.yaml")
+    save_trained(out, mc, res.model.state_dict(), force=True)
     atomic_write(
         out / "metrics.json", json.dumps({"metrics": metrics, "history": res.history, "train": _plain(train)}, indent=2)
     )
 
 
-OUT_FILES = ("model.pt", "model.yaml", "metrics.json")
+OUT_FILES = ("model.safetensors", "model.yaml", "metrics.json")
 
 
 def _check_model_limits(mc: ModelConfig, config: str) -> None:

@@ -9,10 +9,17 @@ Every model config that is read goes through :func:`parse_model_config`, which c
 (``ModelConfig.from_dict``), its format version and the sane ranges of ``nas.limits.RANGES`` (depths,
 widths, image size, classes, channels, patch size) before anything is built from it.
 
+A trained model (``nas-train``'s output) is a folder with two files, written and read only here
+(:func:`save_trained`, :func:`read_trained`): ``model.safetensors``, the weights (no pickle), and ``model.yaml``,
+the one config: architecture, input size and channels, :class:`~nas.model.arch.Preprocessing` (the resize policy
+and the training split's mean/std), class names and provenance. The weights' metadata names the architecture and
+the classes, so a ``model.yaml`` of another training beside them is refused. A ``model.pt`` checkpoint of an
+older coatnas (a pickle-free ``torch.save`` of config and weights) is still read by :func:`read_checkpoint`.
+
 Format versions (:data:`MODEL_FORMAT`, :data:`CHECKPOINT_FORMAT`): 0 is a file written before versions
-existed (no ``format`` key; the same layout as 1, read unchanged); 1 writes ``format: 1``. A later format
-adds keys (an export's preprocessing: mean/std, class names) with a migration in :data:`_MIGRATIONS`; a
-format newer than this coatnas knows is refused with a paragraph saying so.
+existed (no ``format`` key; the same layout as 1, read unchanged); 1 writes ``format: 1``; 2 adds the optional
+``preprocessing`` and ``class_names`` (a format-1 document has neither, so it reads unchanged). Each step has a
+migration in :data:`_MIGRATIONS`; a format newer than this coatnas knows is refused with a paragraph saying so.
 """
 
 from __future__ import annotations
@@ -48,6 +55,11 @@ __all__ = [
     "save_model_config",
     "Checkpoint",
     "read_checkpoint",
+    "WEIGHTS_FILE",
+    "CONFIG_FILE",
+    "save_trained",
+    "read_trained",
+    "load_trained_model",
     "load_torch_file",
     "tensor_problem",
     "checkpoint_bytes",
@@ -56,9 +68,11 @@ __all__ = [
     "select_record",
 ]
 
-MODEL_FORMAT = 1
+MODEL_FORMAT = 2
 CHECKPOINT_FORMAT = 1
-_KEYS = "format, architecture, image_size, num_classes, in_chans, provenance"
+_KEYS = "format, architecture, image_size, num_classes, in_chans, preprocessing, class_names, provenance"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "model.yaml"
 _REEXPORT = "Re-export it with `nas-export` (or write it with `nas.save_model_config`)."
 
 
@@ -67,7 +81,7 @@ def _identity(data: dict[str, Any]) -> dict[str, Any]:
 
 
 # format -> the function that turns a document of that format into one of the next format
-_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _identity}
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _identity, 1: _identity}
 
 
 def _format_of(data: Mapping[str, Any], known: int, file: str | None, what: str) -> int:
@@ -352,6 +366,142 @@ def _checkpoint_of(raw: Any, path: Path) -> Checkpoint:
             )
     mc = parse_model_config(raw["model_config"], file=f"{path} (its model_config)")
     return Checkpoint(model_config=mc, state_dict=dict(state), format=fmt)
+
+
+# ------------------------------------------------------------------------------------- trained models
+_TRAINED_FIX = (
+    f"A trained model is the folder `nas-train` writes: {WEIGHTS_FILE} (the weights) and {CONFIG_FILE} (its "
+    "config) side by side; pass that folder (or a model.pt of an older coatnas)."
+)
+
+
+def _weights_metadata(config: ModelConfig) -> dict[str, str]:
+    """What the weights file says about the network it holds; :func:`read_trained` checks it against the
+    config beside it."""
+    return {
+        "format": "pt",
+        "coatnas": str(CHECKPOINT_FORMAT),
+        "architecture": str(config.arch),
+        "num_classes": str(config.num_classes),
+        "in_chans": str(config.in_chans),
+    }
+
+
+def save_trained(
+    folder: str | os.PathLike, config: ModelConfig, state: Mapping[str, torch.Tensor], *, force: bool = False
+) -> Path:
+    """Write a trained model into ``folder``: :data:`WEIGHTS_FILE` then :data:`CONFIG_FILE` (each atomically;
+    the config last, so a folder with a config has its weights). Existing files are only replaced with
+    ``force`` (``nas.fsio.check_output_dir``, checked before anything is written)."""
+    from safetensors.torch import save
+
+    from nas.fsio import atomic_write, check_output_dir, make_dirs
+
+    folder = check_output_dir(folder, (WEIGHTS_FILE, CONFIG_FILE), force=force)
+    make_dirs(folder)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    atomic_write(folder / WEIGHTS_FILE, save(tensors, metadata=_weights_metadata(config)))
+    save_model_config(config, folder / CONFIG_FILE)
+    return folder
+
+
+def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file, refused in one paragraph when it is not one."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    from nas.fsio import open_regular
+
+    try:
+        fd, size = open_regular(path)
+    except OSError as err:
+        raise UserError(f"{path}: cannot read these weights ({err.strerror or err}). {_TRAINED_FIX}") from None
+    with os.fdopen(fd, "rb") as fh:
+        raw = fh.read()
+    try:
+        tensors = load(raw)
+        import json
+
+        header_len = int.from_bytes(raw[:8], "little")
+        meta = json.loads(raw[8 : 8 + header_len]).get("__metadata__") or {}
+    except (SafetensorError, ValueError, OSError) as err:
+        why = " ".join(str(err).split())[:200] or "it is empty"
+        raise UserError(f"{path}: not a safetensors weights file ({why}). {_TRAINED_FIX}") from None
+    return tensors, meta
+
+
+def read_trained(path: str | os.PathLike) -> Checkpoint:
+    """The one reader of a trained model: the folder ``nas-train`` wrote (or its :data:`WEIGHTS_FILE` or
+    :data:`CONFIG_FILE`), or an older coatnas's ``model.pt``. Checks the config (:func:`parse_model_config`),
+    every tensor (dense, real, finite) and that the weights' metadata names the config's architecture and
+    classes; the network's own shapes are checked when it is built (:func:`load_trained_model`)."""
+    path = Path(path)
+    if path.is_dir() and not (path / WEIGHTS_FILE).exists() and (path / "model.pt").is_file():
+        path = path / "model.pt"
+    if path.suffix == ".pt" or (path.is_file() and path.suffix not in (".safetensors", ".yaml", ".yml")):
+        return read_checkpoint(path)
+    folder = path if path.is_dir() else path.parent
+    weights, cfg_path = folder / WEIGHTS_FILE, folder / CONFIG_FILE
+    if path.is_file() and path.suffix == ".safetensors":
+        weights = path
+    if path.is_file() and path.suffix in (".yaml", ".yml"):
+        cfg_path = path
+    if not path.exists():
+        raise UserError(f"{path}: no such file or folder. {_TRAINED_FIX}")
+    for need in (weights, cfg_path):
+        if not os.path.lexists(need):
+            raise UserError(f"{folder}: has no {need.name}, so it holds no trained model. {_TRAINED_FIX}")
+    config = load_model_config(cfg_path)
+    state, meta = _read_weights(weights)
+    if not state:
+        raise UserError(f"{weights}: holds no tensors. {_TRAINED_FIX}")
+    for key, value in state.items():
+        problem = tensor_problem(value)
+        if problem:
+            raise UserError(f"{weights}: its tensor {key} {problem}. {_TRAINED_FIX}")
+        if value.is_floating_point() and not bool(value.isfinite().all()):
+            raise UserError(
+                f"{weights}: the tensor {key} holds NaN or infinite values: the training that wrote it diverged or "
+                "the file is damaged. Re-train it with `nas-train`."
+            )
+    expected = _weights_metadata(config)
+    if meta.get("coatnas") is None:
+        raise UserError(
+            f"{weights}: these weights were not written by `nas-train` (their metadata has no `coatnas` entry), "
+            f"so nothing says they belong to {cfg_path}. {_TRAINED_FIX}"
+        )
+    for key in ("architecture", "num_classes", "in_chans"):
+        if meta.get(key) != expected[key]:
+            raise UserError(
+                f"{weights} and {cfg_path} do not belong together: the weights are of {key} {meta.get(key)!r}, "
+                f"the config says {expected[key]!r}. Keep the two files `nas-train` wrote together; re-train or "
+                "copy the matching pair."
+            )
+    return Checkpoint(model_config=config, state_dict=state, format=int(meta["coatnas"]))
+
+
+def load_trained_model(path: str | os.PathLike):
+    """``(network in eval mode, its ModelConfig)`` of a trained model (:func:`read_trained`); weights whose
+    names or shapes are not those of the config's network are refused in one paragraph."""
+    from nas.model.builder import build_model
+
+    ckpt = read_trained(path)
+    model = build_model(ckpt.model_config)
+    own = model.state_dict()
+    missing = [k for k in own if k not in ckpt.state_dict]
+    extra = [k for k in ckpt.state_dict if k not in own]
+    wrong = [k for k in own if k in ckpt.state_dict and tuple(ckpt.state_dict[k].shape) != tuple(own[k].shape)]
+    if missing or extra or wrong:
+        parts = [
+            f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for label, keys in (("missing", missing), ("unexpected", extra), ("of another shape", wrong))
+            if keys
+        ]
+        raise UserError(
+            f"{path}: the weights are not those of {ckpt.model_config.arch} ({'; '.join(parts)}). {_TRAINED_FIX}"
+        )
+    model.load_state_dict(ckpt.state_dict)
+    return model.eval(), ckpt.model_config
 
 
 def model_config_of(rec: TrialRecord, exp, run) -> ModelConfig:

@@ -291,9 +291,101 @@ class Architecture:
         return cls.from_dict(data)
 
 
+RESIZE_POLICY = "shorter-side-center-crop"
+"""The one resize policy (docs/model.md, "Preprocessing"): an image is scaled, keeping its aspect ratio, so that
+its shorter side is the model's image size (bilinear, antialiased when shrinking), then its centre square is
+kept. A square image of the model's size is left as it is. Training, evaluation, prediction and the timm export
+(crop 1.0, ``crop_mode: center``) all apply it."""
+INTERPOLATIONS = ("bilinear",)
+MAX_CLASS_NAME = 200
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What turns an image into the network's input: :data:`RESIZE_POLICY` to the model's image size, pixel
+    values scaled to [0, 1], then ``(x - mean) / std`` per channel. ``mean`` and ``std`` are those of the
+    training split the weights were trained on (one value per input channel)."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    resize: str = RESIZE_POLICY
+    interpolation: str = "bilinear"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mean": [float(v) for v in self.mean],
+            "std": [float(v) for v in self.std],
+            "resize": self.resize,
+            "interpolation": self.interpolation,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, in_chans: int, file: str | None = None, key: str = "preprocessing") -> Preprocessing:
+        import math
+
+        keys = "mean, std, resize, interpolation"
+        if not isinstance(data, Mapping):
+            raise ConfigError(file, key, "must be a mapping", f"keys {keys}", value=data)
+        check_keys(data, ("mean", "std", "resize", "interpolation"), file, key)
+        values = {}
+        for name in ("mean", "std"):
+            v = data.get(name)
+            ok = (
+                isinstance(v, Sequence)
+                and not isinstance(v, str)
+                and len(v) == in_chans
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+            )
+            if ok and name == "std":
+                ok = all(0 < x for x in v)
+            if not ok:
+                what = "finite numbers > 0" if name == "std" else "finite numbers"
+                raise ConfigError(
+                    file,
+                    f"{key}.{name}",
+                    f"must be a list of {in_chans} {what} (one per input channel, `in_chans`)",
+                    f"{in_chans} {what} in [0, 1] pixel units (the training split's per-channel statistics)",
+                    value=v,
+                )
+            values[name] = tuple(float(x) for x in v)
+        resize = data.get("resize", RESIZE_POLICY)
+        if resize != RESIZE_POLICY:
+            raise ConfigError(
+                file, f"{key}.resize", "is not a resize policy coatnas applies", RESIZE_POLICY, value=resize
+            )
+        interp = data.get("interpolation", "bilinear")
+        if interp not in INTERPOLATIONS:
+            raise ConfigError(file, f"{key}.interpolation", "is unknown", ", ".join(INTERPOLATIONS), value=interp)
+        return cls(values["mean"], values["std"], resize, interp)
+
+
+def _class_names(data: Any, num_classes: int, file: str | None) -> tuple[str, ...] | None:
+    if data is None:
+        return None
+    allowed = f"a list of {num_classes} distinct, non-empty names (one per class, `num_classes`)"
+    if isinstance(data, str) or not isinstance(data, Sequence):
+        raise ConfigError(file, "class_names", "must be a list", allowed, value=data)
+    if len(data) != num_classes:
+        raise ConfigError(file, "class_names", f"has {len(data)} names for {num_classes} classes", allowed)
+    for i, name in enumerate(data):
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_CLASS_NAME or not name.isprintable():
+            raise ConfigError(
+                file,
+                f"class_names[{i}]",
+                f"must be printable text of 1 to {MAX_CLASS_NAME} characters",
+                allowed,
+                value=name,
+            )
+    if len(set(data)) != len(data):
+        dup = next(n for n in data if list(data).count(n) > 1)
+        raise ConfigError(file, "class_names", f"names {dup!r} twice", allowed)
+    return tuple(data)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild a network: the architecture, its input and its classifier size.
+    """Everything needed to rebuild a network and feed it: the architecture, its input and its classifier size,
+    and, for a trained network, its :class:`Preprocessing` and the names of its classes.
 
     ``provenance`` records where it came from (run, trial, metrics); it does not affect the network.
     ``nas.export.model_config`` reads and writes it as YAML; ``nas.build_model`` accepts it directly.
@@ -304,27 +396,35 @@ class ModelConfig:
     image_size: int
     in_chans: int = 3
     provenance: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    preprocessing: Preprocessing | None = None
+    """``None`` for a config not trained yet (an export from a search run): ``nas-train`` fills it in."""
+    class_names: tuple[str, ...] | None = None
+    """``None`` where the data gave none; then classes are called by their index."""
+
+    def labels(self) -> tuple[str, ...]:
+        """The name of each class: :attr:`class_names`, else the class index as text."""
+        return self.class_names or tuple(str(i) for i in range(self.num_classes))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "architecture": self.arch.to_dict(),
             "image_size": self.image_size,
             "num_classes": self.num_classes,
             "in_chans": self.in_chans,
-            "provenance": dict(self.provenance),
         }
+        if self.preprocessing is not None:
+            out["preprocessing"] = self.preprocessing.to_dict()
+        if self.class_names is not None:
+            out["class_names"] = list(self.class_names)
+        out["provenance"] = dict(self.provenance)
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, file: str | None = None) -> ModelConfig:
+        keys = ("architecture", "image_size", "num_classes", "in_chans", "preprocessing", "class_names", "provenance")
         if not isinstance(data, Mapping):
-            raise ConfigError(
-                file,
-                "<top level>",
-                "must be a mapping",
-                "keys architecture, image_size, num_classes, in_chans, provenance",
-                value=data,
-            )
-        check_keys(data, ("architecture", "image_size", "num_classes", "in_chans", "provenance"), file, "")
+            raise ConfigError(file, "<top level>", "must be a mapping", "keys " + ", ".join(keys), value=data)
+        check_keys(data, keys, file, "")
         if "architecture" not in data:
             raise ConfigError(file, "architecture", "is missing", "a mapping with layout, depths, widths")
         arch = Architecture.from_dict(data["architecture"], file, "architecture")
@@ -337,4 +437,7 @@ class ModelConfig:
         provenance = data.get("provenance") or {}
         if not isinstance(provenance, Mapping):
             raise ConfigError(file, "provenance", "must be a mapping", value=provenance)
-        return cls(arch=arch, provenance=dict(provenance), **ints)
+        pre = data.get("preprocessing")
+        pre = None if pre is None else Preprocessing.from_dict(pre, ints["in_chans"], file)
+        names = _class_names(data.get("class_names"), ints["num_classes"], file)
+        return cls(arch=arch, provenance=dict(provenance), preprocessing=pre, class_names=names, **ints)

@@ -123,16 +123,26 @@ def to_images(x: np.ndarray, image_size: int, in_chans: int) -> torch.Tensor:
                 "conversion is automatic. Set `space.input.channels` to match the data."
             )
     if t.shape[-2:] != (image_size, image_size):
-        out = []
-        for chunk in t.split(4096):
-            down = chunk.shape[-1] > image_size
-            out.append(
-                F.interpolate(
-                    chunk, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=down
-                )
-            )
-        t = torch.cat(out)
+        t = fit_tensor(t, image_size)
     return t.contiguous()
+
+
+def fit_tensor(t: torch.Tensor, size: int) -> torch.Tensor:
+    """Float NCHW images fitted to ``size`` x ``size`` by the one resize policy
+    (:data:`nas.model.arch.RESIZE_POLICY`, as :func:`trainers.data.readers.fit_image` does to a file): the shorter
+    side scaled to ``size`` (bilinear, antialiased when shrinking), then the centre square kept."""
+    from trainers.data.readers import center_box, fitted_size
+
+    h, w = t.shape[-2:]
+    nh, nw = fitted_size(h, w, size)
+    out = []
+    for chunk in t.split(4096):
+        if (nh, nw) != (h, w):
+            down = nh < h
+            chunk = F.interpolate(chunk, size=(nh, nw), mode="bilinear", align_corners=False, antialias=down)
+        top, left = center_box(nh, nw, size)
+        out.append(chunk[..., top : top + size, left : left + size])
+    return torch.cat(out)
 
 
 def folder_dtype(in_chans: int) -> torch.dtype:

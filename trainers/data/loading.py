@@ -42,6 +42,8 @@ class Dataset:
     num_classes: int
     in_chans: int
     name: str
+    classes: tuple[str, ...] = ()
+    """The name of each class (the source's, else the index as text); empty: not known."""
     _copies: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -68,8 +70,14 @@ class Dataset:
                 self.num_classes,
                 self.in_chans,
                 self.name,
+                self.classes,
             )
         return self._copies[key]
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """:attr:`classes`, or the class indices as text where the source gave no names."""
+        return self.classes or tuple(str(i) for i in range(self.num_classes))
 
 
 def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -137,7 +145,8 @@ def read_dataset(
     listing = _stream_listing(cfg, image_size, in_chans, origin)
     if listing is not None:
         return _load_streamed(cfg, *listing, image_size, in_chans, file)
-    x, y, num_classes = read_source(cfg, image_size, in_chans, origin)
+    x, y, names = read_source(cfg, image_size, in_chans, origin)
+    num_classes = len(names)
     keep, tr, va = _limit_split(y, cfg, file)
     if keep is not None:
         x, y = x[keep], y[keep]
@@ -156,7 +165,7 @@ def read_dataset(
         )
     std = std.clamp_min(1e-6)
     return Dataset(
-        Images(x_tr, mean, std), yt[tr_t], Images(x_va, mean, std), yt[va_t], num_classes, in_chans, cfg.name
+        Images(x_tr, mean, std), yt[tr_t], Images(x_va, mean, std), yt[va_t], num_classes, in_chans, cfg.name, names
     )
 
 
@@ -204,7 +213,7 @@ def _load_streamed(
     cfg: DataConfig,
     files: list[Path],
     y: np.ndarray,
-    num_classes: int,
+    classes: tuple[str, ...],
     image_size: int,
     in_chans: int,
     file: str | None,
@@ -218,4 +227,6 @@ def _load_streamed(
     yt = torch.from_numpy(y.astype(np.int64))
     x_tr = StreamedImages(root, names[tr], image_size, in_chans, mean, std)
     x_va = StreamedImages(root, names[va], image_size, in_chans, mean, std)
-    return Dataset(x_tr, yt[torch.from_numpy(tr)], x_va, yt[torch.from_numpy(va)], num_classes, in_chans, cfg.name)
+    return Dataset(
+        x_tr, yt[torch.from_numpy(tr)], x_va, yt[torch.from_numpy(va)], len(classes), in_chans, cfg.name, classes
+    )

@@ -27,9 +27,17 @@ from trainers.data.download import ARCHIVES
 from trainers.data.safe_pickle import load_cifar_pickle
 from trainers.data.sources import cifar_folder, downloaded, source_path
 
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def class_names(found: int | tuple[str, ...]) -> tuple[str, ...]:
+    """The class names a reader gave (a tuple), or their indices as text when it gave only their number."""
+    return found if isinstance(found, tuple) else tuple(str(i) for i in range(found))
+
 
 def read_source(cfg: DataConfig, image_size: int, in_chans: int, origin: Origin):
-    """(x NCHW numpy, y int numpy, num_classes) of the source, read by its reader."""
+    """(x NCHW numpy, y int numpy, class names) of the source, read by its reader (a reader gives the names of
+    its classes, or only their number: then they are called by their index)."""
     source = SOURCES[cfg.name]
     if cfg.download:
         path = downloaded(cfg, origin)
@@ -39,7 +47,8 @@ def read_source(cfg: DataConfig, image_size: int, in_chans: int, origin: Origin)
         raise ConfigError(origin.file, origin.key, f"is required for the `{cfg.name}` source", source.expected)
     else:
         path = source_path(cfg, origin)
-    return source.read()(cfg, path, image_size, in_chans, origin)
+    x, y, found = source.read()(cfg, path, image_size, in_chans, origin)
+    return x, y, class_names(found)
 
 
 def read_digits(cfg: DataConfig, path: None, image_size: int, in_chans: int, origin: Origin):
@@ -47,7 +56,7 @@ def read_digits(cfg: DataConfig, path: None, image_size: int, in_chans: int, ori
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    return (d.images[:, None].astype(np.float32) / 16.0), d.target.astype(np.int64), 10
+    return (d.images[:, None].astype(np.float32) / 16.0), d.target.astype(np.int64), tuple(map(str, range(10)))
 
 
 def read_synthetic(cfg: DataConfig, path: None, image_size: int, in_chans: int, origin: Origin):
@@ -94,11 +103,25 @@ def read_cifar(cfg: DataConfig, path: Path, image_size: int, in_chans: int, orig
     parts = [_unpickle(cfg, path / n, origin) for n in ARCHIVES[cfg.name].needed]
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
-    return x, y, SOURCES[cfg.name].classes
+    return x, y, CIFAR10_CLASSES if cfg.name == "cifar10" else _cifar100_names(path)
 
 
-def list_imagefolder(cfg: DataConfig, path: Path, origin: Origin) -> tuple[list[Path], np.ndarray, int]:
-    """(image files in class then name order, their labels, number of classes) of an image folder. A name with
+def _cifar100_names(path: Path) -> tuple[str, ...] | int:
+    """CIFAR-100's fine label names from the ``meta`` file beside its batches (their count when it is absent
+    or unreadable: the names are a convenience, the labels are in the batches)."""
+    try:
+        with open(path / "meta", "rb") as fh:
+            meta = load_cifar_pickle(fh)
+        names = meta.get(b"fine_label_names") or meta.get("fine_label_names")
+        names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    except Exception:  # noqa: BLE001 - a missing or odd meta file only costs the names
+        return SOURCES["cifar100"].classes
+    return names if len(names) == SOURCES["cifar100"].classes and len(set(names)) == len(names) else len(names)
+
+
+def list_imagefolder(cfg: DataConfig, path: Path, origin: Origin) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
+    """(image files in class then name order, their labels, class names: the sub-folders' names) of an image
+    folder. A name with
     an image extension that is not a regular file (a FIFO, a device, a folder, a dangling link) is refused."""
     if not path.is_dir():
         raise bad_source(cfg, path, origin, "no such folder")
@@ -112,7 +135,7 @@ def list_imagefolder(cfg: DataConfig, path: Path, origin: Origin) -> tuple[list[
         raise bad_source(cfg, path, origin, f"found {len(classes)} class folder(s) with images, need at least 2")
     paths = [f for c in classes for f in files[c]]
     labels = np.asarray([label for label, c in enumerate(classes) for _ in files[c]], dtype=np.int64)
-    return paths, labels, len(classes)
+    return paths, labels, tuple(classes)
 
 
 def _images_in(cfg: DataConfig, folder: Path, origin: Origin) -> list[Path]:
@@ -142,16 +165,46 @@ def _kind(f: Path) -> str:
 
 
 def decode_rgb(f: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
-    """The image file ``f`` as RGB uint8 (H, W, 3), resized (bilinear, antialiased when shrinking) to ``size``
-    (height, width) when given and different. Only a regular file is opened for reading (a FIFO would block)."""
+    """The image file ``f`` as RGB uint8 (H, W, 3), fitted to ``size`` (height, width) by the resize policy
+    (:func:`fit_image`) when given. Only a regular file is opened for reading (a FIFO would block)."""
     from PIL import Image
 
     fd, _ = open_regular(f)
     with os.fdopen(fd, "rb") as fh, Image.open(fh) as im:
         rgb = im.convert("RGB")
-    if size is not None and rgb.size != (size[1], size[0]):
-        rgb = rgb.resize((size[1], size[0]), Image.BILINEAR)
+    if size is not None:
+        rgb = fit_image(rgb, size[0])
     return np.asarray(rgb, dtype=np.uint8)
+
+
+def fitted_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(height, width) of an image scaled so that its shorter side is ``size``, its aspect ratio kept (the
+    longer side rounded down, as torchvision's ``Resize(size)`` does, so that timm's eval transform agrees)."""
+    if height <= width:
+        return size, int(size * width / height)
+    return int(size * height / width), size
+
+
+def center_box(height: int, width: int, size: int) -> tuple[int, int]:
+    """(top, left) of the centred ``size`` square of a ``height`` x ``width`` image (torchvision's rounding)."""
+    return int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+
+
+def fit_image(im, size: int):
+    """The PIL image ``im`` fitted to a ``size`` square by the one resize policy
+    (:data:`nas.model.arch.RESIZE_POLICY`): its shorter side scaled to ``size`` (PIL's bilinear filter, which
+    antialiases when shrinking: what torchvision's ``Resize`` applies to a PIL image), then its centre square
+    kept. An image already ``size`` x ``size`` is returned as it is."""
+    from PIL import Image
+
+    w, h = im.size
+    if (w, h) == (size, size):
+        return im
+    nh, nw = fitted_size(h, w, size)
+    if (nw, nh) != (w, h):
+        im = im.resize((nw, nh), Image.BILINEAR)
+    top, left = center_box(nh, nw, size)
+    return im.crop((left, top, left + size, top + size))
 
 
 def _decode_all(cfg: DataConfig, files: list[Path], origin: Origin, size: tuple[int, int] | None) -> np.ndarray:
@@ -186,6 +239,6 @@ def read_imagefolder(cfg: DataConfig, image_size: int | None = None) -> tuple[np
     """(x uint8 NCHW, y, num_classes) of the image folder at ``cfg.path``: each image resized to ``image_size``
     as the source does, or, without it, at the images' own size (refused when they differ)."""
     origin = Origin(None, "path")
-    files, y, k = list_imagefolder(cfg, Path(os.path.expanduser(cfg.path)), origin)
+    files, y, names = list_imagefolder(cfg, Path(os.path.expanduser(cfg.path)), origin)
     size = None if image_size is None else (image_size, image_size)
-    return _decode_all(cfg, files, origin, size), y, k
+    return _decode_all(cfg, files, origin, size), y, len(names)

@@ -46,6 +46,7 @@ def pack(ds) -> dict[str, Any]:
         "num_classes": ds.num_classes,
         "in_chans": ds.in_chans,
         "name": ds.name,
+        "classes": ds.classes,
     }
 
 
@@ -74,6 +75,7 @@ def unpack(packed: dict[str, Any]):
         int(packed["num_classes"]),
         int(packed["in_chans"]),
         packed["name"],
+        tuple(packed["classes"]),
     )
 
 
