@@ -182,7 +182,29 @@ def read_npz(cfg: DataConfig, path: Path, image_size: int, in_chans: int, origin
         x = x.transpose(0, 3, 1, 2)
     if x.dtype != np.uint8:
         x = _finite_float32(cfg, path, origin, x)
-    return x, y.astype(np.int64), int(y.max()) + 1
+    return x, y.astype(np.int64), _classes(cfg, path, origin, int(y.max()) + 1)
+
+
+def _classes(cfg: DataConfig, path: Path, origin, k: int) -> tuple[str, ...] | int:
+    """The optional ``classes`` array of the npz (one name per label, text), else the number of classes."""
+    try:
+        fh, _ = _open(path)
+        with fh, np.load(fh, allow_pickle=False) as z:
+            if "classes" not in z.files:
+                return k
+            names = z["classes"]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, MemoryError) as err:
+        raise _refuse(cfg, path, origin, f"its `classes` array cannot be read ({' '.join(str(err).split())})") from None
+    ok = names.ndim == 1 and names.dtype.kind == "U" and len(names) >= k and len(set(names.tolist())) == len(names)
+    if not ok or not all(n.strip() and n.isprintable() for n in names.tolist()):
+        raise _refuse(
+            cfg,
+            path,
+            origin,
+            f"`classes` must be {k} or more distinct, printable class names (text), one per label from 0; got "
+            f"shape {names.shape} dtype {names.dtype}",
+        )
+    return tuple(names.tolist())
 
 
 def _finite_float32(cfg: DataConfig, path: Path, origin, x: np.ndarray) -> np.ndarray:

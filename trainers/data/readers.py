@@ -81,7 +81,7 @@ def read_synthetic(cfg: DataConfig, path: None, image_size: int, in_chans: int, 
     return x.astype(np.float32), y.astype(np.int64), k
 
 
-def _unpickle(cfg, path: Path, origin: Origin):
+def unpickle_batch(cfg, path: Path, origin: Origin):
     """(x uint8 N,3,32,32, y) of one CIFAR batch file, read without running any pickled code."""
     try:
         with open(path, "rb") as fh:
@@ -100,7 +100,7 @@ def _unpickle(cfg, path: Path, origin: Origin):
 def read_cifar(cfg: DataConfig, path: Path, image_size: int, in_chans: int, origin: Origin):
     """The CIFAR-10/100 training batches in ``path`` (or its unpacked ``cifar-10-batches-py``/``cifar-100-python``)."""
     path = cifar_folder(cfg, path, origin)
-    parts = [_unpickle(cfg, path / n, origin) for n in ARCHIVES[cfg.name].needed]
+    parts = [unpickle_batch(cfg, path / n, origin) for n in ARCHIVES[cfg.name].needed]
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
     return x, y, CIFAR10_CLASSES if cfg.name == "cifar10" else _cifar100_names(path)
