@@ -273,3 +273,19 @@ def test_eta_follows_the_pace_of_the_recent_trials():
         prog.add(rec)
     assert prog.eta_s == pytest.approx(10.0 * 100)  # 100 left at the recent pace, not the average (2.8 s)
     assert len(prog.finished_at) == ETA_WINDOW
+
+
+def test_token_grids_in_leaderboard_and_dry_run(tmp_path):
+    """Each stage's token grid is shown, so a T at a 2x2 or 1x1 map does not pass for attention over an image."""
+    from nas import Architecture
+    from nas.search.dryrun import dry_run
+
+    strided = Architecture.parse("C-C-T-T L=2,1,1,1,1 D=16,16,32,64,64")
+    flat = Architecture.parse("C-C-T-T L=2,1,1,1,1 D=16,16,32,64,64 stem_stride=1")
+    rows = build_rows([_rec(strided, 0, 0.5, 0.5), _rec(flat, 1, 0.6, 0.6)], image_size=32)
+    grids = {r["trial"]: r["grid"] for r in rows}
+    assert grids == {0: "8/4/2/1", 1: "16/8/4/2"}
+    assert "grid S1..S4" in format_table(rows) and "16/8/4/2" in format_table(rows)
+    assert build_rows([_rec(strided, 0, 0.5, 0.5)])[0]["grid"] == ""  # no input size, no grid
+    text = dry_run("coatnet-cifar.yaml", samples=2)
+    assert "grid 8/4/2/1" in text and "S3 2x2, S4 1x1" in text and "4 token(s) at S3" in text

@@ -540,7 +540,7 @@ def select_record(run_dir: str | os.PathLike, *, rank: int | None = None, trial:
     run.read_meta()
     exp = run.read_experiment()
     records = run.read_records()
-    rows = build_rows(records, run.axes())
+    rows = build_rows(records, run.axes(), run.image_size())
     ranked = [r for r in rows if r["rank"] is not None]
     by_id: dict[str, TrialRecord] = {}
     for r in records:  # the first record of an architecture, as the leaderboard ranks it

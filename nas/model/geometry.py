@@ -28,6 +28,26 @@ def feature_sizes(arch: Architecture, image_size: int) -> list[int]:
     return sizes
 
 
+def token_grid(arch: Architecture, image_size: int) -> str:
+    """The feature map of each stage S1..S4, its side as text, ``/``-separated (``16/8/4/2``): what a transformer
+    stage attends over (a ``T`` at side 2 attends over 4 tokens)."""
+    return "/".join(str(s) for s in stage_sides(arch, image_size))
+
+
+def stage_sides(arch: Architecture, image_size: int) -> list[int]:
+    """The side of each stage's (S1..S4) output feature map for a square ``image_size`` input."""
+    return feature_sizes(arch, image_size)[1:]
+
+
+def small_attention(arch: Architecture, image_size: int, min_side: int = 4) -> list[tuple[int, int]]:
+    """``(stage number 1..4, side)`` of each attention stage whose map is narrower than ``min_side``."""
+    return [
+        (i + 1, side)
+        for i, (letter, side) in enumerate(zip(arch.layout, stage_sides(arch, image_size)))
+        if BLOCKS[letter].attention and side < min_side
+    ]
+
+
 class BlockSlot(NamedTuple):
     """One block of stages S1-S4: ``stage`` 0..3 (S1..S4), ``index`` within the stage, ``number`` over all."""
 

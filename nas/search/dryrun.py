@@ -16,6 +16,7 @@ def dry_run(
     (drawn with ``seed``, default the YAML's ``search.seed``)."""
     from nas.limits import check_value
     from nas.model.cost import count_cost
+    from nas.model.geometry import token_grid
 
     check_value(samples, "samples", None, "--samples")
     exp = space if isinstance(space, Experiment) else load_experiment(space)
@@ -41,5 +42,27 @@ def dry_run(
         cost = count_cost(arch, image_size=sp.image_size, num_classes=k, in_chans=sp.in_chans)
         over = [n for n, e in zip(("params", "MACs"), sp.budgets.excess(cost)) if e > 0]
         flag = f"  OVER BUDGET ({', '.join(over)}: skipped by the search)" if over else ""
-        lines.append(f"  {arch}  {cost.params / 1e6:.3f}M params  {cost.macs / 1e6:.1f}M MACs  id {arch.id}{flag}")
+        lines.append(
+            f"  {arch}  grid {token_grid(arch, sp.image_size)}  {cost.params / 1e6:.3f}M params  "
+            f"{cost.macs / 1e6:.1f}M MACs  id {arch.id}{flag}"
+        )
+    lines.append(_grid_note(sp))
     return "\n".join(lines)
+
+
+def _grid_note(sp) -> str:
+    """A line on the token grids: each stage's map side (S1..S4), and the stages where a T would attend over
+    fewer than 4x4 tokens, so that a layout's name does not overstate what it attends over."""
+    from nas.model.geometry import downsampled
+
+    side, sides = downsampled(sp.image_size, sp.stem_stride), []
+    for _ in range(4):
+        side = downsampled(side, 2)
+        sides.append(side)
+    grid = ", ".join(f"S{i + 1} {s}x{s}" for i, s in enumerate(sides))
+    small = [(i + 1, s) for i, s in enumerate(sides) if s < 4]
+    tail = ""
+    if small:
+        tail = "; a T there attends over " + ", ".join(f"{s * s} token(s) at S{i}" for i, s in small)
+        tail += " (docs/space.md, token grids)"
+    return f"token grids of the C/T layouts at {sp.image_size}px, stem stride {sp.stem_stride}: {grid}{tail}"

@@ -25,6 +25,7 @@ COLUMNS = (
     "layout",
     "depths",
     "widths",
+    "grid",
     "params",
     "macs",
     "generalization",
@@ -54,10 +55,15 @@ def _cell(v: float) -> float | None:
     return round(v, 4) if math.isfinite(v) else None
 
 
-def build_rows(records: list[TrialRecord], axes: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def build_rows(
+    records: list[TrialRecord], axes: Sequence[str] | None = None, image_size: int | None = None
+) -> list[dict[str, Any]]:
     """Leaderboard rows: ``ok`` trials by score (best first), then the rest; the Pareto front of ``ok``
-    trials over ``axes`` (default: generalization, capacity); a column for every other objective. The
-    records are typed (:meth:`TrialRecord.from_json` refused NaN), so the sort is total."""
+    trials over ``axes`` (default: generalization, capacity); a column for every other objective; with
+    ``image_size``, each stage's token grid (``grid``: S1..S4 map sides, ``16/8/4/2``). The records are typed
+    (:meth:`TrialRecord.from_json` refused NaN), so the sort is total."""
+    from nas.model.geometry import token_grid
+
     recs = latest_records(records)
     objectives = objectives_of(axes)
     extra = extra_columns(recs, [o.name for o in objectives])
@@ -78,6 +84,7 @@ def build_rows(records: list[TrialRecord], axes: Sequence[str] | None = None) ->
                 "layout": arch["layout"],
                 "depths": ",".join(map(str, arch["depths"])),
                 "widths": ",".join(map(str, arch["widths"])),
+                "grid": token_grid(r.architecture(), image_size) if image_size else "",
                 "params": int(r.metric("params")),
                 "macs": int(r.metric("macs")),
                 "generalization": _cell(r.value("generalization")) or 0.0,
@@ -98,7 +105,8 @@ def write_leaderboard(
 ) -> list[dict[str, Any]]:
     """Rewrite ``leaderboard.csv`` and ``leaderboard.json`` atomically; return the rows. ``axes``: the run's
     objective axes when the caller has them (the driver), else read from its ``space.yaml``."""
-    rows = build_rows(run.read_records() if records is None else records, axes or run.axes())
+    records = run.read_records() if records is None else records
+    rows = build_rows(records, axes or run.axes(), run.image_size())
     atomic_write(run.leaderboard_csv, rows_csv(rows))
     atomic_write(run.leaderboard_json, json.dumps(rows, indent=1))
     return rows
@@ -124,6 +132,7 @@ def format_table(rows: list[dict[str, Any]], limit: int | None = 20) -> str:
         "layout",
         "L (S0..S4)",
         "D (S0..S4)",
+        "grid S1..S4",
         "params",
         "MACs",
         "gen",
@@ -143,6 +152,7 @@ def format_table(rows: list[dict[str, Any]], limit: int | None = 20) -> str:
                 r["layout"],
                 r["depths"],
                 r["widths"],
+                r.get("grid", ""),
                 f"{r['params'] / 1e6:.3f}M",
                 f"{r['macs'] / 1e6:.1f}M",
                 f"{r['generalization']:.3f}",
@@ -153,7 +163,7 @@ def format_table(rows: list[dict[str, Any]], limit: int | None = 20) -> str:
                 r["status"] + (f" ({r['reason'][:40]})" if r["status"] != "ok" and r["reason"] else ""),
             )
         )
-    left = {2, 3, 4, len(head) - 1}
+    left = {2, 3, 4, 5, len(head) - 1}
     widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(head)]
     fmt = "  ".join(f"{{:{'<' if i in left else '>'}{w}}}" for i, w in enumerate(widths))
     out = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]

@@ -370,7 +370,7 @@ def write_report(
     else:
         folder = check_output_dir(out, REPORT_FILES, force=force)
         make_dirs(folder)
-        rows = build_rows(records, run.axes())
+        rows = build_rows(records, run.axes(), run.image_size())
         atomic_write(folder / "leaderboard.csv", rows_csv(rows))
         atomic_write(folder / "leaderboard.json", json.dumps(rows, indent=1))
     png = plot_pareto(rows, folder / "pareto.png", title=f"{meta.name}: {len(rows)} trials")

@@ -224,6 +224,17 @@ class RunDir:
         ok = isinstance(axes, list) and axes and all(isinstance(a, str) and a in OBJECTIVES for a in axes)
         return tuple(axes) if ok else DEFAULT_AXES
 
+    def image_size(self) -> int | None:
+        """The run's input size (``space.input.image_size`` of ``space.yaml``, read once per ``RunDir``);
+        ``None`` where it is unreadable."""
+        if "_image_size" not in self.__dict__:
+            try:
+                exp = self.read_experiment()
+                self.__dict__["_image_size"] = int(exp.space.image_size)
+            except (OSError, UserError, ValueError, AttributeError):
+                self.__dict__["_image_size"] = None
+        return self.__dict__["_image_size"]
+
     def read_experiment(self):
         """The :class:`Experiment` stored in ``space.yaml``."""
         from nas.search.config import experiment_from_dict
