@@ -42,7 +42,15 @@ def test_every_console_script_is_checked():
     section = text.split("[project.scripts]", 1)[1].split("\n[", 1)[0]
     scripts = dict(re.findall(r'^([\w-]+)\s*=\s*"([\w.]+):main"', section, re.M))
     assert scripts == SCRIPTS
-    assert set(SCRIPTS) == {"nas-search", "nas-train", "nas-export", "nas-report", "nas-fidelity"}
+    assert set(SCRIPTS) == {
+        "nas-search",
+        "nas-train",
+        "nas-export",
+        "nas-report",
+        "nas-fidelity",
+        "nas-eval",
+        "nas-predict",
+    }
 
 
 @pytest.mark.parametrize("prog", sorted(SCRIPTS))
