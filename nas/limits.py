@@ -62,6 +62,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "search.scheduler.grace_period": (1, 1_000_000),
     "search.scheduler.reduction_factor": (1, 1000),
     "search.scheduler.max_t": (1, 1_000_000),
+    "search.time_budget": (1, 30 * 86_400),  # seconds (a duration such as 2h: nas.search.config.parse_duration)
     # study (nas-fidelity's study YAML):
     "study.architectures": (2, 10_000),
     "study.seed": (0, SEED_MAX),

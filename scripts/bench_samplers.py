@@ -2,6 +2,7 @@
 
     python scripts/bench_samplers.py                          # bench-cifar-replay.yaml, 20 seeds, 100 trials
     python scripts/bench_samplers.py --samplers tpe:8 random --seeds 5 --trials 60
+    python scripts/bench_samplers.py --samplers tpe:8 --lag 2     # ordered proposals, 2 trials in flight
 
 Each search is `nas.search.replay.replay_search`: the driver's own Optuna sampler, study and searcher, with
 trials answered from the table one at a time. Per sampler (`name` or `name:startup_trials`) it prints the
@@ -95,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cache_path = out / "results.json"
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-    key_base = f"{table.name}-v{table.version}|{a.trials}"
+    if a.unordered:
+        exp = exp.with_search(ordered=False)
+    key_base = f"{table.name}-v{table.version}|{a.trials}|lag{a.lag}{'|unordered' if a.unordered else ''}"
     _replay_all(exp, a, cache, cache_path, key_base)
     marks = sorted({min(t, a.trials) for t in (25, 50, a.trials)})
     rows, med_curves = _summarise(cache, key_base, a, target, marks)
@@ -114,6 +117,16 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--tolerance", type=float, default=0.005, help="score points below the table's best (0.005 = 0.5 pp)"
     )
     p.add_argument("--out", default="runs/bench-samplers")
+    p.add_argument(
+        "--lag",
+        type=int,
+        default=1,
+        help="trials in flight at once (max_concurrent), the oldest finishing first: each proposal sees all but "
+        "the last lag - 1 results",
+    )
+    p.add_argument(
+        "--unordered", action="store_true", help="search.ordered: false (no reseeding per proposal, no waiting)"
+    )
     return p.parse_args(argv)
 
 
@@ -127,7 +140,12 @@ def _replay_all(exp, a: argparse.Namespace, cache: dict, cache_path: Path, key_b
                 continue
             t0 = time.perf_counter()
             recs = replay_search(
-                exp, trials=a.trials, seed=seed, sampler=name, startup_trials=int(startup) if startup else None
+                exp,
+                trials=a.trials,
+                seed=seed,
+                sampler=name,
+                startup_trials=int(startup) if startup else None,
+                lag=a.lag,
             )
             cache[key] = {
                 "ids": [r["id"] for r in recs],

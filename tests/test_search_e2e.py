@@ -162,7 +162,7 @@ def test_failed_trials_are_recorded_with_reason_and_search_goes_on(ray_local, wr
     study = _study(res.run_dir)
     for r in failed:
         t = study.trials[r.number]
-        assert t.values == [0.0, 0.0] and t.user_attrs["status"] == r.status
+        assert t.state == TrialState.FAIL and t.values is None and t.user_attrs["status"] == r.status
 
 
 def test_prescreen_queues_the_best_zero_cost_candidates_as_the_first_trials(ray_local, write_space, tmp_path):

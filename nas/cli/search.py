@@ -3,6 +3,7 @@
     nas-search --space coatnet.yaml                 # runs/coatnet; the same command again resumes it
     nas-search --space coatnet.yaml --dry-run       # size and a few candidates with params/MACs, no training
     nas-search --resume runs/coatnet --trials 16    # continue, raising the budget to 16 trials
+    nas-search --space coatnet.yaml --time-budget 2h  # stop cleanly (resumable) after two hours
     nas-search --space my.yaml --address auto --gpus-per-trial 0.25 --run-dir s3://bucket/runs/x
 
 Flags override the YAML's ``search:`` section. Ctrl-C stops cleanly; everything is saved.
@@ -27,9 +28,10 @@ def build_parser() -> ArgumentParser:
         "them on generalization vs capacity.",
         epilog="Security: the YAML key search.trainer "
         "(module:function) is imported on the driver (also by --dry-run) and imported and called on "
-        "every worker: it executes code, so only use search YAML files you trust. Exit status: 0 done, "
-        "2 a user error (one paragraph, nothing changed), 130 Ctrl-C (SIGINT), 143 SIGTERM, 129 "
-        "SIGHUP: stopped cleanly, everything saved, resume with --resume RUN_DIR.",
+        "every worker: it executes code, so only use search YAML files you trust. Exit status: 0 done "
+        "(or the --time-budget spent: resume with --resume RUN_DIR), 2 a user error (one paragraph, nothing "
+        "changed), 130 Ctrl-C (SIGINT), 143 SIGTERM, 129 SIGHUP: stopped cleanly, everything saved, resume "
+        "with --resume RUN_DIR.",
     )
     p.add_argument(
         "--space",
@@ -78,7 +80,19 @@ def build_parser() -> ArgumentParser:
         "--dry-run", action="store_true", help="validate, print the size and sampled candidates; no training, no Ray"
     )
     p.add_argument("--samples", type=int, default=5, help="candidates shown by --dry-run (default 5)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines; only the final leaderboard")
+    p.add_argument(
+        "--time-budget",
+        metavar="DURATION",
+        help="wall-clock time of this session, e.g. 90s, 45m, 2h, 1h30m (default: the YAML's search.time_budget, "
+        "else none): when it is spent the search stops as Ctrl-C stops it (running trials re-run on resume) and "
+        "prints the resume command. A resumed session gets the budget given then (this flag, else the YAML's), "
+        "not what an earlier session left",
+    )
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress lines (data, trial starts and ends); only the final leaderboard",
+    )
     p.add_argument(
         "--new-protocol",
         action="store_true",
@@ -118,6 +132,10 @@ def _check(args) -> None:
         ("gpus_per_trial", "search.gpus_per_trial"),
     ):
         check_value(getattr(args, flag), key, None, "--" + flag.replace("_", "-"))
+    if args.time_budget is not None:
+        from nas.search.config import parse_duration
+
+        parse_duration(args.time_budget, "--time-budget")
     if isinstance(args.resume, str) and args.run_dir and args.resume != args.run_dir:
         raise UserError(
             f"--resume {args.resume} and --run-dir {args.run_dir} name different run directories; give one of them."
@@ -160,12 +178,15 @@ def _main(args) -> int:
         seed=args.seed,
         progress=sys.stdout if not args.quiet else False,
         new_protocol=args.new_protocol,
+        time_budget=args.time_budget,
     )
     if args.quiet:
         print(res.table())
         if res.best_path:
             print(f"best -> {res.best_path}")
-    if res.interrupted:
+        if res.budget_spent:
+            print(f"time budget spent; resume with `nas-search --resume {run_dir or res.run_dir}`")
+    if res.interrupted and not res.budget_spent:
         from nas.runtime.signals import exit_code
 
         return exit_code(res.stopped_by)

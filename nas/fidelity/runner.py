@@ -11,12 +11,14 @@ record with its reason; the study goes on.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -185,7 +187,7 @@ def _session(
     started = False
     flag = StopFlag()
     inflight: dict[Any, dict[str, Any]] = {}
-    progress = _Progress(sdir, len(done), len(todo), say, on_record)
+    progress = _Progress(sdir, len(done), todo, say, on_record)
 
     def on_stop(signum: int) -> None:  # the first signal while the jobs run: stop at the next check
         flag.request(signal.Signals(signum).name)
@@ -208,7 +210,9 @@ def _session(
                 cpus_from=f"`study.cpus_per_trial: {s.cpus_per_trial:g}`"
                 + (f" (in {study.file})" if study.file else ""),
             )
+            t_data = time.perf_counter()
             setup = worker_setup(study).sharing(p.train.data for p in study.protocols)  # a data error: here
+            _say_data(setup, time.perf_counter() - t_data, say)
         except UserError:
             if created:  # nothing ran: a refused start leaves nothing behind
                 if started:
@@ -217,6 +221,7 @@ def _session(
                 shutil.rmtree(sdir.path, ignore_errors=True)
             raise
         signals.on_stop = on_stop
+        progress.prior = kind_work(study, setup)
         _run_jobs(study, todo, inflight, progress, setup, flag)
     except KeyboardInterrupt as err:  # a signal before the jobs ran, or a second one: stop at once
         flag.request(getattr(err, "name", None) or signals.name or "SIGINT")
@@ -244,28 +249,131 @@ def _session(
     }
 
 
+def eta_by_kind(
+    seconds: Mapping[str, Sequence[float]],
+    left: Mapping[str, int],
+    parallel: int,
+    work: Mapping[str, float] | None = None,
+    running: Sequence[tuple[str, float]] = (),
+) -> float | None:
+    """Seconds left of a study whose jobs differ in kind (the zero-cost proxies, each proxy protocol, the
+    reference): each kind's mean seconds per job times its jobs left, summed and divided by the jobs that run
+    at once.
+
+    Args:
+        seconds: the seconds of each finished job, by kind.
+        left: the jobs not finished, by kind (the running ones included).
+        parallel: jobs at once (fewer when fewer are left).
+        work: the relative cost of each training kind (``kind_work``): a kind not timed yet is estimated from
+            the timed ones through it. Without it (or for a zero-cost kind) an untimed kind with jobs left
+            makes the ETA unknown (``None``) rather than wrong.
+        running: ``(kind, seconds so far)`` of each running job: what it has done is not left.
+    """
+    mean = {k: math.fsum(v) / len(v) for k, v in seconds.items() if v}
+    work = work or {}
+    timed = [(mean[k], work[k]) for k in mean if work.get(k)]
+    per_work = math.fsum(m / w for m, w in timed) / len(timed) if timed else None  # seconds per unit of work
+    per_job: dict[str, float] = {}
+    for k, n in left.items():
+        if n <= 0:
+            continue
+        if k in mean:
+            per_job[k] = mean[k]
+        elif per_work is not None and work.get(k):
+            per_job[k] = per_work * work[k]
+        else:
+            return None
+    total = math.fsum(per_job[k] * n for k, n in left.items() if n > 0)
+    total -= math.fsum(min(s, per_job[k]) for k, s in running if k in per_job)
+    jobs = sum(n for n in left.values() if n > 0)
+    return max(0.0, total) / max(1, min(parallel, jobs))
+
+
+def kind_work(study: Study, setup: WorkerSetup | None = None) -> dict[str, float]:
+    """The relative cost of one training of each protocol of ``study``: images seen in training (steps per
+    regime x batch size x regimes). An epoch is the training split, from the shared data set when ``setup``
+    holds it, else estimated from the source's size (``limit``, ``val_fraction``)."""
+    out = {}
+    for p in study.protocols:
+        t = p.train
+        steps = t.steps
+        if steps is None:
+            n = _train_images(t.data, setup)
+            if n is None:
+                continue
+            steps = t.epochs * max(1, n // min(t.batch_size, n))
+        out[p.name] = float(steps * t.batch_size * (2 if p.objective.mode == "both" else 1))
+    return out
+
+
+def _train_images(data, setup: WorkerSetup | None) -> int | None:
+    """Images in the training split of ``data``: counted in the shared data set, else estimated."""
+    from nas.search.config import images_hint
+
+    ref = (setup.shared or {}).get(data) if setup is not None else None
+    if ref is not None:
+        import ray
+
+        return int(len(ray.get(ref)["y_train"]))
+    n = images_hint(data)
+    if n is None:
+        return None
+    if data.limit is not None:
+        n = min(n, data.limit)
+    return max(1, round(n * (1 - data.val_fraction)))
+
+
+def _say_data(setup: WorkerSetup, seconds: float, say: Callable[[str], None]) -> None:
+    """One line per data set the study's workers share: what, how many images, how long it took."""
+    import ray
+
+    for data, ref in (setup.shared or {}).items():
+        packed = ray.get(ref)
+        n_train, n_val = len(packed["y_train"]), len(packed["y_val"])
+        where = f" {data.path}" if data.path else ""
+        say(
+            f"nas-fidelity: data {data.name}{where}: {n_train:,} training and {n_val:,} validation images, "
+            f"{packed['num_classes']} classes, loaded into Ray's object store in {seconds:.1f} s"
+        )
+
+
 class _Progress:
-    """Records each finished job and prints its progress line (with the elapsed time and an ETA)."""
+    """Records each finished job and prints its progress line (with the elapsed time and an ETA by kind of
+    job: :func:`eta_by_kind`)."""
 
     def __init__(
         self,
         sdir: StudyDir,
         done: int,
-        todo: int,
+        todo: list[dict[str, Any]],
         say: Callable[[str], None],
         on_record: Callable[[dict[str, Any]], None] | None,
     ):
-        self.sdir, self.done, self.todo, self.say, self.on_record = sdir, done, todo, say, on_record
+        self.sdir, self.done, self.todo, self.say, self.on_record = sdir, done, len(todo), say, on_record
         self.ran = 0
         self.t0 = time.perf_counter()
+        self.left = Counter(job["protocol"] for job in todo)  # by kind: the protocol (or zero_cost)
+        self.seconds: dict[str, list[float]] = {}
+        self.prior: dict[str, float] = {}  # kind_work, once the data is loaded
+        self.parallel = 1
+        self.running: dict[Any, tuple[str, float]] = {}  # in-flight job -> (kind, perf_counter at submission)
 
-    def record(self, rec: dict[str, Any]) -> None:
+    def eta_s(self) -> float | None:
+        now = time.perf_counter()
+        running = [(kind, now - t) for kind, t in self.running.values()]
+        return eta_by_kind(self.seconds, self.left, self.parallel, self.prior, running)
+
+    def record(self, rec: dict[str, Any], seconds: float | None = None) -> None:
         self.sdir.append(rec)
         self.ran += 1
+        kind = rec.get("protocol")
+        self.left[kind] -= 1
+        if seconds is not None and rec.get("status") == "ok":
+            self.seconds.setdefault(kind, []).append(seconds)
         if self.on_record is not None:
             self.on_record(rec)
         el = time.perf_counter() - self.t0
-        eta = el / self.ran * (self.todo - self.ran)
+        eta = self.eta_s()
         what = (
             f"score {rec['score']:.3f}"
             if rec.get("status") == "ok" and "score" in rec
@@ -276,7 +384,7 @@ class _Progress:
         self.say(
             f"[{self.done + self.ran:>4}/{self.done + self.todo}] {rec['protocol']:<14} seed {rec['seed']} "
             f"{rec['arch']} -> {what} ({rec.get('metrics', {}).get('wall_s', 0):.1f}s) | "
-            f"{el / 60:.1f} min elapsed, ETA {eta / 60:.1f} min"
+            f"{el / 60:.1f} min elapsed, ETA {'--' if eta is None else f'{eta / 60:.1f} min'}"
         )
 
 
@@ -301,10 +409,13 @@ def _run_jobs(
     )
     setup_ref = ray.put(setup)
     queue = list(todo)
+    progress.parallel = limit
     while (queue or inflight) and not flag.set:
         while queue and len(inflight) < limit:
             job = queue.pop(0)
-            inflight[remote.remote(job, setup_ref)] = job
+            ref = remote.remote(job, setup_ref)
+            inflight[ref] = job
+            progress.running[ref] = (job["protocol"], time.perf_counter())
         ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
         _record(ready, inflight, progress)
     if inflight:  # stopped: keep what finished meanwhile
@@ -322,7 +433,8 @@ def _record(ready: list, inflight: dict[Any, dict[str, Any]], progress: _Progres
             rec = ray.get(ref)
         except ray.exceptions.RayError as err:  # the worker died beyond its retries, or the task raised
             rec = _lost_record(job, err)
-        progress.record(rec)
+        _, submitted = progress.running.pop(ref, (None, None))
+        progress.record(rec, None if submitted is None else time.perf_counter() - submitted)
         del inflight[ref]
 
 

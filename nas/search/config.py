@@ -75,6 +75,10 @@ class SearchConfig:
             candidate once, small spaces).
         seed: seed of the sampler.
         max_concurrent: trials running at once (``null``: as many as the CPUs/GPUs allow).
+        ordered: the same seed, the same search: proposal ``m`` waits for trial ``m - max_concurrent`` and sees
+            only the results up to it, so that a seed and ``max_concurrent`` fix the candidates, their order and
+            the pick, whatever the timing and across a resume (``nas.search.proposals``). ``false``: each
+            proposal uses whatever has finished (no waiting; the run then depends on timing).
         cpus_per_trial: CPUs of one trial; the trainer uses exactly this many torch threads.
         gpus_per_trial: GPUs of one trial; fractions such as 0.25 pack several trials on one GPU.
         max_retries: times a trial whose worker died (a lost node, a killed process) is retried.
@@ -84,6 +88,9 @@ class SearchConfig:
         scheduler: optional ASHA early stopping.
         prescreen: optional zero-cost pre-screen: the best of many sampled candidates by a training-free
             proxy become the first trials (``nas.search.prescreen``).
+        time_budget: wall-clock time of one session (``2h``, ``45m``, ``90s``, ``1h30m``; :func:`parse_duration`),
+            counted from its start; when spent the search stops as Ctrl-C stops it (resumable). Every session,
+            a resumed one too, gets the whole budget; ``nas-search --time-budget`` replaces it for one session.
         trainer: the proxy trainer, ``module:function`` with ``trainers.training.proxy.train_candidate``'s signature
             and result (plug in your own proxy; it must be importable on every worker), or
             ``table:PATH``: replay the recorded trainings of a tabulated benchmark (``trainers.training.tabular``;
@@ -96,6 +103,7 @@ class SearchConfig:
     max_concurrent: int | None = field(
         default=None, metadata={"check": lambda v: v is None or v >= 1, "allowed": "an integer >= 1 or null"}
     )
+    ordered: bool = True
     cpus_per_trial: float = field(default=1.0, metadata={"check": lambda v: v > 0, "allowed": "a number > 0"})
     gpus_per_trial: float = field(default=0.0, metadata={"check": lambda v: v >= 0, "allowed": "a number >= 0"})
     max_retries: int = field(default=2, metadata={"check": lambda v: v >= 0, "allowed": "an integer >= 0"})
@@ -103,6 +111,7 @@ class SearchConfig:
     startup_trials: int = field(default=4, metadata={"check": lambda v: v >= 1, "allowed": "an integer >= 1"})
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     prescreen: PrescreenConfig = field(default_factory=PrescreenConfig)
+    time_budget: str | float | None = None
     trainer: str = field(
         default="trainers.proxy:train_candidate",
         metadata={
@@ -134,6 +143,7 @@ class Experiment:
             return self
         data = {**_plain(self.search), **over}
         search = parse_dataclass(SearchConfig, data, None, "search")
+        _check_time_budget(search, None)
         check_ranges(search, "search", None)
         _check_grid(search, self.space, None)
         return dataclasses.replace(self, search=search)
@@ -157,6 +167,7 @@ def experiment_from_dict(data: dict, file: str | None = None) -> Experiment:
     train = parse_train(data.get("train"), file)
     objective = parse_objective(data.get("objective"), file)
     search = parse_dataclass(SearchConfig, data.get("search"), file, "search")
+    _check_time_budget(search, file)
     for section, prefix in ((train, "train"), (objective, "objective"), (search, "search")):
         check_ranges(section, prefix, file)
     _check_grid(search, space, file)
@@ -215,6 +226,43 @@ def protocol_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if before != new.get(k, missing):
             out.append(f"{k}: {old.get(k, '(none)')!r} -> {new.get(k, '(none)')!r}")
     return out
+
+
+DURATION_FORMS = "a duration: a number with a unit (h, m or s), or several in that order, e.g. 90s, 45m, 2h, 1h30m"
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def parse_duration(value: Any, key: str = "search.time_budget", file: str | None = None) -> float:
+    """Seconds of a duration such as ``90s``, ``45m``, ``2h`` or ``1h30m`` (a number with a unit, or several in
+    the order h, m, s), within ``RANGES["search.time_budget"]``; a :class:`ConfigError` naming ``key`` (a YAML
+    key, or a flag such as ``--time-budget``) and the allowed forms otherwise."""
+    from nas.limits import RANGES
+
+    lo, hi = RANGES["search.time_budget"]
+    allowed = f"{DURATION_FORMS}; from {format_duration(lo)} to {format_duration(hi)}"
+    text = value.strip().lower() if isinstance(value, str) else None
+    match = _DURATION.fullmatch(text) if text else None
+    if match is None or not any(match.groups()):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        problem = "needs a unit" if number or re.fullmatch(r"\d+(?:\.\d+)?", text or "") else "is not a duration"
+        raise ConfigError(file, key, problem, allowed, value=value)
+    h, m, s = (float(g) if g else 0.0 for g in match.groups())
+    seconds = h * 3600 + m * 60 + s
+    if not lo <= seconds <= hi:
+        raise ConfigError(file, key, "is outside its sane range", allowed, value=value)
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """``1h30m``, ``45m``, ``90s``-style text of a duration (whole seconds), the form :func:`parse_duration` reads."""
+    s = int(round(seconds))
+    h, m, s = s // 3600, s // 60 % 60, s % 60
+    return "".join(f"{v}{u}" for v, u in ((h, "h"), (m, "m"), (s, "s")) if v) or "0s"
+
+
+def _check_time_budget(search: SearchConfig, file: str | None) -> None:
+    if search.time_budget is not None:
+        parse_duration(search.time_budget, "search.time_budget", file)
 
 
 def _check_prescreen(search: SearchConfig, file: str | None) -> None:
@@ -319,6 +367,39 @@ def num_classes_hint(train: Any, file: str | None = None) -> int:
         n, "num_classes", file, f"train.data ({d.name} {d.path}): its number of classes (the largest label + 1)"
     )
     return n
+
+
+def images_hint(data: Any) -> int | None:
+    """Images of a data source before ``limit`` and the validation split, known without decoding any (the
+    built-in sizes, an npz's labels, an image folder's image files); ``None`` where that does not work (the
+    loader then says what is wrong)."""
+    d = data
+    try:
+        if d.name == "digits":
+            return 1797
+        if d.name == "synthetic":
+            return int(d.synthetic_samples)
+        if d.name in ("cifar10", "cifar100"):
+            return 50_000  # the training batches
+        if d.name == "npz" and d.path:
+            import numpy as np
+
+            with np.load(Path(d.path).expanduser(), allow_pickle=False) as z:
+                return int(len(z["y"]))
+        if d.name == "imagefolder" and d.path:
+            from trainers.data.config import IMAGE_EXTS
+
+            root = Path(d.path).expanduser()
+            return sum(
+                1
+                for sub in root.iterdir()
+                if sub.is_dir() and not sub.name.startswith(".")
+                for f in sub.iterdir()
+                if f.suffix.lower() in IMAGE_EXTS
+            )
+    except Exception:  # noqa: BLE001 - unreadable here: the loader says why
+        return None
+    return None
 
 
 def _npz_classes(path: str) -> int | None:

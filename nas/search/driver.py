@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from nas.runtime.signals import StopSignals
-from nas.search.config import Experiment, protocol_of
+from nas.search.config import Experiment, format_duration, protocol_of
 from nas.search.leaderboard import format_table, latest_records, write_leaderboard
 from nas.search.progress import Printer, Progress, proposals_line
 from nas.search.record import TrialRecord
@@ -48,6 +48,7 @@ class SearchResult:
     exhausted: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     stopped_by: int | None = None  # the signal that stopped the search (SIGINT, SIGTERM, SIGHUP), if any
+    budget_spent: bool = False  # the session's time budget stopped the search (resumable)
     proposals: dict[str, Any] = field(default_factory=dict)  # this session's proposals (ProposalStats)
 
     def table(self, limit: int | None = 20) -> str:
@@ -72,6 +73,7 @@ def run(
     should_stop: Callable[[Progress], bool] | None = None,
     export: bool = True,
     new_protocol: bool = False,
+    time_budget: str | float | None = None,
 ) -> SearchResult:
     """Run (or resume) a search and return its leaderboard.
 
@@ -92,6 +94,10 @@ def run(
         new_protocol: resume although the protocol (``train:``, ``objective:``, ``search.trainer`` or the
             data files) changed since the run started; new trials are ranked beside the old ones, and
             experiment.json records the change. Without it such a resume is refused with the diff.
+        time_budget: wall-clock time of this session, counted from this call: ``"2h"``, ``"45m"``,
+            ``"1h30m"``, ``"90s"`` or a number of seconds; default the YAML's ``search.time_budget``, else
+            none. When spent, the search stops as a signal stops it (running trials re-run on resume) and
+            ``SearchResult.budget_spent`` says so. A resumed session gets its own budget, not what was left.
     Overrides (``max_concurrent`` ... ``seed``) replace the YAML's ``search:`` values.
 
     SIGINT, SIGTERM and SIGHUP stop the search cleanly (the main thread only): running trials are
@@ -106,8 +112,11 @@ def run(
         sampler=sampler,
         seed=seed,
     )
+    budget_s = _budget(time_budget)  # a bad value is refused before anything is read or written
     with StopSignals() as signals:
         target = resolve_target(space, name, run_dir, resume, storage, new_protocol, overrides)
+        if budget_s is None and target.exp.search.time_budget is not None:
+            budget_s = _budget(target.exp.search.time_budget, "search.time_budget")
         created = not target.run.path.exists()
         from nas.fsio import make_dirs
 
@@ -117,10 +126,25 @@ def run(
 
         try:
             with RunLock(target.run.path, SEARCH):
-                return _session(target, address, storage, progress, should_stop, export, t_cmd, signals)
+                return _session(target, address, storage, progress, should_stop, export, t_cmd, signals, budget_s)
         except BaseException as err:
             after_failure(err, target, created, storage)
             raise
+
+
+def _budget(value: str | float | None, key: str = "time_budget") -> float | None:
+    """Seconds of a time budget: a duration (``2h``, ``1h30m``: ``nas.search.config.parse_duration``) or a
+    number of seconds, within ``RANGES["search.time_budget"]``; ``None`` for none."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        from nas.limits import check_value
+
+        check_value(value, "search.time_budget", None, key)
+        return float(value)
+    from nas.search.config import parse_duration
+
+    return parse_duration(value, key)
 
 
 def _session(
@@ -132,6 +156,7 @@ def _session(
     export: bool,
     t_cmd: float,
     signals: StopSignals,
+    budget_s: float | None = None,
 ) -> SearchResult:
     """One driver session on the locked run directory: Ray, the study, the trial loop, the results."""
     from nas.search.tuning import connect_ray, run_trials
@@ -147,7 +172,7 @@ def _session(
     started = connect_ray(address, s, target.where_set, run_.log_line, signals) if remaining > 0 else False
     loop = None
     try:
-        study, records, session, prog = _open_session(target, storage, address, goal, say)
+        study, records, session, prog = _open_session(target, storage, address, goal, say, budget_s)
         ray_ready_s = time.perf_counter() - t_cmd
         remaining = goal - len(records)
         if remaining > 0:
@@ -164,7 +189,7 @@ def _session(
             import ray
 
             ray.shutdown()
-    result = _finish(target, records, goal, loop, export, out, say)
+    result = _finish(target, records, goal, loop, export, out, say, prog.budget_s if prog.budget_spent else None)
     result.timings["ray_ready_s"] = ray_ready_s
     result.timings["total_s"] = time.perf_counter() - t_cmd
     signals.on_stop = None
@@ -172,18 +197,20 @@ def _session(
     return result
 
 
-def _open_session(target: Target, storage: str | None, address: str | None, goal: int, say: Printer):
+def _open_session(
+    target: Target, storage: str | None, address: str | None, goal: int, say: Printer, budget_s: float | None = None
+):
     """Open the study, record the new session, settle what an earlier session left and queue the first
     candidates. Returns (study, records by architecture id, session number, progress)."""
     repairs, rebuilt = _repair(target) if target.existing else ([], False)
     study, meta = _open_study(target, storage)
     session = len(meta.sessions)
     all_records = target.run.read_records()
-    _record_session(target, meta, address, say)
+    _record_session(target, meta, address, say, budget_s)
     for note in repairs:
         say(f"nas-search: {note}")
     records, requeued = _settle(target, study, all_records, say, rebuilt)
-    prog = Progress(target=goal)
+    prog = Progress(target=goal, budget_s=budget_s)
     for rec in records.values():
         prog.add(rec)
     prog.done_at_start = prog.done
@@ -194,6 +221,7 @@ def _open_session(target: Target, storage: str | None, address: str | None, goal
         f"nas-search: {'Resuming' if target.existing else 'Starting'} run {where} ({exp.space.size():,} "
         f"candidates, sampler {exp.search.sampler}, {prog.done}/{goal} trials done"
         + (f", {requeued} interrupted re-queued" if requeued else "")
+        + (f", time budget {format_duration(budget_s)}" if budget_s is not None else "")
         + ")"
     )
     if target.mirror is not None:
@@ -258,10 +286,14 @@ def _open_study(target: Target, storage: str | None):
     return study, meta
 
 
-def _record_session(target: Target, meta: RunMeta, address: str | None, say: Printer) -> None:
+def _record_session(
+    target: Target, meta: RunMeta, address: str | None, say: Printer, budget_s: float | None = None
+) -> None:
     """Append this session to experiment.json with the protocol and write the run's space.yaml."""
     exp, run_ = target.exp, target.run
     entry = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "trials": exp.search.trials, "address": address}
+    if budget_s is not None:
+        entry["time_budget_s"] = budget_s
     if target.protocol_change:
         entry["new_protocol"] = target.protocol_change
     meta.sessions.append(entry)
@@ -303,10 +335,17 @@ def _settle(
 
 
 def _finish(
-    target: Target, records: dict, goal: int, loop, export: bool, out: TextIO | None, say: Printer
+    target: Target,
+    records: dict,
+    goal: int,
+    loop,
+    export: bool,
+    out: TextIO | None,
+    say: Printer,
+    budget_spent: float | None = None,
 ) -> SearchResult:
     """Write the leaderboard, export the best trial, close the session in experiment.json and say how the
-    search ended."""
+    search ended (``budget_spent``: the time budget, in seconds, that stopped it)."""
     from nas.export.model_config import model_config_of, save_model_config
 
     run_, mirror = target.run, target.mirror
@@ -324,6 +363,8 @@ def _finish(
     )
     if stopped_by is not None:
         meta.sessions[-1]["stopped_by"] = signal.Signals(stopped_by).name
+    elif interrupted and budget_spent is not None:
+        meta.sessions[-1]["stopped_by"] = "time_budget"
     proposals = dict(loop.proposals) if loop else {}
     if proposals.get("proposals"):
         meta.sessions[-1]["proposals"] = proposals
@@ -340,7 +381,14 @@ def _finish(
     if any(proposals.get("rejected", {}).values()):
         say(proposals_line(proposals))
     where = mirror.uri if mirror else run_.path
-    if interrupted:
+    by_budget = interrupted and stopped_by is None and budget_spent is not None
+    if by_budget:
+        say(
+            f"nas-search: the time budget ({format_duration(budget_spent)}) is spent: stopped with {len(rows)}/{goal} "
+            f"trials done; everything is saved. Resume with `nas-search --resume {where}` (each session gets the "
+            "whole budget; --time-budget gives another)."
+        )
+    elif interrupted:
         why = f" by {signal.Signals(stopped_by).name}" if stopped_by is not None else ""
         say(
             f"nas-search: stopped{why} with {len(rows)}/{goal} trials done; everything is saved. Resume with "
@@ -359,5 +407,6 @@ def _finish(
         exhausted=bool(loop and loop.exhausted),
         timings=dict(loop.timings) if loop else {},
         stopped_by=stopped_by,
+        budget_spent=by_budget,
         proposals=proposals,
     )

@@ -33,16 +33,57 @@ from nas.search.record import STATUSES, TrialRecord
 from nas.search.rundir import STUDY_NAME, RunDir
 from trainers.objectives.registry import Objective, objectives_of
 
+CONSTRAINT_NAMES = ("params", "macs")
+"""A trial's constraints, in order: the relative excess of its parameters and of its MACs over the space's
+budgets (``value / limit - 1``: <= 0 is within it, -1 without a limit; ``Budgets.excess``)."""
+
 
 def constraints_of(trial: optuna.trial.FrozenTrial) -> tuple[float, ...]:
     """The sampler's ``constraints_func``: stored budget excesses (<= 0 is feasible)."""
     return tuple(trial.user_attrs.get("constraints", (0.0, 0.0)))
 
 
-# Optuna >= 5 reads constraints stored on each trial (Trial.set_constraint) and deprecates constraints_func;
-# older versions need the function. The searcher sets them on every trial it asks for (see suggest).
+# Optuna >= 5 reads constraints stored on each trial and deprecates constraints_func; older versions need the
+# function. The searcher stores them on every trial it asks for (set_constraints).
 TRIAL_CONSTRAINTS = hasattr(optuna.trial.Trial, "set_constraint")
 _CONS = {} if TRIAL_CONSTRAINTS else {"constraints_func": constraints_of}
+
+# Where a trial's constraints are stored. "list": the system attribute ``constraints`` holding the list, which
+# every Optuna version's samplers read and optuna-dashboard (0.21) shows: a trial with a value > 0 is drawn as
+# infeasible. "keys": Optuna 5's ``Trial.set_constraint`` form (``constraints:params``, ``constraints:macs``),
+# which optuna-dashboard 0.21 does not read (its API gives ``constraints: []``); only a run started by an
+# earlier coatnas under Optuna 5 has it. A study keeps its form: the GP sampler needs the same constraint names
+# on every trial.
+CONSTRAINTS_KEY = "constraints"
+
+
+def constraint_form(study: optuna.Study) -> str:
+    """How the finished trials of ``study`` store their constraints: ``"list"`` (also for a new study) or
+    ``"keys"`` (a run started by an earlier version under Optuna 5)."""
+    if not TRIAL_CONSTRAINTS:
+        return "list"
+    for ft in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        attrs = ft.system_attrs
+        if CONSTRAINTS_KEY in attrs:
+            return "list"
+        if any(k.startswith(CONSTRAINTS_KEY + ":") for k in attrs):
+            return "keys"
+    return "list"
+
+
+def set_constraints(
+    study: optuna.Study, trial: optuna.Trial | optuna.trial.FrozenTrial, cons: list[float], form: str = "list"
+) -> None:
+    """Store ``cons`` (:data:`CONSTRAINT_NAMES`, in order) on the unfinished ``trial`` in ``form``
+    (:func:`constraint_form`), and as the user attribute ``constraints`` (read by ``constraints_of``)."""
+    values = [float(c) for c in cons]
+    storage = study._storage
+    storage.set_trial_user_attr(trial._trial_id, CONSTRAINTS_KEY, values)
+    if form == "keys":
+        for name, value in zip(CONSTRAINT_NAMES, values):
+            storage.set_trial_system_attr(trial._trial_id, f"{CONSTRAINTS_KEY}:{name}", value)
+    else:
+        storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_KEY, values)
 
 
 # The samplers by name are nas.search.config.SAMPLERS (names a YAML may use -> these factories, imported on use).
@@ -197,13 +238,25 @@ def study_objectives(study: optuna.Study) -> tuple[Objective, ...]:
 def tell_record(
     study: optuna.Study, trial: optuna.Trial | optuna.trial.FrozenTrial, rec: TrialRecord, **attrs: Any
 ) -> None:
-    """Tell Optuna a recorded outcome: ok -> its values; stopped early -> PRUNED; failed -> each
-    objective's ``failed`` value."""
+    """Tell Optuna a recorded outcome (:func:`record_state`): ok -> COMPLETE with its values; stopped early ->
+    PRUNED; a training that failed (diverged, oom, error) -> FAIL, without values, so that it is neither on the
+    Pareto front nor a best trial; infeasible (a worker measured an objective beyond its budget) -> COMPLETE with
+    its values (each unmeasured objective's ``failed`` value), which samplers learn the budget from."""
     set_attrs(study, trial, {"score": rec.score, "status": rec.status, "reason": rec.reason[:500], **attrs})
-    if rec.status == "stopped":
-        study.tell(trial.number, state=TrialState.PRUNED, skip_if_finished=True)
-    else:
+    state = record_state(rec)
+    if state == TrialState.COMPLETE:
         study.tell(trial.number, rec.axis_values(study_objectives(study)), skip_if_finished=True)
+    else:
+        study.tell(trial.number, state=state, skip_if_finished=True)
+
+
+def record_state(rec: TrialRecord) -> TrialState:
+    """The state of a record's study trial: see :func:`tell_record`."""
+    if rec.status == "stopped":
+        return TrialState.PRUNED
+    if rec.status in ("ok", "infeasible"):
+        return TrialState.COMPLETE
+    return TrialState.FAIL
 
 
 def recover_records(study: optuna.Study, records: list[TrialRecord], space, run: RunDir) -> list[TrialRecord]:
@@ -214,10 +267,10 @@ def recover_records(study: optuna.Study, records: list[TrialRecord], space, run:
     source = run.journal.name if isinstance(study._storage, optuna.storages.JournalStorage) else "optuna storage"
     objectives = study_objectives(study)
     out = []
-    for ft in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+    for ft in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
         a = ft.user_attrs
         if ft.number in known or "tune_trial_id" not in a or a.get("status") not in STATUSES:
-            continue  # recorded, never trained (infeasible, duplicate), or not written by nas-search
+            continue  # recorded, never trained (infeasible, duplicate), interrupted, or not written by nas-search
         try:
             arch = space.suggest(optuna.trial.FixedTrial(dict(ft.params)))
         except ValueError:  # parameters under other names (a run started by an earlier version)
@@ -262,10 +315,16 @@ def reconcile(study: optuna.Study, records: list[TrialRecord]) -> int:
         if rec is not None and rec.id == ft.user_attrs.get("arch_id"):
             tell_record(study, ft, rec)
             continue
-        set_attrs(study, ft, {"interrupted" if "tune_trial_id" in ft.user_attrs else "abandoned": True})
+        kind = "interrupted" if "tune_trial_id" in ft.user_attrs else "abandoned"
+        why = "while it trained" if kind == "interrupted" else "while proposing it"
+        reason = f"{kind}: the driver stopped {why}; its candidate was queued again"
+        set_attrs(study, ft, {kind: True, "reason": reason})
         study.tell(ft.number, state=TrialState.FAIL, skip_if_finished=True)
         if ft.params:
-            study.enqueue_trial(dict(ft.params), user_attrs={"requeued_from": ft.number})
+            again = {"requeued_from": ft.number}
+            if isinstance(ft.user_attrs.get("proposal"), int):  # ordered mode: the same place in the sequence
+                again["proposal"] = ft.user_attrs["proposal"]
+            study.enqueue_trial(dict(ft.params), user_attrs=again)
         requeued += 1
     return requeued
 
@@ -487,7 +546,7 @@ def _rebuilt_trial(
     }
     if numbered and rec.tune_trial_id is not None:
         attrs["tune_trial_id"] = rec.tune_trial_id
-    system = {"constraints:params": 0.0, "constraints:macs": 0.0} if TRIAL_CONSTRAINTS else {}
+    system = {CONSTRAINTS_KEY: [0.0, 0.0]}  # the list form (constraint_form): within the budgets
     replay = None
     try:
         encoded = space.encode(rec.architecture())
@@ -499,8 +558,9 @@ def _rebuilt_trial(
     if replay is None:  # the space cannot rebuild it: kept for its number, invisible to the sampler
         return optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={**attrs, "unbuildable": True})
     kw: dict[str, Any] = {"params": replay.params, "distributions": replay.distributions}
-    if rec.status == "stopped":
-        return optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs=attrs, system_attrs=system, **kw)
+    state = record_state(rec)
+    if state != TrialState.COMPLETE:
+        return optuna.trial.create_trial(state=state, user_attrs=attrs, system_attrs=system, **kw)
     return optuna.trial.create_trial(
         state=TrialState.COMPLETE,
         values=rec.axis_values(objectives),

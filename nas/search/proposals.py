@@ -17,6 +17,15 @@ suggested (``infer_relative_search_space``), then for the relative parameters (`
 The wrapper answers the first with the distributions of a complete, screened proposal and the second with
 its values, so every parameter of the trial comes from the screened proposal. A trial with fixed
 parameters (enqueued: the grid, the pre-screen, a re-queued trial) is left to them.
+
+**The same seed, the same search** (``search.ordered``, on by default). With several trials at a time, what a
+sampler proposes would depend on which trials happened to finish first. In ordered mode each launch has an
+index ``m`` (the user attribute ``proposal``), and proposal ``m`` sees the study through
+:class:`OrderedView`: the results of launches ``0 .. m - lag`` (``lag`` = ``max_concurrent``), the candidates
+told infeasible up to now, and every later launch as RUNNING without values, finished or not (a constant
+liar where the sampler uses one). The searcher waits for launch ``m - lag`` to finish before proposing ``m``,
+and the samplers' random states (and this wrapper's) are reseeded from ``(seed, m)`` before each proposal,
+so a seed and a ``max_concurrent`` fix the sequence of candidates whatever the timing, across a resume too.
 """
 
 from __future__ import annotations
@@ -102,6 +111,89 @@ def _closest(value: Any, choices: tuple[Any, ...]) -> Any:
     return choices[0]
 
 
+SYNC_STATUSES = ("infeasible", "duplicate", "no_new_candidate")
+"""Trials told while a proposal is made (not trained): visible to the proposals after the one that told them."""
+
+
+def _as_running(ft: FrozenTrial) -> FrozenTrial:
+    """``ft`` as it looked while it trained: RUNNING, without values or a completion time."""
+    return FrozenTrial(
+        number=ft.number,
+        state=TrialState.RUNNING,
+        value=None,
+        values=None,
+        datetime_start=ft.datetime_start,
+        datetime_complete=None,
+        params=ft.params,
+        distributions=ft.distributions,
+        user_attrs=ft.user_attrs,
+        system_attrs=ft.system_attrs,
+        intermediate_values={},
+        trial_id=ft._trial_id,
+    )
+
+
+class OrderedView:
+    """The study as proposal ``index`` sees it in ordered mode (see the module notes): a launch later than
+    ``index - lag`` is RUNNING without values, finished or not; every other trial is as stored. A trial
+    without a ``proposal`` attribute (a run started before ordered mode) is as stored. Everything but the
+    trial lists is the study's own."""
+
+    def __init__(self, study: optuna.Study, index: int, lag: int):
+        self._study, self._index, self._lag = study, index, lag
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _seen(self, ft: FrozenTrial) -> FrozenTrial:
+        p = ft.user_attrs.get("proposal")
+        if not isinstance(p, int) or ft.state in (TrialState.RUNNING, TrialState.WAITING):
+            return ft
+        if ft.user_attrs.get("status") in SYNC_STATUSES or ft.user_attrs.get("interrupted"):
+            return ft if p <= self._index else _as_running(ft)
+        return ft if p <= self._index - self._lag else _as_running(ft)
+
+    def _get_trials(self, deepcopy: bool = True, states: Any = None, use_cache: bool = False) -> list[FrozenTrial]:
+        seen = [self._seen(t) for t in self._study._get_trials(deepcopy=deepcopy, states=None, use_cache=use_cache)]
+        return seen if states is None else [t for t in seen if t.state in states]
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[FrozenTrial]:
+        return self._get_trials(deepcopy, states, use_cache=False)
+
+    @property
+    def trials(self) -> list[FrozenTrial]:
+        return self.get_trials()
+
+
+def reseed(sampler: Any, seed: int, _seen: set[int] | None = None) -> None:
+    """Reseed every random state of ``sampler`` (Optuna's ``LazyRandomState`` and ``numpy`` states, in the
+    sampler and in the samplers and strategies it holds) from ``seed``: Optuna's ``reseed_rng`` draws a fresh,
+    unrepeatable seed instead."""
+    import numpy as np
+    from optuna.samplers._lazy_random_state import LazyRandomState
+
+    seen = set() if _seen is None else _seen
+    if id(sampler) in seen or not hasattr(sampler, "__dict__"):
+        return
+    seen.add(id(sampler))
+    for i, value in enumerate(vars(sampler).values()):
+        if isinstance(value, LazyRandomState):
+            value.rng.seed((seed + 7919 * i) % 2**32)
+        elif isinstance(value, np.random.RandomState):
+            value.seed((seed + 7919 * i) % 2**32)
+        elif isinstance(value, random.Random):
+            value.seed(seed + 7919 * i)
+        elif isinstance(value, BaseSampler) or type(value).__module__.startswith("optuna.samplers"):
+            reseed(value, seed + 104729 * (i + 1), seen)
+
+
+def proposal_seed(seed: int, index: int) -> int:
+    """The seed of proposal ``index`` of a search with ``seed`` (stable across processes and resumes)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{seed}:{index}".encode()).digest()[:4], "little")
+
+
 class FreshProposals(BaseSampler):
     """Wraps ``base`` (the run's sampler) so that the trials it proposes are new candidates.
 
@@ -132,6 +224,19 @@ class FreshProposals(BaseSampler):
         self._proposal: dict[int, dict[str, Any]] = {}  # trial id -> screened parameters
         self.no_new_candidate: set[int] = set()  # trials for which the whole space was tried: it is exhausted
         self.stats = ProposalStats()
+        self.seed = seed
+        self.ordered: tuple[int, int] | None = None  # (index, lag) of the proposal being made in ordered mode
+
+    def order(self, index: int, lag: int) -> None:
+        """Make the next proposals as proposal ``index`` of an ordered search with ``lag`` (see the module
+        notes): reseed every random state from ``(seed, index)``; the base sampler sees :class:`OrderedView`."""
+        self.ordered = (index, lag)
+        s = proposal_seed(self.seed, index)
+        reseed(self.base, s)
+        self._rng.seed(s)
+
+    def _view(self, study: optuna.Study) -> Any:
+        return study if self.ordered is None else OrderedView(study, *self.ordered)
 
     def __str__(self) -> str:
         return f"FreshProposals({type(self.base).__name__})"
@@ -140,7 +245,7 @@ class FreshProposals(BaseSampler):
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         if "fixed_params" in trial.system_attrs:  # enqueued: its own parameters are the proposal
             return {}
-        params, dists = self._propose(study, trial)
+        params, dists = self._propose(self._view(study), trial)
         self._proposal[trial._trial_id] = params
         return dict(dists)
 
@@ -153,10 +258,10 @@ class FreshProposals(BaseSampler):
     def sample_independent(
         self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
     ) -> Any:
-        return self.base.sample_independent(study, trial, param_name, param_distribution)
+        return self.base.sample_independent(self._view(study), trial, param_name, param_distribution)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.base.before_trial(study, trial)
+        self.base.before_trial(self._view(study), trial)
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
         self._proposal.pop(trial._trial_id, None)

@@ -37,9 +37,12 @@ def replay_search(
     seed: int | None = None,
     sampler: str | None = None,
     startup_trials: int | None = None,
+    lag: int = 1,
 ) -> list[dict[str, Any]]:
     """Replay a search whose ``search.trainer`` is a table; return its trial records in order (the same
-    fields as ``trials.jsonl``). ``trials``, ``seed``, ``sampler`` and ``startup_trials`` override the YAML."""
+    fields as ``trials.jsonl``). ``trials``, ``seed``, ``sampler`` and ``startup_trials`` override the YAML.
+    ``lag`` trials are in flight at once, the oldest finishing first, as ``max_concurrent`` trials of equal
+    cost would: each proposal then sees the results of all but the last ``lag - 1`` launches."""
     import optuna
     from ray.tune.search import Searcher
 
@@ -78,14 +81,23 @@ def replay_search(
         return count_cost(arch, image_size=sp.image_size, num_classes=table.num_classes, in_chans=sp.in_chans)
 
     sink = _Records()
+    lag = max(1, lag)
     searcher = OptunaSearcher(
-        study, sp, cost_fn, {}, s.trials, run=sink, grid=s.sampler == "grid", max_skips=s.max_skips, seed=s.seed
+        study,
+        sp,
+        cost_fn,
+        {},
+        s.trials,
+        run=sink,
+        grid=s.sampler == "grid",
+        max_skips=s.max_skips,
+        seed=s.seed,
+        ordered_lag=lag if s.ordered else None,
     )
-    for i in range(s.trials):
-        tid = f"replay-{i}"
-        config = searcher.suggest(tid)
-        if config is None or config == Searcher.FINISHED:
-            break
+    in_flight: list[tuple[str, dict]] = []  # launched, not yet told: the oldest finishes first
+
+    def finish_oldest() -> None:
+        tid, config = in_flight.pop(0)
         res = replay(Architecture.from_dict(config["arch"]), table, exp.objective)
         searcher.on_trial_complete(
             tid,
@@ -97,4 +109,18 @@ def replay_search(
                 RESULT_KEY: json.dumps(res.to_dict()),
             },
         )
+
+    for i in range(s.trials):
+        tid = f"replay-{i}"
+        while len(in_flight) >= lag:
+            finish_oldest()
+        config = searcher.suggest(tid)
+        while config is None and in_flight:  # ordered: waits for the trial lag launches back
+            finish_oldest()
+            config = searcher.suggest(tid)
+        if config is None or config == Searcher.FINISHED:
+            break
+        in_flight.append((tid, config))
+    while in_flight:
+        finish_oldest()
     return sink.records

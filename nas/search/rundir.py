@@ -8,7 +8,8 @@ Layout::
       optuna.journal      the Optuna study (open it with optuna / optuna-dashboard)
       trials.jsonl        one line per finished trial, appended and fsync'd by the driver
       leaderboard.csv/.json, best.yaml, report.md, pareto.png   derived, rewritten atomically
-      tune/               Ray Tune experiment state, one folder per driver session
+      tune/               Ray Tune experiment state, one folder per driver session, and one TensorBoard run
+                          per trained trial, named by its architecture (``t0003 C-C-T-T L=... D=...``)
       driver.lock         held by the running driver
       search.log          the driver's progress lines
       trials.jsonl.torn, optuna.journal.torn          torn last lines a driver cut off before appending

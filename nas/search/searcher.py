@@ -5,9 +5,12 @@ with several objectives and disables pruners. Here Optuna's study is the durable
 (``nas.search.optuna_bridge``), asked and told on the driver. The study's sampler is wrapped
 (``nas.search.proposals.FreshProposals``) so that it proposes candidates that are neither trained, running
 nor known to be over the budgets. Inside :meth:`OptunaSearcher.suggest` a candidate over the budgets is told
-as infeasible, once (its ``constraints``, read by the sampler), and Optuna is asked again. A trial whose
-parameters were fixed in advance (the grid, a re-queued trial) and names a trained architecture is told its
-recorded values; after ``max_skips`` such trials in a row the space counts as exhausted.
+as infeasible, once: COMPLETE with each objective's ``failed`` value and its ``constraints`` (> 0), which the
+sampler learns the budgets from and optuna-dashboard draws as infeasible; Optuna is then asked again. A trial
+whose parameters were fixed in advance (the grid, a re-queued trial) and names a trained or running
+architecture is told FAIL with the user attribute ``status: duplicate`` (the original trial holds the result);
+after ``max_skips`` such trials in a row the space counts as exhausted. What each state means in the study:
+docs/dashboards.md.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from nas.model.arch import Architecture
-from nas.search.optuna_bridge import TRIAL_CONSTRAINTS, set_attrs, study_objectives, tell_record
+from nas.search.optuna_bridge import constraint_form, set_attrs, set_constraints, study_objectives, tell_record
 from nas.search.proposals import FreshProposals
 from nas.search.record import TrialRecord
 from nas.search.rundir import RunDir
@@ -48,7 +51,11 @@ class OptunaSearcher(Searcher):
             be ``INFEASIBLE_PER_SKIP`` times as many.
         on_record: called with each new record after it was saved (progress, leaderboard).
         run: where records are appended.
-        seed: seed of the choices that replace a rejected proposal (``nas.search.proposals``).
+        seed: seed of the choices that replace a rejected proposal (``nas.search.proposals``); in ordered
+            mode, of every proposal.
+        ordered_lag: ordered mode's lag (``max_concurrent``): proposal ``m`` waits for launch ``m - lag`` and sees
+            only the results of launches up to it (``nas.search.proposals.OrderedView``), so the seed fixes the
+            sequence of candidates whatever the timing; ``None``: proposals see whatever has finished.
     """
 
     def __init__(
@@ -64,6 +71,7 @@ class OptunaSearcher(Searcher):
         max_skips: int = 200,
         on_record: Callable[[TrialRecord], None] | None = None,
         seed: int = 0,
+        ordered_lag: int | None = None,
     ):
         super().__init__(metric="score", mode="max")
         self.study, self.space, self.cost_fn, self.run = study, space, cost_fn, run
@@ -84,13 +92,31 @@ class OptunaSearcher(Searcher):
             for ft in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if ft.user_attrs.get("status") == "infeasible" and "arch_id" in ft.user_attrs
         }
+        self.constraint_form = constraint_form(study)
         base = study.sampler.base if isinstance(study.sampler, FreshProposals) else study.sampler
         self.proposals = FreshProposals(base, space, self._screen, seed=seed)
         study.sampler = self.proposals
+        self.lag = ordered_lag if ordered_lag and not grid else None
+        self.index_of: dict[str, int] = {}  # Tune trial id -> its launch index (ordered mode)
+        indices = [ft.user_attrs.get("proposal") for ft in study.get_trials(deepcopy=False)]
+        self.next_index = 1 + max((i for i in indices if isinstance(i, int)), default=-1)
+        self.waits = 0  # proposals deferred until an earlier launch finished (ordered mode)
 
     # ------------------------------------------------------------------------------- helpers
     def _constraints(self, cost) -> list[float]:
         return list(self.budgets.excess(cost))
+
+    def _over(self, cost) -> str:
+        """Which budgets ``cost`` exceeds, in words (the ``reason`` of an infeasible trial)."""
+        over = [
+            f"{name} {value:,} > {limit:,}"
+            for name, value, limit in (
+                ("params", int(cost.params), self.budgets.max_params),
+                ("MACs", int(cost.macs), self.budgets.max_macs),
+            )
+            if limit is not None and value > limit
+        ]
+        return "over the budgets: " + ", ".join(over)
 
     def _screen(self, arch: Architecture) -> str | None:
         """Why ``arch`` is not worth a trial now (``None``: it is): see ``nas.search.proposals``."""
@@ -110,6 +136,13 @@ class OptunaSearcher(Searcher):
         if self.stopping or self.exhausted or self.launched >= self.to_launch:
             return Searcher.FINISHED
         running = {arch.id for _, arch in self.live.values()}
+        index = None
+        if self.lag is not None and self._queue_empty():
+            index = self.next_index
+            if any(i <= index - self.lag for i in self.index_of.values()):
+                self.waits += 1
+                return None  # ordered: proposal m is made once launch m - lag has finished (Tune asks again)
+            self.proposals.order(index, self.lag)
         # A proposal that takes no worker is a skip, but a new over-budget candidate told once is progress (the
         # space of untried candidates shrinks): those are bounded separately, so that a space where few
         # candidates fit is searched, not declared exhausted after max_skips of them.
@@ -120,9 +153,13 @@ class OptunaSearcher(Searcher):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 trial = self.study.ask()
+            if index is not None:  # a new proposal (the queue was empty): its place in the sequence
+                set_attrs(self.study, trial, {"proposal": index})
             arch = self.space.suggest(trial)
             if trial._trial_id in self.proposals.no_new_candidate:  # every candidate is trained, running or infeasible
-                set_attrs(self.study, trial, {"arch": str(arch), "arch_id": arch.id, "status": "no_new_candidate"})
+                reason = "no new candidate: every candidate of the space is trained, running or over the budgets"
+                attrs = {"arch": str(arch), "arch_id": arch.id, "status": "no_new_candidate", "reason": reason}
+                set_attrs(self.study, trial, attrs)
                 self.study.tell(trial, state=TrialState.FAIL)
                 break
             cost = self.cost_fn(arch)
@@ -135,35 +172,39 @@ class OptunaSearcher(Searcher):
                     "arch_id": arch.id,
                     "params": int(cost.params),
                     "macs": int(cost.macs),
-                    "constraints": cons,
                 },
             )
-            if TRIAL_CONSTRAINTS:
-                trial.set_constraint("params", cons[0])
-                trial.set_constraint("macs", cons[1])
+            set_constraints(self.study, trial, cons, self.constraint_form)
             if any(c > 0 for c in cons):
                 self.skipped += 1
                 if arch.id in self.infeasible:  # told before (a trial whose parameters were fixed in advance)
                     skips += 1
-                else:
-                    told_infeasible += 1
+                    attrs = {"status": "duplicate", "reason": "a repeat of a candidate told infeasible before"}
+                    set_attrs(self.study, trial, {**attrs, "duplicate_of_infeasible": True})
+                    self.study.tell(trial, state=TrialState.FAIL)
+                    continue
+                told_infeasible += 1
                 self.infeasible.add(arch.id)
-                set_attrs(self.study, trial, {"status": "infeasible", "score": 0.0})
+                set_attrs(self.study, trial, {"status": "infeasible", "score": 0.0, "reason": self._over(cost)})
                 self.study.tell(trial, [o.failed for o in self.objectives])
                 continue
             rec = self.records.get(arch.id)
-            if rec is not None:
+            if rec is not None or arch.id in running:  # told FAIL: the original trial holds (or will hold) the result
                 self.duplicates += 1
                 skips += 1
-                tell_record(self.study, trial, rec, duplicate_of=rec.number)
-                continue
-            if arch.id in running:
-                self.duplicates += 1
-                skips += 1
-                set_attrs(self.study, trial, {"status": "duplicate", "duplicate_of_running": True})
+                of = {"duplicate_of": rec.number} if rec is not None else {"duplicate_of_running": True}
+                reason = "a repeat of a running trial" if rec is None else f"a repeat of trial {rec.number}"
+                set_attrs(self.study, trial, {"status": "duplicate", "reason": reason, **of})
                 self.study.tell(trial, state=TrialState.FAIL)
                 continue
             set_attrs(self.study, trial, {"tune_trial_id": trial_id})
+            if self.lag is not None:
+                own = self.study._storage.get_trial_user_attrs(trial._trial_id).get("proposal")
+                if not isinstance(own, int):  # enqueued without an index (the pre-screen): the next one
+                    own = self.next_index
+                    set_attrs(self.study, trial, {"proposal": own})
+                self.index_of[trial_id] = own
+                self.next_index = max(self.next_index, own + 1)
             self.live[trial_id] = (trial, arch)
             self.launched += 1
             return {"arch": arch.to_dict(), "number": trial.number, "arch_id": arch.id}
@@ -198,6 +239,7 @@ class OptunaSearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         entry = self.live.pop(trial_id, None)
         last = self.last.pop(trial_id, None)
+        self.index_of.pop(trial_id, None)
         if entry is None:
             return
         trial, arch = entry

@@ -170,7 +170,7 @@ def after_failure(err: BaseException, target: Target, created: bool, storage: st
 
 
 def _has_results(run_: RunDir) -> bool:
-    """The run's journal holds a finished trial (trials.jsonl may lag behind it)."""
+    """The run's journal holds a finished trial, failed ones included (trials.jsonl may lag behind it)."""
     if not run_.journal.is_file() or not run_.journal.stat().st_size:
         return False
     try:
@@ -179,7 +179,7 @@ def _has_results(run_: RunDir) -> bool:
         from nas.search.optuna_bridge import open_study
 
         study = open_study(run_)
-        return bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        return bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
     except Exception:  # noqa: BLE001 - unreadable: keep the folder
         return True
 

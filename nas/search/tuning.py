@@ -2,8 +2,9 @@
 
 :func:`run_trials` runs up to ``remaining`` trials of one driver session: the Optuna searcher proposes, Ray
 Tune places each trial on a worker (``nas.search.trainable``), and every finished trial is recorded,
-counted and printed as it arrives. It returns when the budget is spent, the space is exhausted, a signal
-or ``should_stop`` asked to stop, or the loop was aborted.
+counted, printed and given its TensorBoard run (``nas.search.tensorboard``) as it arrives. It returns when
+the budget is spent, the space is exhausted, a signal or ``should_stop`` asked to stop, or the loop was
+aborted.
 """
 
 from __future__ import annotations
@@ -164,6 +165,7 @@ def _tuner(exp: Experiment, run: RunDir, searcher, remaining: int, session: int,
     from ray import tune
 
     from nas.search.schedulers import make_scheduler
+    from nas.search.tensorboard import ray_logger_off
     from nas.search.trainable import train_trial
     from trainers.objectives.registry import objectives_of
 
@@ -191,10 +193,25 @@ def _tuner(exp: Experiment, run: RunDir, searcher, remaining: int, session: int,
             storage_path=str(run.tune_dir),
             verbose=0,
             stop=_stopper(flag),
-            callbacks=callbacks,
+            callbacks=[*callbacks, ray_logger_off()],  # the run's own TensorBoard runs: nas.search.tensorboard
             failure_config=tune.FailureConfig(max_failures=s.max_retries),
         ),
     )
+
+
+def concurrency(exp: Experiment) -> int:
+    """Trials that run at once: ``search.max_concurrent``, else as many as the cluster's CPUs (and GPUs, where
+    trials take some) hold. Ordered proposals lag by this many (``nas.search.proposals``)."""
+    import ray
+
+    s = exp.search
+    if s.max_concurrent is not None:
+        return s.max_concurrent
+    res = ray.cluster_resources()
+    fits = [int(res.get("CPU", 1) // s.cpus_per_trial)]
+    if s.gpus_per_trial > 0:
+        fits.append(int(res.get("GPU", 0) // s.gpus_per_trial))
+    return max(1, min(fits))
 
 
 def run_trials(
@@ -212,8 +229,11 @@ def run_trials(
     signals: StopSignals,
 ) -> LoopOutcome:
     """Run up to ``remaining`` new trials of session ``session``; see the module docstring."""
+    from nas.errors import UserError
     from nas.model.cost import count_cost
     from nas.search.searcher import OptunaSearcher
+    from nas.search.tensorboard import write_trial
+    from trainers.training.tabular import is_table
 
     s, sp = exp.search, exp.space
     timings: dict[str, float] = {}
@@ -228,12 +248,27 @@ def run_trials(
     board = Throttle(share=0.05, min_interval_s=1.0)
     push = Throttle(share=0.05, min_interval_s=10.0)
 
+    tb_failed: list[str] = []
+
+    def tensorboard(rec: TrialRecord) -> None:
+        """The trial's TensorBoard run (nas.search.tensorboard); a failure to write it is said once, not fatal.
+        A table replay writes none (thousands of trials a minute, each round a copy of the table's)."""
+        if is_table(s.trainer):
+            return
+        try:
+            write_trial(run.tune_dir, rec)
+        except (UserError, ImportError) as err:
+            if not tb_failed:
+                tb_failed.append(str(err))
+                say(f"nas-search: the trials' TensorBoard logs are not written: {err}")
+
     def on_record(rec: TrialRecord) -> None:
         prog.elapsed_s = time.perf_counter() - t0
         prog.add(rec)
         prog.running = len(searcher.live)
         prog.skipped = searcher.skipped + searcher.duplicates
         say(trial_line(prog, rec))
+        tensorboard(rec)
         board(lambda: write_leaderboard(run, list(records.values()), axes=exp.objective.axes))
         if sync is not None:
             push(sync)
@@ -251,7 +286,8 @@ def run_trials(
         grid=s.sampler == "grid",
         max_skips=s.max_skips,
         on_record=on_record,
-        seed=s.seed + 1000 * session,
+        seed=s.seed if s.ordered else s.seed + 1000 * session,
+        ordered_lag=concurrency(exp) if s.ordered else None,
     )
     first = lambda: timings.setdefault("first_trial_s", time.perf_counter() - t_cmd)  # noqa: E731
 
@@ -259,7 +295,16 @@ def run_trials(
         board.catch_up()
         push.catch_up()
 
-    tuner = _tuner(exp, run, searcher, remaining, session, flag, _callbacks(say, s.max_retries, first, tick))
+    from nas.search.progress import LiveProgress  # the data and trial-start lines, rounds for the ETA, time budget
+
+    def stop(why: str) -> None:  # the time budget is spent: stop as a pause does (running trials re-run on resume)
+        flag.request(why)
+        searcher.stopping = True
+
+    live = LiveProgress(exp, prog, say, t0, t_cmd, stop)
+    with live.loading():  # the Tuner's worker_setup loads a file-backed data set into Ray's object store
+        callbacks = [*_callbacks(say, s.max_retries, first, tick), live.callback()]
+        tuner = _tuner(exp, run, searcher, remaining, session, flag, callbacks)
 
     def on_signal(signum: int) -> None:
         flag.request(signal.Signals(signum).name)
