@@ -98,7 +98,7 @@ def throughput(rounds: int, steps: int, batch: int, depth: str, width: str) -> N
         ours = build_model(mc)
         models = [ours]
         with tempfile.TemporaryDirectory() as tmp:
-            name = register(export_timm(mc, tmp, state=ours.state_dict(), name="coatnas_bench"))
+            name = register(export_timm(mc, tmp, state=ours.state_dict(), name="coatnas_bench"), replace=True)
             models += [timm.create_model(name, pretrained=True) for _ in range(2)]
         models[2].to(memory_format=torch.channels_last)
         models.append(build_model(mc).to(memory_format=torch.contiguous_format))  # coatnas in NCHW

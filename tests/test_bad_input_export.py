@@ -174,7 +174,11 @@ MODEL_ROWS: list[tuple[str, Any, tuple[str, ...]]] = [
     ("not-utf8", b"image_size: \xff\xfe\n", ("not UTF-8",)),
     ("binary-png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", ("not UTF-8", "binary")),
     ("deep-nesting", "a: " + "[" * 5000 + "]" * 5000 + "\n", ("nested too deeply",)),
-    ("search-space-yaml", "space:\n  input: {image_size: 32}\nsearch: {trials: 2}\n", ("`space`: unknown key",)),
+    (
+        "search-space-yaml",
+        "space:\n  input: {image_size: 32}\nsearch: {trials: 2}\n",
+        ("is a search YAML", "nas-search --space", "nas-train runs/model/best.yaml", "nas-export runs/model-trained"),
+    ),
     ("json-config-as-yaml", json.dumps({"architecture": "resnet50", "num_classes": 10}), ("architecture",)),
 ]
 
@@ -501,7 +505,7 @@ FLAG_ROWS = [
     ("rank-zero", ["--rank", "0"], ("--rank must be >= 1",)),
     ("rank-text", ["--rank", "two"], ("--rank", "invalid int")),
     ("rank-and-trial", ["--rank", "1", "--trial", "2"], ("not allowed with argument",)),
-    ("format-unknown", ["--format", "onnx"], ("--format", "invalid choice")),
+    ("format-unknown", ["--format", "tflite"], ("--format", "invalid choice")),
 ]
 
 
@@ -687,7 +691,7 @@ CONFIG_ROWS: list[tuple[str, Callable[[dict], Any], str]] = [
     ),
     ("name-with-dot", _edit(lambda d: d.__setitem__("architecture", "a.b")), "not a usable timm model name"),
     ("name-not-text", _edit(lambda d: d.__setitem__("architecture", 5)), "not a usable timm model name"),
-    ("format-newer", _edit(lambda d: d.__setitem__("format", 2)), "newer coatnas"),
+    ("format-newer", _edit(lambda d: d.__setitem__("format", TIMM_FORMAT + 1)), "newer coatnas"),
     ("format-text", _edit(lambda d: d.__setitem__("format", "1")), "not a format version"),
     ("unknown-key", _edit(lambda d: d.__setitem__("label_names", ["a"])), "unknown key(s) label_names"),
     ("no-coatnas", _edit(lambda d: d.pop("coatnas")), "coatnas are missing"),
@@ -730,9 +734,12 @@ def test_config_json_with_a_repeated_key_is_refused(exported):
     assert "'num_classes' twice" in str(info.value) and str(path) in str(info.value)
 
 
-@pytest.mark.parametrize("kind", ["sparse", "meta", "complex"])
+@pytest.mark.parametrize("kind", ["sparse", "meta", "complex", "complex-safetensors"])
 def test_export_weights_that_are_no_weights_are_refused(exported, kind):
-    from nas.export.timm import read_timm_weights, to_timm_state_dict
+    """A sparse or meta tensor only fits the pickled pytorch_model.bin of a format-1 export; complex ones fit both."""
+    from safetensors.torch import save
+
+    from nas.export.timm import LEGACY_WEIGHTS_FILE, read_timm_weights, timm_config, to_timm_state_dict
 
     state = to_timm_state_dict(_state(), MC)
     w = state["head.fc.weight"]
@@ -740,8 +747,15 @@ def test_export_weights_that_are_no_weights_are_refused(exported, kind):
         "sparse": lambda: w.to_sparse(),
         "meta": lambda: torch.empty(w.shape, device="meta"),
         "complex": lambda: w.to(torch.complex64),
+        "complex-safetensors": lambda: w.to(torch.complex64),
     }[kind]()
-    (exported / WEIGHTS_FILE).write_bytes(_saved(state))
+    if kind.endswith("safetensors"):
+        (exported / WEIGHTS_FILE).write_bytes(save({k: v.contiguous() for k, v in state.items()}))
+    else:
+        (exported / WEIGHTS_FILE).unlink()
+        config = timm_config(MC, "coatnas_hostile", weights=True, fmt=1)
+        (exported / CONFIG_FILE).write_text(json.dumps(config))
+        (exported / LEGACY_WEIGHTS_FILE).write_bytes(_saved(state))
     with pytest.raises(UserError) as info:
         read_timm_weights(read_timm_export(exported))
     text = str(info.value)
@@ -761,14 +775,18 @@ def _written_by_main_before_formats(tmp: Path) -> tuple[Path, Path, Path]:
     """A model YAML, a checkpoint and a timm export exactly as the code before format versions wrote them."""
     yaml_path = tmp / "old.yaml"
     yaml_path.write_text(yaml.safe_dump(MC.to_dict(), sort_keys=False))
+    from nas.export.timm import LEGACY_WEIGHTS_FILE, timm_config, to_timm_state_dict
+
     state = _state()
     ckpt = tmp / "old.pt"
     ckpt.write_bytes(_saved({"state_dict": state, "model_config": MC.to_dict()}))
-    folder = export_timm(MC, tmp / "old-export", state=state, name="coatnas_old")
-    config = json.loads((folder / CONFIG_FILE).read_text())
-    del config["format"]
+    folder = tmp / "old-export"
+    folder.mkdir()
+    config = timm_config(MC, "coatnas_old", weights=True, fmt=0)  # pytorch_model.bin, timm's data defaults
+    assert "format" not in config
     config["coatnas"] = MC.to_dict()
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    (folder / LEGACY_WEIGHTS_FILE).write_bytes(_saved(to_timm_state_dict(state, MC)))
     return yaml_path, ckpt, folder
 
 
@@ -783,10 +801,10 @@ def test_files_from_before_format_versions_are_migrated(tmp_path, capsys):
     rc, _, err = _cli([ckpt, "--format", "timm", "--out", tmp_path / "new"], capsys)
     assert rc == 0, err
     assert read_timm_export(tmp_path / "new").format == TIMM_FORMAT
-    assert (tmp_path / "new" / WEIGHTS_FILE).read_bytes() == (folder / WEIGHTS_FILE).read_bytes() or torch.equal(
-        torch.load(tmp_path / "new" / WEIGHTS_FILE, weights_only=True)["head.fc.weight"],
-        torch.load(folder / WEIGHTS_FILE, weights_only=True)["head.fc.weight"],
-    )
+    from nas.export.timm import read_timm_weights
+
+    new, old_weights = read_timm_weights(read_timm_export(tmp_path / "new")), read_timm_weights(export)
+    assert new.keys() == old_weights.keys() and all(torch.equal(new[k], old_weights[k]) for k in new)
     rc, _, err = _cli([yaml_path, "--format", "timm", "--out", tmp_path / "new2"], capsys)
     assert rc == 0, err
 

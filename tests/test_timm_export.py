@@ -5,16 +5,27 @@ is ``tests_timm/`` (``make test-timm``)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from nas.cli.export import main as export_cli
 from nas.errors import UserError
-from nas.export.model_config import save_model_config
-from nas.export.timm import check_timm, timm_model_args, to_timm_state_dict
-from nas.model.arch import Architecture, BlockOptions, ModelConfig
+from nas.export.model_config import save_model_config, save_trained
+from nas.export.timm import (
+    LEGACY_WEIGHTS_FILE,
+    WEIGHTS_FILE,
+    check_timm,
+    read_timm_export,
+    read_timm_weights,
+    timm_config,
+    timm_model_args,
+    to_timm_state_dict,
+)
+from nas.model.arch import Architecture, BlockOptions, ModelConfig, Preprocessing
 from nas.model.builder import build_model
 
 OK = "C-C-T-T L=2,1,1,2,1 D=16,24,32,64,96"
@@ -121,10 +132,13 @@ def test_export_writes_config_and_weights(tmp_path, capsys):
     rc, out, err = _cli([str(ckpt), "--format", "timm", "--name", "my_net", "--out", str(tmp_path / "t")], capsys)
     assert rc == 0, err
     config = json.loads((tmp_path / "t" / "config.json").read_text())
-    assert config["architecture"] == "my_net" and config["pretrained_cfg"]["file"] == "pytorch_model.bin"
+    assert config["architecture"] == "my_net" and config["pretrained_cfg"]["file"] == "model.safetensors"
     assert config["model_args"]["img_size"] == 32 and config["model_args"]["in_chans"] == 1
-    weights = torch.load(tmp_path / "t" / "pytorch_model.bin", weights_only=True)
+    weights = load_file(tmp_path / "t" / "model.safetensors")
     assert torch.equal(weights["head.fc.weight"], model.state_dict()["head.fc.weight"])
+    # a checkpoint of an older nas-train records no mean/std: none is declared, and the user is told why
+    assert "mean" not in config["pretrained_cfg"] and config["pretrained_cfg"]["crop_pct"] == 1.0
+    assert "nas-export: note:" in err and "ImageNet" in " ".join(err.split()) and "Re-train it" in err
     # a second export into the same folder needs --force; a bad --name is refused
     rc, _, err = _cli([str(ckpt), "--format", "timm", "--out", str(tmp_path / "t")], capsys)
     assert rc == 2 and "--force" in err
@@ -134,6 +148,126 @@ def test_export_writes_config_and_weights(tmp_path, capsys):
     assert rc == 2 and "--format timm" in err
     rc, _, err = _cli([str(ckpt), "--out", str(tmp_path / "v.yaml")], capsys)  # a checkpoint, yaml format
     assert rc == 2 and "is a file" in err and "--format timm" in err and not (tmp_path / "v.yaml").exists()
+
+
+def _trained(tmp_path, mc: ModelConfig | None = None):
+    """A trained model as nas-train writes it: model.safetensors + model.yaml with preprocessing and names."""
+    mc = replace(
+        mc or _mc(),
+        preprocessing=Preprocessing(mean=(0.4321,), std=(0.1234,)),
+        class_names=("cat", "dog", "bird", "ship"),
+    )
+    torch.manual_seed(0)
+    model = build_model(mc)
+    return save_trained(tmp_path / "trained", mc, model.state_dict()), mc, model
+
+
+def test_a_trained_model_exports_its_data_config_and_safetensors(tmp_path, capsys):
+    """The nas-train folder (or its model.safetensors) exports weights as safetensors and timm's data config:
+    the training split's mean/std, input size, crop 1.0 (centre), bilinear and the class names."""
+    folder, mc, model = _trained(tmp_path)
+    for i, source in enumerate((folder, folder / "model.safetensors")):
+        out = tmp_path / f"t{i}"
+        rc, stdout, err = _cli([str(source), "--format", "timm", "--out", str(out)], capsys)
+        assert rc == 0 and "note:" not in err, err
+        assert sorted(p.name for p in out.iterdir()) == ["config.json", WEIGHTS_FILE] and "model.safetensors" in stdout
+        pre = json.loads((out / "config.json").read_text())["pretrained_cfg"]
+        assert pre == {
+            "num_classes": 4,
+            "input_size": [1, 32, 32],
+            "classifier": "head.fc",
+            "first_conv": "stem.conv1",
+            "crop_pct": 1.0,
+            "crop_mode": "center",
+            "interpolation": "bilinear",
+            "mean": [0.4321],
+            "std": [0.1234],
+            "label_names": ["cat", "dog", "bird", "ship"],
+            "file": WEIGHTS_FILE,
+        }
+        export = read_timm_export(out)
+        assert export.format == 2 and export.model_config == mc
+        assert (
+            export.model_config.preprocessing == mc.preprocessing and export.model_config.class_names == mc.class_names
+        )
+        converted = to_timm_state_dict(model.state_dict(), mc)
+        weights = read_timm_weights(export)
+        assert weights.keys() == converted.keys() and all(torch.equal(weights[k], converted[k]) for k in converted)
+    # the data config is checked against the coatnas section like the rest: an edited mean is refused
+    path = tmp_path / "t0" / "config.json"
+    data = json.loads(path.read_text())
+    data["pretrained_cfg"]["mean"] = [0.5]
+    path.write_text(json.dumps(data))
+    with pytest.raises(UserError, match=r"`pretrained_cfg.mean\[0\]` does not match"):
+        read_timm_export(tmp_path / "t0")
+
+
+def test_weights_written_as_safetensors_are_read_without_pickle(tmp_path):
+    """model.safetensors is a safetensors file whose metadata names the export format; its reader refuses a
+    truncated, empty or foreign file in one paragraph naming it."""
+    from nas.export.timm import export_timm, load_source
+
+    folder, _, _ = _trained(tmp_path)
+    mc, state = load_source(folder)
+    out = export_timm(mc, tmp_path / "e", state=state)
+    raw = (out / WEIGHTS_FILE).read_bytes()
+    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
+    assert header["__metadata__"]["coatnas_timm"] == "2" and header["__metadata__"]["format"] == "pt"
+    for bad, fragment in (
+        (raw[: len(raw) // 2], "not a safetensors weights file"),
+        (b"", "is empty"),
+        (b"x" * 64, "not a safetensors"),
+    ):
+        (out / WEIGHTS_FILE).write_bytes(bad)
+        with pytest.raises(UserError) as info:
+            read_timm_weights(read_timm_export(out))
+        text = str(info.value)
+        assert fragment in text and str(out / WEIGHTS_FILE) in text and "\n" not in text and "TRAINED_FOLDER" in text
+
+
+def test_an_export_of_format_1_is_read_and_migrated(tmp_path):
+    """Format 1 (pytorch_model.bin, timm's data defaults) reads as before, with the resize policy filled in and
+    no mean/std invented; re-exporting over it with --force leaves no stale pytorch_model.bin."""
+    import io
+
+    from nas.export.timm import export_timm
+
+    mc = _mc()
+    model = build_model(mc)
+    folder = tmp_path / "old"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(timm_config(mc, "coatnas_v1", weights=True, fmt=1)))
+    buf = io.BytesIO()
+    torch.save(to_timm_state_dict(model.state_dict(), mc), buf)
+    (folder / LEGACY_WEIGHTS_FILE).write_bytes(buf.getvalue())
+    export = read_timm_export(folder)
+    assert export.format == 1 and export.weights == folder / LEGACY_WEIGHTS_FILE
+    assert export.pretrained_cfg["crop_pct"] == 1.0 and export.pretrained_cfg["interpolation"] == "bilinear"
+    assert "mean" not in export.pretrained_cfg
+    assert torch.equal(read_timm_weights(export)["head.fc.weight"], model.state_dict()["head.fc.weight"])
+    # a format-1 config naming model.safetensors, or format 2 naming pytorch_model.bin, is refused
+    data = json.loads((folder / "config.json").read_text())
+    data["pretrained_cfg"]["file"] = WEIGHTS_FILE
+    (folder / "config.json").write_text(json.dumps(data))
+    with pytest.raises(UserError, match="names only its own pytorch_model.bin"):
+        read_timm_export(folder)
+    with pytest.raises(UserError, match="--force"):
+        export_timm(mc, folder, state=model.state_dict())
+    export_timm(mc, folder, state=model.state_dict(), force=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", WEIGHTS_FILE]
+
+
+def test_a_search_yaml_is_not_a_model(tmp_path, capsys):
+    """A search YAML (a file, or a bundled space by name) says what it is and the commands that make a model."""
+    space = tmp_path / "my.yaml"
+    space.write_text("space:\n  input: {image_size: 32}\nsearch: {trials: 2}\n")
+    for source, shown in ((space, str(space)), ("coatnet.yaml", "coatnet.yaml is a bundled search YAML")):
+        rc, _, err = _cli([str(source), "--format", "timm", "--out", str(tmp_path / "o")], capsys)
+        text = " ".join(err.split())
+        assert rc == 2 and err.startswith("nas-export: error: ") and "\n\n" not in err.strip(), err
+        assert shown in text and "search YAML" in text and "unknown key" not in text, text
+        assert "nas-search --space" in text and "nas-train runs/" in text and "--format timm" in text
+        assert not (tmp_path / "o").exists()
 
 
 def _with_bias(conv: nn.Conv2d, g: torch.Generator) -> nn.Conv2d:
@@ -183,7 +317,12 @@ def test_export_a_trial_of_a_search_run(write_space, tmp_path, capsys):
     config = json.loads((tmp_path / "t" / "config.json").read_text())
     assert config["architecture"] == f"coatnas_{archs[2].id}" and config["pretrained_cfg"]["file"] is None
     assert Architecture.from_dict(config["coatnas"]["architecture"]) == archs[2]
-    assert not (tmp_path / "t" / "pytorch_model.bin").exists() and "no weights" in out
+    assert not (tmp_path / "t" / WEIGHTS_FILE).exists() and "no weights" in out
+    # not trained: no mean/std and no class names are invented; the resize policy is coatnas's one policy
+    pre = config["pretrained_cfg"]
+    assert not {"mean", "std", "label_names"} & set(pre), pre
+    assert (pre["crop_pct"], pre["crop_mode"], pre["interpolation"]) == (1.0, "center", "bilinear")
+    assert "no mean/std" in " ".join(err.split()) and "none are invented" in " ".join(err.split())
 
 
 def test_a_block_letter_timm_has_no_block_for_is_refused(monkeypatch):

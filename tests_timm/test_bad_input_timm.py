@@ -22,11 +22,12 @@ from typing import Any
 import pytest
 import timm
 import torch
+from safetensors.torch import load_file, save
 from timm.models._registry import _model_entrypoints
 
 from nas.errors import UserError
 from nas.export.model_config import checkpoint_bytes
-from nas.export.timm import CONFIG_FILE, WEIGHTS_FILE, export_timm
+from nas.export.timm import CONFIG_FILE, LEGACY_WEIGHTS_FILE, WEIGHTS_FILE, export_timm, timm_config
 from nas.export.timm_model import CoatnasMaxxVit, main, register
 from nas.model.arch import Architecture, ModelConfig
 from nas.model.builder import build_model
@@ -191,40 +192,85 @@ def _other_weights(folder: Path) -> bytes:
     return (other / WEIGHTS_FILE).read_bytes()
 
 
-def _with_nan(folder: Path) -> bytes:
-    state = torch.load(folder / WEIGHTS_FILE, weights_only=True)
+def _safetensors(change: Callable[[dict], None]) -> Callable[[Path], bytes]:
+    def make(folder: Path) -> bytes:
+        state = load_file(folder / WEIGHTS_FILE)
+        change(state)
+        return save(state)
+
+    return make
+
+
+def _legacy(change: Callable[[dict], None]) -> Callable[[Path], bytes]:
+    def make(folder: Path) -> bytes:
+        state = torch.load(folder / LEGACY_WEIGHTS_FILE, weights_only=True)
+        change(state)
+        return _saved(state)
+
+    return make
+
+
+def _coatnas_state() -> dict:
+    """coatnas's own names and shapes (a nas-train model.safetensors), not timm's."""
+    return {k: v.contiguous() for k, v in build_model(MC).state_dict().items()}
+
+
+def _nan(state: dict) -> None:
     state["head.fc.bias"][0] = float("nan")
-    return _saved(state)
 
 
-def _with_extra(folder: Path) -> bytes:
-    state = torch.load(folder / WEIGHTS_FILE, weights_only=True)
+def _extra(state: dict) -> None:
     state["extra.weight"] = torch.zeros(2)
-    return _saved(state)
 
 
+# model.safetensors of today's exports (format 2)
 WEIGHT_ROWS: list[tuple[str, Callable[[Path], bytes], str]] = [
     ("empty", lambda f: b"", "is empty"),
-    ("truncated", lambda f: (f / WEIGHTS_FILE).read_bytes()[:5000], "truncated, damaged or not a torch file"),
+    ("truncated", lambda f: (f / WEIGHTS_FILE).read_bytes()[:5000], "not a safetensors weights file"),
+    ("header-only", lambda f: (f / WEIGHTS_FILE).read_bytes()[:8], "not a safetensors weights file"),
+    ("a-torch-pickle", lambda f: _saved({"x": Pickled()}), "not a safetensors weights file"),
+    ("another-network", _other_weights, "does not belong to"),
+    ("nan", _safetensors(_nan), "head.fc.bias holds NaN"),
+    ("extra-tensor", _safetensors(_extra), "'extra.weight'"),
+    ("nas-train-weights", lambda f: save(_coatnas_state()), "does not belong to"),
+]
+# pytorch_model.bin of a format-1 export (still read, with torch.load(weights_only=True))
+LEGACY_ROWS: list[tuple[str, Callable[[Path], bytes], str]] = [
+    ("empty", lambda f: b"", "is empty"),
+    ("truncated", lambda f: (f / LEGACY_WEIGHTS_FILE).read_bytes()[:5000], "truncated, damaged or not a torch file"),
     ("pickled-object", lambda f: _saved({"x": Pickled()}), "pickled Python objects"),
     ("a-tensor", lambda f: _saved(torch.zeros(2)), "not a mapping"),
-    ("another-network", _other_weights, "does not belong to"),
-    ("nan", _with_nan, "head.fc.bias holds NaN"),
-    ("extra-tensor", _with_extra, "'extra.weight'"),
+    ("nan", _legacy(_nan), "head.fc.bias holds NaN"),
+    ("extra-tensor", _legacy(_extra), "'extra.weight'"),
     ("nas-train-checkpoint", lambda f: checkpoint_bytes(MC, build_model(MC).state_dict()), "not a tensor"),
 ]
 
 
-@pytest.mark.parametrize("make,fragment", [r[1:] for r in WEIGHT_ROWS], ids=[r[0] for r in WEIGHT_ROWS])
-def test_create_model_refuses_damaged_weights(make, fragment, tmp_path):
+def _as_format_1(folder: Path) -> str:
+    """Turn a fresh export into what a format-1 nas-export wrote: pytorch_model.bin beside config.json."""
+    state = load_file(folder / WEIGHTS_FILE)
+    (folder / WEIGHTS_FILE).unlink()
+    (folder / LEGACY_WEIGHTS_FILE).write_bytes(_saved(state))
+    (folder / CONFIG_FILE).write_text(json.dumps(timm_config(MC, folder.name, weights=True, fmt=1)))
+    return LEGACY_WEIGHTS_FILE
+
+
+ROWS = [("", *r) for r in WEIGHT_ROWS] + [("format-1", *r) for r in LEGACY_ROWS]
+
+
+@pytest.mark.parametrize(
+    "fmt,make,fragment", [(r[0], *r[2:]) for r in ROWS], ids=[f"{r[0]}-{r[1]}" if r[0] else r[1] for r in ROWS]
+)
+def test_create_model_refuses_damaged_weights(fmt, make, fragment, tmp_path):
     folder = _export(tmp_path, "coatnas_weights")
+    file = _as_format_1(folder) if fmt else WEIGHTS_FILE
     data = make(folder)
-    (folder / WEIGHTS_FILE).write_bytes(data)
+    (folder / file).write_bytes(data)
     name = register(folder, "coatnas_weights_" + str(abs(hash(str(tmp_path))) % 10**8), replace=True)
     files = _snapshot(folder)
     with pytest.raises(UserError) as info:
         timm.create_model(name, pretrained=True)
-    text = _one_paragraph(info.value, str(folder / WEIGHTS_FILE), fragment)
+    text = _one_paragraph(info.value, str(folder / file), fragment, "TRAINED_FOLDER --format timm")
     assert "weights_only=False" not in text and "weights_only` set to `False`" not in text
     assert _snapshot(folder) == files
     assert timm.create_model(name).num_classes == 4  # without weights it still builds
@@ -233,7 +279,7 @@ def test_create_model_refuses_damaged_weights(make, fragment, tmp_path):
 def test_register_refuses_missing_weights(tmp_path):
     folder = _export(tmp_path, "coatnas_noweights")
     (folder / WEIGHTS_FILE).unlink()
-    _refuse_register(folder, "missing or not a regular file", "nas-export model.pt --format timm")
+    _refuse_register(folder, "missing or not a regular file", "nas-export TRAINED_FOLDER --format timm")
 
 
 # -------------------------------------------------------------------------------- the script runner (CLI)

@@ -15,8 +15,8 @@ import pytest
 import timm
 import torch
 
-from nas.export.model_config import save_model_config
-from nas.export.timm import export_timm
+from nas.export.model_config import load_trained_model, save_model_config
+from nas.export.timm import WEIGHTS_FILE, export_timm
 from nas.export.timm_model import CoatnasMaxxVit, register
 from nas.model.arch import Architecture, BlockOptions, ModelConfig
 from nas.model.builder import build_model
@@ -82,7 +82,7 @@ def test_without_weights_builds_the_same_shapes(tmp_path):
     arch = Architecture.parse("C-C-T-T L=2,1,1,1,1 D=16,24,32,64,96")
     mc = ModelConfig(arch=arch, num_classes=5, image_size=32, in_chans=1)
     folder = export_timm(mc, tmp_path / "arch-only")
-    assert not (folder / "pytorch_model.bin").exists()
+    assert not (folder / WEIGHTS_FILE).exists()
     model = timm.create_model(register(folder, "coatnas_test_shapes"))
     ours = build_model(mc)
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 5)
@@ -108,7 +108,7 @@ def _cli(command: str, *args) -> None:
 
 
 def test_nas_train_checkpoint_through_the_cli(tmp_path):
-    """nas-train a small model, nas-export its checkpoint --format timm, load it in timm: same logits."""
+    """nas-train a small model, nas-export its folder --format timm, load it in timm: same logits."""
     arch = Architecture.parse("C-C-T-T L=2,1,1,1,1 D=16,16,32,32,64")
     yaml_path = save_model_config(
         ModelConfig(arch=arch, num_classes=10, image_size=16, in_chans=1), tmp_path / "model.yaml"
@@ -130,7 +130,7 @@ def test_nas_train_checkpoint_through_the_cli(tmp_path):
     )
     _cli(
         "nas-export",
-        tmp_path / "trained" / "model.pt",
+        tmp_path / "trained",
         "--format",
         "timm",
         "--name",
@@ -139,11 +139,14 @@ def test_nas_train_checkpoint_through_the_cli(tmp_path):
         tmp_path / "timm",
     )
     config = json.loads((tmp_path / "timm" / "config.json").read_text())
-    assert config["architecture"] == "coatnas_cli_test" and config["pretrained_cfg"]["file"]
-    ckpt = torch.load(tmp_path / "trained" / "model.pt", weights_only=True)
-    ours = build_model(ModelConfig.from_dict(ckpt["model_config"]))
-    ours.load_state_dict(ckpt["state_dict"])
+    assert config["architecture"] == "coatnas_cli_test" and config["pretrained_cfg"]["file"] == WEIGHTS_FILE
+    ours, mc = load_trained_model(tmp_path / "trained")
     theirs = timm.create_model(register(tmp_path / "timm"), pretrained=True)
+    # timm's data config is the trained model's: its training split's mean/std, 16 px, crop 1.0, bilinear
+    data = timm.data.resolve_data_config({}, model=theirs)
+    assert data["input_size"] == (1, 16, 16) and (data["crop_pct"], data["crop_mode"]) == (1.0, "center")
+    assert data["mean"] == mc.preprocessing.mean and data["std"] == mc.preprocessing.std
+    assert data["interpolation"] == "bilinear" and "state_dict" not in theirs.pretrained_cfg
     x = torch.randn(3, 1, 16, 16)
     with torch.no_grad():
         assert torch.allclose(ours.eval()(x), theirs.eval()(x), atol=1e-5)

@@ -6,9 +6,15 @@ Nothing here imports timm, so ``nas-export --format timm`` runs in the default i
 * ``config.json``: timm's hub layout (``architecture``, ``num_classes``, ``pretrained_cfg``) with
   ``model_args.model_cfg``: the ``MaxxVitCfg`` as plain data, ``coatnas``: the coatnas model config (the
   source of truth: :func:`read_timm_export` checks that every other key is what it implies) and
-  ``format`` (:data:`TIMM_FORMAT`; files without it, from before, are read unchanged; a later format leaves
-  room for the preprocessing: mean/std, class names);
-* ``pytorch_model.bin`` (a checkpoint was exported): the state dict with timm's names and shapes.
+  ``format`` (:data:`TIMM_FORMAT`). ``pretrained_cfg`` carries what timm's data config needs to feed the
+  network as coatnas does (:func:`timm_pretrained_cfg`): the resize policy (``crop_pct`` 1.0, ``crop_mode``
+  center, ``interpolation`` bilinear: timm's eval transform is then :data:`nas.model.arch.RESIZE_POLICY`),
+  and, from a trained model, the training split's ``mean``/``std`` and the class names (``label_names``);
+* ``model.safetensors`` (a trained model was exported): the state dict with timm's names and shapes.
+
+Formats: 2 (today); 1 and 0 (no ``format`` key) named ``pytorch_model.bin`` (a torch pickle, still read with
+``weights_only=True``) and left the data config to timm's ImageNet defaults; they are read with the resize
+policy filled in (it never depended on the data), and without mean/std, which they never recorded.
 
 How the maths lines up (checked by ``tests_timm/``, outputs equal to float rounding):
 
@@ -56,6 +62,9 @@ __all__ = [
     "TIMM_FORMAT",
     "CONFIG_FILE",
     "WEIGHTS_FILE",
+    "LEGACY_WEIGHTS_FILE",
+    "timm_pretrained_cfg",
+    "export_note",
     "timm_name",
     "TIMM_NAME",
     "valid_timm_name",
@@ -63,8 +72,11 @@ __all__ = [
 ]
 
 CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "pytorch_model.bin"
-TIMM_FORMAT = 1  # config.json: 0 = before the `format` key (same layout, read unchanged), 1 = `format: 1`
+WEIGHTS_FILE = "model.safetensors"  # format 2; timm's own name for safetensors weights (HF_SAFE_WEIGHTS_NAME)
+LEGACY_WEIGHTS_FILE = "pytorch_model.bin"  # formats 0 and 1: a torch pickle (read with weights_only=True)
+TIMM_FORMAT = 2  # config.json: 0 = before the `format` key, 1 = `format: 1` (both: pytorch_model.bin, no data
+# config), 2 = model.safetensors and the data config (resize policy, mean/std, label_names) in pretrained_cfg
+RESIZE_CFG = {"crop_pct": 1.0, "crop_mode": "center"}  # timm's eval transform = nas.model.arch.RESIZE_POLICY
 TIMM_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -297,26 +309,66 @@ def _convert(rest: str, value: torch.Tensor, block: str, arch: Architecture, sta
     return value
 
 
-def timm_config(mc: ModelConfig, name: str, *, weights: bool) -> dict[str, Any]:
-    """The ``config.json`` document of an export of ``mc`` under ``name`` (``weights``: with
-    ``pytorch_model.bin``); :func:`read_timm_export` reads it back."""
+def timm_pretrained_cfg(mc: ModelConfig, *, weights: bool, fmt: int = TIMM_FORMAT) -> dict[str, Any]:
+    """``pretrained_cfg`` of an export of ``mc`` (``weights``: with a weights file) in config.json format
+    ``fmt``: what ``timm.data.resolve_data_config({}, model=model)`` reads. The resize policy is coatnas's one
+    policy for every model (shorter side to the image size, bilinear, centre crop: ``crop_pct`` 1.0); ``mean``,
+    ``std`` and ``label_names`` are written only when ``mc`` has them (a trained model's preprocessing and
+    class names): nothing is invented for a network not trained yet, and timm then uses its own defaults."""
+    cfg: dict[str, Any] = {
+        "num_classes": mc.num_classes,
+        "input_size": [mc.in_chans, mc.image_size, mc.image_size],
+        "classifier": "head.fc",
+        "first_conv": "stem.conv1",
+    }
+    if fmt < 2:
+        return {**cfg, "file": LEGACY_WEIGHTS_FILE if weights else None}
+    pre = mc.preprocessing
+    cfg.update(RESIZE_CFG, interpolation=pre.interpolation if pre is not None else "bilinear")
+    if pre is not None:
+        cfg["mean"], cfg["std"] = list(pre.mean), list(pre.std)
+    if mc.class_names is not None:
+        cfg["label_names"] = list(mc.class_names)
+    cfg["file"] = WEIGHTS_FILE if weights else None
+    return cfg
+
+
+def timm_config(mc: ModelConfig, name: str, *, weights: bool, fmt: int = TIMM_FORMAT) -> dict[str, Any]:
+    """The ``config.json`` document of an export of ``mc`` under ``name`` (``weights``: with its weights
+    file), as format ``fmt`` wrote it; :func:`read_timm_export` reads it back."""
     from nas.export.model_config import model_config_document
 
-    return {
-        "format": TIMM_FORMAT,
+    doc = {
+        "format": fmt,
         "architecture": name,
         "num_classes": mc.num_classes,
         "num_features": mc.arch.widths[-1],
-        "pretrained_cfg": {
-            "num_classes": mc.num_classes,
-            "input_size": [mc.in_chans, mc.image_size, mc.image_size],
-            "classifier": "head.fc",
-            "first_conv": "stem.conv1",
-            "file": WEIGHTS_FILE if weights else None,
-        },
+        "pretrained_cfg": timm_pretrained_cfg(mc, weights=weights, fmt=fmt),
         "model_args": {**timm_model_args(mc), "img_size": mc.image_size, "in_chans": mc.in_chans},
         "coatnas": model_config_document(mc, versioned=False),
     }
+    if fmt == 0:
+        del doc["format"]
+    return doc
+
+
+def export_note(mc: ModelConfig, *, weights: bool) -> str | None:
+    """What a user of an export of ``mc`` must know that config.json cannot say (``None``: nothing): without
+    preprocessing there is no mean/std to declare, so timm's data config falls back to ImageNet's."""
+    if mc.preprocessing is not None:
+        return None
+    if weights:
+        return (
+            "this checkpoint records no preprocessing (a model.pt of an older nas-train), so config.json declares "
+            "no mean/std and timm normalises with ImageNet's, not the statistics the weights were trained with: "
+            "its predictions will differ from coatnas's. Re-train it with nas-train (which records them) and "
+            "export that folder, or give timm the training data's mean/std yourself."
+        )
+    return (
+        "no mean/std in config.json: the source is an architecture without trained weights, so there are no "
+        "training statistics to declare and none are invented; timm uses its ImageNet defaults (train.py takes "
+        "--mean/--std). For a model that predicts as in coatnas, train it with nas-train and export that folder."
+    )
 
 
 def export_timm(
@@ -327,11 +379,12 @@ def export_timm(
     name: str | None = None,
     force: bool = False,
 ) -> Path:
-    """Write ``config.json`` (and ``pytorch_model.bin`` when ``state`` is given) into the folder ``out``.
+    """Write ``config.json`` (and ``model.safetensors`` when ``state`` is given) into the folder ``out``.
 
-    The folder must not hold those files unless ``force``; nothing is written when ``mc`` is refused.
+    The folder must not hold those files (nor an older export's ``pytorch_model.bin``) unless ``force``;
+    nothing is written when ``mc`` is refused. The weights are written first, the config last.
     """
-    import io
+    from safetensors.torch import save
 
     from nas.export.model_config import check_model_config
     from nas.fsio import atomic_write, check_output_dir, make_dirs
@@ -341,14 +394,16 @@ def export_timm(
     converted = to_timm_state_dict(state, mc) if state is not None else None
     config = timm_config(mc, name, weights=converted is not None)
     text = json.dumps(config, indent=2) + "\n"
-    folder = check_output_dir(out, (CONFIG_FILE, WEIGHTS_FILE), force=force)
+    folder = check_output_dir(out, (CONFIG_FILE, WEIGHTS_FILE, LEGACY_WEIGHTS_FILE), force=force)
     make_dirs(folder)
+    stale = [LEGACY_WEIGHTS_FILE] if converted is not None else [WEIGHTS_FILE, LEGACY_WEIGHTS_FILE]
     if converted is not None:
-        buf = io.BytesIO()
-        torch.save({k: v.detach().cpu().contiguous() for k, v in converted.items()}, buf)
-        atomic_write(folder / WEIGHTS_FILE, buf.getvalue())
-    elif force and (folder / WEIGHTS_FILE).is_file():
-        (folder / WEIGHTS_FILE).unlink()  # an older export's weights would not belong to this config
+        tensors = {k: v.detach().cpu().contiguous() for k, v in converted.items()}
+        meta = {"format": "pt", "coatnas_timm": str(TIMM_FORMAT), "architecture": name}
+        atomic_write(folder / WEIGHTS_FILE, save(tensors, metadata=meta))
+    for old in stale:  # (only with --force) an earlier export's weights would not belong to this config
+        if force and (folder / old).is_file():
+            (folder / old).unlink()
     atomic_write(folder / CONFIG_FILE, text)
     return folder
 
@@ -405,8 +460,10 @@ def parse_timm_config(data: Any, folder: Path | None = None) -> TimmExport:
 
     Its ``coatnas`` section (the model config, through ``parse_model_config``: sane ranges included) is the
     source of truth: every other key must be what :func:`timm_config` writes for it, so a hand-edited or
-    damaged ``model_args`` never builds another network than the one exported. Files of format 0 (before
-    the ``format`` key) have the same layout and are read unchanged.
+    damaged ``model_args`` or ``pretrained_cfg`` (mean, std, label names included) never builds or feeds
+    another network than the one exported. Files of formats 0 (before the ``format`` key) and 1 are checked
+    against what those formats wrote, then migrated: their ``pretrained_cfg`` gets the resize policy
+    (``crop_pct`` 1.0, ``crop_mode`` center, ``interpolation`` bilinear), never a mean/std they did not record.
     """
     from nas.export.model_config import parse_model_config
     from nas.fsio import Invalid, record_format
@@ -430,9 +487,12 @@ def parse_timm_config(data: Any, folder: Path | None = None) -> TimmExport:
             )
         pretrained = data["pretrained_cfg"]
         file = pretrained.get("file") if isinstance(pretrained, dict) else None
-        if file not in (None, WEIGHTS_FILE):
-            raise Invalid(f"`pretrained_cfg.file` is {file!r}; an export names only its own {WEIGHTS_FILE} (or null)")
-        expected = loads(json.dumps(timm_config(mc, name, weights=file is not None)))
+        own = WEIGHTS_FILE if fmt >= 2 else LEGACY_WEIGHTS_FILE
+        if file not in (None, own):
+            raise Invalid(
+                f"`pretrained_cfg.file` is {file!r}; an export of format {fmt} names only its own {own} (or null)"
+            )
+        expected = loads(json.dumps(timm_config(mc, name, weights=file is not None, fmt=fmt)))
     except UserError as err:  # the coatnas section is refused, or timm cannot build it
         raise Invalid(f"its coatnas section: {' '.join(str(err).split())}") from None
     for key in _TIMM_KEYS[1:-1]:
@@ -442,12 +502,15 @@ def parse_timm_config(data: Any, folder: Path | None = None) -> TimmExport:
                 f"`{where}` does not match the coatnas model config in the same file (the file was edited or "
                 "damaged; timm would build another network than the one exported)"
             )
+    pretrained = dict(data["pretrained_cfg"])
+    if fmt < 2:  # migrated: the resize policy never depended on the data; mean/std were never recorded
+        pretrained.update(RESIZE_CFG, interpolation="bilinear")
     return TimmExport(
         folder=folder or Path("."),
         name=name,
         model_config=mc,
         model_args=data["model_args"],
-        pretrained_cfg=data["pretrained_cfg"],
+        pretrained_cfg=pretrained,
         format=fmt,
     )
 
@@ -484,42 +547,99 @@ def load_source(
 ) -> tuple[ModelConfig, dict[str, torch.Tensor] | None]:
     """(model config, coatnas state dict or ``None``) of what ``nas-export --format timm`` exports.
 
-    ``source`` is a search run directory (its trial at ``rank``/``trial``; no weights), a ``nas-train``
-    checkpoint (``model.pt``, or the folder holding it) or a model config YAML (no weights). Each is read
-    by its one reader, which checks the sane ranges before anything is built.
+    ``source`` is a trained model (the folder ``nas-train`` wrote: ``model.safetensors`` + ``model.yaml``, or
+    its ``model.safetensors``; an older ``model.pt`` or the folder holding it), a search run directory (its
+    trial at ``rank``/``trial``; no weights) or a model config YAML (no weights). Each is read by its one
+    reader (:func:`nas.export.model_config.read_trained` for a trained model), which checks the sane ranges
+    before anything is built. A search YAML is refused with the commands that make a model of it.
     """
-    from nas.export.model_config import check_model_config, load_model_config
+    from nas.export.model_config import CONFIG_FILE as MODEL_YAML
+    from nas.export.model_config import WEIGHTS_FILE as TRAINED_WEIGHTS
+    from nas.export.model_config import check_model_config, load_model_config, read_checkpoint
 
     path = Path(source)
-    if path.is_dir() and (path / "model.pt").is_file() and not (path / "experiment.json").exists():
-        path = path / "model.pt"
+    trained_dir = path.is_dir() and not (path / "experiment.json").exists()
+    if trained_dir and any(os.path.lexists(path / f) for f in (TRAINED_WEIGHTS, MODEL_YAML, "model.pt")):
+        return _load_weights(path, lambda: _read_trained(path))
     if os.path.lexists(path) and not path.is_dir() and not path.is_file():
         raise UserError(
             f"{source}: is not a regular file nor a folder (a FIFO, a device or a dangling link). Pass a run "
-            "directory, a nas-train checkpoint (model.pt) or a model config YAML."
+            f"directory, a trained model (the folder nas-train wrote: {TRAINED_WEIGHTS} + {MODEL_YAML}) or a "
+            "model config YAML."
         )
     if path.is_file():
         if rank is not None or trial is not None:
             raise UserError(
-                f"--rank and --trial pick a trial of a search run; {source} is a file (a checkpoint or a model "
+                f"--rank and --trial pick a trial of a search run; {source} is a file (a trained model or a model "
                 "config). Drop them."
             )
+        if path.suffix == ".safetensors":
+            return _load_weights(path, lambda: _read_trained(path))
         if path.suffix in (".pt", ".pth", ".bin") or _sniff_checkpoint(path):
-            return _load_checkpoint(path)
-        return load_model_config(path), None
+            return _load_weights(path, lambda: read_checkpoint(path))
+        try:
+            return load_model_config(path), None
+        except UserError as err:
+            raise _not_a_model_yaml(path) or err from None
+    if not os.path.lexists(path):  # a bundled search space's name (coatnet.yaml) is no model either
+        from nas.space.reading import bundled_spaces, resolve_space_path
+
+        if str(source) in bundled_spaces():
+            bundled = _not_a_model_yaml(resolve_space_path(str(source)), str(source))
+            if bundled:
+                raise bundled
     from nas.export.model_config import model_config_of, select_record
 
     rec, run, exp = select_record(path, rank=rank, trial=trial)
     return check_model_config(model_config_of(rec, exp, run), f"{run.path} (a trial's architecture)"), None
 
 
-def _load_checkpoint(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
-    """A ``nas-train`` checkpoint, loaded into its network (which folds the conv biases of older ones)."""
-    from nas.export.model_config import read_checkpoint
+def _read_trained(path: Path):
+    from nas.export.model_config import read_trained
+
+    return read_trained(path)
+
+
+def _not_a_model_yaml(path: Path, bundled: str | None = None) -> UserError | None:
+    """The error for a search YAML (or a fidelity study YAML) given as SOURCE (``bundled``: the name of a bundled
+    search space, which ``path`` resolves): what it is and the commands that make a model of it; ``None`` for
+    any other file (the model config's own error stands)."""
+    from nas.yamlio import load_yaml_file
+
+    try:
+        data = load_yaml_file(path)
+    except Exception:  # noqa: BLE001 - any file that does not read as YAML keeps the model config's own error
+        return None
+    if not isinstance(data, dict):
+        return None
+    run = Path("runs") / path.stem
+    name = bundled or str(path)
+    if "space" in data:
+        return UserError(
+            f"{name} is {'a bundled' if bundled else 'a'} search YAML (it has a `space:` section): a space of "
+            "architectures, not one model, so there is nothing to export to timm yet. Search it first: "
+            f"`nas-search --space {name}` writes the run {run}; then `nas-train {run}/best.yaml --protocol "
+            f"{bundled and path or name} --out {run}-trained` trains its best "
+            f"architecture and `nas-export {run}-trained --format timm` exports that trained model (weights, "
+            f"mean/std, class names), or `nas-export {run} --format timm [--rank K]` exports a trial's "
+            "architecture without weights."
+        )
+    if "study" in data:
+        return UserError(
+            f"{name} is a fidelity study YAML (it has a `study:` section), which `nas-fidelity {name}` runs; it "
+            "holds no model to export. Pass a trained model (the folder nas-train wrote), a search run "
+            "directory or a model config YAML."
+        )
+    return None
+
+
+def _load_weights(path: Path, read) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """A trained model (``read()``: a :class:`~nas.export.model_config.Checkpoint`), loaded into its network
+    (which folds the conv biases of older checkpoints); its config must be one timm can build."""
     from nas.model.builder import build_model
     from nas.model.cost import count_cost
 
-    ckpt = read_checkpoint(path)
+    ckpt = read()
     mc, state = ckpt.model_config, ckpt.state_dict
     check_timm(mc)
     # the network is never larger than the weights the file holds: checked before anything is allocated
@@ -542,10 +662,36 @@ def _load_checkpoint(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     return mc, model.state_dict()
 
 
+def _read_safetensors(path: Path, fix: str) -> dict[str, torch.Tensor]:
+    """The tensors of the safetensors file ``path`` (opened only if it is a regular file); one paragraph
+    naming it when it cannot be read or is not one."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    from nas.fsio import open_regular
+
+    try:
+        fd, _ = open_regular(path)
+    except OSError as err:
+        raise UserError(f"{path}: cannot read it ({err.strerror or err}). {fix}") from None
+    with os.fdopen(fd, "rb") as fh:
+        raw = fh.read()
+    if not raw:
+        raise UserError(f"{path}: is empty, not the weights of a timm export. {fix}")
+    try:
+        return load(raw)
+    except (SafetensorError, ValueError, OSError, RuntimeError, TypeError) as err:
+        why = " ".join(str(err).split())[:200] or "unreadable"
+        raise UserError(
+            f"{path}: not a safetensors weights file ({why}): it is truncated, damaged or foreign. {fix}"
+        ) from None
+
+
 def read_timm_weights(export: TimmExport) -> dict[str, torch.Tensor]:
-    """The one reader of an export's ``pytorch_model.bin``: ``torch.load(weights_only=True)``, a mapping of
-    finite tensors whose names and shapes are exactly those of the network its ``config.json`` describes.
-    A damaged, foreign or pickled-object file is one paragraph naming it."""
+    """The one reader of an export's weights: ``model.safetensors`` (format 2; nothing is unpickled), or the
+    ``pytorch_model.bin`` of formats 0 and 1 (``torch.load(weights_only=True)``): a mapping of finite tensors
+    whose names and shapes are exactly those of the network its ``config.json`` describes. A damaged, foreign
+    or pickled-object file is one paragraph naming it."""
     from nas.export.model_config import load_torch_file, tensor_problem
     from nas.model.builder import build_model
 
@@ -553,12 +699,15 @@ def read_timm_weights(export: TimmExport) -> dict[str, torch.Tensor]:
     if path is None:
         raise UserError(f"{export.folder}: this export has no weights ({CONFIG_FILE} names no file). {_REEXPORT}")
     fix = (
-        "Re-export it from the nas-train checkpoint: "
-        f"`nas-export model.pt --format timm --out {export.folder} --force`."
+        "Re-export it from the trained model (the folder nas-train wrote): "
+        f"`nas-export TRAINED_FOLDER --format timm --out {export.folder} --force`."
     )
     if not path.is_file():
         raise UserError(f"{path}: missing or not a regular file, though {CONFIG_FILE} names it. {fix}")
-    state = load_torch_file(path, what="the weights of a timm export", fix=fix)
+    if export.format >= 2:
+        state: Any = _read_safetensors(path, fix)
+    else:
+        state = load_torch_file(path, what="the weights of a timm export", fix=fix)
     mc = export.model_config
     with torch.device("meta"):  # names and shapes only: nothing is allocated
         expected = to_timm_state_dict(build_model(mc).state_dict(), mc)

@@ -3,14 +3,18 @@
     import timm, nas.export.timm_model
     name = nas.export.timm_model.register("exported/")           # the folder nas-export wrote
     model = timm.create_model(name, pretrained=True)      # the identical network, with the converted weights
+    cfg = timm.data.resolve_data_config({}, model=model)  # the trained model's mean/std, crop 1.0, bilinear
+    transform = timm.data.create_transform(**cfg)         # = coatnas's resize policy and normalisation
+    model.pretrained_cfg["label_names"]                   # the class names (when the data had them)
 
 timm's own scripts (``train.py``, ``validate.py``) run with the exports registered first::
 
     python -m nas.export.timm_model exported/ -- train.py --model NAME --pretrained ...
 
 A name timm already has (``resnet50``, or another export's) is refused unless ``register(..., replace=True)``
-(``--replace`` for the runner); ``config.json`` and ``pytorch_model.bin`` are read and checked by
-:mod:`nas.export.timm` (``read_timm_export``, ``read_timm_weights``) before timm sees them.
+(``--replace`` for the runner); ``config.json`` and ``model.safetensors`` (``pytorch_model.bin`` of older
+exports) are read and checked by :mod:`nas.export.timm` (``read_timm_export``, ``read_timm_weights``) before
+timm sees them.
 
 :class:`CoatnasMaxxVit` is timm's ``MaxxVit`` built from the exported ``MaxxVitCfg`` with two changes no
 ``MaxxVitCfg`` expresses: the stem's first conv has no bias (it feeds a BatchNorm; ``stem_bias=True`` is
@@ -122,12 +126,15 @@ def register(folder: str | os.PathLike, name: str | None = None, *, replace: boo
     if export.weights is not None and not export.weights.is_file():
         raise UserError(
             f"{export.weights}: missing or not a regular file, though {export.folder / CONFIG_FILE} names it. "
-            "Re-export it from the nas-train checkpoint (`nas-export model.pt --format timm --out "
-            f"{export.folder} --force`)."
+            "Re-export it from the trained model, the folder nas-train wrote (`nas-export TRAINED_FOLDER "
+            f"--format timm --out {export.folder} --force`)."
         )
     args = dict(export.model_args)
     cfg = maxxvit_cfg(args.pop("model_cfg"))
-    pretrained_cfg = {k: v for k, v in export.pretrained_cfg.items() if k != "file"}
+    # timm's own configs hold tuples (input_size, mean, std, label_names); the weights are passed in memory
+    pretrained_cfg = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in export.pretrained_cfg.items() if k != "file"
+    }
 
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> CoatnasMaxxVit:
         given = kwargs.pop("pretrained_cfg", None)  # timm.create_model passes None unless the caller sets one
@@ -137,7 +144,9 @@ def register(folder: str | os.PathLike, name: str | None = None, *, replace: boo
             source = dict(pretrained_cfg)
             if pretrained:  # read and checked here: timm then only adapts it (another classifier, in_chans)
                 source["state_dict"] = read_timm_weights(export)
-        return build_model_with_cfg(
+            if merged.get("num_classes", export.model_config.num_classes) != export.model_config.num_classes:
+                source.pop("label_names", None)  # another classifier: the export's class names are not its
+        model = build_model_with_cfg(
             CoatnasMaxxVit,
             chosen,
             pretrained,
@@ -146,6 +155,11 @@ def register(folder: str | os.PathLike, name: str | None = None, *, replace: boo
             feature_cfg=dict(flatten_sequential=True),
             **merged,
         )
+        for attr in ("pretrained_cfg", "default_cfg"):  # loaded: the model's config keeps no copy of the weights
+            held = getattr(model, attr, None)
+            if isinstance(held, dict):
+                held.pop("state_dict", None)
+        return model
 
     entrypoint.__name__ = chosen
     entrypoint.__qualname__ = chosen
