@@ -158,7 +158,7 @@ def load_protocol(path: str | None):
 
     # a search YAML's sections are welcome (only `train:` is read); anything else is not a protocol file (a
     # study YAML, a model config), which would otherwise train with the defaults without a word
-    check_keys(data, ("train", "space", "objective", "search"), str(p), "")
+    check_keys(data, ("train", "space", "objective", "search", "finalists"), str(p), "")
     if "train" not in data:
         raise UserError(
             f"--protocol {path}: has no `train:` section (its keys: {', '.join(map(str, data)) or 'none'}), so it "

@@ -529,8 +529,10 @@ def model_config_of(rec: TrialRecord, exp, run) -> ModelConfig:
 
 
 def select_record(run_dir: str | os.PathLike, *, rank: int | None = None, trial: str | int | None = None):
-    """``(record, run, experiment)`` of the trial at leaderboard ``rank`` (1 = best) or with ``trial``
-    (its Optuna trial number or architecture id); the best when neither is given."""
+    """``(record, run, experiment)`` of the trial at leaderboard ``rank`` (1 = best: the verified best where the
+    run verified finalists) or with ``trial`` (its Optuna trial number or architecture id); the best when
+    neither is given."""
+    from nas.search.finalists import verified_of
     from nas.search.leaderboard import build_rows
     from nas.search.rundir import RunDir
 
@@ -540,7 +542,7 @@ def select_record(run_dir: str | os.PathLike, *, rank: int | None = None, trial:
     run.read_meta()
     exp = run.read_experiment()
     records = run.read_records()
-    rows = build_rows(records, run.axes(), run.image_size())
+    rows = build_rows(records, run.axes(), run.image_size(), verified_of(run, records))  # verified finalists first
     ranked = [r for r in rows if r["rank"] is not None]
     by_id: dict[str, TrialRecord] = {}
     for r in records:  # the first record of an architecture, as the leaderboard ranks it

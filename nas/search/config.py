@@ -124,6 +124,41 @@ class SearchConfig:
     )
 
 
+FINALIST_SEEDS_MAX = 20  # trainings per finalist
+FINALISTS_MAX = 50  # finalists verified at most
+
+
+@dataclass(frozen=True)
+class FinalistsConfig:
+    """The verification stage (the optional ``finalists:`` section; ``nas.search.finalists``): once the search's
+    trials are done, the top candidates are trained again under a longer protocol with several seeds, and the
+    leaderboard ranks them by their mean over seeds.
+
+    Args:
+        top_k: the top K ``ok`` candidates by proxy score.
+        pareto: also the Pareto front of the objective axes.
+        max: at most this many finalists (in proxy rank order).
+        seeds: trainings per finalist, with training seeds ``train.seed + 1 .. train.seed + seeds`` of the
+            verification protocol (never the search's own draw).
+        train: overrides of the search's ``train:`` (``{steps: 28}``), validated as ``train:`` is.
+        objective: overrides of the search's ``objective:``.
+    """
+
+    top_k: int = field(default=3, metadata={"check": lambda v: 0 <= v <= FINALISTS_MAX, "allowed": "0 to 50"})
+    pareto: bool = True
+    max: int = field(default=6, metadata={"check": lambda v: 1 <= v <= FINALISTS_MAX, "allowed": "1 to 50"})
+    seeds: int = field(
+        default=3, metadata={"check": lambda v: 1 <= v <= FINALIST_SEEDS_MAX, "allowed": "an integer from 1 to 20"}
+    )
+    train: Any = None  # the verification protocol's TrainConfig (the search's with the overrides)
+    objective: Any = None  # its ObjectiveConfig
+    overrides: dict = field(default_factory=dict, compare=False)  # {"train": {...}, "objective": {...}} as given
+
+    def seed_of(self, index: int) -> int:
+        """The training seed of a finalist's ``index``-th training (0-based)."""
+        return int(self.train.seed) + 1 + index
+
+
 @dataclass(frozen=True)
 class Experiment:
     """A validated search YAML: the space, the training protocol, the objective and the search settings."""
@@ -135,6 +170,7 @@ class Experiment:
     file: str | None = None
     raw: dict = field(default_factory=dict, compare=False)
     classes: int | None = None  # known without loading the data (a tabulated benchmark records it)
+    finalists: FinalistsConfig | None = None  # the optional verification stage
 
     def with_search(self, **overrides: Any) -> Experiment:
         """A copy with ``search`` fields replaced (``None`` values are ignored), validated like the YAML."""
@@ -174,12 +210,22 @@ def experiment_from_dict(data: dict, file: str | None = None) -> Experiment:
     _check_prescreen(search, file)
     exp = Experiment(space=space, train=train, objective=objective, search=search, file=file, raw=dict(data))
     if is_table(search.trainer):  # replayed: the data is not needed, the table knows its classes
+        if data.get("finalists") is not None:
+            raise ConfigError(
+                file,
+                "finalists",
+                "re-trains the finalists, but `search.trainer` replays a table, which holds one recorded training "
+                "per candidate and no other protocol or seed",
+                "no `finalists:` section with a `table:` trainer; a trainer that trains (the default) to verify",
+            )
         exp = _on_table(exp)
     else:
         from trainers.data.sources import resolve_source
 
         _check_trainer(search.trainer, file)
         exp = dataclasses.replace(exp, train=dataclasses.replace(train, data=resolve_source(train.data, file)))
+        if data.get("finalists") is not None:
+            exp = dataclasses.replace(exp, finalists=parse_finalists(data["finalists"], data, file))
     space.check_budgets(count_cost, num_classes=exp.classes or num_classes_hint(exp.train, file))
     return exp
 
@@ -196,6 +242,63 @@ def _on_table(exp: Experiment) -> Experiment:
     )
     check_protocol(table, path, protocol_of(replay), exp.file)
     return replay
+
+
+def parse_finalists(section: Any, data: dict, file: str | None) -> FinalistsConfig:
+    """The ``finalists:`` section: its settings, and the verification protocol (the search YAML's ``train:`` and
+    ``objective:`` with ``finalists.train`` / ``finalists.objective`` merged over them, validated by the same
+    parsers; an error names ``finalists.train.<key>``)."""
+    from nas.errors import check_keys
+    from trainers.data.sources import resolve_source
+    from trainers.objectives.registry import ObjectiveConfig
+    from trainers.training.config import TrainConfig
+
+    names = [f.name for f in dataclasses.fields(FinalistsConfig) if f.name != "overrides"]
+    section = dict(check_keys(section if section is not None else {}, names, file, "finalists"))
+    over = {}
+    for key in ("train", "objective"):
+        value = section.pop(key, None)
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(
+                file,
+                f"finalists.{key}",
+                f"must be a mapping of overrides of `{key}:`",
+                "e.g. {steps: 28}" if key == "train" else "e.g. {val_eval_limit: 2000}",
+                value=value,
+            )
+        over[key] = dict(value or {})
+    settings = parse_dataclass(FinalistsConfig, section, file, "finalists")
+    train = parse_dataclass(TrainConfig, _merge(data.get("train") or {}, over["train"]), file, "finalists.train")
+    named = {"named": file, "key": "finalists.train.data.path"} if over["train"].get("data") else {}
+    train = dataclasses.replace(train, data=resolve_source(train.data, file, **named))
+    objective = parse_dataclass(
+        ObjectiveConfig, _merge(data.get("objective") or {}, over["objective"]), file, "finalists.objective"
+    )
+    for obj, prefix in ((train, "train"), (objective, "objective")):
+        try:
+            check_ranges(obj, prefix, file)
+        except ConfigError as err:
+            raise ConfigError(file, f"finalists.{err.key}", err.problem, err.allowed, err.value) from None
+    return dataclasses.replace(settings, train=train, objective=objective, overrides=over)
+
+
+def _merge(base: Any, over: Any) -> Any:
+    """``over`` merged into ``base``, mappings key by key (a copy)."""
+    import copy
+
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = _merge(base[k], v) if k in base else copy.deepcopy(v)
+        return out
+    return copy.deepcopy(over)
+
+
+def finalists_protocol(exp: Experiment) -> dict[str, Any]:
+    """The verification protocol, flat as :func:`protocol_of` (``{}`` without a ``finalists:`` section)."""
+    if exp.finalists is None:
+        return {}
+    return protocol_of(dataclasses.replace(exp, train=exp.finalists.train, objective=exp.finalists.objective))
 
 
 def protocol_of(exp: Experiment) -> dict[str, Any]:

@@ -50,6 +50,7 @@ class SearchResult:
     stopped_by: int | None = None  # the signal that stopped the search (SIGINT, SIGTERM, SIGHUP), if any
     budget_spent: bool = False  # the session's time budget stopped the search (resumable)
     proposals: dict[str, Any] = field(default_factory=dict)  # this session's proposals (ProposalStats)
+    verification: dict[str, Any] = field(default_factory=dict)  # this session's verification stage and its cost
 
     def table(self, limit: int | None = 20) -> str:
         return format_table(self.rows, limit)
@@ -169,8 +170,9 @@ def _session(
     remaining = goal - len(latest_records(run_.read_records()))
     # Join Ray first: a wrong address or an impossible resource request changes nothing in the run directory.
     # Ray's start-up notices go to search.log, not the terminal; the signal handlers are put back after ray.init.
-    started = connect_ray(address, s, target.where_set, run_.log_line, signals) if remaining > 0 else False
-    loop = None
+    due = remaining > 0 or _verification_due(target)
+    started = connect_ray(address, s, target.where_set, run_.log_line, signals) if due else False
+    loop = verified = None
     try:
         study, records, session, prog = _open_session(target, storage, address, goal, say, budget_s)
         ray_ready_s = time.perf_counter() - t_cmd
@@ -183,18 +185,33 @@ def _session(
             from nas.search.optuna_bridge import reconcile
 
             reconcile(study, run_.read_records())
+        if exp.finalists is not None and not (loop and loop.stopped):  # the search's trials are done
+            from nas.search.finalists import verify
+
+            deadline = t_cmd + budget_s if budget_s is not None else None
+            verified = verify(exp, run_, study, session, say, signals, deadline)
     finally:
         signals.on_stop = lambda signum: None  # a signal now only waits for the saving below; a second aborts
         if started:
             import ray
 
             ray.shutdown()
-    result = _finish(target, records, goal, loop, export, out, say, prog.budget_s if prog.budget_spent else None)
+    spent = prog.budget_s if prog.budget_spent or (verified and verified.why == "time_budget") else None
+    result = _finish(target, records, goal, loop, export, out, say, spent, verified)
     result.timings["ray_ready_s"] = ray_ready_s
     result.timings["total_s"] = time.perf_counter() - t_cmd
     signals.on_stop = None
     result.stopped_by = result.stopped_by or signals.received
     return result
+
+
+def _verification_due(target: Target) -> bool:
+    """The run has a ``finalists:`` section whose trainings are not all recorded (checked before Ray starts)."""
+    if target.exp.finalists is None or not target.existing:
+        return False
+    from nas.search.finalists import pending_jobs
+
+    return bool(pending_jobs(target.exp, target.run))
 
 
 def _open_session(
@@ -298,6 +315,19 @@ def _record_session(
         entry["new_protocol"] = target.protocol_change
     meta.sessions.append(entry)
     meta.protocol = protocol_of(exp)
+    from nas.search.finalists import meta_entry
+
+    finalists = meta_entry(exp)
+    if finalists is None:
+        meta.extra.pop("finalists", None)
+    else:
+        old = meta.extra.get("finalists") or {}
+        if old.get("protocol") not in (None, finalists["protocol"]):
+            say(
+                "nas-search: the `finalists:` section changed since the last session: its finalists are verified "
+                "again under the new protocol (the earlier trainings stay in finalists.jsonl but no longer count)"
+            )
+        meta.extra["finalists"] = finalists
     run_.write_experiment(exp, run_.path.name)
     run_.write_meta(meta)
     if target.protocol_change:
@@ -343,9 +373,11 @@ def _finish(
     out: TextIO | None,
     say: Printer,
     budget_spent: float | None = None,
+    verified=None,
 ) -> SearchResult:
     """Write the leaderboard, export the best trial, close the session in experiment.json and say how the
-    search ended (``budget_spent``: the time budget, in seconds, that stopped it)."""
+    search ended (``budget_spent``: the time budget, in seconds, that stopped it; ``verified``: the session's
+    verification stage, ``nas.search.finalists.VerifyOutcome``)."""
     from nas.export.model_config import model_config_of, save_model_config
 
     run_, mirror = target.run, target.mirror
@@ -355,8 +387,8 @@ def _finish(
     if best is not None and export:
         rec = records.get(best["id"]) or next(r for r in run_.read_records() if r.id == best["id"])
         best_path = save_model_config(model_config_of(rec, target.exp, run_), run_.best_yaml)
-    interrupted = bool(loop and loop.stopped)
-    stopped_by = loop.stopped_by if loop else None
+    interrupted = bool(loop and loop.stopped) or bool(verified and verified.stopped)
+    stopped_by = (loop.stopped_by if loop else None) or (verified.stopped_by if verified else None)
     meta = run_.read_meta()
     meta.sessions[-1].update(
         {"ended": time.strftime("%Y-%m-%d %H:%M:%S"), "completed": len(rows), "interrupted": interrupted}
@@ -368,30 +400,45 @@ def _finish(
     proposals = dict(loop.proposals) if loop else {}
     if proposals.get("proposals"):
         meta.sessions[-1]["proposals"] = proposals
+    verification = {}
+    if verified is not None:
+        verification = {"jobs": verified.jobs, "done": verified.done, "stopped": verified.stopped, **verified.cost}
+        meta.sessions[-1]["verification"] = verification
     run_.write_meta(meta)
     if mirror is not None:
         mirror.push()
     if out is not None:
         print(f"\n{format_table(rows)}\n", file=out)
     if best_path is not None:
-        say(
-            f"nas-search: best {best['layout']} L={best['depths']} D={best['widths']} score {best['score']:.3f} "
-            f"-> {best_path}"
-        )
+        if best.get("verified") is not None:
+            iv = f" [{best['verified_lo']:.3f}, {best['verified_hi']:.3f}]" if best["verified_lo"] is not None else ""
+            ties = sum(1 for r in rows[1:] if r.get("tied"))
+            what = (
+                f"verified score {best['verified']:.3f}{iv} over {best['verified_n']} seed(s), "
+                f"proxy {best['score']:.3f}" + (f"; {ties} finalist(s) statistically tied with it" if ties else "")
+            )
+        else:
+            what = f"score {best['score']:.3f}"
+        say(f"nas-search: best {best['layout']} L={best['depths']} D={best['widths']} {what} -> {best_path}")
     if any(proposals.get("rejected", {}).values()):
         say(proposals_line(proposals))
     where = mirror.uri if mirror else run_.path
     by_budget = interrupted and stopped_by is None and budget_spent is not None
+    during = (
+        f" during the verification ({verified.done}/{verified.jobs} trainings done)"
+        if verified is not None and verified.stopped
+        else ""
+    )
     if by_budget:
         say(
             f"nas-search: the time budget ({format_duration(budget_spent)}) is spent: stopped with {len(rows)}/{goal} "
-            f"trials done; everything is saved. Resume with `nas-search --resume {where}` (each session gets the "
-            "whole budget; --time-budget gives another)."
+            f"trials done{during}; everything is saved. Resume with `nas-search --resume {where}` (each session gets "
+            "the whole budget; --time-budget gives another)."
         )
     elif interrupted:
         why = f" by {signal.Signals(stopped_by).name}" if stopped_by is not None else ""
         say(
-            f"nas-search: stopped{why} with {len(rows)}/{goal} trials done; everything is saved. Resume with "
+            f"nas-search: stopped{why} with {len(rows)}/{goal} trials done{during}; everything is saved. Resume with "
             f"`nas-search --resume {where}`."
         )
     elif loop and loop.exhausted and len(rows) < goal:
@@ -409,4 +456,5 @@ def _finish(
         stopped_by=stopped_by,
         budget_spent=by_budget,
         proposals=proposals,
+        verification=verification,
     )

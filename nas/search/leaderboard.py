@@ -1,7 +1,9 @@
 """The leaderboard: finished trials ranked by score, with the Pareto front of the run's objective axes
 (generalization and capacity unless ``objective.axes`` names others; ``trainers.objectives.registry.OBJECTIVES``).
 
-Derived from ``trials.jsonl`` only, so it can be rebuilt at any time (``nas-report``).
+Derived from ``trials.jsonl`` (and, in a run with a ``finalists:`` section, ``finalists.jsonl``) only, so it
+can be rebuilt at any time (``nas-report``). Verified finalists (``nas.search.finalists``) come first, by their
+mean score over the verification seeds, with the columns :data:`VERIFIED_COLUMNS`; the rest follow by proxy score.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ COLUMNS = (
     "status",
     "reason",
 )
+# A run with verified finalists: the mean score over the verification seeds, its 95% interval, the ok seeds,
+# and whether the finalist is statistically tied with the verified best (empty: not told, a single seed).
+VERIFIED_COLUMNS = ("verified", "verified_lo", "verified_hi", "verified_n", "tied")
 
 
 def latest_records(records: list[TrialRecord]) -> list[TrialRecord]:
@@ -56,12 +61,17 @@ def _cell(v: float) -> float | None:
 
 
 def build_rows(
-    records: list[TrialRecord], axes: Sequence[str] | None = None, image_size: int | None = None
+    records: list[TrialRecord],
+    axes: Sequence[str] | None = None,
+    image_size: int | None = None,
+    finalists: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Leaderboard rows: ``ok`` trials by score (best first), then the rest; the Pareto front of ``ok``
     trials over ``axes`` (default: generalization, capacity); a column for every other objective; with
     ``image_size``, each stage's token grid (``grid``: S1..S4 map sides, ``16/8/4/2``). The records are typed
-    (:meth:`TrialRecord.from_json` refused NaN), so the sort is total."""
+    (:meth:`TrialRecord.from_json` refused NaN), so the sort is total. ``finalists``: the run's verified
+    finalists (``nas.search.finalists.Verified`` by id, best first): those with a verified mean are ranked
+    first in that order, and every row gets the :data:`VERIFIED_COLUMNS`."""
     from nas.model.geometry import token_grid
 
     recs = latest_records(records)
@@ -73,6 +83,10 @@ def build_rows(
     front = {r.id for r, m in zip(ok, mask) if m}
     ok.sort(key=lambda r: (-r.score, -r.value("generalization"), r.metric("params"), r.id))
     rest.sort(key=lambda r: (-r.score, r.id))
+    if finalists:
+        order = [k for k, v in finalists.items() if v.mean is not None]
+        first = {k: i for i, k in enumerate(order)}
+        ok.sort(key=lambda r: first.get(r.id, len(first)))  # stable: the rest stay in proxy order
     rows = []
     for i, r in enumerate(ok + rest):
         arch = r.arch
@@ -97,6 +111,9 @@ def build_rows(
                 **{n: _cell(r.values[n]) if n in r.values else None for n in extra},
             }
         )
+        if finalists:
+            v = finalists.get(r.id)
+            rows[-1].update(v.row() if v is not None else dict.fromkeys(VERIFIED_COLUMNS))
     return rows
 
 
@@ -105,8 +122,10 @@ def write_leaderboard(
 ) -> list[dict[str, Any]]:
     """Rewrite ``leaderboard.csv`` and ``leaderboard.json`` atomically; return the rows. ``axes``: the run's
     objective axes when the caller has them (the driver), else read from its ``space.yaml``."""
+    from nas.search.finalists import verified_of
+
     records = run.read_records() if records is None else records
-    rows = build_rows(records, axes or run.axes(), run.image_size())
+    rows = build_rows(records, axes or run.axes(), run.image_size(), verified_of(run, records))
     atomic_write(run.leaderboard_csv, rows_csv(rows))
     atomic_write(run.leaderboard_json, json.dumps(rows, indent=1))
     return rows
@@ -115,8 +134,9 @@ def write_leaderboard(
 def rows_csv(rows: list[dict[str, Any]]) -> str:
     """The CSV text of leaderboard rows."""
     buf = io.StringIO()
-    extra = [k for k in (rows[0] if rows else {}) if k not in COLUMNS and k != "arch"]
-    writer = csv.DictWriter(buf, fieldnames=[*COLUMNS, "arch", *extra], lineterminator="\n")
+    extra = [k for k in (rows[0] if rows else {}) if k not in COLUMNS and k != "arch" and k not in VERIFIED_COLUMNS]
+    verified = [k for k in VERIFIED_COLUMNS if k in (rows[0] if rows else {})]
+    writer = csv.DictWriter(buf, fieldnames=[*COLUMNS, "arch", *extra, *verified], lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
@@ -124,8 +144,10 @@ def rows_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def format_table(rows: list[dict[str, Any]], limit: int | None = 20) -> str:
-    """A fixed-width text table of the leaderboard (``*`` marks the Pareto front)."""
-    extra = [k for k in (rows[0] if rows else {}) if k not in COLUMNS and k != "arch"]
+    """A fixed-width text table of the leaderboard (``*`` marks the Pareto front; with verified finalists, their
+    mean over seeds, 95% interval, ok seeds and tie with the best)."""
+    extra = [k for k in (rows[0] if rows else {}) if k not in COLUMNS and k != "arch" and k not in VERIFIED_COLUMNS]
+    ver = bool(rows) and "verified" in rows[0]
     head = (
         "rank",
         "trial",
@@ -139,6 +161,7 @@ def format_table(rows: list[dict[str, Any]], limit: int | None = 20) -> str:
         "cap",
         *(f"{k} ({OBJECTIVES[k].unit})" if OBJECTIVES[k].unit else k for k in extra),
         "score",
+        *(("verified", "95% interval", "n", "tied") if ver else ()),
         "pareto",
         "status",
     )
@@ -159,6 +182,7 @@ def format_table(rows: list[dict[str, Any]], limit: int | None = 20) -> str:
                 f"{r['capacity']:.3f}",
                 *("-" if r[k] is None else f"{r[k]:.3f}" for k in extra),
                 f"{r['score']:.3f}",
+                *(_verified_cells(r) if ver else ()),
                 "*" if r["pareto"] else "",
                 r["status"] + (f" ({r['reason'][:40]})" if r["status"] != "ok" and r["reason"] else ""),
             )
@@ -171,3 +195,12 @@ def format_table(rows: list[dict[str, Any]], limit: int | None = 20) -> str:
     if limit is not None and len(rows) > limit:
         out.append(f"... {len(rows) - limit} more in leaderboard.csv")
     return "\n".join(out)
+
+
+def _verified_cells(r: dict[str, Any]) -> tuple[str, ...]:
+    """The verified columns of a text-table row: mean, interval, n, tie (``-`` where not verified)."""
+    if r.get("verified") is None:
+        return ("-", "", "", "")
+    iv = "-" if r["verified_lo"] is None else f"[{r['verified_lo']:.3f}, {r['verified_hi']:.3f}]"
+    tied = {True: "yes", False: "no", None: "?"}[r["tied"]]
+    return (f"{r['verified']:.3f}", iv, str(r["verified_n"]), tied)

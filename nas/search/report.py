@@ -328,6 +328,7 @@ def summary_markdown(rows: list[dict[str, Any]], meta: RunMeta, exp: Any, record
         lines += ["", "## Pareto front (generalization vs capacity)", "", "![Pareto front](pareto.png)", ""]
         lines += _md_table([r for r in ok if r["pareto"]], cols)
     lines += ["", "## Leaderboard (top 20)", ""] + _md_table(rows[:20], cols)
+    lines += _verified_section(rows, records, meta)
     if failed:
         lines += ["", "## Failed or stopped trials", ""]
         lines += [
@@ -335,6 +336,48 @@ def summary_markdown(rows: list[dict[str, Any]], meta: RunMeta, exp: Any, record
             for r in failed
         ]
     return "\n".join(lines) + "\n"
+
+
+def _verified_section(rows: list[dict[str, Any]], records: list[TrialRecord], meta: RunMeta) -> list[str]:
+    """The "Verified finalists" section: each finalist's mean score over the verification seeds, its 95%
+    interval and tie with the best, and the verification's cost beside the search's (``nas.search.finalists``)."""
+    ver = [r for r in rows if r.get("verified") is not None]
+    if not ver:
+        return []
+    entry = meta.extra.get("finalists") or {}
+    over = {k: v for k, v in (entry.get("overrides") or {}).items() if v}
+    lines = [
+        "",
+        "## Verified finalists",
+        "",
+        f"The top candidates by proxy score were trained again, {entry.get('seeds', '?')} seed(s) each, under the "
+        f"verification protocol (overrides {over or 'none'}); they are ranked by their mean score over the seeds, "
+        "with its 95% t-interval. `tied`: the 95% Welch interval of the difference with the best's mean includes 0 "
+        "(`?`: not told, a single seed on a side). Rank 1 is exported as `best.yaml`.",
+        "",
+        "| rank | trial | architecture | proxy score | verified | 95% interval | n | tied |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in ver:
+        iv = "-" if r["verified_lo"] is None else f"[{r['verified_lo']:.3f}, {r['verified_hi']:.3f}]"
+        tied = {True: "yes", False: "no", None: "?"}[r["tied"]]
+        lines.append(
+            f"| {r['rank']} | {r['trial']} | {r['arch']} | {r['score']:.3f} | {r['verified']:.3f} | {iv} | "
+            f"{r['verified_n']} | {tied} |"
+        )
+    search = [t.metric("wall_s") for t in records if t.metric("wall_s") > 0]
+    # the last session that verified: its cost counts every training of the current protocol, all sessions
+    cost = next((s["verification"] for s in reversed(meta.sessions) if isinstance(s.get("verification"), dict)), None)
+    if cost is not None and search:
+        verified_s = float(cost.get("verification_wall_s") or 0.0)
+        mean = sum(search) / len(search)
+        lines += [
+            "",
+            f"Cost: {verified_s:.0f} s of training in {cost.get('trainings', '?')} verification trainings, against "
+            f"{sum(search):.0f} s in {len(search)} search trials ({verified_s / sum(search):.0%}); "
+            f"{verified_s / mean:.1f} proxy-trial equivalents (wall times summed over trainings).",
+        ]
+    return lines
 
 
 REPORT_FILES = ("leaderboard.csv", "leaderboard.json", "pareto.png", "report.md")
@@ -370,7 +413,9 @@ def write_report(
     else:
         folder = check_output_dir(out, REPORT_FILES, force=force)
         make_dirs(folder)
-        rows = build_rows(records, run.axes(), run.image_size())
+        from nas.search.finalists import verified_of
+
+        rows = build_rows(records, run.axes(), run.image_size(), verified_of(run, records))
         atomic_write(folder / "leaderboard.csv", rows_csv(rows))
         atomic_write(folder / "leaderboard.json", json.dumps(rows, indent=1))
     png = plot_pareto(rows, folder / "pareto.png", title=f"{meta.name}: {len(rows)} trials")

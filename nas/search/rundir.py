@@ -7,6 +7,8 @@ Layout::
       experiment.json     name, fingerprint, source file, sessions (start/end, trials asked for)
       optuna.journal      the Optuna study (open it with optuna / optuna-dashboard)
       trials.jsonl        one line per finished trial, appended and fsync'd by the driver
+      finalists.jsonl     one line per verification training (``finalists:``; nas.search.finalists)
+      finalists.csv/.json the verified finalists: mean score over seeds, 95% interval, ties with the best
       leaderboard.csv/.json, best.yaml, report.md, pareto.png   derived, rewritten atomically
       tune/               Ray Tune experiment state, one folder per driver session, and one TensorBoard run
                           per trained trial, named by its architecture (``t0003 C-C-T-T L=... D=...``)
@@ -172,6 +174,9 @@ class RunDir:
     leaderboard_json = property(lambda self: self.path / "leaderboard.json")
     best_yaml = property(lambda self: self.path / "best.yaml")
     tune_dir = property(lambda self: self.path / "tune")
+    finalists_jsonl = property(lambda self: self.path / "finalists.jsonl")
+    finalists_csv = property(lambda self: self.path / "finalists.csv")
+    finalists_json = property(lambda self: self.path / "finalists.json")
     log = property(lambda self: self.path / "search.log")
 
     def exists(self) -> bool:
@@ -273,6 +278,12 @@ class RunDir:
             "objective": dataclasses.asdict(exp.objective),
             "search": dataclasses.asdict(exp.search),
         }
+        if getattr(exp, "finalists", None) is not None:
+            f = exp.finalists
+            over = {k: dict(v) for k, v in f.overrides.items() if v}
+            if "data" in over.get("train", {}):  # the resolved source, as train.data above
+                over["train"]["data"] = dataclasses.asdict(f.train.data)
+            data["finalists"] = {"top_k": f.top_k, "pareto": f.pareto, "max": f.max, "seeds": f.seeds, **over}
         header = (
             f"# Resolved search of run {name!r} (from {exp.file}); written by nas-search, do not edit.\n"
             f"# space fingerprint: {exp.space.fingerprint()}\n"
@@ -304,6 +315,24 @@ class RunDir:
         atomic_write(aside, self.trials_jsonl.read_bytes(), what=str(aside))
         lines = "".join(json.dumps(r.to_json(), sort_keys=True, default=float) + "\n" for r in records)
         atomic_write(self.trials_jsonl, lines, what=str(self.trials_jsonl))
+
+    # ---------------------------------------------------------------------------- verification
+    FINALISTS_FIX = "Delete that line to run its training again; the other lines are intact."
+
+    def read_finalists(self) -> list:
+        """The verification trainings (``finalists.jsonl``) in order, typed
+        (:class:`~nas.search.finalists.FinalistRecord`); damage is refused as in :meth:`read_records`."""
+        from nas.search.finalists import FinalistRecord
+
+        return read_jsonl(
+            self.finalists_jsonl, FinalistRecord.from_json, what="The verification records", fix=self.FINALISTS_FIX
+        )
+
+    def append_finalist(self, record) -> None:
+        """Append one verification training and fsync."""
+        from nas.search.finalists import FinalistRecord
+
+        append_jsonl(self.finalists_jsonl, record.to_json(), FinalistRecord.from_json)
 
     def log_line(self, text: str) -> None:
         append_line(self.log, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")

@@ -242,7 +242,8 @@ def measure_before_training(arch, objective, train, dataset, image_size: int, th
 
 def train_trial(config: dict[str, Any], setup: WorkerSetup) -> None:
     """Train ``config["arch"]`` (Tune's trial config, made by ``nas.search.searcher``) with the protocol in
-    ``setup`` and report to Tune."""
+    ``setup`` and report to Tune. ``config["train_seed"]``, where given (a verification training,
+    ``nas.search.finalists``), replaces the protocol's ``train.seed``."""
     t_enter = time.perf_counter()
     from ray import tune
 
@@ -253,6 +254,8 @@ def train_trial(config: dict[str, Any], setup: WorkerSetup) -> None:
 
     threads = setup.enter()
     train, objective = setup.train, setup.objective  # validated frozen configs, as the driver has them
+    if config.get("train_seed") is not None:
+        train = dataclasses.replace(train, seed=int(config["train_seed"]))
     arch = Architecture.from_dict(config["arch"])
     dataset = setup.dataset(train.data)
     t_start = time.perf_counter()

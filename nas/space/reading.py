@@ -35,7 +35,7 @@ from nas.space.choices import (
 from nas.space.layouts import parse_layout, valid_layouts
 from nas.yamlio import load_yaml_file
 
-TOP_LEVEL_KEYS = ("space", "train", "objective", "search")
+TOP_LEVEL_KEYS = ("space", "train", "objective", "search", "finalists")
 SPACE_KEYS = ("input", "stem", "stages", "rules", "vit_rel", "blocks", "budgets")
 
 
