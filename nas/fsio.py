@@ -154,6 +154,22 @@ def is_run_dir(folder: Path) -> bool:
     )
 
 
+TRAINED_FILES = ("model.safetensors", "model.yaml", "metrics.json")  # what nas-train writes into its --out
+
+
+def is_trained_model(folder: Path) -> bool:
+    """``folder`` holds a trained model (``nas-train``'s output: its weights and config side by side)."""
+    return (folder / "model.safetensors").is_file() and (folder / "model.yaml").is_file()
+
+
+def _trained_refusal(flag: str, shown: str, folder: Path) -> UserError:
+    return UserError(
+        f"{flag} {shown} is in the trained model {folder} (what `nas-train` wrote: model.safetensors, model.yaml, "
+        "metrics.json); no other command writes over or into it (not even with --force). Choose a path outside "
+        "that folder."
+    )
+
+
 def _inside_run(path: Path) -> Path | None:
     """The run directory ``path`` belongs to (as one of its own files), if any."""
     for parent in [path.parent, *path.parent.parents]:
@@ -198,10 +214,13 @@ def _writable_folder(folder: Path, shown: str, flag: str) -> None:
         )
 
 
-def check_output_file(path: str | os.PathLike, *, force: bool = False, flag: str = "--out") -> Path:
+def check_output_file(
+    path: str | os.PathLike, *, force: bool = False, flag: str = "--out", trained_ok: bool = False
+) -> Path:
     """Refuse an output file that would destroy something; return it as a :class:`Path`.
 
-    Refused: a file of a search run directory (always), anything that is not a regular file (always), an
+    Refused: a file of a search run directory (always), a file of a trained model's folder (unless
+    ``trained_ok``: ``nas-train`` replacing its own output), anything that is not a regular file (always), an
     existing regular file unless ``force``, and a place that cannot be written. Nothing is created.
     """
     p = Path(path).expanduser()
@@ -219,6 +238,9 @@ def check_output_file(path: str | os.PathLike, *, force: bool = False, flag: str
             f"{flag} {shown} is a file of the search run directory {run}; a command never writes over "
             "a run's own files (not even with --force). Choose a path outside the run directory."
         )
+    parent = Path(os.path.realpath(absolute.parent))
+    if not trained_ok and absolute.name in TRAINED_FILES and is_trained_model(parent):
+        raise _trained_refusal(flag, shown, parent)
     if st is not None:
         if not stat.S_ISREG(st.st_mode):
             raise UserError(
@@ -232,10 +254,16 @@ def check_output_file(path: str | os.PathLike, *, force: bool = False, flag: str
 
 
 def check_output_dir(
-    path: str | os.PathLike, names: tuple[str, ...], *, force: bool = False, flag: str = "--out"
+    path: str | os.PathLike,
+    names: tuple[str, ...],
+    *,
+    force: bool = False,
+    flag: str = "--out",
+    trained_ok: bool = False,
 ) -> Path:
-    """Refuse an output folder that is not a folder, is a search run directory, or holds any of ``names``
-    (unless ``force``); each of ``names`` is checked like :func:`check_output_file`. Nothing is created."""
+    """Refuse an output folder that is not a folder, is a search run directory or (unless ``trained_ok``) a
+    trained model's folder, or holds any of ``names`` (unless ``force``); each of ``names`` is checked like
+    :func:`check_output_file`. Nothing is created."""
     p = Path(path).expanduser()
     shown = str(path)
     if p.is_symlink() or (p.exists() and not p.is_dir()):
@@ -246,8 +274,10 @@ def check_output_dir(
             f"{flag} {shown} is a search run directory; a command never writes into a run's own "
             "folder (not even with --force). Choose another folder."
         )
+    if not trained_ok and p.is_dir() and is_trained_model(p):
+        raise _trained_refusal(flag, shown, p)
     for name in names:
-        check_output_file(p / name, force=force, flag=flag)
+        check_output_file(p / name, force=force, flag=flag, trained_ok=trained_ok)
     _writable_folder(Path(os.path.abspath(p)), shown, flag)
     return p
 

@@ -124,7 +124,7 @@ def test_weights_of_another_shape_are_refused_when_built(tmp_path):
     state[name] = torch.zeros(1, 1, 1, 1)
     meta = {"format": "pt", "coatnas": "1", "architecture": str(ARCH), "num_classes": "3", "in_chans": "3"}
     (tmp_path / "a" / "model.safetensors").write_bytes(save(state, metadata=meta))
-    with pytest.raises(UserError, match="of another shape"):
+    with pytest.raises(UserError, match="of another shape or type"):
         load_trained_model(tmp_path / "a")
 
 
@@ -163,3 +163,60 @@ def test_arrays_follow_the_same_geometry_as_files(w, h):
     ref = np.asarray(fit_image(im, 16)).astype(float)
     assert arr.shape == ref.shape
     assert np.abs(arr - ref).mean() < 3.0  # the same pixels up to the two bilinear filters' rounding
+
+
+# ------------------------------------------------------------------- what the hostile pass found (issue 21)
+def test_no_other_command_writes_over_or_into_a_trained_model(tmp_path):
+    from nas.cli.export import main as export
+    from nas.fsio import check_output_dir, check_output_file
+
+    mc = _config()
+    save_trained(tmp_path / "m", mc, build_model(mc).state_dict())
+    before = {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()}
+    for out in ("model.yaml", "model.safetensors", "metrics.json"):
+        with pytest.raises(UserError, match="trained model"):
+            check_output_file(tmp_path / "m" / out, force=True)
+    with pytest.raises(UserError, match="trained model"):
+        check_output_dir(tmp_path / "m", ("config.json",), force=True)
+    assert export([str(tmp_path / "m"), "--format", "timm", "--out", str(tmp_path / "m"), "--force"]) == 2
+    assert {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()} == before
+    # nas-train replacing its own output stays possible
+    save_trained(tmp_path / "m", mc, build_model(mc).state_dict(), force=True)
+
+
+def test_class_names_are_tied_to_the_weights(tmp_path):
+    mc = _config()
+    save_trained(tmp_path / "m", mc, build_model(mc).state_dict())
+    save_model_config(_config(class_names=("bird", "dog", "cat")), tmp_path / "m" / "model.yaml")
+    with pytest.raises(UserError, match="class_names"):
+        read_trained(tmp_path / "m")
+
+
+@pytest.mark.parametrize("version, match", [("abc", "not one"), ("99", "newer coatnas")])
+def test_a_weights_format_that_is_not_ours_is_refused(tmp_path, version, match):
+    from safetensors.torch import save
+
+    mc = _config()
+    save_trained(tmp_path / "m", mc, build_model(mc).state_dict())
+    meta = {"format": "pt", "coatnas": version, "architecture": str(ARCH), "num_classes": "3", "in_chans": "3"}
+    state = {k: v.contiguous() for k, v in build_model(mc).state_dict().items()}
+    (tmp_path / "m" / "model.safetensors").write_bytes(save(state, metadata=meta))
+    with pytest.raises(UserError, match=match):
+        read_trained(tmp_path / "m")
+
+
+def test_non_finite_outputs_are_refused_not_scored(tmp_path):
+    from trainers.training.evaluate import evaluate
+
+    mc = _config(preprocessing=Preprocessing((0.5, 0.4, 0.3), (1e-6, 1e-6, 1e-6)))
+    model = build_model(mc).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1e30)
+    x = np.random.default_rng(0).integers(0, 256, (4, 3, 16, 16), dtype=np.uint8)
+    with pytest.raises(UserError, match="not finite"):
+        evaluate(model, mc, x, np.zeros(4, np.int64))
+    doc = {"format": 2, **_config().to_dict(), "preprocessing": {"mean": [1e308] * 3, "std": [0.2] * 3}}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match="preprocessing.mean"):
+        load_model_config(tmp_path / "m.yaml")

@@ -42,6 +42,14 @@ def run_cli(prog: str, body: Callable[[], int | None]) -> int:
         signum = getattr(err, "signum", signal.SIGINT)
         print(f"{prog}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
         return exit_code(signum)
+    except BrokenPipeError:  # the reader of our output went away (`nas-predict ... | head`): not an error
+        import os
+
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        except (OSError, ValueError):
+            pass
+        return 0
     except OSError as err:  # a full disk, a read-only or vanished folder: the OS's words and the file
         from nas.fsio import os_problem
 

@@ -102,7 +102,7 @@ def load_model(path: str, device: str):
 
 
 def _main(args) -> int:
-    from nas.fsio import atomic_write, check_output_file
+    from nas.fsio import atomic_write, check_output_file, make_dirs
     from trainers.training.evaluate import INTERVAL_METHOD, evaluate, load_eval_data
 
     check_common_flags(args.batch_size, args.threads)
@@ -122,6 +122,7 @@ def _main(args) -> int:
     _print_classes(ev)
     if out is not None:
         doc = {"format": METRICS_FORMAT, "model": str(args.model), "architecture": str(config.arch), **ev.to_dict()}
+        make_dirs(out.parent)  # a folder on the way that does not exist yet is created, as nas-train does
         atomic_write(out, json.dumps(doc, indent=2, allow_nan=False) + "\n")
         print(f"{PROG}: metrics -> {out}")
     return 0

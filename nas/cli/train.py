@@ -194,7 +194,7 @@ def _main(args) -> int:
     _check_model_limits(mc, args.config)
     device = resolve_device(train)  # before loading any data: `--device cuda` without a GPU fails at once
     # the output is checked before training: nothing is trained for an output that would be refused
-    out = check_output_dir(args.out or f"runs/train-{name}", OUT_FILES, force=args.force)
+    out = check_output_dir(args.out or f"runs/train-{name}", OUT_FILES, force=args.force, trained_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
     dataset, mc = _load_data(args, train, mc)

@@ -378,12 +378,16 @@ _TRAINED_FIX = (
 def _weights_metadata(config: ModelConfig) -> dict[str, str]:
     """What the weights file says about the network it holds; :func:`read_trained` checks it against the
     config beside it."""
+    import hashlib
+
+    names = "\n".join(config.labels())
     return {
         "format": "pt",
         "coatnas": str(CHECKPOINT_FORMAT),
         "architecture": str(config.arch),
         "num_classes": str(config.num_classes),
         "in_chans": str(config.in_chans),
+        "class_names": hashlib.sha256(names.encode()).hexdigest()[:16],
     }
 
 
@@ -397,7 +401,7 @@ def save_trained(
 
     from nas.fsio import atomic_write, check_output_dir, make_dirs
 
-    folder = check_output_dir(folder, (WEIGHTS_FILE, CONFIG_FILE), force=force)
+    folder = check_output_dir(folder, (WEIGHTS_FILE, CONFIG_FILE), force=force, trained_ok=True)
     make_dirs(folder)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     atomic_write(folder / WEIGHTS_FILE, save(tensors, metadata=_weights_metadata(config)))
@@ -465,12 +469,24 @@ def read_trained(path: str | os.PathLike) -> Checkpoint:
                 "the file is damaged. Re-train it with `nas-train`."
             )
     expected = _weights_metadata(config)
+    version = meta.get("coatnas")
+    if version is not None and not (isinstance(version, str) and version.isdigit() and 1 <= int(version)):
+        raise UserError(
+            f"{weights}: its metadata names coatnas weights format {version!r}, which is not one. {_TRAINED_FIX}"
+        )
+    if version is not None and int(version) > CHECKPOINT_FORMAT:
+        raise UserError(
+            f"{weights}: these weights are of format {version}, written by a newer coatnas that this version cannot "
+            "read. Upgrade coatnas (pip install -U coatnas)."
+        )
     if meta.get("coatnas") is None:
         raise UserError(
             f"{weights}: these weights were not written by `nas-train` (their metadata has no `coatnas` entry), "
             f"so nothing says they belong to {cfg_path}. {_TRAINED_FIX}"
         )
-    for key in ("architecture", "num_classes", "in_chans"):
+    for key in ("architecture", "num_classes", "in_chans", "class_names"):
+        if key == "class_names" and key not in meta:  # weights written before the names were tied to them
+            continue
         if meta.get(key) != expected[key]:
             raise UserError(
                 f"{weights} and {cfg_path} do not belong together: the weights are of {key} {meta.get(key)!r}, "
@@ -490,11 +506,19 @@ def load_trained_model(path: str | os.PathLike):
     own = model.state_dict()
     missing = [k for k in own if k not in ckpt.state_dict]
     extra = [k for k in ckpt.state_dict if k not in own]
-    wrong = [k for k in own if k in ckpt.state_dict and tuple(ckpt.state_dict[k].shape) != tuple(own[k].shape)]
+    wrong = [
+        k
+        for k in own
+        if k in ckpt.state_dict
+        and (
+            tuple(ckpt.state_dict[k].shape) != tuple(own[k].shape)
+            or ckpt.state_dict[k].is_floating_point() != own[k].is_floating_point()
+        )
+    ]
     if missing or extra or wrong:
         parts = [
             f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
-            for label, keys in (("missing", missing), ("unexpected", extra), ("of another shape", wrong))
+            for label, keys in (("missing", missing), ("unexpected", extra), ("of another shape or type", wrong))
             if keys
         ]
         raise UserError(

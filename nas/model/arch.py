@@ -337,9 +337,11 @@ class Preprocessing:
                 and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
             )
             if ok and name == "std":
-                ok = all(0 < x for x in v)
+                ok = all(1e-6 <= x <= 1e3 for x in v)
+            if ok and name == "mean":
+                ok = all(-1e3 <= x <= 1e3 for x in v)
             if not ok:
-                what = "finite numbers > 0" if name == "std" else "finite numbers"
+                what = "numbers from 1e-6 to 1000" if name == "std" else "numbers from -1000 to 1000"
                 raise ConfigError(
                     file,
                     f"{key}.{name}",

@@ -241,9 +241,20 @@ def logits(
         raise UserError(f"the batch size must be 1 to {MAX_BATCH:,} images (got {batch_size}).")
     device = resolve_device(device)
     model.eval().to(device)
+    done = 0
     for xb in _batches(images, config, batch_size):
         xb = xb.to(device).contiguous(memory_format=torch.channels_last)
-        yield model(xb).float().cpu()
+        out = model(xb).float().cpu()
+        bad = ~torch.isfinite(out).all(-1)
+        if bool(bad.any()):
+            first = done + int(bad.nonzero()[0])
+            raise UserError(
+                f"the model's outputs are not finite numbers (NaN or infinite) for image {first} "
+                "and maybe others, so no score or label would mean anything: its weights or its preprocessing "
+                "(model.yaml's mean/std) are damaged. Re-train it with `nas-train`, or restore the files it wrote."
+            )
+        done += len(out)
+        yield out
 
 
 # ------------------------------------------------------------------------------------------------ scoring
