@@ -168,7 +168,9 @@ def check_npz(cfg: DataConfig, path: Path, origin) -> int:
 
 
 def read_npz(cfg: DataConfig, path: Path, image_size: int, in_chans: int, origin):
-    """(x NCHW: uint8, or float32 for any other pixel type; y int64; number of classes) of the npz at ``path``."""
+    """(x NCHW: uint8, or float32 for any other pixel type; y int64; number of classes) of the npz at ``path``.
+    An ``x`` of any integer type whose values are all within 0..255 is 8-bit pixels: it becomes uint8 (scaled by
+    1/255 like uint8, so a model's mean/std apply to it the same way); other integers are kept as float32."""
     h = _headers(cfg, path, origin)
     _check_headers(cfg, path, origin, h)
     arrays = _load(cfg, path, origin, ("x", "y"))
@@ -180,6 +182,8 @@ def read_npz(cfg: DataConfig, path: Path, image_size: int, in_chans: int, origin
         x = x[:, None]
     elif x.shape[1] not in (1, 3):
         x = x.transpose(0, 3, 1, 2)
+    if x.dtype.kind in "iu" and x.dtype != np.uint8 and x.size and x.min() >= 0 and x.max() <= 255:
+        x = x.astype(np.uint8)  # 8-bit pixels in a wider integer type (numpy's default int64): scaled as uint8
     if x.dtype != np.uint8:
         x = _finite_float32(cfg, path, origin, x)
     return x, y.astype(np.int64), _classes(cfg, path, origin, int(y.max()) + 1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -166,15 +167,52 @@ def _kind(f: Path) -> str:
 
 def decode_rgb(f: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
     """The image file ``f`` as RGB uint8 (H, W, 3), fitted to ``size`` (height, width) by the resize policy
-    (:func:`fit_image`) when given. Only a regular file is opened for reading (a FIFO would block)."""
+    (:func:`fit_image`) when given. Only a regular file is opened for reading (a FIFO would block).
+
+    High-bit-depth pixels are brought to 8 bits first (:func:`_to_8bit`), not clipped. An image of more pixels
+    than PIL's limit (``PIL.Image.MAX_IMAGE_PIXELS``) is refused (an exception, which the callers turn into
+    their one-paragraph "unreadable image"), not decoded after a printed warning."""
     from PIL import Image
 
     fd, _ = open_regular(f)
-    with os.fdopen(fd, "rb") as fh, Image.open(fh) as im:
-        rgb = im.convert("RGB")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with os.fdopen(fd, "rb") as fh, Image.open(fh) as im:
+            limit = Image.MAX_IMAGE_PIXELS
+            w, h = im.size
+            if limit is not None and w * h > limit:  # also when another thread's filters let the warning pass
+                raise Image.DecompressionBombError(
+                    f"Image size ({w * h} pixels) exceeds limit of {limit} pixels, could be decompression bomb "
+                    "DOS attack."
+                )
+            rgb = _to_8bit(im).convert("RGB")
     if size is not None:
         rgb = fit_image(rgb, size[0])
     return np.asarray(rgb, dtype=np.uint8)
+
+
+def _to_8bit(im):
+    """``im`` with 8-bit pixels where PIL's ``convert("RGB")`` would clip them: 16-bit modes (``I;16*``) scaled
+    by 1/257 (rounded: 65535 is 255), 32-bit integers (``I``) the same when they fit 16 bits, else by 255 over
+    their maximum (negatives are 0), floats (``F``) times 255 when they are all within [0, 1], else clipped to
+    0..255 (NaN is 0). Every other mode is returned as it is."""
+    from PIL import Image
+
+    mode = im.mode
+    if not (mode == "I" or mode == "F" or mode.startswith("I;16")):
+        return im
+    a = np.asarray(im)
+    if mode == "F":
+        a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        if a.size and a.min() >= 0.0 and a.max() <= 1.0:
+            a = a * 255.0
+        out = np.clip(np.rint(a), 0, 255)
+    else:
+        a = np.clip(a.astype(np.int64), 0, None)
+        top = int(a.max()) if a.size else 0
+        scale = 257.0 if top <= 65535 else top / 255.0
+        out = np.clip(np.rint(a / scale), 0, 255)
+    return Image.fromarray(out.astype(np.uint8), "L")
 
 
 def fitted_size(height: int, width: int, size: int) -> tuple[int, int]:
