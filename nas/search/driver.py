@@ -418,7 +418,7 @@ def _finish(
                 f"proxy {best['score']:.3f}" + (f"; {ties} finalist(s) statistically tied with it" if ties else "")
             )
         else:
-            what = f"score {best['score']:.3f}"
+            what = f"proxy score {best['score']:.3f} (it ranks candidates; it is not an accuracy)"
         say(f"nas-search: best {best['layout']} L={best['depths']} D={best['widths']} {what} -> {best_path}")
     if any(proposals.get("rejected", {}).values()):
         say(proposals_line(proposals))
