@@ -662,37 +662,12 @@ def _load_weights(path: Path, read) -> tuple[ModelConfig, dict[str, torch.Tensor
     return mc, model.state_dict()
 
 
-def _read_safetensors(path: Path, fix: str) -> dict[str, torch.Tensor]:
-    """The tensors of the safetensors file ``path`` (opened only if it is a regular file); one paragraph
-    naming it when it cannot be read or is not one."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
-    from nas.fsio import open_regular
-
-    try:
-        fd, _ = open_regular(path)
-    except OSError as err:
-        raise UserError(f"{path}: cannot read it ({err.strerror or err}). {fix}") from None
-    with os.fdopen(fd, "rb") as fh:
-        raw = fh.read()
-    if not raw:
-        raise UserError(f"{path}: is empty, not the weights of a timm export. {fix}")
-    try:
-        return load(raw)
-    except (SafetensorError, ValueError, OSError, RuntimeError, TypeError) as err:
-        why = " ".join(str(err).split())[:200] or "unreadable"
-        raise UserError(
-            f"{path}: not a safetensors weights file ({why}): it is truncated, damaged or foreign. {fix}"
-        ) from None
-
-
 def read_timm_weights(export: TimmExport) -> dict[str, torch.Tensor]:
     """The one reader of an export's weights: ``model.safetensors`` (format 2; nothing is unpickled), or the
     ``pytorch_model.bin`` of formats 0 and 1 (``torch.load(weights_only=True)``): a mapping of finite tensors
     whose names and shapes are exactly those of the network its ``config.json`` describes. A damaged, foreign
     or pickled-object file is one paragraph naming it."""
-    from nas.export.model_config import load_torch_file, tensor_problem
+    from nas.export.model_config import load_torch_file, read_safetensors, tensor_problem
     from nas.model.builder import build_model
 
     path = export.weights
@@ -705,7 +680,7 @@ def read_timm_weights(export: TimmExport) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise UserError(f"{path}: missing or not a regular file, though {CONFIG_FILE} names it. {fix}")
     if export.format >= 2:
-        state: Any = _read_safetensors(path, fix)
+        state: Any = read_safetensors(path, what="the weights of a timm export", fix=fix)[0]
     else:
         state = load_torch_file(path, what="the weights of a timm export", fix=fix)
     mc = export.model_config

@@ -559,13 +559,10 @@ def verify(
     """Run the missing verification trainings of ``exp``'s finalists (Ray must be running), record each,
     rewrite the leaderboard and the summary files, tell the study, and say the cost. ``deadline``: a
     ``time.perf_counter()`` at which it stops as a signal stops it (the session's time budget)."""
-    from ray import tune
-
     from nas.runtime.signals import StopFlag
     from nas.search.leaderboard import write_leaderboard
-    from nas.search.tensorboard import ray_logger_off
-    from nas.search.trainable import WorkerSetup, train_trial
-    from nas.search.tuning import _callbacks, _stopper, concurrency
+    from nas.search.trainable import WorkerSetup
+    from nas.search.tuning import _callbacks, concurrency, make_tuner
 
     f = exp.finalists
     if f is None:
@@ -612,28 +609,18 @@ def verify(
         in_chans=exp.space.in_chans,
         cpus_per_trial=s.cpus_per_trial,
     ).sharing()
-    trainable = tune.with_resources(
-        tune.with_parameters(train_trial, setup=setup), {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}
-    )
-    run.tune_dir.mkdir(exist_ok=True)
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(
-            search_alg=searcher,
-            num_samples=len(jobs),
-            max_concurrent_trials=concurrency(exp),
-            reuse_actors=True,
-            trial_name_creator=_job_name,
-            trial_dirname_creator=_job_name,
-        ),
-        run_config=tune.RunConfig(
-            name=f"session-{session}-finalists",
-            storage_path=str(run.tune_dir),
-            verbose=0,
-            stop=_stopper(flag),
-            callbacks=[*_callbacks(say, s.max_retries, lambda: None, tick), ray_logger_off()],
-            failure_config=tune.FailureConfig(max_failures=s.max_retries),
-        ),
+    callbacks = _callbacks(say, s.max_retries, lambda: None, tick)
+    tuner = make_tuner(
+        exp,
+        run,
+        setup,
+        searcher,
+        len(jobs),
+        f"session-{session}-finalists",
+        flag,
+        callbacks,
+        name=_job_name,
+        max_concurrent=concurrency(exp),
     )
 
     def on_signal(signum: int) -> None:

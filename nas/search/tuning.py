@@ -160,20 +160,53 @@ def worker_setup(exp: Experiment) -> WorkerSetup:
 
 
 def _tuner(exp: Experiment, run: RunDir, searcher, remaining: int, session: int, flag: StopFlag, callbacks: list):
-    """The session's Tuner: the trainable with its resources and the frozen protocol, the searcher, the
-    scheduler, and the session's folder ``RUN/tune/session-K``."""
+    """The session's Tuner: the trainable with the frozen protocol, the searcher, the scheduler, and the
+    session's folder ``RUN/tune/session-K``."""
+    from nas.search.schedulers import make_scheduler
+    from trainers.objectives.registry import objectives_of
+
+    scheduler = make_scheduler(exp.search.scheduler, reports_per_trial(exp), objectives_of(exp.objective))
+    return make_tuner(
+        exp,
+        run,
+        worker_setup(exp),
+        searcher,
+        remaining,
+        f"session-{session}",
+        flag,
+        callbacks,
+        name=_trial_name,
+        scheduler=scheduler,
+        max_concurrent=exp.search.max_concurrent,
+    )
+
+
+def make_tuner(
+    exp: Experiment,
+    run: RunDir,
+    setup,
+    searcher,
+    samples: int,
+    folder: str,
+    flag: StopFlag,
+    callbacks: list,
+    *,
+    name: Callable,
+    scheduler=None,
+    max_concurrent: int | None = None,
+):
+    """A Tuner of this run: ``train_trial`` with ``setup`` (a :class:`~nas.search.trainable.WorkerSetup`) and the
+    search's resources per trial, ``searcher`` handing out ``samples`` trials, stopped by ``flag``, in
+    ``RUN/tune/<folder>`` (the search's sessions and the verification of finalists both run through here)."""
     from ray import tune
 
-    from nas.search.schedulers import make_scheduler
     from nas.search.tensorboard import ray_logger_off
     from nas.search.trainable import train_trial
-    from trainers.objectives.registry import objectives_of
 
     s = exp.search
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, setup=worker_setup(exp)), {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}
+        tune.with_parameters(train_trial, setup=setup), {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}
     )
-    scheduler = make_scheduler(s.scheduler, reports_per_trial(exp), objectives_of(exp.objective))
     run.tune_dir.mkdir(exist_ok=True)
     # Tune logs every lost worker with a full traceback; the trial record and a progress line say it instead.
     logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
@@ -182,14 +215,14 @@ def _tuner(exp: Experiment, run: RunDir, searcher, remaining: int, session: int,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             scheduler=scheduler,
-            num_samples=remaining,
-            max_concurrent_trials=s.max_concurrent,
+            num_samples=samples,
+            max_concurrent_trials=max_concurrent,
             reuse_actors=True,
-            trial_name_creator=_trial_name,
-            trial_dirname_creator=_trial_name,
+            trial_name_creator=name,
+            trial_dirname_creator=name,
         ),
         run_config=tune.RunConfig(
-            name=f"session-{session}",
+            name=folder,
             storage_path=str(run.tune_dir),
             verbose=0,
             stop=_stopper(flag),
