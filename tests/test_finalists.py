@@ -3,6 +3,7 @@ and a search that verifies its top candidates, is stopped during the verificatio
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -83,6 +84,10 @@ def test_summarize_orders_by_verified_mean_and_marks_ties():
     assert [v.mean for v in failed.values()] == [0.6, None]
     # the first training of a seed counts, a later one is a re-run
     assert summarize([_rec("a", 0, 0.4), _rec("a", 0, 0.9)])[recs[0].id].scores == (0.4,)
+    # a finalist that failed on a seed ranks after those whose every training was ok, whatever its mean
+    shaky = summarize([_rec("a", 0, 0.45), _rec("a", 1, 0.0, "diverged"), _rec("b", 0, 0.42), _rec("b", 1, 0.43)])
+    assert [(v.trial, v.failed) for v in shaky.values()] == [(1, 0), (0, 1)]
+    assert list(shaky.values())[1].row()["verified_failed"] == 1
 
 
 def test_record_round_trip_and_refusals(tmp_path):
@@ -200,6 +205,16 @@ def test_search_verifies_finalists(ray_local, write_space, tmp_path):
     assert "## Verified finalists" in md and "proxy-trial equivalents" in md
     attrs = open_study(r).user_attrs
     assert attrs[f"verified trial {rows[0]['trial']}"]["tied"] is True
+    # A line of another run pasted into finalists.jsonl (a candidate that is not a finalist here) counts for nothing.
+    from nas.fsio import append_jsonl
+    from nas.search.finalists import FinalistRecord, verified_of
+
+    other = next(t for t in r.read_records() if t.id not in means)
+    fake = dataclasses.replace(jobs[0], id=other.id, arch=other.arch, arch_str=other.arch_str, trial=other.number)
+    append_jsonl(r.finalists_jsonl, dataclasses.replace(fake, score=9.0).to_json(), FinalistRecord.from_json)
+    assert other.id not in verified_of(r) and select_record(rd)[0].id == best_id
+    lines = r.finalists_jsonl.read_text().splitlines()
+    r.finalists_jsonl.write_text("\n".join(lines[:-1]) + "\n")
     # Raising the seeds trains only the new ones; the recorded trainings are kept as they are.
     more = write_space("tiny.yaml", extra=FINALISTS.replace("seeds: 2", "seeds: 3"))
     run(more, resume=True, run_dir=rd, progress=False)

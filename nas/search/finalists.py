@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from nas.errors import UserError
 from nas.fsio import Invalid, record_format
 
 if TYPE_CHECKING:
@@ -259,6 +260,11 @@ class Verified:
     def n(self) -> int:
         return len(self.scores)
 
+    @property
+    def failed(self) -> int:
+        """Trainings of this finalist that did not end ``ok`` (diverged, out of memory, an error)."""
+        return self.runs - self.n
+
     def row(self) -> dict[str, Any]:
         """The leaderboard's columns of this finalist."""
         r4 = lambda v: None if v is None else round(v, 4)  # noqa: E731
@@ -267,14 +273,17 @@ class Verified:
             "verified_lo": r4(self.lo),
             "verified_hi": r4(self.hi),
             "verified_n": self.n,
+            "verified_failed": self.failed,
             "tied": self.tied,
         }
 
 
 def summarize(records: Sequence[FinalistRecord], proxy: dict[str, float] | None = None) -> dict[str, Verified]:
-    """One :class:`Verified` per architecture of ``records`` (one protocol's), the best first: by mean over its
-    ``ok`` seeds (ties by ``proxy`` score, then id); finalists without an ``ok`` training last. The first
-    training of each seed counts (a later one would be a re-run)."""
+    """One :class:`Verified` per architecture of ``records`` (one protocol's), the best first: the finalists
+    whose every training ended ``ok``, by mean score (ties by ``proxy`` score, then id); then those with a failed
+    training (a candidate that diverges on some seeds is not a safe pick), by the mean of their ``ok`` ones;
+    finalists without an ``ok`` training last. The first training of each seed counts (a later one would be a
+    re-run)."""
     proxy = proxy or {}
     by_id: dict[str, dict[int, FinalistRecord]] = {}
     for r in records:
@@ -297,7 +306,7 @@ def summarize(records: Sequence[FinalistRecord], proxy: dict[str, float] | None 
                 hi=iv[1] if iv else None,
             )
         )
-    out.sort(key=lambda v: (v.mean is None, -(v.mean or 0.0), -proxy.get(v.id, 0.0), v.id))
+    out.sort(key=lambda v: (v.mean is None, v.failed > 0, -(v.mean or 0.0), -proxy.get(v.id, 0.0), v.id))
     if not out or out[0].mean is None:
         return {v.id: v for v in out}
     best = out[0]
@@ -346,11 +355,25 @@ def current_records(run: RunDir) -> list[FinalistRecord] | None:
 
 
 def verified_of(run: RunDir, records: Sequence[TrialRecord] | None = None) -> dict[str, Verified] | None:
-    """The run's verified finalists (:func:`summarize` of :func:`current_records`), ``None`` when it has none."""
+    """The run's verified finalists (:func:`summarize` of :func:`current_records`), ``None`` when it has none.
+    Only the trainings of the run's current finalists count, up to its current ``seeds``: a line of another run
+    pasted into finalists.jsonl, or the extra seeds of a larger earlier setting, do not."""
     recs = current_records(run)
     if not recs:
         return None
     trials = run.read_records() if records is None else records
+    try:
+        exp = run.read_experiment()
+    except UserError:
+        return None
+    if exp.finalists is None:
+        return None
+    chosen = {t.id: t.number for t in candidates(exp, trials)}
+    recs = [
+        r for r in recs if r.id in chosen and r.trial in (None, chosen[r.id]) and r.seed_index < exp.finalists.seeds
+    ]
+    if not recs:
+        return None
     proxy: dict[str, float] = {}
     for t in trials:
         proxy.setdefault(t.id, t.score)
@@ -644,6 +667,13 @@ def verify(
     cost = _after(exp, run, study, trials)
     if not stopped:
         say(cost_line(cost))
+        verified = verified_of(run, trials) or {}
+        if not any(v.mean is not None for v in verified.values()):
+            say(
+                f"nas-search: no finalist was verified: every one of the {len(done)} verification training(s) "
+                f"failed (their reasons are in {run.finalists_jsonl}); the pick stays the proxy's best. Check the "
+                "`finalists.train` overrides, then `nas-search --resume` trains them again under a changed protocol."
+            )
     return VerifyOutcome(len(jobs), len(done), stopped=stopped, stopped_by=signals.received, cost=cost, why=flag.why)
 
 

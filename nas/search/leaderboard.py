@@ -39,7 +39,7 @@ COLUMNS = (
 )
 # A run with verified finalists: the mean score over the verification seeds, its 95% interval, the ok seeds,
 # and whether the finalist is statistically tied with the verified best (empty: not told, a single seed).
-VERIFIED_COLUMNS = ("verified", "verified_lo", "verified_hi", "verified_n", "tied")
+VERIFIED_COLUMNS = ("verified", "verified_lo", "verified_hi", "verified_n", "verified_failed", "tied")
 
 
 def latest_records(records: list[TrialRecord]) -> list[TrialRecord]:
