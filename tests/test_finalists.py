@@ -260,3 +260,13 @@ def test_stop_during_verification_resumes_missing_jobs(ray_local, write_space, t
     assert after[: len(before)] == before and len(after) == 4
     assert len({(j["id"], j["seed_index"]) for j in after}) == 4
     assert second.verification["jobs"] == 4 - len(before)
+
+
+def test_a_section_that_chooses_nobody_is_refused_and_the_dry_run_shows_the_plan(write_space):
+    from nas.errors import ConfigError
+    from nas.search.dryrun import dry_run
+
+    with pytest.raises(ConfigError, match="verify nothing"):
+        load_experiment(write_space(extra="finalists: {top_k: 0, pareto: false}\n"))
+    text = dry_run(write_space("b.yaml", extra=FINALISTS), samples=1)
+    assert "verification: up to" in text and "x 2 seeds" in text

@@ -268,6 +268,13 @@ def parse_finalists(section: Any, data: dict, file: str | None) -> FinalistsConf
             )
         over[key] = dict(value or {})
     settings = parse_dataclass(FinalistsConfig, section, file, "finalists")
+    if settings.top_k == 0 and not settings.pareto:
+        raise ConfigError(
+            file,
+            "finalists",
+            "chooses no finalist (`top_k: 0` and `pareto: false`), so it would verify nothing",
+            "`top_k` >= 1 or `pareto: true`; or leave out the `finalists:` section",
+        )
     train = parse_dataclass(TrainConfig, _merge(data.get("train") or {}, over["train"]), file, "finalists.train")
     named = {"named": file, "key": "finalists.train.data.path"} if over["train"].get("data") else {}
     train = dataclasses.replace(train, data=resolve_source(train.data, file, **named))

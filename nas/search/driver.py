@@ -308,7 +308,12 @@ def _record_session(
 ) -> None:
     """Append this session to experiment.json with the protocol and write the run's space.yaml."""
     exp, run_ = target.exp, target.run
-    entry = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "trials": exp.search.trials, "address": address}
+    entry = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "trials": exp.search.trials,
+        "address": address,
+        "ordered": exp.search.ordered,  # whether this session's proposals were reproducible (search.ordered)
+    }
     if budget_s is not None:
         entry["time_budget_s"] = budget_s
     if target.protocol_change:

@@ -47,6 +47,14 @@ def dry_run(
             f"{cost.macs / 1e6:.1f}M MACs  id {arch.id}{flag}"
         )
     lines.append(_grid_note(sp))
+    f = exp.finalists
+    if f is not None:
+        over = ", ".join(f"{k} {v}" for k, v in f.overrides.items() if v) or "no overrides"
+        front = " + the Pareto front" if f.pareto else ""
+        lines.append(
+            f"verification: up to {f.max} finalists (top {f.top_k} by score{front}) x {f.seeds} seeds = up to "
+            f"{f.max * f.seeds} trainings after the search ({over})"
+        )
     return "\n".join(lines)
 
 

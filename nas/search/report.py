@@ -410,6 +410,11 @@ def write_report(
             )
         rows = write_leaderboard(run, records)
         folder = run.path
+        from nas.search.finalists import summary_files, verified_of
+
+        verified = verified_of(run, records)
+        if verified:  # finalists.csv/.json are derived from finalists.jsonl too: rebuilt with the report
+            summary_files(run, verified)
     else:
         folder = check_output_dir(out, REPORT_FILES, force=force)
         make_dirs(folder)
