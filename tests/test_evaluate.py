@@ -81,6 +81,12 @@ def test_eval_of_an_npz_of_another_size_equals_the_score_computed_by_hand(tmp_pa
     ev = evaluate(model, config, data.images, data.labels, batch_size=64)
     assert (ev.n, ev.correct) == (len(y), correct) and 0 < correct < len(y)
     assert ev.interval == pytest.approx(wilson_interval(correct, len(y)))
+    # a held-out set of a single class is scored too (training needs two classes, scoring does not)
+    ones = y == 3
+    np.savez(tmp_path / "threes.npz", x=x[ones], y=y[ones])
+    data = load_eval_data(tmp_path / "threes.npz", config)
+    ev = evaluate(model, config, data.images, data.labels, batch_size=64)
+    assert ev.n == int(ones.sum()) and ev.correct == int((logits.argmax(-1)[torch.from_numpy(ones)] == 3).sum())
 
 
 def test_the_interval_holds_the_accuracy_and_narrows_with_n():

@@ -132,7 +132,9 @@ def _check_headers(cfg: DataConfig, path: Path, origin, h: dict[str, _Header]) -
         raise _refuse(cfg, path, origin, f"`x` holds {x.shape[0]} images but `y` {y.shape[0]} labels")
 
 
-def _check_labels(cfg: DataConfig, path: Path, origin: Origin, y: np.ndarray) -> None:
+def _check_labels(cfg: DataConfig, path: Path, origin: Origin, y: np.ndarray, min_classes: int = 2) -> None:
+    """Labels are class numbers from 0 within the sane range, with at least ``min_classes`` classes (2 to train a
+    classifier; 1 to score a model on a held-out subset)."""
     if y.min() < 0:
         raise _refuse(cfg, path, origin, f"`y` has a negative label ({y.min()}); labels are class numbers from 0")
     n = int(y.max()) + 1
@@ -144,7 +146,7 @@ def _check_labels(cfg: DataConfig, path: Path, origin: Origin, y: np.ndarray) ->
             f"`y` has labels up to {y.max()}, so the number of classes of the data (the largest label + 1) is "
             f"outside its sane range (got {n}). Allowed: {allowed_text('num_classes')}",
         )
-    if len(np.unique(y)) < 2:
+    if len(np.unique(y)) < min_classes:
         raise _refuse(cfg, path, origin, f"`y` has one class only (label {y[0]}); a classifier needs at least 2")
 
 
@@ -167,7 +169,7 @@ def check_npz(cfg: DataConfig, path: Path, origin) -> int:
     return int(y.max()) + 1
 
 
-def read_npz(cfg: DataConfig, path: Path, image_size: int, in_chans: int, origin):
+def read_npz(cfg: DataConfig, path: Path, image_size: int, in_chans: int, origin, *, min_classes: int = 2):
     """(x NCHW: uint8, or float32 for any other pixel type; y int64; number of classes) of the npz at ``path``.
     An ``x`` of any integer type whose values are all within 0..255 is 8-bit pixels: it becomes uint8 (scaled by
     1/255 like uint8, so a model's mean/std apply to it the same way); other integers are kept as float32."""
@@ -177,7 +179,7 @@ def read_npz(cfg: DataConfig, path: Path, image_size: int, in_chans: int, origin
     x, y = arrays["x"], arrays["y"]
     if x.shape != h["x"].shape or y.shape != h["y"].shape:  # the file changed between the two reads
         raise _refuse(cfg, path, origin, "the arrays changed while being read")
-    _check_labels(cfg, path, origin, y)
+    _check_labels(cfg, path, origin, y, min_classes)
     if x.ndim == 3:
         x = x[:, None]
     elif x.shape[1] not in (1, 3):

@@ -503,7 +503,7 @@ def _npz(path: Path, config: ModelConfig) -> EvalData:
     from trainers.data.npz import read_npz
 
     cfg = DataConfig(name="npz", path=str(path))
-    x, y, names = read_npz(cfg, path, config.image_size, config.in_chans, _origin())
+    x, y, names = read_npz(cfg, path, config.image_size, config.in_chans, _origin(), min_classes=1)
     names = names if isinstance(names, tuple) else None
     labels = _labels_to_model(y, names, config, path, "npz")
     what = f"npz, {_count(len(np.unique(labels)), 'class')}, {_count(len(labels), 'image')}"
