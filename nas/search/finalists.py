@@ -30,7 +30,6 @@ import hashlib
 import io
 import json
 import math
-import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -585,7 +584,7 @@ def verify(
     from nas.runtime.signals import StopFlag
     from nas.search.leaderboard import write_leaderboard
     from nas.search.trainable import WorkerSetup
-    from nas.search.tuning import _callbacks, concurrency, make_tuner
+    from nas.search.tuning import _callbacks, concurrency, fit_pausable, make_tuner
 
     f = exp.finalists
     if f is None:
@@ -593,8 +592,7 @@ def verify(
     trials = run.read_records()
     jobs = pending_jobs(exp, run, trials)
     if not jobs:
-        _after(exp, run, study, trials)
-        return VerifyOutcome(0, 0, cost=cost_of(run, verified_of(run, trials), trials))
+        return VerifyOutcome(0, 0, cost=_after(exp, run, study, trials)[0])
     key = protocol_key(exp)
     finalists = {j.record.id for j in jobs}
     shown = {k: v for k, v in f.overrides.items() if v}
@@ -646,29 +644,20 @@ def verify(
         max_concurrent=concurrency(exp),
     )
 
-    def on_signal(signum: int) -> None:
-        flag.request(signal.Signals(signum).name)
-        searcher.stopping = True
-        say(
-            f"nas-search: {signal.Signals(signum).name}: stopping the verification (Ctrl-C or the same signal again "
-            "aborts at once); its running trainings will be re-run on resume"
-        )
-
-    signals.on_stop = on_signal
-    try:
-        tuner.fit()
-    except KeyboardInterrupt as err:  # a second signal: abort, still save what is recorded
-        signum = getattr(err, "signum", signal.SIGINT)
-        flag.request(signal.Signals(signum).name)
-        signals.received = signals.received or signum
-    finally:
-        signals.on_stop = None
+    fit_pausable(
+        tuner,
+        flag,
+        searcher,
+        signals,
+        say,
+        "stopping the verification",
+        "its running trainings will be re-run on resume",
+    )
     stopped = flag.set or len(done) < len(jobs)
-    cost = _after(exp, run, study, trials)
+    cost, verified = _after(exp, run, study, trials)
     if not stopped:
         say(cost_line(cost))
-        verified = verified_of(run, trials) or {}
-        if not any(v.mean is not None for v in verified.values()):
+        if not any(v.mean is not None for v in (verified or {}).values()):
             say(
                 f"nas-search: no finalist was verified: every one of the {len(done)} verification training(s) "
                 f"failed (their reasons are in {run.finalists_jsonl}); the pick stays the proxy's best. Check the "
@@ -677,14 +666,17 @@ def verify(
     return VerifyOutcome(len(jobs), len(done), stopped=stopped, stopped_by=signals.received, cost=cost, why=flag.why)
 
 
-def _after(exp: Experiment, run: RunDir, study, trials: Sequence[TrialRecord]) -> dict[str, Any]:
-    """Summary files, the study's user attributes (optuna-dashboard shows them) and the cost."""
+def _after(
+    exp: Experiment, run: RunDir, study, trials: Sequence[TrialRecord]
+) -> tuple[dict[str, Any], dict[str, Verified] | None]:
+    """Summary files, the study's user attributes (optuna-dashboard shows them); the cost and the verified
+    finalists."""
     verified = verified_of(run, trials)
     if verified:
         summary_files(run, verified)
         if study is not None:
             _tell_study(study, verified)
-    return cost_of(run, verified, trials)
+    return cost_of(run, verified, trials), verified
 
 
 def _tell_study(study, verified: dict[str, Verified]) -> None:

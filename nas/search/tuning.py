@@ -247,6 +247,30 @@ def concurrency(exp: Experiment) -> int:
     return max(1, min(fits))
 
 
+def fit_pausable(tuner, flag: StopFlag, searcher, signals: StopSignals, say: Printer, what: str, after: str) -> None:
+    """``tuner.fit()`` with SIGINT/SIGTERM/SIGHUP as a pause: the first signal sets ``flag`` and stops the
+    ``searcher`` from proposing (Tune then stops the running trials), saying ``what`` and ``after``; a second one
+    aborts the loop, and what is recorded stays saved. Used by the search's sessions and by the verification."""
+
+    def on_signal(signum: int) -> None:
+        flag.request(signal.Signals(signum).name)
+        searcher.stopping = True
+        say(
+            f"nas-search: {signal.Signals(signum).name}: {what} (Ctrl-C or the same signal again aborts at once); "
+            f"{after}"
+        )
+
+    signals.on_stop = on_signal
+    try:
+        tuner.fit()
+    except KeyboardInterrupt as err:  # a second signal: abort the loop, still save what is recorded
+        signum = getattr(err, "signum", signal.SIGINT)
+        flag.request(signal.Signals(signum).name)
+        signals.received = signals.received or signum
+    finally:
+        signals.on_stop = None
+
+
 def run_trials(
     exp: Experiment,
     run: RunDir,
@@ -339,23 +363,7 @@ def run_trials(
         callbacks = [*_callbacks(say, s.max_retries, first, tick), live.callback()]
         tuner = _tuner(exp, run, searcher, remaining, session, flag, callbacks)
 
-    def on_signal(signum: int) -> None:
-        flag.request(signal.Signals(signum).name)
-        searcher.stopping = True
-        say(
-            f"nas-search: {signal.Signals(signum).name}: stopping (Ctrl-C or the same signal again aborts at once); "
-            "running trials will be re-run on resume"
-        )
-
-    signals.on_stop = on_signal
-    try:
-        tuner.fit()
-    except KeyboardInterrupt as err:  # a second signal: abort the loop, still save what is recorded
-        signum = getattr(err, "signum", signal.SIGINT)
-        flag.request(signal.Signals(signum).name)
-        signals.received = signals.received or signum
-    finally:
-        signals.on_stop = None
+    fit_pausable(tuner, flag, searcher, signals, say, "stopping", "running trials will be re-run on resume")
     timings["search_s"] = time.perf_counter() - t0
     timings["leaderboard_s"] = board.total_s
     timings["leaderboard_writes"] = board.runs
