@@ -281,3 +281,27 @@ def test_a_refused_study_start_leaves_no_folder(tmp_path, write_space):
     with pytest.raises(UserError, match="at least 2"):
         run_study(study_file, study_dir=tmp_path / "run", out=None)
     assert not (tmp_path / "run").exists()
+
+
+def test_named_architectures_train_in_the_given_order_and_bad_names_are_refused(tmp_path, write_space):
+    path = _write_study(tmp_path, write_space)
+    space = load_study(path).experiment.space
+    picked = [a for i, a in enumerate(space.enumerate()) if i in (5, 0, 17)]
+    names = [str(picked[2]), str(picked[0]), str(picked[1]).split(" ffn")[0]]  # options may be left out
+    body = f"study: {{space: space.yaml, architectures: {json.dumps(names)}, zero_cost: []}}\nreference: {{seeds: [0]}}"
+    study = load_study(_write_study(tmp_path, write_space, body))
+    archs = sample_architectures(study)
+    assert [a.id for a in archs] == [picked[2].id, picked[0].id, picked[1].id]
+    assert len(plan_jobs(study, archs)) == 3 * 2  # the default proxy and the reference, one seed each
+    other = str(picked[0]).replace(" D=", " D=999,", 1)
+    for bad, key in (
+        ([names[0], names[0]], "study.architectures[1]"),
+        ([names[0], other], "study.architectures[1]"),
+        ([names[0], "C-C L=x"], "study.architectures[1]"),
+        ([names[0], 3], "study.architectures[1]"),
+        ([names[0]], "study.architectures"),
+    ):
+        body = f"study: {{space: space.yaml, architectures: {json.dumps(bad)}}}"
+        with pytest.raises(ConfigError) as err:
+            load_study(_write_study(tmp_path, write_space, body))
+        assert f"`{key}`" in str(err.value), bad

@@ -37,6 +37,7 @@ import yaml
 
 from nas.errors import ConfigError, UserError, check_keys, parse_dataclass, yaml_problem
 from nas.limits import RANGES, allowed_text, check_ranges, check_value
+from nas.model.arch import Architecture
 from trainers.data.config import DataConfig
 
 REFERENCE = "reference"
@@ -50,7 +51,8 @@ class StudySettings:
 
     Args:
         space: the search YAML whose space is sampled and whose train/objective are the base protocol.
-        architectures: how many to sample (stratified over layouts), or ``all`` to take every candidate.
+        architectures: how many to sample (stratified over layouts), ``all`` to take every candidate, or a
+            list of named candidates (``"C-C-C-T L=2,1,1,2,1 D=16,32,64,96,128"``), trained in that order.
         seed: seed of the sample.
         zero_cost: training-free proxies computed for every architecture (``trainers.objectives.zerocost``).
         zero_cost_batch: images per zero-cost measurement.
@@ -68,7 +70,7 @@ class StudySettings:
     """
 
     space: str = "coatnet-cifar.yaml"
-    architectures: int | str = 30
+    architectures: int | str | tuple[str, ...] = 30
     seed: int = 0
     zero_cost: tuple[str, ...] = ("params", "macs", "synflow", "naswot", "grad_norm")
     zero_cost_batch: int = 64
@@ -179,6 +181,8 @@ def study_from_dict(data: Any, file: str | None = None) -> Study:
     data = check_keys(data if data is not None else {}, ("study", "proxies", "reference"), file, "")
     settings, inline = _settings(data.get("study"), file)
     settings, exp, space_file = _experiment(settings, inline, file)
+    if isinstance(settings.architectures, tuple):
+        named_architectures(settings.architectures, exp.space, file)  # each a candidate of the space
     proxies = _proxies(data.get("proxies"), exp, file)
     reference = _protocol(REFERENCE, data.get("reference"), exp, file, "reference", [0, 1])
     plain = {
@@ -220,13 +224,16 @@ def _settings(section: Any, file: str | None) -> tuple[StudySettings, Mapping | 
     zc = s.pop("zero_cost", list(StudySettings.zero_cost))
     settings = parse_dataclass(StudySettings, s, file, "study")
     check_ranges(settings, "study", file)
-    if archs != "all":
+    if isinstance(archs, (list, tuple)):
+        archs = _named_list(archs, file)
+    elif archs != "all":
         if isinstance(archs, bool) or not isinstance(archs, int):
             raise ConfigError(
                 file,
                 "study.architectures",
-                "must be a number of architectures or `all`",
-                f"an integer {allowed_text('study.architectures')}, or all (every candidate of a small space)",
+                "must be a number of architectures, `all` or a list of architectures",
+                f"an integer {allowed_text('study.architectures')}, all (every candidate of a small space), or "
+                "a list such as ['C-C-C-T L=2,1,1,2,1 D=16,32,64,96,128']",
                 value=archs,
             )
         check_value(archs, "study.architectures", file)
@@ -243,6 +250,61 @@ def _settings(section: Any, file: str | None) -> tuple[StudySettings, Mapping | 
             value=zc,
         )
     return dataclasses.replace(settings, architectures=archs, zero_cost=tuple(dict.fromkeys(zc))), inline
+
+
+def _named_list(archs: list | tuple, file: str | None) -> tuple[str, ...]:
+    """``study.architectures`` as a list: distinct strings, at least two, at most the study's maximum."""
+    lo, hi = RANGES["study.architectures"]
+    if not lo <= len(archs) <= hi:
+        raise ConfigError(
+            file, "study.architectures", f"lists {len(archs)} architectures", f"from {lo:g} to {hi:g}", value=archs
+        )
+    for i, a in enumerate(archs):
+        if not isinstance(a, str):
+            raise ConfigError(
+                file,
+                f"study.architectures[{i}]",
+                "must be an architecture string",
+                "LAYOUT L=depths D=widths, e.g. 'C-C-C-T L=2,1,1,2,1 D=16,32,64,96,128' (as the leaderboard prints it)",
+                value=a,
+            )
+    return tuple(archs)
+
+
+def named_architectures(names: tuple[str, ...], space: Any, file: str | None) -> list[Architecture]:
+    """The candidates a list-form ``study.architectures`` names, parsed with the space's block options (a
+    string's own ``key=value`` pairs override them), each checked to be a candidate, none twice."""
+    base = space.minimal_architectures()[0].options
+    out: list[Architecture] = []
+    seen: dict[str, int] = {}
+    for i, text in enumerate(names):
+        key = f"study.architectures[{i}]"
+        try:
+            arch = Architecture.parse(text.strip(), options=base)
+        except (ValueError, TypeError, ConfigError) as err:
+            raise ConfigError(
+                file,
+                key,
+                f"is not an architecture ({err})",
+                "LAYOUT L=depths D=widths, as the leaderboard prints it",
+                value=text,
+            ) from None
+        why = space.why_invalid(arch)
+        if why is not None:
+            raise ConfigError(
+                file, key, f"is not a candidate of the study's space: {why}", "a candidate of study.space", value=text
+            )
+        if arch.id in seen:
+            raise ConfigError(
+                file,
+                key,
+                f"names the same architecture as study.architectures[{seen[arch.id]}]",
+                "each once",
+                value=text,
+            )
+        seen[arch.id] = i
+        out.append(arch)
+    return out
 
 
 def _inline_space(space: Mapping, file: str | None) -> Mapping:

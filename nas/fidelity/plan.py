@@ -19,7 +19,8 @@ TRAIN_JOB = "train"  # the kind of a job that trains (ZERO_COST_JOB: one that me
 
 def sample_architectures(study: Study) -> list[Architecture]:
     """``study.architectures`` distinct candidates within the budgets, the layouts taken in turn (so every
-    layout is equally represented), or every candidate for ``all``."""
+    layout is equally represented), every candidate for ``all``, or the named ones of a list (budgets are
+    not applied to a list: it names what to train)."""
     from nas.model.cost import count_cost
 
     exp = study.experiment
@@ -32,6 +33,10 @@ def sample_architectures(study: Study) -> list[Architecture]:
         )
 
     n = study.settings.architectures
+    if isinstance(n, tuple):  # named: in the order given (checked against the space when the study was read)
+        from nas.fidelity.config import named_architectures
+
+        return named_architectures(n, space, study.file)
     if n == "all":
         most = int(RANGES["study.architectures"][1])
         if space.size() > most:
