@@ -25,8 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--proxy", default="default", help="the study's proxy protocol to tabulate")
     p.add_argument("--name", help="table name (default: the space YAML's name)")
     p.add_argument("--version", type=int, default=1)
+    p.add_argument("--seed", type=int, help="the proxy's training seed to tabulate (default: its first)")
     a = p.parse_args(argv)
-    path = write_table(a.study_dir, a.out, proxy=a.proxy, name=a.name, version=a.version)
+    path = write_table(a.study_dir, a.out, proxy=a.proxy, name=a.name, version=a.version, seed=a.seed)
     t = load_table(path)
     cfg = t.objective
     ok = [e for e in t.entries.values() if e.ok]

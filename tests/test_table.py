@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import trainers.objectives.registry as obj
-from nas.errors import ConfigError
+from nas.errors import ConfigError, UserError
 from nas.fidelity import run_study
 from nas.fidelity.table import write_table
 from nas.search import run
@@ -39,7 +39,7 @@ objective: {mode: both, subset_fraction: 0.5}
 STUDY = """\
 study: {space: space.yaml, architectures: all, max_concurrent: 2, bootstrap: 50, zero_cost: [params, synflow],
         reference_architectures: 3}
-proxies: {default: {}}
+proxies: {default: {seeds: [0, 1]}}
 reference: {seeds: [0], train: {epochs: 3}}
 """
 
@@ -51,7 +51,7 @@ def table_dir(tmp_path_factory, ray_local):
     (d / "space.yaml").write_text(SPACE)
     (d / "study.yaml").write_text(STUDY)
     res = run_study(d / "study.yaml", study_dir=d / "study", out=None)
-    assert res["done"] == 6 + 6 + 3 and not res["stopped"]
+    assert res["done"] == 6 + 12 + 3 and not res["stopped"]
     write_table(d / "study", d / "t.json")
     return d
 
@@ -77,6 +77,25 @@ def test_table_records_every_candidate_with_its_provenance(table_dir):
         assert [h["regime"] for h in e.history] == ["generalization"] * 2 + ["full"] * 2
         assert all(h["round_s"] > 0 for h in e.history)
         assert set(e.zero_cost) == {"params", "synflow"}
+
+
+def test_a_table_of_another_seed_is_that_draw(table_dir):
+    """``--seed 1`` tabulates the second draw: its entries are the seed-1 trainings and its protocol names
+    seed 1, so a replay must ask for that seed; a seed the study did not train is refused."""
+    write_table(table_dir / "study", table_dir / "t1.json", seed=1)
+    t0, t1 = load_table(table_dir / "t.json"), load_table(table_dir / "t1.json")
+    assert t1.protocol["train.seed"] == 1 and t0.protocol["train.seed"] == 0 and dict(t1.seeds)["proxy"] == (1,)
+    assert {e.seed for e in t1.entries.values()} == {1} and set(t1.entries) == set(t0.entries)
+    assert any(t1.entries[k].metrics != t0.entries[k].metrics for k in t0.entries)
+    recs = {}
+    for line in (table_dir / "study" / "jobs.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        recs[r["key"]] = r
+    for k, e in t1.entries.items():
+        assert e.metrics["cap_train_acc"] == pytest.approx(recs[f"{k}/default/1"]["metrics"]["cap_train_acc"])
+    with pytest.raises(UserError, match="--seed"):
+        write_table(table_dir / "study", table_dir / "t5.json", seed=5)
+    assert not (table_dir / "t5.json").exists()
 
 
 def test_replay_recomputes_the_objective_from_the_raw_measurements(table_dir):

@@ -94,10 +94,16 @@ def _hardware() -> dict[str, Any]:
 
 
 def tabulate(
-    study_dir: str | os.PathLike, proxy: str = "default", *, name: str | None = None, version: int = 1
+    study_dir: str | os.PathLike,
+    proxy: str = "default",
+    *,
+    name: str | None = None,
+    version: int = 1,
+    seed: int | None = None,
 ) -> dict[str, Any]:
-    """The table of the study in ``study_dir``: its proxy ``proxy`` for every architecture (all must be
-    recorded, failed ones with their reason), the zero-cost proxies and the reference where trained."""
+    """The table of the study in ``study_dir``: its proxy ``proxy`` at training seed ``seed`` (default: the
+    proxy's first) for every architecture (all must be recorded, failed ones with their reason), the
+    zero-cost proxies and the reference where trained. The table's protocol names that seed."""
     sdir = StudyDir(study_dir)
     study = _read_study(sdir, proxy)
     p = study.protocol(proxy)
@@ -105,7 +111,13 @@ def tabulate(
     recs: dict[tuple[str, str, int], JobRecord] = {}
     for r in checked_records(sdir, study, archs):
         recs[(r.arch_id, r.protocol, r.seed)] = r
-    seed = p.seeds[0]
+    if seed is None:
+        seed = p.seeds[0]
+    elif seed not in p.seeds:
+        raise UserError(
+            f"The study in {sdir.path} trains its proxy {proxy!r} at seeds {', '.join(map(str, p.seeds))}, not "
+            f"{seed}. Give one of those to --seed."
+        )
     missing = [a for a in archs if (a.id, proxy, seed) not in recs]
     if missing:
         raise UserError(
@@ -113,8 +125,9 @@ def tabulate(
             f"{sdir.jobs} (e.g. {missing[0]}). Finish the study: `nas-fidelity --resume {sdir.path}`."
         )
     entries = [_entry(a, recs, recs[(a.id, proxy, seed)], study.reference.seeds) for a in archs]
-    exp = dataclasses.replace(study.experiment, train=p.train, objective=p.objective)
+    exp = dataclasses.replace(study.experiment, train=dataclasses.replace(p.train, seed=seed), objective=p.objective)
     raw = dict(study.experiment.raw)
+    raw["train"] = {**(raw.get("train") or {}), "seed": seed}
     return {
         "format": TABLE_FORMAT,
         "name": name or Path(study.experiment.file or "table").stem,
