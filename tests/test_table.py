@@ -142,6 +142,31 @@ def test_replay_through_ray_equals_the_in_process_replay(table_dir, ray_local):
     assert len(res.rows) == 5
 
 
+def test_a_replayed_search_verifies_its_finalists_by_training_them(table_dir, ray_local):
+    """On a table, the search's trials are replayed but the finalists are trained for real: the table's protocol
+    (here with 3 epochs) at the seeds after the table's, through Ray, and the leaderboard takes the verified best."""
+    from nas.search.rundir import RunDir
+
+    body = SPACE + (
+        "search: {trials: 6, sampler: grid, max_concurrent: 2, trainer: 'table:t.json'}\n"
+        "finalists: {top_k: 2, pareto: false, seeds: 2, train: {epochs: 3}}\n"
+    )
+    (table_dir / "verify.yaml").write_text(body)
+    exp = load_experiment(table_dir / "verify.yaml")
+    assert exp.finalists.trainer == "trainers.proxy:train_candidate" and exp.finalists.train.epochs == 3
+    res = run(table_dir / "verify.yaml", run_dir=table_dir / "verify-run", progress=False)
+    assert not res.interrupted and res.completed == 6
+    r = RunDir(table_dir / "verify-run")
+    jobs = r.read_finalists()
+    assert len(jobs) == 4 and all(j.ok for j in jobs) and sorted({j.seed for j in jobs}) == [1, 2]
+    t = load_table(table_dir / "t.json")
+    table_scores = sorted(t.entries, key=lambda k: -axes(t.entries[k], t.objective, 4)["score"])
+    assert {j.id for j in jobs} == set(table_scores[:2])  # the table's top 2
+    assert all(j.score != pytest.approx(axes(t.entries[j.id], t.objective, 4)["score"]) for j in jobs)
+    rows = json.loads(r.leaderboard_json.read_text())
+    assert rows[0]["verified_n"] == 2 and res.best["id"] == rows[0]["id"]
+
+
 def test_grid_replay_covers_the_table_and_finds_its_best(table_dir):
     recs = replay_search(_replay_yaml(table_dir, "trials: 50, sampler: grid"))
     t = load_table(table_dir / "t.json")

@@ -152,6 +152,7 @@ class FinalistsConfig:
     )
     train: Any = None  # the verification protocol's TrainConfig (the search's with the overrides)
     objective: Any = None  # its ObjectiveConfig
+    trainer: str = "trainers.proxy:train_candidate"  # the search's trainer; the default one for a table replay
     overrides: dict = field(default_factory=dict, compare=False)  # {"train": {...}, "objective": {...}} as given
 
     def seed_of(self, index: int) -> int:
@@ -210,22 +211,14 @@ def experiment_from_dict(data: dict, file: str | None = None) -> Experiment:
     _check_prescreen(search, file)
     exp = Experiment(space=space, train=train, objective=objective, search=search, file=file, raw=dict(data))
     if is_table(search.trainer):  # replayed: the data is not needed, the table knows its classes
-        if data.get("finalists") is not None:
-            raise ConfigError(
-                file,
-                "finalists",
-                "re-trains the finalists, but `search.trainer` replays a table, which holds one recorded training "
-                "per candidate and no other protocol or seed",
-                "no `finalists:` section with a `table:` trainer; a trainer that trains (the default) to verify",
-            )
         exp = _on_table(exp)
     else:
         from trainers.data.sources import resolve_source
 
         _check_trainer(search.trainer, file)
         exp = dataclasses.replace(exp, train=dataclasses.replace(train, data=resolve_source(train.data, file)))
-        if data.get("finalists") is not None:
-            exp = dataclasses.replace(exp, finalists=parse_finalists(data["finalists"], data, file))
+    if data.get("finalists") is not None:  # on a table, the verification trains for real (the table's protocol)
+        exp = dataclasses.replace(exp, finalists=parse_finalists(data["finalists"], data, file, search.trainer))
     space.check_budgets(count_cost, num_classes=exp.classes or num_classes_hint(exp.train, file))
     return exp
 
@@ -244,16 +237,19 @@ def _on_table(exp: Experiment) -> Experiment:
     return replay
 
 
-def parse_finalists(section: Any, data: dict, file: str | None) -> FinalistsConfig:
+def parse_finalists(section: Any, data: dict, file: str | None, trainer: str | None = None) -> FinalistsConfig:
     """The ``finalists:`` section: its settings, and the verification protocol (the search YAML's ``train:`` and
     ``objective:`` with ``finalists.train`` / ``finalists.objective`` merged over them, validated by the same
-    parsers; an error names ``finalists.train.<key>``)."""
+    parsers; an error names ``finalists.train.<key>``). The verification trains with the search's ``trainer``;
+    a search replayed on a table (``table:PATH``) verifies with the default trainer, under the table's protocol
+    (which the YAML's ``train:`` must equal) and the overrides."""
     from nas.errors import check_keys
+    from nas.search.trainable import DEFAULT_TRAINER
     from trainers.data.sources import resolve_source
     from trainers.objectives.registry import ObjectiveConfig
     from trainers.training.config import TrainConfig
 
-    names = [f.name for f in dataclasses.fields(FinalistsConfig) if f.name != "overrides"]
+    names = [f.name for f in dataclasses.fields(FinalistsConfig) if f.name not in ("overrides", "trainer")]
     section = dict(check_keys(section if section is not None else {}, names, file, "finalists"))
     over = {}
     for key in ("train", "objective"):
@@ -286,7 +282,8 @@ def parse_finalists(section: Any, data: dict, file: str | None) -> FinalistsConf
             check_ranges(obj, prefix, file)
         except ConfigError as err:
             raise ConfigError(file, f"finalists.{err.key}", err.problem, err.allowed, err.value) from None
-    return dataclasses.replace(settings, train=train, objective=objective, overrides=over)
+    trainer = DEFAULT_TRAINER if trainer is None or is_table(trainer) else trainer
+    return dataclasses.replace(settings, train=train, objective=objective, overrides=over, trainer=trainer)
 
 
 def _merge(base: Any, over: Any) -> Any:
@@ -305,7 +302,12 @@ def finalists_protocol(exp: Experiment) -> dict[str, Any]:
     """The verification protocol, flat as :func:`protocol_of` (``{}`` without a ``finalists:`` section)."""
     if exp.finalists is None:
         return {}
-    return protocol_of(dataclasses.replace(exp, train=exp.finalists.train, objective=exp.finalists.objective))
+    f = exp.finalists
+    return protocol_of(
+        dataclasses.replace(
+            exp, train=f.train, objective=f.objective, search=dataclasses.replace(exp.search, trainer=f.trainer)
+        )
+    )
 
 
 def protocol_of(exp: Experiment) -> dict[str, Any]:

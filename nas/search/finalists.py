@@ -623,7 +623,7 @@ def verify(
 
     s = exp.search
     setup = WorkerSetup(
-        trainer=s.trainer,
+        trainer=f.trainer,
         train=f.train,
         objective=f.objective,
         image_size=exp.space.image_size,
