@@ -123,3 +123,18 @@ def test_stem_stride_enters_string_id_dict_and_parse():
         Architecture.from_dict({**one.to_dict(), "stem_stride": 4})
     with pytest.raises(ConfigError, match="2 for ViT_REL"):
         Architecture.parse("ViT_REL L=1,1,1,1,1 D=32,32,32,32,32 patch=8 stem_stride=1")
+
+
+def test_stage_strides_enter_string_id_dict_and_parse():
+    base = Architecture.parse("C-C-T-T L=2,1,1,1,1 D=16,16,32,32,64")
+    s3 = Architecture.parse("C-C-T-T L=2,1,1,1,1 D=16,16,32,32,64 strides=2,2,1,2")
+    assert s3.strides == (2, 2, 1, 2) and base.strides == (2, 2, 2, 2)
+    assert str(s3).endswith("strides=2,2,1,2") and "strides" not in str(base) and "strides" not in base.to_dict()
+    assert s3.id != base.id and Architecture.parse(str(s3)) == s3 and Architecture.from_dict(s3.to_dict()) == s3
+    for bad in ([2, 2, 3, 2], [2, 2, 1], "2,2,1,2", [True, 2, 2, 2]):
+        with pytest.raises(ConfigError, match="strides"):
+            Architecture.from_dict({**s3.to_dict(), "strides": bad})
+    with pytest.raises(ConfigError, match="all 2 for ViT_REL"):
+        Architecture.from_dict(
+            {**Architecture.parse("ViT_REL L=1,1,1,1,1 D=32,32,32,32,32 patch=8").to_dict(), "strides": [2, 2, 1, 2]}
+        )

@@ -29,6 +29,8 @@ def tiny(layout: str, options: BlockOptions = BlockOptions()) -> Architecture:
         tiny("C-T-T-T", BlockOptions(rel_attn="post", downsample="dwconv", se_ratio=0.0)),
         tiny("C-C-C-C"),
         Architecture.parse("ViT_REL L=1,1,1,1,1 D=32,32,32,64,64 patch=4"),
+        Architecture.parse("C-C-T-T L=2,1,1,2,1 D=16,16,32,32,64 strides=2,2,1,2"),
+        Architecture.parse("C-T-T-T L=2,1,1,1,2 D=16,16,32,32,64 strides=1,2,2,1", BlockOptions(downsample="dwconv")),
     ],
     ids=str,
 )
@@ -78,3 +80,19 @@ def test_stride_one_stem_keeps_twice_the_resolution_and_the_cost_model_follows()
     assert feature_sizes(dataclasses.replace(arch, stem_stride=2), 32) == [16, 8, 4, 2, 1]
     test_cost_matches_real_module(arch)
     assert count_cost(arch, 32, 10, 1).macs > 3 * count_cost(dataclasses.replace(arch, stem_stride=2), 32, 10, 1).macs
+
+
+def test_a_stride_one_stage_keeps_its_map_and_the_cost_model_follows():
+    """``strides=2,2,1,2``: S3 keeps S2's 4x4 map at 32 px, so a T there attends over 16 tokens; the network's
+    maps are those the geometry says, and the MACs grow (S3 and S4 run on 4x the positions)."""
+    arch = Architecture.parse("C-C-T-T L=2,1,1,1,1 D=16,16,32,32,64 strides=2,2,1,2")
+    base = dataclasses.replace(arch, strides=(2, 2, 2, 2))
+    assert feature_sizes(arch, 32) == [16, 8, 4, 4, 2] and feature_sizes(base, 32) == [16, 8, 4, 2, 1]
+    model = build_model(arch, num_classes=10, image_size=32, in_chans=1).eval()
+    x, sides = model.stem(torch.randn(1, 1, 32, 32)), []
+    for stage in model.stages:
+        x = stage(x)
+        sides.append(x.shape[-1])
+    assert sides == feature_sizes(arch, 32)[1:]
+    assert count_cost(arch, 32, 10, 1).macs > 1.2 * count_cost(base, 32, 10, 1).macs
+    assert count_cost(arch, 32, 10, 1).params > count_cost(base, 32, 10, 1).params  # larger bias tables

@@ -289,3 +289,8 @@ def test_token_grids_in_leaderboard_and_dry_run(tmp_path, write_space):
     assert build_rows([_rec(strided, 0, 0.5, 0.5)])[0]["grid"] == ""  # no input size, no grid
     text = dry_run(write_space(), samples=2)  # 32 px, stem stride 2 (needs no data, unlike the CIFAR space)
     assert "grid 8/4/2/1" in text and "S3 2x2, S4 1x1" in text and "4 token(s) at S3" in text
+    s3 = write_space("s3.yaml").read_text().replace("S3: {", "S3: {stride: 1, ", 1)
+    (tmp_path / "s3.yaml").write_text(s3)
+    text = dry_run(tmp_path / "s3.yaml", samples=2)
+    assert "stage strides 2,2,1,2" in text and "S3 4x4, S4 2x2" in text and "grid 8/4/4/2" in text
+    assert "at S3" not in text and "1 token(s) at S4" not in text

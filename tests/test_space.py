@@ -329,3 +329,25 @@ def test_stem_stride_is_a_validated_per_space_option():
     for bad in (3, 0, True, [1, 2]):
         with pytest.raises(ConfigError, match="space.stem.stride"):
             SearchSpace.from_dict(variant(**{"stem.stride": bad}))
+
+
+def test_a_stage_stride_is_a_validated_per_stage_option():
+    space = SearchSpace.from_dict(
+        variant(**{"stages.S3.stride": 1, "vit_rel": {"include": True, "patch_size": 4}, "stages.S1.block": ["C", "T"]})
+    )
+    archs = list(space.enumerate())
+    assert space.strides == (2, 2, 1, 2)
+    assert {a.strides for a in archs if not a.is_vit} == {(2, 2, 1, 2)}
+    assert {a.strides for a in archs if a.is_vit} == {(2, 2, 2, 2)}
+    assert all(a in space for a in archs) and all(space.sample(random.Random(i)) in space for i in range(20))
+    other = dataclasses.replace(next(a for a in archs if not a.is_vit), strides=(2, 2, 2, 2))
+    assert "strides" in space.why_invalid(other)
+    assert space.to_dict()["stages"]["S3"]["stride"] == 1 and "stride" not in space.to_dict()["stages"]["S2"]
+    plain = SearchSpace.from_dict(
+        variant(**{"vit_rel": {"include": True, "patch_size": 4}, "stages.S1.block": ["C", "T"]})
+    )
+    assert space.fingerprint() != plain.fingerprint() and space.size() == plain.size()
+    assert all("stride" not in s for s in plain.to_dict()["stages"].values())  # earlier spaces keep their identity
+    for bad in (3, 0, True, [1, 2], "1"):
+        with pytest.raises(ConfigError, match=r"space\.stages\.S3\.stride"):
+            SearchSpace.from_dict(variant(**{"stages.S3.stride": bad}))

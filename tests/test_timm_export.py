@@ -41,7 +41,7 @@ def _cli(argv, capsys) -> tuple[int, str, str]:
 
 
 def _mc(text: str = OK, size: int = 32, **opts) -> ModelConfig:
-    stem = {k: opts.pop(k) for k in ("stem", "patch_size", "stem_stride") if k in opts}
+    stem = {k: opts.pop(k) for k in ("stem", "patch_size", "stem_stride", "strides") if k in opts}
     arch = Architecture.parse(text, BlockOptions(**opts))
     if stem:
         from dataclasses import replace
@@ -55,6 +55,7 @@ REFUSED = [
     ("stem-depth", _mc("C-C-T-T L=3,1,1,1,1 D=16,24,32,64,96"), "depths[0] = 2"),
     ("stem-depth-1", _mc("C-C-T-T L=1,1,1,1,1 D=16,24,32,64,96"), "depths[0] = 2"),
     ("stem-stride", _mc(stem_stride=1), "stem_stride 2"),
+    ("stage-strides", _mc(strides=(2, 2, 1, 2)), "strides 2,2,2,2"),
     ("rel-attn-post", _mc(rel_attn="post"), "`rel_attn: post`"),
     ("odd-mbconv-width", _mc("C-C-T-T L=2,1,1,1,1 D=16,23,32,64,96"), "mbconv_expansion"),
     ("ffn-fraction", _mc(ffn_expansion=1.01), "ffn_expansion"),

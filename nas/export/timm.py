@@ -127,6 +127,11 @@ def check_timm(mc: ModelConfig) -> None:
             f"{what} stem_stride {arch.stem_stride}; timm's MaxxVit stem always has stride 2. "
             "Allowed with --format timm: stem_stride 2 (the default)."
         )
+    if tuple(arch.strides) != (2, 2, 2, 2):
+        raise UserError(
+            f"{what} stage strides {list(arch.strides)} (architecture.strides); timm's MaxxVit stages always "
+            "halve the map. Allowed with --format timm: strides 2,2,2,2 (the default), or use --format yaml or onnx."
+        )
     if o.rel_attn == "post":
         raise UserError(
             f"{what} `rel_attn: post` adds the relative bias after softmax, which timm's attention "

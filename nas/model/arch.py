@@ -68,6 +68,8 @@ BLOCKS: dict[str, BlockKind] = {
 VIT_BLOCK = "T"
 """The letter of every stage of the ViT_REL baseline."""
 VIT_REL = "ViT_REL"
+DEFAULT_STRIDES = (2, 2, 2, 2)
+"""The stride of each stage S1..S4's first block in the paper: every stage halves the map."""
 
 
 def known_blocks() -> str:
@@ -140,6 +142,11 @@ class Architecture:
     ``stem_stride`` is the stride of the conv stem's first conv: 2 (the paper, 32x downsampling in all) or
     1 (16x in all), which keeps S3/S4 at 4x4/2x2 tokens instead of 2x2/1x1 for 32 px inputs, as CIFAR
     adaptations of ResNets and ViTs do. It is part of the canonical string (``stem_stride=1``) when not 2.
+
+    ``strides`` is the stride of each stage S1..S4's first block: 2 (the paper: every stage halves the map) or
+    1 (the stage keeps its input's map). ``strides=2,2,1,2`` keeps a 32 px input's S3 at 4x4 tokens at a
+    fraction of a stride-1 stem's cost (docs/space.md). It is part of the canonical string when not all 2;
+    ViT_REL's stages never downsample and keep the default.
     """
 
     layout: tuple[str, str, str, str]
@@ -149,10 +156,11 @@ class Architecture:
     stem: Literal["conv", "patch"] = "conv"
     patch_size: int = 16
     stem_stride: int = 2
+    strides: tuple[int, int, int, int] = DEFAULT_STRIDES
 
     def __post_init__(self) -> None:
         # Normalise lists to tuples so equal architectures hash equally.
-        for name in ("layout", "depths", "widths"):
+        for name in ("layout", "depths", "widths", "strides"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if len(self.layout) != 4 or not all(map(is_block_letter, self.layout)):
             raise ValueError(f"layout must be 4 block letters, each one of {known_blocks()}; got {self.layout}")
@@ -166,6 +174,12 @@ class Architecture:
             raise ValueError(f"stem must be 'conv' or 'patch', got {self.stem!r}")
         if self.stem_stride not in (1, 2) or (self.stem == "patch" and self.stem_stride != 2):
             raise ValueError(f"stem_stride must be 1 or 2 (and 2 for the patch stem), got {self.stem_stride!r}")
+        if (
+            len(self.strides) != 4
+            or any(isinstance(v, bool) or v not in (1, 2) for v in self.strides)
+            or (self.stem == "patch" and self.strides != DEFAULT_STRIDES)
+        ):
+            raise ValueError(f"strides must be 4 of 1 or 2 (S1..S4; all 2 for the patch stem), got {self.strides!r}")
 
     # ----------------------------------------------------------------- naming
     @property
@@ -192,6 +206,8 @@ class Architecture:
             out["patch"] = self.patch_size
         if self.stem_stride != 2:
             out["stem_stride"] = self.stem_stride
+        if self.strides != DEFAULT_STRIDES:
+            out["strides"] = ",".join(map(str, self.strides))
         return out
 
     @property
@@ -212,6 +228,8 @@ class Architecture:
             out["patch_size"] = self.patch_size
         if self.stem_stride != 2:
             out["stem_stride"] = self.stem_stride
+        if self.strides != DEFAULT_STRIDES:
+            out["strides"] = list(self.strides)
         return out
 
     @classmethod
@@ -219,7 +237,7 @@ class Architecture:
         """Inverse of :meth:`to_dict`; raises :class:`ConfigError` naming the bad key."""
         if not isinstance(data, Mapping):
             raise ConfigError(file, path, "must be a mapping", "keys layout, depths, widths, options", value=data)
-        check_keys(data, ("depths", "layout", "options", "patch_size", "stem_stride", "widths"), file, path)
+        check_keys(data, ("depths", "layout", "options", "patch_size", "stem_stride", "strides", "widths"), file, path)
         for key in ("layout", "depths", "widths"):
             if key not in data:
                 raise ConfigError(file, f"{path}.{key}", "is missing", "see `nas-export` output for an example")
@@ -251,6 +269,20 @@ class Architecture:
         stride = data.get("stem_stride", 2)
         if isinstance(stride, bool) or stride not in (1, 2) or (stem == "patch" and stride != 2):
             raise ConfigError(file, f"{path}.stem_stride", "must be 1 or 2 (2 for ViT_REL)", "1, 2", value=stride)
+        strides = data.get("strides", list(DEFAULT_STRIDES))
+        if (
+            not isinstance(strides, (list, tuple))
+            or len(strides) != 4
+            or any(isinstance(v, bool) or v not in (1, 2) for v in strides)
+            or (stem == "patch" and tuple(strides) != DEFAULT_STRIDES)
+        ):
+            raise ConfigError(
+                file,
+                f"{path}.strides",
+                "must list the stride of S1..S4, each 1 or 2 (all 2 for ViT_REL)",
+                "e.g. [2, 2, 1, 2]",
+                value=strides,
+            )
         return cls(
             layout=tuple(layout),
             depths=seqs["depths"],
@@ -259,13 +291,14 @@ class Architecture:
             stem=stem,
             patch_size=patch,
             stem_stride=stride,
+            strides=tuple(strides),
         )
 
     @classmethod
     def parse(cls, text: str, options: BlockOptions | None = None) -> Architecture:
         """Parse the short string form, e.g. ``"C-C-T-T L=2,2,3,5,2 D=64,96,192,384,768"``.
 
-        Trailing ``key=value`` pairs set block options (and ``patch`` for ViT_REL, ``stem_stride``).
+        Trailing ``key=value`` pairs set block options (and ``patch`` for ViT_REL, ``stem_stride``, ``strides``).
         """
         parts = text.split()
         if len(parts) < 3 or not parts[1].startswith("L=") or not parts[2].startswith("D="):
@@ -283,6 +316,8 @@ class Architecture:
                 data["patch_size"] = int(val)
             elif key == "stem_stride":
                 data["stem_stride"] = int(val)
+            elif key == "strides":
+                data["strides"] = [int(v) for v in val.split(",")]
             elif key in hints:
                 default = getattr(BlockOptions(), key)
                 data["options"][key] = type(default)(val) if not isinstance(default, str) else val

@@ -23,8 +23,8 @@ def feature_sizes(arch: Architecture, image_size: int) -> list[int]:
     if arch.is_vit:
         return [image_size // arch.patch_size] * 5
     sizes = [downsampled(image_size, arch.stem_stride)]
-    for _ in range(4):
-        sizes.append(downsampled(sizes[-1], 2))
+    for stride in arch.strides:
+        sizes.append(downsampled(sizes[-1], stride))
     return sizes
 
 
@@ -63,7 +63,8 @@ class BlockSlot(NamedTuple):
 
 
 def block_plan(arch: Architecture, image_size: int) -> list[BlockSlot]:
-    """Every block of S1..S4 in order: the first of a stage changes width (and, but for ViT_REL, halves the map)."""
+    """Every block of S1..S4 in order: the first of a stage changes width and has the stage's stride
+    (``arch.strides``; 1 for ViT_REL)."""
     sizes = feature_sizes(arch, image_size)
     w, plan = arch.widths, []
     for i, letter in enumerate(arch.layout):
@@ -77,7 +78,7 @@ def block_plan(arch: Architecture, image_size: int) -> list[BlockSlot]:
                     letter=letter,
                     in_chs=w[i] if first else w[i + 1],
                     out_chs=w[i + 1],
-                    stride=(1 if arch.is_vit else 2) if first else 1,
+                    stride=(1 if arch.is_vit else arch.strides[i]) if first else 1,
                     size_in=sizes[i] if first else sizes[i + 1],
                     size_out=sizes[i + 1],
                 )

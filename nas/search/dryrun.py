@@ -64,8 +64,8 @@ def _grid_note(sp) -> str:
     from nas.model.geometry import downsampled
 
     side, sides = downsampled(sp.image_size, sp.stem_stride), []
-    for _ in range(4):
-        side = downsampled(side, 2)
+    for stride in sp.strides:
+        side = downsampled(side, stride)
         sides.append(side)
     grid = ", ".join(f"S{i + 1} {s}x{s}" for i, s in enumerate(sides))
     small = [(i + 1, s) for i, s in enumerate(sides) if s < 4]
@@ -73,4 +73,5 @@ def _grid_note(sp) -> str:
     if small:
         tail = "; a T there attends over " + ", ".join(f"{s * s} token(s) at S{i}" for i, s in small)
         tail += " (docs/space.md, token grids)"
-    return f"token grids of the C/T layouts at {sp.image_size}px, stem stride {sp.stem_stride}: {grid}{tail}"
+    strides = "" if tuple(sp.strides) == (2, 2, 2, 2) else f", stage strides {','.join(map(str, sp.strides))}"
+    return f"token grids of the C/T layouts at {sp.image_size}px, stem stride {sp.stem_stride}{strides}: {grid}{tail}"

@@ -115,7 +115,7 @@ def parse_space(data: Any, file: str | None = None) -> dict[str, Any]:
     data = check_keys(data, SPACE_KEYS, f, "space")
     image_size, in_chans = _parse_input(data.get("input"), f)
     stem, stem_stride = _parse_stem(data.get("stem"), f)
-    stages = _parse_stages(data.get("stages"), f)
+    stages, strides = _parse_stages(data.get("stages"), f)
     flags, fixed = _parse_rules(data.get("rules"), f)
     include_vit, patch_sizes = _parse_vit_rel(data.get("vit_rel"), fixed, image_size, f)
     options = option_choices(data.get("blocks"), f, "space.blocks")
@@ -135,6 +135,7 @@ def parse_space(data: Any, file: str | None = None) -> dict[str, Any]:
         budgets=budgets,
         file=f,
         stem_stride=stem_stride,
+        strides=strides,
     )
 
 
@@ -180,14 +181,26 @@ def _parse_stem(data: Any, f: str | None) -> tuple[StageChoices, int]:
     return stem, stem_stride
 
 
-def _parse_stages(data: Any, f: str | None) -> dict[str, StageChoices]:
+def _parse_stages(data: Any, f: str | None) -> tuple[dict[str, StageChoices], tuple[int, ...]]:
+    """Each stage's choices, and the stride of each stage's first block (``stride``, default 2)."""
     stages_d = check_keys(data, STAGES, f, "space.stages")
-    stages = {}
+    stages, strides = {}, []
     for s in STAGES:
         key = f"space.stages.{s}"
         if s not in stages_d:
             raise ConfigError(f, key, "is missing", "a mapping with block, depth, width; all of S1-S4 are needed")
-        sd = check_keys(stages_d[s], ("block", "depth", "width"), f, key)
+        sd = check_keys(stages_d[s], ("block", "depth", "width", "stride"), f, key)
+        stride = sd.get("stride", 2)
+        if isinstance(stride, bool) or stride not in (1, 2):
+            raise ConfigError(
+                f,
+                f"{key}.stride",
+                "must be 1 or 2 (one value per stage): 2 halves the map at the stage's first block (the paper), "
+                "1 keeps it, e.g. S3 at 4x4 tokens for 32 px images",
+                "1, 2",
+                value=stride,
+            )
+        strides.append(stride)
         for k in ("depth", "width"):
             if k not in sd:
                 raise ConfigError(f, f"{key}.{k}", "is missing", "a positive integer or a list of them")
@@ -196,7 +209,7 @@ def _parse_stages(data: Any, f: str | None) -> dict[str, StageChoices]:
             depth=int_choices(sd["depth"], f, f"{key}.depth", "number of blocks"),
             width=int_choices(sd["width"], f, f"{key}.width", "channels"),
         )
-    return stages
+    return stages, tuple(strides)
 
 
 def _parse_rules(data: Any, f: str | None) -> tuple[dict[str, bool], list[str] | None]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import ConfigError
-from nas.model.arch import VIT_BLOCK, VIT_REL, Architecture, BlockOptions
+from nas.model.arch import DEFAULT_STRIDES, VIT_BLOCK, VIT_REL, Architecture, BlockOptions
 from nas.space.choices import STAGES, Budgets, StageChoices
 from nas.space.reading import load_yaml, parse_space
 
@@ -55,8 +55,10 @@ class SearchSpace:
         budgets: Budgets,
         file: str | None = None,
         stem_stride: int = 2,
+        strides: tuple[int, int, int, int] = DEFAULT_STRIDES,
     ):
         self._image_size, self._in_chans, self._stem_stride = image_size, in_chans, stem_stride
+        self._strides = tuple(strides)
         self._stem, self._stages = stem, dict(stages)
         self._layouts, self._patch_sizes = layouts, patch_sizes
         self._options = dict(options)
@@ -69,6 +71,7 @@ class SearchSpace:
     image_size = property(lambda self: self._image_size)
     in_chans = property(lambda self: self._in_chans)
     stem_stride = property(lambda self: self._stem_stride, doc="stride of the conv stem (2: 32x in all, 1: 16x)")
+    strides = property(lambda self: self._strides, doc="stride of each stage S1..S4 (``space.stages.S3.stride``)")
     budgets = property(lambda self: self._budgets)
     file = property(lambda self: self._file)
     layouts = property(lambda self: self._layouts, doc="valid layout names, in a fixed order")
@@ -152,6 +155,7 @@ class SearchSpace:
             widths=tuple(widths),
             options=options,
             stem_stride=self._stem_stride,
+            strides=self._strides,
         )
 
     def _depth_lists(self) -> list[tuple[int, ...]]:
@@ -226,6 +230,8 @@ class SearchSpace:
             return f"patch_size {arch.patch_size} is not one of {list(self._patch_sizes)}"
         if not arch.is_vit and arch.stem_stride != self._stem_stride:
             return f"stem_stride {arch.stem_stride} is not the space's space.stem.stride {self._stem_stride}"
+        if not arch.is_vit and arch.strides != self._strides:
+            return f"strides {list(arch.strides)} are not the space's stage strides {list(self._strides)}"
         names = ("S0", *STAGES)
         for i, (d, ds) in enumerate(zip(arch.depths, self._depth_lists())):
             if d not in ds:
@@ -294,8 +300,13 @@ class SearchSpace:
                 **({"stride": self._stem_stride} if self._stem_stride != 2 else {}),
             },
             "stages": {
-                s: {"block": list(c.block), "depth": list(c.depth), "width": list(c.width)}
-                for s, c in self._stages.items()
+                s: {
+                    "block": list(c.block),
+                    "depth": list(c.depth),
+                    "width": list(c.width),
+                    **({"stride": stride} if stride != 2 else {}),  # the identity of earlier spaces holds
+                }
+                for (s, c), stride in zip(self._stages.items(), self._strides)
             },
             "rules": {
                 "monotone": self._monotone,
