@@ -351,3 +351,13 @@ def test_a_stage_stride_is_a_validated_per_stage_option():
     for bad in (3, 0, True, [1, 2], "1"):
         with pytest.raises(ConfigError, match=r"space\.stages\.S3\.stride"):
             SearchSpace.from_dict(variant(**{"stages.S3.stride": bad}))
+
+
+def test_the_shipped_cifar_space_attends_over_at_least_4x4_tokens_at_s3():
+    """coatnet-cifar.yaml keeps S2's map at S3 (issue 20): a T at S3 attends over 16 tokens, not 4."""
+    from nas.model.geometry import stage_sides
+
+    space = load_space("coatnet-cifar.yaml")
+    archs = [a for a in space.enumerate() if not a.is_vit]
+    assert archs and {tuple(stage_sides(a, space.image_size)) for a in archs} == {(8, 4, 4, 2)}
+    assert any(a.layout[2] == "T" for a in archs)

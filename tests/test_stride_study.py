@@ -24,8 +24,12 @@ def _copy(src: Path, dst: Path) -> None:
 
 
 def test_stride_arms_sample_the_same_architectures(tmp_path):
-    _copy(ROOT / "coatnet-cifar.yaml", tmp_path / "coatnet-cifar.yaml")
-    for name in ("coatnet-cifar-stride1.yaml", "stride1-cifar.yaml", "stride2-cifar.yaml"):
+    for name in (
+        "coatnet-cifar-halving.yaml",
+        "coatnet-cifar-stride1.yaml",
+        "stride1-cifar.yaml",
+        "stride2-cifar.yaml",
+    ):
         _copy(ROOT / "studies" / name, tmp_path / "studies" / name)
     s1, s2 = (load_study(tmp_path / "studies" / f"stride{s}-cifar.yaml") for s in (1, 2))
     assert s1.experiment.space.stem_stride == 1 and s2.experiment.space.stem_stride == 2
