@@ -108,6 +108,12 @@ def test_record_round_trip_and_refusals(tmp_path):
         with pytest.raises(UserError, match="line 1") as err:
             read_jsonl(path, FinalistRecord.from_json, what="The verification records", fix="Fix it.")
         assert str(path) in str(err.value), what
+    # a line of trials.jsonl (a newer record format than finalists.jsonl's) is named as such, not as the record
+    # of a newer coatnas
+    path.write_text(json.dumps({**rec.to_json(), "kind": "search", "format": 2, "number": 3}) + "\n")
+    with pytest.raises(UserError, match="a line of trials.jsonl") as err:
+        read_jsonl(path, FinalistRecord.from_json, what="The verification records", fix="Fix it.")
+    assert "newer" not in str(err.value)
 
 
 # ------------------------------------------------------------------------------------------------ the YAML

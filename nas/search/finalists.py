@@ -134,9 +134,11 @@ class FinalistRecord:
 
         if not isinstance(d, dict):
             raise Invalid(f"it is a JSON {type(d).__name__}, not a verification record (one JSON object per line)")
-        record_format(d, "finalists.jsonl", FORMAT, unversioned=FORMAT)
-        if d.get("kind") != KIND:
+        if d.get("kind") != KIND:  # before the format: a line of another file is not one of a newer coatnas
+            if d.get("kind") == "search" or ("kind" not in d and "number" in d):
+                raise Invalid("it is a search trial's record (a line of trials.jsonl), not a verification record")
             raise Invalid(f"its kind {d.get('kind')!r:.40} is not {KIND!r} (a line of another file?)")
+        record_format(d, "finalists.jsonl", FORMAT, unversioned=FORMAT)
         for key in ("id", "arch", "seed", "seed_index", "protocol", "status", "score"):
             if key not in d:
                 raise Invalid(f"the key {key!r} is missing")
