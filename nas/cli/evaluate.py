@@ -45,11 +45,7 @@ def build_parser() -> ArgumentParser:
         default="auto",
         help="what DATA is (default auto: a CIFAR python folder, another folder, or an .npz file)",
     )
-    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per batch (1 to 65,536; 256)")
-    p.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when present, else CPU"
-    )
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: the CPUs this process may use)")
+    add_inference_options(p, batch_size=256)
     p.add_argument(
         "--out",
         metavar="FILE",
@@ -72,6 +68,18 @@ def check_common_flags(batch_size: int, threads: int | None) -> None:
         raise UserError(f"--batch-size must be 1 to {MAX_BATCH:,} images (got {batch_size}).")
     if threads is not None and not 1 <= threads <= 1024:
         raise UserError(f"--threads must be 1 to 1,024 (got {threads}).")
+
+
+def add_inference_options(p, *, batch_size: int) -> None:
+    """``--batch-size``, ``--device`` and ``--threads``, as ``nas-eval`` and ``nas-predict`` both take them
+    (checked by :func:`check_common_flags`)."""
+    p.add_argument(
+        "--batch-size", type=int, default=batch_size, metavar="N", help=f"images per batch (1 to 65,536; {batch_size})"
+    )
+    p.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when present, else CPU"
+    )
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: the CPUs this process may use)")
 
 
 def set_threads(threads: int | None) -> None:

@@ -15,7 +15,7 @@ import json
 import sys
 
 from nas.cli import ArgumentParser, run_cli
-from nas.cli.evaluate import check_common_flags, load_model, set_threads
+from nas.cli.evaluate import add_inference_options, check_common_flags, load_model, set_threads
 from nas.errors import UserError
 
 PROG = "nas-predict"
@@ -42,11 +42,7 @@ def build_parser() -> ArgumentParser:
         action="store_true",
         help="one JSON object per line: path, class, index, probability and the top K classes",
     )
-    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per batch (1 to 65,536; 64)")
-    p.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when present, else CPU"
-    )
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: the CPUs this process may use)")
+    add_inference_options(p, batch_size=64)
     return p
 
 
