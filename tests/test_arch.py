@@ -131,10 +131,31 @@ def test_stage_strides_enter_string_id_dict_and_parse():
     assert s3.strides == (2, 2, 1, 2) and base.strides == (2, 2, 2, 2)
     assert str(s3).endswith("strides=2,2,1,2") and "strides" not in str(base) and "strides" not in base.to_dict()
     assert s3.id != base.id and Architecture.parse(str(s3)) == s3 and Architecture.from_dict(s3.to_dict()) == s3
-    for bad in ([2, 2, 3, 2], [2, 2, 1], "2,2,1,2", [True, 2, 2, 2]):
+    for bad in ([2, 2, 3, 2], [2, 2, 1], "2,2,1,2", [True, 2, 2, 2], [2.0, 2, 1.0, 2]):
         with pytest.raises(ConfigError, match="strides"):
             Architecture.from_dict({**s3.to_dict(), "strides": bad})
+    with pytest.raises(ConfigError, match="stem_stride"):
+        Architecture.from_dict({**s3.to_dict(), "stem_stride": 1.0})
+    with pytest.raises(ValueError, match="strides"):
+        dataclasses.replace(s3, strides=(2.0, 2, 1, 2))
     with pytest.raises(ConfigError, match="all 2 for ViT_REL"):
         Architecture.from_dict(
             {**Architecture.parse("ViT_REL L=1,1,1,1,1 D=32,32,32,32,32 patch=8").to_dict(), "strides": [2, 2, 1, 2]}
         )
+
+
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("C-C-C-C L=+2,1,1,2,1 D=16,32,64,96,192", "whole numbers"),
+        ("C-C-C-C L=2,1,1,2,1 D=16,32,64,96,1_92", "whole numbers"),
+        ("C-C-C-C L=2,1,1,2,1 D=16,32,64,96,192 strides=2,2,1,2 strides=2,2,2,2", "given twice"),
+        ("C-C-C-C L=2,1,1,2,1 D=16,32,64,96,192 patch=8", "ViT_REL only"),
+        ("ViT_REL L=2,1,1,2,1 D=16,32,64,96,192 patch=8.0", "one whole number"),
+        ("C-C-C-C L=2,1,1,2,1 D=16,32,64,96,192 stem_stride=1,1", "one whole number"),
+    ],
+)
+def test_the_string_form_is_read_strictly(text, why):
+    """What str(arch) never writes is refused, not read as something near it."""
+    with pytest.raises(ValueError, match=why):
+        Architecture.parse(text)

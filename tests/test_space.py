@@ -326,7 +326,7 @@ def test_stem_stride_is_a_validated_per_space_option():
             variant(**{"vit_rel": {"include": True, "patch_size": 4}, "stages.S1.block": ["C", "T"]})
         ).fingerprint()
     )
-    for bad in (3, 0, True, [1, 2]):
+    for bad in (3, 0, True, [1, 2], 1.0, 2.0):  # a float would name another space (stride 2.0 in its fingerprint)
         with pytest.raises(ConfigError, match="space.stem.stride"):
             SearchSpace.from_dict(variant(**{"stem.stride": bad}))
 
@@ -348,7 +348,7 @@ def test_a_stage_stride_is_a_validated_per_stage_option():
     )
     assert space.fingerprint() != plain.fingerprint() and space.size() == plain.size()
     assert all("stride" not in s for s in plain.to_dict()["stages"].values())  # earlier spaces keep their identity
-    for bad in (3, 0, True, [1, 2], "1"):
+    for bad in (3, 0, True, [1, 2], "1", 1.0, 2.0):
         with pytest.raises(ConfigError, match=r"space\.stages\.S3\.stride"):
             SearchSpace.from_dict(variant(**{"stages.S3.stride": bad}))
 

@@ -172,11 +172,15 @@ class Architecture:
             raise ValueError(f"the patch stem (ViT_REL) needs every stage to be {VIT_BLOCK}")
         if self.stem not in ("conv", "patch"):
             raise ValueError(f"stem must be 'conv' or 'patch', got {self.stem!r}")
-        if self.stem_stride not in (1, 2) or (self.stem == "patch" and self.stem_stride != 2):
+        if (
+            type(self.stem_stride) is not int
+            or self.stem_stride not in (1, 2)
+            or (self.stem == "patch" and self.stem_stride != 2)
+        ):
             raise ValueError(f"stem_stride must be 1 or 2 (and 2 for the patch stem), got {self.stem_stride!r}")
         if (
             len(self.strides) != 4
-            or any(isinstance(v, bool) or v not in (1, 2) for v in self.strides)
+            or any(type(v) is not int or v not in (1, 2) for v in self.strides)
             or (self.stem == "patch" and self.strides != DEFAULT_STRIDES)
         ):
             raise ValueError(f"strides must be 4 of 1 or 2 (S1..S4; all 2 for the patch stem), got {self.strides!r}")
@@ -267,13 +271,13 @@ class Architecture:
         if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1:
             raise ConfigError(file, f"{path}.patch_size", "must be a positive integer", value=patch)
         stride = data.get("stem_stride", 2)
-        if isinstance(stride, bool) or stride not in (1, 2) or (stem == "patch" and stride != 2):
+        if type(stride) is not int or stride not in (1, 2) or (stem == "patch" and stride != 2):
             raise ConfigError(file, f"{path}.stem_stride", "must be 1 or 2 (2 for ViT_REL)", "1, 2", value=stride)
         strides = data.get("strides", list(DEFAULT_STRIDES))
         if (
             not isinstance(strides, (list, tuple))
             or len(strides) != 4
-            or any(isinstance(v, bool) or v not in (1, 2) for v in strides)
+            or any(type(v) is not int or v not in (1, 2) for v in strides)
             or (stem == "patch" and tuple(strides) != DEFAULT_STRIDES)
         ):
             raise ConfigError(
@@ -303,21 +307,39 @@ class Architecture:
         parts = text.split()
         if len(parts) < 3 or not parts[1].startswith("L=") or not parts[2].startswith("D="):
             raise ValueError(f"expected 'LAYOUT L=..,.. D=..,..', got {text!r}")
+
+        def ints(val: str, key: str) -> list[int]:
+            # digits only: int() would also take "+2", "1_0", " 2" and other scripts' digits
+            if not all(v.isascii() and v.isdigit() for v in val.split(",")):
+                raise ValueError(f"{key}= takes whole numbers separated by commas, got {val!r} in {text!r}")
+            return [int(v) for v in val.split(",")]
+
+        def one(val: str, key: str) -> int:
+            if not (val.isascii() and val.isdigit()):
+                raise ValueError(f"{key}= takes one whole number, got {val!r} in {text!r}")
+            return int(val)
+
         data: dict[str, Any] = {
             "layout": parts[0],
-            "depths": [int(v) for v in parts[1][2:].split(",")],
-            "widths": [int(v) for v in parts[2][2:].split(",")],
+            "depths": ints(parts[1][2:], "L"),
+            "widths": ints(parts[2][2:], "D"),
             "options": dataclasses.asdict(options or BlockOptions()),
         }
         hints = {f.name: f.type for f in dataclasses.fields(BlockOptions)}
+        seen: set[str] = set()
         for extra in parts[3:]:
             key, _, val = extra.partition("=")
+            if key in seen:
+                raise ValueError(f"{key}= is given twice in {text!r}")
+            seen.add(key)
             if key == "patch":
-                data["patch_size"] = int(val)
+                if parts[0] != "ViT_REL":
+                    raise ValueError(f"patch= is for ViT_REL only (a conv stem has no patch), got {text!r}")
+                data["patch_size"] = one(val, key)
             elif key == "stem_stride":
-                data["stem_stride"] = int(val)
+                data["stem_stride"] = one(val, key)
             elif key == "strides":
-                data["strides"] = [int(v) for v in val.split(",")]
+                data["strides"] = ints(val, key)
             elif key in hints:
                 default = getattr(BlockOptions(), key)
                 data["options"][key] = type(default)(val) if not isinstance(default, str) else val

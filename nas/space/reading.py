@@ -164,7 +164,7 @@ def _parse_stem(data: Any, f: str | None) -> tuple[StageChoices, int]:
     if "width" not in stem_d:
         raise ConfigError(f, "space.stem.width", "is missing", "a positive integer or a list of them")
     stem_stride = stem_d.get("stride", 2)
-    if isinstance(stem_stride, bool) or stem_stride not in (1, 2):
+    if type(stem_stride) is not int or stem_stride not in (1, 2):  # not 2.0, not True
         raise ConfigError(
             f,
             "space.stem.stride",
@@ -191,7 +191,7 @@ def _parse_stages(data: Any, f: str | None) -> tuple[dict[str, StageChoices], tu
             raise ConfigError(f, key, "is missing", "a mapping with block, depth, width; all of S1-S4 are needed")
         sd = check_keys(stages_d[s], ("block", "depth", "width", "stride"), f, key)
         stride = sd.get("stride", 2)
-        if isinstance(stride, bool) or stride not in (1, 2):
+        if type(stride) is not int or stride not in (1, 2):  # not 2.0, not True
             raise ConfigError(
                 f,
                 f"{key}.stride",
