@@ -237,7 +237,10 @@ def _listed(i: int) -> list[str]:
 
 def _references() -> dict[str, dict[int, float]]:
     """arch string (without the default ffn option) -> {reference seed: score}, through nas-fidelity's reader,
-    over every reference study run so far."""
+    over every reference study run so far. The score is nas-fidelity's reference score (fidelity.md): the
+    objective over the full validation accuracy of the scarce-data training and the fit of the full-data one,
+    not the record's own ``score`` (the trainer's generalization on its smaller held-out slice)."""
+    from nas.fidelity.report import reference_axes
     from nas.fidelity.studydir import StudyDir, checked_records, prepare
 
     out: dict[str, dict[int, float]] = {}
@@ -249,7 +252,8 @@ def _references() -> dict[str, dict[int, float]]:
         names = {x.id: _short(str(x)) for x in archs}
         for r in checked_records(sdir, study, archs):
             if r.protocol == "reference" and r.ok:
-                out.setdefault(names[r.arch_id], {})[r.seed] = r.score
+                axes = reference_axes(r, study.reference.objective, study.experiment.num_classes)
+                out.setdefault(names[r.arch_id], {})[r.seed] = axes["score"]
     return out
 
 

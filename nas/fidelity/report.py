@@ -52,7 +52,7 @@ def _fmean(values: Any) -> float:
     return statistics.fmean(vs) if vs else math.nan
 
 
-def _reference_axes(rec: JobRecord, objective, num_classes: int) -> dict[str, float]:
+def reference_axes(rec: JobRecord, objective, num_classes: int) -> dict[str, float]:
     import trainers.objectives.registry as obj
 
     m = rec.metrics
@@ -121,7 +121,7 @@ def _by_arch(study: Study, records: list[JobRecord]) -> tuple[dict[str, dict[str
             a["zero_cost"] = dict(r.zero_cost)
         elif r.protocol == REFERENCE:
             a["reference"][r.seed] = {
-                **_reference_axes(r, study.reference.objective, k),
+                **reference_axes(r, study.reference.objective, k),
                 "wall_s": m.get("wall_s", math.nan),
                 "params": m.get("params"),
                 "macs": m.get("macs"),
