@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 import search_spaces
+from nas.errors import UserError
 from nas.fidelity import load_study, sample_architectures
 
 ROOT = Path(search_spaces.__file__).parent
@@ -72,3 +74,39 @@ def test_stride_pairs_script_pairs_rows_across_strides(tmp_path, capsys, load_sc
     assert capsys.readouterr().out.startswith(
         "3 architectures with a reference result in both s2 and s1 (without ViT_REL)."
     )
+
+
+def test_stride_pairs_pairs_stage_strides_and_reports_paired_differences(tmp_path, capsys, load_script):
+    """The S3 study's view: arms that differ by ``strides=``, proxies named differently in each arm, and the
+    second arm's reference score minus the first's, per architecture pair (a t interval over pairs)."""
+    import json
+
+    mod = load_script("stride_pairs")
+    archs = ["C-C-C-C L=1 D=1", "C-C-C-C L=2 D=1", "C-C-T-T L=1 D=1", "C-C-T-T L=2 D=1", "ViT_REL L=1 D=1 patch=8"]
+    for name, suffix, proxy, gain in (("halving", "", "v500", 0.0), ("s3", " strides=2,2,1,2", "default", 0.01)):
+        rows = [
+            {
+                "arch": a + ("" if a.startswith("ViT") else suffix),
+                "ref_wall_s": 10.0,
+                "ref": {
+                    "score": 0.4 + i / 10 + (0 if a.startswith("ViT") else gain * (1 + i / 10)),
+                    "generalization": i,
+                    "capacity": i,
+                },
+                "layout": a.split()[0],
+                "proxies": {proxy: {"score": i, "generalization": i, "capacity": i, "wall_s": 1.0}},
+            }
+            for i, a in enumerate(archs)
+        ]
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "fidelity.json").write_text(json.dumps({"rows": rows}))
+    assert mod.main([str(tmp_path / "halving"), str(tmp_path / "s3"), "--proxy-a", "v500"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("5 architectures with a reference result in both halving and s3.")
+    assert "| halving proxy v500 score | s3 reference score | 5 | 1.00 [" in out
+    # differences: 1.0, 1.1, 1.2, 1.3 pp for the four conv-stem networks, 0 for ViT_REL
+    assert "| all | 5 | +0.92 | [" in out and "| 4 | 1 |" in out
+    assert "| C-C-T-T | 2 | +1.25 | [" in out and "| ViT_REL | 1 | +0.00 | - | 0 | 1 |" in out
+    (tmp_path / "s3" / "fidelity.json").write_text("{not json")
+    with pytest.raises(UserError, match="nas-fidelity --resume"):
+        mod.main([str(tmp_path / "halving"), str(tmp_path / "s3"), "--proxy-a", "v500"])
