@@ -16,9 +16,9 @@ from nas.errors import ConfigError, UserError
 from nas.fidelity import run_study
 from nas.fidelity.table import write_table
 from nas.search import run
-from nas.search.config import load_experiment
+from nas.search.config import load_experiment, protocol_of
 from nas.search.replay import replay_search
-from trainers.training.tabular import TABLE_FORMAT, axes, load_table, replay
+from trainers.training.tabular import TABLE_FORMAT, axes, dump_table, load_table, replay
 
 SPACE = """\
 space:
@@ -165,6 +165,54 @@ def test_a_replayed_search_verifies_its_finalists_by_training_them(table_dir, ra
     assert all(j.score != pytest.approx(axes(t.entries[j.id], t.objective, 4)["score"]) for j in jobs)
     rows = json.loads(r.leaderboard_json.read_text())
     assert rows[0]["verified_n"] == 2 and res.best["id"] == rows[0]["id"]
+
+
+def _table_on_files(d: Path, name: str) -> tuple[Path, str]:
+    """The fixture's table as if the study had trained on ``a.npz`` (4 classes of 32x32 grey images): its
+    recorded protocol and search YAML name that file; ``b.npz`` is other data of the same shape. Returns the
+    table path and the ``train:`` section that replays it."""
+    for f, n in (("a.npz", 16), ("b.npz", 24)):
+        np.savez(d / f, x=np.zeros((n, 32, 32, 1), np.uint8), y=np.arange(n) % 4)
+    train = "train:\n  data: {name: npz, path: a.npz}\n  epochs: 2\n  batch_size: 32\n"
+    (d / "on-files.yaml").write_text(
+        SPACE.split("train:")[0] + train + "objective: {mode: both, subset_fraction: 0.5}\n"
+    )
+    built = load_experiment(d / "on-files.yaml")
+    raw = json.loads((d.parent / "t.json").read_text())  # the fixture's table, next to d
+    raw["protocol"] = protocol_of(built)
+    raw["search_yaml"]["train"] = {**raw["search_yaml"]["train"], "data": {"name": "npz", "path": "a.npz"}}
+    (d / name).write_text(dump_table(raw))
+    return d / name, train
+
+
+def test_a_replayed_search_verifies_its_finalists_on_the_data_the_table_was_built_on(table_dir):
+    """The finalists of a replay are trained on the YAML's `train.data`: other files than the table's are
+    refused at the start (naming the YAML, the key and what the table was built on), unless
+    `finalists.train.data` chooses other data explicitly."""
+    d = table_dir / "on-files"
+    d.mkdir()
+    table, train = _table_on_files(d, "t-files.json")
+    head = SPACE.split("train:")[0]
+    tail = "objective: {mode: both, subset_fraction: 0.5}\nsearch: {trials: 2, trainer: 'table:t-files.json'}\n"
+
+    def yaml(name: str, data: str, finalists: str) -> Path:
+        (d / name).write_text(head + train.replace("path: a.npz", f"path: {data}") + tail + finalists)
+        return d / name
+
+    verify = "finalists: {top_k: 1, pareto: false, seeds: 1}\n"
+    assert load_experiment(yaml("same.yaml", "a.npz", verify)).finalists.train.data.path == str(d / "a.npz")
+    assert load_experiment(yaml("other-no-verify.yaml", "b.npz", "")).finalists is None  # replay only: no data read
+    with pytest.raises(ConfigError) as err:
+        load_experiment(yaml("other.yaml", "b.npz", verify))
+    msg = str(err.value)
+    assert str(d / "other.yaml") in msg and "`train.data`" in msg and "\n" not in msg
+    built_on = load_table(table).protocol["train.data.files"]
+    assert built_on.startswith("1 file, ") and f"({built_on}, from a.npz)" in msg and str(table) in msg
+    assert "finalists.train.data" in msg
+    chosen = "finalists: {top_k: 1, pareto: false, seeds: 1, train: {data: {path: b.npz}}}\n"
+    exp = load_experiment(yaml("chosen.yaml", "a.npz", chosen))
+    assert exp.finalists.train.data.path == str(d / "b.npz")  # the user's choice: allowed
+    assert load_experiment(yaml("chosen-both.yaml", "b.npz", chosen)).finalists.train.data.path == str(d / "b.npz")
 
 
 def test_grid_replay_covers_the_table_and_finds_its_best(table_dir):

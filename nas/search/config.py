@@ -16,7 +16,7 @@ from nas.errors import ConfigError, UserError, parse_dataclass
 from nas.limits import MAX_GRID, check_ranges
 from nas.registry import Registry
 from nas.search.prescreen import PrescreenConfig
-from nas.search.table import check_protocol, check_replayable, check_space, read_table
+from nas.search.table import check_finalists_data, check_protocol, check_replayable, check_space, read_table
 from trainers.objectives.registry import ZERO_COST
 from trainers.training.config import default_protocol, flat
 from trainers.training.tabular import TABLE_PREFIX, is_table, table_path
@@ -219,6 +219,7 @@ def experiment_from_dict(data: dict, file: str | None = None) -> Experiment:
         exp = dataclasses.replace(exp, train=dataclasses.replace(train, data=resolve_source(train.data, file)))
     if data.get("finalists") is not None:  # on a table, the verification trains for real (the table's protocol)
         exp = dataclasses.replace(exp, finalists=parse_finalists(data["finalists"], data, file, search.trainer))
+        _check_finalists(exp)
     space.check_budgets(count_cost, num_classes=exp.classes or num_classes_hint(exp.train, file))
     return exp
 
@@ -235,6 +236,17 @@ def _on_table(exp: Experiment) -> Experiment:
     )
     check_protocol(table, path, protocol_of(replay), exp.file)
     return replay
+
+
+def _check_finalists(exp: Experiment) -> None:
+    """The verification of a search replayed on a table trains on the data the table was built on (unless
+    ``finalists.train.data`` chooses other data): ``nas.search.table.check_finalists_data``."""
+    f = exp.finalists
+    if f is None or not is_table(exp.search.trainer):
+        return
+    path, table = read_table(exp.search.trainer, exp.file)
+    chosen = bool((f.overrides.get("train") or {}).get("data"))
+    check_finalists_data(table, path, f.train.data, data_identity(f.train.data), chosen, exp.file)
 
 
 def parse_finalists(section: Any, data: dict, file: str | None, trainer: str | None = None) -> FinalistsConfig:

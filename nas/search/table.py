@@ -119,3 +119,25 @@ def check_protocol(table: Table, path: Path, protocol: dict[str, Any], file: str
             "subset_fraction and train_eval_limit (gap_penalty, capacity_metric and the weights "
             "may differ: they are recomputed from the recorded measurements)",
         )
+
+
+def check_finalists_data(table: Table, path: Path, data: Any, files: str, chosen: bool, file: str | None) -> None:
+    """A replay's finalists are verified by training on the YAML's ``train.data`` (``data``, whose files are
+    ``files``: ``nas.search.config.data_identity``): it must be the data the table was built on (the files'
+    identity the table records), else the verification would train on other data than the table scored.
+    ``chosen``: ``finalists.train.data`` names the data explicitly (the user's choice: allowed)."""
+    built_on = table.protocol.get("train.data.files")
+    if chosen or built_on is None or files == built_on:  # a table that does not record it cannot be compared
+        return
+    recorded = ((table.search_yaml.get("train") or {}).get("data") or {}).get("path")
+    where = f"{data.path}: {files}" if getattr(data, "path", None) else f"the built-in `{data.name}` source"
+    raise ConfigError(
+        file,
+        "train.data",
+        f"is not the data the table {path} was built on ({built_on}"
+        + (f", from {recorded}" if recorded else "")
+        + f"), but {where}; the finalists (`finalists:`) are verified by training on `train.data`, so they "
+        "would be trained on other data than the table scored",
+        "the table's data (its `search_yaml.train.data`), or an explicit `finalists.train.data` to verify the "
+        "finalists on other data on purpose",
+    )
