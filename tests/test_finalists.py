@@ -150,6 +150,30 @@ def test_finalists_section_parsed_over_train(write_space):
     assert protocol_key(same) == protocol_key(exp) != protocol_key(other)  # only the training protocol counts
 
 
+def test_a_verification_seed_that_is_the_search_s_own_draw_is_refused(write_space):
+    """The verification trains at `finalists.train.seed` + 1 .. + `finalists.seeds`; where one of them is the
+    seed the search's trials were trained with (`train.seed`), the verification would repeat the draw it
+    verifies: refused at the start, naming the key, the clashing seeds and what to set."""
+
+    def yaml(name: str, finalists: str) -> Path:
+        path = write_space(name, extra=finalists)
+        path.write_text(path.read_text().replace("  batch_size: 32\n", "  batch_size: 32\n  seed: 2\n"))
+        return path
+
+    exp = load_experiment(yaml("default.yaml", "finalists: {seeds: 3}\n"))
+    assert exp.train.seed == 2 and [exp.finalists.seed_of(i) for i in range(3)] == [3, 4, 5]
+    for finalists, seeds in (("{seeds: 3, train: {seed: 2}}", [3, 4, 5]), ("{seeds: 1, train: {seed: 0}}", [1])):
+        f = load_experiment(yaml("fine.yaml", f"finalists: {finalists}\n")).finalists
+        assert [f.seed_of(i) for i in range(f.seeds)] == seeds  # around the search's seed 2: allowed
+    path = yaml("clash.yaml", "finalists: {seeds: 3, train: {seed: 0, epochs: 2}}\n")  # 1, 2, 3
+    with pytest.raises(ConfigError) as err:
+        load_experiment(path)
+    msg = str(err.value)
+    assert str(path) in msg and "`finalists.train.seed`" in msg and "\n" not in msg
+    assert "seeds 1, 2, 3, but 2 is the seed the search's own trials were trained with (`train.seed`)" in msg
+    assert "a `finalists.train.seed` of 2 or more (seeds 3 to 5), or no `finalists.train.seed`" in msg
+
+
 def test_build_rows_without_finalists_unchanged(write_space):
     from nas.search.record import TrialRecord
 

@@ -215,6 +215,25 @@ def test_a_replayed_search_verifies_its_finalists_on_the_data_the_table_was_buil
     assert load_experiment(yaml("chosen-both.yaml", "b.npz", chosen)).finalists.train.data.path == str(d / "b.npz")
 
 
+def test_a_replay_verifies_its_finalists_at_other_seeds_than_the_table_s(table_dir):
+    """A table of the seed-1 draw replays with `train.seed: 1`; verification seeds that include 1 would repeat
+    the table's own draw: refused, naming `finalists.train.seed`, the table and a seed to set instead."""
+    d = table_dir / "seed1"
+    d.mkdir()
+    write_table(table_dir / "study", d / "t1.json", seed=1)
+    head = SPACE.replace("  batch_size: 32\n", "  batch_size: 32\n  seed: 1\n")
+    search = "search: {trials: 2, trainer: 'table:t1.json'}\n"
+    (d / "ok.yaml").write_text(head + search + "finalists: {top_k: 1, seeds: 2}\n")
+    f = load_experiment(d / "ok.yaml").finalists
+    assert [f.seed_of(i) for i in range(2)] == [2, 3]
+    (d / "clash.yaml").write_text(head + search + "finalists: {top_k: 1, seeds: 2, train: {seed: 0}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_experiment(d / "clash.yaml")
+    msg = str(err.value)
+    assert str(d / "clash.yaml") in msg and "`finalists.train.seed`" in msg and "the table t1.json" in msg
+    assert "seeds 1, 2, but 1 is the seed" in msg and "of 1 or more (seeds 2 to 3)" in msg
+
+
 def test_grid_replay_covers_the_table_and_finds_its_best(table_dir):
     recs = replay_search(_replay_yaml(table_dir, "trials: 50, sampler: grid"))
     t = load_table(table_dir / "t.json")

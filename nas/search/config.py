@@ -239,14 +239,48 @@ def _on_table(exp: Experiment) -> Experiment:
 
 
 def _check_finalists(exp: Experiment) -> None:
-    """The verification of a search replayed on a table trains on the data the table was built on (unless
-    ``finalists.train.data`` chooses other data): ``nas.search.table.check_finalists_data``."""
+    """The verification is independent of the search it verifies: none of its training seeds is a seed the
+    search's own trials were trained with (``train.seed``; on a table, the table's seed), and a search replayed
+    on a table verifies on the data the table was built on (unless ``finalists.train.data`` chooses other data:
+    ``nas.search.table.check_finalists_data``)."""
     f = exp.finalists
-    if f is None or not is_table(exp.search.trainer):
+    if f is None:
         return
-    path, table = read_table(exp.search.trainer, exp.file)
-    chosen = bool((f.overrides.get("train") or {}).get("data"))
-    check_finalists_data(table, path, f.train.data, data_identity(f.train.data), chosen, exp.file)
+    draws, where, table = {int(exp.train.seed)}, "`train.seed`", None
+    if is_table(exp.search.trainer):
+        path, table = read_table(exp.search.trainer, exp.file)
+        draws |= {int(s) for s in table.seeds.get("proxy", ())}
+        recorded = table.protocol.get("train.seed")
+        if isinstance(recorded, int) and not isinstance(recorded, bool):
+            draws.add(recorded)
+        where = f"`train.seed`, the seed of the table {path.name}"
+    _check_finalist_seeds(f, draws, where, exp.file, int(exp.train.seed))
+    if table is not None:
+        chosen = bool((f.overrides.get("train") or {}).get("data"))
+        check_finalists_data(table, path, f.train.data, data_identity(f.train.data), chosen, exp.file)
+
+
+def _check_finalist_seeds(f: FinalistsConfig, draws: set[int], where: str, file: str | None, base: int) -> None:
+    """None of the verification seeds (``finalists.train.seed`` + 1 .. + ``finalists.seeds``) may be one of
+    ``draws``, the seeds the search's own trials were trained with (``where`` says whose): the "independent"
+    verification would repeat the very draw it verifies. ``base``: the search's ``train.seed`` (the default)."""
+    seeds = [f.seed_of(i) for i in range(f.seeds)]
+    clash = sorted(draws.intersection(seeds))
+    if not clash:
+        return
+    low = max(draws)
+    default = (
+        f", or no `finalists.train.seed` (the verification then trains at {base + 1} and on)" if base >= low else ""
+    )
+    raise ConfigError(
+        file,
+        "finalists.train.seed",
+        f"makes the verification train at seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}, but "
+        f"{' and '.join(map(str, clash))} {'is the seed' if len(clash) == 1 else 'are seeds'} the search's own trials "
+        f"were trained with ({where}), so the verification would repeat the very draw it verifies",
+        f"a `finalists.train.seed` of {low} or more (seeds {low + 1} to {low + f.seeds}){default}",
+        value=f.train.seed,
+    )
 
 
 def parse_finalists(section: Any, data: dict, file: str | None, trainer: str | None = None) -> FinalistsConfig:
