@@ -14,19 +14,31 @@ import collections
 import statistics
 import sys
 
+from nas.cli import ArgumentParser, run_cli
 from nas.fidelity.table import write_table
 from trainers.training.tabular import axes, load_table
 
+PROG = "make_table.py"
+
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Write the table and print its summary; a user error is one paragraph on stderr and exit status 2."""
+    args = build_parser().parse_args(argv)
+    return run_cli(PROG, lambda: _main(args))
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     p.add_argument("study_dir")
     p.add_argument("out")
     p.add_argument("--proxy", default="default", help="the study's proxy protocol to tabulate")
     p.add_argument("--name", help="table name (default: the space YAML's name)")
     p.add_argument("--version", type=int, default=1)
     p.add_argument("--seed", type=int, help="the proxy's training seed to tabulate (default: its first)")
-    a = p.parse_args(argv)
+    return p
+
+
+def _main(a: argparse.Namespace) -> int:
     path = write_table(a.study_dir, a.out, proxy=a.proxy, name=a.name, version=a.version, seed=a.seed)
     t = load_table(path)
     cfg = t.objective

@@ -98,6 +98,31 @@ def test_a_table_of_another_seed_is_that_draw(table_dir):
     assert not (table_dir / "t5.json").exists()
 
 
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["nope", "t8.json"], "nope is not a study directory (no study.json)"),
+        (["STUDY", "t9.json", "--seed", "9"], "not 9. Give one of those to --seed."),
+        (["STUDY", "t9.json", "--seed", "x"], "argument --seed: invalid int value: 'x'"),
+    ],
+)
+def test_make_table_user_errors_are_one_paragraph(table_dir, args, needle):
+    """scripts/make_table.py, as a user runs it: a study folder that is none, a seed the study did not train,
+    a seed that is no number: exit status 2 and one paragraph `make_table.py: error: ...`, no traceback, nothing
+    written."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make_table.py"
+    argv = [str(table_dir / "study") if a == "STUDY" else a for a in args]
+    res = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, cwd=table_dir)
+    err = res.stderr.strip()
+    assert res.returncode == 2, res.stderr
+    assert err.startswith("make_table.py: error: ") and "Traceback" not in err and "\n\n" not in err, err
+    assert needle in " ".join(err.split()) and res.stdout == ""
+    assert not (table_dir / argv[1]).exists()
+
+
 def test_replay_recomputes_the_objective_from_the_raw_measurements(table_dir):
     t = load_table(table_dir / "t.json")
     recs = {
