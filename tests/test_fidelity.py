@@ -305,3 +305,52 @@ def test_named_architectures_train_in_the_given_order_and_bad_names_are_refused(
         with pytest.raises(ConfigError) as err:
             load_study(_write_study(tmp_path, write_space, body))
         assert f"`{key}`" in str(err.value), bad
+
+
+def test_a_resumed_study_refuses_an_architecture_list_other_than_the_one_it_started_with(tmp_path, write_space):
+    """A study of named architectures keeps those it started with (architectures.json): a YAML whose
+    `study.architectures` lists others, or an architectures.json that is not the saved list, is refused with
+    one paragraph naming the folder, architectures.json and `study.architectures` and what to do; the study
+    as it started resumes."""
+    from nas.fidelity.studydir import prepare
+
+    space = load_study(_write_study(tmp_path, write_space)).experiment.space
+    cands = list(space.enumerate())
+    names = [str(cands[i]) for i in (3, 0, 7)]
+
+    def study_file(archs: list[str]) -> Path:
+        body = f"study: {{space: space.yaml, architectures: {json.dumps(archs)}, zero_cost: []}}\n"
+        body += "reference: {seeds: [0]}"
+        return _write_study(tmp_path, write_space, body)
+
+    sdir = StudyDir(tmp_path / "run")
+    started = prepare(sdir, load_study(study_file(names)))[1]
+    assert [a.id for a in started] == [cands[i].id for i in (3, 0, 7)]
+    for edited in ([names[0], names[1], str(cands[9])], [names[1], names[0], names[2]]):  # another one; reordered
+        path = study_file(edited)
+        with pytest.raises(UserError) as err:
+            prepare(sdir, load_study(path))
+        msg = " ".join(str(err.value).split())
+        assert str(sdir.path) in msg and str(sdir.archs_json) in msg and f"`study.architectures` in {path}" in msg
+        assert "--study-dir" in msg and "restore the list" in msg and "\n" not in str(err.value)
+    assert [a.id for a in prepare(sdir, load_study(study_file(names)))[1]] == [a.id for a in started]
+    assert [a.id for a in prepare(sdir, None)[1]] == [a.id for a in started]  # --resume: as it started
+
+    # architectures.json no longer the saved list (edited, another study's, or the strings read otherwise)
+    saved = sdir.archs_json.read_text()
+    other = json.loads(saved)
+    other["architectures"][2] = cands[9].to_dict()
+    sdir.archs_json.write_text(json.dumps(other))
+    for study in (None, load_study(study_file(names))):
+        with pytest.raises(UserError) as err:
+            prepare(sdir, study)
+        msg = " ".join(str(err.value).split())
+        assert str(sdir.archs_json) in msg and "`study.architectures`" in msg and "--study-dir" in msg, msg
+        assert str(cands[9]).split(" ")[1] in msg  # the one not listed is named
+    res = subprocess.run(
+        [str(BIN / "nas-fidelity"), "--resume", str(sdir.path)], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert res.returncode == 2 and "architectures.json" in res.stderr and "Traceback" not in res.stderr
+    assert not sdir.jobs.exists()  # nothing ran
+    sdir.archs_json.write_text(saved)
+    assert [a.id for a in prepare(sdir, None)[1]] == [a.id for a in started]

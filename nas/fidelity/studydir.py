@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.errors import ConfigError, UserError
-from nas.fidelity.config import ZERO_COST_JOB, Study, study_from_dict
+from nas.fidelity.config import ZERO_COST_JOB, Study, named_architectures, study_from_dict
 from nas.fidelity.plan import TRAIN_JOB, job_key, plan_jobs, sample_architectures
 from nas.fsio import (
     Invalid,
@@ -407,7 +407,8 @@ class StudyDir:
         return study
 
     def read_architectures(self, study: Study | None = None) -> list[Architecture]:
-        """The sampled architectures; with ``study``, each must be a candidate of its space."""
+        """The sampled architectures; with ``study``, each must be a candidate of its space, and those of a
+        list-form ``study.architectures`` must be the listed ones, in order."""
         if not os.path.lexists(self.archs_json):
             raise UserError(
                 f"The study in {self.path} has no architectures.json (the architectures it trains). Restore it "
@@ -424,6 +425,15 @@ class StudyDir:
                         f"The architecture list {self.archs_json}: architecture {i + 1} ({a}) is not a candidate "
                         f"of the study's space ({why}), so the file is another study's. {self._fix()}"
                     )
+            diff = named_difference(study, archs)
+            if diff:
+                raise UserError(
+                    f"The study in {self.path} lists its architectures (`study.architectures`, saved in "
+                    f"{self.study_json.name}), but its architecture list {self.archs_json} holds others: {diff}. "
+                    "The file was edited or is another study's, or this version of coatnas reads the list's "
+                    "strings otherwise. Restore architectures.json from a copy, or start the study again from its "
+                    "YAML in a new --study-dir (or --name); nothing was trained or changed."
+                )
         return archs
 
     def read_records(self) -> list[JobRecord]:
@@ -516,12 +526,34 @@ def check_folder(sdir: StudyDir) -> None:
         )
 
 
+def named_difference(study: Study, archs: list[Architecture]) -> str:
+    """How ``archs`` (a study directory's architectures.json) differ from the architectures ``study``'s list-form
+    ``study.architectures`` names, in order (``""``: they do not, or the study samples its architectures)."""
+    if not isinstance(study.settings.architectures, tuple):
+        return ""
+    listed = named_architectures(study.settings.architectures, study.experiment.space, study.file)
+    want, have = [a.id for a in listed], [a.id for a in archs]
+    if want == have:
+        return ""
+    added = [str(a) for a in listed if a.id not in have]
+    dropped = [str(a) for a in archs if a.id not in want]
+    parts = [f"the list names {len(want)}, architectures.json holds {len(have)}"]
+    if added:
+        parts.append(f"{len(added)} listed but not there, e.g. {added[0]}")
+    if dropped:
+        parts.append(f"{len(dropped)} there but not listed, e.g. {dropped[0]}")
+    if not added and not dropped:
+        parts.append("the same architectures in another order (the reference trains the first ones)")
+    return "; ".join(parts)
+
+
 def prepare(sdir: StudyDir, study: Study | None) -> tuple[Study, list[Architecture]]:
     """Create the study directory at the first start, or check that a rerun asks for the same study."""
     check_folder(sdir)
     if sdir.exists():
         saved = sdir.read_record()
         if study is not None and saved.fingerprint != study.fingerprint():
+            _check_listed(sdir, study)  # the list changed: say so (more than "other settings")
             raise UserError(
                 f"{sdir.path} holds a study with other settings (the study YAML, its search YAML "
                 "or a protocol changed since it started). Resume it as it was with "
@@ -548,6 +580,24 @@ def prepare(sdir: StudyDir, study: Study | None) -> tuple[Study, list[Architectu
     record = StudyRecord(fingerprint=study.fingerprint(), file=study.file, source=_source(study))
     atomic_write(sdir.study_json, json.dumps(record.to_json(), indent=1, default=str))  # last: the study exists
     return study, archs
+
+
+def _check_listed(sdir: StudyDir, study: Study) -> None:
+    """A study YAML whose ``study.architectures`` list names other architectures than the study directory's
+    architectures.json (those chosen at its start) is refused, naming both; an unreadable architectures.json is
+    left to the resume's own checks."""
+    try:
+        archs = sdir.read_architectures()
+    except UserError:
+        return
+    diff = named_difference(study, archs)
+    if diff:
+        raise UserError(
+            f"{sdir.path} holds a study started with other architectures: its {sdir.archs_json} holds the "
+            f"{len(archs)} architectures chosen at its start, but `study.architectures` in {study.file} lists "
+            f"others ({diff}). A started study keeps its architectures: restore the list as it was (or resume "
+            f"with `nas-fidelity --resume {sdir.path}`), or start this study in a new --study-dir (or --name)."
+        )
 
 
 def _source(study: Study) -> dict[str, Any]:
