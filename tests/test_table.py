@@ -190,6 +190,16 @@ def test_a_replayed_search_verifies_its_finalists_by_training_them(table_dir, ra
     assert all(j.score != pytest.approx(axes(t.entries[j.id], t.objective, 4)["score"]) for j in jobs)
     rows = json.loads(r.leaderboard_json.read_text())
     assert rows[0]["verified_n"] == 2 and res.best["id"] == rows[0]["id"]
+    # the verification's cost is counted against the trainings the table recorded, not the replay's lookups
+    from nas.search.finalists import cost_of, verified_of
+
+    records = [x for x in r.read_records() if x.ok]
+    cost = cost_of(r, verified_of(r), records)
+    tabulated = [x.metric("table_train_s") for x in records]
+    assert all(v > 0 for v in tabulated) and cost["search_wall_s"] == pytest.approx(sum(tabulated), abs=0.01)
+    assert cost["proxy_trial_equivalents"] == pytest.approx(
+        cost["verification_wall_s"] / (sum(tabulated) / len(tabulated)), rel=0.01
+    )
 
 
 def _table_on_files(d: Path, name: str) -> tuple[Path, str]:
@@ -238,6 +248,15 @@ def test_a_replayed_search_verifies_its_finalists_on_the_data_the_table_was_buil
     exp = load_experiment(yaml("chosen.yaml", "a.npz", chosen))
     assert exp.finalists.train.data.path == str(d / "b.npz")  # the user's choice: allowed
     assert load_experiment(yaml("chosen-both.yaml", "b.npz", chosen)).finalists.train.data.path == str(d / "b.npz")
+    # a run's own copy was accepted when it started: reading it again (export, report) does not refuse it
+    from nas.search.rundir import RunDir
+
+    (d / "run").mkdir()
+    stored = (d / "other.yaml").read_text().replace("path: b.npz", f"path: {d / 'b.npz'}")
+    (d / "run" / "space.yaml").write_text(stored.replace("table:t-files.json", f"table:{table}"))
+    assert RunDir(d / "run").read_experiment().finalists.train.data.path == str(d / "b.npz")
+    with pytest.raises(ConfigError, match="is not the data the table"):
+        load_experiment(d / "run" / "space.yaml")
 
 
 def test_a_replay_verifies_its_finalists_at_other_seeds_than_the_table_s(table_dir):

@@ -194,8 +194,10 @@ def _plain(obj: Any) -> dict:
     return dataclasses.asdict(obj)
 
 
-def experiment_from_dict(data: dict, file: str | None = None) -> Experiment:
-    """Validate a parsed search YAML (top-level keys space, train, objective, search)."""
+def experiment_from_dict(data: dict, file: str | None = None, *, stored: bool = False) -> Experiment:
+    """Validate a parsed search YAML (top-level keys space, train, objective, search). ``stored``: it is a run
+    directory's own copy (``space.yaml``), accepted when the run started; the checks of a start (the finalists'
+    seeds and data against a table) are not made again, so a finished run stays readable (export, report)."""
     from nas.model.cost import count_cost
     from nas.space.search_space import SearchSpace
     from trainers.training.config import parse_objective, parse_train
@@ -219,7 +221,8 @@ def experiment_from_dict(data: dict, file: str | None = None) -> Experiment:
         exp = dataclasses.replace(exp, train=dataclasses.replace(train, data=resolve_source(train.data, file)))
     if data.get("finalists") is not None:  # on a table, the verification trains for real (the table's protocol)
         exp = dataclasses.replace(exp, finalists=parse_finalists(data["finalists"], data, file, search.trainer))
-        _check_finalists(exp)
+        if not stored:  # a run's own copy was accepted when it started: reading it (export, report) never refuses
+            _check_finalists(exp)
     space.check_budgets(count_cost, num_classes=exp.classes or num_classes_hint(exp.train, file))
     return exp
 

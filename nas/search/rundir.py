@@ -267,7 +267,7 @@ class RunDir:
             ) from None
         except OSError as err:
             raise UserError(f"Cannot read {self.space_yaml}: {err.strerror}.") from None
-        return experiment_from_dict(data, str(self.space_yaml))
+        return experiment_from_dict(data, str(self.space_yaml), stored=True)
 
     def write_experiment(self, exp, name: str) -> None:
         from trainers.training.config import TrainConfig  # noqa: F401 - the dataclasses below come from there
