@@ -39,6 +39,7 @@ DRAWS = {  # search seed -> its draw of the table
     3: "bench-cifar-seed2-v1.json",
     4: "bench-cifar-seed3-v1.json",
 }
+EARLIER_COPY = {0, 1}  # draws built on a cifar10-train.npz without the class names prepare_cifar.py now stores
 TRIALS = 100
 VERIFY = {"top_k": 3, "pareto": True, "max": 5, "seeds": 3}
 VERIFY_STEPS = 28
@@ -104,6 +105,8 @@ def _search_yaml(seed: int, data: Path) -> dict:
         **VERIFY,
         "train": {"steps": VERIFY_STEPS, "seed": 100 + 10 * seed, "report_every": None, "round_eval_limit": None},
     }
+    if seed in EARLIER_COPY:  # that table was built on an earlier copy of the file: the data is chosen on purpose
+        body["finalists"]["train"]["data"] = dict(body["train"]["data"])
     return body
 
 
@@ -144,7 +147,7 @@ def _runs() -> dict[int, dict]:
         ver = verified_of(run)
         meta = run.read_meta()
         cost = next((x["verification"] for x in reversed(meta.sessions) if x.get("verification")), None)
-        replayed = replay_search(OUT / f"search-seed{s}.yaml", trials=TRIALS + 30, lag=2)
+        replayed = replay_search(run.read_experiment(), trials=TRIALS + 30, lag=2)  # the run's own settings
         first = [r["id"] for r in replayed[:TRIALS]]
         by_number = [r.id for r in sorted(run.read_records(), key=lambda r: r.number)]
         out[s] = {
@@ -161,6 +164,52 @@ def _runs() -> dict[int, dict]:
             },
             "cost": cost,
         }
+    return out
+
+
+def _draw_scores() -> dict[int, dict[str, float]]:
+    """Per search seed: its draw's objective score of every candidate that trained (arch string -> score)."""
+    from trainers.training.tabular import axes, load_table
+
+    out = {}
+    for s, draw in DRAWS.items():
+        t = load_table(TABLES / draw)
+        out[s] = {e.arch_str: axes(e, t.objective, t.num_classes)["score"] for e in t.entries.values() if e.ok}
+    return out
+
+
+def _draw_agreement() -> dict[tuple[str, str], tuple[int, float, float, float]]:
+    """Kendall tau (bootstrap 95% interval) between every two draws of the table, over the candidates both
+    trained: how much of one draw's ranking the next draw keeps."""
+    from nas.fidelity import agreement
+
+    scores = _draw_scores()
+    out = {}
+    for i, a in enumerate(DRAWS):
+        for b in list(DRAWS)[i + 1 :]:
+            keys = [k for k in scores[a] if k in scores[b]]
+            r = agreement([scores[a][k] for k in keys], [scores[b][k] for k in keys])
+            out[(DRAWS[a].removesuffix(".json"), DRAWS[b].removesuffix(".json"))] = (len(keys), r["tau"], *r["tau_ci"])
+    return out
+
+
+def _time_ratios() -> list[float]:
+    """Per finalist of every search: its verification's seconds per training over the seconds the table
+    recorded for the same architecture's proxy trial (the same network, so a per-architecture cost ratio)."""
+    from nas.search.finalists import verified_of
+    from nas.search.rundir import RunDir
+    from trainers.training.tabular import load_table
+
+    out = []
+    for s, draw in DRAWS.items():
+        rd = OUT / f"seed{s}"
+        if not (rd / "experiment.json").exists():
+            continue
+        entries = load_table(TABLES / draw).entries
+        for v in (verified_of(RunDir(rd)) or {}).values():
+            tabulated = entries[v.id].metrics.get("wall_s")
+            if v.runs and tabulated:
+                out.append(v.wall_s / v.runs / tabulated)
     return out
 
 
@@ -347,6 +396,17 @@ def cmd_report(a) -> int:
         r["cost"]["trainings"] * VERIFY_STEPS / 14 for r in rows if r["cost"]
     ]  # the same cost counted in training steps (14 per regime in a proxy trial)
     print(f"verification cost: {eq} proxy-trial equivalents by time; {steps_eq} by training steps")
+    draws = _draw_agreement()
+    for (a, b), (n, tau, lo, hi) in draws.items():
+        print(f"draws {a} vs {b}: Kendall tau {tau:.2f} [{lo:.2f}, {hi:.2f}] over {n}")
+    bests = {s: max(t, key=t.get) for s, t in _draw_scores().items()}
+    found = sum(_short(r["unverified_pick_100"]) == _short(bests[r["seed"]]) for r in rows)
+    print(f"unverified picks that are their draw's best of all 320: {found} of {len(rows)}")
+    ratios = _time_ratios()
+    print(
+        f"a verification training against the table's proxy trial of the same architecture: median "
+        f"x{statistics.median(ratios):.2f} (x{min(ratios):.2f}-x{max(ratios):.2f}, n = {len(ratios)})"
+    )
     hand = {}
     from nas.model.arch import Architecture
     from nas.model.cost import count_cost
@@ -389,6 +449,9 @@ def cmd_report(a) -> int:
         "best_reference": {"arch": best_name, "mean": best},
         "searches": rows,
         "summary": summary,
+        "draw_agreement": {f"{a} vs {b}": v for (a, b), v in draws.items()},
+        "unverified_pick_is_draw_best": found,
+        "verification_time_ratio": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)},
         "hand": hand,
         "versus_hand": versus,
         "test": tests,
