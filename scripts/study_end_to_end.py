@@ -440,7 +440,11 @@ def cmd_report(a) -> int:
         print("versus hand:", entry)
     tests = {}
     for f in sorted((OUT / "test").glob("*.test.json")) if (OUT / "test").exists() else []:
-        tests[f.name.split(".")[0]] = json.loads(f.read_text())
+        doc = json.loads(f.read_text())  # paths relative to the repository: the data file is committed
+        tests[f.name.split(".")[0]] = {
+            k: v.replace(f"{ROOT}/", "") if k in ("model", "source") and isinstance(v, str) else v
+            for k, v in doc.items()
+        }
     make_dirs(DATA.parent)
     doc = {
         "format": "coatnas-end-to-end/1",
