@@ -338,8 +338,15 @@ def cmd_test(a) -> int:
             subprocess.check_call(["nas-train", str(cfg), "--protocol", str(proto), "--out", str(folder), "--quiet"])
         out = folder.with_suffix(".test.json")
         subprocess.check_call(["nas-eval", str(folder), str(Path(a.test)), "--out", str(out), "--force"])
-        print(name, json.loads(out.read_text()).get("accuracy"))
+        print(name, _test_metrics(out).get("accuracy"))
     return 0
+
+
+def _test_metrics(path: Path) -> dict:
+    """A metrics file nas-eval wrote, through the house reader."""
+    from nas.fsio import read_json
+
+    return read_json(path, dict, what="the test metrics", fix="Run `study_end_to_end.py test` again.")
 
 
 def _welch_tied(x: list[float], y: list[float]) -> bool:
@@ -440,7 +447,7 @@ def cmd_report(a) -> int:
         print("versus hand:", entry)
     tests = {}
     for f in sorted((OUT / "test").glob("*.test.json")) if (OUT / "test").exists() else []:
-        doc = json.loads(f.read_text())  # paths relative to the repository: the data file is committed
+        doc = _test_metrics(f)  # paths relative to the repository: the data file is committed
         tests[f.name.split(".")[0]] = {
             k: v.replace(f"{ROOT}/", "") if k in ("model", "source") and isinstance(v, str) else v
             for k, v in doc.items()
