@@ -254,18 +254,25 @@ def test_sighup_stops_like_ctrl_c(tmp_path, ray_local, capsys):
                 return
             time.sleep(0.1)
 
+    before = signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as in a terminal, also when the tests run under nohup
     t = threading.Thread(target=hang_up, daemon=True)
     t.start()
-    rc, out, err = _cli(
-        search_cli, ["--space", str(tmp_path / "s.yaml"), "--run-dir", str(rd), "--trials", "4", "--quiet"], capsys
-    )
+    try:
+        rc, out, err = _cli(
+            search_cli,
+            ["--space", str(tmp_path / "s.yaml"), "--run-dir", str(rd), "--trials", "4", "--quiet"],
+            capsys,
+        )
+        restored = signal.getsignal(signal.SIGHUP)
+    finally:
+        signal.signal(signal.SIGHUP, before)
     t.join(5)
     assert sent.is_set() and rc == 129, (rc, out, err)
     log = (rd / "search.log").read_text()
     assert "stopped by SIGHUP" in log and f"nas-search --resume {rd}" in log and "Traceback" not in out + err
     assert 1 <= len(RunDir(rd).read_records()) < 4
     assert json.loads((rd / "experiment.json").read_text())["sessions"][-1]["stopped_by"] == "SIGHUP"
-    assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL  # restored after the search
+    assert restored == signal.SIG_DFL  # restored after the search
 
 
 def test_sigterm_stops_like_ctrl_c_without_orphans(tmp_path, ray_local):

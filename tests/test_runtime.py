@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -169,13 +170,16 @@ SIGNAL_CHILD = textwrap.dedent(
 )
 
 
-def _child(mode: str) -> subprocess.Popen:
+def _child(mode: str, sighup=signal.SIG_DFL) -> subprocess.Popen:
+    """The child starts with SIGHUP as a terminal leaves it (``SIG_DFL``), also when the tests run under nohup,
+    or as ``sighup`` says (``SIG_IGN``: started under nohup)."""
     proc = subprocess.Popen(
         [sys.executable, "-c", SIGNAL_CHILD, mode],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, sighup),
     )
     assert proc.stdout.readline() == "ready\n", proc.stderr.read()
     return proc
@@ -194,6 +198,21 @@ def test_a_signal_in_the_loop_is_a_pause_and_a_second_one_stops(sig):
         proc.kill()
     assert proc.returncode == 128 + sig, err
     assert f"nas-child: interrupted ({sig.name})" in err and "Traceback" not in err
+
+
+def test_a_command_started_under_nohup_ignores_sighup_and_still_pauses_on_sigterm():
+    proc = _child("loop", sighup=signal.SIG_IGN)
+    try:
+        proc.send_signal(signal.SIGHUP)  # the terminal closed: nohup asked for nothing to happen
+        time.sleep(0.5)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stdout.readline() == "pause SIGTERM\n"  # the first signal it heard is SIGTERM, not SIGHUP
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM and "interrupted (SIGTERM)" in err
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
@@ -429,6 +448,29 @@ def test_a_stop_whose_exception_was_swallowed_is_not_lost():
     sigs.received = signal.SIGTERM  # what _handle records before raising the exception that was swallowed
     sigs.on_stop = got.append
     assert got == [signal.SIGTERM] and sigs.name == "SIGTERM"
+
+
+def test_a_sighup_ignored_by_nohup_stays_ignored():
+    """Under ``nohup`` SIGHUP is ignored when the command starts: the command keeps it so (closing the terminal
+    must not pause a search started with nohup), across a re-install (after ray.init), while SIGINT and SIGTERM
+    still stop it; restore puts every handler back as it was."""
+    from nas.runtime.signals import StopSignals
+
+    was = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with StopSignals() as sigs:
+            sigs.install()  # again, as after ray.init
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) == sigs._handle
+            os.kill(os.getpid(), signal.SIGHUP)  # ignored: no Interrupted, nothing received
+            assert sigs.received is None
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN and signal.getsignal(signal.SIGTERM) != sigs._handle
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        with StopSignals() as sigs:  # not ignored: a closed terminal is a pause, as before
+            assert signal.getsignal(signal.SIGHUP) == sigs._handle
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGHUP, was)
 
 
 def test_throttle_bounds_the_share_of_time_an_action_takes():

@@ -5,7 +5,8 @@ callback: the first signal asks the loop to stop cleanly (what is finished is re
 on resume) and a second one aborts the loop. Outside the loop (while Ray starts, before anything runs) a
 signal raises :class:`Interrupted` at once. Either way the handler remembers which signal came
 (``received``, ``name``), everything recorded is kept and the process exits with 128 + the signal number
-(:data:`EXIT_CODES`).
+(:data:`EXIT_CODES`). A SIGHUP the process inherited as ignored (``nohup``) stays ignored: closing the
+terminal then does not pause the command, which is what ``nohup`` asks for.
 """
 
 from __future__ import annotations
@@ -88,10 +89,13 @@ class StopSignals:
         raise Interrupted(signum)
 
     def install(self) -> None:
-        """Put the handler in place (again); the first previous handler of each signal is kept."""
+        """Put the handler in place (again); the first previous handler of each signal is kept. A SIGHUP that
+        was ignored before the first install (``nohup``) is left ignored."""
         if not self.active:
             return
         for sig in STOP_SIGNALS:
+            if sig == signal.SIGHUP and self.old.get(sig, signal.getsignal(sig)) == signal.SIG_IGN:
+                continue
             try:
                 old = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread after all (an embedding interpreter)
