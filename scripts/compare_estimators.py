@@ -8,7 +8,10 @@ its architectures by estimators built from what the proxy trainings recorded, ea
 that an estimator's top k holds), with 95% bootstrap intervals over architectures, and each estimator's
 cost in shipped-proxy draws. It needs a study with the shipped proxy at two or more seeds and a half-steps
 protocol at two seeds (search_spaces/studies/estimators-cifar.yaml); estimators whose jobs are missing are
-left out. Prints a markdown table.
+left out. Where the study has zero-cost records (``study.zero_cost``, e.g. estimators-zc-cifar.yaml), it adds
+each zero-cost proxy alone and its rank ensemble with the shipped proxy's score (the sum of their ranks: the
+ensemble of Abdelfattah et al. 2021 and Krishnakumar et al. 2022), at the shipped draw's cost. Prints a markdown
+table.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 
 import numpy as np
 
+from nas.fidelity.config import ZERO_COST_JOB
 from nas.fidelity.stats import bootstrap_ci, kendall_tau, spearman_rho, top_overlap
 from nas.fidelity.studydir import StudyDir, checked_records, prepare
 
@@ -38,10 +42,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shipped", default="v500-fused250", help="the shipped proxy's protocol name in the study")
     p.add_argument("--half", default="half-fused250", help="the half-steps protocol's name")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument(
+        "--ensemble",
+        type=lambda v: v.split(","),
+        default=["naswot", "snip"],
+        help="zero-cost proxies whose rank ensemble with the proxy is also shown on the other seeds' draws",
+    )
     a = p.parse_args(argv)
     sdir = StudyDir(a.study_dir)
     study, archs = prepare(sdir, None)
-    recs = [r for r in checked_records(sdir, study, archs) if r.kind == "train" and r.ok]
+    every = checked_records(sdir, study, archs)
+    recs = [r for r in every if r.kind == "train" and r.ok]
+    zc = {r.arch_id: dict(r.zero_cost) for r in every if r.kind == ZERO_COST_JOB and r.ok}
     ids = [x.id for x in archs]
     by = {}  # (protocol, seed) -> {arch id: record}
     for r in recs:
@@ -58,11 +70,23 @@ def main(argv: list[str] | None = None) -> int:
     if ship:
         s0 = col(a.shipped, ship[0])
         est.append((f"shipped proxy, seed {ship[0]}", 1, s0))
+        zcs: dict[str, np.ndarray] = {}
         loss = col(a.shipped, ship[0], lambda r: _loss_sum(r.history))
         est.append(("minus the sum of training losses over the rounds (same training)", 1, loss))
         est.append(("rank ensemble: proxy score + loss sum (same training)", 1, _ranks(s0) + _ranks(loss)))
+        for name in sorted({k for v in zc.values() for k in v}):
+            z = np.array([float(zc.get(i, {}).get(name, np.nan)) for i in ids])
+            if np.isfinite(z).sum() < len(ids):  # a proxy some architecture lacks ranks nothing here
+                continue
+            est.append((f"zero-cost {name} alone", 0, z))
+            est.append((f"rank ensemble: proxy score (seed {ship[0]}) + {name}", 1, _ranks(s0) + _ranks(z)))
+            zcs[name] = z
         for seed in ship[1:]:
             est.append((f"shipped proxy, seed {seed}", 1, col(a.shipped, seed)))
+            for name in a.ensemble:  # the ensemble on the other draws too: is its gain the draw's?
+                if name in zcs:
+                    s = col(a.shipped, seed)
+                    est.append((f"rank ensemble: proxy score (seed {seed}) + {name}", 1, _ranks(s) + _ranks(zcs[name])))
         if len(ship) >= 2:
             est.append(
                 (
