@@ -9,8 +9,8 @@ that an estimator's top k holds), with 95% bootstrap intervals over architecture
 cost in shipped-proxy draws. It needs a study with the shipped proxy at two or more seeds and a half-steps
 protocol at two seeds (search_spaces/studies/estimators-cifar.yaml); estimators whose jobs are missing are
 left out. Where the study has zero-cost records (``study.zero_cost``, e.g. estimators-zc-cifar.yaml), it adds
-each zero-cost proxy alone and its rank ensemble with the shipped proxy's score (the sum of their ranks: the
-ensemble of Abdelfattah et al. 2021 and Krishnakumar et al. 2022), at the shipped draw's cost. Prints a markdown
+each zero-cost proxy alone and its rank ensemble with the shipped proxy's score (the sum of their ranks), at
+the shipped draw's cost, on the first seed's draw and, for ``--ensemble``, on the others. Prints a markdown
 table.
 """
 
