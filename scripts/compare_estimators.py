@@ -82,10 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             est.append((f"rank ensemble: proxy score (seed {ship[0]}) + {name}", 1, _ranks(s0) + _ranks(z)))
             zcs[name] = z
         for seed in ship[1:]:
-            est.append((f"shipped proxy, seed {seed}", 1, col(a.shipped, seed)))
+            s = col(a.shipped, seed)
+            est.append((f"shipped proxy, seed {seed}", 1, s))
             for name in a.ensemble:  # the ensemble on the other draws too: is its gain the draw's?
                 if name in zcs:
-                    s = col(a.shipped, seed)
                     est.append((f"rank ensemble: proxy score (seed {seed}) + {name}", 1, _ranks(s) + _ranks(zcs[name])))
         if len(ship) >= 2:
             est.append(

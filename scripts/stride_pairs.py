@@ -63,23 +63,22 @@ def _pairs(arms: list[tuple[str, dict]], both: list[str], proxies: dict[str, str
     across arms, and each arm's proxy against the other arm's reference."""
     (na, ra), (nb, rb) = arms
     axes = ("score", "generalization", "capacity")
-    names = {id(ra): proxies[na], id(rb): proxies[nb]}
 
-    def proxy_of(r: dict, ax: str) -> list:
-        return [r[k]["proxies"][names[id(r)]][ax] for k in both]
+    def proxy_of(n: str, r: dict, ax: str) -> list:
+        return [r[k]["proxies"][proxies[n]][ax] for k in both]
 
     def ref_of(r: dict, ax: str) -> list:
         return [r[k]["ref"][ax] for k in both]
 
     pairs = [
-        (f"{n} proxy {proxies[n]} {ax}", f"{n} reference {ax}", proxy_of(r, ax), ref_of(r, ax))
+        (f"{n} proxy {proxies[n]} {ax}", f"{n} reference {ax}", proxy_of(n, r, ax), ref_of(r, ax))
         for n, r in arms
         for ax in axes
     ]
     pairs += [(f"{na} reference {ax}", f"{nb} reference {ax}", ref_of(ra, ax), ref_of(rb, ax)) for ax in axes]
     pairs += [
-        (f"{na} proxy {proxies[na]} score", f"{nb} reference score", proxy_of(ra, "score"), ref_of(rb, "score")),
-        (f"{nb} proxy {proxies[nb]} score", f"{na} reference score", proxy_of(rb, "score"), ref_of(ra, "score")),
+        (f"{na} proxy {proxies[na]} score", f"{nb} reference score", proxy_of(na, ra, "score"), ref_of(rb, "score")),
+        (f"{nb} proxy {proxies[nb]} score", f"{na} reference score", proxy_of(nb, rb, "score"), ref_of(ra, "score")),
     ]
     return pairs
 

@@ -178,12 +178,11 @@ def _draw_scores() -> dict[int, dict[str, float]]:
     return out
 
 
-def _draw_agreement() -> dict[tuple[str, str], tuple[int, float, float, float]]:
+def _draw_agreement(scores: dict[int, dict[str, float]]) -> dict[tuple[str, str], tuple[int, float, float, float]]:
     """Kendall tau (bootstrap 95% interval) between every two draws of the table, over the candidates both
     trained: how much of one draw's ranking the next draw keeps."""
     from nas.fidelity import agreement
 
-    scores = _draw_scores()
     out = {}
     for i, a in enumerate(DRAWS):
         for b in list(DRAWS)[i + 1 :]:
@@ -403,10 +402,11 @@ def cmd_report(a) -> int:
         r["cost"]["trainings"] * VERIFY_STEPS / 14 for r in rows if r["cost"]
     ]  # the same cost counted in training steps (14 per regime in a proxy trial)
     print(f"verification cost: {eq} proxy-trial equivalents by time; {steps_eq} by training steps")
-    draws = _draw_agreement()
+    scores = _draw_scores()
+    draws = _draw_agreement(scores)
     for (a, b), (n, tau, lo, hi) in draws.items():
         print(f"draws {a} vs {b}: Kendall tau {tau:.2f} [{lo:.2f}, {hi:.2f}] over {n}")
-    bests = {s: max(t, key=t.get) for s, t in _draw_scores().items()}
+    bests = {s: max(t, key=t.get) for s, t in scores.items()}
     found = sum(_short(r["unverified_pick_100"]) == _short(bests[r["seed"]]) for r in rows)
     print(f"unverified picks that are their draw's best of all 320: {found} of {len(rows)}")
     ratios = _time_ratios()
