@@ -132,6 +132,9 @@ def _coerce(value: Any, tp: Any, file: str | None, key: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in get_args(tp):
             return None
+        inner = [a for a in get_args(tp) if a is not type(None)]
+        if len(inner) == 1 and dataclasses.is_dataclass(inner[0]):  # an optional section: its own errors
+            return parse_dataclass(inner[0], value, file, key)
         for arg in get_args(tp):
             if arg is type(None):
                 continue

@@ -364,6 +364,8 @@ def protocol_of(exp: Experiment) -> dict[str, Any]:
     ``train:`` and ``objective:`` sections, ``search.trainer`` and the identity of the data (its files'
     count and size, not their path, so a run can move to another machine). Recorded in experiment.json."""
     out = flat(dataclasses.asdict(exp.train), "train")
+    if exp.train.supernet is None:  # as a run recorded before `train.supernet` existed has it
+        del out["train.supernet"]
     for where in ("path", "url", "md5", "download"):  # where the files come from, not what they are
         out.pop(f"train.data.{where}", None)
     out["train.data.files"] = data_identity(exp.train.data)

@@ -76,6 +76,28 @@ class SearchSpace:
     file = property(lambda self: self._file)
     layouts = property(lambda self: self._layouts, doc="valid layout names, in a fixed order")
 
+    def choices(self) -> dict[str, Any]:
+        """What a weight-sharing supernet must hold (``nas.model.supernet.SupernetSpec`` without the classes):
+        the stem's and each stage's choices, the ViT_REL patch sizes (empty without ViT_REL) and every
+        combination of block options."""
+        layouts = [l for l in self._layouts if l != VIT_REL]
+        keys = list(self._options)
+        return {
+            "image_size": self._image_size,
+            "in_chans": self._in_chans,
+            "stem_widths": tuple(self._stem.width),
+            "stem_depths": tuple(self._stem.depth),
+            "stem_stride": self._stem_stride,
+            "blocks": tuple(tuple(sorted({l.split("-")[i] for l in layouts})) for i in range(4)),
+            "depths": tuple(tuple(self._stages[s].depth) for s in STAGES),
+            "widths": tuple(tuple(self._stages[s].width) for s in STAGES),
+            "strides": self._strides,
+            "patch_sizes": tuple(self._patch_sizes) if VIT_REL in self._layouts else (),
+            "options": tuple(
+                BlockOptions(**dict(zip(keys, combo))) for combo in itertools.product(*self._options.values())
+            ),
+        }
+
     def __repr__(self) -> str:
         return f"SearchSpace(file={self._file!r}, layouts={len(self._layouts)}, size={self.size()})"
 

@@ -20,6 +20,39 @@ def _ge(lo: float, kind: str = "a number"):
 
 
 @dataclass(frozen=True)
+class SupernetConfig:
+    """``train.supernet``: candidates inherit their weights from a weight-sharing supernet trained once for the
+    whole space, instead of training from scratch (docs/supernet.md).
+
+    Args:
+        steps: optimizer steps of the supernet's training, per regime; each step trains one candidate drawn
+            uniformly from the space within its budgets, on a batch of ``train.batch_size`` images.
+        lr: AdamW peak learning rate of the supernet's training (``null``: ``train.lr``); warmup, weight decay,
+            label smoothing, clipping and augmentation are ``train:``'s.
+        regimes: ``separate`` trains one supernet per regime of ``objective.mode: both`` (the subset for the
+            generalization axis, the full split for capacity), as the shipped proxy trains twice; ``shared``
+            trains one on the full split and measures both axes on it (half the training; the generalization
+            axis then measures a network that has seen every training image).
+        checkpoint_every: steps between two checkpoints of the supernet's training (and progress lines).
+        finetune_steps: steps each candidate trains from its inherited weights before it is measured (0: it is
+            measured after BatchNorm recalibration alone).
+        finetune_lr: AdamW peak learning rate of that fine-tuning, decayed by the cosine of ``train:`` without
+            warmup (``null``: ``train.lr``).
+        cache: candidates' modules a training worker keeps built (the supernet's training draws from them).
+    """
+
+    steps: int = field(default=2000, metadata=_ge(1, "an integer"))
+    lr: float | None = field(default=None, metadata={"check": lambda v: v is None or v > 0, "allowed": "a number > 0"})
+    regimes: Literal["separate", "shared"] = "separate"
+    checkpoint_every: int = field(default=200, metadata=_ge(1, "an integer"))
+    finetune_steps: int = field(default=0, metadata=_ge(0, "an integer"))
+    finetune_lr: float | None = field(
+        default=None, metadata={"check": lambda v: v is None or v > 0, "allowed": "a number > 0"}
+    )
+    cache: int = field(default=16, metadata=_ge(1, "an integer"))
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """The training protocol (the ``train:`` section); every value has a default.
 
@@ -56,6 +89,7 @@ class TrainConfig:
             stratified subset of about this many (rounded per class), as many of the fit images, and at
             most this many BatchNorm-recalibration images, so that frequent rounds stay cheap; the last
             round is always measured in full (``null``: every round in full).
+        supernet: the weight-sharing proxy (:class:`SupernetConfig`; ``null``: every candidate trains from scratch).
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -80,6 +114,7 @@ class TrainConfig:
     bn_source: Literal["train", "fit"] = "train"
     report_every: int | None = field(default=None, metadata=_ge(1, "an integer"))
     round_eval_limit: int | None = field(default=None, metadata=_ge(2, "an integer"))
+    supernet: SupernetConfig | None = None
 
 
 def parse_train(data: Any, file: str | None = None) -> TrainConfig:

@@ -96,7 +96,8 @@ def fit(
     ``report_every`` steps (default ``train.report_every``, else one epoch of the training examples); the
     validation split is evaluated once per round, on ``train.round_eval_limit`` images before the last.
     ``train_idx`` selects the training examples (default: the whole training split); ``steps`` overrides
-    the config's budget; ``eval_idx`` picks the training examples whose fit (``train_loss``/``train_acc``,
+    the config's budget (0: one round that only measures the model as it is); ``eval_idx`` picks the
+    training examples whose fit (``train_loss``/``train_acc``,
     eval mode) is measured after every round; ``val_idx`` the validation examples measured (default: the
     whole validation split). Before each evaluation the BatchNorm statistics are recomputed
     (``train.bn_recalibrate``, ``train.bn_source``). Rows also carry the train-mode running figures of the round
@@ -109,9 +110,9 @@ def fit(
     n = len(y_all)
     bs = min(train.batch_size, n)
     per_epoch = max(1, n // bs)  # drop the last incomplete batch: no tiny batches for BatchNorm
-    total = steps or train.steps or train.epochs * per_epoch
+    total = steps if steps is not None else train.steps or train.epochs * per_epoch  # 0: measure as it is
     report_every = report_every or train.report_every or per_epoch
-    rounds = math.ceil(total / report_every)
+    rounds = max(1, math.ceil(total / report_every))
     channels_last = _place(model, train, device)
     opt, sched = _optimizer(model, train, device, total)
     ev = eval_idx.to(device) if eval_idx is not None else None
@@ -203,10 +204,10 @@ def _place(model: nn.Module, train: TrainConfig, device: torch.device) -> bool:
 
 
 def _optimizer(
-    model: nn.Module, train: TrainConfig, device: torch.device, total: int
+    model: nn.Module, train: TrainConfig, device: torch.device, total: int, start: int = 0
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW (no weight decay on biases and norms) and its schedule: linear warmup, then cosine to zero
-    at step ``total``."""
+    at step ``total``; ``start``: the schedule resumes at that step (a resumed training)."""
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     opt = torch.optim.AdamW(
@@ -221,7 +222,7 @@ def _optimizer(
             return (step + 1) / warm
         return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_at(step + start))
 
 
 class _Batches:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -43,6 +43,7 @@ def train_candidate(
     num_threads: int | None = None,
     on_epoch: OnEpoch | None = None,
     image_size: int | None = None,
+    supernet: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
 ) -> TrialResult:
     """Proxy-train ``arch`` on ``dataset`` and measure generalization, capacity and cost.
 
@@ -52,6 +53,10 @@ def train_candidate(
     (``train.report_every`` steps, default one full-split epoch's worth), numbered across both trainings;
     exceptions it raises propagate (a scheduler stopping the trial).
     Divergence, out-of-memory and model errors become failed results; this never raises for them.
+
+    With ``train.supernet`` (the weight-sharing proxy) the candidate is not trained from scratch: each regime
+    takes its weights from ``supernet`` (``{regime: {key: tensor}}``, the supernets trained by ``nas-search`` /
+    ``nas-fidelity``: ``trainers.training.supernet.inherited_trainings``) and is measured the same way.
     """
     from nas.model.cost import count_cost
 
@@ -76,7 +81,13 @@ def train_candidate(
     full_steps = train.steps or train.epochs * full_epoch  # per regime
     per_round = train.report_every or full_epoch
     rounds_total = math.ceil(full_steps / per_round) * (2 if objective.mode == "both" else 1)
-    it = _trainings(arch, dataset, train, objective, size, dev, full_steps, per_round, limit_idx, val_idx, state)
+    if train.supernet is not None:
+        from trainers.training.supernet import inherited_trainings
+
+        rounds_total = 2 if objective.mode == "both" else 1
+        it = inherited_trainings(arch, dataset, train, objective, supernet or {}, size, dev, limit_idx, val_idx, state)
+    else:
+        it = _trainings(arch, dataset, train, objective, size, dev, full_steps, per_round, limit_idx, val_idx, state)
     epoch = 0
     while True:
         try:

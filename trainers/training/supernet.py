@@ -1,0 +1,290 @@
+"""The weight-sharing proxy (``train.supernet``): a supernet over the whole space trained once per regime
+(:func:`train_chunk`, resumable from its state), and the trials that inherit their weights from it
+(:func:`inherited_trainings`, called by ``trainers.training.proxy.train_candidate``).
+
+A supernet's training draws one candidate per step, uniformly from the space within its budgets (single-path
+one-shot training, SPOS), and trains it on one batch through ``nas.model.supernet.Supernet``: every candidate's
+tensors are slices of the shared ones. The state that resumes it (weights, AdamW moments, the batch generator)
+is plain numpy arrays, so the torch-free driver writes it with the house's safe writer and Ray moves it without
+pickling modules (``nas.search.supernet``). A candidate then takes its slices (``nas.model.supernet.extract``),
+its BatchNorm statistics are recomputed from its regime's fit images, it is optionally fine-tuned for
+``finetune_steps``, and it is measured exactly as the shipped proxy measures (:func:`~trainers.training.fit.fit`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nas.model.arch import Architecture
+from nas.model.supernet import Supernet, SupernetSpec, extract
+from trainers.data.loading import Dataset, stratified_subset
+from trainers.objectives.registry import ObjectiveConfig
+from trainers.training.config import TrainConfig
+from trainers.training.fit import (
+    Diverged,
+    _augment,
+    _Batches,
+    _optimizer,
+    _place,
+    _train_examples,
+    fit,
+    resolve_device,
+    seed_everything,
+)
+from trainers.training.measure import autocast
+
+GENERALIZATION, FULL = "generalization", "full"
+WEIGHTS, EXP_AVG, EXP_AVG_SQ, ADAM_STEP, RNG = "w/", "m/", "v/", "s/", "rng"
+"""Prefixes of a supernet state's arrays: its tensors, AdamW's two moments and step count per tensor; and the
+state of its batch and augmentation generator."""
+
+
+def regimes_of(train: TrainConfig, objective: ObjectiveConfig) -> tuple[str, ...]:
+    """The supernets a protocol trains: one per regime of ``objective.mode: both`` (``regimes: separate``), else
+    one on the full split."""
+    if objective.mode == "both" and train.supernet is not None and train.supernet.regimes == "separate":
+        return (GENERALIZATION, FULL)
+    return (FULL,)
+
+
+def spec_of(space, num_classes: int) -> SupernetSpec:
+    """The supernet of a ``nas.space.SearchSpace`` for ``num_classes`` classes."""
+    return SupernetSpec(num_classes=num_classes, **space.choices())
+
+
+def _train_idx(dataset: Dataset, objective: ObjectiveConfig, train: TrainConfig, regime: str) -> torch.Tensor | None:
+    """The training images of ``regime``: the proxy's stratified subset (generalization) or all of them."""
+    if regime == GENERALIZATION:
+        return stratified_subset(dataset.y_train, objective.subset_fraction, train.seed)
+    return None
+
+
+def _sampler(space, dataset: Dataset, seed: int, regime: str):
+    """``draw(step)``: the candidate trained at ``step``, drawn from the space by a generator seeded with the
+    seed, the regime and the step (so a resumed training draws what it would have), redrawn (up to 100 times)
+    while over the space's budgets."""
+    from nas.model.cost import count_cost
+
+    budgets = space.budgets
+
+    def draw(step: int) -> Architecture:
+        rng = random.Random(f"{seed}:{regime}:{step}")
+        arch = space.sample(rng)
+        for _ in range(100):
+            if budgets.unlimited:
+                break
+            cost = count_cost(arch, space.image_size, dataset.num_classes, space.in_chans)
+            if budgets.allows(cost):
+                break
+            arch = space.sample(rng)
+        return arch
+
+    return draw
+
+
+# --------------------------------------------------------------------------------------------- state
+def _state_arrays(net: Supernet, opt: torch.optim.Optimizer, gen: torch.Generator) -> dict[str, np.ndarray]:
+    names = {id(p): k for k, p in net.named_parameters()}
+    out = {WEIGHTS + k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = opt.state.get(p)
+            if st:
+                k = names[id(p)]
+                out[EXP_AVG + k] = st["exp_avg"].detach().cpu().numpy().copy()
+                out[EXP_AVG_SQ + k] = st["exp_avg_sq"].detach().cpu().numpy().copy()
+                out[ADAM_STEP + k] = np.asarray(float(st["step"]), dtype=np.float64)
+    out[RNG] = gen.get_state().numpy().copy()
+    return out
+
+
+def _load_state(
+    net: Supernet, opt: torch.optim.Optimizer, gen: torch.Generator, arrays: Mapping[str, np.ndarray], device
+) -> None:
+    """Put ``arrays`` (from :func:`_state_arrays`) back into the supernet, its optimizer and its generator; a
+    key or shape that does not match raises ``ValueError`` (another space's supernet)."""
+    weights = {k[len(WEIGHTS) :]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(WEIGHTS)}
+    own = net.state_dict()
+    missing = [k for k in own if k not in weights]
+    unknown = [k for k in weights if k not in own]
+    other = [k for k in own if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
+    if missing or unknown or other:
+        first = (missing or unknown or other)[0]
+        raise ValueError(
+            f"the saved supernet does not fit this space: {len(missing)} tensor(s) missing, {len(unknown)} unknown, "
+            f"{len(other)} of another shape (first: {first})"
+        )
+    net.load_state_dict(weights)
+    params = dict(net.named_parameters())
+    for key, value in arrays.items():
+        if key.startswith(EXP_AVG):
+            name = key[len(EXP_AVG) :]
+            p = params.get(name)
+            if p is None or tuple(value.shape) != tuple(p.shape):
+                raise ValueError(f"the saved optimizer state of {name} does not fit this space's supernet")
+            opt.state[p] = {
+                "step": torch.tensor(float(arrays[ADAM_STEP + name])),
+                "exp_avg": torch.from_numpy(np.array(value)).to(device),
+                "exp_avg_sq": torch.from_numpy(np.array(arrays[EXP_AVG_SQ + name])).to(device),
+            }
+    gen.set_state(torch.from_numpy(np.array(arrays[RNG], dtype=np.uint8)))
+
+
+def weights_of(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The supernet's tensors (what a trial inherits from) of a state, by supernet key."""
+    return {k[len(WEIGHTS) :]: v for k, v in arrays.items() if k.startswith(WEIGHTS)}
+
+
+# ------------------------------------------------------------------------------------------ training
+def train_chunk(
+    space,
+    dataset: Dataset,
+    train: TrainConfig,
+    objective: ObjectiveConfig,
+    regime: str,
+    arrays: Mapping[str, np.ndarray] | None,
+    step: int,
+    *,
+    device: str | torch.device | None = None,
+    num_threads: int | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Train the supernet of ``regime`` from ``arrays`` (its state at ``step``; ``None`` and 0: a fresh one) for
+    ``train.supernet.checkpoint_every`` steps, at most up to ``train.supernet.steps``. Returns the new state
+    and the chunk's figures (``step``, ``loss``, ``acc``: the running loss and accuracy of the candidates it
+    trained, ``seconds``). Raises :class:`~trainers.training.fit.Diverged` on a non-finite or exploding loss."""
+    sn = train.supernet
+    if sn is None:
+        raise ValueError("train.supernet is not set: this protocol trains no supernet")
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
+    dev = resolve_device(train, device)
+    t0 = time.perf_counter()
+    seed_everything(train.seed + (0 if regime == FULL else 1))
+    net = Supernet(spec_of(space, dataset.num_classes), cache=sn.cache)
+    total = sn.steps
+    opt_train = dataclasses.replace(train, lr=sn.lr or train.lr)
+    channels_last = _place(net, train, dev)
+    gen = torch.Generator(device="cpu").manual_seed(train.seed)
+    opt, sched = _optimizer(net, opt_train, dev, total, start=step)
+    if arrays is not None:
+        _load_state(net, opt, gen, arrays, dev)
+        net.to(dev)
+    data = dataset.to(dev)
+    x_all, y_all = _train_examples(data, _train_idx(dataset, objective, train, regime), dev)
+    n = len(y_all)
+    bs = min(train.batch_size, n)
+    batches = _Batches(n, bs, max(1, n // bs), gen, dev)  # every chunk starts a permutation: resumes draw alike
+    draw = _sampler(space, dataset, train.seed, regime)
+    count = min(sn.checkpoint_every, total - step)
+    net.train()
+    loss_sum = torch.zeros((), device=dev)
+    correct = torch.zeros((), device=dev, dtype=torch.long)
+    seen = 0
+    for k in range(count):
+        arch = draw(step + k)
+        idx = batches.next()
+        xb, yb = x_all[idx], y_all[idx]
+        if train.augment:
+            xb = _augment(xb, gen)
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with autocast(dev, train):
+            logits = net(xb, arch)
+            loss = F.cross_entropy(logits.float(), yb, label_smoothing=train.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if train.grad_clip > 0:
+            nn.utils.clip_grad_norm_([p for p in net.parameters() if p.grad is not None], train.grad_clip)
+        opt.step()
+        sched.step()
+        loss_sum += loss.detach() * len(yb)
+        correct += (logits.detach().argmax(-1) == yb).sum()
+        seen += len(yb)
+    running = loss_sum.item() / max(1, seen)
+    chance = math.log(max(2, dataset.num_classes))
+    if not math.isfinite(running) or running > 100 * chance:
+        raise Diverged(
+            f"the supernet's training loss {running:.4g} at step {step + count} ({regime} regime, lr "
+            f"{opt_train.lr:g}) is {'not finite' if not math.isfinite(running) else 'over 100x chance'}"
+        )
+    figures = {
+        "step": float(step + count),
+        "loss": running,
+        "acc": correct.item() / max(1, seen),
+        "seconds": time.perf_counter() - t0,
+    }
+    return _state_arrays(net, opt, gen), figures
+
+
+# ------------------------------------------------------------------------------------------- trials
+def inherited_trainings(
+    arch: Architecture,
+    dataset: Dataset,
+    train: TrainConfig,
+    objective: ObjectiveConfig,
+    weights: Mapping[str, Mapping[str, torch.Tensor]],
+    size: int,
+    dev: torch.device,
+    limit_idx: torch.Tensor | None,
+    val_idx: torch.Tensor | None,
+    state: dict[str, Any],
+) -> Iterator[dict[str, float]]:
+    """The trial of ``arch`` under the weight-sharing proxy, as ``proxy._trainings`` streams a trained one: per
+    regime, the candidate's slices of that regime's supernet (``weights``: ``{regime: {key: tensor}}``; one
+    ``full`` for both with ``regimes: shared``), its BatchNorm statistics recomputed and ``finetune_steps`` of
+    training (0: none), then the proxy's measurement of that regime; one round each. Returns the metrics
+    (``gen``, ``cap``)."""
+    import trainers.objectives.registry as obj
+    from trainers.training.proxy import fit_eval_subset
+
+    sn = train.supernet
+    if sn is None or not weights:
+        raise ValueError("the weight-sharing proxy needs its supernet's weights (nas-search and nas-fidelity train it)")
+    ft = dataclasses.replace(train, lr=sn.finetune_lr or train.lr, warmup=0.0)
+    k = dataset.num_classes
+    seed_everything(train.seed)
+    out: dict[str, Any] = {}
+    regimes = (GENERALIZATION, FULL) if objective.mode == "both" else (FULL,)
+    for regime in regimes:
+        model = extract(weights.get(regime, weights.get(FULL)), arch, k, size, dataset.in_chans)
+        if regime == GENERALIZATION:
+            sub = stratified_subset(dataset.y_train, objective.subset_fraction, train.seed)
+            res = yield from fit(
+                model,
+                dataset,
+                ft,
+                train_idx=sub,
+                steps=sn.finetune_steps,
+                device=dev,
+                report_every=max(1, sn.finetune_steps),
+                regime=GENERALIZATION,
+                eval_idx=fit_eval_subset(dataset.y_train[sub], objective.train_eval_limit, train.seed),
+                val_idx=val_idx,
+            )
+            out["gen"] = res.metrics
+            state["gen"] = obj.generalization(res.metrics["val_acc"], res.metrics["train_acc"], objective)
+        else:
+            res = yield from fit(
+                model,
+                dataset,
+                ft,
+                steps=sn.finetune_steps,
+                device=dev,
+                report_every=max(1, sn.finetune_steps),
+                regime=FULL,
+                eval_idx=limit_idx,
+                val_idx=val_idx,
+            )
+            out["cap"] = res.metrics
+        del model, res
+    return out
