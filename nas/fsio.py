@@ -473,3 +473,38 @@ def record_format(data: dict, what: str, newest: int, *, unversioned: int = 1) -
             "upgrade coatnas (pip install -U coatnas) to read it"
         )
     return fmt
+
+
+def read_safetensors(
+    path: str | os.PathLike, *, what: str, fix: str, numpy: bool = False
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The one reader of a safetensors file (a trained model's weights, a timm export's, a supernet's state):
+    ``(tensors, metadata)``, torch tensors (``numpy``: numpy arrays, without importing torch), opened only if it
+    is a regular file; an unreadable, empty, truncated or foreign file is one paragraph naming
+    it, saying it is not ``what`` and ending with ``fix``. Nothing is unpickled."""
+    from safetensors import SafetensorError
+
+    if numpy:
+        from safetensors.numpy import load
+    else:
+        from safetensors.torch import load
+
+    path = Path(path)
+    try:
+        fd, _ = open_regular(path)
+    except OSError as err:
+        raise UserError(f"{path}: cannot read {what} ({err.strerror or err}). {fix}") from None
+    with os.fdopen(fd, "rb") as fh:
+        raw = fh.read()
+    if not raw:
+        raise UserError(f"{path}: is empty, not {what}. {fix}")
+    try:
+        tensors = load(raw)
+        header_len = int.from_bytes(raw[:8], "little")
+        meta = json.loads(raw[8 : 8 + header_len]).get("__metadata__") or {}
+    except (SafetensorError, ValueError, OSError, RuntimeError, TypeError, AttributeError) as err:
+        why = " ".join(str(err).split())[:200] or "unreadable"
+        raise UserError(
+            f"{path}: not a safetensors weights file ({why}): it is truncated, damaged or foreign, not {what}. {fix}"
+        ) from None
+    return tensors, meta

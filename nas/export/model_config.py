@@ -60,7 +60,6 @@ __all__ = [
     "save_trained",
     "read_trained",
     "load_trained_model",
-    "read_safetensors",
     "load_torch_file",
     "tensor_problem",
     "checkpoint_bytes",
@@ -410,37 +409,6 @@ def save_trained(
     return folder
 
 
-def read_safetensors(path: Path, *, what: str, fix: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The one reader of a safetensors file (a trained model's weights, a timm export's): ``(tensors, metadata)``,
-    opened only if it is a regular file; an unreadable, empty, truncated or foreign file is one paragraph naming
-    it, saying it is not ``what`` and ending with ``fix``. Nothing is unpickled."""
-    import json
-
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
-    from nas.fsio import open_regular
-
-    try:
-        fd, _ = open_regular(path)
-    except OSError as err:
-        raise UserError(f"{path}: cannot read {what} ({err.strerror or err}). {fix}") from None
-    with os.fdopen(fd, "rb") as fh:
-        raw = fh.read()
-    if not raw:
-        raise UserError(f"{path}: is empty, not {what}. {fix}")
-    try:
-        tensors = load(raw)
-        header_len = int.from_bytes(raw[:8], "little")
-        meta = json.loads(raw[8 : 8 + header_len]).get("__metadata__") or {}
-    except (SafetensorError, ValueError, OSError, RuntimeError, TypeError, AttributeError) as err:
-        why = " ".join(str(err).split())[:200] or "unreadable"
-        raise UserError(
-            f"{path}: not a safetensors weights file ({why}): it is truncated, damaged or foreign, not {what}. {fix}"
-        ) from None
-    return tensors, meta
-
-
 def read_trained(path: str | os.PathLike) -> Checkpoint:
     """The one reader of a trained model: the folder ``nas-train`` wrote (or its :data:`WEIGHTS_FILE` or
     :data:`CONFIG_FILE`), or an older coatnas's ``model.pt``. Checks the config (:func:`parse_model_config`),
@@ -463,6 +431,8 @@ def read_trained(path: str | os.PathLike) -> Checkpoint:
         if not os.path.lexists(need):
             raise UserError(f"{folder}: has no {need.name}, so it holds no trained model. {_TRAINED_FIX}")
     config = load_model_config(cfg_path)
+    from nas.fsio import read_safetensors
+
     state, meta = read_safetensors(weights, what="the weights of a trained model", fix=_TRAINED_FIX)
     if not state:
         raise UserError(f"{weights}: holds no tensors. {_TRAINED_FIX}")

@@ -672,7 +672,8 @@ def read_timm_weights(export: TimmExport) -> dict[str, torch.Tensor]:
     ``pytorch_model.bin`` of formats 0 and 1 (``torch.load(weights_only=True)``): a mapping of finite tensors
     whose names and shapes are exactly those of the network its ``config.json`` describes. A damaged, foreign
     or pickled-object file is one paragraph naming it."""
-    from nas.export.model_config import load_torch_file, read_safetensors, tensor_problem
+    from nas.export.model_config import load_torch_file, tensor_problem
+    from nas.fsio import read_safetensors
     from nas.model.builder import build_model
 
     path = export.weights

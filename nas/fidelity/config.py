@@ -406,6 +406,8 @@ def _plain(p: Protocol) -> dict:
         del train["bn_source"]
     if objective["val_eval_limit"] == ObjectiveConfig.val_eval_limit:
         del objective["val_eval_limit"]
+    if train["supernet"] is None:
+        del train["supernet"]
     return {"train": train, "objective": objective, "seeds": list(p.seeds)}
 
 

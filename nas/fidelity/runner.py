@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 from nas.errors import UserError
 from nas.fidelity.config import ZERO_COST_JOB, Study
+from nas.fidelity.plan import TRAIN_JOB
 from nas.fidelity.studydir import StudyDir, check_folder, pending, prepare
 from nas.fsio import append_line
 from nas.model.arch import Architecture
@@ -90,7 +91,10 @@ def run_job(job: dict[str, Any], setup: WorkerSetup) -> dict[str, Any]:
     train, objective = setup.protocol(job["protocol"])
     train = dataclasses.replace(train, seed=job["seed"])
     dataset = setup.dataset(train.data)
-    res = run_trainer(setup.trainer, arch, dataset, train, objective, threads, None, setup.image_size)
+    supernet = setup.supernet_weights(f"{job['protocol']}-{job['seed']}") if train.supernet is not None else None
+    res = run_trainer(
+        setup.trainer, arch, dataset, train, objective, threads, None, setup.image_size, supernet=supernet
+    )
     rec = res.to_dict()  # with its per-round history (a tabulated benchmark replays it to a scheduler)
     rec["metrics"] = {**rec["metrics"], "job_s": time.perf_counter() - t0}
     return {**base, **rec}
@@ -110,6 +114,40 @@ def worker_setup(study: Study) -> WorkerSetup:
         protocols=tuple((p.name, p.train, p.objective) for p in study.protocols),
         zero_cost=ZeroCostSetup(tuple(s.zero_cost), s.zero_cost_batch, s.seed),
     )
+
+
+def _with_supernets(
+    study: Study, sdir: StudyDir, setup: WorkerSetup, todo: list[dict[str, Any]], say, flag: StopFlag
+) -> WorkerSetup | None:
+    """``setup`` with the trained supernets of the weight-sharing protocols (``train.supernet``) that ``todo``
+    still trains, one per protocol and seed (``STUDY/supernet/PROTOCOL-SEED-REGIME.safetensors``), trained or
+    finished here first; ``None`` when ``flag`` was set while they trained."""
+    from nas.search.supernet import FOLDER, jobs_of, train_supernets
+
+    jobs = []
+    for p in study.protocols:
+        if p.train.supernet is None:
+            continue
+        for seed in sorted({j["seed"] for j in todo if j["protocol"] == p.name and j["kind"] == TRAIN_JOB}):
+            train = dataclasses.replace(p.train, seed=seed)
+            jobs += jobs_of(f"{p.name}-{seed}", study.experiment.space, train, p.objective)
+    if not jobs:
+        return setup
+    s = study.settings
+    refs = train_supernets(
+        sdir.path / FOLDER,
+        jobs,
+        study.experiment.space,
+        image_size=setup.image_size,
+        in_chans=setup.in_chans,
+        shared=setup.shared,
+        cpus=s.cpus_per_trial,
+        gpus=s.gpus_per_trial,
+        say=say,
+        stopping=lambda: flag.set,
+        prog="nas-fidelity",
+    )
+    return None if refs is None else dataclasses.replace(setup, supernets={**(setup.supernets or {}), **refs})
 
 
 def run_study(
@@ -221,8 +259,10 @@ def _session(
                 shutil.rmtree(sdir.path, ignore_errors=True)
             raise
         signals.on_stop = on_stop
-        progress.prior = kind_work(study, setup)
-        _run_jobs(study, todo, inflight, progress, setup, flag)
+        setup = _with_supernets(study, sdir, setup, todo, say, flag)
+        if setup is not None:  # None: a signal paused the supernets' training (its checkpoints resume it)
+            progress.prior = kind_work(study, setup)
+            _run_jobs(study, todo, inflight, progress, setup, flag)
     except KeyboardInterrupt as err:  # a signal before the jobs ran, or a second one: stop at once
         flag.request(getattr(err, "name", None) or signals.name or "SIGINT")
     finally:

@@ -289,7 +289,8 @@ def _check_finalist_seeds(f: FinalistsConfig, draws: set[int], where: str, file:
 def parse_finalists(section: Any, data: dict, file: str | None, trainer: str | None = None) -> FinalistsConfig:
     """The ``finalists:`` section: its settings, and the verification protocol (the search YAML's ``train:`` and
     ``objective:`` with ``finalists.train`` / ``finalists.objective`` merged over them, validated by the same
-    parsers; an error names ``finalists.train.<key>``). The verification trains with the search's ``trainer``;
+    parsers; an error names ``finalists.train.<key>``; ``train.supernet`` is not inherited: the finalists of a
+    weight-sharing search train from scratch). The verification trains with the search's ``trainer``;
     a search replayed on a table (``table:PATH``) verifies with the default trainer, under the table's protocol
     (which the YAML's ``train:`` must equal) and the overrides."""
     from nas.errors import check_keys
@@ -320,7 +321,9 @@ def parse_finalists(section: Any, data: dict, file: str | None, trainer: str | N
             "chooses no finalist (`top_k: 0` and `pareto: false`), so it would verify nothing",
             "`top_k` >= 1 or `pareto: true`; or leave out the `finalists:` section",
         )
-    train = parse_dataclass(TrainConfig, _merge(data.get("train") or {}, over["train"]), file, "finalists.train")
+    base = dict(data.get("train") or {})
+    base.pop("supernet", None)  # a weight-sharing search verifies by training from scratch (unless asked again)
+    train = parse_dataclass(TrainConfig, _merge(base, over["train"]), file, "finalists.train")
     named = {"named": file, "key": "finalists.train.data.path"} if over["train"].get("data") else {}
     train = dataclasses.replace(train, data=resolve_source(train.data, file, **named))
     objective = parse_dataclass(

@@ -60,6 +60,8 @@ class WorkerSetup:
             (:meth:`sharing`); ``None``: each worker process loads its own.
         protocols: a fidelity study's protocols, ``(name, train, objective)`` each (:meth:`protocol`).
         zero_cost: a fidelity study's training-free proxies.
+        supernets: ``{name: object ref}`` of the trained supernets of a weight-sharing protocol
+            (``train.supernet``; ``nas.search.supernet``): ``search`` for a search, ``PROTOCOL-SEED`` in a study.
     """
 
     trainer: str
@@ -71,6 +73,7 @@ class WorkerSetup:
     shared: Mapping[DataConfig, Any] | None = None
     protocols: tuple[tuple[str, TrainConfig, ObjectiveConfig], ...] = ()
     zero_cost: ZeroCostSetup | None = None
+    supernets: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         for name, kind in (("trainer", str), ("image_size", int), ("in_chans", int), ("cpus_per_trial", (int, float))):
@@ -102,6 +105,16 @@ class WorkerSetup:
         from trainers.data.shared import worker_dataset
 
         return worker_dataset(data, self.image_size, self.in_chans, self.shared)
+
+    def supernet_weights(self, name: str):
+        """The trained supernet ``name`` (``{regime: {key: tensor}}``) in this worker, read from the object store
+        once per process; ``None`` when the driver trained none of that name."""
+        ref = (self.supernets or {}).get(name)
+        if ref is None:
+            return None
+        from trainers.training.supernet import worker_weights
+
+        return worker_weights(ref)
 
     def protocol(self, name: str) -> tuple[TrainConfig, ObjectiveConfig]:
         """The ``(train, objective)`` of the study protocol ``name``."""
@@ -142,18 +155,21 @@ def run_trainer(
     on_epoch,
     image_size: int,
     passed: list[BaseException] = (),
+    supernet=None,
 ):
     """Call the trainer at ``path`` (``module:function``, train_candidate's signature) and turn whatever goes
     wrong in it into a failed :class:`TrialResult` with its reason, as ``classify_failure`` says: an
     exception (``error``), out of memory (``oom``) or non-finite axes (``diverged``). Exceptions in
-    ``passed`` (Tune stopping the trial) propagate."""
+    ``passed`` (Tune stopping the trial) propagate. ``supernet``: the trained supernet a weight-sharing
+    protocol inherits from (passed to the trainer only when given)."""
     from trainers.training.result import TrialResult
 
     path = path or DEFAULT_TRAINER
     t0 = time.perf_counter()
     try:
+        extra = {"supernet": supernet} if supernet is not None else {}
         res = load_trainer(path)(
-            arch, dataset, train, objective, num_threads=threads, on_epoch=on_epoch, image_size=image_size
+            arch, dataset, train, objective, num_threads=threads, on_epoch=on_epoch, image_size=image_size, **extra
         )
         if not isinstance(res, TrialResult):
             raise TypeError(f"the trainer {path} returned {type(res).__name__}, not a TrialResult")
@@ -272,6 +288,7 @@ def train_trial(config: dict[str, Any], setup: WorkerSetup) -> None:
         _reporter(tune, passed, measured),
         setup.image_size,
         passed,
+        supernet=setup.supernet_weights("search") if train.supernet is not None else None,
     )
     t_end = time.perf_counter()
     payload = res.to_dict()

@@ -159,9 +159,11 @@ def worker_setup(exp: Experiment) -> WorkerSetup:
     return setup if setup.replays else setup.sharing()
 
 
-def _tuner(exp: Experiment, run: RunDir, searcher, remaining: int, session: int, flag: StopFlag, callbacks: list):
-    """The session's Tuner: the trainable with the frozen protocol, the searcher, the scheduler, and the
-    session's folder ``RUN/tune/session-K``."""
+def _tuner(
+    exp: Experiment, run: RunDir, searcher, remaining: int, session: int, flag: StopFlag, callbacks: list, setup=None
+):
+    """The session's Tuner: the trainable with the frozen protocol (``setup``, else :func:`worker_setup`), the
+    searcher, the scheduler, and the session's folder ``RUN/tune/session-K``."""
     from nas.search.schedulers import make_scheduler
     from trainers.objectives.registry import objectives_of
 
@@ -169,7 +171,7 @@ def _tuner(exp: Experiment, run: RunDir, searcher, remaining: int, session: int,
     return make_tuner(
         exp,
         run,
-        worker_setup(exp),
+        setup or worker_setup(exp),
         searcher,
         remaining,
         f"session-{session}",
@@ -300,6 +302,15 @@ def run_trials(
     def cost_fn(arch):
         return count_cost(arch, image_size=sp.image_size, num_classes=exp.num_classes, in_chans=sp.in_chans)
 
+    setup = None
+    if exp.train.supernet is not None and not is_table(s.trainer):  # the weight-sharing proxy: its supernets first
+        from nas.search.supernet import with_supernets
+
+        setup = with_supernets(exp, run, worker_setup(exp), say, signals, flag)
+        timings["supernet_s"] = time.perf_counter() - t0
+        if setup is None:
+            return LoopOutcome(stopped=True, exhausted=False, stopped_by=signals.received, timings=timings)
+
     # The leaderboard and a cloud run directory's copy summarise the whole run, so rewriting them costs more
     # as it grows: they are rewritten when due (nas.runtime.throttle), and by the driver at the end.
     board = Throttle(share=0.05, min_interval_s=1.0)
@@ -361,7 +372,7 @@ def run_trials(
     live = LiveProgress(exp, prog, say, t0, t_cmd, stop)
     with live.loading():  # the Tuner's worker_setup loads a file-backed data set into Ray's object store
         callbacks = [*_callbacks(say, s.max_retries, first, tick), live.callback()]
-        tuner = _tuner(exp, run, searcher, remaining, session, flag, callbacks)
+        tuner = _tuner(exp, run, searcher, remaining, session, flag, callbacks, setup)
 
     fit_pausable(tuner, flag, searcher, signals, say, "stopping", "running trials will be re-run on resume")
     timings["search_s"] = time.perf_counter() - t0

@@ -288,3 +288,26 @@ def inherited_trainings(
             out["cap"] = res.metrics
         del model, res
     return out
+
+
+_WORKER: dict[str, dict[str, dict[str, torch.Tensor]]] = {}  # object id -> a trained supernet, in this process
+
+
+def worker_weights(ref) -> dict[str, dict[str, torch.Tensor]]:
+    """The trained supernet ``{regime: {key: tensor}}`` behind the object ref ``ref``
+    (``nas.search.supernet.share_supernets``), read from the node's object store once per worker process:
+    tensors over the store's read-only shared memory, never written (a trial copies its slices)."""
+    import warnings
+
+    key = ref.hex()
+    if key not in _WORKER:
+        import ray
+
+        if len(_WORKER) >= 2:
+            _WORKER.pop(next(iter(_WORKER)))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            _WORKER[key] = {
+                regime: {k: torch.from_numpy(v) for k, v in weights.items()} for regime, weights in ray.get(ref).items()
+            }
+    return _WORKER[key]
