@@ -158,3 +158,16 @@ reference: {seeds: [0], train: {steps: 10}}
     assert len(recs) == 8 and all(r.status == "ok" for r in recs), [r.reason for r in recs]
     by_seed = {s: sorted(r.score for r in recs if r.seed == s) for s in (0, 1)}
     assert by_seed[0] != by_seed[1]  # two supernets, not one read twice
+
+
+def test_a_diverging_supernet_stops_the_search_with_a_paragraph(ray_local, write_space, tmp_path):
+    space = _space(write_space, steps=20)
+    space.write_text(
+        space.read_text()
+        .replace("{steps: 20,", "{steps: 20, lr: 1.0e+6,")
+        .replace("batch_size: 32", "batch_size: 32\n  grad_clip: 0")
+    )
+    rd = tmp_path / "run"
+    with pytest.raises(UserError, match=r"supernet \w+ failed to train \(diverged\).*lower `train\.supernet\.lr`"):
+        run(space, trials=2, run_dir=rd, progress=False)
+    assert not rd.exists()  # nothing was computed (the first chunk diverged): a refused start leaves nothing

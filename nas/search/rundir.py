@@ -12,6 +12,8 @@ Layout::
       leaderboard.csv/.json, best.yaml, report.md, pareto.png   derived, rewritten atomically
       tune/               Ray Tune experiment state, one folder per driver session, and one TensorBoard run
                           per trained trial, named by its architecture (``t0003 C-C-T-T L=... D=...``)
+      supernet/           the supernets of a weight-sharing protocol (``train.supernet``): one checkpoint per
+                          regime, ``search-REGIME.safetensors`` (nas.search.supernet)
       driver.lock         held by the running driver
       search.log          the driver's progress lines
       trials.jsonl.torn, optuna.journal.torn          torn last lines a driver cut off before appending

@@ -170,7 +170,12 @@ def after_failure(err: BaseException, target: Target, created: bool, storage: st
 
 
 def _has_results(run_: RunDir) -> bool:
-    """The run's journal holds a finished trial, failed ones included (trials.jsonl may lag behind it)."""
+    """The run's journal holds a finished trial, failed ones included (trials.jsonl may lag behind it), or its
+    supernets' training wrote a checkpoint (``train.supernet``)."""
+    from nas.search.supernet import FOLDER
+
+    if (run_.path / FOLDER).is_dir() and any((run_.path / FOLDER).iterdir()):
+        return True
     if not run_.journal.is_file() or not run_.journal.stat().st_size:
         return False
     try:

@@ -204,8 +204,9 @@ def train_supernets(
         )
     task = ray.remote(_chunk).options(num_cpus=cpus, num_gpus=gpus, max_retries=1)
     threads = max(1, int(cpus))
-    t0 = time.perf_counter()
+    t0, ran = time.perf_counter(), 0
     inflight: dict[Any, SupernetJob] = {}
+    lost: dict[SupernetJob, int] = {}
 
     def submit(job: SupernetJob) -> None:
         arrays, step, _ = states[job]
@@ -222,19 +223,31 @@ def train_supernets(
                 return None
             for ref in ready:
                 job = inflight.pop(ref)
-                arrays, figures = _result(ref, job)
+                try:
+                    arrays, figures = ray.get(ref)
+                except ray.exceptions.RayError as err:
+                    time.sleep(0.5)  # a stop signal sent to the whole process group may reach the workers first
+                    if stopping():
+                        return None
+                    lost[job] = lost.get(job, 0) + 1
+                    if isinstance(err, ray.exceptions.RayTaskError) or lost[job] > 3:
+                        raise _failure(err, job) from None
+                    submit(job)  # its worker or node was lost: the chunk runs again from the same state
+                    continue
                 before = states[job][2]
                 spent = before.get("seconds_total", 0.0) + figures["seconds"]
                 meta = {**figures, "seconds_total": spent}
                 write_checkpoint(folder / job.file, job, arrays, meta)
+                ran += int(figures["step"]) - states[job][1]
                 states[job] = (arrays, int(figures["step"]), meta)
                 step, total = int(figures["step"]), job.train.supernet.steps
-                left = spent / max(1, step - 0) * (total - step) if step else math.nan
+                left = sum(j.train.supernet.steps - states[j][1] for j in todo)  # steps of all of them
+                eta = left * (time.perf_counter() - t0) / max(1, ran)  # at the pace of this session, all in parallel
                 say(
                     f"{prog}: supernet {job.label}: step {step}/{total}, loss {figures['loss']:.3f}, "
                     f"acc {figures['acc']:.2f}, {figures['seconds']:.0f} s for the last "
                     f"{job.train.supernet.checkpoint_every} steps"
-                    + (f", about {left / 60:.0f} min left" if step < total and math.isfinite(left) else "")
+                    + (f"; all supernets done in about {eta / 60:.0f} min" if left else "")
                 )
                 if step < total:
                     submit(job)
@@ -246,26 +259,23 @@ def train_supernets(
     return share_supernets(jobs, {j: states[unique[j.fingerprint]][0] for j in jobs})
 
 
-def _result(ref, job: SupernetJob):
-    import ray
+def _failure(err, job: SupernetJob) -> UserError:
+    """The paragraph of a chunk that failed: its cause as the trials' classifier says (diverged, out of memory,
+    error), or the workers lost more than three times, and what to do."""
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, UserError):
+        return cause
+    from trainers.training.result import classify_failure
 
-    try:
-        return ray.get(ref)
-    except ray.exceptions.RayTaskError as err:
-        cause = err.cause
-        if isinstance(cause, UserError):
-            raise cause from None
-        from trainers.training.result import classify_failure
-
-        failure = classify_failure(cause if isinstance(cause, BaseException) else err)
-        hint = {
-            "diverged": "lower `train.supernet.lr` (or `train.lr`), or keep `train.grad_clip` on",
-            "oom": "lower `train.batch_size`, or give each trial more memory",
-        }.get(failure.status, "the reason above says what failed")
-        raise UserError(
-            f"The supernet {job.label} failed to train ({failure.status}): {failure.reason}. Its last checkpoint is "
-            f"kept, and the command resumes from it. Fix: {hint}."
-        ) from None
+    failure = classify_failure(cause if isinstance(cause, BaseException) else err)
+    hint = {
+        "diverged": "lower `train.supernet.lr` (or `train.lr`), or keep `train.grad_clip` on",
+        "oom": "lower `train.batch_size`, or give each trial more memory",
+    }.get(failure.status, "the reason above says what failed")
+    return UserError(
+        f"The supernet {job.label} failed to train ({failure.status}): {failure.reason}. The checkpoints written "
+        f"so far are kept (a resumed command continues from the last). Fix: {hint}."
+    )
 
 
 def share_supernets(jobs: list[SupernetJob], states: Mapping[SupernetJob, Any]) -> dict[str, Any]:
