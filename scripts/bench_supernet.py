@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     from trainers.data.loading import load_dataset
     from trainers.training.config import SupernetConfig
     from trainers.training.proxy import train_candidate
-    from trainers.training.supernet import regimes_of, train_chunk, weights_of
+    from trainers.training.supernet import train_chunk
+    from trainers.training.supernet_state import regimes_of, weights_of
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--space", default="coatnet-cifar.yaml")

@@ -130,7 +130,8 @@ def _train(exp, ds, regime: str, chunks: list[int] | None = None):
 
 
 def test_supernet_training_learns_and_its_state_survives_a_round_trip(tiny):
-    from trainers.training.supernet import EXP_AVG, _load_state, _state_arrays, train_chunk
+    from trainers.training.supernet import _load_state, _state_arrays, train_chunk
+    from trainers.training.supernet_state import EXP_AVG
 
     exp, ds = tiny
     sn = dataclasses.replace(exp.train.supernet, steps=60, checkpoint_every=20)
@@ -168,7 +169,7 @@ def test_a_diverging_supernet_raises_diverged(tiny):
 
 def test_trials_inherit_both_regimes_and_fail_cleanly_without_weights(tiny):
     from trainers.training.proxy import train_candidate
-    from trainers.training.supernet import regimes_of, weights_of
+    from trainers.training.supernet_state import regimes_of, weights_of
 
     exp, ds = tiny
     weights = {}

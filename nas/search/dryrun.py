@@ -47,6 +47,17 @@ def dry_run(
             f"{cost.macs / 1e6:.1f}M MACs  id {arch.id}{flag}"
         )
     lines.append(_grid_note(sp))
+    sn = exp.train.supernet
+    if sn is not None and not is_table(exp.search.trainer):
+        from trainers.training.supernet_state import regimes_of
+
+        regimes = regimes_of(exp.train, exp.objective)
+        lines.append(
+            f"proxy: weight sharing (docs/supernet.md): {len(regimes)} supernet(s) ({', '.join(regimes)}) x "
+            f"{sn.steps} steps, trained once before the trials into RUN/supernet/; each trial inherits its weights"
+            + (f" and fine-tunes {sn.finetune_steps} step(s) per regime" if sn.finetune_steps else "")
+            + "; the finalists train from scratch"
+        )
     f = exp.finalists
     if f is not None:
         over = ", ".join(f"{k} {v}" for k, v in f.overrides.items() if v) or "no overrides"

@@ -86,7 +86,7 @@ def fingerprint(space: SearchSpace, train: TrainConfig, objective: ObjectiveConf
 
 def jobs_of(name: str, space: SearchSpace, train: TrainConfig, objective: ObjectiveConfig) -> list[SupernetJob]:
     """The supernets the protocol ``(train, objective)`` trains, named ``name``."""
-    from trainers.training.supernet import regimes_of
+    from trainers.training.supernet_state import regimes_of
 
     return [
         SupernetJob(name, r, train, objective, fingerprint(space, train, objective, r))
@@ -122,7 +122,7 @@ def read_checkpoint(path: Path, job: SupernetJob) -> tuple[dict[str, Any], dict[
     this space and protocol, at a step within its training, with finite tensors; else one paragraph."""
     import numpy as np
 
-    from trainers.training.supernet import RNG, WEIGHTS
+    from trainers.training.supernet_state import RNG, WEIGHTS
 
     what = f"the supernet checkpoint of {job.label}"
     arrays, header = read_safetensors(path, what=what, fix=_FIX, numpy=True)
@@ -283,7 +283,7 @@ def share_supernets(jobs: list[SupernetJob], states: Mapping[SupernetJob, Any]) 
     once, for every worker of every node to read without a copy."""
     import ray
 
-    from trainers.training.supernet import weights_of
+    from trainers.training.supernet_state import weights_of
 
     by_name: dict[str, dict[str, Any]] = {}
     for job in jobs:

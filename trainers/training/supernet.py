@@ -5,10 +5,11 @@
 A supernet's training draws one candidate per step, uniformly from the space within its budgets (single-path
 one-shot training, SPOS), and trains it on one batch through ``nas.model.supernet.Supernet``: every candidate's
 tensors are slices of the shared ones. The state that resumes it (weights, AdamW moments, the batch generator)
-is plain numpy arrays, so the torch-free driver writes it with the house's safe writer and Ray moves it without
-pickling modules (``nas.search.supernet``). A candidate then takes its slices (``nas.model.supernet.extract``),
-its BatchNorm statistics are recomputed from its regime's fit images, it is optionally fine-tuned for
-``finetune_steps``, and it is measured exactly as the shipped proxy measures (:func:`~trainers.training.fit.fit`).
+is plain numpy arrays (their layout: ``trainers.training.supernet_state``), so the torch-free driver writes it
+with the house's safe writer and Ray moves it without pickling modules (``nas.search.supernet``). A candidate
+then takes its slices (``nas.model.supernet.extract``), its BatchNorm statistics are recomputed from its
+regime's fit images, it is optionally fine-tuned for ``finetune_steps``, and it is measured exactly as the
+shipped proxy measures (:func:`~trainers.training.fit.fit`).
 """
 
 from __future__ import annotations
@@ -42,19 +43,15 @@ from trainers.training.fit import (
     seed_everything,
 )
 from trainers.training.measure import autocast
-
-GENERALIZATION, FULL = "generalization", "full"
-WEIGHTS, EXP_AVG, EXP_AVG_SQ, ADAM_STEP, RNG = "w/", "m/", "v/", "s/", "rng"
-"""Prefixes of a supernet state's arrays: its tensors, AdamW's two moments and step count per tensor; and the
-state of its batch and augmentation generator."""
-
-
-def regimes_of(train: TrainConfig, objective: ObjectiveConfig) -> tuple[str, ...]:
-    """The supernets a protocol trains: one per regime of ``objective.mode: both`` (``regimes: separate``), else
-    one on the full split."""
-    if objective.mode == "both" and train.supernet is not None and train.supernet.regimes == "separate":
-        return (GENERALIZATION, FULL)
-    return (FULL,)
+from trainers.training.supernet_state import (
+    ADAM_STEP,
+    EXP_AVG,
+    EXP_AVG_SQ,
+    FULL,
+    GENERALIZATION,
+    RNG,
+    WEIGHTS,
+)
 
 
 def spec_of(space, num_classes: int) -> SupernetSpec:
@@ -138,11 +135,6 @@ def _load_state(
                 "exp_avg_sq": torch.from_numpy(np.array(arrays[EXP_AVG_SQ + name])).to(device),
             }
     gen.set_state(torch.from_numpy(np.array(arrays[RNG], dtype=np.uint8)))
-
-
-def weights_of(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The supernet's tensors (what a trial inherits from) of a state, by supernet key."""
-    return {k[len(WEIGHTS) :]: v for k, v in arrays.items() if k.startswith(WEIGHTS)}
 
 
 # ------------------------------------------------------------------------------------------ training
