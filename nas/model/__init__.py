@@ -2,5 +2,6 @@
 
 Public (through ``nas``): ``Architecture``, ``BlockOptions``, ``build_model``, ``CoAtNet``, ``presets``,
 ``count_cost``, ``Cost``; and ``nas.model.supernet`` (``Supernet``, ``SupernetSpec``, ``extract``: weight sharing).
-The other modules (``arch``, ``geometry``, ``blocks``, ``builder``, ``cost``, ``presets``) are internal. ``arch``, ``geometry`` and ``cost`` import no torch.
+The other modules (``arch``, ``geometry``, ``blocks``, ``builder``, ``cost``, ``presets``) are internal.
+``arch``, ``geometry`` and ``cost`` import no torch.
 """
