@@ -158,6 +158,10 @@ reference: {seeds: [0], train: {steps: 10}}
     assert len(recs) == 8 and all(r.status == "ok" for r in recs), [r.reason for r in recs]
     by_seed = {s: sorted(r.score for r in recs if r.seed == s) for s in (0, 1)}
     assert by_seed[0] != by_seed[1]  # two supernets, not one read twice
+    from nas.fidelity import write_report
+
+    report = write_report(sdir)["md"].read_text()
+    assert "| shared | score |" in report and "Weight-sharing proxies (shared, tuned): their cost counts" in report
 
 
 def test_a_diverging_supernet_stops_the_search_with_a_paragraph(ray_local, write_space, tmp_path):

@@ -101,6 +101,7 @@ def analyse(study: Study, records: list[JobRecord]) -> dict[str, Any]:
         "cost": cost,
         "selection": selection,
         "layouts": _layouts(rows, seeds),
+        "weight_sharing": [p.name for p in study.protocols if p.train.supernet is not None],
     }
 
 
@@ -281,6 +282,7 @@ def format_tables(res: dict[str, Any]) -> str:
         "| cost vs reference |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    notes: list[str] = []
     for p, ms in res["proxies"].items():
         ratio = res["cost"][p]["median_ratio"]
         for m, a in ms.items():
@@ -288,6 +290,12 @@ def format_tables(res: dict[str, Any]) -> str:
                 f"| {p} | {m} | {PROXY_MEASURES[m]} | {a['n']} | {_fmt(a, 'tau')} | {_fmt(a, 'rho')} | "
                 f"{_fmt(a, 'top10')} | {ratio:.3f} |"
             )
+    if res.get("weight_sharing"):
+        notes.append(
+            f"Weight-sharing proxies ({', '.join(res['weight_sharing'])}): their cost counts each candidate's "
+            "inherited trial only; their supernets train once (STUDY/supernet/, timed in the checkpoints) and are "
+            "shared by every candidate of a search (docs/supernet.md)."
+        )
     for z, axes in res["zero_cost"].items():
         for ax in ("score", "generalization", "capacity"):
             a = axes[ax]
@@ -299,6 +307,8 @@ def format_tables(res: dict[str, Any]) -> str:
             f"| noise ceiling | reference seed vs seed | {ax} | {a['n']} | {_fmt(a, 'tau')} | "
             f"{_fmt(a, 'rho')} | {_fmt(a, 'top10')} | |"
         )
+    if notes:
+        lines += ["", *notes]
     sel = res.get("selection", {})
     if sel:
         lines += [
