@@ -190,3 +190,36 @@ def test_trials_inherit_both_regimes_and_fail_cleanly_without_weights(tiny):
     assert tuned.status == "ok" and tuned.metrics["steps"] == 6
     missing = train_candidate(arch, ds, exp.train, exp.objective)
     assert missing.status == "error" and "needs its supernet's weights" in missing.reason
+
+
+def test_a_state_is_checked_tensor_by_tensor_against_the_space(tiny):
+    from trainers.training.supernet import state_problem, train_chunk
+    from trainers.training.supernet_state import ADAM_STEP, EXP_AVG_SQ, RNG, WEIGHTS
+
+    exp, ds = tiny
+    arrays, _ = train_chunk(exp.space, ds, exp.train, exp.objective, "full", None, 0)
+    assert state_problem(exp.space, ds.num_classes, arrays) is None
+    key = next(k for k in arrays if k.startswith(EXP_AVG_SQ))
+    name = key[len(EXP_AVG_SQ) :]
+
+    def broken(change) -> str:
+        bad = dict(arrays)
+        change(bad)
+        return state_problem(exp.space, ds.num_classes, bad)
+
+    assert "lacks the tensor head.fc.weight" in broken(lambda a: a.pop(WEIGHTS + "head.fc.weight"))
+    assert "is float16" in broken(lambda a: a.update({WEIGHTS + name: a[WEIGHTS + name].astype(np.float16)}))
+    assert "is int64" in broken(lambda a: a.update({WEIGHTS + name: a[WEIGHTS + name].astype(np.int64)}))
+    assert "incomplete" in broken(lambda a: a.pop(key))
+    assert "step count" in broken(lambda a: a.update({ADAM_STEP + name: np.zeros(3)}))
+    assert "generator state" in broken(lambda a: a.update({RNG: a[RNG][:100]}))
+    assert "the first: w/extra" in broken(lambda a: a.update({"w/extra": np.zeros(1, np.float32)}))
+    assert "not float32 (32, 3, 3, 3)" in state_problem(load_space("coatnet-cifar.yaml"), 10, arrays)  # another space's
+
+
+def test_finalists_cannot_ask_for_a_supernet(write_space):
+    path = write_space(extra="finalists: {top_k: 1, train: {supernet: {steps: 10}}}\n")
+    with pytest.raises(
+        ConfigError, match=r"`finalists\.train\.supernet`: is not a verification protocol.*leave it out"
+    ):
+        load_experiment(path)

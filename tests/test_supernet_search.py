@@ -82,6 +82,21 @@ def test_a_damaged_or_foreign_checkpoint_is_refused_in_one_paragraph(ray_local, 
     ckpt.write_bytes((rd / "supernet" / "search-generalization.safetensors").read_bytes())
     with pytest.raises(UserError, match="trained for another space, protocol or regime"):
         run(space, resume=True, trials=2, run_dir=rd, progress=False)
+    # a finished checkpoint that lost a tensor is refused before any trial runs (none is recorded as failed)
+    from safetensors.numpy import save
+
+    from nas.fsio import read_safetensors
+
+    ckpt.write_bytes(good)
+    arrays, header = read_safetensors(ckpt, what="", fix="", numpy=True)
+    arrays.pop("w/head.fc.weight")
+    ckpt.write_bytes(save(arrays, metadata=header))
+    with pytest.raises(
+        UserError,
+        match=r"search-full\.safetensors: not the supernet checkpoint of full: it lacks the tensor head\.fc\.weight",
+    ):
+        run(space, resume=True, trials=2, run_dir=rd, progress=False)
+    assert len(RunDir(rd).read_records()) == 1
     ckpt.write_bytes(good)
     assert run(space, resume=True, trials=2, run_dir=rd, progress=False).completed == 2
     assert len(RunDir(rd).read_records()) == 2

@@ -138,6 +138,7 @@ def _with_supernets(
         sdir.path / FOLDER,
         jobs,
         study.experiment.space,
+        num_classes=study.experiment.num_classes,
         image_size=setup.image_size,
         in_chans=setup.in_chans,
         shared=setup.shared,

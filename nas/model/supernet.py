@@ -131,9 +131,9 @@ def _blocks_of(spec: SupernetSpec) -> Iterable[tuple[str, nn.Module]]:
             yield f"{prefix}head", Head(w, spec.num_classes)
 
 
-def _shapes(spec: SupernetSpec) -> dict[str, tuple[torch.Size, nn.Module, str, bool]]:
-    """``{supernet key: (largest shape, an owner module of that key, the tensor's name in it, is a
-    parameter)}``."""
+def tensor_layout(spec: SupernetSpec) -> dict[str, tuple[torch.Size, nn.Module, str, bool]]:
+    """Every tensor of the supernet of ``spec``: ``{supernet key: (largest shape, an owner module of that key (on
+    the meta device), the tensor's name in it, whether it is a parameter)}``."""
     out: dict[str, tuple[torch.Size, nn.Module, str, bool]] = {}
     with torch.device("meta"):
         for prefix, module in _blocks_of(spec):
@@ -170,7 +170,7 @@ class Supernet(nn.Module):
     def __init__(self, spec: SupernetSpec, cache: int = 16):
         super().__init__()
         self.spec = spec
-        for key, (shape, owner, name, is_param) in _shapes(spec).items():
+        for key, (shape, owner, name, is_param) in tensor_layout(spec).items():
             dtype = torch.long if name == "num_batches_tracked" else torch.float32
             tensor = torch.empty(shape, dtype=dtype)
             _init(tensor, owner, name)

@@ -321,8 +321,17 @@ def parse_finalists(section: Any, data: dict, file: str | None, trainer: str | N
             "chooses no finalist (`top_k: 0` and `pareto: false`), so it would verify nothing",
             "`top_k` >= 1 or `pareto: true`; or leave out the `finalists:` section",
         )
+    if "supernet" in over["train"]:
+        raise ConfigError(
+            file,
+            "finalists.train.supernet",
+            "is not a verification protocol: the finalists of a search are verified by training them from scratch "
+            "(a weight-sharing search's too)",
+            "leave it out (`train.supernet` of the search is not inherited by the verification)",
+            value=over["train"]["supernet"],
+        )
     base = dict(data.get("train") or {})
-    base.pop("supernet", None)  # a weight-sharing search verifies by training from scratch (unless asked again)
+    base.pop("supernet", None)  # a weight-sharing search verifies by training from scratch
     train = parse_dataclass(TrainConfig, _merge(base, over["train"]), file, "finalists.train")
     named = {"named": file, "key": "finalists.train.data.path"} if over["train"].get("data") else {}
     train = dataclasses.replace(train, data=resolve_source(train.data, file, **named))

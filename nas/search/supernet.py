@@ -164,11 +164,19 @@ def _chunk(space, data, image_size: int, in_chans: int, shared, train, objective
     return train_chunk(space, dataset, train, objective, regime, arrays, step, num_threads=threads)
 
 
+def _check(space, num_classes: int, arrays) -> str | None:
+    """The body of a checkpoint's check (a Ray task: it needs torch): ``trainers.training.supernet.state_problem``."""
+    from trainers.training.supernet import state_problem
+
+    return state_problem(space, num_classes, arrays)
+
+
 def train_supernets(
     folder: Path,
     jobs: list[SupernetJob],
     space: SearchSpace,
     *,
+    num_classes: int,
     image_size: int,
     in_chans: int,
     shared: Mapping[Any, Any] | None,
@@ -195,6 +203,13 @@ def train_supernets(
             states[job] = (arrays, int(meta["step"]), meta)
         else:
             states[job] = (None, 0, {})
+    loaded = [j for j in unique.values() if states[j][0] is not None]
+    if loaded:  # every tensor at its shape, before any chunk or trial uses them
+        check = ray.remote(_check).options(num_cpus=min(cpus, 1.0) or 1.0)
+        problems = ray.get([check.remote(space, num_classes, states[j][0]) for j in loaded])
+        for job, problem in zip(loaded, problems):
+            if problem:
+                raise UserError(f"{folder / job.file}: not the supernet checkpoint of {job.label}: {problem}. {_FIX}")
     todo = [j for j in unique.values() if states[j][1] < j.train.supernet.steps]
     if todo:
         say(
@@ -305,6 +320,7 @@ def with_supernets(exp, run, setup, say, signals, flag, prog: str = "nas-search"
             run.path / FOLDER,
             jobs,
             exp.space,
+            num_classes=exp.num_classes,
             image_size=exp.space.image_size,
             in_chans=exp.space.in_chans,
             shared=setup.shared,

@@ -137,6 +137,43 @@ def _load_state(
     gen.set_state(torch.from_numpy(np.array(arrays[RNG], dtype=np.uint8)))
 
 
+def state_problem(space, num_classes: int, arrays: Mapping[str, np.ndarray]) -> str | None:
+    """What makes ``arrays`` no state of the supernet of ``space`` (``None``: it is one): every tensor of the
+    supernet, at its shape and type, and nothing else; AdamW's two moments and step count together, for
+    parameters only, at their tensor's shape; a generator state of torch's size. The driver asks it of every
+    checkpoint it reads, before any chunk or trial uses it."""
+    from nas.model.supernet import tensor_layout
+
+    expected = tensor_layout(spec_of(space, num_classes))
+    gen_size = torch.Generator().get_state().numel()
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray):
+            return f"its entry {key} is not an array"
+    for key, (shape, _owner, name, is_param) in expected.items():
+        w = arrays.get(WEIGHTS + key)
+        dtype = np.int64 if name == "num_batches_tracked" else np.float32
+        if w is None:
+            return f"it lacks the tensor {key} of this space's supernet"
+        if tuple(w.shape) != tuple(shape) or w.dtype != dtype:
+            return f"its tensor {key} is {w.dtype} {tuple(w.shape)}, not {np.dtype(dtype)} {tuple(shape)}"
+        moments = [arrays.get(p + key) for p in (EXP_AVG, EXP_AVG_SQ, ADAM_STEP)]
+        if any(m is not None for m in moments):
+            if not is_param or any(m is None for m in moments):
+                return f"its optimizer state of {key} is incomplete or belongs to no parameter"
+            if any(tuple(m.shape) != tuple(shape) or m.dtype != np.float32 for m in moments[:2]):
+                return f"its optimizer moments of {key} are not float32 {tuple(shape)}"
+            if moments[2].shape != () or not float(moments[2]) >= 0:
+                return f"its optimizer step count of {key} is not one number >= 0"
+    known = {p + k for k in expected for p in (WEIGHTS, EXP_AVG, EXP_AVG_SQ, ADAM_STEP)} | {RNG}
+    unknown = sorted(k for k in arrays if k not in known)
+    if unknown:
+        return f"it holds {len(unknown)} entries this space's supernet has not (the first: {unknown[0]})"
+    rng = arrays.get(RNG)
+    if rng is None or rng.dtype != np.uint8 or rng.shape != (gen_size,):
+        return f"its generator state is not {gen_size} bytes"
+    return None
+
+
 # ------------------------------------------------------------------------------------------ training
 def train_chunk(
     space,
