@@ -29,22 +29,33 @@ def seed(source: str, study_yaml: str, target: str, protocols: list[str]) -> dic
     from nas.fidelity.config import _plain
     from nas.fidelity.studydir import prepare
     from nas.search.config import data_identity
+    from trainers.training.config import flat
 
     src, dst = StudyDir(source), StudyDir(target)
-    s_study = src.read_study()
-    d_study, _ = prepare(dst, load_study(study_yaml))
+    if not src.exists():
+        raise UserError(f"{source} is not a study directory (it has no study.json): nothing to copy from.")
+    s_study, d_study = src.read_study(), load_study(study_yaml)
     if s_study.experiment.space.fingerprint() != d_study.experiment.space.fingerprint():
         raise UserError(f"{source} and {target} study different spaces; their jobs are not comparable.")
     s_protos = {p.name: p for p in s_study.protocols}
     d_protos = {p.name: p for p in d_study.protocols}
     for name in protocols:
         if name not in s_protos or name not in d_protos:
-            raise UserError(f"The protocol {name!r} is not in both studies ({source}: {', '.join(s_protos)}).")
-        a, b = _plain(s_protos[name]), _plain(d_protos[name])
-        a.pop("seeds"), b.pop("seeds")
-        same_data = data_identity(s_protos[name].train.data) == data_identity(d_protos[name].train.data)
-        if a != b or not same_data:
-            raise UserError(f"The protocol {name!r} trains otherwise in {source} than in {target}; not copied.")
+            raise UserError(
+                f"The protocol {name!r} is not in both studies ({source}: {', '.join(s_protos)}; {study_yaml}: "
+                f"{', '.join(d_protos)}); nothing was copied or created."
+            )
+        a, b = (flat(_plain(x), name) for x in (s_protos[name], d_protos[name]))
+        diff = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        diff = [d for d in diff if not d.startswith(f"{name}.seeds")]
+        if data_identity(s_protos[name].train.data) != data_identity(d_protos[name].train.data):
+            diff.append("its data files")
+        if diff:
+            raise UserError(
+                f"The protocol {name!r} trains otherwise in {source} than in {study_yaml} ({'; '.join(diff[:3])}); "
+                "nothing was copied or created."
+            )
+    d_study, _ = prepare(dst, d_study)  # the target study, created as nas-fidelity creates it
     shared_archs = {x.id for x in src.read_architectures()} & {x.id for x in dst.read_architectures(d_study)}
     have = {r.key for r in dst.read_records()}
     copied = dict.fromkeys(protocols, 0)

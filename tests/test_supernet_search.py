@@ -51,7 +51,7 @@ def test_a_search_trains_its_supernets_once_and_its_trials_inherit(ray_local, wr
     text = "".join(lines)
     assert first.completed == 3 and "training 2 supernet(s)" in text and "step 30/30" in text
     files = sorted(p.name for p in (rd / "supernet").iterdir())
-    assert files == ["search-full.safetensors", "search-generalization.safetensors"]
+    assert [f.rsplit("-", 1)[0] for f in files] == ["search-full", "search-generalization"]  # -FINGERPRINT.safetensors
     records = RunDir(rd).read_records()
     assert all(r.ok for r in records), [r.reason for r in records]
     # inherited, not trained: no optimizer step in the trial; the two regimes measured
@@ -62,24 +62,34 @@ def test_a_search_trains_its_supernets_once_and_its_trials_inherit(ray_local, wr
     assert load_experiment(space).finalists.train.supernet is None
     finalists = RunDir(rd).read_finalists()
     assert finalists and all(f.status == "ok" for f in finalists)
+    from nas.search.report import write_report
+
+    write_report(rd)
+    assert "- proxy: weight sharing (docs/supernet.md): supernets of 30 steps" in (rd / "report.md").read_text()
     before = {f: (rd / "supernet" / f).read_bytes() for f in files}
     lines.clear()
     again = run(space, resume=True, trials=5, run_dir=rd, progress=Out())
     assert again.completed == 5 and "training" not in "".join(l for l in lines if "supernet" in l)
     assert {f: (rd / "supernet" / f).read_bytes() for f in files} == before  # read, not trained again
+    # a new protocol with other supernet settings trains supernets of its own beside the old ones, which stay
+    space.write_text(space.read_text().replace("{steps: 30,", "{steps: 20,"))
+    assert run(space, resume=True, trials=6, run_dir=rd, progress=False, new_protocol=True).completed == 6
+    now = sorted(p.name for p in (rd / "supernet").iterdir())
+    assert len(now) == 4 and set(files) < set(now)
+    assert {f: (rd / "supernet" / f).read_bytes() for f in files} == before
 
 
 def test_a_damaged_or_foreign_checkpoint_is_refused_in_one_paragraph(ray_local, write_space, tmp_path):
     space = _space(write_space, steps=10)
     rd = tmp_path / "run"
     run(space, trials=1, run_dir=rd, progress=False)
-    ckpt = rd / "supernet" / "search-full.safetensors"
+    ckpt = _file(rd, "full")
     good = ckpt.read_bytes()
     ckpt.write_bytes(good[: len(good) // 2])
-    with pytest.raises(UserError, match=r"search-full\.safetensors: not a safetensors weights file.*move it aside"):
+    with pytest.raises(UserError, match=r"search-full-\w+\.safetensors: not a safetensors weights file.*move it aside"):
         run(space, resume=True, trials=2, run_dir=rd, progress=False)
     # a checkpoint of another space (the generalization regime's, renamed) is refused by its fingerprint
-    ckpt.write_bytes((rd / "supernet" / "search-generalization.safetensors").read_bytes())
+    ckpt.write_bytes(_file(rd, "generalization").read_bytes())
     with pytest.raises(UserError, match="trained for another space, protocol or regime"):
         run(space, resume=True, trials=2, run_dir=rd, progress=False)
     # a finished checkpoint that lost a tensor is refused before any trial runs (none is recorded as failed)
@@ -93,7 +103,7 @@ def test_a_damaged_or_foreign_checkpoint_is_refused_in_one_paragraph(ray_local, 
     ckpt.write_bytes(save(arrays, metadata=header))
     with pytest.raises(
         UserError,
-        match=r"search-full\.safetensors: not the supernet checkpoint of full: it lacks the tensor head\.fc\.weight",
+        match=r"search-full-\w+\.safetensors: not the supernet checkpoint of full: it lacks the tensor head\.fc\.",
     ):
         run(space, resume=True, trials=2, run_dir=rd, progress=False)
     assert len(RunDir(rd).read_records()) == 1
@@ -118,10 +128,9 @@ def test_sigterm_pauses_the_supernets_and_the_resumed_training_equals_an_uninter
         start_new_session=True,
         env=env,
     )
-    ckpt = paused / "supernet" / "search-full.safetensors"
     deadline = time.time() + 120
     try:
-        while time.time() < deadline and not ckpt.exists():
+        while time.time() < deadline and not list((paused / "supernet").glob("search-full-*.safetensors")):
             assert proc.poll() is None, proc.communicate()[0]
             time.sleep(0.1)
         os.killpg(proc.pid, signal.SIGTERM)
@@ -131,13 +140,19 @@ def test_sigterm_pauses_the_supernets_and_the_resumed_training_equals_an_uninter
             os.killpg(proc.pid, signal.SIGKILL)
     assert "Traceback" not in out and "the supernet's training pauses" in out, out
     assert f"nas-search --resume {paused}" in out
-    step = int(float(_meta(ckpt)["step"]))
+    step = int(float(_meta(_file(paused, "full"))["step"]))
     assert 10 <= step < 120 and not RunDir(paused).read_records()
     res = run(None, resume=True, run_dir=paused, progress=False)
     assert res.completed == 1
-    for name in ("search-full.safetensors", "search-generalization.safetensors"):
+    for regime in ("full", "generalization"):
+        name = _file(whole, regime).name
         a, b = _arrays(whole / "supernet" / name), _arrays(paused / "supernet" / name)
         assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), name
+
+
+def _file(run_dir: Path, regime: str) -> Path:
+    (path,) = (run_dir / "supernet").glob(f"search-{regime}-*.safetensors")
+    return path
 
 
 def _meta(path: Path) -> dict[str, str]:
@@ -164,9 +179,9 @@ reference: {seeds: [0], train: {steps: 10}}
     sdir = tmp_path / "st"
     out = run_study(study, study_dir=sdir, out=None)
     assert out["stopped"] is False and out["ran"] == 4 * (1 + 2 + 1 + 1)
-    names = sorted(p.name for p in (sdir / "supernet").iterdir())
+    names = sorted(p.name.rsplit("-", 1)[0] for p in (sdir / "supernet").iterdir())
     # mode single: one regime; `tuned` differs from `shared` only in its trials, so it inherits from shared-0's
-    assert names == ["shared-0-full.safetensors", "shared-1-full.safetensors"]
+    assert names == ["shared-0-full", "shared-1-full"]
     tuned = [r for r in StudyDir(sdir).read_records() if r.protocol == "tuned"]
     assert len(tuned) == 4 and all(r.status == "ok" and r.metrics["steps"] == 2 for r in tuned)
     recs = [r for r in StudyDir(sdir).read_records() if r.protocol == "shared"]

@@ -120,17 +120,22 @@ def _with_supernets(
     study: Study, sdir: StudyDir, setup: WorkerSetup, todo: list[dict[str, Any]], say, flag: StopFlag
 ) -> WorkerSetup | None:
     """``setup`` with the trained supernets of the weight-sharing protocols (``train.supernet``) that ``todo``
-    still trains, one per protocol and seed (``STUDY/supernet/PROTOCOL-SEED-REGIME.safetensors``), trained or
-    finished here first; ``None`` when ``flag`` was set while they trained."""
+    still trains, one per protocol and seed (``STUDY/supernet/PROTOCOL-SEED-REGIME-FINGERPRINT.safetensors``;
+    protocols that differ only in their trials' settings share the first one's), trained or finished here first;
+    ``None`` when ``flag`` was set while they trained."""
     from nas.search.supernet import FOLDER, jobs_of, train_supernets
 
-    jobs = []
-    for p in study.protocols:
-        if p.train.supernet is None:
+    every, needed = [], set()
+    for p in study.protocols:  # every weight-sharing protocol and seed, in the study's order: a supernet that
+        if p.train.supernet is None:  # several share is always found under the first one's name
             continue
-        for seed in sorted({j["seed"] for j in todo if j["protocol"] == p.name and j["kind"] == TRAIN_JOB}):
+        for seed in p.seeds:
             train = dataclasses.replace(p.train, seed=seed)
-            jobs += jobs_of(f"{p.name}-{seed}", study.experiment.space, train, p.objective)
+            jobs = jobs_of(f"{p.name}-{seed}", study.experiment.space, train, p.objective)
+            every += jobs
+            if any(j["protocol"] == p.name and j["seed"] == seed and j["kind"] == TRAIN_JOB for j in todo):
+                needed |= {j.fingerprint for j in jobs}
+    jobs = [j for j in every if j.fingerprint in needed]
     if not jobs:
         return setup
     s = study.settings

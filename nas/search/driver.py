@@ -402,6 +402,8 @@ def _finish(
         meta.sessions[-1]["stopped_by"] = signal.Signals(stopped_by).name
     elif interrupted and budget_spent is not None:
         meta.sessions[-1]["stopped_by"] = "time_budget"
+    if loop and "supernet_s" in loop.timings:  # the weight-sharing proxy's supernets (trained or read)
+        meta.sessions[-1]["supernet_s"] = round(float(loop.timings["supernet_s"]), 1)
     proposals = dict(loop.proposals) if loop else {}
     if proposals.get("proposals"):
         meta.sessions[-1]["proposals"] = proposals

@@ -305,6 +305,7 @@ def summary_markdown(rows: list[dict[str, Any]], meta: RunMeta, exp: Any, record
         f"- trials: {len(rows)} finished ({len(ok)} ok, {len(failed)} failed or stopped) of "
         f"{exp.search.trials} wanted; {len(meta.sessions)} driver session(s)",
         f"- wall time of training: {sum(r.metric('wall_s') for r in records):.0f} s (sum over trials)",
+        *_proxy_lines(exp, meta),
         "",
     ]
     if ok:
@@ -432,3 +433,19 @@ def write_report(
         "pareto_png": png,
         "report_md": md,
     }
+
+
+def _proxy_lines(exp, meta) -> list[str]:
+    """The weight-sharing proxy's line of the report: its settings and the time its sessions spent on the
+    supernets (``supernet_s`` in experiment.json; training them, or reading them back), which the trials' wall
+    time above leaves out."""
+    sn = exp.train.supernet
+    if sn is None:
+        return []
+    times = [float(s["supernet_s"]) for s in meta.sessions if isinstance(s.get("supernet_s"), (int, float))]
+    spent = f"took {sum(times):.0f} s" if times else "was not timed (no session recorded `supernet_s`)"
+    return [
+        f"- proxy: weight sharing (docs/supernet.md): supernets of {sn.steps} steps ({sn.regimes} regimes), "
+        f"{sn.finetune_steps} fine-tuning step(s) per trial; the supernets' training {spent}, not counted in the "
+        "trials' wall time"
+    ]

@@ -4,7 +4,7 @@ from them: for a search run (``RUN/supernet/``) and for a fidelity study (``STUD
 Each supernet (one per regime, ``trainers.training.supernet.regimes_of``) trains in chunks of
 ``train.supernet.checkpoint_every`` steps, each chunk one Ray task (on any node, with the trial's CPUs and GPUs)
 that starts from the state the previous one returned; the supernets of the two regimes train side by side. The
-driver writes each returned state as a checkpoint through the safe writer (``NAME-REGIME.safetensors``: the
+driver writes each returned state as a checkpoint through the safe writer (``NAME-REGIME-FINGERPRINT.safetensors``: the
 tensors, AdamW's moments and the batch generator as numpy arrays; the fingerprint of the space and protocol,
 the step and the figures as metadata), prints a progress line, and on a pause (SIGINT/SIGTERM) cancels the
 running chunks: a resumed command starts from the last checkpoint, and draws what it would have drawn. Once
@@ -49,7 +49,9 @@ class SupernetJob:
 
     @property
     def file(self) -> str:
-        return f"{self.name}-{self.regime}.safetensors"
+        """``NAME-REGIME-FINGERPRINT.safetensors``: a changed protocol (``--new-protocol``) trains a supernet of its
+        own beside the old one, which stays."""
+        return f"{self.name}-{self.regime}-{self.fingerprint}.safetensors"
 
     @property
     def label(self) -> str:

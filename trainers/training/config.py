@@ -33,7 +33,9 @@ class SupernetConfig:
             generalization axis, the full split for capacity), as the shipped proxy trains twice; ``shared``
             trains one on the full split and measures both axes on it (half the training; the generalization
             axis then measures a network that has seen every training image).
-        checkpoint_every: steps between two checkpoints of the supernet's training (and progress lines).
+        checkpoint_every: steps between two checkpoints of the supernet's training (and progress lines). Each
+            chunk between two checkpoints starts a new permutation of the images, so it is part of the training:
+            changing it trains another supernet.
         finetune_steps: steps each candidate trains from its inherited weights before it is measured (0: it is
             measured after BatchNorm recalibration alone).
         finetune_lr: AdamW peak learning rate of that fine-tuning, decayed by the cosine of ``train:`` without
@@ -41,15 +43,19 @@ class SupernetConfig:
         cache: candidates' modules a training worker keeps built (the supernet's training draws from them).
     """
 
-    steps: int = field(default=2000, metadata=_ge(1, "an integer"))
+    steps: int = field(
+        default=2000, metadata={"check": lambda v: 1 <= v <= 10**7, "allowed": "an integer 1..10_000_000"}
+    )
     lr: float | None = field(default=None, metadata={"check": lambda v: v is None or v > 0, "allowed": "a number > 0"})
     regimes: Literal["separate", "shared"] = "separate"
-    checkpoint_every: int = field(default=200, metadata=_ge(1, "an integer"))
-    finetune_steps: int = field(default=0, metadata=_ge(0, "an integer"))
+    checkpoint_every: int = field(
+        default=200, metadata={"check": lambda v: 1 <= v <= 10**7, "allowed": "an integer 1..10_000_000"}
+    )
+    finetune_steps: int = field(default=0, metadata={"check": lambda v: 0 <= v <= 10**5, "allowed": "0..100_000"})
     finetune_lr: float | None = field(
         default=None, metadata={"check": lambda v: v is None or v > 0, "allowed": "a number > 0"}
     )
-    cache: int = field(default=16, metadata=_ge(1, "an integer"))
+    cache: int = field(default=16, metadata={"check": lambda v: 1 <= v <= 4096, "allowed": "an integer 1..4096"})
 
 
 @dataclass(frozen=True)
