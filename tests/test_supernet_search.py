@@ -188,6 +188,21 @@ reference: {seeds: [0], train: {steps: 10}}
     assert len(recs) == 8 and all(r.status == "ok" for r in recs), [r.reason for r in recs]
     by_seed = {s: sorted(r.score for r in recs if r.seed == s) for s in (0, 1)}
     assert by_seed[0] != by_seed[1]  # two supernets, not one read twice
+    # only `tuned` left to run (its lines deleted, as a user re-runs jobs): it reads shared-0's supernet, no training
+    jobs = sdir / "jobs.jsonl"
+    jobs.write_text("".join(line for line in jobs.read_text().splitlines(True) if '"protocol": "tuned"' not in line))
+    files = sorted(p.name for p in (sdir / "supernet").iterdir())
+    lines: list[str] = []
+
+    class Out:
+        def write(self, text):
+            lines.append(text)
+
+        def flush(self):
+            pass
+
+    assert run_study(None, study_dir=sdir, out=Out())["ran"] == 4
+    assert "training" not in "".join(lines) and sorted(p.name for p in (sdir / "supernet").iterdir()) == files
     from nas.fidelity import write_report
 
     report = write_report(sdir)["md"].read_text()
