@@ -1,6 +1,6 @@
 """What the weight-sharing proxy costs against the shipped proxy, timed in one process with one thread.
 
-    python scripts/bench_supernet.py                       # coatnet-cifar.yaml, 12 architectures, 2,000 steps
+    python scripts/bench_supernet.py                       # coatnet-cifar.yaml, 12 architectures, 1,000 steps
 
 For a sample of the space's candidates (stratified over layouts, ViT_REL included), times in the same process:
 one shipped-proxy trial of each (``train_candidate`` under the space's protocol, trained from scratch), a
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--space", default="coatnet-cifar.yaml")
     p.add_argument("--per-layout", type=int, default=2)
-    p.add_argument("--steps", type=int, default=2000, help="supernet steps per regime of the protocol costed")
+    p.add_argument("--steps", type=int, default=1000, help="supernet steps per regime of the protocol costed")
     p.add_argument("--measure-steps", type=int, default=100, help="supernet steps timed per regime")
     p.add_argument("--finetune", type=int, default=0, help="fine-tuning steps of each inherited trial")
     p.add_argument("--seed", type=int, default=0)

@@ -101,7 +101,7 @@ def test_the_supernet_section_is_validated_with_its_own_keys():
         parse_train({"supernet": {"regimes": "both"}}, "s.yaml")
     with pytest.raises(ConfigError, match=r"`train\.supernet`"):
         parse_train({"supernet": 5}, "s.yaml")
-    assert parse_train({"supernet": {}}, "s.yaml").supernet.steps == 2000
+    assert parse_train({"supernet": {}}, "s.yaml").supernet.steps == 1000
     assert parse_train({}, "s.yaml").supernet is None
 
 

@@ -17,14 +17,16 @@ relative-position table (``attn.rel_bias``) takes its first heads and the centre
 the same on a smaller map). Heads are ``head_dim`` channels each, so the first ``w`` channels are the first heads.
 
 The supernet's tensors are trained through the candidates themselves (:meth:`Supernet.forward`): the
-candidate's module is built once per architecture without weights of its own and run with
-``torch.func.functional_call`` on slices (views) of the supernet's tensors, so its gradients land in them and
-the block code is the builder's, never a second implementation. :func:`extract` gives a standalone candidate
-with a copy of its slices (for BatchNorm recalibration, fine-tuning, export).
+candidate's module is built by the builder (without its weight initialisation: its own weights are never
+used), kept in a small cache, and run with ``torch.func.functional_call`` on slices (views) of the supernet's
+tensors, so its gradients land in them and the block code is the builder's, never a second implementation.
+:func:`extract` gives a standalone candidate with a copy of its slices (for BatchNorm recalibration,
+fine-tuning, export).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -131,9 +133,11 @@ def _blocks_of(spec: SupernetSpec) -> Iterable[tuple[str, nn.Module]]:
             yield f"{prefix}head", Head(w, spec.num_classes)
 
 
+@functools.lru_cache(maxsize=8)
 def tensor_layout(spec: SupernetSpec) -> dict[str, tuple[torch.Size, nn.Module, str, bool]]:
     """Every tensor of the supernet of ``spec``: ``{supernet key: (largest shape, an owner module of that key (on
-    the meta device), the tensor's name in it, whether it is a parameter)}``."""
+    the meta device), the tensor's name in it, whether it is a parameter)}``. Kept per spec (a training worker
+    builds one supernet per chunk); not to be changed by the caller."""
     out: dict[str, tuple[torch.Size, nn.Module, str, bool]] = {}
     with torch.device("meta"):
         for prefix, module in _blocks_of(spec):
@@ -163,17 +167,26 @@ def _init(tensor: torch.Tensor, owner: nn.Module, name: str) -> None:
             nn.init.zeros_(tensor)
 
 
+class _Candidate(CoAtNet):
+    """A candidate's module inside the supernet: the builder's network without its weight initialisation (its own
+    weights are never used: :meth:`Supernet.forward` runs it on the supernet's), which halves its building time."""
+
+    def _init_weights(self) -> None:
+        pass
+
+
 class Supernet(nn.Module):
     """Every candidate of ``spec`` in one module; its state dict holds the shared tensors by supernet key
-    (:func:`shared_key`)."""
+    (:func:`shared_key`). ``init=False`` leaves the tensors uninitialised, for a state loaded next."""
 
-    def __init__(self, spec: SupernetSpec, cache: int = 16):
+    def __init__(self, spec: SupernetSpec, cache: int = 16, init: bool = True):
         super().__init__()
         self.spec = spec
         for key, (shape, owner, name, is_param) in tensor_layout(spec).items():
             dtype = torch.long if name == "num_batches_tracked" else torch.float32
             tensor = torch.empty(shape, dtype=dtype)
-            _init(tensor, owner, name)
+            if init:
+                _init(tensor, owner, name)
             path, _, leaf = key.rpartition(".")
             parent = self._container(path)
             if is_param:
@@ -182,6 +195,11 @@ class Supernet(nn.Module):
                 parent.register_buffer(leaf, tensor)
         self._cache: OrderedDict[Architecture, nn.Module] = OrderedDict()
         self._cache_size = cache
+        self._own: dict[str, torch.Tensor] | None = None  # the state dict's tensors by key, kept between steps
+
+    def _apply(self, fn, recurse: bool = True):
+        self._own = None  # moving or casting replaces the buffers
+        return super()._apply(fn, recurse)
 
     def _container(self, path: str) -> nn.Module:
         module: nn.Module = self
@@ -191,16 +209,24 @@ class Supernet(nn.Module):
             module = module._modules[part]
         return module
 
+    def own_tensors(self) -> dict[str, torch.Tensor]:
+        """The supernet's state-dict tensors (the parameters themselves) by key, kept between steps."""
+        if self._own is None:
+            self._own = dict(self.state_dict(keep_vars=True))
+        return self._own
+
     def candidate(self, arch: Architecture) -> nn.Module:
         """The module of ``arch`` whose own weights are never used (:meth:`forward` runs it on the supernet's
         slices), kept for the next call (the ``cache`` most recent). Built as the builder builds it (measured
         faster than on the meta device), on the supernet's device."""
         model = self._cache.pop(arch, None)
         if model is None:
-            model = CoAtNet(arch, self.spec.num_classes, self.spec.image_size, self.spec.in_chans)
-            check_covered(self, arch, model.state_dict())
+            model = _Candidate(arch, self.spec.num_classes, self.spec.image_size, self.spec.in_chans)
+            check_covered(self.own_tensors(), arch, model.state_dict())
             model.requires_grad_(False)
-            model.to(next(self.parameters()).device)
+            device = next(self.parameters()).device
+            if device.type != "cpu":
+                model.to(device)
         self._cache[arch] = model
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -209,7 +235,7 @@ class Supernet(nn.Module):
     def tensors_of(self, arch: Architecture, model: nn.Module | None = None) -> dict[str, torch.Tensor]:
         """``{candidate key: view of the supernet tensor}`` for every parameter and persistent buffer of ``arch``."""
         model = model if model is not None else self.candidate(arch)
-        own = self.state_dict(keep_vars=True)
+        own = self.own_tensors()
         return {k: slice_for(k, own[shared_key(arch, k)], v.shape) for k, v in model.state_dict(keep_vars=True).items()}
 
     def forward(self, x: torch.Tensor, arch: Architecture) -> torch.Tensor:  # type: ignore[override]

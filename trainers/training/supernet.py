@@ -199,7 +199,7 @@ def train_chunk(
     dev = resolve_device(train, device)
     t0 = time.perf_counter()
     seed_everything(train.seed + (0 if regime == FULL else 1))
-    net = Supernet(spec_of(space, dataset.num_classes), cache=sn.cache)
+    net = Supernet(spec_of(space, dataset.num_classes), cache=sn.cache, init=arrays is None)
     total = sn.steps
     opt_train = dataclasses.replace(train, lr=sn.lr or train.lr)
     channels_last = _place(net, train, dev)
