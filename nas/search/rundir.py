@@ -13,7 +13,7 @@ Layout::
       tune/               Ray Tune experiment state, one folder per driver session, and one TensorBoard run
                           per trained trial, named by its architecture (``t0003 C-C-T-T L=... D=...``)
       supernet/           the supernets of a weight-sharing protocol (``train.supernet``): one checkpoint per
-                          regime, ``search-REGIME.safetensors`` (nas.search.supernet)
+                          regime, ``search-REGIME-FINGERPRINT.safetensors`` (nas.search.supernet)
       driver.lock         held by the running driver
       search.log          the driver's progress lines
       trials.jsonl.torn, optuna.journal.torn          torn last lines a driver cut off before appending
