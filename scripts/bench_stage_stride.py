@@ -34,9 +34,10 @@ GEOMETRIES = {  # "halving": coatnet-cifar.yaml before S3 kept its map
 }
 
 
-def sample(space, per_layout: int, seed: int) -> list:
+def sample(space, per_layout: int, seed: int, vit: bool = False) -> list:
+    """``per_layout`` distinct candidates of each layout of ``space`` (ViT_REL only with ``vit``), by ``seed``."""
     rng, out, seen = random.Random(seed), [], set()
-    layouts = [lay for lay in space.layouts if lay != "ViT_REL"]
+    layouts = [lay for lay in space.layouts if vit or lay != "ViT_REL"]
     for lay in layouts:
         for _ in range(20_000):
             if sum(a.layout_name == lay for a in out) == per_layout:

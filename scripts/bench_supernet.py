@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import random
 import statistics
 import sys
 import time
@@ -26,20 +25,9 @@ import time
 import torch
 
 
-def sample(space, per_layout: int, seed: int) -> list:
-    rng, out, seen = random.Random(seed), [], set()
-    for lay in space.layouts:
-        for _ in range(50_000):
-            if sum(a.layout_name == lay for a in out) == per_layout:
-                break
-            a = space.sample(rng)
-            if a.layout_name == lay and a.id not in seen:
-                out.append(a)
-                seen.add(a.id)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
+    from bench_stage_stride import sample
+
     from nas.errors import UserError
     from nas.search.config import load_experiment
     from trainers.data.loading import load_dataset
@@ -65,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sn = SupernetConfig(steps=a.steps, checkpoint_every=a.measure_steps, finetune_steps=a.finetune)
     ws = dataclasses.replace(exp.train, supernet=sn)
-    archs = sample(exp.space, a.per_layout, a.seed)
+    archs = sample(exp.space, a.per_layout, a.seed, vit=True)
     print(f"{len(archs)} architectures of {a.space}, one thread; supernet {a.steps} steps per regime")
 
     weights, per_step = {}, []

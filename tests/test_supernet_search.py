@@ -29,6 +29,19 @@ def _space(write_space, name="sn.yaml", steps=30, extra=""):
     return path
 
 
+def _collector(lines: list[str]):
+    """A file-like progress output that keeps what is written in ``lines``."""
+
+    class Out:
+        def write(self, text):
+            lines.append(text)
+
+        def flush(self):
+            pass
+
+    return Out
+
+
 def _arrays(path: Path) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
 
@@ -40,12 +53,7 @@ def test_a_search_trains_its_supernets_once_and_its_trials_inherit(ray_local, wr
     rd = tmp_path / "run"
     lines: list[str] = []
 
-    class Out:
-        def write(self, text):
-            lines.append(text)
-
-        def flush(self):
-            pass
+    Out = _collector(lines)
 
     first = run(space, trials=3, run_dir=rd, progress=Out())
     text = "".join(lines)
@@ -194,12 +202,7 @@ reference: {seeds: [0], train: {steps: 10}}
     files = sorted(p.name for p in (sdir / "supernet").iterdir())
     lines: list[str] = []
 
-    class Out:
-        def write(self, text):
-            lines.append(text)
-
-        def flush(self):
-            pass
+    Out = _collector(lines)
 
     assert run_study(None, study_dir=sdir, out=Out())["ran"] == 4
     assert "training" not in "".join(lines) and sorted(p.name for p in (sdir / "supernet").iterdir()) == files

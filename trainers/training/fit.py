@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -254,13 +254,15 @@ def _train_round(
     device: torch.device,
     channels_last: bool,
     gen: torch.Generator,
+    forward: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """``count`` optimizer steps; return the summed training loss (on the device), the number of correct
-    predictions and the number of images seen."""
+    predictions and the number of images seen. ``forward(batch, k)`` gives the logits of the round's ``k``-th
+    step (default: ``model(batch)``; a supernet's training runs another candidate at each step)."""
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    for _ in range(count):
+    for k in range(count):
         idx = batches.next()
         xb, yb = x_all[idx], y_all[idx]
         if train.augment:
@@ -268,11 +270,11 @@ def _train_round(
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         with autocast(device, train):
-            logits = model(xb)
+            logits = model(xb) if forward is None else forward(xb, k)
             loss = F.cross_entropy(logits.float(), yb, label_smoothing=train.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if train.grad_clip > 0:
+        if train.grad_clip > 0:  # over the parameters that have a gradient (a supernet's step uses a few)
             nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
         opt.step()
         sched.step()

@@ -23,8 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from nas.model.arch import Architecture
 from nas.model.supernet import Supernet, SupernetSpec, extract
@@ -33,16 +31,15 @@ from trainers.objectives.registry import ObjectiveConfig
 from trainers.training.config import TrainConfig
 from trainers.training.fit import (
     Diverged,
-    _augment,
     _Batches,
     _optimizer,
     _place,
     _train_examples,
+    _train_round,
     fit,
     resolve_device,
     seed_everything,
 )
-from trainers.training.measure import autocast
 from trainers.training.supernet_state import (
     ADAM_STEP,
     EXP_AVG,
@@ -216,29 +213,20 @@ def train_chunk(
     draw = _sampler(space, dataset, train.seed, regime)
     count = min(sn.checkpoint_every, total - step)
     net.train()
-    loss_sum = torch.zeros((), device=dev)
-    correct = torch.zeros((), device=dev, dtype=torch.long)
-    seen = 0
-    for k in range(count):
-        arch = draw(step + k)
-        idx = batches.next()
-        xb, yb = x_all[idx], y_all[idx]
-        if train.augment:
-            xb = _augment(xb, gen)
-        if channels_last:
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        with autocast(dev, train):
-            logits = net(xb, arch)
-            loss = F.cross_entropy(logits.float(), yb, label_smoothing=train.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if train.grad_clip > 0:
-            nn.utils.clip_grad_norm_([p for p in net.parameters() if p.grad is not None], train.grad_clip)
-        opt.step()
-        sched.step()
-        loss_sum += loss.detach() * len(yb)
-        correct += (logits.detach().argmax(-1) == yb).sum()
-        seen += len(yb)
+    loss_sum, correct, seen = _train_round(
+        net,
+        opt,
+        sched,
+        batches,
+        x_all,
+        y_all,
+        count,
+        train,
+        dev,
+        channels_last,
+        gen,
+        forward=lambda xb, k: net(xb, draw(step + k)),
+    )
     running = loss_sum.item() / max(1, seen)
     chance = math.log(max(2, dataset.num_classes))
     if not math.isfinite(running) or running > 100 * chance:
