@@ -57,7 +57,7 @@ def test_the_weight_sharing_driver_and_dry_run_import_without_torch(tmp_path):
     text = (
         "from nas.search.dryrun import dry_run\nimport nas.search.supernet as s\n"
         "from nas.search.config import load_experiment\n"
-        "e = load_experiment('coatnet-cifar.yaml')\nimport dataclasses\n"
+        "e = load_experiment('coatnet.yaml')\nimport dataclasses\n"
         "from trainers.training.config import SupernetConfig\n"
         "e = dataclasses.replace(e, train=dataclasses.replace(e.train, supernet=SupernetConfig()))\n"
         "assert len(s.jobs_of('search', e.space, e.train, e.objective)) == 2\n"
