@@ -1,7 +1,7 @@
 """Training the supernets of a weight-sharing protocol (``train.supernet``) once, before the trials that inherit
 from them: for a search run (``RUN/supernet/``) and for a fidelity study (``STUDY/supernet/``).
 
-Each supernet (one per regime, ``trainers.training.supernet.regimes_of``) trains in chunks of
+Each supernet (one per regime, ``trainers.training.supernet_state.regimes_of``) trains in chunks of
 ``train.supernet.checkpoint_every`` steps, each chunk one Ray task (on any node, with the trial's CPUs and GPUs)
 that starts from the state the previous one returned; the supernets of the two regimes train side by side. The
 driver writes each returned state as a checkpoint through the safe writer (``NAME-REGIME-FINGERPRINT.safetensors``: the
