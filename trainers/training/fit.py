@@ -140,7 +140,7 @@ def fit(
         train_s += time.perf_counter() - t0
         images += seen
         running_loss = loss_sum.item() / max(1, seen)
-        _check_diverged(running_loss, chance_loss, rnd, regime, train)
+        _check_diverged(running_loss, chance_loss, f"round {rnd}", regime, train)
         probe = full if rnd == rounds else light
         t_eval = time.perf_counter()
         val_loss, val_acc, fit_loss, fit_acc = measure_round(model, x_all, probe, train, device, channels_last)
@@ -284,10 +284,13 @@ def _train_round(
     return loss_sum, correct, seen
 
 
-def _check_diverged(running_loss: float, chance_loss: float, rnd: int, regime: str, train: TrainConfig) -> None:
-    """Raise :class:`Diverged` if the round's training loss is not finite or over 100x chance."""
+def _check_diverged(
+    running_loss: float, chance_loss: float, at: str, regime: str, train: TrainConfig, what: str = "training loss"
+) -> None:
+    """Raise :class:`Diverged` if the round's training loss is not finite or over 100x chance; ``at`` says where
+    (``round 3``), ``what`` whose loss (a supernet's training names itself)."""
     if not math.isfinite(running_loss) or running_loss > 100 * chance_loss:
         raise Diverged(
-            f"training loss {running_loss:.4g} at round {rnd} ({regime} regime, lr {train.lr:g}) "
+            f"{what} {running_loss:.4g} at {at} ({regime} regime, lr {train.lr:g}) "
             f"is {'not finite' if not math.isfinite(running_loss) else 'over 100x chance'}"
         )

@@ -30,8 +30,8 @@ from trainers.data.loading import Dataset, stratified_subset
 from trainers.objectives.registry import ObjectiveConfig
 from trainers.training.config import TrainConfig
 from trainers.training.fit import (
-    Diverged,
     _Batches,
+    _check_diverged,
     _optimizer,
     _place,
     _train_examples,
@@ -203,8 +203,7 @@ def train_chunk(
     gen = torch.Generator(device="cpu").manual_seed(train.seed)
     opt, sched = _optimizer(net, opt_train, dev, total, start=step)
     if arrays is not None:
-        _load_state(net, opt, gen, arrays, dev)
-        net.to(dev)
+        _load_state(net, opt, gen, arrays, dev)  # copied into the placed tensors
     data = dataset.to(dev)
     x_all, y_all = _train_examples(data, _train_idx(dataset, objective, train, regime), dev)
     n = len(y_all)
@@ -229,11 +228,7 @@ def train_chunk(
     )
     running = loss_sum.item() / max(1, seen)
     chance = math.log(max(2, dataset.num_classes))
-    if not math.isfinite(running) or running > 100 * chance:
-        raise Diverged(
-            f"the supernet's training loss {running:.4g} at step {step + count} ({regime} regime, lr "
-            f"{opt_train.lr:g}) is {'not finite' if not math.isfinite(running) else 'over 100x chance'}"
-        )
+    _check_diverged(running, chance, f"step {step + count}", regime, opt_train, what="the supernet's training loss")
     figures = {
         "step": float(step + count),
         "loss": running,
